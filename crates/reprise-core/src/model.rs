@@ -1,0 +1,305 @@
+//! The resources of reprise as the API shows them, their states, and the
+//! bodies of the requests that change them.
+//!
+//! Every resource has a UUID, a name unique per account and kind, an owner
+//! account and a creation time. States are stored in the catalog by their
+//! names, so renaming a variant is a catalog migration.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+macro_rules! string_enum {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => stringify!($variant)),+ }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = crate::Error;
+            fn from_str(s: &str) -> crate::Result<Self> {
+                $name::ALL
+                    .iter()
+                    .copied()
+                    .find(|v| v.as_str().eq_ignore_ascii_case(s))
+                    .ok_or_else(|| crate::Error::invalid(
+                        "state_invalid",
+                        format!("'{s}' is not a {}", stringify!($name)),
+                    ))
+            }
+        }
+    };
+}
+
+string_enum!(
+    /// The run state of an instance.
+    InstanceState { Stopped, Starting, Running, Stopping, Error }
+);
+
+string_enum!(
+    /// The state of a volume: `Creating` while its file is being made,
+    /// `Ready` for use, `Error` when making it failed.
+    VolumeState { Creating, Ready, Error }
+);
+
+string_enum!(
+    /// A volume is the root disk of an instance or a data disk.
+    VolumeKind { Root, Data }
+);
+
+string_enum!(
+    /// The state of a job. `Succeeded`, `Failed` and `Cancelled` are final.
+    JobState { Queued, Running, Succeeded, Failed, Cancelled }
+);
+
+impl JobState {
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Failed | JobState::Cancelled
+        )
+    }
+}
+
+impl InstanceState {
+    /// Whether a QEMU process is expected to exist in this state.
+    pub fn expects_process(self) -> bool {
+        matches!(
+            self,
+            InstanceState::Starting | InstanceState::Running | InstanceState::Stopping
+        )
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Account {
+    pub id: Uuid,
+    pub name: String,
+    pub admin: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Returned once, when an account is created: the key is never shown again.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AccountCreated {
+    pub account: Account,
+    pub api_key: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Zone {
+    pub id: Uuid,
+    pub name: String,
+    /// The zone's primary storage: where its volumes' qcow2 files live.
+    pub storage_dir: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Volume {
+    pub id: Uuid,
+    pub name: String,
+    pub account_id: Uuid,
+    pub zone_id: Uuid,
+    pub zone: String,
+    pub kind: VolumeKind,
+    pub state: VolumeState,
+    /// Virtual size, as the guest sees it.
+    pub size_bytes: u64,
+    /// The qcow2 file in the zone's primary storage.
+    pub path: String,
+    pub instance_id: Option<Uuid>,
+    pub instance: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Whether qemu-guest-agent answers inside an instance, and what that means
+/// for a snapshot taken now.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct GuestAgentStatus {
+    /// `responding`, `not_responding` or `not_running` (instance stopped).
+    pub status: String,
+    /// The consistency a snapshot taken now would have: `filesystem` when
+    /// the agent can freeze the guest's filesystems, `crash` otherwise.
+    pub snapshot_consistency: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Instance {
+    pub id: Uuid,
+    pub name: String,
+    pub account_id: Uuid,
+    pub zone_id: Uuid,
+    pub zone: String,
+    pub state: InstanceState,
+    pub cpus: u32,
+    pub memory_bytes: u64,
+    pub root_volume_id: Option<Uuid>,
+    /// Attached volumes, root first, in the order the guest sees them.
+    pub volumes: Vec<AttachedVolume>,
+    pub kernel: Option<String>,
+    pub initrd: Option<String>,
+    pub append: Option<String>,
+    /// `kvm` or `tcg`: the accelerator of the running QEMU (last start).
+    pub accel: Option<String>,
+    pub pid: Option<u32>,
+    pub qmp_socket: String,
+    pub guest_agent_socket: String,
+    pub console_log: String,
+    /// Filled in by `show` only (it asks the guest).
+    pub guest_agent: Option<GuestAgentStatus>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AttachedVolume {
+    pub id: Uuid,
+    pub name: String,
+    pub kind: VolumeKind,
+    pub size_bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct JobLogLine {
+    pub at: DateTime<Utc>,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Job {
+    pub id: Uuid,
+    pub account_id: Uuid,
+    /// What the job does: `instance.start`, `volume.create`…
+    pub kind: String,
+    pub target_kind: String,
+    pub target_id: Uuid,
+    pub target_name: String,
+    pub state: JobState,
+    /// Work done and work to do, in the job's own unit (bytes or steps).
+    pub progress_done: u64,
+    pub progress_total: u64,
+    pub error: Option<crate::Error>,
+    pub log: Vec<JobLogLine>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl Job {
+    /// Progress as a fraction in 0..=1.
+    pub fn fraction(&self) -> f64 {
+        if self.state == JobState::Succeeded {
+            1.0
+        } else if self.progress_total == 0 {
+            0.0
+        } else {
+            (self.progress_done as f64 / self.progress_total as f64).min(1.0)
+        }
+    }
+}
+
+/// The answer to a request that started a long operation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobStarted {
+    pub job: Job,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAccount {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateZone {
+    pub name: String,
+    pub storage_dir: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateVolume {
+    pub name: String,
+    /// Like `10G`.
+    pub size: String,
+    pub zone: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResizeVolume {
+    pub size: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttachVolume {
+    pub instance: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateInstance {
+    pub name: String,
+    pub zone: Option<String>,
+    pub cpus: Option<u32>,
+    /// Like `512M`.
+    pub memory: Option<String>,
+    /// A blank root volume of this size.
+    pub root_size: Option<String>,
+    /// A disk image file on the daemon's host, copied into a root volume.
+    pub image: Option<String>,
+    #[serde(default)]
+    pub data_volumes: Vec<String>,
+    pub kernel: Option<String>,
+    pub initrd: Option<String>,
+    pub append: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StopInstance {
+    #[serde(default)]
+    pub force: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_round_trip_through_their_names() {
+        for s in InstanceState::ALL {
+            assert_eq!(s.as_str().parse::<InstanceState>().unwrap(), *s);
+        }
+        assert_eq!(
+            "running".parse::<InstanceState>().unwrap(),
+            InstanceState::Running
+        );
+        assert_eq!(
+            "Sleeping".parse::<InstanceState>().unwrap_err().code,
+            "state_invalid"
+        );
+        assert_eq!(
+            serde_json::to_string(&JobState::Succeeded).unwrap(),
+            "\"Succeeded\""
+        );
+    }
+}

@@ -1,0 +1,247 @@
+//! A qemu-guest-agent client over the host end of the virtio-serial port.
+//!
+//! The channel carries no framing a new client can trust (a previous client
+//! may have left a half-read answer in it), so every session starts with
+//! `0xFF` and `guest-sync-delimited` with a random id, and discards all
+//! that comes before the echo of that id. `0xFF` bytes in replies are
+//! skipped. Every call has a deadline: an agent that is absent or hung
+//! makes a call fail with `guest_agent_not_responding`, never hang.
+
+use base64::Engine;
+use reprise_core::{Error, ErrorKind, Result};
+use serde_json::{json, Value};
+use std::path::Path;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::UnixStream;
+use tokio::time::{timeout_at, Instant};
+
+pub struct Agent {
+    reader: BufReader<OwnedReadHalf>,
+    writer: OwnedWriteHalf,
+}
+
+fn not_responding(what: impl std::fmt::Display) -> Error {
+    Error::unavailable(
+        "guest_agent_not_responding",
+        format!("the guest agent is not answering: {what}"),
+    )
+}
+
+/// The outcome of a command run in the guest with `guest-exec`.
+#[derive(Debug, Clone)]
+pub struct ExecOutput {
+    pub exit_code: i64,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl Agent {
+    /// Connect and synchronise within `within`.
+    pub async fn connect(path: &Path, within: Duration) -> Result<Agent> {
+        let deadline = Instant::now() + within;
+        let stream = timeout_at(deadline, UnixStream::connect(path))
+            .await
+            .map_err(|_| not_responding("connect timed out"))?
+            .map_err(|e| not_responding(format!("cannot connect to {}: {e}", path.display())))?;
+        let (r, w) = stream.into_split();
+        let mut agent = Agent {
+            reader: BufReader::new(r),
+            writer: w,
+        };
+        agent.sync(deadline).await?;
+        Ok(agent)
+    }
+
+    async fn send(&mut self, msg: &Value, deadline: Instant) -> Result<()> {
+        let mut bytes = msg.to_string().into_bytes();
+        bytes.push(b'\n');
+        timeout_at(deadline, self.writer.write_all(&bytes))
+            .await
+            .map_err(|_| not_responding("write timed out"))?
+            .map_err(|e| not_responding(format!("write: {e}")))
+    }
+
+    async fn read_message(&mut self, deadline: Instant) -> Result<Value> {
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            let n = timeout_at(deadline, self.reader.read_until(b'\n', &mut line))
+                .await
+                .map_err(|_| not_responding("no answer in time"))?
+                .map_err(|e| not_responding(format!("read: {e}")))?;
+            if n == 0 {
+                return Err(not_responding("channel closed"));
+            }
+            line.retain(|b| *b != 0xFF);
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            match serde_json::from_slice::<Value>(&line) {
+                Ok(v) => return Ok(v),
+                // Leftovers of an earlier client's session: skip them.
+                Err(_) => continue,
+            }
+        }
+    }
+
+    async fn sync(&mut self, deadline: Instant) -> Result<()> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .subsec_nanos();
+        let id = (std::process::id() ^ nanos) & 0x7fff_ffff;
+        timeout_at(deadline, self.writer.write_all(&[0xFF]))
+            .await
+            .map_err(|_| not_responding("write timed out"))?
+            .map_err(|e| not_responding(format!("write: {e}")))?;
+        self.send(
+            &json!({"execute": "guest-sync-delimited", "arguments": {"id": id}}),
+            deadline,
+        )
+        .await?;
+        loop {
+            let msg = self.read_message(deadline).await?;
+            if msg.get("return").and_then(Value::as_u64) == Some(id as u64) {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Run one agent command, waiting at most `within` for its answer.
+    pub async fn execute(&mut self, command: &str, arguments: Value, within: Duration) -> Result<Value> {
+        let deadline = Instant::now() + within;
+        let mut msg = json!({"execute": command});
+        if !arguments.is_null() {
+            msg["arguments"] = arguments;
+        }
+        self.send(&msg, deadline).await?;
+        let reply = self.read_message(deadline).await?;
+        if let Some(ret) = reply.get("return") {
+            return Ok(ret.clone());
+        }
+        let desc = reply
+            .pointer("/error/desc")
+            .and_then(Value::as_str)
+            .unwrap_or("unknown error");
+        Err(Error::new(
+            ErrorKind::Conflict,
+            "guest_agent_error",
+            format!("the guest agent refused {command}: {desc}"),
+        ))
+    }
+
+    /// `guest-ping`.
+    pub async fn ping(&mut self, within: Duration) -> Result<()> {
+        self.execute("guest-ping", Value::Null, within).await.map(|_| ())
+    }
+
+    /// Run `path args…` in the guest, feeding `stdin`, and wait for it to
+    /// exit; its output is returned.
+    pub async fn exec(
+        &mut self,
+        path: &str,
+        args: &[&str],
+        stdin: Option<&[u8]>,
+        within: Duration,
+    ) -> Result<ExecOutput> {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let deadline = Instant::now() + within;
+        let mut arguments = json!({"path": path, "arg": args, "capture-output": true});
+        if let Some(input) = stdin {
+            arguments["input-data"] = json!(b64.encode(input));
+        }
+        let started = self.execute("guest-exec", arguments, within).await?;
+        let pid = started
+            .get("pid")
+            .and_then(Value::as_i64)
+            .ok_or_else(|| not_responding(format!("guest-exec gave no pid: {started}")))?;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(not_responding(format!("{path} did not exit within {within:?}")));
+            }
+            let status = self
+                .execute("guest-exec-status", json!({"pid": pid}), left)
+                .await?;
+            if status.get("exited").and_then(Value::as_bool) == Some(true) {
+                let field = |name: &str| {
+                    status
+                        .get(name)
+                        .and_then(Value::as_str)
+                        .and_then(|s| b64.decode(s).ok())
+                        .unwrap_or_default()
+                };
+                return Ok(ExecOutput {
+                    exit_code: status.get("exitcode").and_then(Value::as_i64).unwrap_or(-1),
+                    stdout: field("out-data"),
+                    stderr: field("err-data"),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::UnixListener;
+
+    /// A scripted agent that first leaves garbage in the channel, like a
+    /// previous client's unread answer, then answers sync and ping.
+    #[tokio::test]
+    async fn sync_skips_leftovers_and_ping_answers() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("qga.sock");
+        let listener = UnixListener::bind(&sock).unwrap();
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let (r, mut w) = stream.into_split();
+            let mut r = BufReader::new(r);
+            w.write_all(b"{\"return\": {\"half\": \n{\"return\": 7}\n").await.unwrap();
+            let mut line = Vec::new();
+            while r.read_until(b'\n', &mut line).await.unwrap() > 0 {
+                line.retain(|b| *b != 0xFF);
+                let cmd: Value = serde_json::from_slice(&line).unwrap();
+                line.clear();
+                let reply = match cmd["execute"].as_str().unwrap() {
+                    "guest-sync-delimited" => {
+                        w.write_all(&[0xFF]).await.unwrap();
+                        json!({"return": cmd["arguments"]["id"]})
+                    }
+                    "guest-ping" => json!({"return": {}}),
+                    _ => json!({"error": {"class": "CommandNotFound", "desc": "nope"}}),
+                };
+                w.write_all(format!("{reply}\n").as_bytes()).await.unwrap();
+            }
+        });
+        let mut agent = Agent::connect(&sock, Duration::from_secs(2)).await.unwrap();
+        agent.ping(Duration::from_secs(1)).await.unwrap();
+        let err = agent
+            .execute("guest-fsfreeze-freeze", Value::Null, Duration::from_secs(1))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, "guest_agent_error");
+    }
+
+    /// A peer that accepts and never answers: the call ends at its deadline.
+    #[tokio::test]
+    async fn a_silent_agent_times_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("qga.sock");
+        let listener = UnixListener::bind(&sock).unwrap();
+        tokio::spawn(async move {
+            let (_stream, _) = listener.accept().await.unwrap();
+            tokio::time::sleep(Duration::from_secs(10)).await;
+        });
+        let started = Instant::now();
+        let err = Agent::connect(&sock, Duration::from_millis(200))
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(err.code, "guest_agent_not_responding");
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+}

@@ -1,0 +1,155 @@
+//! `qemu-img`, for files no running QEMU holds (or read-only, with `-U`).
+
+use reprise_core::{Error, Result};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::ffi::OsString;
+use std::process::Output;
+
+/// Arguments of a program, from anything that converts to an `OsStr`.
+macro_rules! os_args {
+    ($($a:expr),* $(,)?) => { vec![$(OsString::from($a)),*] };
+}
+use tokio::process::Command;
+
+/// All volumes use 64 KiB clusters: the qcow2 default, and the unit the
+/// snapshot engine maps.
+pub const CLUSTER_SIZE: u64 = 65536;
+
+/// The QEMU programs reprise runs, as configured.
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    pub system: PathBuf,
+    pub img: PathBuf,
+}
+
+impl Default for Binaries {
+    fn default() -> Self {
+        Binaries {
+            system: "qemu-system-x86_64".into(),
+            img: "qemu-img".into(),
+        }
+    }
+}
+
+/// Run a QEMU program to completion; a missing program is `qemu_missing`,
+/// a failure is `code` with the program's own stderr in the message.
+pub async fn run(program: &Path, args: &[OsString], code: &str) -> Result<Output> {
+    let out = Command::new(program)
+        .args(args)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| missing_or(program, e))?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        return Err(Error::unavailable(
+            code.to_string(),
+            format!(
+                "{} failed ({}): {}",
+                program.display(),
+                out.status,
+                stderr.trim()
+            ),
+        ));
+    }
+    Ok(out)
+}
+
+pub(crate) fn missing_or(program: &Path, e: std::io::Error) -> Error {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        Error::unavailable(
+            "qemu_missing",
+            format!(
+                "QEMU program '{}' not found: install QEMU (apt-get install qemu-system-x86 qemu-utils) or set its path in the config",
+                program.display()
+            ),
+        )
+    } else {
+        Error::unavailable("qemu_failed", format!("cannot run {}: {e}", program.display()))
+    }
+}
+
+/// What `qemu-img info` says of an image.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ImageInfo {
+    pub format: String,
+    #[serde(rename = "virtual-size")]
+    pub virtual_size: u64,
+    #[serde(rename = "actual-size", default)]
+    pub actual_size: u64,
+    #[serde(rename = "cluster-size", default)]
+    pub cluster_size: Option<u64>,
+    #[serde(rename = "backing-filename", default)]
+    pub backing_filename: Option<String>,
+    #[serde(rename = "format-specific", default)]
+    pub format_specific: Option<serde_json::Value>,
+}
+
+impl ImageInfo {
+    /// An external data file, which a qcow2 may name to read or write any
+    /// host file: never accepted from outside.
+    pub fn data_file(&self) -> Option<String> {
+        self.format_specific
+            .as_ref()?
+            .pointer("/data/data-file")?
+            .as_str()
+            .map(str::to_string)
+    }
+}
+
+impl Binaries {
+    /// A new, empty qcow2 of `size` bytes with 64 KiB clusters.
+    pub async fn create(&self, path: &Path, size: u64) -> Result<()> {
+        let size = size.to_string();
+        let cluster = format!("cluster_size={CLUSTER_SIZE}");
+        run(
+            &self.img,
+            &os_args!["create", "-q", "-f", "qcow2", "-o", &cluster, path, &size],
+            "qemu_img_failed",
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// `qemu-img info`; `-U` lets it read a file a running QEMU holds.
+    pub async fn info(&self, path: &Path, format: Option<&str>) -> Result<ImageInfo> {
+        let mut args = os_args!["info", "-U", "--output=json"];
+        if let Some(f) = format {
+            args.extend(os_args!["-f", f]);
+        }
+        args.push(path.into());
+        let out = run(&self.img, &args, "image_invalid").await?;
+        serde_json::from_slice(&out.stdout).map_err(|e| {
+            Error::invalid(
+                "image_invalid",
+                format!("qemu-img info of {}: {e}", path.display()),
+            )
+        })
+    }
+
+    /// Grow a qcow2 that no QEMU holds.
+    pub async fn resize(&self, path: &Path, size: u64) -> Result<()> {
+        let size = size.to_string();
+        run(
+            &self.img,
+            &os_args!["resize", "-q", "-f", "qcow2", path, &size],
+            "qemu_img_failed",
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Copy an image of format `format` into a new qcow2 with 64 KiB
+    /// clusters.
+    pub async fn convert_to_qcow2(&self, src: &Path, format: &str, dst: &Path) -> Result<()> {
+        let cluster = format!("cluster_size={CLUSTER_SIZE}");
+        run(
+            &self.img,
+            &os_args!["convert", "-q", "-f", format, "-O", "qcow2", "-o", &cluster, src, dst],
+            "qemu_img_failed",
+        )
+        .await
+        .map(|_| ())
+    }
+}

@@ -1,0 +1,249 @@
+//! A QMP client over a unix socket.
+//!
+//! One connection is one session: the greeting is read, capabilities are
+//! negotiated, then commands are sent one at a time, each tagged with an id
+//! so its answer is told apart from events. Events that arrive meanwhile are
+//! kept, in order, for [`Qmp::wait_event`].
+
+use reprise_core::{Error, ErrorKind, Result};
+use serde_json::{json, Value};
+use std::collections::VecDeque;
+use std::path::Path;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::UnixStream;
+use tokio::time::{timeout, Instant};
+
+/// A QMP event as QEMU sent it.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub name: String,
+    pub data: Value,
+}
+
+pub struct Qmp {
+    reader: BufReader<OwnedReadHalf>,
+    writer: OwnedWriteHalf,
+    events: VecDeque<Event>,
+    next_id: u64,
+    /// Upper bound for one command's answer.
+    pub command_timeout: Duration,
+}
+
+fn unavailable(what: impl std::fmt::Display) -> Error {
+    Error::unavailable("qmp_unavailable", format!("QMP: {what}"))
+}
+
+impl Qmp {
+    /// Connect and negotiate capabilities, waiting at most `wait` for the
+    /// socket to accept.
+    pub async fn connect(path: &Path, wait: Duration) -> Result<Qmp> {
+        let stream = timeout(wait, UnixStream::connect(path))
+            .await
+            .map_err(|_| unavailable(format!("{} did not accept in {wait:?}", path.display())))?
+            .map_err(|e| unavailable(format!("cannot connect to {}: {e}", path.display())))?;
+        let (r, w) = stream.into_split();
+        let mut qmp = Qmp {
+            reader: BufReader::new(r),
+            writer: w,
+            events: VecDeque::new(),
+            next_id: 1,
+            command_timeout: Duration::from_secs(30),
+        };
+        let greeting = timeout(wait, qmp.read_message())
+            .await
+            .map_err(|_| unavailable("no greeting (is another client connected?)"))??;
+        if greeting.get("QMP").is_none() {
+            return Err(unavailable(format!("unexpected greeting {greeting}")));
+        }
+        qmp.execute("qmp_capabilities", json!({})).await?;
+        Ok(qmp)
+    }
+
+    async fn read_message(&mut self) -> Result<Value> {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let n = self
+                .reader
+                .read_line(&mut line)
+                .await
+                .map_err(|e| unavailable(format!("read: {e}")))?;
+            if n == 0 {
+                return Err(unavailable("connection closed by QEMU"));
+            }
+            if !line.trim().is_empty() {
+                return serde_json::from_str(&line)
+                    .map_err(|e| unavailable(format!("bad message {line:?}: {e}")));
+            }
+        }
+    }
+
+    /// Run one command and return its `return` value. A QMP error becomes an
+    /// [`ErrorKind::Conflict`] error with code `qmp_error` carrying QEMU's
+    /// class and description.
+    pub async fn execute(&mut self, command: &str, arguments: Value) -> Result<Value> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut msg = json!({"execute": command, "id": id});
+        if arguments.as_object().is_some_and(|o| !o.is_empty()) {
+            msg["arguments"] = arguments;
+        }
+        let mut text = msg.to_string();
+        text.push('\n');
+        self.writer
+            .write_all(text.as_bytes())
+            .await
+            .map_err(|e| unavailable(format!("write {command}: {e}")))?;
+        let deadline = Instant::now() + self.command_timeout;
+        loop {
+            let msg = tokio::time::timeout_at(deadline, self.read_message())
+                .await
+                .map_err(|_| unavailable(format!("{command}: no answer in time")))??;
+            if let Some(name) = msg.get("event").and_then(Value::as_str) {
+                self.events.push_back(Event {
+                    name: name.to_string(),
+                    data: msg.get("data").cloned().unwrap_or(Value::Null),
+                });
+                continue;
+            }
+            if msg.get("id").and_then(Value::as_u64) != Some(id) {
+                continue;
+            }
+            if let Some(ret) = msg.get("return") {
+                return Ok(ret.clone());
+            }
+            if let Some(err) = msg.get("error") {
+                let class = err.get("class").and_then(Value::as_str).unwrap_or("");
+                let desc = err.get("desc").and_then(Value::as_str).unwrap_or("");
+                return Err(Error::new(
+                    ErrorKind::Conflict,
+                    "qmp_error",
+                    format!("QEMU refused {command}: {desc} ({class})"),
+                ));
+            }
+            return Err(unavailable(format!("unexpected answer {msg}")));
+        }
+    }
+
+    /// Wait for an event named `name` whose data satisfies `matches`,
+    /// looking first at events that came while commands ran.
+    pub async fn wait_event(
+        &mut self,
+        name: &str,
+        matches: impl Fn(&Value) -> bool,
+        within: Duration,
+    ) -> Result<Event> {
+        if let Some(pos) = self
+            .events
+            .iter()
+            .position(|e| e.name == name && matches(&e.data))
+        {
+            return Ok(self.events.remove(pos).expect("position is in range"));
+        }
+        let deadline = Instant::now() + within;
+        loop {
+            let msg = tokio::time::timeout_at(deadline, self.read_message())
+                .await
+                .map_err(|_| unavailable(format!("no {name} event within {within:?}")))??;
+            if msg.get("event").and_then(Value::as_str) == Some(name) {
+                let data = msg.get("data").cloned().unwrap_or(Value::Null);
+                if matches(&data) {
+                    return Ok(Event {
+                        name: name.to_string(),
+                        data,
+                    });
+                }
+            }
+        }
+    }
+
+    /// `query-status`: the VM's run state (`running`, `paused`…).
+    pub async fn run_state(&mut self) -> Result<String> {
+        let status = self.execute("query-status", json!({})).await?;
+        Ok(status
+            .get("status")
+            .and_then(Value::as_str)
+            .unwrap_or("unknown")
+            .to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::UnixListener;
+
+    /// A scripted QMP peer: answers each command with the next canned reply,
+    /// optionally sending an event first.
+    async fn fake_qemu(listener: UnixListener, replies: Vec<Value>) {
+        let (stream, _) = listener.accept().await.unwrap();
+        let (r, mut w) = stream.into_split();
+        let mut r = BufReader::new(r);
+        w.write_all(b"{\"QMP\": {\"version\": {}, \"capabilities\": []}}\n")
+            .await
+            .unwrap();
+        let mut replies = replies.into_iter();
+        let mut line = String::new();
+        while r.read_line(&mut line).await.unwrap() > 0 {
+            let cmd: Value = serde_json::from_str(&line).unwrap();
+            line.clear();
+            let id = cmd["id"].clone();
+            let mut reply = if cmd["execute"] == "qmp_capabilities" {
+                json!({"return": {}})
+            } else {
+                replies.next().unwrap()
+            };
+            if let Some(event) = reply.get("__event").cloned() {
+                w.write_all(format!("{event}\n").as_bytes()).await.unwrap();
+                reply.as_object_mut().unwrap().remove("__event");
+            }
+            reply["id"] = id;
+            w.write_all(format!("{reply}\n").as_bytes()).await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn commands_errors_and_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("qmp.sock");
+        let listener = UnixListener::bind(&sock).unwrap();
+        tokio::spawn(fake_qemu(
+            listener,
+            vec![
+                json!({"return": {"status": "running", "running": true},
+                       "__event": {"event": "RESUME", "data": {}}}),
+                json!({"error": {"class": "GenericError", "desc": "Device 'x' not found"}}),
+            ],
+        ));
+        let mut qmp = Qmp::connect(&sock, Duration::from_secs(2)).await.unwrap();
+        assert_eq!(qmp.run_state().await.unwrap(), "running");
+        let err = qmp
+            .execute("device_del", json!({"id": "x"}))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, "qmp_error");
+        assert!(err.message.contains("Device 'x' not found"), "{}", err.message);
+        let ev = qmp
+            .wait_event("RESUME", |_| true, Duration::from_millis(100))
+            .await
+            .unwrap();
+        assert_eq!(ev.name, "RESUME");
+        let err = qmp
+            .wait_event("SHUTDOWN", |_| true, Duration::from_millis(50))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Unavailable);
+    }
+
+    #[tokio::test]
+    async fn a_missing_socket_is_unavailable() {
+        let err = Qmp::connect(Path::new("/nonexistent/qmp.sock"), Duration::from_millis(100))
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(err.code, "qmp_unavailable");
+        assert!(err.message.contains("/nonexistent/qmp.sock"));
+    }
+}
