@@ -18,7 +18,9 @@ pub fn parse_size(text: &str) -> Result<u64> {
     let bad = || {
         Error::invalid(
             "size_invalid",
-            format!("size '{text}' not understood: write a number with a unit, like 512M, 10G or 1T"),
+            format!(
+                "size '{text}' not understood: write a number with a unit, like 512M, 10G or 1T"
+            ),
         )
     };
     let t = text.trim();

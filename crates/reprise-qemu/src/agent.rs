@@ -110,7 +110,12 @@ impl Agent {
     }
 
     /// Run one agent command, waiting at most `within` for its answer.
-    pub async fn execute(&mut self, command: &str, arguments: Value, within: Duration) -> Result<Value> {
+    pub async fn execute(
+        &mut self,
+        command: &str,
+        arguments: Value,
+        within: Duration,
+    ) -> Result<Value> {
         let deadline = Instant::now() + within;
         let mut msg = json!({"execute": command});
         if !arguments.is_null() {
@@ -134,7 +139,9 @@ impl Agent {
 
     /// `guest-ping`.
     pub async fn ping(&mut self, within: Duration) -> Result<()> {
-        self.execute("guest-ping", Value::Null, within).await.map(|_| ())
+        self.execute("guest-ping", Value::Null, within)
+            .await
+            .map(|_| ())
     }
 
     /// Run `path args…` in the guest, feeding `stdin`, and wait for it to
@@ -160,7 +167,9 @@ impl Agent {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(not_responding(format!("{path} did not exit within {within:?}")));
+                return Err(not_responding(format!(
+                    "{path} did not exit within {within:?}"
+                )));
             }
             let status = self
                 .execute("guest-exec-status", json!({"pid": pid}), left)
@@ -200,7 +209,9 @@ mod tests {
             let (stream, _) = listener.accept().await.unwrap();
             let (r, mut w) = stream.into_split();
             let mut r = BufReader::new(r);
-            w.write_all(b"{\"return\": {\"half\": \n{\"return\": 7}\n").await.unwrap();
+            w.write_all(b"{\"return\": {\"half\": \n{\"return\": 7}\n")
+                .await
+                .unwrap();
             let mut line = Vec::new();
             while r.read_until(b'\n', &mut line).await.unwrap() > 0 {
                 line.retain(|b| *b != 0xFF);

@@ -121,19 +121,37 @@ impl VmSpec {
         let mut a: Vec<String> = Vec::new();
         let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
         let run = &self.run;
-        push(&["-name", &format!("guest={},debug-threads=on", self.name.replace(',', ",,"))]);
+        push(&[
+            "-name",
+            &format!("guest={},debug-threads=on", self.name.replace(',', ",,")),
+        ]);
         push(&["-uuid", &self.id.to_string()]);
         push(&["-machine", "q35"]);
         match self.accel {
             Accel::Kvm => push(&["-accel", "kvm", "-cpu", "host"]),
             Accel::Tcg => push(&["-accel", "tcg", "-cpu", "max"]),
         }
-        push(&["-smp", &self.cpus.to_string(), "-m", &format!("{}M", self.memory_mib)]);
-        push(&["-nodefaults", "-no-user-config", "-display", "none", "-nic", "none"]);
+        push(&[
+            "-smp",
+            &self.cpus.to_string(),
+            "-m",
+            &format!("{}M", self.memory_mib),
+        ]);
+        push(&[
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-nic",
+            "none",
+        ]);
         push(&["-msg", "timestamp=on"]);
         push(&[
             "-chardev",
-            &format!("socket,id=qmp,path={},server=on,wait=off", run.qmp().display()),
+            &format!(
+                "socket,id=qmp,path={},server=on,wait=off",
+                run.qmp().display()
+            ),
             "-mon",
             "chardev=qmp,mode=control",
         ]);
@@ -147,19 +165,32 @@ impl VmSpec {
             "-device",
             "virtio-serial-pci,id=vser0",
             "-chardev",
-            &format!("socket,id=qga0,path={},server=on,wait=off", run.agent().display()),
+            &format!(
+                "socket,id=qga0,path={},server=on,wait=off",
+                run.agent().display()
+            ),
             "-device",
             "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0",
         ]);
         for slot in 0..DISK_SLOTS {
             push(&[
                 "-device",
-                &format!("pcie-root-port,id={},bus=pcie.0,chassis={}", slot_bus(slot), slot + 1),
+                &format!(
+                    "pcie-root-port,id={},bus=pcie.0,chassis={}",
+                    slot_bus(slot),
+                    slot + 1
+                ),
             ]);
         }
         for disk in &self.disks {
-            push(&["-blockdev", &blockdev(disk.volume_id, &disk.path).to_string()]);
-            push(&["-device", &device_arg(&disk_device(disk.volume_id, disk.slot))]);
+            push(&[
+                "-blockdev",
+                &blockdev(disk.volume_id, &disk.path).to_string(),
+            ]);
+            push(&[
+                "-device",
+                &device_arg(&disk_device(disk.volume_id, disk.slot)),
+            ]);
         }
         if let Some(k) = &self.kernel {
             push(&["-kernel", k]);
@@ -204,13 +235,23 @@ mod tests {
         let args = spec().args();
         let joined = args.join(" ");
         assert!(joined.contains("-accel tcg -cpu max"));
-        assert!(joined.contains("guest=web,,1"), "commas in names are escaped");
+        assert!(
+            joined.contains("guest=web,,1"),
+            "commas in names are escaped"
+        );
         assert!(joined.contains("socket,id=qmp,path=/run/i/qmp.sock,server=on,wait=off"));
         assert!(joined.contains("name=org.qemu.guest_agent.0"));
         assert!(joined.contains("path=/run/i/console.log"));
         assert!(joined.contains("-uuid 11111111-2222-3333-4444-555555555555"));
-        assert_eq!(args.iter().filter(|a| a.starts_with("pcie-root-port")).count(), 8);
-        assert!(joined.contains("virtio-blk-pci,bus=rp0,drive=vol-6f1c3e2a8d7b,id=dev-6f1c3e2a8d7b"));
+        assert_eq!(
+            args.iter()
+                .filter(|a| a.starts_with("pcie-root-port"))
+                .count(),
+            8
+        );
+        assert!(
+            joined.contains("virtio-blk-pci,bus=rp0,drive=vol-6f1c3e2a8d7b,id=dev-6f1c3e2a8d7b")
+        );
         assert!(!joined.contains("-initrd"));
         assert!(joined.ends_with("-daemonize -pidfile /run/i/qemu.pid"));
     }

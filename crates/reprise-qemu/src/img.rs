@@ -2,8 +2,8 @@
 
 use reprise_core::{Error, Result};
 use serde::Deserialize;
-use std::path::{Path, PathBuf};
 use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::process::Output;
 
 /// Arguments of a program, from anything that converts to an `OsStr`.
@@ -66,7 +66,10 @@ pub(crate) fn missing_or(program: &Path, e: std::io::Error) -> Error {
             ),
         )
     } else {
-        Error::unavailable("qemu_failed", format!("cannot run {}: {e}", program.display()))
+        Error::unavailable(
+            "qemu_failed",
+            format!("cannot run {}: {e}", program.display()),
+        )
     }
 }
 

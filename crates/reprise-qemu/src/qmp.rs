@@ -224,7 +224,11 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(err.code, "qmp_error");
-        assert!(err.message.contains("Device 'x' not found"), "{}", err.message);
+        assert!(
+            err.message.contains("Device 'x' not found"),
+            "{}",
+            err.message
+        );
         let ev = qmp
             .wait_event("RESUME", |_| true, Duration::from_millis(100))
             .await
@@ -239,10 +243,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_missing_socket_is_unavailable() {
-        let err = Qmp::connect(Path::new("/nonexistent/qmp.sock"), Duration::from_millis(100))
-            .await
-            .err()
-            .unwrap();
+        let err = Qmp::connect(
+            Path::new("/nonexistent/qmp.sock"),
+            Duration::from_millis(100),
+        )
+        .await
+        .err()
+        .unwrap();
         assert_eq!(err.code, "qmp_unavailable");
         assert!(err.message.contains("/nonexistent/qmp.sock"));
     }

@@ -1,0 +1,108 @@
+//! Versioned schema migrations. Step N takes `user_version` from N-1 to N;
+//! steps are only ever appended, never edited once released.
+
+use crate::db_err;
+use reprise_core::{Error, Result};
+use rusqlite::Connection;
+
+const STEPS: &[&str] = &[
+    // 1: accounts, zones, volumes, instances, jobs.
+    r#"
+    CREATE TABLE accounts (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        admin INTEGER NOT NULL,
+        key_hash TEXT NOT NULL UNIQUE,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE zones (
+        id TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL REFERENCES accounts(id),
+        name TEXT NOT NULL UNIQUE,
+        storage_dir TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE instances (
+        id TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL REFERENCES accounts(id),
+        name TEXT NOT NULL,
+        zone_id TEXT NOT NULL REFERENCES zones(id),
+        state TEXT NOT NULL,
+        cpus INTEGER NOT NULL,
+        memory_bytes INTEGER NOT NULL,
+        root_volume_id TEXT,
+        kernel TEXT,
+        initrd TEXT,
+        append TEXT,
+        accel TEXT,
+        pid INTEGER,
+        last_error TEXT,
+        created_at TEXT NOT NULL,
+        UNIQUE (account_id, name)
+    );
+    CREATE TABLE volumes (
+        id TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL REFERENCES accounts(id),
+        name TEXT NOT NULL,
+        zone_id TEXT NOT NULL REFERENCES zones(id),
+        kind TEXT NOT NULL,
+        state TEXT NOT NULL,
+        size_bytes INTEGER NOT NULL,
+        path TEXT NOT NULL UNIQUE,
+        instance_id TEXT REFERENCES instances(id),
+        slot INTEGER,
+        created_at TEXT NOT NULL,
+        UNIQUE (account_id, name),
+        UNIQUE (instance_id, slot)
+    );
+    CREATE TABLE jobs (
+        id TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL REFERENCES accounts(id),
+        kind TEXT NOT NULL,
+        target_kind TEXT NOT NULL,
+        target_id TEXT NOT NULL,
+        target_name TEXT NOT NULL,
+        state TEXT NOT NULL,
+        progress_done INTEGER NOT NULL,
+        progress_total INTEGER NOT NULL,
+        error TEXT,
+        created_at TEXT NOT NULL,
+        started_at TEXT,
+        finished_at TEXT
+    );
+    CREATE INDEX jobs_by_account ON jobs (account_id, created_at);
+    CREATE TABLE job_log (
+        job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+        at TEXT NOT NULL,
+        message TEXT NOT NULL
+    );
+    CREATE INDEX job_log_by_job ON job_log (job_id);
+    "#,
+];
+
+/// The schema version this build writes.
+pub const LATEST: u32 = STEPS.len() as u32;
+
+pub(crate) fn migrate(conn: &mut Connection) -> Result<()> {
+    let current: u32 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(db_err("user_version"))?;
+    if current > LATEST {
+        return Err(Error::unavailable(
+            "catalog_too_new",
+            format!(
+                "the catalog has schema version {current}, newer than this reprise ({LATEST}): \
+                 run a newer reprise"
+            ),
+        ));
+    }
+    for (i, step) in STEPS.iter().enumerate().skip(current as usize) {
+        let version = i as u32 + 1;
+        let tx = conn.transaction().map_err(db_err("migration"))?;
+        tx.execute_batch(step).map_err(db_err("migration"))?;
+        tx.pragma_update(None, "user_version", version)
+            .map_err(db_err("migration"))?;
+        tx.commit().map_err(db_err("migration"))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,224 @@
+//! Catalog rows and their mapping from SQL. Ids are stored as text UUIDs so
+//! a lookup by "name or id" is one indexed comparison.
+
+use crate::db_err;
+use chrono::{DateTime, Utc};
+use reprise_core::model::*;
+use reprise_core::Result;
+use rusqlite::{Connection, Row};
+use uuid::Uuid;
+
+/// Ids go into SQL as text.
+pub(crate) trait Sql {
+    type Out;
+    fn sql(&self) -> Self::Out;
+}
+
+impl Sql for Uuid {
+    type Out = String;
+    fn sql(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl Sql for Option<Uuid> {
+    type Out = Option<String>;
+    fn sql(&self) -> Option<String> {
+        self.map(|u| u.to_string())
+    }
+}
+
+fn uuid(r: &Row, i: usize) -> rusqlite::Result<Uuid> {
+    let s: String = r.get(i)?;
+    Uuid::parse_str(&s).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+fn opt_uuid(r: &Row, i: usize) -> rusqlite::Result<Option<Uuid>> {
+    match r.get::<_, Option<String>>(i)? {
+        None => Ok(None),
+        Some(_) => uuid(r, i).map(Some),
+    }
+}
+
+fn parsed<T: std::str::FromStr>(r: &Row, i: usize) -> rusqlite::Result<T> {
+    let s: String = r.get(i)?;
+    s.parse().map_err(|_| {
+        rusqlite::Error::FromSqlConversionFailure(
+            i,
+            rusqlite::types::Type::Text,
+            format!("bad value {s:?}").into(),
+        )
+    })
+}
+
+pub(crate) fn query<T, P: rusqlite::Params>(
+    conn: &Connection,
+    sql: &str,
+    params: P,
+    map: impl FnMut(&Row) -> rusqlite::Result<T>,
+) -> Result<Vec<T>> {
+    let mut stmt = conn.prepare_cached(sql).map_err(db_err("prepare"))?;
+    let rows = stmt.query_map(params, map).map_err(db_err("query"))?;
+    rows.collect::<rusqlite::Result<Vec<T>>>()
+        .map_err(db_err("read"))
+}
+
+pub(crate) fn account(r: &Row) -> rusqlite::Result<Account> {
+    Ok(Account {
+        id: uuid(r, 0)?,
+        name: r.get(1)?,
+        admin: r.get(2)?,
+        created_at: r.get(3)?,
+    })
+}
+
+pub(crate) fn zone(r: &Row) -> rusqlite::Result<Zone> {
+    Ok(Zone {
+        id: uuid(r, 0)?,
+        name: r.get(1)?,
+        storage_dir: r.get(2)?,
+        created_at: r.get(3)?,
+    })
+}
+
+/// A volume as the catalog holds it: the API's fields plus its PCIe slot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VolumeRow {
+    pub id: Uuid,
+    pub account_id: Uuid,
+    pub name: String,
+    pub zone_id: Uuid,
+    pub zone: String,
+    pub kind: VolumeKind,
+    pub state: VolumeState,
+    pub size_bytes: u64,
+    pub path: String,
+    pub instance_id: Option<Uuid>,
+    pub instance: Option<String>,
+    pub slot: Option<u32>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl VolumeRow {
+    pub fn to_api(&self) -> Volume {
+        Volume {
+            id: self.id,
+            name: self.name.clone(),
+            account_id: self.account_id,
+            zone_id: self.zone_id,
+            zone: self.zone.clone(),
+            kind: self.kind,
+            state: self.state,
+            size_bytes: self.size_bytes,
+            path: self.path.clone(),
+            instance_id: self.instance_id,
+            instance: self.instance.clone(),
+            created_at: self.created_at,
+        }
+    }
+
+    pub fn attached(&self) -> AttachedVolume {
+        AttachedVolume {
+            id: self.id,
+            name: self.name.clone(),
+            kind: self.kind,
+            size_bytes: self.size_bytes,
+        }
+    }
+}
+
+pub(crate) const VOLUME_SELECT: &str =
+    "SELECT v.id, v.account_id, v.name, v.zone_id, z.name, v.kind, v.state, v.size_bytes, v.path,
+        v.instance_id, i.name, v.slot, v.created_at
+   FROM volumes v JOIN zones z ON z.id = v.zone_id LEFT JOIN instances i ON i.id = v.instance_id";
+
+pub(crate) fn volume(r: &Row) -> rusqlite::Result<VolumeRow> {
+    Ok(VolumeRow {
+        id: uuid(r, 0)?,
+        account_id: uuid(r, 1)?,
+        name: r.get(2)?,
+        zone_id: uuid(r, 3)?,
+        zone: r.get(4)?,
+        kind: parsed(r, 5)?,
+        state: parsed(r, 6)?,
+        size_bytes: r.get::<_, i64>(7)? as u64,
+        path: r.get(8)?,
+        instance_id: opt_uuid(r, 9)?,
+        instance: r.get(10)?,
+        slot: r.get(11)?,
+        created_at: r.get(12)?,
+    })
+}
+
+/// An instance as the catalog holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceRow {
+    pub id: Uuid,
+    pub account_id: Uuid,
+    pub name: String,
+    pub zone_id: Uuid,
+    pub zone: String,
+    pub state: InstanceState,
+    pub cpus: u32,
+    pub memory_bytes: u64,
+    pub root_volume_id: Option<Uuid>,
+    pub kernel: Option<String>,
+    pub initrd: Option<String>,
+    pub append: Option<String>,
+    pub accel: Option<String>,
+    pub pid: Option<u32>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+pub(crate) const INSTANCE_SELECT: &str =
+    "SELECT i.id, i.account_id, i.name, i.zone_id, z.name, i.state, i.cpus, i.memory_bytes,
+        i.root_volume_id, i.kernel, i.initrd, i.append, i.accel, i.pid, i.last_error, i.created_at
+   FROM instances i JOIN zones z ON z.id = i.zone_id";
+
+pub(crate) fn instance(r: &Row) -> rusqlite::Result<InstanceRow> {
+    Ok(InstanceRow {
+        id: uuid(r, 0)?,
+        account_id: uuid(r, 1)?,
+        name: r.get(2)?,
+        zone_id: uuid(r, 3)?,
+        zone: r.get(4)?,
+        state: parsed(r, 5)?,
+        cpus: r.get(6)?,
+        memory_bytes: r.get::<_, i64>(7)? as u64,
+        root_volume_id: opt_uuid(r, 8)?,
+        kernel: r.get(9)?,
+        initrd: r.get(10)?,
+        append: r.get(11)?,
+        accel: r.get(12)?,
+        pid: r.get(13)?,
+        last_error: r.get(14)?,
+        created_at: r.get(15)?,
+    })
+}
+
+pub(crate) const JOB_SELECT: &str =
+    "SELECT id, account_id, kind, target_kind, target_id, target_name, state,
+        progress_done, progress_total, error, created_at, started_at, finished_at FROM jobs";
+
+pub(crate) fn job(r: &Row) -> rusqlite::Result<Job> {
+    let error: Option<String> = r.get(9)?;
+    Ok(Job {
+        id: uuid(r, 0)?,
+        account_id: uuid(r, 1)?,
+        kind: r.get(2)?,
+        target_kind: r.get(3)?,
+        target_id: uuid(r, 4)?,
+        target_name: r.get(5)?,
+        state: parsed(r, 6)?,
+        progress_done: r.get::<_, i64>(7)? as u64,
+        progress_total: r.get::<_, i64>(8)? as u64,
+        error: error.and_then(|e| serde_json::from_str(&e).ok()),
+        log: Vec::new(),
+        created_at: r.get(10)?,
+        started_at: r.get(11)?,
+        finished_at: r.get(12)?,
+    })
+}

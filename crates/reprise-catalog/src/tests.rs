@@ -1,0 +1,164 @@
+use super::*;
+
+fn catalog_with_zone() -> (Catalog, Account, Zone) {
+    let c = Catalog::open_in_memory().unwrap();
+    let admin = c.create_account("admin", true).unwrap().account;
+    let zone = c.create_zone(admin.id, "zone1", "/srv/zone1").unwrap();
+    (c, admin, zone)
+}
+
+fn volume_row(account: Uuid, zone: &Zone, name: &str) -> VolumeRow {
+    let id = Uuid::new_v4();
+    VolumeRow {
+        id,
+        account_id: account,
+        name: name.into(),
+        zone_id: zone.id,
+        zone: zone.name.clone(),
+        kind: VolumeKind::Data,
+        state: VolumeState::Ready,
+        size_bytes: 1 << 30,
+        path: format!("/srv/zone1/{id}.qcow2"),
+        instance_id: None,
+        instance: None,
+        slot: None,
+        created_at: now(),
+    }
+}
+
+#[test]
+fn migrations_reach_the_latest_version_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("catalog.db");
+    let c = Catalog::open(&path).unwrap();
+    assert_eq!(c.schema_version().unwrap(), migrations::LATEST);
+    c.create_account("a", false).unwrap();
+    drop(c);
+    let c = Catalog::open(&path).unwrap();
+    assert_eq!(c.list_accounts().unwrap().len(), 1);
+}
+
+#[test]
+fn keys_are_stored_hashed_and_found_by_hash() {
+    let c = Catalog::open_in_memory().unwrap();
+    let made = c.create_account("alice", false).unwrap();
+    assert!(made.api_key.starts_with("rpk_"));
+    let found = c.account_by_key(&made.api_key).unwrap().unwrap();
+    assert_eq!(found, made.account);
+    assert!(c.account_by_key("rpk_wrong").unwrap().is_none());
+    let stored: String = c
+        .conn()
+        .query_row("SELECT key_hash FROM accounts", [], |r| r.get(0))
+        .unwrap();
+    assert_ne!(stored, made.api_key);
+    assert_eq!(
+        c.create_account("alice", false).unwrap_err().code,
+        "name_taken"
+    );
+}
+
+#[test]
+fn names_are_unique_per_account_and_invisible_across_accounts() {
+    let (c, admin, zone) = catalog_with_zone();
+    let bob = c.create_account("bob", false).unwrap().account;
+    c.insert_volume(&volume_row(admin.id, &zone, "db")).unwrap();
+    // Same name in another account is fine…
+    c.insert_volume(&volume_row(bob.id, &zone, "db")).unwrap();
+    // …twice in one account is not.
+    let err = c
+        .insert_volume(&volume_row(bob.id, &zone, "db"))
+        .unwrap_err();
+    assert_eq!(err.code, "name_taken");
+    let admins = c.volume(admin.id, "db").unwrap();
+    assert_eq!(
+        c.volume(bob.id, &admins.id.to_string()).unwrap_err().code,
+        "volume_not_found"
+    );
+    assert_eq!(
+        c.list_volumes(bob.id, &VolumeFilter::default())
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn a_volume_is_attached_once_and_transitions_are_guarded() {
+    let (c, admin, zone) = catalog_with_zone();
+    let inst = InstanceRow {
+        id: Uuid::new_v4(),
+        account_id: admin.id,
+        name: "vm".into(),
+        zone_id: zone.id,
+        zone: zone.name.clone(),
+        state: InstanceState::Stopped,
+        cpus: 1,
+        memory_bytes: 256 << 20,
+        root_volume_id: None,
+        kernel: None,
+        initrd: None,
+        append: None,
+        accel: None,
+        pid: None,
+        last_error: None,
+        created_at: now(),
+    };
+    c.insert_instance(&inst).unwrap();
+    let v = volume_row(admin.id, &zone, "data");
+    c.insert_volume(&v).unwrap();
+    c.attach_volume(v.id, inst.id, 0).unwrap();
+    assert_eq!(
+        c.attach_volume(v.id, inst.id, 1).unwrap_err().code,
+        "volume_attached"
+    );
+    assert_eq!(c.instance_volumes(inst.id).unwrap()[0].slot, Some(0));
+    assert!(c
+        .transition_instance(inst.id, &[InstanceState::Stopped], InstanceState::Starting)
+        .unwrap());
+    assert!(!c
+        .transition_instance(inst.id, &[InstanceState::Stopped], InstanceState::Starting)
+        .unwrap());
+    c.delete_instance(inst.id).unwrap();
+    let v = c.volume(admin.id, "data").unwrap();
+    assert_eq!(v.instance_id, None, "data volumes survive their instance");
+}
+
+#[test]
+fn jobs_keep_progress_log_and_error() {
+    let (c, admin, _) = catalog_with_zone();
+    let job = Job {
+        id: Uuid::new_v4(),
+        account_id: admin.id,
+        kind: "instance.start".into(),
+        target_kind: "instance".into(),
+        target_id: Uuid::new_v4(),
+        target_name: "vm".into(),
+        state: JobState::Queued,
+        progress_done: 0,
+        progress_total: 3,
+        error: None,
+        log: vec![],
+        created_at: now(),
+        started_at: None,
+        finished_at: None,
+    };
+    c.insert_job(&job).unwrap();
+    c.job_started(job.id).unwrap();
+    c.job_progress(job.id, 2, 3).unwrap();
+    c.job_log(job.id, "launched QEMU").unwrap();
+    assert_eq!(c.unfinished_jobs().unwrap().len(), 1);
+    let err = Error::unavailable("qemu_failed", "boom");
+    c.job_finished(job.id, JobState::Failed, Some(&err))
+        .unwrap();
+    let got = c.job(Some(admin.id), &job.id.to_string()).unwrap();
+    assert_eq!(got.state, JobState::Failed);
+    assert_eq!(got.progress_done, 2);
+    assert_eq!(got.error.unwrap().code, "qemu_failed");
+    assert_eq!(got.log[0].message, "launched QEMU");
+    assert!(c.unfinished_jobs().unwrap().is_empty());
+    let other = c.create_account("eve", false).unwrap().account;
+    assert_eq!(
+        c.job(Some(other.id), &job.id.to_string()).unwrap_err().code,
+        "job_not_found"
+    );
+}
