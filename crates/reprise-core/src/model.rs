@@ -271,6 +271,9 @@ pub struct CreateInstance {
     pub kernel: Option<String>,
     pub initrd: Option<String>,
     pub append: Option<String>,
+    /// Leave the new instance Stopped instead of starting it.
+    #[serde(default)]
+    pub no_start: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -1,1 +1,211 @@
+//! The reprise daemon.
+//!
+//! A request flows: [`http`] (route, authenticate, parse) → [`ops`] (check
+//! everything, then act) → [`reprise_catalog`] for what is known and
+//! [`vm`]/[`reprise_qemu`] for the host; long operations are handed to
+//! [`jobs`] and the request answers at once with the job.
+//!
+//! [`start`] prepares the data directory (locked, so one daemon owns it),
+//! the catalog, the admin account and key, the default zone and the region
+//! store, reconciles the catalog with the host ([`reconcile`]), then
+//! serves. Stopping the daemon leaves every VM running.
 
+pub mod app;
+pub mod config;
+pub mod http;
+pub mod jobs;
+pub mod metrics;
+pub mod ops;
+pub mod reconcile;
+pub mod vm;
+
+use app::App;
+use config::{Config, LogFormat};
+use reprise_catalog::Catalog;
+use reprise_core::{Error, Result};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::sync::Arc;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A running daemon.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub app: Arc<App>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+    watcher: JoinHandle<()>,
+    _lock: std::fs::File,
+}
+
+impl Server {
+    /// Stop serving (VMs keep running) and wait until the port is closed.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let _ = (&mut self.task).await;
+        self.watcher.abort();
+        let _ = (&mut self.watcher).await;
+    }
+}
+
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("REPRISE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+fn io_err(what: String) -> impl FnOnce(std::io::Error) -> Error {
+    move |e| Error::unavailable("data_dir_unavailable", format!("{what}: {e}"))
+}
+
+/// Take the data directory for this daemon alone.
+fn lock_data_dir(config: &Config) -> Result<std::fs::File> {
+    let path = config.data_dir.join("daemon.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io_err(format!("cannot open {}", path.display())))?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
+        |_| {
+            Error::conflict(
+                "data_dir_locked",
+                format!(
+                    "another reprise daemon is using {}: stop it first",
+                    config.data_dir.display()
+                ),
+            )
+        },
+    )?;
+    Ok(file)
+}
+
+/// Create the admin account at first start and write its key, readable by
+/// its owner only.
+fn ensure_admin(config: &Config, catalog: &Catalog) -> Result<()> {
+    if catalog.admin_exists()? {
+        return Ok(());
+    }
+    let made = catalog.create_account("admin", true)?;
+    let path = config.admin_key_path();
+    let tmp = path.with_extension("key.tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io_err(format!("cannot write {}", tmp.display())))?;
+    writeln!(f, "{}", made.api_key)
+        .and_then(|_| f.sync_all())
+        .map_err(io_err(format!("cannot write {}", tmp.display())))?;
+    std::fs::rename(&tmp, &path).map_err(io_err(format!("cannot write {}", path.display())))?;
+    tracing::info!(
+        path = %path.display(),
+        "first start: admin account created; its API key is in this file, readable by its owner only"
+    );
+    Ok(())
+}
+
+fn ensure_default_zone(app: &App) -> Result<()> {
+    let admin = app
+        .catalog
+        .list_accounts()?
+        .into_iter()
+        .find(|a| a.admin)
+        .ok_or_else(|| Error::internal("no admin account"))?;
+    if app.catalog.zone(&app.config.default_zone).is_err() {
+        ops::accounts::create_zone(
+            app,
+            &admin,
+            reprise_core::model::CreateZone {
+                name: app.config.default_zone.clone(),
+                storage_dir: Some(app.config.default_zone_dir().to_string_lossy().into_owned()),
+            },
+        )?;
+    }
+    Ok(())
+}
+
+/// Prepare everything and start serving on `config.listen`.
+pub async fn start(config: Config) -> Result<Server> {
+    std::fs::create_dir_all(&config.data_dir).map_err(io_err(format!(
+        "cannot create {}",
+        config.data_dir.display()
+    )))?;
+    std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700)).map_err(
+        io_err(format!("cannot restrict {}", config.data_dir.display())),
+    )?;
+    let lock = lock_data_dir(&config)?;
+    std::fs::create_dir_all(config.region_store_dir()).map_err(io_err(format!(
+        "cannot create the region store {}",
+        config.region_store_dir().display()
+    )))?;
+    let catalog = Catalog::open(&config.catalog_path())?;
+    ensure_admin(&config, &catalog)?;
+    let app = App::new(config, catalog);
+    ensure_default_zone(&app)?;
+    reconcile::at_startup(&app)?;
+
+    let listener = tokio::net::TcpListener::bind(app.config.listen)
+        .await
+        .map_err(|e| {
+            Error::unavailable(
+                "listen_failed",
+                format!("cannot listen on {}: {e}", app.config.listen),
+            )
+        })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::internal(e.to_string()))?;
+    // Tests and scripts that listen on port 0 learn the port here.
+    let _ = std::fs::write(app.config.data_dir.join("daemon.addr"), addr.to_string());
+    tracing::info!(%addr, data_dir = %app.config.data_dir.display(), "reprise is listening");
+
+    let (tx, rx) = oneshot::channel::<()>();
+    let router = http::router(app.clone());
+    let task = tokio::spawn(async move {
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = rx.await;
+            })
+            .await;
+        if let Err(e) = served {
+            tracing::error!("server: {e}");
+        }
+    });
+    let watcher = tokio::spawn(reconcile::watch(app.clone()));
+    Ok(Server {
+        addr,
+        app,
+        shutdown: Some(tx),
+        task,
+        watcher,
+        _lock: lock,
+    })
+}
+
+/// Serve until SIGINT or SIGTERM.
+pub async fn run(config: Config) -> Result<()> {
+    let server = start(config).await?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| Error::internal(e.to_string()))?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+    tracing::info!("stopping; instances keep running");
+    server.stop().await;
+    Ok(())
+}

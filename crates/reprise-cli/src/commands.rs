@@ -1,0 +1,712 @@
+//! The commands, as clap parses them, and what each one does.
+
+use crate::client::{segment, Client};
+use crate::output::{self, fields, opt, size, table, time};
+use crate::{client_config_path, ClientConfig};
+use clap::{Args, Parser, Subcommand};
+use reprise_core::model::*;
+use reprise_core::{Error, Result};
+use serde::Serialize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "reprise",
+    version,
+    about = "Snapshot manager for QEMU/KVM virtual machines"
+)]
+pub struct Cli {
+    /// The daemon's URL.
+    #[arg(long, global = true, env = "REPRISE_URL")]
+    url: Option<String>,
+    /// The API key of your account.
+    #[arg(long, global = true, env = "REPRISE_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Start long operations and return at once, printing their job.
+    #[arg(long, global = true)]
+    no_wait: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon.
+    Serve(ServeArgs),
+    /// Zones: each has its own primary storage.
+    #[command(subcommand)]
+    Zone(ZoneCmd),
+    /// Accounts and their API keys (admin).
+    #[command(subcommand)]
+    Account(AccountCmd),
+    /// Volumes: qcow2 disks in a zone's primary storage.
+    #[command(subcommand)]
+    Volume(VolumeCmd),
+    /// Instances: QEMU/KVM virtual machines.
+    #[command(subcommand)]
+    Instance(InstanceCmd),
+    /// Jobs: the long operations.
+    #[command(subcommand)]
+    Job(JobCmd),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// TOML configuration file (every field has a default).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Data directory (catalog, keys, default zone, region store).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Address to listen on, like 127.0.0.1:7480.
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+}
+
+#[derive(Subcommand)]
+enum ZoneCmd {
+    /// Create a zone (admin).
+    Create {
+        name: String,
+        /// Its primary storage directory (default DATA_DIR/zones/NAME).
+        #[arg(long)]
+        storage: Option<String>,
+    },
+    List,
+}
+
+#[derive(Subcommand)]
+enum AccountCmd {
+    /// Create an account (admin); prints its API key once.
+    Create {
+        name: String,
+    },
+    List,
+}
+
+#[derive(Subcommand)]
+enum VolumeCmd {
+    /// Create a blank data volume.
+    Create {
+        name: String,
+        /// Like 512M, 10G, 1T.
+        #[arg(long)]
+        size: String,
+        #[arg(long)]
+        zone: Option<String>,
+    },
+    List {
+        #[arg(long)]
+        zone: Option<String>,
+        #[arg(long)]
+        instance: Option<String>,
+    },
+    Show {
+        volume: String,
+    },
+    /// Grow a volume (hot when its instance runs).
+    Resize {
+        volume: String,
+        #[arg(long)]
+        size: String,
+    },
+    Delete {
+        volume: String,
+    },
+    /// Attach a data volume to an instance (hot-plug when it runs).
+    Attach {
+        volume: String,
+        instance: String,
+    },
+    Detach {
+        volume: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum InstanceCmd {
+    /// Create an instance and start it.
+    Create(CreateInstanceArgs),
+    List,
+    /// Show an instance, with whether its guest agent answers.
+    Show {
+        instance: String,
+    },
+    Start {
+        instance: String,
+    },
+    /// Power off (ACPI and guest agent), forced after the timeout.
+    Stop {
+        instance: String,
+        /// Do not ask the guest: stop QEMU at once.
+        #[arg(long)]
+        force: bool,
+    },
+    Restart {
+        instance: String,
+    },
+    /// Delete a stopped instance and its root volume.
+    Delete {
+        instance: String,
+    },
+}
+
+#[derive(Args)]
+struct CreateInstanceArgs {
+    name: String,
+    #[arg(long)]
+    zone: Option<String>,
+    #[arg(long)]
+    cpus: Option<u32>,
+    /// Like 512M, 2G.
+    #[arg(long)]
+    memory: Option<String>,
+    /// A blank root volume of this size.
+    #[arg(long, conflicts_with = "image")]
+    root_size: Option<String>,
+    /// A disk image file (qcow2 or raw) on the daemon's host, copied into the root volume.
+    #[arg(long)]
+    image: Option<String>,
+    /// A data volume to attach (repeatable).
+    #[arg(long = "data-volume")]
+    data_volumes: Vec<String>,
+    /// Boot this kernel directly (small guests).
+    #[arg(long)]
+    kernel: Option<String>,
+    #[arg(long, requires = "kernel")]
+    initrd: Option<String>,
+    #[arg(long, requires = "kernel")]
+    append: Option<String>,
+    /// Create it Stopped.
+    #[arg(long)]
+    no_start: bool,
+}
+
+#[derive(Subcommand)]
+enum JobCmd {
+    List {
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    Show {
+        job: String,
+    },
+    /// Wait for a job to end.
+    Wait {
+        job: String,
+    },
+}
+
+struct Ctx {
+    client: Client,
+    json: bool,
+    no_wait: bool,
+}
+
+fn resolve_client(cli: &Cli) -> Result<Client> {
+    let file: ClientConfig = match client_config_path().filter(|p| p.exists()) {
+        Some(p) => {
+            let text = std::fs::read_to_string(&p).map_err(|e| {
+                Error::invalid(
+                    "config_invalid",
+                    format!("cannot read {}: {e}", p.display()),
+                )
+            })?;
+            toml::from_str(&text)
+                .map_err(|e| Error::invalid("config_invalid", format!("{}: {e}", p.display())))?
+        }
+        None => ClientConfig::default(),
+    };
+    let url = cli
+        .url
+        .clone()
+        .or(file.url)
+        .unwrap_or_else(|| format!("http://{}", reprise_daemon::config::DEFAULT_LISTEN));
+    let key = cli.api_key.clone().or(file.api_key).or_else(|| {
+        let path = reprise_daemon::config::default_data_dir().join("admin.key");
+        std::fs::read_to_string(path)
+            .ok()
+            .map(|k| k.trim().to_string())
+    });
+    Ok(Client::new(&url, key))
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    if let Command::Serve(args) = &cli.command {
+        return serve(args);
+    }
+    let ctx = Ctx {
+        client: resolve_client(&cli)?,
+        json: cli.json,
+        no_wait: cli.no_wait,
+    };
+    match cli.command {
+        Command::Serve(_) => unreachable!("handled above"),
+        Command::Zone(c) => zone(&ctx, c),
+        Command::Account(c) => account(&ctx, c),
+        Command::Volume(c) => volume(&ctx, c),
+        Command::Instance(c) => instance(&ctx, c),
+        Command::Job(c) => job(&ctx, c),
+    }
+}
+
+fn serve(args: &ServeArgs) -> Result<()> {
+    let mut config = match &args.config {
+        Some(p) => reprise_daemon::config::Config::load(p)?,
+        None => reprise_daemon::config::Config::default(),
+    };
+    if let Some(d) = &args.data_dir {
+        config.data_dir = std::path::absolute(d).unwrap_or_else(|_| d.clone());
+    }
+    if let Some(l) = args.listen {
+        config.listen = l;
+    }
+    reprise_daemon::init_logging(config.log_format);
+    let rt = tokio::runtime::Runtime::new().map_err(|e| Error::internal(e.to_string()))?;
+    rt.block_on(reprise_daemon::run(config))
+}
+
+fn print_json<T: Serialize>(value: &T) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    );
+}
+
+/// Print a list as JSON or as a table.
+fn print_list<T: Serialize>(
+    ctx: &Ctx,
+    items: &[T],
+    headers: &[&str],
+    row: impl Fn(&T) -> Vec<String>,
+) {
+    if ctx.json {
+        print_json(&items);
+    } else {
+        print!(
+            "{}",
+            table(headers, &items.iter().map(row).collect::<Vec<_>>())
+        );
+    }
+}
+
+fn zone(ctx: &Ctx, cmd: ZoneCmd) -> Result<()> {
+    let c = &ctx.client;
+    match cmd {
+        ZoneCmd::Create { name, storage } => {
+            let z: Zone = c.post(
+                "/api/v1/zones",
+                &CreateZone {
+                    name,
+                    storage_dir: storage,
+                },
+            )?;
+            show_zone(ctx, &z);
+        }
+        ZoneCmd::List => {
+            let zones: Vec<Zone> = c.get("/api/v1/zones")?;
+            print_list(ctx, &zones, &["NAME", "STORAGE", "CREATED", "ID"], |z| {
+                vec![
+                    z.name.clone(),
+                    z.storage_dir.clone(),
+                    time(&z.created_at),
+                    z.id.to_string(),
+                ]
+            });
+        }
+    }
+    Ok(())
+}
+
+fn show_zone(ctx: &Ctx, z: &Zone) {
+    if ctx.json {
+        return print_json(z);
+    }
+    print!(
+        "{}",
+        fields(&[
+            ("id", z.id.to_string()),
+            ("name", z.name.clone()),
+            ("storage", z.storage_dir.clone()),
+            ("created", time(&z.created_at)),
+        ])
+    );
+}
+
+fn account(ctx: &Ctx, cmd: AccountCmd) -> Result<()> {
+    let c = &ctx.client;
+    match cmd {
+        AccountCmd::Create { name } => {
+            let made: AccountCreated = c.post("/api/v1/accounts", &CreateAccount { name })?;
+            if ctx.json {
+                print_json(&made);
+            } else {
+                print!(
+                    "{}",
+                    fields(&[
+                        ("id", made.account.id.to_string()),
+                        ("name", made.account.name.clone()),
+                        ("api key", made.api_key.clone()),
+                    ])
+                );
+                eprintln!("The API key is shown this once: keep it now.");
+            }
+        }
+        AccountCmd::List => {
+            let accounts: Vec<Account> = c.get("/api/v1/accounts")?;
+            print_list(ctx, &accounts, &["NAME", "ADMIN", "CREATED", "ID"], |a| {
+                vec![
+                    a.name.clone(),
+                    if a.admin { "yes" } else { "no" }.into(),
+                    time(&a.created_at),
+                    a.id.to_string(),
+                ]
+            });
+        }
+    }
+    Ok(())
+}
+
+fn volume_path(v: &str) -> String {
+    format!("/api/v1/volumes/{}", segment(v))
+}
+
+fn volume(ctx: &Ctx, cmd: VolumeCmd) -> Result<()> {
+    let c = &ctx.client;
+    let v: Volume = match cmd {
+        VolumeCmd::Create { name, size, zone } => {
+            c.post("/api/v1/volumes", &CreateVolume { name, size, zone })?
+        }
+        VolumeCmd::List { zone, instance } => {
+            let mut query = Vec::new();
+            if let Some(z) = zone {
+                query.push(format!("zone={}", segment(&z)));
+            }
+            if let Some(i) = instance {
+                query.push(format!("instance={}", segment(&i)));
+            }
+            let vols: Vec<Volume> = c.get(&format!("/api/v1/volumes?{}", query.join("&")))?;
+            print_list(
+                ctx,
+                &vols,
+                &[
+                    "NAME", "KIND", "SIZE", "STATE", "ZONE", "INSTANCE", "CREATED", "ID",
+                ],
+                |v| {
+                    vec![
+                        v.name.clone(),
+                        v.kind.to_string(),
+                        size(v.size_bytes),
+                        v.state.to_string(),
+                        v.zone.clone(),
+                        opt(&v.instance),
+                        time(&v.created_at),
+                        v.id.to_string(),
+                    ]
+                },
+            );
+            return Ok(());
+        }
+        VolumeCmd::Show { volume } => c.get(&volume_path(&volume))?,
+        VolumeCmd::Resize { volume, size } => c.post(
+            &format!("{}/resize", volume_path(&volume)),
+            &ResizeVolume { size },
+        )?,
+        VolumeCmd::Delete { volume } => {
+            c.delete(&volume_path(&volume))?;
+            if !ctx.json {
+                println!("volume {volume} deleted");
+            }
+            return Ok(());
+        }
+        VolumeCmd::Attach { volume, instance } => c.post(
+            &format!("{}/attach", volume_path(&volume)),
+            &AttachVolume { instance },
+        )?,
+        VolumeCmd::Detach { volume } => c.post(
+            &format!("{}/detach", volume_path(&volume)),
+            &serde_json::json!({}),
+        )?,
+    };
+    show_volume(ctx, &v);
+    Ok(())
+}
+
+fn show_volume(ctx: &Ctx, v: &Volume) {
+    if ctx.json {
+        return print_json(v);
+    }
+    print!(
+        "{}",
+        fields(&[
+            ("id", v.id.to_string()),
+            ("name", v.name.clone()),
+            ("kind", v.kind.to_string()),
+            ("state", v.state.to_string()),
+            (
+                "size",
+                format!("{} ({} bytes)", size(v.size_bytes), v.size_bytes)
+            ),
+            ("zone", v.zone.clone()),
+            ("instance", opt(&v.instance)),
+            ("path", v.path.clone()),
+            ("created", time(&v.created_at)),
+        ])
+    );
+}
+
+fn instance_path(i: &str) -> String {
+    format!("/api/v1/instances/{}", segment(i))
+}
+
+fn instance(ctx: &Ctx, cmd: InstanceCmd) -> Result<()> {
+    let c = &ctx.client;
+    let (job, name) = match cmd {
+        InstanceCmd::Create(a) => {
+            let name = a.name.clone();
+            let req = CreateInstance {
+                name: a.name,
+                zone: a.zone,
+                cpus: a.cpus,
+                memory: a.memory,
+                root_size: a.root_size,
+                image: a.image.map(absolute),
+                data_volumes: a.data_volumes,
+                kernel: a.kernel.map(absolute),
+                initrd: a.initrd.map(absolute),
+                append: a.append,
+                no_start: a.no_start,
+            };
+            (c.start_job("/api/v1/instances", &req)?, name)
+        }
+        InstanceCmd::List => {
+            let list: Vec<Instance> = c.get("/api/v1/instances")?;
+            print_list(
+                ctx,
+                &list,
+                &[
+                    "NAME", "STATE", "CPUS", "MEMORY", "ZONE", "VOLUMES", "CREATED", "ID",
+                ],
+                |i| {
+                    vec![
+                        i.name.clone(),
+                        i.state.to_string(),
+                        i.cpus.to_string(),
+                        size(i.memory_bytes),
+                        i.zone.clone(),
+                        i.volumes.len().to_string(),
+                        time(&i.created_at),
+                        i.id.to_string(),
+                    ]
+                },
+            );
+            return Ok(());
+        }
+        InstanceCmd::Show { instance } => {
+            let i: Instance = c.get(&instance_path(&instance))?;
+            show_instance(ctx, &i);
+            return Ok(());
+        }
+        InstanceCmd::Start { instance } => (
+            c.start_job(
+                &format!("{}/start", instance_path(&instance)),
+                &serde_json::json!({}),
+            )?,
+            instance,
+        ),
+        InstanceCmd::Stop { instance, force } => (
+            c.start_job(
+                &format!("{}/stop", instance_path(&instance)),
+                &StopInstance { force },
+            )?,
+            instance,
+        ),
+        InstanceCmd::Restart { instance } => (
+            c.start_job(
+                &format!("{}/restart", instance_path(&instance)),
+                &serde_json::json!({}),
+            )?,
+            instance,
+        ),
+        InstanceCmd::Delete { instance } => {
+            c.delete(&instance_path(&instance))?;
+            if !ctx.json {
+                println!("instance {instance} deleted");
+            }
+            return Ok(());
+        }
+    };
+    if follow(ctx, job)? {
+        let i: Instance = c.get(&instance_path(&name))?;
+        show_instance(ctx, &i);
+    }
+    Ok(())
+}
+
+/// Paths the daemon reads are resolved here, so a relative path means what
+/// the user meant.
+fn absolute(p: String) -> String {
+    std::path::absolute(&p)
+        .map(|a| a.to_string_lossy().into_owned())
+        .unwrap_or(p)
+}
+
+fn show_instance(ctx: &Ctx, i: &Instance) {
+    if ctx.json {
+        return print_json(i);
+    }
+    let volumes = i
+        .volumes
+        .iter()
+        .map(|v| format!("{} ({}, {})", v.name, v.kind, size(v.size_bytes)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut pairs = vec![
+        ("id", i.id.to_string()),
+        ("name", i.name.clone()),
+        ("state", i.state.to_string()),
+        ("zone", i.zone.clone()),
+        ("cpus", i.cpus.to_string()),
+        ("memory", size(i.memory_bytes)),
+        (
+            "volumes",
+            if volumes.is_empty() {
+                "-".into()
+            } else {
+                volumes
+            },
+        ),
+        ("accel", opt(&i.accel)),
+        ("pid", opt(&i.pid)),
+        ("kernel", opt(&i.kernel)),
+        ("console log", i.console_log.clone()),
+        ("qmp socket", i.qmp_socket.clone()),
+        ("agent socket", i.guest_agent_socket.clone()),
+        ("created", time(&i.created_at)),
+    ];
+    if let Some(a) = &i.guest_agent {
+        pairs.push(("guest agent", a.status.clone()));
+        pairs.push((
+            "snapshots",
+            format!("{}-consistent: {}", a.snapshot_consistency, a.message),
+        ));
+    }
+    if let Some(e) = &i.last_error {
+        pairs.push(("last error", e.clone()));
+    }
+    print!("{}", fields(&pairs));
+}
+
+/// Wait for a job with a progress bar, or print it with `--no-wait`.
+/// Returns whether the job was waited for (and succeeded).
+fn follow(ctx: &Ctx, job: Job) -> Result<bool> {
+    if ctx.no_wait {
+        show_job(ctx, &job);
+        return Ok(false);
+    }
+    let bar = indicatif::ProgressBar::new(100);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {percent}%")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.enable_steady_tick(Duration::from_millis(120));
+    let result = ctx
+        .client
+        .wait_job(&job.id.to_string(), Duration::from_secs(3600), |j| {
+            bar.set_message(format!("{} {} ({})", j.kind, j.target_name, j.state));
+            bar.set_position((j.fraction() * 100.0) as u64);
+        });
+    bar.finish_and_clear();
+    result.map(|_| true)
+}
+
+fn show_job(ctx: &Ctx, j: &Job) {
+    if ctx.json {
+        return print_json(j);
+    }
+    let mut pairs = vec![
+        ("id", j.id.to_string()),
+        ("kind", j.kind.clone()),
+        (
+            "target",
+            format!("{} {} ({})", j.target_kind, j.target_name, j.target_id),
+        ),
+        ("state", j.state.to_string()),
+        (
+            "progress",
+            format!(
+                "{}/{} ({:.0}%)",
+                j.progress_done,
+                j.progress_total,
+                j.fraction() * 100.0
+            ),
+        ),
+        ("created", time(&j.created_at)),
+        (
+            "started",
+            j.started_at
+                .as_ref()
+                .map(time)
+                .unwrap_or_else(|| "-".into()),
+        ),
+        (
+            "finished",
+            j.finished_at
+                .as_ref()
+                .map(time)
+                .unwrap_or_else(|| "-".into()),
+        ),
+    ];
+    if let Some(e) = &j.error {
+        pairs.push(("error", format!("{} [{}]", e.message, e.code)));
+    }
+    print!("{}", fields(&pairs));
+    for line in &j.log {
+        println!("  {}  {}", output::time(&line.at), line.message);
+    }
+}
+
+fn job(ctx: &Ctx, cmd: JobCmd) -> Result<()> {
+    let c = &ctx.client;
+    match cmd {
+        JobCmd::List { limit } => {
+            let jobs: Vec<Job> = c.get(&format!("/api/v1/jobs?limit={limit}"))?;
+            print_list(
+                ctx,
+                &jobs,
+                &["ID", "KIND", "TARGET", "STATE", "PROGRESS", "CREATED"],
+                |j| {
+                    vec![
+                        j.id.to_string(),
+                        j.kind.clone(),
+                        j.target_name.clone(),
+                        j.state.to_string(),
+                        format!("{:.0}%", j.fraction() * 100.0),
+                        time(&j.created_at),
+                    ]
+                },
+            );
+        }
+        JobCmd::Show { job } => show_job(ctx, &c.job(&job)?),
+        JobCmd::Wait { job } => {
+            let j = c.job(&job)?;
+            let waited = follow(
+                &Ctx {
+                    client: c.clone(),
+                    json: ctx.json,
+                    no_wait: false,
+                },
+                j,
+            );
+            let j = c.job(&job)?;
+            show_job(ctx, &j);
+            waited?;
+        }
+    }
+    Ok(())
+}

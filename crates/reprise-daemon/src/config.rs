@@ -1,0 +1,205 @@
+//! The daemon's TOML configuration. Every field has a default, so an empty
+//! file (or none) runs reprise: data under the default data directory, the
+//! API on loopback, one zone, a local-directory region store.
+//!
+//! ```toml
+//! data_dir = "/var/lib/reprise"
+//! listen = "127.0.0.1:7480"
+//! accel = "auto"              # auto | kvm | tcg
+//! log_format = "text"         # text | json
+//! default_zone = "zone1"
+//! stop_timeout_secs = 30      # ACPI/agent power-down, then forced
+//!
+//! [qemu]
+//! system = "qemu-system-x86_64"
+//! img = "qemu-img"
+//!
+//! [region]
+//! store = "local"             # the object store of the region
+//! path = "/var/lib/reprise/objects"
+//! ```
+
+use reprise_core::{Error, Result};
+use reprise_qemu::AccelSetting;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub accel: AccelSetting,
+    pub log_format: LogFormat,
+    pub default_zone: String,
+    pub stop_timeout_secs: u64,
+    pub qemu: QemuConfig,
+    pub region: RegionConfig,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QemuConfig {
+    pub system: PathBuf,
+    pub img: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegionConfig {
+    /// `local`: a directory (the embedded default).
+    pub store: String,
+    /// For `local`: the directory; empty means `DATA_DIR/objects`.
+    pub path: Option<PathBuf>,
+}
+
+impl Default for QemuConfig {
+    fn default() -> Self {
+        let b = reprise_qemu::img::Binaries::default();
+        QemuConfig {
+            system: b.system,
+            img: b.img,
+        }
+    }
+}
+
+impl Default for RegionConfig {
+    fn default() -> Self {
+        RegionConfig {
+            store: "local".into(),
+            path: None,
+        }
+    }
+}
+
+/// Where data lives when nothing says otherwise: `/var/lib/reprise` for
+/// root, `~/.local/share/reprise` for anyone else.
+pub fn default_data_dir() -> PathBuf {
+    if rustix::process::getuid().is_root() {
+        return PathBuf::from("/var/lib/reprise");
+    }
+    match std::env::var_os("XDG_DATA_HOME") {
+        Some(d) if !d.is_empty() => PathBuf::from(d).join("reprise"),
+        _ => PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| ".".into()))
+            .join(".local/share/reprise"),
+    }
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7480";
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: default_data_dir(),
+            listen: DEFAULT_LISTEN.parse().expect("valid default address"),
+            accel: AccelSetting::Auto,
+            log_format: LogFormat::Text,
+            default_zone: "zone1".into(),
+            stop_timeout_secs: 30,
+            qemu: QemuConfig::default(),
+            region: RegionConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    pub fn parse(text: &str) -> Result<Config> {
+        let config: Config = toml::from_str(text)
+            .map_err(|e| Error::invalid("config_invalid", format!("config: {e}")))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::invalid(
+                "config_invalid",
+                format!("cannot read config {}: {e}", path.display()),
+            )
+        })?;
+        Self::parse(&text).map_err(|e| e.context(path.display()))
+    }
+
+    fn validate(&self) -> Result<()> {
+        reprise_core::name::validate_name("zone", &self.default_zone)?;
+        if self.region.store != "local" {
+            return Err(Error::invalid(
+                "config_invalid",
+                format!(
+                    "region.store = \"{}\" is not supported yet: use \"local\"",
+                    self.region.store
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn catalog_path(&self) -> PathBuf {
+        self.data_dir.join("catalog.db")
+    }
+
+    pub fn admin_key_path(&self) -> PathBuf {
+        self.data_dir.join("admin.key")
+    }
+
+    pub fn instance_run_dir(&self, id: uuid::Uuid) -> PathBuf {
+        self.data_dir.join("run").join(id.to_string())
+    }
+
+    pub fn default_zone_dir(&self) -> PathBuf {
+        self.data_dir.join("zones").join(&self.default_zone)
+    }
+
+    pub fn region_store_dir(&self) -> PathBuf {
+        self.region
+            .path
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("objects"))
+    }
+
+    pub fn binaries(&self) -> reprise_qemu::img::Binaries {
+        reprise_qemu::img::Binaries {
+            system: self.qemu.system.clone(),
+            img: self.qemu.img.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_config_runs_on_defaults() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.accel, AccelSetting::Auto);
+        assert_eq!(c.default_zone, "zone1");
+        assert!(c.region_store_dir().ends_with("objects"));
+    }
+
+    #[test]
+    fn fields_parse_and_typos_are_named() {
+        let c = Config::parse(
+            "data_dir = \"/d\"\naccel = \"tcg\"\nlog_format = \"json\"\n[qemu]\nimg = \"/opt/qemu-img\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/d"));
+        assert_eq!(c.accel, AccelSetting::Tcg);
+        assert_eq!(c.qemu.img, PathBuf::from("/opt/qemu-img"));
+        assert_eq!(c.admin_key_path(), PathBuf::from("/d/admin.key"));
+        let err = Config::parse("acel = \"kvm\"").unwrap_err();
+        assert_eq!(err.code, "config_invalid");
+        assert!(err.message.contains("acel"), "{}", err.message);
+        let err = Config::parse("accel = \"fast\"").unwrap_err();
+        assert!(err.message.contains("fast"), "{}", err.message);
+    }
+}

@@ -1,0 +1,380 @@
+//! The HTTP API under `/api/v1`: routing, authentication, and the mapping
+//! of errors to responses.
+//!
+//! Every route but `health` and `openapi.json` needs an API key
+//! (`Authorization: Bearer KEY` or `X-API-Key: KEY`). Errors are JSON
+//! `{"error": {"kind", "code", "message"}}` with the status chosen from the
+//! kind by [`reprise_core::ErrorKind::http_status`] — nowhere else.
+
+use crate::app::App;
+use crate::ops::{accounts, instances, volumes};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use reprise_core::error::ErrorBody;
+use reprise_core::model::*;
+use reprise_core::{Error, ErrorKind};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::json;
+use std::sync::Arc;
+
+/// The OpenAPI document of this API, served at `/api/v1/openapi.json`.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+pub struct ApiError(pub Error);
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        ApiError(e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.0.kind.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, Json(ErrorBody { error: self.0 })).into_response()
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// The account whose key came with the request.
+pub struct Caller(pub Account);
+
+impl FromRequestParts<Arc<App>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> ApiResult<Self> {
+        let header_value = |name: &str| {
+            parts
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::trim)
+        };
+        let key = header_value(header::AUTHORIZATION.as_str())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .or_else(|| header_value("x-api-key"));
+        let Some(key) = key.filter(|k| !k.is_empty()) else {
+            return Err(Error::new(
+                ErrorKind::Unauthorized,
+                "api_key_missing",
+                "an API key is required: send 'Authorization: Bearer KEY'",
+            )
+            .into());
+        };
+        match app.catalog.account_by_key(key)? {
+            Some(account) => Ok(Caller(account)),
+            None => Err(Error::new(
+                ErrorKind::Unauthorized,
+                "api_key_invalid",
+                "the API key matches no account",
+            )
+            .into()),
+        }
+    }
+}
+
+/// A JSON body whose rejection is an API error naming the problem.
+pub struct Body<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> ApiResult<Self> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(Body(v)),
+            Err(r) => Err(Error::invalid("body_invalid", r.body_text()).into()),
+        }
+    }
+}
+
+/// Query parameters whose rejection is an API error.
+pub struct Params<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Params<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> ApiResult<Self> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(v)) => Ok(Params(v)),
+            Err(r) => Err(Error::invalid("query_invalid", r.body_text()).into()),
+        }
+    }
+}
+
+fn created<T: serde::Serialize>(value: T) -> Response {
+    (StatusCode::CREATED, Json(value)).into_response()
+}
+
+fn accepted(job: Job) -> Response {
+    (StatusCode::ACCEPTED, Json(JobStarted { job })).into_response()
+}
+
+pub fn router(app: Arc<App>) -> Router {
+    let api = Router::new()
+        .route("/health", get(health))
+        .route("/openapi.json", get(openapi))
+        .route("/whoami", get(whoami))
+        .route("/accounts", get(list_accounts).post(create_account))
+        .route("/zones", get(list_zones).post(create_zone))
+        .route("/volumes", get(list_volumes).post(create_volume))
+        .route("/volumes/{id}", get(show_volume).delete(delete_volume))
+        .route("/volumes/{id}/resize", post(resize_volume))
+        .route("/volumes/{id}/attach", post(attach_volume))
+        .route("/volumes/{id}/detach", post(detach_volume))
+        .route("/instances", get(list_instances).post(create_instance))
+        .route(
+            "/instances/{id}",
+            get(show_instance).delete(delete_instance),
+        )
+        .route("/instances/{id}/start", post(start_instance))
+        .route("/instances/{id}/stop", post(stop_instance))
+        .route("/instances/{id}/restart", post(restart_instance))
+        .route("/jobs", get(list_jobs))
+        .route("/jobs/{id}", get(show_job));
+    Router::new()
+        .nest("/api/v1", api)
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(app.clone(), track))
+        .with_state(app)
+}
+
+async fn track(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let started = std::time::Instant::now();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16();
+    app.metrics.count_request(method.as_str(), status);
+    tracing::debug!(%method, path, status, ms = started.elapsed().as_millis() as u64, "request");
+    resp
+}
+
+async fn not_found(req: Request) -> ApiError {
+    Error::new(
+        ErrorKind::NotFound,
+        "route_not_found",
+        format!("no such API route: {} {}", req.method(), req.uri().path()),
+    )
+    .into()
+}
+
+async fn health(State(app): State<Arc<App>>) -> ApiResult<Json<serde_json::Value>> {
+    app.catalog.schema_version()?;
+    Ok(Json(json!({
+        "status": "ok",
+        "version": env!("CARGO_PKG_VERSION"),
+        "accel": reprise_qemu::accel::choose(app.config.accel, app.host)
+            .map(|a| a.as_str())
+            .unwrap_or("unavailable"),
+    })))
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> ApiResult<Response> {
+    let text = crate::metrics::render(&app)?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
+}
+
+async fn whoami(Caller(me): Caller) -> Json<Account> {
+    Json(me)
+}
+
+async fn list_accounts(
+    State(app): State<Arc<App>>,
+    Caller(me): Caller,
+) -> ApiResult<Json<Vec<Account>>> {
+    Ok(Json(accounts::list_accounts(&app, &me)?))
+}
+
+async fn create_account(
+    State(app): State<Arc<App>>,
+    Caller(me): Caller,
+    Body(req): Body<CreateAccount>,
+) -> ApiResult<Response> {
+    Ok(created(accounts::create_account(&app, &me, req)?))
+}
+
+async fn list_zones(State(app): State<Arc<App>>, Caller(_): Caller) -> ApiResult<Json<Vec<Zone>>> {
+    Ok(Json(app.catalog.list_zones()?))
+}
+
+async fn create_zone(
+    State(app): State<Arc<App>>,
+    Caller(me): Caller,
+    Body(req): Body<CreateZone>,
+) -> ApiResult<Response> {
+    Ok(created(accounts::create_zone(&app, &me, req)?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VolumeQuery {
+    zone: Option<String>,
+    instance: Option<String>,
+}
+
+async fn list_volumes(
+    State(app): State<Arc<App>>,
+    Caller(me): Caller,
+    Params(q): Params<VolumeQuery>,
+) -> ApiResult<Json<Vec<Volume>>> {
+    Ok(Json(volumes::list(
+        &app,
+        &me,
+        q.zone.as_deref(),
+        q.instance.as_deref(),
+    )?))
+}
+
+async fn create_volume(
+    State(app): State<Arc<App>>,
+    Caller(me): Caller,
+    Body(req): Body<CreateVolume>,
+) -> ApiResult<Response> {
+    Ok(created(volumes::create(&app, &me, req).await?))
+}
+
+async fn show_volume(
+    State(app): State<Arc<App>>,
+    Caller(me): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Volume>> {
+    Ok(Json(volumes::show(&app, &me, &id)?))
+}
+
+async fn delete_volume(
+    State(app): State<Arc<App>>,
+    Caller(me): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    volumes::delete(&app, &me, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn resize_volume(
+    State(app): State<Arc<App>>,
+    Caller(me): Caller,
+    Path(id): Path<String>,
+    Body(req): Body<ResizeVolume>,
+) -> ApiResult<Json<Volume>> {
+    Ok(Json(volumes::resize(&app, &me, &id, &req.size).await?))
+}
+
+async fn attach_volume(
+    State(app): State<Arc<App>>,
+    Caller(me): Caller,
+    Path(id): Path<String>,
+    Body(req): Body<AttachVolume>,
+) -> ApiResult<Json<Volume>> {
+    Ok(Json(volumes::attach(&app, &me, &id, &req.instance).await?))
+}
+
+async fn detach_volume(
+    State(app): State<Arc<App>>,
+    Caller(me): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Volume>> {
+    Ok(Json(volumes::detach(&app, &me, &id).await?))
+}
+
+async fn list_instances(
+    State(app): State<Arc<App>>,
+    Caller(me): Caller,
+) -> ApiResult<Json<Vec<Instance>>> {
+    Ok(Json(instances::list(&app, &me).await?))
+}
+
+async fn create_instance(
+    State(app): State<Arc<App>>,
+    Caller(me): Caller,
+    Body(req): Body<CreateInstance>,
+) -> ApiResult<Response> {
+    Ok(accepted(instances::create(&app, &me, req).await?))
+}
+
+async fn show_instance(
+    State(app): State<Arc<App>>,
+    Caller(me): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Instance>> {
+    Ok(Json(instances::show(&app, &me, &id).await?))
+}
+
+async fn delete_instance(
+    State(app): State<Arc<App>>,
+    Caller(me): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    instances::delete(&app, &me, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn start_instance(
+    State(app): State<Arc<App>>,
+    Caller(me): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    Ok(accepted(instances::start(&app, &me, &id)?))
+}
+
+async fn stop_instance(
+    State(app): State<Arc<App>>,
+    Caller(me): Caller,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    // The body is optional: no body is a graceful stop.
+    let force = if body.iter().all(u8::is_ascii_whitespace) {
+        false
+    } else {
+        serde_json::from_slice::<StopInstance>(&body)
+            .map_err(|e| Error::invalid("body_invalid", format!("stop: {e}")))?
+            .force
+    };
+    Ok(accepted(instances::stop(&app, &me, &id, force)?))
+}
+
+async fn restart_instance(
+    State(app): State<Arc<App>>,
+    Caller(me): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    Ok(accepted(instances::restart(&app, &me, &id)?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JobQuery {
+    limit: Option<u32>,
+}
+
+async fn list_jobs(
+    State(app): State<Arc<App>>,
+    Caller(me): Caller,
+    Params(q): Params<JobQuery>,
+) -> ApiResult<Json<Vec<Job>>> {
+    Ok(Json(
+        app.catalog
+            .list_jobs(me.id, q.limit.unwrap_or(50).min(1000))?,
+    ))
+}
+
+async fn show_job(
+    State(app): State<Arc<App>>,
+    Caller(me): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Job>> {
+    Ok(Json(app.catalog.job(Some(me.id), &id)?))
+}

@@ -1,0 +1,527 @@
+//! Instances: QEMU/KVM virtual machines with a root volume (blank, imported
+//! from an image, or none with direct kernel boot) and data volumes.
+//!
+//! State machine (the catalog guards each move, so two requests cannot both
+//! win): Stopped → Starting → Running → Stopping → Stopped; Error when the
+//! host disagrees with the catalog in a way reprise cannot settle alone.
+//! A start that fails leaves the instance Stopped with `last_error`.
+
+use super::{parse_size_field, volumes};
+use crate::app::App;
+use crate::jobs::{self, JobCtx, Target};
+use crate::vm;
+use reprise_catalog::{now, InstanceRow, VolumeRow};
+use reprise_core::model::*;
+use reprise_core::{Error, Result};
+use std::path::Path;
+use std::sync::Arc;
+use uuid::Uuid;
+
+const MAX_CPUS: u32 = 64;
+const MIN_MEMORY: u64 = 64 << 20;
+const MAX_MEMORY: u64 = 1 << 40;
+const DEFAULT_MEMORY: &str = "512M";
+
+pub async fn to_api(app: &App, row: &InstanceRow, with_agent: bool) -> Result<Instance> {
+    let run = app.run_paths(row.id);
+    let volumes = app.catalog.instance_volumes(row.id)?;
+    Ok(Instance {
+        id: row.id,
+        name: row.name.clone(),
+        account_id: row.account_id,
+        zone_id: row.zone_id,
+        zone: row.zone.clone(),
+        state: row.state,
+        cpus: row.cpus,
+        memory_bytes: row.memory_bytes,
+        root_volume_id: row.root_volume_id,
+        volumes: volumes.iter().map(VolumeRow::attached).collect(),
+        kernel: row.kernel.clone(),
+        initrd: row.initrd.clone(),
+        append: row.append.clone(),
+        accel: row.accel.clone(),
+        pid: row.pid,
+        qmp_socket: run.qmp().to_string_lossy().into_owned(),
+        guest_agent_socket: run.agent().to_string_lossy().into_owned(),
+        console_log: run.console().to_string_lossy().into_owned(),
+        guest_agent: if with_agent {
+            Some(vm::agent_status(app, row).await)
+        } else {
+            None
+        },
+        last_error: row.last_error.clone(),
+        created_at: row.created_at,
+    })
+}
+
+pub async fn show(app: &App, account: &Account, reference: &str) -> Result<Instance> {
+    let row = app.catalog.instance(account.id, reference)?;
+    to_api(app, &row, true).await
+}
+
+pub async fn list(app: &App, account: &Account) -> Result<Vec<Instance>> {
+    let mut out = Vec::new();
+    for row in app.catalog.list_instances(Some(account.id))? {
+        out.push(to_api(app, &row, false).await?);
+    }
+    Ok(out)
+}
+
+fn host_file(field: &str, path: &str) -> Result<()> {
+    let p = Path::new(path);
+    if !p.is_absolute() {
+        return Err(Error::invalid(
+            "path_invalid",
+            format!("{field} '{path}' must be an absolute path on the daemon's host"),
+        ));
+    }
+    if !p.is_file() {
+        return Err(Error::invalid(
+            "file_not_found",
+            format!("{field} '{path}' is not a file on the daemon's host"),
+        ));
+    }
+    Ok(())
+}
+
+/// What the root volume of a new instance comes from.
+enum Root {
+    None,
+    Blank(u64),
+    Image {
+        path: String,
+        format: String,
+        size: u64,
+    },
+}
+
+/// Check an image file offered as a root disk: raw or qcow2, with no
+/// backing file and no external data file (either could make QEMU open any
+/// host file).
+async fn probe_image(app: &App, path: &str) -> Result<Root> {
+    host_file("image", path)?;
+    let info = app.config.binaries().info(Path::new(path), None).await?;
+    if info.backing_filename.is_some() {
+        return Err(Error::invalid(
+            "image_unsafe",
+            format!("image '{path}' has a backing file: give a standalone image"),
+        ));
+    }
+    if info.data_file().is_some() {
+        return Err(Error::invalid(
+            "image_unsafe",
+            format!("image '{path}' names an external data file: give a standalone image"),
+        ));
+    }
+    if info.format != "qcow2" && info.format != "raw" {
+        return Err(Error::invalid(
+            "image_format_unsupported",
+            format!(
+                "image '{path}' is {}: only qcow2 and raw images are imported",
+                info.format
+            ),
+        ));
+    }
+    Ok(Root::Image {
+        path: path.to_string(),
+        format: info.format,
+        size: info.virtual_size,
+    })
+}
+
+/// Create an instance: every check first, then the catalog rows (the root
+/// volume `Creating`), then a job that makes the root disk and starts the
+/// instance. A failed job removes the instance and its root volume again.
+pub async fn create(app: &Arc<App>, account: &Account, req: CreateInstance) -> Result<Job> {
+    reprise_core::name::validate_name("instance", &req.name)?;
+    let zone = volumes::zone_or_default(app, req.zone.as_deref())?;
+    let cpus = req.cpus.unwrap_or(1);
+    if cpus == 0 || cpus > MAX_CPUS {
+        return Err(Error::invalid(
+            "cpus_invalid",
+            format!("cpus {cpus} is out of range: 1 to {MAX_CPUS}"),
+        ));
+    }
+    let memory_text = req.memory.as_deref().unwrap_or(DEFAULT_MEMORY);
+    let memory = parse_size_field("memory", memory_text, MAX_MEMORY)?;
+    if memory < MIN_MEMORY || memory % (1 << 20) != 0 {
+        return Err(Error::invalid(
+            "memory_invalid",
+            format!("memory '{memory_text}' must be a whole number of MiB, at least 64M"),
+        ));
+    }
+    if let Some(k) = &req.kernel {
+        host_file("kernel", k)?;
+    } else if req.initrd.is_some() || req.append.is_some() {
+        return Err(Error::invalid(
+            "kernel_missing",
+            "--initrd and --append need --kernel",
+        ));
+    }
+    if let Some(i) = &req.initrd {
+        host_file("initrd", i)?;
+    }
+    let root = match (&req.root_size, &req.image) {
+        (Some(_), Some(_)) => {
+            return Err(Error::invalid(
+                "root_conflict",
+                "give either a root size or an image, not both",
+            ))
+        }
+        (Some(size), None) => Root::Blank(parse_size_field("root size", size, super::MAX_VOLUME_SIZE)?),
+        (None, Some(image)) => probe_image(app, image).await?,
+        (None, None) if req.kernel.is_some() => Root::None,
+        (None, None) => {
+            return Err(Error::invalid(
+                "root_missing",
+                "an instance needs a root disk: give a root size, an image, or a kernel to boot directly",
+            ))
+        }
+    };
+    let mut data = Vec::new();
+    for reference in &req.data_volumes {
+        let v = app.catalog.volume(account.id, reference)?;
+        if v.kind != VolumeKind::Data || v.instance_id.is_some() || v.state != VolumeState::Ready {
+            return Err(Error::conflict(
+                "volume_unavailable",
+                format!("volume '{}' is not a free, Ready data volume", v.name),
+            ));
+        }
+        if v.zone_id != zone.id {
+            return Err(Error::invalid(
+                "zone_mismatch",
+                format!(
+                    "volume '{}' is in zone '{}', not '{}'",
+                    v.name, v.zone, zone.name
+                ),
+            ));
+        }
+        if data.iter().any(|d: &VolumeRow| d.id == v.id) {
+            return Err(Error::invalid(
+                "volume_repeated",
+                format!("volume '{}' is given twice", v.name),
+            ));
+        }
+        data.push(v);
+    }
+    let disks = data.len() + usize::from(!matches!(root, Root::None));
+    if disks > reprise_qemu::cmdline::DISK_SLOTS as usize {
+        return Err(Error::invalid(
+            "too_many_volumes",
+            format!(
+                "an instance holds at most {} volumes",
+                reprise_qemu::cmdline::DISK_SLOTS
+            ),
+        ));
+    }
+    if !req.no_start {
+        vm::preflight(app)?;
+    }
+
+    let id = Uuid::new_v4();
+    let root_row = match &root {
+        Root::None => None,
+        Root::Blank(size) | Root::Image { size, .. } => Some(volumes::new_row(
+            account.id,
+            &format!("{}-root", req.name),
+            &zone,
+            VolumeKind::Root,
+            *size,
+        )),
+    };
+    let row = InstanceRow {
+        id,
+        account_id: account.id,
+        name: req.name.clone(),
+        zone_id: zone.id,
+        zone: zone.name.clone(),
+        state: InstanceState::Stopped,
+        cpus,
+        memory_bytes: memory,
+        root_volume_id: root_row.as_ref().map(|r| r.id),
+        kernel: req.kernel.clone(),
+        initrd: req.initrd.clone(),
+        append: req.append.clone(),
+        accel: None,
+        pid: None,
+        last_error: None,
+        created_at: now(),
+    };
+    app.catalog.insert_instance(&row)?;
+    let recorded = (|| -> Result<()> {
+        let mut slot = 0;
+        if let Some(r) = &root_row {
+            app.catalog.insert_volume(r)?;
+            app.catalog.attach_volume(r.id, id, slot)?;
+            slot += 1;
+        }
+        for v in &data {
+            app.catalog.attach_volume(v.id, id, slot)?;
+            slot += 1;
+        }
+        Ok(())
+    })();
+    if let Err(e) = recorded {
+        app.catalog.delete_instance(id)?;
+        return Err(e);
+    }
+
+    let start = !req.no_start;
+    let steps = 1 + u64::from(start);
+    let app2 = app.clone();
+    jobs::spawn(
+        app,
+        account.id,
+        "instance.create",
+        Target {
+            kind: "instance",
+            id,
+            name: &row.name,
+        },
+        steps,
+        move |ctx| async move {
+            let app = app2;
+            let lock = app.instance_lock(id);
+            let _guard = lock.lock().await;
+            if let Err(e) = make_root(&app, &ctx, root, root_row.as_ref()).await {
+                ctx.log("removing the half-made instance");
+                if let Some(r) = &root_row {
+                    let _ = std::fs::remove_file(&r.path);
+                }
+                app.catalog.delete_instance(id)?;
+                return Err(e);
+            }
+            ctx.progress(1, steps);
+            if start {
+                app.catalog.transition_instance(
+                    id,
+                    &[InstanceState::Stopped],
+                    InstanceState::Starting,
+                )?;
+                boot(&app, &ctx, id).await?;
+                ctx.progress(2, steps);
+            }
+            Ok(())
+        },
+    )
+}
+
+async fn make_root(app: &App, ctx: &JobCtx, root: Root, row: Option<&VolumeRow>) -> Result<()> {
+    let Some(row) = row else { return Ok(()) };
+    let bin = app.config.binaries();
+    match root {
+        Root::None => {}
+        Root::Blank(size) => {
+            ctx.log(format!(
+                "creating a blank root volume of {}",
+                reprise_core::size::format_size(size)
+            ));
+            bin.create(Path::new(&row.path), size).await?;
+        }
+        Root::Image { path, format, .. } => {
+            ctx.log(format!("importing {path} ({format}) as the root volume"));
+            bin.convert_to_qcow2(Path::new(&path), &format, Path::new(&row.path))
+                .await?;
+        }
+    }
+    app.catalog.set_volume_state(row.id, VolumeState::Ready)
+}
+
+/// Launch QEMU for an instance the caller moved to Starting; on failure it
+/// goes back to Stopped with the error recorded.
+async fn boot(app: &App, ctx: &JobCtx, id: Uuid) -> Result<()> {
+    let inst = app.catalog.instance_by_id(id)?;
+    let result: Result<(u32, reprise_qemu::Accel)> = async {
+        let accel = vm::preflight(app)?;
+        ctx.log(format!("starting QEMU ({})", accel.as_str()));
+        let pid = vm::launch(app, &inst, accel).await?;
+        Ok((pid, accel))
+    }
+    .await;
+    match result {
+        Ok((pid, accel)) => {
+            ctx.log(format!("QEMU is running, pid {pid}"));
+            app.catalog.set_instance_runtime(
+                id,
+                InstanceState::Running,
+                Some(pid),
+                Some(accel.as_str()),
+                None,
+            )
+        }
+        Err(e) => {
+            app.catalog.set_instance_runtime(
+                id,
+                InstanceState::Stopped,
+                None,
+                None,
+                Some(&e.message),
+            )?;
+            Err(e)
+        }
+    }
+}
+
+fn wrong_state(inst: &InstanceRow, wanted: &str) -> Error {
+    let code = match inst.state {
+        InstanceState::Running => "instance_running",
+        InstanceState::Stopped => "instance_stopped",
+        _ => "instance_busy",
+    };
+    Error::conflict(
+        code,
+        format!("instance '{}' is {}: {wanted}", inst.name, inst.state),
+    )
+}
+
+fn require_volumes_ready(app: &App, inst: &InstanceRow) -> Result<()> {
+    for v in app.catalog.instance_volumes(inst.id)? {
+        if v.state != VolumeState::Ready {
+            return Err(Error::conflict(
+                "instance_busy",
+                format!(
+                    "volume '{}' of instance '{}' is {}",
+                    v.name, inst.name, v.state
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn target(inst: &InstanceRow) -> Target<'_> {
+    Target {
+        kind: "instance",
+        id: inst.id,
+        name: &inst.name,
+    }
+}
+
+pub fn start(app: &Arc<App>, account: &Account, reference: &str) -> Result<Job> {
+    let inst = app.catalog.instance(account.id, reference)?;
+    vm::preflight(app)?;
+    require_volumes_ready(app, &inst)?;
+    if !app.catalog.transition_instance(
+        inst.id,
+        &[InstanceState::Stopped, InstanceState::Error],
+        InstanceState::Starting,
+    )? {
+        return Err(wrong_state(&inst, "only a Stopped instance can be started"));
+    }
+    let app2 = app.clone();
+    let id = inst.id;
+    jobs::spawn(
+        app,
+        account.id,
+        "instance.start",
+        target(&inst),
+        1,
+        move |ctx| async move {
+            let lock = app2.instance_lock(id);
+            let _guard = lock.lock().await;
+            boot(&app2, &ctx, id).await?;
+            ctx.progress(1, 1);
+            Ok(())
+        },
+    )
+}
+
+pub fn stop(app: &Arc<App>, account: &Account, reference: &str, force: bool) -> Result<Job> {
+    let inst = app.catalog.instance(account.id, reference)?;
+    if !app.catalog.transition_instance(
+        inst.id,
+        &[InstanceState::Running, InstanceState::Error],
+        InstanceState::Stopping,
+    )? {
+        return Err(wrong_state(&inst, "only a Running instance can be stopped"));
+    }
+    let app2 = app.clone();
+    let id = inst.id;
+    jobs::spawn(
+        app,
+        account.id,
+        "instance.stop",
+        target(&inst),
+        1,
+        move |ctx| async move {
+            let lock = app2.instance_lock(id);
+            let _guard = lock.lock().await;
+            halt(&app2, &ctx, id, force).await?;
+            ctx.progress(1, 1);
+            Ok(())
+        },
+    )
+}
+
+async fn halt(app: &App, ctx: &JobCtx, id: Uuid, force: bool) -> Result<()> {
+    vm::power_off(app, id, force, ctx).await?;
+    ctx.log("QEMU has exited");
+    app.catalog
+        .set_instance_runtime(id, InstanceState::Stopped, None, None, None)
+}
+
+/// A graceful stop then a start: the instance comes back with its current
+/// configuration (cold-attached volumes included).
+pub fn restart(app: &Arc<App>, account: &Account, reference: &str) -> Result<Job> {
+    let inst = app.catalog.instance(account.id, reference)?;
+    vm::preflight(app)?;
+    if !app.catalog.transition_instance(
+        inst.id,
+        &[InstanceState::Running],
+        InstanceState::Stopping,
+    )? {
+        return Err(wrong_state(
+            &inst,
+            "only a Running instance can be restarted",
+        ));
+    }
+    let app2 = app.clone();
+    let id = inst.id;
+    jobs::spawn(
+        app,
+        account.id,
+        "instance.restart",
+        target(&inst),
+        2,
+        move |ctx| async move {
+            let lock = app2.instance_lock(id);
+            let _guard = lock.lock().await;
+            halt(&app2, &ctx, id, false).await?;
+            ctx.progress(1, 2);
+            app2.catalog.transition_instance(
+                id,
+                &[InstanceState::Stopped],
+                InstanceState::Starting,
+            )?;
+            boot(&app2, &ctx, id).await?;
+            ctx.progress(2, 2);
+            Ok(())
+        },
+    )
+}
+
+/// Delete a stopped instance and its root volume; data volumes are
+/// detached and kept.
+pub async fn delete(app: &App, account: &Account, reference: &str) -> Result<()> {
+    let inst = app.catalog.instance(account.id, reference)?;
+    let lock = app.instance_lock(inst.id);
+    let _guard = lock.lock().await;
+    let inst = app.catalog.instance_by_id(inst.id)?;
+    if !matches!(inst.state, InstanceState::Stopped | InstanceState::Error)
+        || vm::live_pid(app, inst.id).is_some()
+    {
+        return Err(wrong_state(&inst, "stop it before deleting it"));
+    }
+    let root = app
+        .catalog
+        .instance_volumes(inst.id)?
+        .into_iter()
+        .find(|v| v.kind == VolumeKind::Root);
+    app.catalog.delete_instance(inst.id)?;
+    if let Some(r) = root {
+        let _ = std::fs::remove_file(&r.path);
+    }
+    let _ = std::fs::remove_dir_all(app.config.instance_run_dir(inst.id));
+    tracing::info!(instance = %inst.id, name = inst.name, "instance deleted");
+    Ok(())
+}

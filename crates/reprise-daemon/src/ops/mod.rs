@@ -1,0 +1,41 @@
+//! The operations behind the API, one module per resource. Each checks
+//! everything it can before changing anything, so that a refused request
+//! changes nothing, and takes the caller's account so that another
+//! account's resources are never found.
+
+pub mod accounts;
+pub mod instances;
+pub mod volumes;
+
+use reprise_core::{Error, Result};
+
+/// A size from the API: parsed, non-zero, a multiple of 512 bytes and at
+/// most `max`.
+pub fn parse_size_field(field: &str, text: &str, max: u64) -> Result<u64> {
+    let bytes = reprise_core::size::parse_size(text)?;
+    if bytes == 0 {
+        return Err(Error::invalid(
+            "size_invalid",
+            format!("{field} '{text}' is zero"),
+        ));
+    }
+    if bytes % 512 != 0 {
+        return Err(Error::invalid(
+            "size_invalid",
+            format!("{field} '{text}' is not a multiple of 512 bytes"),
+        ));
+    }
+    if bytes > max {
+        return Err(Error::invalid(
+            "size_invalid",
+            format!(
+                "{field} '{text}' is larger than the limit of {}",
+                reprise_core::size::format_size(max)
+            ),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// Volumes are capped at 64 TiB.
+pub const MAX_VOLUME_SIZE: u64 = 64 << 40;

@@ -1,0 +1,215 @@
+//! Talking to an instance's QEMU: launch, power off, hot-plug, and the
+//! guest agent. Callers hold the instance's lock.
+
+use crate::app::App;
+use crate::jobs::JobCtx;
+use reprise_catalog::InstanceRow;
+use reprise_core::model::GuestAgentStatus;
+use reprise_core::Result;
+use reprise_qemu::agent::Agent;
+use reprise_qemu::cmdline::{self, Disk, VmSpec};
+use reprise_qemu::qmp::Qmp;
+use reprise_qemu::{accel, process, Accel};
+use serde_json::json;
+use std::path::Path;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// Check what a start needs before anything changes: the accelerator and
+/// the QEMU binary.
+pub fn preflight(app: &App) -> Result<Accel> {
+    let chosen = accel::choose(app.config.accel, app.host)?;
+    let system = &app.config.qemu.system;
+    if which(system).is_none() {
+        return Err(reprise_core::Error::unavailable(
+            "qemu_missing",
+            format!(
+                "QEMU program '{}' not found: install QEMU (apt-get install qemu-system-x86 qemu-utils) or set qemu.system in the config",
+                system.display()
+            ),
+        ));
+    }
+    Ok(chosen)
+}
+
+fn which(program: &Path) -> Option<std::path::PathBuf> {
+    if program.components().count() > 1 {
+        return program.is_file().then(|| program.to_path_buf());
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(program))
+            .find(|p| p.is_file())
+    })
+}
+
+/// Launch QEMU for an instance with its attached volumes; returns the pid.
+pub async fn launch(app: &App, inst: &InstanceRow, accel: Accel) -> Result<u32> {
+    let volumes = app.catalog.instance_volumes(inst.id)?;
+    let spec = VmSpec {
+        id: inst.id,
+        name: inst.name.clone(),
+        cpus: inst.cpus,
+        memory_mib: inst.memory_bytes >> 20,
+        accel,
+        disks: volumes
+            .iter()
+            .map(|v| Disk {
+                volume_id: v.id,
+                path: v.path.clone().into(),
+                slot: v.slot.unwrap_or(0),
+            })
+            .collect(),
+        kernel: inst.kernel.clone(),
+        initrd: inst.initrd.clone(),
+        append: inst.append.clone(),
+        run: app.run_paths(inst.id),
+    };
+    process::launch(&app.config.qemu.system, &spec).await
+}
+
+/// The live QEMU pid of an instance, if any.
+pub fn live_pid(app: &App, id: Uuid) -> Option<u32> {
+    process::find(&app.run_paths(id).pidfile(), id)
+}
+
+pub async fn qmp(app: &App, id: Uuid) -> Result<Qmp> {
+    Qmp::connect(&app.run_paths(id).qmp(), Duration::from_secs(5)).await
+}
+
+/// Power an instance off: unless `force`, ask the guest (agent and ACPI)
+/// and wait up to the configured timeout; then quit QEMU, and kill it as a
+/// last resort. Returns once the process is gone.
+pub async fn power_off(app: &App, id: Uuid, force: bool, ctx: &JobCtx) -> Result<()> {
+    let Some(pid) = live_pid(app, id) else {
+        return Ok(());
+    };
+    let run = app.run_paths(id);
+    if !force {
+        let timeout = Duration::from_secs(app.config.stop_timeout_secs);
+        // The agent powers off guests that ignore the ACPI button (no
+        // acpid); guest-shutdown sends no answer when it works.
+        if let Ok(mut agent) = Agent::connect(&run.agent(), Duration::from_millis(500)).await {
+            ctx.log("asked the guest agent to power off");
+            let _ = agent
+                .execute(
+                    "guest-shutdown",
+                    json!({"mode": "powerdown"}),
+                    Duration::from_millis(300),
+                )
+                .await;
+        }
+        if let Ok(mut q) = qmp(app, id).await {
+            ctx.log("sent the ACPI power button");
+            let _ = q.execute("system_powerdown", json!({})).await;
+        }
+        if process::wait_exit(pid, id, timeout).await {
+            return Ok(());
+        }
+        ctx.log(format!(
+            "the guest did not power off within {}s: forcing",
+            timeout.as_secs()
+        ));
+    }
+    if let Ok(mut q) = qmp(app, id).await {
+        let _ = q.execute("quit", json!({})).await;
+    }
+    if !process::wait_exit(pid, id, Duration::from_secs(10)).await {
+        ctx.log("QEMU did not quit: killing it");
+        process::kill(pid, id);
+        process::wait_exit(pid, id, Duration::from_secs(5)).await;
+    }
+    Ok(())
+}
+
+/// Hot-plug a volume into a running instance at `slot`.
+pub async fn hot_attach(app: &App, id: Uuid, volume: Uuid, path: &Path, slot: u32) -> Result<()> {
+    let mut q = qmp(app, id).await?;
+    q.execute("blockdev-add", cmdline::blockdev(volume, path))
+        .await?;
+    if let Err(e) = q
+        .execute("device_add", cmdline::disk_device(volume, slot))
+        .await
+    {
+        let _ = q
+            .execute(
+                "blockdev-del",
+                json!({"node-name": cmdline::node_name(volume)}),
+            )
+            .await;
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Unplug a volume from a running instance; the guest must release it.
+pub async fn hot_detach(app: &App, id: Uuid, volume: Uuid) -> Result<()> {
+    let mut q = qmp(app, id).await?;
+    let device = cmdline::device_id(volume);
+    q.execute("device_del", json!({"id": device})).await?;
+    q.wait_event(
+        "DEVICE_DELETED",
+        |d| d.get("device").and_then(|v| v.as_str()) == Some(device.as_str()),
+        Duration::from_secs(30),
+    )
+    .await
+    .map_err(|_| {
+        reprise_core::Error::unavailable(
+            "detach_timeout",
+            "the guest did not release the disk within 30 s; it will be unplugged when it does",
+        )
+    })?;
+    q.execute(
+        "blockdev-del",
+        json!({"node-name": cmdline::node_name(volume)}),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Grow the disk of a running instance.
+pub async fn hot_resize(app: &App, id: Uuid, volume: Uuid, size: u64) -> Result<()> {
+    let mut q = qmp(app, id).await?;
+    q.execute(
+        "block_resize",
+        json!({"node-name": cmdline::node_name(volume), "size": size}),
+    )
+    .await
+    .map(|_| ())
+}
+
+/// Whether the guest agent answers, and what a snapshot taken now means.
+pub async fn agent_status(app: &App, inst: &InstanceRow) -> GuestAgentStatus {
+    if live_pid(app, inst.id).is_none() {
+        return GuestAgentStatus {
+            status: "not_running".into(),
+            snapshot_consistency: "crash".into(),
+            message: "the instance is not running: the guest agent cannot be asked; its disks \
+                      hold what the guest left on them (consistent if it shut down cleanly)"
+                .into(),
+        };
+    }
+    let run = app.run_paths(inst.id);
+    let answered = match Agent::connect(&run.agent(), Duration::from_secs(1)).await {
+        Ok(mut a) => a.ping(Duration::from_secs(1)).await.is_ok(),
+        Err(_) => false,
+    };
+    if answered {
+        GuestAgentStatus {
+            status: "responding".into(),
+            snapshot_consistency: "filesystem".into(),
+            message: "qemu-guest-agent answers: snapshots can freeze the guest's filesystems \
+                      for a brief moment and are filesystem-consistent"
+                .into(),
+        }
+    } else {
+        GuestAgentStatus {
+            status: "not_responding".into(),
+            snapshot_consistency: "crash".into(),
+            message: "qemu-guest-agent does not answer (is it installed and running, with \
+                      /dev/virtio-ports/org.qemu.guest_agent.0 in the guest?): snapshots will be \
+                      crash-consistent, like a disk after a power cut, not filesystem-consistent"
+                .into(),
+        }
+    }
+}
