@@ -1,0 +1,288 @@
+//! Test support shared by reprise's integration tests.
+//!
+//! - [`TestDaemon`]: a real daemon (in this process, on its own runtime)
+//!   with its data in a temporary directory and the API on a free loopback
+//!   port; it can be restarted on the same data, and on drop it kills every
+//!   QEMU it started, so no test leaks a VM.
+//! - [`guest`]: the tiny test guest (kernel, initramfs with qemu-ga), built
+//!   by `tests/guest/build.sh` on first use.
+//! - [`TestDaemon::guest_sh`]: run a shell command in a guest through its
+//!   real qemu-guest-agent.
+
+use reprise_cli::Client;
+use reprise_core::model::{CreateInstance, Instance, InstanceState, Job};
+use reprise_daemon::config::Config;
+use reprise_daemon::Server;
+use reprise_qemu::agent::Agent;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+pub struct TestDaemon {
+    pub dir: tempfile::TempDir,
+    pub config: Config,
+    pub url: String,
+    pub admin_key: String,
+    rt: tokio::runtime::Runtime,
+    server: Option<Server>,
+}
+
+impl TestDaemon {
+    pub fn start() -> TestDaemon {
+        Self::start_with(|_| {})
+    }
+
+    /// Start with a config adjusted by `adjust` (data dir and listen
+    /// address are the test's own).
+    pub fn start_with(adjust: impl FnOnce(&mut Config)) -> TestDaemon {
+        let dir = tempfile::Builder::new()
+            .prefix("rp")
+            .tempdir()
+            .expect("temp dir");
+        let mut config = Config {
+            data_dir: dir.path().join("data"),
+            listen: "127.0.0.1:0".parse().expect("address"),
+            stop_timeout_secs: 10,
+            ..Config::default()
+        };
+        adjust(&mut config);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let server = rt
+            .block_on(reprise_daemon::start(config.clone()))
+            .expect("daemon starts");
+        let url = format!("http://{}", server.addr);
+        let admin_key = std::fs::read_to_string(config.admin_key_path())
+            .expect("admin.key written at first start")
+            .trim()
+            .to_string();
+        TestDaemon {
+            dir,
+            config,
+            url,
+            admin_key,
+            rt,
+            server: Some(server),
+        }
+    }
+
+    pub fn server(&self) -> &Server {
+        self.server.as_ref().expect("daemon running")
+    }
+
+    /// Stop the daemon (VMs keep running).
+    pub fn stop(&mut self) {
+        if let Some(s) = self.server.take() {
+            self.rt.block_on(s.stop());
+        }
+    }
+
+    /// Start it again on the same data, on the same port.
+    pub fn start_again(&mut self) {
+        assert!(self.server.is_none(), "stop the daemon first");
+        let mut config = self.config.clone();
+        config.listen = self
+            .url
+            .trim_start_matches("http://")
+            .parse()
+            .expect("address");
+        let server = self
+            .rt
+            .block_on(reprise_daemon::start(config))
+            .expect("daemon restarts");
+        self.server = Some(server);
+    }
+
+    pub fn restart(&mut self) {
+        self.stop();
+        self.start_again();
+    }
+
+    pub fn admin(&self) -> Client {
+        Client::new(&self.url, Some(self.admin_key.clone()))
+    }
+
+    /// A new account, and a client that speaks as it.
+    pub fn account(&self, name: &str) -> Client {
+        let made: reprise_core::model::AccountCreated = self
+            .admin()
+            .post(
+                "/api/v1/accounts",
+                &reprise_core::model::CreateAccount { name: name.into() },
+            )
+            .expect("account created");
+        Client::new(&self.url, Some(made.api_key))
+    }
+
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
+    }
+
+    /// Run `script` with `sh -c` in the guest through its agent, retrying
+    /// the connection until the agent answers (it starts with the guest).
+    pub fn guest_sh(&self, instance: &Instance, script: &str) -> (i64, String) {
+        let socket = PathBuf::from(&instance.guest_agent_socket);
+        self.block_on(async {
+            let deadline = Instant::now() + Duration::from_secs(90);
+            loop {
+                match Agent::connect(&socket, Duration::from_secs(3)).await {
+                    Ok(mut a) => {
+                        let out = a
+                            .exec("/bin/sh", &["-c", script], None, Duration::from_secs(60))
+                            .await
+                            .expect("guest-exec runs");
+                        return (
+                            out.exit_code,
+                            String::from_utf8_lossy(&out.stdout).into_owned()
+                                + &String::from_utf8_lossy(&out.stderr),
+                        );
+                    }
+                    Err(e) if Instant::now() < deadline => {
+                        let _ = e;
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    Err(e) => panic!("the guest agent never answered: {e}"),
+                }
+            }
+        })
+    }
+
+    /// Wait until the guest agent of an instance answers a ping.
+    pub fn wait_agent(&self, instance: &Instance) -> Duration {
+        let started = Instant::now();
+        let (code, _) = self.guest_sh(instance, "true");
+        assert_eq!(code, 0);
+        started.elapsed()
+    }
+}
+
+impl Drop for TestDaemon {
+    fn drop(&mut self) {
+        self.stop();
+        kill_instances_under(&self.config.data_dir.join("run"));
+    }
+}
+
+/// Kill every QEMU whose pidfile is under `run_dir`.
+pub fn kill_instances_under(run_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(run_dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let Ok(id) = uuid::Uuid::parse_str(&e.file_name().to_string_lossy()) else {
+            continue;
+        };
+        if let Some(pid) = reprise_qemu::process::find(&e.path().join("qemu.pid"), id) {
+            reprise_qemu::process::kill(pid, id);
+        }
+    }
+}
+
+/// The test guest's files.
+pub struct Guest {
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+}
+
+pub const GUEST_APPEND: &str = "console=ttyS0 panic=-1 quiet";
+
+static GUEST_BUILD: Mutex<()> = Mutex::new(());
+
+/// The test guest, built on first use into `target/test-guest`.
+pub fn guest() -> Guest {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = root.join("target/test-guest");
+    let _guard = GUEST_BUILD.lock().unwrap_or_else(|p| p.into_inner());
+    let initrd = out.join("initrd.img");
+    if !initrd.exists() {
+        let status = Command::new("bash")
+            .arg(root.join("tests/guest/build.sh"))
+            .arg(&out)
+            .status()
+            .expect("run tests/guest/build.sh");
+        assert!(status.success(), "tests/guest/build.sh failed");
+    }
+    let vmlinux = out.join("vmlinux");
+    Guest {
+        kernel: if vmlinux.exists() {
+            vmlinux
+        } else {
+            out.join("vmlinuz")
+        },
+        initrd,
+    }
+}
+
+/// A request that creates an instance booting the test guest.
+pub fn guest_instance(name: &str, data_volumes: &[&str]) -> CreateInstance {
+    let g = guest();
+    CreateInstance {
+        name: name.into(),
+        memory: Some("256M".into()),
+        kernel: Some(g.kernel.to_string_lossy().into_owned()),
+        initrd: Some(g.initrd.to_string_lossy().into_owned()),
+        append: Some(GUEST_APPEND.into()),
+        data_volumes: data_volumes.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+/// Start a job and wait for it; panics with the job's error if it fails.
+pub fn run_job<B: serde::Serialize>(client: &Client, path: &str, body: &B) -> Job {
+    let job = client.start_job(path, body).expect("job accepted");
+    client
+        .wait_job(&job.id.to_string(), Duration::from_secs(300), |_| {})
+        .unwrap_or_else(|e| panic!("job {} failed: {e:?}", job.kind))
+}
+
+pub fn instance(client: &Client, name: &str) -> Instance {
+    client
+        .get(&format!("/api/v1/instances/{name}"))
+        .expect("instance shown")
+}
+
+/// Wait until an instance reaches `state` (the reconciler notices within
+/// seconds).
+pub fn wait_state(client: &Client, name: &str, state: InstanceState, within: Duration) -> Instance {
+    let started = Instant::now();
+    loop {
+        let i = instance(client, name);
+        if i.state == state {
+            return i;
+        }
+        assert!(
+            started.elapsed() < within,
+            "instance {name} is {} after {within:?}, expected {state}",
+            i.state
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// `qemu-img` on a test file: the JSON of `info`, or the exit code of
+/// `check` (0 = clean).
+pub fn qemu_img_info(path: &str) -> serde_json::Value {
+    let out = Command::new("qemu-img")
+        .args(["info", "-U", "--output=json", path])
+        .output()
+        .expect("qemu-img runs");
+    assert!(
+        out.status.success(),
+        "qemu-img info {path}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("qemu-img info JSON")
+}
+
+pub fn qemu_img_check(path: &str) -> i32 {
+    Command::new("qemu-img")
+        .args(["check", "-U", "-q", path])
+        .status()
+        .expect("qemu-img runs")
+        .code()
+        .unwrap_or(-1)
+}

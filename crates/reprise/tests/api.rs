@@ -1,0 +1,481 @@
+//! The HTTP API without a running guest: keys, accounts, zones, volumes,
+//! bad input, the OpenAPI document, metrics and restarts of the daemon.
+
+use reprise_cli::Client;
+use reprise_core::model::*;
+use reprise_core::ErrorKind;
+use reprise_testing::*;
+use serde_json::json;
+
+fn err_of<T: std::fmt::Debug>(r: reprise_core::Result<T>) -> reprise_core::Error {
+    r.expect_err("the request must be refused")
+}
+
+fn volumes(c: &Client) -> Vec<Volume> {
+    c.get("/api/v1/volumes").unwrap()
+}
+
+#[test]
+fn every_call_needs_a_valid_key() {
+    let d = TestDaemon::start();
+    let anonymous = Client::new(&d.url, None);
+    let e = err_of(anonymous.get::<Vec<Volume>>("/api/v1/volumes"));
+    assert_eq!(
+        (e.kind, e.code.as_str()),
+        (ErrorKind::Unauthorized, "api_key_missing")
+    );
+    let wrong = Client::new(&d.url, Some("rpk_0000".into()));
+    let e = err_of(wrong.get::<Vec<Volume>>("/api/v1/volumes"));
+    assert_eq!(e.code, "api_key_invalid");
+    // Health and the API description are public.
+    let h: serde_json::Value = anonymous.get("/api/v1/health").unwrap();
+    assert_eq!(h["status"], "ok");
+    let me: Account = d.admin().get("/api/v1/whoami").unwrap();
+    assert!(me.admin);
+}
+
+#[test]
+fn admin_key_is_written_for_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = TestDaemon::start();
+    let mode = std::fs::metadata(d.config.admin_key_path())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    // The catalog holds no key in clear.
+    let db = std::fs::read(d.config.catalog_path()).unwrap();
+    assert!(!db
+        .windows(d.admin_key.len())
+        .any(|w| w == d.admin_key.as_bytes()));
+}
+
+#[test]
+fn accounts_never_see_each_other() {
+    let d = TestDaemon::start();
+    let alice = d.account("alice");
+    let bob = d.account("bob");
+    let v: Volume = alice
+        .post("/api/v1/volumes", &json!({"name": "db", "size": "64M"}))
+        .unwrap();
+    assert!(volumes(&bob).is_empty());
+    for path in [
+        format!("/api/v1/volumes/{}", v.id),
+        "/api/v1/volumes/db".to_string(),
+    ] {
+        let e = err_of(bob.get::<Volume>(&path));
+        assert_eq!(
+            (e.kind, e.code.as_str()),
+            (ErrorKind::NotFound, "volume_not_found")
+        );
+    }
+    assert_eq!(
+        err_of(bob.delete(&format!("/api/v1/volumes/{}", v.id))).code,
+        "volume_not_found"
+    );
+    // Bob may use the same name: names are unique per account.
+    let _: Volume = bob
+        .post("/api/v1/volumes", &json!({"name": "db", "size": "64M"}))
+        .unwrap();
+    assert_eq!(volumes(&alice).len(), 1);
+    // Non-admins cannot administer the region.
+    let e =
+        err_of(alice.post::<_, AccountCreated>("/api/v1/accounts", &json!({"name": "mallory"})));
+    assert_eq!(
+        (e.kind, e.code.as_str()),
+        (ErrorKind::Forbidden, "admin_only")
+    );
+    let e = err_of(alice.post::<_, Zone>("/api/v1/zones", &json!({"name": "z9"})));
+    assert_eq!(e.code, "admin_only");
+    let seen: Vec<Account> = alice.get("/api/v1/accounts").unwrap();
+    assert_eq!(seen.len(), 1);
+    // Jobs are private too.
+    let e = err_of(bob.job(&uuid_like()));
+    assert_eq!(e.code, "job_not_found");
+}
+
+fn uuid_like() -> String {
+    "00000000-0000-4000-8000-000000000000".into()
+}
+
+#[test]
+fn volumes_are_clean_qcow2_with_64k_clusters_and_only_grow() {
+    let d = TestDaemon::start();
+    let c = d.admin();
+    let v: Volume = c
+        .post("/api/v1/volumes", &json!({"name": "data", "size": "512M"}))
+        .unwrap();
+    assert_eq!(
+        (v.state, v.kind, v.size_bytes),
+        (VolumeState::Ready, VolumeKind::Data, 512 << 20)
+    );
+    assert!(v
+        .path
+        .starts_with(&d.config.default_zone_dir().to_string_lossy().into_owned()));
+    let info = qemu_img_info(&v.path);
+    assert_eq!(info["format"], "qcow2");
+    assert_eq!(info["cluster-size"], 65536);
+    assert_eq!(info["virtual-size"], 512u64 << 20);
+    assert_eq!(qemu_img_check(&v.path), 0);
+
+    let grown: Volume = c
+        .post("/api/v1/volumes/data/resize", &json!({"size": "1G"}))
+        .unwrap();
+    assert_eq!(grown.size_bytes, 1 << 30);
+    assert_eq!(qemu_img_info(&v.path)["virtual-size"], 1u64 << 30);
+
+    let e = err_of(c.post::<_, Volume>("/api/v1/volumes/data/resize", &json!({"size": "512M"})));
+    assert_eq!(e.code, "size_not_larger");
+    assert!(e.message.contains("only grow"), "{}", e.message);
+    assert_eq!(
+        qemu_img_info(&v.path)["virtual-size"],
+        1u64 << 30,
+        "a refused shrink changes nothing"
+    );
+
+    c.delete("/api/v1/volumes/data").unwrap();
+    assert!(!std::path::Path::new(&v.path).exists());
+    assert!(volumes(&c).is_empty());
+}
+
+#[test]
+fn bad_input_is_named_and_changes_nothing() {
+    let d = TestDaemon::start();
+    let c = d.admin();
+    let _: Volume = c
+        .post("/api/v1/volumes", &json!({"name": "db", "size": "64M"}))
+        .unwrap();
+    let files = || {
+        std::fs::read_dir(d.config.default_zone_dir())
+            .unwrap()
+            .count()
+    };
+    let before = (volumes(&c), files());
+    let cases = [
+        (json!({"name": "x", "size": "ten"}), "size_invalid", "'ten'"),
+        (json!({"name": "x", "size": "10Q"}), "size_invalid", "'10Q'"),
+        (json!({"name": "x", "size": "0"}), "size_invalid", "zero"),
+        (json!({"name": "x", "size": "1000"}), "size_invalid", "512"),
+        (json!({"name": "x", "size": "65T"}), "size_invalid", "limit"),
+        (json!({"name": "db", "size": "64M"}), "name_taken", "taken"),
+        (json!({"name": "a b", "size": "64M"}), "name_invalid", "' '"),
+        (
+            json!({"name": "x", "size": "64M", "zone": "nowhere"}),
+            "zone_not_found",
+            "nowhere",
+        ),
+        (json!({"name": "x"}), "body_invalid", "size"),
+        (
+            json!({"name": "x", "size": "1G", "colour": "red"}),
+            "body_invalid",
+            "colour",
+        ),
+    ];
+    for (body, code, words) in cases {
+        let e = err_of(c.post::<_, Volume>("/api/v1/volumes", &body));
+        assert_eq!(e.code, code, "{body}");
+        assert!(e.message.contains(words), "{body}: {}", e.message);
+    }
+    let e = err_of(c.get::<Volume>("/api/v1/volumes/nope"));
+    assert_eq!(
+        (e.kind, e.code.as_str()),
+        (ErrorKind::NotFound, "volume_not_found")
+    );
+    assert!(e.message.contains("'nope'"));
+    let e = err_of(c.post::<_, Volume>("/api/v1/volumes/db/detach", &json!({})));
+    assert_eq!(e.code, "volume_not_attached");
+    let e = err_of(c.post::<_, Volume>("/api/v1/volumes/db/attach", &json!({"instance": "ghost"})));
+    assert_eq!(e.code, "instance_not_found");
+    let e = err_of(c.get::<serde_json::Value>("/api/v1/nothing-here"));
+    assert_eq!(e.code, "route_not_found");
+    assert_eq!((volumes(&c), files()), before, "nothing changed");
+}
+
+#[test]
+fn bad_instance_requests_are_named_and_change_nothing() {
+    let d = TestDaemon::start();
+    let c = d.admin();
+    let g = guest();
+    let kernel = g.kernel.to_string_lossy().into_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let vdi = dir.path().join("disk.vdi");
+    assert!(std::process::Command::new("qemu-img")
+        .args(["create", "-q", "-f", "vdi", vdi.to_str().unwrap(), "64M"])
+        .status()
+        .unwrap()
+        .success());
+    let cases = [
+        (json!({"name": "vm"}), "root_missing"),
+        (
+            json!({"name": "vm", "root_size": "1G", "image": "/x.img"}),
+            "root_conflict",
+        ),
+        (json!({"name": "vm", "root_size": "big"}), "size_invalid"),
+        (
+            json!({"name": "vm", "root_size": "1G", "cpus": 0}),
+            "cpus_invalid",
+        ),
+        (
+            json!({"name": "vm", "root_size": "1G", "memory": "1M"}),
+            "memory_invalid",
+        ),
+        (
+            json!({"name": "vm", "kernel": "/no/such/kernel"}),
+            "file_not_found",
+        ),
+        (
+            json!({"name": "vm", "kernel": "relative/kernel"}),
+            "path_invalid",
+        ),
+        (
+            json!({"name": "vm", "append": "quiet", "root_size": "1G"}),
+            "kernel_missing",
+        ),
+        (
+            json!({"name": "vm", "kernel": kernel, "data_volumes": ["ghost"]}),
+            "volume_not_found",
+        ),
+        (
+            json!({"name": "vm", "image": vdi.to_str().unwrap()}),
+            "image_format_unsupported",
+        ),
+        (
+            json!({"name": "vm", "image": "/no/such.img"}),
+            "file_not_found",
+        ),
+        (
+            json!({"name": "vm", "kernel": kernel, "zone": "nowhere"}),
+            "zone_not_found",
+        ),
+    ];
+    for (body, code) in cases {
+        let e = err_of(c.start_job("/api/v1/instances", &body));
+        assert_eq!(e.code, code, "{body}: {}", e.message);
+    }
+    let e = err_of(c.start_job("/api/v1/instances/ghost/start", &json!({})));
+    assert_eq!(e.code, "instance_not_found");
+    let list: Vec<Instance> = c.get("/api/v1/instances").unwrap();
+    assert!(list.is_empty());
+    assert!(volumes(&c).is_empty());
+}
+
+#[test]
+fn an_image_with_a_backing_file_is_refused() {
+    let d = TestDaemon::start();
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base.qcow2");
+    let top = dir.path().join("top.qcow2");
+    let run = |args: &[&str]| {
+        assert!(std::process::Command::new("qemu-img")
+            .args(args)
+            .status()
+            .unwrap()
+            .success())
+    };
+    run(&["create", "-q", "-f", "qcow2", base.to_str().unwrap(), "64M"]);
+    run(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-b",
+        base.to_str().unwrap(),
+        "-F",
+        "qcow2",
+        top.to_str().unwrap(),
+    ]);
+    let e = err_of(d.admin().start_job(
+        "/api/v1/instances",
+        &json!({"name": "vm", "image": top.to_str().unwrap(), "no_start": true}),
+    ));
+    assert_eq!(e.code, "image_unsafe");
+    assert!(e.message.contains("backing file"));
+}
+
+#[test]
+fn an_instance_from_an_image_and_a_missing_qemu() {
+    let d = TestDaemon::start_with(|c| c.qemu.system = "/nonexistent/qemu-system-x86_64".into());
+    let c = d.admin();
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("disk.raw");
+    std::fs::write(&raw, vec![0xABu8; 1 << 20]).unwrap();
+    // Starting needs QEMU: refused up front, nothing created.
+    let e = err_of(c.start_job(
+        "/api/v1/instances",
+        &json!({"name": "vm", "image": raw.to_str().unwrap()}),
+    ));
+    assert_eq!(
+        (e.kind, e.code.as_str()),
+        (ErrorKind::Unavailable, "qemu_missing")
+    );
+    assert!(e.message.contains("/nonexistent/qemu-system-x86_64"));
+    assert!(c
+        .get::<Vec<Instance>>("/api/v1/instances")
+        .unwrap()
+        .is_empty());
+    // Created stopped, the image is imported into a clean qcow2 root volume.
+    run_job(
+        &c,
+        "/api/v1/instances",
+        &json!({"name": "vm", "image": raw.to_str().unwrap(), "no_start": true}),
+    );
+    let vm = instance(&c, "vm");
+    assert_eq!(vm.state, InstanceState::Stopped);
+    let root: Volume = c
+        .get(&format!("/api/v1/volumes/{}", vm.root_volume_id.unwrap()))
+        .unwrap();
+    assert_eq!(
+        (root.kind, root.state, root.size_bytes),
+        (VolumeKind::Root, VolumeState::Ready, 1 << 20)
+    );
+    assert_eq!(qemu_img_check(&root.path), 0);
+    let same = std::process::Command::new("qemu-img")
+        .args([
+            "compare",
+            "-q",
+            "-f",
+            "raw",
+            "-F",
+            "qcow2",
+            raw.to_str().unwrap(),
+            &root.path,
+        ])
+        .status()
+        .unwrap();
+    assert!(same.success(), "the root volume holds the image's bytes");
+    let e = err_of(c.start_job("/api/v1/instances/vm/start", &json!({})));
+    assert_eq!(e.code, "qemu_missing");
+    assert_eq!(instance(&c, "vm").state, InstanceState::Stopped);
+    let e = err_of(c.start_job("/api/v1/instances/vm/stop", &json!({})));
+    assert_eq!(e.code, "instance_stopped");
+    // The root volume goes with its instance, not on its own.
+    let e = err_of(c.delete(&format!("/api/v1/volumes/{}", root.id)));
+    assert_eq!(e.code, "volume_is_root");
+    c.delete("/api/v1/instances/vm").unwrap();
+    assert!(!std::path::Path::new(&root.path).exists());
+    assert!(volumes(&c).is_empty());
+}
+
+#[test]
+fn zones_have_their_own_storage() {
+    let d = TestDaemon::start();
+    let c = d.admin();
+    let z: Zone = c.post("/api/v1/zones", &json!({"name": "zone2"})).unwrap();
+    assert!(std::path::Path::new(&z.storage_dir).is_dir());
+    let e = err_of(c.post::<_, Zone>("/api/v1/zones", &json!({"name": "zone2"})));
+    assert_eq!(e.code, "name_taken");
+    let e = err_of(c.post::<_, Zone>(
+        "/api/v1/zones",
+        &json!({"name": "z3", "storage_dir": "rel/dir"}),
+    ));
+    assert_eq!(e.code, "storage_dir_invalid");
+    let zones: Vec<Zone> = c.get("/api/v1/zones").unwrap();
+    assert_eq!(
+        zones.iter().map(|z| z.name.as_str()).collect::<Vec<_>>(),
+        ["zone1", "zone2"]
+    );
+    let v: Volume = c
+        .post(
+            "/api/v1/volumes",
+            &json!({"name": "far", "size": "64M", "zone": "zone2"}),
+        )
+        .unwrap();
+    assert!(v.path.starts_with(&z.storage_dir));
+    let in_zone2: Vec<Volume> = c.get("/api/v1/volumes?zone=zone2").unwrap();
+    let in_zone1: Vec<Volume> = c.get("/api/v1/volumes?zone=zone1").unwrap();
+    assert_eq!((in_zone2.len(), in_zone1.len()), (1, 0));
+}
+
+#[test]
+fn openapi_documents_every_route_the_daemon_serves() {
+    let d = TestDaemon::start();
+    let c = d.admin();
+    let doc: serde_json::Value = Client::new(&d.url, None)
+        .get("/api/v1/openapi.json")
+        .unwrap();
+    assert_eq!(doc["openapi"], "3.0.3");
+    let paths = doc["paths"].as_object().unwrap();
+    assert!(paths.len() >= 15);
+    let agent = ureq::AgentBuilder::new().build();
+    for (path, ops) in paths {
+        for method in ops.as_object().unwrap().keys() {
+            let url = format!("{}{}", d.url, path.replace("{id}", "nothing"));
+            let resp = agent
+                .request(&method.to_uppercase(), &url)
+                .set("Authorization", &format!("Bearer {}", d.admin_key))
+                .send_json(json!({}));
+            let (status, body) = match resp {
+                Ok(r) => (r.status(), String::new()),
+                Err(ureq::Error::Status(s, r)) => (s, r.into_string().unwrap()),
+                Err(e) => panic!("{method} {path}: {e}"),
+            };
+            assert_ne!(status, 405, "{method} {path} is documented but not routed");
+            assert!(
+                !body.contains("route_not_found"),
+                "{method} {path} is documented but not routed"
+            );
+        }
+    }
+    let _ = c;
+}
+
+#[test]
+fn metrics_count_requests_and_instances() {
+    let d = TestDaemon::start();
+    let _ = volumes(&d.admin());
+    let text = Client::new(&d.url, None).get_text("/metrics").unwrap();
+    assert!(
+        text.contains("reprise_http_requests_total{method=\"GET\",status=\"200\"}"),
+        "{text}"
+    );
+    assert!(
+        text.contains("reprise_instances{state=\"Running\"} 0"),
+        "{text}"
+    );
+}
+
+#[test]
+fn one_daemon_per_data_dir_and_restarts_fail_interrupted_jobs() {
+    let mut d = TestDaemon::start();
+    let mut second = d.config.clone();
+    second.listen = "127.0.0.1:0".parse().unwrap();
+    let e = d
+        .block_on(reprise_daemon::start(second))
+        .err()
+        .expect("second daemon refused");
+    assert_eq!(e.code, "data_dir_locked");
+
+    // A job the daemon was running when it stopped.
+    let admin: Account = d.admin().get("/api/v1/whoami").unwrap();
+    let job = Job {
+        id: uuid::Uuid::new_v4(),
+        account_id: admin.id,
+        kind: "instance.start".into(),
+        target_kind: "instance".into(),
+        target_id: uuid::Uuid::new_v4(),
+        target_name: "vm".into(),
+        state: JobState::Queued,
+        progress_done: 0,
+        progress_total: 1,
+        error: None,
+        log: vec![],
+        created_at: chrono_now(),
+        started_at: None,
+        finished_at: None,
+    };
+    d.server().app.catalog.insert_job(&job).unwrap();
+    d.server().app.catalog.job_started(job.id).unwrap();
+    d.restart();
+    let after = d.admin().job(&job.id.to_string()).unwrap();
+    assert_eq!(after.state, JobState::Failed);
+    assert_eq!(after.error.unwrap().code, "daemon_restarted");
+    // The admin key survives restarts; the catalog is the same.
+    assert_eq!(
+        d.admin().get::<Account>("/api/v1/whoami").unwrap().id,
+        admin.id
+    );
+}
+
+fn chrono_now() -> chrono::DateTime<chrono::Utc> {
+    reprise_catalog::now()
+}
