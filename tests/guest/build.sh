@@ -59,7 +59,8 @@ for m in $MODS; do insmod /lib/modules/\$m.ko; done
 for i in 1 2 3 4 5 6 7 8 9 10; do [ -b /dev/vda ] && break; sleep 0.1; done
 # A blank first disk (a new reprise volume) gets an ext2 filesystem first.
 if [ -b /dev/vda ]; then
-  blkid /dev/vda | grep -q TYPE= || { mke2fs -q -L tinydata /dev/vda && echo "tinyguest: formatted blank /dev/vda"; }
+  magic=\$(dd if=/dev/vda bs=1 skip=1080 count=2 2>/dev/null | od -An -tx1 | tr -d ' \\n')
+  [ "\$magic" = 53ef ] || { mke2fs -q -L tinydata /dev/vda && echo "tinyguest: formatted blank /dev/vda"; }
   mount -o rw /dev/vda /mnt/data && echo "tinyguest: /dev/vda mounted on /mnt/data"
 fi
 for a in \$(cat /proc/cmdline); do case \$a in writer=*) setsid /bin/writer "\${a#writer=}" </dev/null >/dev/null 2>&1 & ;; esac; done
@@ -109,4 +110,5 @@ printf 'root:x:0:0:root:/root:/bin/sh\n' > $R/etc/passwd; printf 'root:x:0:\n' >
 truncate -s ${DATA_MB}M "$T/data.raw"
 mkfs.ext4 -q -F -L tinydata -E lazy_itable_init=0,lazy_journal_init=0 "$T/data.raw"
 qemu-img convert -f raw -O qcow2 -o cluster_size=65536 "$T/data.raw" "$OUT/data.qcow2"
+sha256sum "$0" | cut -d' ' -f1 > "$OUT/build.stamp"
 echo "test guest built in $OUT"

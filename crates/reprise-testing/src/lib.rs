@@ -192,15 +192,29 @@ pub const GUEST_APPEND: &str = "console=ttyS0 panic=-1 quiet";
 
 static GUEST_BUILD: Mutex<()> = Mutex::new(());
 
-/// The test guest, built on first use into `target/test-guest`.
+/// The test guest, built into `target/test-guest` on first use and again
+/// whenever `tests/guest/build.sh` changes (its hash is the build stamp).
 pub fn guest() -> Guest {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let out = root.join("target/test-guest");
+    let script = root.join("tests/guest/build.sh");
     let _guard = GUEST_BUILD.lock().unwrap_or_else(|p| p.into_inner());
     let initrd = out.join("initrd.img");
-    if !initrd.exists() {
+    let stamp = std::fs::read_to_string(out.join("build.stamp")).unwrap_or_default();
+    let hash = Command::new("sha256sum")
+        .arg(&script)
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .split(' ')
+                .next()
+                .unwrap_or("")
+                .to_string()
+        })
+        .unwrap_or_default();
+    if !initrd.exists() || stamp.trim() != hash {
         let status = Command::new("bash")
-            .arg(root.join("tests/guest/build.sh"))
+            .arg(&script)
             .arg(&out)
             .status()
             .expect("run tests/guest/build.sh");
