@@ -130,7 +130,7 @@ enum VolumeCmd {
 #[derive(Subcommand)]
 enum InstanceCmd {
     /// Create an instance and start it.
-    Create(CreateInstanceArgs),
+    Create(Box<CreateInstanceArgs>),
     List,
     /// Show an instance, with whether its guest agent answers.
     Show {
@@ -467,6 +467,7 @@ fn instance(ctx: &Ctx, cmd: InstanceCmd) -> Result<()> {
     let c = &ctx.client;
     let (job, name) = match cmd {
         InstanceCmd::Create(a) => {
+            let a = *a;
             let name = a.name.clone();
             let req = CreateInstance {
                 name: a.name,

@@ -55,7 +55,7 @@ pub fn parse_size(text: &str) -> Result<u64> {
         let scale = 10u64.pow(frac.len() as u32);
         let frac: u64 = frac.parse().map_err(|_| bad())?;
         let part = (frac as u128 * multiplier as u128) / scale as u128;
-        if (frac as u128 * multiplier as u128) % scale as u128 != 0 {
+        if !(frac as u128 * multiplier as u128).is_multiple_of(scale as u128) {
             return Err(Error::invalid(
                 "size_invalid",
                 format!("size '{text}' is not a whole number of bytes"),
@@ -78,7 +78,7 @@ pub fn format_size(bytes: u64) -> String {
     for (unit, m) in UNITS.iter().rev() {
         if bytes >= *m {
             let value = bytes as f64 / *m as f64;
-            return if bytes % m == 0 {
+            return if bytes.is_multiple_of(*m) {
                 format!("{}{unit}", bytes / m)
             } else {
                 format!("{value:.1}{unit}")

@@ -34,7 +34,7 @@ impl Default for Binaries {
 
 /// Run a QEMU program to completion; a missing program is `qemu_missing`,
 /// a failure is `code` with the program's own stderr in the message.
-pub async fn run(program: &Path, args: &[OsString], code: &str) -> Result<Output> {
+pub async fn run(program: &Path, args: Vec<OsString>, code: &str) -> Result<Output> {
     let out = Command::new(program)
         .args(args)
         .kill_on_drop(true)
@@ -108,7 +108,7 @@ impl Binaries {
         let cluster = format!("cluster_size={CLUSTER_SIZE}");
         run(
             &self.img,
-            &os_args!["create", "-q", "-f", "qcow2", "-o", &cluster, path, &size],
+            os_args!["create", "-q", "-f", "qcow2", "-o", &cluster, path, &size],
             "qemu_img_failed",
         )
         .await
@@ -122,7 +122,7 @@ impl Binaries {
             args.extend(os_args!["-f", f]);
         }
         args.push(path.into());
-        let out = run(&self.img, &args, "image_invalid").await?;
+        let out = run(&self.img, args, "image_invalid").await?;
         serde_json::from_slice(&out.stdout).map_err(|e| {
             Error::invalid(
                 "image_invalid",
@@ -136,7 +136,7 @@ impl Binaries {
         let size = size.to_string();
         run(
             &self.img,
-            &os_args!["resize", "-q", "-f", "qcow2", path, &size],
+            os_args!["resize", "-q", "-f", "qcow2", path, &size],
             "qemu_img_failed",
         )
         .await
@@ -149,7 +149,7 @@ impl Binaries {
         let cluster = format!("cluster_size={CLUSTER_SIZE}");
         run(
             &self.img,
-            &os_args!["convert", "-q", "-f", format, "-O", "qcow2", "-o", &cluster, src, dst],
+            os_args!["convert", "-q", "-f", format, "-O", "qcow2", "-o", &cluster, src, dst],
             "qemu_img_failed",
         )
         .await

@@ -1,0 +1,168 @@
+//! The `reprise` command as users and scripts rely on it: tables for
+//! people, `--json` for scripts, errors on stderr with a non-zero exit,
+//! jobs waited on unless `--no-wait`.
+
+use reprise_testing::*;
+use serde_json::Value;
+use std::process::{Command, Output};
+
+struct Cli<'a> {
+    d: &'a TestDaemon,
+    key: String,
+    home: tempfile::TempDir,
+}
+
+impl<'a> Cli<'a> {
+    fn new(d: &'a TestDaemon) -> Self {
+        Cli {
+            d,
+            key: d.admin_key.clone(),
+            home: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_reprise"))
+            .args(args)
+            .env("REPRISE_URL", &self.d.url)
+            .env("REPRISE_API_KEY", &self.key)
+            .env("HOME", self.home.path())
+            .env_remove("XDG_CONFIG_HOME")
+            .output()
+            .expect("reprise runs")
+    }
+
+    /// Run and expect success; returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "reprise {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        serde_json::from_str(&self.ok(&all)).expect("--json prints JSON")
+    }
+
+    /// Run and expect failure; returns stderr.
+    fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert_eq!(out.status.code(), Some(1), "reprise {args:?} should fail");
+        assert!(out.stdout.is_empty(), "nothing on stdout when failing");
+        String::from_utf8(out.stderr).unwrap()
+    }
+}
+
+#[test]
+fn volumes_from_the_command_line() {
+    let d = TestDaemon::start();
+    let cli = Cli::new(&d);
+    let shown = cli.ok(&["volume", "create", "db", "--size", "256M"]);
+    assert!(shown.contains("state:    Ready"), "{shown}");
+    assert!(shown.contains("256M (268435456 bytes)"), "{shown}");
+
+    let v = cli.json(&["volume", "show", "db"]);
+    for field in ["id", "name", "kind", "state", "size_bytes", "path", "zone", "instance", "created_at"] {
+        assert!(v.get(field).is_some(), "--json show has {field}: {v}");
+    }
+    assert_eq!(v["state"], "Ready");
+    assert_eq!(qemu_img_check(v["path"].as_str().unwrap()), 0);
+
+    let table = cli.ok(&["volume", "list"]);
+    let mut lines = table.lines();
+    let header = lines.next().unwrap();
+    assert!(header.starts_with("NAME  KIND  SIZE  STATE  ZONE   INSTANCE  CREATED"), "{header}");
+    assert!(lines.next().unwrap().starts_with("db    Data  256M  Ready  zone1  -"));
+
+    let grown = cli.json(&["volume", "resize", "db", "--size", "1G"]);
+    assert_eq!(grown["size_bytes"], 1u64 << 30);
+
+    let err = cli.fails(&["volume", "create", "x", "--size", "ten"]);
+    assert!(err.starts_with("error: size 'ten' not understood"), "{err}");
+    assert!(err.trim_end().ends_with("[size_invalid]"), "{err}");
+    let err = cli.fails(&["volume", "resize", "db", "--size", "512M"]);
+    assert!(err.contains("[size_not_larger]"), "{err}");
+    let err = cli.fails(&["volume", "show", "nope"]);
+    assert!(err.contains("volume 'nope' not found"), "{err}");
+
+    cli.ok(&["volume", "delete", "db"]);
+    assert_eq!(cli.json(&["volume", "list"]), serde_json::json!([]));
+}
+
+#[test]
+fn accounts_keys_and_unreachable_daemons() {
+    let d = TestDaemon::start();
+    let admin = Cli::new(&d);
+    let made = admin.json(&["account", "create", "alice"]);
+    let key = made["api_key"].as_str().unwrap().to_string();
+    let listed = admin.ok(&["account", "list"]);
+    assert!(listed.contains("alice") && listed.contains("admin"), "{listed}");
+
+    let mut alice = Cli::new(&d);
+    alice.key = key;
+    alice.ok(&["volume", "create", "mine", "--size", "64M"]);
+    let err = alice.fails(&["zone", "create", "z2"]);
+    assert!(err.contains("[admin_only]"), "{err}");
+    // The admin does not see alice's volume: accounts are apart.
+    let err = admin.fails(&["volume", "show", "mine"]);
+    assert!(err.contains("[volume_not_found]"), "{err}");
+
+    let mut nobody = Cli::new(&d);
+    nobody.key = "rpk_wrong".into();
+    let err = nobody.fails(&["volume", "list"]);
+    assert!(err.contains("[api_key_invalid]"), "{err}");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_reprise"))
+        .args(["--url", "http://127.0.0.1:9", "volume", "list"])
+        .env("HOME", admin.home.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot reach the reprise daemon at http://127.0.0.1:9"), "{err}");
+}
+
+#[test]
+fn an_instance_from_the_command_line() {
+    let d = TestDaemon::start();
+    let cli = Cli::new(&d);
+    let g = guest();
+    cli.ok(&["volume", "create", "data", "--size", "64M"]);
+    let shown = cli.ok(&[
+        "instance", "create", "vm", "--memory", "256M",
+        "--kernel", g.kernel.to_str().unwrap(),
+        "--initrd", g.initrd.to_str().unwrap(),
+        "--append", GUEST_APPEND,
+        "--data-volume", "data",
+    ]);
+    assert!(shown.contains("state:        Running"), "{shown}");
+    assert!(shown.contains("volumes:      data (Data, 64M)"), "{shown}");
+    let vm = instance(&d.admin(), "vm");
+    d.wait_agent(&vm);
+    let v = cli.json(&["instance", "show", "vm"]);
+    assert_eq!(v["state"], "Running");
+    assert_eq!(v["guest_agent"]["status"], "responding");
+    assert_eq!(v["guest_agent"]["snapshot_consistency"], "filesystem");
+    let people = cli.ok(&["instance", "show", "vm"]);
+    assert!(people.contains("guest agent:  responding"), "{people}");
+
+    let err = cli.fails(&["instance", "start", "vm"]);
+    assert!(err.contains("is Running") && err.contains("[instance_running]"), "{err}");
+
+    // --no-wait returns the job at once; `job wait` follows it to the end.
+    let job = cli.json(&["--no-wait", "instance", "stop", "vm"]);
+    let id = job["id"].as_str().unwrap();
+    assert_eq!(job["kind"], "instance.stop");
+    let waited = cli.ok(&["job", "wait", id]);
+    assert!(waited.contains("state:    Succeeded"), "{waited}");
+    let jobs = cli.ok(&["job", "list"]);
+    assert!(jobs.contains("instance.stop") && jobs.contains("instance.create"), "{jobs}");
+    let listed = cli.ok(&["instance", "list"]);
+    assert!(listed.lines().nth(1).unwrap().starts_with("vm    Stopped"), "{listed}");
+    cli.ok(&["instance", "delete", "vm"]);
+}

@@ -1,0 +1,27 @@
+#!/bin/bash
+# Install what reprise and its tests need on Debian 12: QEMU 7.2 (system
+# emulator, qemu-img from the same release, guest agent) and the tools that
+# build the test guest. Idempotent: does nothing when all is in place.
+set -euo pipefail
+need=()
+command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
+command -v qemu-ga >/dev/null || [ -x /usr/sbin/qemu-ga ] || need+=(qemu-guest-agent)
+command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
+command -v lz4 >/dev/null || need+=(lz4)
+command -v sha256sum >/dev/null || need+=(coreutils)
+# qemu-img must come from the same QEMU release as qemu-system-x86: a newer
+# preinstalled qemu-utils is replaced (installing qemu-system-x86 removes it).
+sys_v=$(dpkg-query -W -f='${Version}' qemu-system-x86 2>/dev/null || true)
+img_v=$(dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null || true)
+if [ ${#need[@]} -eq 0 ] && [ -n "$sys_v" ] && [ "$sys_v" = "$img_v" ]; then
+  exit 0
+fi
+SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -q
+v=$(apt-cache policy qemu-system-x86 | awk '/Candidate:/{print $2}')
+[ -n "$v" ] && [ "$v" != "(none)" ] || { echo "qemu-system-x86 is not available from apt" >&2; exit 1; }
+$SUDO apt-get install -y -q --allow-downgrades \
+  "qemu-system-x86=$v" "qemu-utils=$v" qemu-guest-agent e2fsprogs lz4 coreutils
+qemu-system-x86_64 --version | head -1
+qemu-img --version | head -1
