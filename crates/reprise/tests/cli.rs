@@ -67,7 +67,17 @@ fn volumes_from_the_command_line() {
     assert!(shown.contains("256M (268435456 bytes)"), "{shown}");
 
     let v = cli.json(&["volume", "show", "db"]);
-    for field in ["id", "name", "kind", "state", "size_bytes", "path", "zone", "instance", "created_at"] {
+    for field in [
+        "id",
+        "name",
+        "kind",
+        "state",
+        "size_bytes",
+        "path",
+        "zone",
+        "instance",
+        "created_at",
+    ] {
         assert!(v.get(field).is_some(), "--json show has {field}: {v}");
     }
     assert_eq!(v["state"], "Ready");
@@ -76,8 +86,14 @@ fn volumes_from_the_command_line() {
     let table = cli.ok(&["volume", "list"]);
     let mut lines = table.lines();
     let header = lines.next().unwrap();
-    assert!(header.starts_with("NAME  KIND  SIZE  STATE  ZONE   INSTANCE  CREATED"), "{header}");
-    assert!(lines.next().unwrap().starts_with("db    Data  256M  Ready  zone1  -"));
+    assert!(
+        header.starts_with("NAME  KIND  SIZE  STATE  ZONE   INSTANCE  CREATED"),
+        "{header}"
+    );
+    assert!(lines
+        .next()
+        .unwrap()
+        .starts_with("db    Data  256M  Ready  zone1  -"));
 
     let grown = cli.json(&["volume", "resize", "db", "--size", "1G"]);
     assert_eq!(grown["size_bytes"], 1u64 << 30);
@@ -101,7 +117,10 @@ fn accounts_keys_and_unreachable_daemons() {
     let made = admin.json(&["account", "create", "alice"]);
     let key = made["api_key"].as_str().unwrap().to_string();
     let listed = admin.ok(&["account", "list"]);
-    assert!(listed.contains("alice") && listed.contains("admin"), "{listed}");
+    assert!(
+        listed.contains("alice") && listed.contains("admin"),
+        "{listed}"
+    );
 
     let mut alice = Cli::new(&d);
     alice.key = key;
@@ -124,7 +143,10 @@ fn accounts_keys_and_unreachable_daemons() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("cannot reach the reprise daemon at http://127.0.0.1:9"), "{err}");
+    assert!(
+        err.contains("cannot reach the reprise daemon at http://127.0.0.1:9"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -134,11 +156,19 @@ fn an_instance_from_the_command_line() {
     let g = guest();
     cli.ok(&["volume", "create", "data", "--size", "64M"]);
     let shown = cli.ok(&[
-        "instance", "create", "vm", "--memory", "256M",
-        "--kernel", g.kernel.to_str().unwrap(),
-        "--initrd", g.initrd.to_str().unwrap(),
-        "--append", GUEST_APPEND,
-        "--data-volume", "data",
+        "instance",
+        "create",
+        "vm",
+        "--memory",
+        "256M",
+        "--kernel",
+        g.kernel.to_str().unwrap(),
+        "--initrd",
+        g.initrd.to_str().unwrap(),
+        "--append",
+        GUEST_APPEND,
+        "--data-volume",
+        "data",
     ]);
     assert!(shown.contains("state:        Running"), "{shown}");
     assert!(shown.contains("volumes:      data (Data, 64M)"), "{shown}");
@@ -152,7 +182,10 @@ fn an_instance_from_the_command_line() {
     assert!(people.contains("guest agent:  responding"), "{people}");
 
     let err = cli.fails(&["instance", "start", "vm"]);
-    assert!(err.contains("is Running") && err.contains("[instance_running]"), "{err}");
+    assert!(
+        err.contains("is Running") && err.contains("[instance_running]"),
+        "{err}"
+    );
 
     // --no-wait returns the job at once; `job wait` follows it to the end.
     let job = cli.json(&["--no-wait", "instance", "stop", "vm"]);
@@ -161,8 +194,14 @@ fn an_instance_from_the_command_line() {
     let waited = cli.ok(&["job", "wait", id]);
     assert!(waited.contains("state:    Succeeded"), "{waited}");
     let jobs = cli.ok(&["job", "list"]);
-    assert!(jobs.contains("instance.stop") && jobs.contains("instance.create"), "{jobs}");
+    assert!(
+        jobs.contains("instance.stop") && jobs.contains("instance.create"),
+        "{jobs}"
+    );
     let listed = cli.ok(&["instance", "list"]);
-    assert!(listed.lines().nth(1).unwrap().starts_with("vm    Stopped"), "{listed}");
+    assert!(
+        listed.lines().nth(1).unwrap().starts_with("vm    Stopped"),
+        "{listed}"
+    );
     cli.ok(&["instance", "delete", "vm"]);
 }
