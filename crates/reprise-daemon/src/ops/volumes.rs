@@ -133,10 +133,10 @@ pub async fn resize(app: &App, account: &Account, reference: &str, size: &str) -
         return Err(Error::invalid(
             "size_not_larger",
             format!(
-                "volumes only grow: {} is not larger than volume '{}''s current {}",
+                "volumes only grow: {} is not larger than the {} of volume '{}'",
                 format_size(new_size),
-                v.name,
-                format_size(v.size_bytes)
+                format_size(v.size_bytes),
+                v.name
             ),
         ));
     }
