@@ -11,7 +11,7 @@ use std::collections::HashMap;
 /// Where the bytes of an image come from.
 pub trait Source {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()>;
-    fn len(&self) -> Result<u64>;
+    fn size(&self) -> Result<u64>;
 }
 
 fn io(e: std::io::Error) -> Error {
@@ -22,7 +22,7 @@ impl Source for std::fs::File {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         std::os::unix::fs::FileExt::read_exact_at(self, buf, offset).map_err(io)
     }
-    fn len(&self) -> Result<u64> {
+    fn size(&self) -> Result<u64> {
         self.metadata().map(|m| m.len()).map_err(io)
     }
 }
@@ -36,7 +36,7 @@ impl Source for [u8] {
         buf.copy_from_slice(src);
         Ok(())
     }
-    fn len(&self) -> Result<u64> {
+    fn size(&self) -> Result<u64> {
         Ok(<[u8]>::len(self) as u64)
     }
 }
@@ -45,7 +45,7 @@ impl Source for Vec<u8> {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         self.as_slice().read_at(offset, buf)
     }
-    fn len(&self) -> Result<u64> {
+    fn size(&self) -> Result<u64> {
         Ok(self.as_slice().len() as u64)
     }
 }
@@ -60,7 +60,7 @@ pub struct Image<S: Source> {
 impl<S: Source> Image<S> {
     /// Parse the header and the snapshot table.
     pub fn open(src: S) -> Result<Image<S>> {
-        let file_len = src.len()?;
+        let file_len = src.size()?;
         let mut head = vec![0u8; (V3_LEN + 8).min(file_len as usize)];
         src.read_at(0, &mut head)?;
         let header = Header::parse(&head)?;

@@ -40,7 +40,7 @@ pub fn l1_l2_offset(entry: u64, cluster_size: u64) -> Result<Option<u64>> {
     if off == 0 {
         return Ok(None);
     }
-    if off % cluster_size != 0 {
+    if !off.is_multiple_of(cluster_size) {
         return Err(corrupt(format!(
             "L2 table offset {off:#x} is not cluster aligned"
         )));
@@ -68,7 +68,7 @@ pub fn decode_l2(entry: u64, cluster_bits: u32) -> Result<Mapping> {
     if off == 0 {
         return Ok(Mapping::Unallocated);
     }
-    if off % (1u64 << cluster_bits) != 0 {
+    if !off.is_multiple_of(1u64 << cluster_bits) {
         return Err(corrupt(format!(
             "data cluster offset {off:#x} is not cluster aligned"
         )));
