@@ -259,6 +259,20 @@ impl Catalog {
         )
     }
 
+    /// Volumes by id (any account), in no particular order.
+    pub fn list_volumes_by_id(&self, ids: &[Uuid]) -> Result<Vec<VolumeRow>> {
+        let ids: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+        rows::query(
+            &self.conn(),
+            &format!(
+                "{} WHERE v.id IN (SELECT value FROM json_each(?1))",
+                rows::VOLUME_SELECT
+            ),
+            params![serde_json::to_string(&ids).unwrap_or_default()],
+            rows::volume,
+        )
+    }
+
     /// The volumes of an instance in guest order (by slot).
     pub fn instance_volumes(&self, instance: Uuid) -> Result<Vec<VolumeRow>> {
         rows::query(
@@ -336,9 +350,11 @@ impl Catalog {
         self.conn()
             .execute(
                 "INSERT INTO instances (id, account_id, name, zone_id, state, cpus, memory_bytes, root_volume_id,
-                                        kernel, initrd, append, accel, pid, last_error, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-                params![i.id.sql(), i.account_id.sql(), i.name, i.zone_id.sql(), i.state.as_str(), i.cpus, i.memory_bytes as i64, i.root_volume_id.sql(), i.kernel, i.initrd, i.append, i.accel, i.pid, i.last_error, i.created_at],
+                                        kernel, initrd, append, accel, pid, last_error, created_at,
+                                        current_point_id, snapshots_enabled, plan)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+                params![i.id.sql(), i.account_id.sql(), i.name, i.zone_id.sql(), i.state.as_str(), i.cpus, i.memory_bytes as i64, i.root_volume_id.sql(), i.kernel, i.initrd, i.append, i.accel, i.pid, i.last_error, i.created_at,
+                        i.current_point_id.sql(), i.snapshots_enabled, i.plan],
             )
             .map_err(db_err(&format!("instance '{}'", i.name)))?;
         Ok(())
@@ -437,9 +453,203 @@ impl Catalog {
             params![id.sql()],
         )
         .map_err(db_err("delete instance"))?;
+        tx.execute(
+            "DELETE FROM points WHERE instance_id = ?1",
+            params![id.sql()],
+        )
+        .map_err(db_err("delete instance"))?;
         tx.execute("DELETE FROM instances WHERE id = ?1", params![id.sql()])
             .map_err(db_err("delete instance"))?;
         tx.commit().map_err(db_err("delete instance"))
+    }
+
+    /// An instance by id in any account: for the admin's operator settings.
+    pub fn instance_any(&self, reference: &str) -> Result<InstanceRow> {
+        self.conn()
+            .query_row(
+                &format!("{} WHERE i.id = ?1", rows::INSTANCE_SELECT),
+                params![reference],
+                rows::instance,
+            )
+            .optional()
+            .map_err(db_err("instance"))?
+            .ok_or_else(|| Error::not_found("instance", reference))
+    }
+
+    pub fn set_instance_settings(
+        &self,
+        id: Uuid,
+        snapshots_enabled: Option<bool>,
+        plan: Option<Option<&str>>,
+    ) -> Result<()> {
+        if let Some(enabled) = snapshots_enabled {
+            self.update(
+                "instance settings",
+                "UPDATE instances SET snapshots_enabled = ?2 WHERE id = ?1",
+                params![id.sql(), enabled],
+            )?;
+        }
+        if let Some(plan) = plan {
+            self.update(
+                "instance settings",
+                "UPDATE instances SET plan = ?2 WHERE id = ?1",
+                params![id.sql(), plan],
+            )?;
+        }
+        Ok(())
+    }
+
+    // ---- recovery points -----------------------------------------------
+
+    pub fn insert_point(&self, p: &Point) -> Result<()> {
+        self.conn()
+            .execute(
+                "INSERT INTO points (id, account_id, instance_id, name, description, parent_id, state, memory,
+                                     consistency, frozen_ms, volume_ids, error, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                params![p.id.sql(), p.account_id.sql(), p.instance_id.sql(), p.name, p.description, p.parent_id.sql(),
+                        p.state.as_str(), p.memory, p.consistency, p.frozen_ms.map(|v| v as i64),
+                        serde_json::to_string(&p.volume_ids).unwrap_or_default(), p.error, p.created_at],
+            )
+            .map_err(db_err(&format!("recovery point '{}'", p.name)))?;
+        Ok(())
+    }
+
+    /// A point of an instance by name or id.
+    pub fn point(&self, instance: Uuid, reference: &str) -> Result<Point> {
+        self.conn()
+            .query_row(
+                &format!(
+                    "{} WHERE p.instance_id = ?1 AND (p.id = ?2 OR p.name = ?2)",
+                    rows::POINT_SELECT
+                ),
+                params![instance.sql(), reference],
+                rows::point,
+            )
+            .optional()
+            .map_err(db_err("recovery point"))?
+            .ok_or_else(|| {
+                Error::not_found("recovery point", reference).with_code("point_not_found")
+            })
+    }
+
+    pub fn point_by_id(&self, id: Uuid) -> Result<Point> {
+        self.conn()
+            .query_row(
+                &format!("{} WHERE p.id = ?1", rows::POINT_SELECT),
+                params![id.sql()],
+                rows::point,
+            )
+            .optional()
+            .map_err(db_err("recovery point"))?
+            .ok_or_else(|| {
+                Error::not_found("recovery point", &id.to_string()).with_code("point_not_found")
+            })
+    }
+
+    /// The points of an instance, oldest first (all instances: `None`).
+    pub fn list_points(&self, instance: Option<Uuid>) -> Result<Vec<Point>> {
+        rows::query(
+            &self.conn(),
+            &format!(
+                "{} WHERE (?1 IS NULL OR p.instance_id = ?1) ORDER BY p.created_at, p.rowid",
+                rows::POINT_SELECT
+            ),
+            params![instance.sql()],
+            rows::point,
+        )
+    }
+
+    /// Whether a name is taken by a point of this account.
+    pub fn point_name_taken(&self, account: Uuid, name: &str) -> Result<bool> {
+        self.conn()
+            .query_row(
+                "SELECT EXISTS(SELECT 1 FROM points WHERE account_id = ?1 AND name = ?2)",
+                params![account.sql(), name],
+                |r| r.get(0),
+            )
+            .map_err(db_err("point name"))
+    }
+
+    pub fn set_point_state(&self, id: Uuid, state: PointState, error: Option<&str>) -> Result<()> {
+        self.update(
+            "point state",
+            "UPDATE points SET state = ?2, error = ?3 WHERE id = ?1",
+            params![id.sql(), state.as_str(), error],
+        )
+    }
+
+    /// Move a point to `to` only from one of `from`.
+    pub fn transition_point(&self, id: Uuid, from: &[PointState], to: PointState) -> Result<bool> {
+        let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
+        let n = self
+            .conn()
+            .execute(
+                "UPDATE points SET state = ?2 WHERE id = ?1 AND state IN (SELECT value FROM json_each(?3))",
+                params![id.sql(), to.as_str(), serde_json::to_string(&from).unwrap_or_default()],
+            )
+            .map_err(db_err("point state"))?;
+        Ok(n == 1)
+    }
+
+    /// A point was taken: it is Ready, and the instance is now at it.
+    pub fn point_taken(
+        &self,
+        id: Uuid,
+        instance: Uuid,
+        consistency: &str,
+        frozen_ms: Option<u64>,
+    ) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(db_err("point taken"))?;
+        tx.execute(
+            "UPDATE points SET state = 'Ready', error = NULL, consistency = ?2, frozen_ms = ?3 WHERE id = ?1",
+            params![id.sql(), consistency, frozen_ms.map(|v| v as i64)],
+        )
+        .map_err(db_err("point taken"))?;
+        tx.execute(
+            "UPDATE instances SET current_point_id = ?2 WHERE id = ?1",
+            params![instance.sql(), id.sql()],
+        )
+        .map_err(db_err("point taken"))?;
+        tx.commit().map_err(db_err("point taken"))
+    }
+
+    pub fn set_current_point(&self, instance: Uuid, point: Option<Uuid>) -> Result<()> {
+        self.update(
+            "current point",
+            "UPDATE instances SET current_point_id = ?2 WHERE id = ?1",
+            params![instance.sql(), point.sql()],
+        )
+    }
+
+    /// Remove a point from the tree: its children move to its parent, and
+    /// an instance standing at it moves to its parent too.
+    pub fn remove_point(&self, id: Uuid) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(db_err("remove point"))?;
+        let parent: Option<String> = tx
+            .query_row(
+                "SELECT parent_id FROM points WHERE id = ?1",
+                params![id.sql()],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db_err("remove point"))?
+            .flatten();
+        tx.execute(
+            "UPDATE points SET parent_id = ?2 WHERE parent_id = ?1",
+            params![id.sql(), parent],
+        )
+        .map_err(db_err("remove point"))?;
+        tx.execute(
+            "UPDATE instances SET current_point_id = ?2 WHERE current_point_id = ?1",
+            params![id.sql(), parent],
+        )
+        .map_err(db_err("remove point"))?;
+        tx.execute("DELETE FROM points WHERE id = ?1", params![id.sql()])
+            .map_err(db_err("remove point"))?;
+        tx.commit().map_err(db_err("remove point"))
     }
 
     // ---- jobs ----------------------------------------------------------

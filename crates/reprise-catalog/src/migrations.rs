@@ -78,6 +78,30 @@ const STEPS: &[&str] = &[
     );
     CREATE INDEX job_log_by_job ON job_log (job_id);
     "#,
+    // 2: recovery points, and the instance's position in their tree,
+    // snapshot switch and plan.
+    r#"
+    CREATE TABLE points (
+        id TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL REFERENCES accounts(id),
+        instance_id TEXT NOT NULL REFERENCES instances(id),
+        name TEXT NOT NULL,
+        description TEXT NOT NULL,
+        parent_id TEXT,
+        state TEXT NOT NULL,
+        memory INTEGER NOT NULL,
+        consistency TEXT NOT NULL,
+        frozen_ms INTEGER,
+        volume_ids TEXT NOT NULL,
+        error TEXT,
+        created_at TEXT NOT NULL,
+        UNIQUE (account_id, name)
+    );
+    CREATE INDEX points_by_instance ON points (instance_id);
+    ALTER TABLE instances ADD COLUMN current_point_id TEXT;
+    ALTER TABLE instances ADD COLUMN snapshots_enabled INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE instances ADD COLUMN plan TEXT;
+    "#,
 ];
 
 /// The schema version this build writes.

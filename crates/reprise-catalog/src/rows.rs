@@ -171,6 +171,9 @@ pub struct InstanceRow {
     pub pid: Option<u32>,
     pub last_error: Option<String>,
     pub created_at: DateTime<Utc>,
+    pub current_point_id: Option<Uuid>,
+    pub snapshots_enabled: bool,
+    pub plan: Option<String>,
 }
 
 pub(crate) const INSTANCE_SELECT: &str =
@@ -196,6 +199,39 @@ pub(crate) fn instance(r: &Row) -> rusqlite::Result<InstanceRow> {
         pid: r.get(13)?,
         last_error: r.get(14)?,
         created_at: r.get(15)?,
+        current_point_id: opt_uuid(r, 16)?,
+        snapshots_enabled: r.get(17)?,
+        plan: r.get(18)?,
+    })
+}
+
+pub(crate) const POINT_SELECT: &str = "SELECT p.id, p.name, p.description, p.account_id, p.instance_id, i.name, p.parent_id,
+        (i.current_point_id IS NOT NULL AND i.current_point_id = p.id), p.state, p.memory, p.consistency,
+        p.frozen_ms, p.volume_ids, p.error, p.created_at
+   FROM points p JOIN instances i ON i.id = p.instance_id";
+
+pub(crate) fn point(r: &Row) -> rusqlite::Result<Point> {
+    let volumes: String = r.get(12)?;
+    Ok(Point {
+        id: uuid(r, 0)?,
+        name: r.get(1)?,
+        description: r.get(2)?,
+        account_id: uuid(r, 3)?,
+        instance_id: uuid(r, 4)?,
+        instance: r.get(5)?,
+        parent_id: opt_uuid(r, 6)?,
+        current: r.get(7)?,
+        state: parsed(r, 8)?,
+        memory: r.get(9)?,
+        consistency: r.get(10)?,
+        frozen_ms: r.get::<_, Option<i64>>(11)?.map(|v| v as u64),
+        volume_ids: serde_json::from_str(&volumes).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(12, rusqlite::types::Type::Text, Box::new(e))
+        })?,
+        size_bytes: None,
+        vm_state_bytes: None,
+        error: r.get(13)?,
+        created_at: r.get(14)?,
     })
 }
 

@@ -102,6 +102,9 @@ fn a_volume_is_attached_once_and_transitions_are_guarded() {
         pid: None,
         last_error: None,
         created_at: now(),
+        current_point_id: None,
+        snapshots_enabled: true,
+        plan: None,
     };
     c.insert_instance(&inst).unwrap();
     let v = volume_row(admin.id, &zone, "data");

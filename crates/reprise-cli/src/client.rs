@@ -112,6 +112,11 @@ impl Client {
         self.post::<B, JobStarted>(path, body).map(|s| s.job)
     }
 
+    /// DELETE a resource whose deletion is a job.
+    pub fn delete_job(&self, path: &str) -> Result<Job> {
+        Self::parse::<JobStarted>(self.answer(self.request("DELETE", path).call())?).map(|s| s.job)
+    }
+
     pub fn job(&self, id: &str) -> Result<Job> {
         self.get(&format!("/api/v1/jobs/{}", segment(id)))
     }

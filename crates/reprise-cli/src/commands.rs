@@ -49,9 +49,58 @@ enum Command {
     /// Instances: QEMU/KVM virtual machines.
     #[command(subcommand)]
     Instance(InstanceCmd),
+    /// Recovery points: an instance's volumes (and memory) at one instant.
+    #[command(subcommand)]
+    Point(PointCmd),
     /// Jobs: the long operations.
     #[command(subcommand)]
     Job(JobCmd),
+}
+
+#[derive(Subcommand)]
+enum PointCmd {
+    /// Take a recovery point (disk-only unless --memory).
+    Create {
+        instance: String,
+        /// Generated from the instance name and the UTC time when left out.
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+        /// Include RAM and device state: reverting resumes the instance as
+        /// it was, without a reboot (takes space: about the guest's RAM).
+        #[arg(long)]
+        memory: bool,
+        /// Do not freeze the guest's filesystems (crash-consistent).
+        #[arg(long, conflicts_with = "quiesce")]
+        no_quiesce: bool,
+        /// auto (freeze when the guest agent answers), required, or none.
+        #[arg(long)]
+        quiesce: Option<String>,
+    },
+    /// List an instance's recovery points, or draw them as a tree.
+    List {
+        instance: String,
+        #[arg(long)]
+        tree: bool,
+    },
+    Show {
+        instance: String,
+        point: String,
+    },
+    /// Revert the instance to a point; the other points stay.
+    Revert {
+        instance: String,
+        point: String,
+    },
+    /// Delete one point (its children move to its parent) or all.
+    Delete {
+        instance: String,
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        point: Option<String>,
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 #[derive(Args)]
@@ -149,6 +198,16 @@ enum InstanceCmd {
     Restart {
         instance: String,
     },
+    /// Operator settings (admin): enable or disable snapshots, set the plan.
+    Set {
+        instance: String,
+        /// enabled or disabled.
+        #[arg(long, value_parser = ["enabled", "disabled"])]
+        snapshots: Option<String>,
+        /// A plan of the daemon's config; "" removes it.
+        #[arg(long)]
+        plan: Option<String>,
+    },
     /// Delete a stopped instance and its root volume.
     Delete {
         instance: String,
@@ -184,6 +243,9 @@ struct CreateInstanceArgs {
     /// Create it Stopped.
     #[arg(long)]
     no_start: bool,
+    /// A plan of the daemon's config (it caps recovery points).
+    #[arg(long)]
+    plan: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -250,6 +312,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Account(c) => account(&ctx, c),
         Command::Volume(c) => volume(&ctx, c),
         Command::Instance(c) => instance(&ctx, c),
+        Command::Point(c) => point(&ctx, c),
         Command::Job(c) => job(&ctx, c),
     }
 }
@@ -481,6 +544,7 @@ fn instance(ctx: &Ctx, cmd: InstanceCmd) -> Result<()> {
                 initrd: a.initrd.map(absolute),
                 append: a.append,
                 no_start: a.no_start,
+                plan: a.plan,
             };
             (c.start_job("/api/v1/instances", &req)?, name)
         }
@@ -533,6 +597,19 @@ fn instance(ctx: &Ctx, cmd: InstanceCmd) -> Result<()> {
             )?,
             instance,
         ),
+        InstanceCmd::Set {
+            instance,
+            snapshots,
+            plan,
+        } => {
+            let req = InstanceSettings {
+                snapshots_enabled: snapshots.map(|s| s == "enabled"),
+                plan,
+            };
+            let i: Instance = c.post(&format!("{}/settings", instance_path(&instance)), &req)?;
+            show_instance(ctx, &i);
+            return Ok(());
+        }
         InstanceCmd::Delete { instance } => {
             c.delete(&instance_path(&instance))?;
             if !ctx.json {
@@ -582,6 +659,16 @@ fn show_instance(ctx: &Ctx, i: &Instance) {
             },
         ),
         ("accel", opt(&i.accel)),
+        (
+            "snapshots",
+            if i.snapshots_enabled {
+                "enabled"
+            } else {
+                "disabled"
+            }
+            .into(),
+        ),
+        ("plan", opt(&i.plan)),
         ("pid", opt(&i.pid)),
         ("kernel", opt(&i.kernel)),
         ("console log", i.console_log.clone()),
@@ -710,4 +797,169 @@ fn job(ctx: &Ctx, cmd: JobCmd) -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn points_path(instance: &str) -> String {
+    format!("{}/points", instance_path(instance))
+}
+
+fn point(ctx: &Ctx, cmd: PointCmd) -> Result<()> {
+    let c = &ctx.client;
+    let (job, instance) = match cmd {
+        PointCmd::Create {
+            instance,
+            name,
+            description,
+            memory,
+            no_quiesce,
+            quiesce,
+        } => {
+            let req = CreatePoint {
+                name,
+                description,
+                memory,
+                quiesce: if no_quiesce {
+                    Some("none".into())
+                } else {
+                    quiesce
+                },
+            };
+            (c.start_job(&points_path(&instance), &req)?, instance)
+        }
+        PointCmd::List { instance, tree } => {
+            let points: Vec<Point> = c.get(&points_path(&instance))?;
+            if ctx.json {
+                print_json(&points);
+            } else if tree {
+                print!("{}", crate::output::point_tree(&instance, &points));
+            } else {
+                print!(
+                    "{}",
+                    table(
+                        &POINT_HEADERS,
+                        &points.iter().map(point_row).collect::<Vec<_>>()
+                    )
+                );
+            }
+            return Ok(());
+        }
+        PointCmd::Show { instance, point } => {
+            let p: Point = c.get(&format!("{}/{}", points_path(&instance), segment(&point)))?;
+            show_point(ctx, &p);
+            return Ok(());
+        }
+        PointCmd::Revert { instance, point } => (
+            c.start_job(
+                &format!("{}/{}/revert", points_path(&instance), segment(&point)),
+                &serde_json::json!({}),
+            )?,
+            instance,
+        ),
+        PointCmd::Delete {
+            instance,
+            point,
+            all,
+        } => {
+            let job = if all {
+                c.delete_job(&points_path(&instance))?
+            } else {
+                let point = point.unwrap_or_default();
+                c.delete_job(&format!("{}/{}", points_path(&instance), segment(&point)))?
+            };
+            (job, instance)
+        }
+    };
+    let kind = job.kind.clone();
+    let target = job.target_id;
+    if follow(ctx, job)? {
+        if kind == "point.create" || kind == "point.revert" {
+            let p: Point = c.get(&format!("{}/{}", points_path(&instance), target))?;
+            show_point(ctx, &p);
+        } else if !ctx.json {
+            println!("deleted");
+        }
+    }
+    Ok(())
+}
+
+const POINT_HEADERS: [&str; 9] = [
+    "NAME",
+    "STATE",
+    "MEMORY",
+    "CONSISTENCY",
+    "FROZEN",
+    "HOLDS",
+    "PARENT",
+    "CREATED",
+    "ID",
+];
+
+fn point_row(p: &Point) -> Vec<String> {
+    vec![
+        if p.current {
+            format!("{} *", p.name)
+        } else {
+            p.name.clone()
+        },
+        p.state.to_string(),
+        if p.memory { "yes" } else { "no" }.into(),
+        p.consistency.clone(),
+        p.frozen_ms
+            .map(|m| format!("{m} ms"))
+            .unwrap_or_else(|| "-".into()),
+        p.size_bytes.map(size).unwrap_or_else(|| "?".into()),
+        opt(&p.parent_id),
+        time(&p.created_at),
+        p.id.to_string(),
+    ]
+}
+
+fn show_point(ctx: &Ctx, p: &Point) {
+    if ctx.json {
+        return print_json(p);
+    }
+    let mut pairs = vec![
+        ("id", p.id.to_string()),
+        ("name", p.name.clone()),
+        ("instance", p.instance.clone()),
+        ("state", p.state.to_string()),
+        (
+            "current",
+            if p.current {
+                "yes: the instance is at this point"
+            } else {
+                "no"
+            }
+            .into(),
+        ),
+        (
+            "memory",
+            if p.memory {
+                "yes"
+            } else {
+                "no (reverting reboots the instance)"
+            }
+            .into(),
+        ),
+        ("consistency", p.consistency.clone()),
+        (
+            "frozen",
+            p.frozen_ms
+                .map(|m| format!("{m} ms"))
+                .unwrap_or_else(|| "-".into()),
+        ),
+        (
+            "holds",
+            p.size_bytes.map(size).unwrap_or_else(|| "?".into()),
+        ),
+        ("parent", opt(&p.parent_id)),
+        ("created", time(&p.created_at)),
+    ];
+    if !p.description.is_empty() {
+        pairs.insert(2, ("description", p.description.clone()));
+    }
+    if let Some(e) = &p.error {
+        pairs.push(("error", e.clone()));
+    }
+    print!("{}", fields(&pairs));
 }

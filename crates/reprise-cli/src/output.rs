@@ -55,9 +55,106 @@ pub fn fields(pairs: &[(&str, String)]) -> String {
         .collect()
 }
 
+/// Recovery points drawn as a tree, oldest first at each level, with the
+/// instance's position marked.
+pub fn point_tree(instance: &str, points: &[reprise_core::model::Point]) -> String {
+    use reprise_core::model::Point;
+    fn label(p: &Point) -> String {
+        let mut s = format!(
+            "{}  {}  {}{}  holds {}  {}",
+            p.name,
+            time(&p.created_at),
+            if p.memory { "memory" } else { "disk" },
+            if p.memory {
+                String::new()
+            } else {
+                format!(", {}", p.consistency)
+            },
+            p.size_bytes.map(size).unwrap_or_else(|| "?".into()),
+            if p.state == reprise_core::model::PointState::Ready {
+                String::new()
+            } else {
+                format!("[{}]", p.state)
+            },
+        );
+        s = s.trim_end().to_string();
+        if p.current {
+            s.push_str("  <- you are here");
+        }
+        s
+    }
+    fn walk(points: &[Point], parent: Option<uuid::Uuid>, prefix: &str, out: &mut String) {
+        let children: Vec<&Point> = points.iter().filter(|p| p.parent_id == parent).collect();
+        for (i, p) in children.iter().enumerate() {
+            let last = i + 1 == children.len();
+            out.push_str(&format!(
+                "{prefix}{}{}\n",
+                if last { "└─ " } else { "├─ " },
+                label(p)
+            ));
+            let deeper = format!("{prefix}{}", if last { "   " } else { "│  " });
+            walk(points, Some(p.id), &deeper, out);
+        }
+    }
+    let mut out = format!("{instance}\n");
+    // Points whose parent is gone are drawn at the root.
+    let known: Vec<uuid::Uuid> = points.iter().map(|p| p.id).collect();
+    let rooted: Vec<Point> = points
+        .iter()
+        .cloned()
+        .map(|mut p| {
+            if p.parent_id.is_some_and(|id| !known.contains(&id)) {
+                p.parent_id = None;
+            }
+            p
+        })
+        .collect();
+    walk(&rooted, None, "", &mut out);
+    if points.is_empty() {
+        out.push_str("(no recovery points)\n");
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trees_show_branches_and_position() {
+        use reprise_core::model::{Point, PointState};
+        let at = chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let mk = |name: &str, parent: Option<uuid::Uuid>, current: bool| Point {
+            id: uuid::Uuid::new_v4(),
+            name: name.into(),
+            description: String::new(),
+            account_id: uuid::Uuid::nil(),
+            instance_id: uuid::Uuid::nil(),
+            instance: "vm".into(),
+            parent_id: parent,
+            current,
+            state: PointState::Ready,
+            memory: name == "b",
+            consistency: "filesystem".into(),
+            frozen_ms: Some(40),
+            volume_ids: vec![],
+            size_bytes: Some(1 << 20),
+            vm_state_bytes: None,
+            error: None,
+            created_at: at,
+        };
+        let a = mk("a", None, false);
+        let b = mk("b", Some(a.id), false);
+        let c = mk("c", Some(a.id), true);
+        let tree = point_tree("vm", &[a, b, c]);
+        let want = concat!(
+            "vm\n",
+            "└─ a  2023-11-14 22:13:20 UTC  disk, filesystem  holds 1M\n",
+            "   ├─ b  2023-11-14 22:13:20 UTC  memory  holds 1M\n",
+            "   └─ c  2023-11-14 22:13:20 UTC  disk, filesystem  holds 1M  <- you are here\n",
+        );
+        assert_eq!(tree, want);
+    }
 
     #[test]
     fn tables_align() {

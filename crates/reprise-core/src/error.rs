@@ -86,6 +86,12 @@ impl Error {
         Error::new(ErrorKind::Internal, "internal", message)
     }
 
+    /// The same error with another code.
+    pub fn with_code(mut self, code: impl Into<String>) -> Self {
+        self.code = code.into();
+        self
+    }
+
     /// Prefix the message with what was being done, keeping kind and code.
     pub fn context(mut self, what: impl std::fmt::Display) -> Self {
         self.message = format!("{what}: {}", self.message);

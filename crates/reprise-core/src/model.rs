@@ -62,6 +62,13 @@ string_enum!(
 );
 
 string_enum!(
+    /// The state of a recovery point: `Creating` while it is taken,
+    /// `Ready`, `Reverting` while the instance goes back to it, `Deleting`,
+    /// and `Error` (with a reason) when taking or deleting it failed.
+    PointState { Creating, Ready, Reverting, Deleting, Error }
+);
+
+string_enum!(
     /// The state of a job. `Succeeded`, `Failed` and `Cancelled` are final.
     JobState { Queued, Running, Succeeded, Failed, Cancelled }
 );
@@ -163,6 +170,14 @@ pub struct Instance {
     pub console_log: String,
     /// Filled in by `show` only (it asks the guest).
     pub guest_agent: Option<GuestAgentStatus>,
+    /// Whether recovery points and volume snapshots are enabled for this
+    /// instance (an operator's switch).
+    pub snapshots_enabled: bool,
+    /// The plan that caps its recovery points, if any.
+    pub plan: Option<String>,
+    /// The recovery point the instance was last taken at or reverted to:
+    /// where it is now in the tree.
+    pub current_point_id: Option<Uuid>,
     pub last_error: Option<String>,
     pub created_at: DateTime<Utc>,
 }
@@ -212,6 +227,63 @@ impl Job {
             (self.progress_done as f64 / self.progress_total as f64).min(1.0)
         }
     }
+}
+
+/// A recovery point: the state of every volume of an instance at one
+/// instant, and optionally its memory, kept as internal qcow2 snapshots
+/// next to the volumes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Point {
+    pub id: Uuid,
+    pub name: String,
+    pub description: String,
+    pub account_id: Uuid,
+    pub instance_id: Uuid,
+    pub instance: String,
+    /// The point the instance was at when this one was taken.
+    pub parent_id: Option<Uuid>,
+    /// The instance is at this point now (taken or reverted to last).
+    pub current: bool,
+    pub state: PointState,
+    /// RAM and device state included: reverting resumes the instance.
+    pub memory: bool,
+    /// `filesystem` (guest frozen), `crash` (not frozen), or `memory`
+    /// (the whole machine at one instant).
+    pub consistency: String,
+    /// How long the guest's filesystems were frozen, in milliseconds.
+    pub frozen_ms: Option<u64>,
+    /// The volumes it covers, in the instance's disk order.
+    pub volume_ids: Vec<Uuid>,
+    /// Bytes this point alone holds (no other point and not the live disks
+    /// reference them): about what deleting it frees. Filled by list/show.
+    pub size_bytes: Option<u64>,
+    /// Bytes of saved RAM and device state (memory points).
+    pub vm_state_bytes: Option<u64>,
+    pub error: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePoint {
+    /// Generated from the instance name and the UTC time when empty.
+    pub name: Option<String>,
+    pub description: Option<String>,
+    /// Include RAM and device state.
+    #[serde(default)]
+    pub memory: bool,
+    /// `auto` (default: freeze when the agent answers), `required` (fail
+    /// if it cannot freeze) or `none`.
+    pub quiesce: Option<String>,
+}
+
+/// Operator settings of an instance (admin).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceSettings {
+    pub snapshots_enabled: Option<bool>,
+    /// A plan defined in the daemon's config; `""` removes the plan.
+    pub plan: Option<String>,
 }
 
 /// The answer to a request that started a long operation.
@@ -274,6 +346,8 @@ pub struct CreateInstance {
     /// Leave the new instance Stopped instead of starting it.
     #[serde(default)]
     pub no_start: bool,
+    /// A plan defined in the daemon's config.
+    pub plan: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

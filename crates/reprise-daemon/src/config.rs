@@ -17,6 +17,12 @@
 //! [region]
 //! store = "local"             # the object store of the region
 //! path = "/var/lib/reprise/objects"
+//!
+//! [snapshots]
+//! freeze_timeout_secs = 10    # the watchdog thaws a frozen guest after this
+//!
+//! [plans.vps]                 # plans cap what an instance may hold
+//! max_recovery_points = 1
 //! ```
 
 use reprise_core::{Error, Result};
@@ -36,6 +42,35 @@ pub struct Config {
     pub stop_timeout_secs: u64,
     pub qemu: QemuConfig,
     pub region: RegionConfig,
+    pub snapshots: SnapshotConfig,
+    pub plans: std::collections::BTreeMap<String, Plan>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SnapshotConfig {
+    /// The bound on a guest filesystem freeze: the watchdog thaws the guest
+    /// once it is reached, whatever happens to the snapshot.
+    pub freeze_timeout_secs: u64,
+    /// Fault injection for tests: keep the guest frozen this long before
+    /// cutting the snapshot.
+    pub test_hold_frozen_ms: u64,
+}
+
+impl Default for SnapshotConfig {
+    fn default() -> Self {
+        SnapshotConfig {
+            freeze_timeout_secs: 10,
+            test_hold_frozen_ms: 0,
+        }
+    }
+}
+
+/// What a plan allows an instance; absent limits are unlimited.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Plan {
+    pub max_recovery_points: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -106,6 +141,8 @@ impl Default for Config {
             stop_timeout_secs: 30,
             qemu: QemuConfig::default(),
             region: RegionConfig::default(),
+            snapshots: SnapshotConfig::default(),
+            plans: Default::default(),
         }
     }
 }
@@ -140,6 +177,24 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// A plan by name, or `plan_not_found`.
+    pub fn plan(&self, name: &str) -> Result<&Plan> {
+        self.plans.get(name).ok_or_else(|| {
+            let known: Vec<&str> = self.plans.keys().map(String::as_str).collect();
+            Error::invalid(
+                "plan_not_found",
+                format!(
+                    "plan '{name}' is not defined in the daemon's config (plans: {})",
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            )
+        })
     }
 
     pub fn catalog_path(&self) -> PathBuf {
@@ -189,9 +244,11 @@ mod tests {
     #[test]
     fn fields_parse_and_typos_are_named() {
         let c = Config::parse(
-            "data_dir = \"/d\"\naccel = \"tcg\"\nlog_format = \"json\"\n[qemu]\nimg = \"/opt/qemu-img\"\n",
+            "data_dir = \"/d\"\naccel = \"tcg\"\nlog_format = \"json\"\n[qemu]\nimg = \"/opt/qemu-img\"\n[plans.vps]\nmax_recovery_points = 1\n",
         )
         .unwrap();
+        assert_eq!(c.plan("vps").unwrap().max_recovery_points, Some(1));
+        assert_eq!(c.plan("gold").unwrap_err().code, "plan_not_found");
         assert_eq!(c.data_dir, PathBuf::from("/d"));
         assert_eq!(c.accel, AccelSetting::Tcg);
         assert_eq!(c.qemu.img, PathBuf::from("/opt/qemu-img"));

@@ -7,7 +7,7 @@
 //! kind by [`reprise_core::ErrorKind::http_status`] — nowhere else.
 
 use crate::app::App;
-use crate::ops::{accounts, instances, volumes};
+use crate::ops::{accounts, instances, points, volumes};
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
@@ -137,6 +137,18 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/instances/{id}/start", post(start_instance))
         .route("/instances/{id}/stop", post(stop_instance))
         .route("/instances/{id}/restart", post(restart_instance))
+        .route("/instances/{id}/settings", post(instance_settings))
+        .route(
+            "/instances/{id}/points",
+            get(list_points)
+                .post(create_point)
+                .delete(delete_all_points),
+        )
+        .route(
+            "/instances/{id}/points/{point}",
+            get(show_point).delete(delete_point),
+        )
+        .route("/instances/{id}/points/{point}/revert", post(revert_point))
         .route("/jobs", get(list_jobs))
         .route("/jobs/{id}", get(show_job));
     Router::new()
@@ -352,6 +364,64 @@ async fn restart_instance(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     Ok(accepted(instances::restart(&app, &me, &id)?))
+}
+
+async fn instance_settings(
+    State(app): State<Arc<App>>,
+    Caller(me): Caller,
+    Path(id): Path<String>,
+    Body(req): Body<InstanceSettings>,
+) -> ApiResult<Json<Instance>> {
+    Ok(Json(instances::settings(&app, &me, &id, req).await?))
+}
+
+async fn list_points(
+    State(app): State<Arc<App>>,
+    Caller(me): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Vec<Point>>> {
+    Ok(Json(points::list(&app, &me, &id).await?))
+}
+
+async fn create_point(
+    State(app): State<Arc<App>>,
+    Caller(me): Caller,
+    Path(id): Path<String>,
+    Body(req): Body<CreatePoint>,
+) -> ApiResult<Response> {
+    Ok(accepted(points::create(&app, &me, &id, req)?))
+}
+
+async fn delete_all_points(
+    State(app): State<Arc<App>>,
+    Caller(me): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    Ok(accepted(points::delete_all(&app, &me, &id)?))
+}
+
+async fn show_point(
+    State(app): State<Arc<App>>,
+    Caller(me): Caller,
+    Path((id, point)): Path<(String, String)>,
+) -> ApiResult<Json<Point>> {
+    Ok(Json(points::show(&app, &me, &id, &point).await?))
+}
+
+async fn delete_point(
+    State(app): State<Arc<App>>,
+    Caller(me): Caller,
+    Path((id, point)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    Ok(accepted(points::delete(&app, &me, &id, &point)?))
+}
+
+async fn revert_point(
+    State(app): State<Arc<App>>,
+    Caller(me): Caller,
+    Path((id, point)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    Ok(accepted(points::revert(&app, &me, &id, &point)?))
 }
 
 #[derive(Deserialize)]

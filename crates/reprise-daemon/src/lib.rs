@@ -16,6 +16,7 @@ pub mod http;
 pub mod jobs;
 pub mod metrics;
 pub mod ops;
+pub mod quiesce;
 pub mod reconcile;
 pub mod vm;
 
@@ -156,7 +157,7 @@ pub async fn start(config: Config) -> Result<Server> {
     ensure_admin(&config, &catalog)?;
     let app = App::new(config, catalog);
     ensure_default_zone(&app)?;
-    reconcile::at_startup(&app)?;
+    reconcile::at_startup(&app).await?;
 
     let listener = tokio::net::TcpListener::bind(app.config.listen)
         .await

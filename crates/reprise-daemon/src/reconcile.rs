@@ -49,7 +49,7 @@ fn settle(app: &App, inst: &InstanceRow) -> Result<bool> {
 }
 
 /// The startup pass. Runs before any job can, so nothing is locked.
-pub fn at_startup(app: &App) -> Result<()> {
+pub async fn at_startup(app: &App) -> Result<()> {
     let failed = crate::jobs::fail_interrupted(app)?;
     let mut changed = 0;
     let instances = app.catalog.list_instances(None)?;
@@ -60,6 +60,12 @@ pub fn at_startup(app: &App) -> Result<()> {
                 tracing::warn!(volume = %v.id, "root volume was being made when the daemon stopped: marked Error");
                 app.catalog.set_volume_state(v.id, VolumeState::Error)?;
             }
+        }
+    }
+    crate::ops::points::reconcile_at_startup(app).await?;
+    for inst in app.catalog.list_instances(None)? {
+        if inst.state == InstanceState::Running {
+            crate::quiesce::thaw_if_frozen(app, inst.id).await;
         }
     }
     tracing::info!(

@@ -45,6 +45,11 @@ fn which(program: &Path) -> Option<std::path::PathBuf> {
 
 /// Launch QEMU for an instance with its attached volumes; returns the pid.
 pub async fn launch(app: &App, inst: &InstanceRow, accel: Accel) -> Result<u32> {
+    launch_with(app, inst, accel, false).await
+}
+
+/// Launch QEMU, with the CPUs stopped when `paused`.
+pub async fn launch_with(app: &App, inst: &InstanceRow, accel: Accel, paused: bool) -> Result<u32> {
     let volumes = app.catalog.instance_volumes(inst.id)?;
     let spec = VmSpec {
         id: inst.id,
@@ -64,6 +69,7 @@ pub async fn launch(app: &App, inst: &InstanceRow, accel: Accel) -> Result<u32> 
         initrd: inst.initrd.clone(),
         append: inst.append.clone(),
         run: app.run_paths(inst.id),
+        start_paused: paused,
     };
     process::launch(&app.config.qemu.system, &spec).await
 }
@@ -212,4 +218,71 @@ pub async fn agent_status(app: &App, inst: &InstanceRow) -> GuestAgentStatus {
                 .into(),
         }
     }
+}
+
+/// The qcow2 nodes of these volumes, in order.
+pub fn nodes(volumes: &[Uuid]) -> Vec<String> {
+    volumes.iter().map(|v| cmdline::node_name(*v)).collect()
+}
+
+/// Internal snapshots of all `volumes` of a running instance at one
+/// instant: one QMP `transaction`.
+pub async fn snapshot_disks(app: &App, id: Uuid, volumes: &[Uuid], tag: &str) -> Result<()> {
+    let actions: Vec<_> = nodes(volumes)
+        .into_iter()
+        .map(|node| {
+            json!({"type": "blockdev-snapshot-internal-sync",
+                   "data": {"device": node, "name": tag}})
+        })
+        .collect();
+    let mut q = qmp(app, id).await?;
+    q.execute("transaction", json!({"actions": actions}))
+        .await
+        .map(|_| ())
+}
+
+const SNAPSHOT_JOB_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// RAM, devices and every volume of a running instance, as one tag
+/// (`snapshot-save`; the first volume holds the state). The VM pauses
+/// while it is saved and runs again after.
+pub async fn save_machine(app: &App, id: Uuid, volumes: &[Uuid], tag: &str) -> Result<()> {
+    let nodes = nodes(volumes);
+    let mut q = qmp(app, id).await?;
+    q.run_job(
+        "snapshot-save",
+        json!({"tag": tag, "vmstate": nodes[0], "devices": nodes}),
+        &format!("save-{}", &tag[tag.len() - 8..]),
+        SNAPSHOT_JOB_TIMEOUT,
+    )
+    .await
+}
+
+/// Load a machine state saved by [`save_machine`] and leave the VM running.
+pub async fn load_machine(app: &App, id: Uuid, volumes: &[Uuid], tag: &str) -> Result<()> {
+    let nodes = nodes(volumes);
+    let mut q = qmp(app, id).await?;
+    q.run_job(
+        "snapshot-load",
+        json!({"tag": tag, "vmstate": nodes[0], "devices": nodes}),
+        &format!("load-{}", &tag[tag.len() - 8..]),
+        SNAPSHOT_JOB_TIMEOUT,
+    )
+    .await?;
+    if q.run_state().await? != "running" {
+        q.execute("cont", json!({})).await?;
+    }
+    Ok(())
+}
+
+/// Remove a tag from every volume of a running instance.
+pub async fn delete_tag_live(app: &App, id: Uuid, volumes: &[Uuid], tag: &str) -> Result<()> {
+    let mut q = qmp(app, id).await?;
+    q.run_job(
+        "snapshot-delete",
+        json!({"tag": tag, "devices": nodes(volumes)}),
+        &format!("del-{}", &tag[tag.len() - 8..]),
+        SNAPSHOT_JOB_TIMEOUT,
+    )
+    .await
 }

@@ -144,6 +144,30 @@ impl Agent {
             .map(|_| ())
     }
 
+    /// `guest-fsfreeze-freeze`: returns how many filesystems were frozen.
+    pub async fn freeze(&mut self, within: Duration) -> Result<u64> {
+        let n = self
+            .execute("guest-fsfreeze-freeze", Value::Null, within)
+            .await?;
+        Ok(n.as_u64().unwrap_or(0))
+    }
+
+    /// `guest-fsfreeze-thaw`: returns how many filesystems were thawed.
+    pub async fn thaw(&mut self, within: Duration) -> Result<u64> {
+        let n = self
+            .execute("guest-fsfreeze-thaw", Value::Null, within)
+            .await?;
+        Ok(n.as_u64().unwrap_or(0))
+    }
+
+    /// `guest-fsfreeze-status`: `thawed` or `frozen`.
+    pub async fn freeze_status(&mut self, within: Duration) -> Result<String> {
+        let s = self
+            .execute("guest-fsfreeze-status", Value::Null, within)
+            .await?;
+        Ok(s.as_str().unwrap_or("unknown").to_string())
+    }
+
     /// Run `path args…` in the guest, feeding `stdin`, and wait for it to
     /// exit; its output is returned.
     pub async fn exec(

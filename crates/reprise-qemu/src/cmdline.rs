@@ -61,6 +61,8 @@ pub struct VmSpec {
     pub initrd: Option<String>,
     pub append: Option<String>,
     pub run: RunPaths,
+    /// Start with the CPUs stopped (`-S`), e.g. to load a saved state first.
+    pub start_paused: bool,
 }
 
 /// The qcow2 node of a volume: `vol-` and 12 hex digits of its id (QEMU
@@ -201,6 +203,9 @@ impl VmSpec {
         if let Some(app) = &self.append {
             push(&["-append", app]);
         }
+        if self.start_paused {
+            push(&["-S"]);
+        }
         push(&["-daemonize", "-pidfile", &run.pidfile().to_string_lossy()]);
         a
     }
@@ -227,6 +232,7 @@ mod tests {
             initrd: None,
             append: Some("console=ttyS0".into()),
             run: RunPaths::new("/run/i"),
+            start_paused: false,
         }
     }
 

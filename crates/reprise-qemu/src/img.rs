@@ -87,6 +87,23 @@ pub struct ImageInfo {
     pub backing_filename: Option<String>,
     #[serde(rename = "format-specific", default)]
     pub format_specific: Option<serde_json::Value>,
+    #[serde(default)]
+    pub snapshots: Vec<SnapshotInfo>,
+}
+
+/// An internal snapshot as `qemu-img info` lists it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SnapshotInfo {
+    pub name: String,
+    #[serde(rename = "vm-state-size", default)]
+    pub vm_state_size: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotAction {
+    Create,
+    Apply,
+    Delete,
 }
 
 impl ImageInfo {
@@ -141,6 +158,29 @@ impl Binaries {
         )
         .await
         .map(|_| ())
+    }
+
+    /// `qemu-img snapshot -c|-a|-d TAG` on a qcow2 no QEMU holds: create,
+    /// apply (revert to) or delete an internal snapshot.
+    pub async fn snapshot(&self, action: SnapshotAction, path: &Path, tag: &str) -> Result<()> {
+        let flag = match action {
+            SnapshotAction::Create => "-c",
+            SnapshotAction::Apply => "-a",
+            SnapshotAction::Delete => "-d",
+        };
+        run(
+            &self.img,
+            os_args!["snapshot", "-q", "-f", "qcow2", flag, tag, path],
+            "qemu_img_failed",
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// The internal snapshot tags of a qcow2 (readable while QEMU runs it).
+    pub async fn snapshot_tags(&self, path: &Path) -> Result<Vec<String>> {
+        let info = self.info(path, Some("qcow2")).await?;
+        Ok(info.snapshots.iter().map(|s| s.name.clone()).collect())
     }
 
     /// Copy an image of format `format` into a new qcow2 with 64 KiB

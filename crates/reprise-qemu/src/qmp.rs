@@ -159,6 +159,47 @@ impl Qmp {
         }
     }
 
+    /// Run a job-based command (`snapshot-save`, `snapshot-load`,
+    /// `snapshot-delete`…) under `job_id`, wait until it concludes, dismiss
+    /// it, and return its error if it failed.
+    pub async fn run_job(
+        &mut self,
+        command: &str,
+        mut arguments: Value,
+        job_id: &str,
+        within: Duration,
+    ) -> Result<()> {
+        arguments["job-id"] = json!(job_id);
+        self.execute(command, arguments).await?;
+        let deadline = Instant::now() + within;
+        loop {
+            let jobs = self.execute("query-jobs", json!({})).await?;
+            let job = jobs
+                .as_array()
+                .and_then(|a| a.iter().find(|j| j["id"] == job_id))
+                .cloned()
+                .ok_or_else(|| unavailable(format!("job {job_id} vanished")))?;
+            if job["status"] == "concluded" {
+                let _ = self.execute("job-dismiss", json!({"id": job_id})).await;
+                if let Some(err) = job.get("error").and_then(Value::as_str) {
+                    return Err(Error::new(
+                        ErrorKind::Conflict,
+                        "qmp_error",
+                        format!("QEMU {command} failed: {err}"),
+                    ));
+                }
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                let _ = self.execute("job-cancel", json!({"id": job_id})).await;
+                return Err(unavailable(format!(
+                    "{command} did not finish in {within:?}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// `query-status`: the VM's run state (`running`, `paused`…).
     pub async fn run_state(&mut self) -> Result<String> {
         let status = self.execute("query-status", json!({})).await?;

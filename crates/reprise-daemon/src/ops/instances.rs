@@ -51,6 +51,9 @@ pub async fn to_api(app: &App, row: &InstanceRow, with_agent: bool) -> Result<In
         },
         last_error: row.last_error.clone(),
         created_at: row.created_at,
+        snapshots_enabled: row.snapshots_enabled,
+        plan: row.plan.clone(),
+        current_point_id: row.current_point_id,
     })
 }
 
@@ -214,6 +217,9 @@ pub async fn create(app: &Arc<App>, account: &Account, req: CreateInstance) -> R
             ),
         ));
     }
+    if let Some(plan) = &req.plan {
+        app.config.plan(plan)?;
+    }
     if !req.no_start {
         vm::preflight(app)?;
     }
@@ -246,6 +252,9 @@ pub async fn create(app: &Arc<App>, account: &Account, req: CreateInstance) -> R
         pid: None,
         last_error: None,
         created_at: now(),
+        current_point_id: None,
+        snapshots_enabled: true,
+        plan: req.plan.clone(),
     };
     app.catalog.insert_instance(&row)?;
     let recorded = (|| -> Result<()> {
@@ -325,6 +334,13 @@ async fn make_root(app: &App, ctx: &JobCtx, root: Root, row: Option<&VolumeRow>)
         }
     }
     app.catalog.set_volume_state(row.id, VolumeState::Ready)
+}
+
+/// Start a Stopped instance from within a job that holds its lock.
+pub(crate) async fn boot_stopped(app: &App, ctx: &JobCtx, id: Uuid) -> Result<()> {
+    app.catalog
+        .transition_instance(id, &[InstanceState::Stopped], InstanceState::Starting)?;
+    boot(app, ctx, id).await
 }
 
 /// Launch QEMU for an instance the caller moved to Starting; on failure it
@@ -458,6 +474,33 @@ async fn halt(app: &App, ctx: &JobCtx, id: Uuid, force: bool) -> Result<()> {
     ctx.log("QEMU has exited");
     app.catalog
         .set_instance_runtime(id, InstanceState::Stopped, None, None, None)
+}
+
+/// Operator settings (admin): the snapshot switch and the plan. The admin
+/// names the instance by id (or by name among its own).
+pub async fn settings(
+    app: &App,
+    caller: &Account,
+    reference: &str,
+    req: InstanceSettings,
+) -> Result<Instance> {
+    super::accounts::require_admin(caller, "change an instance's snapshot settings")?;
+    let inst = app
+        .catalog
+        .instance(caller.id, reference)
+        .or_else(|_| app.catalog.instance_any(reference))?;
+    let plan = match req.plan.as_deref() {
+        Some("") => Some(None),
+        Some(p) => {
+            app.config.plan(p)?;
+            Some(Some(p))
+        }
+        None => None,
+    };
+    app.catalog
+        .set_instance_settings(inst.id, req.snapshots_enabled, plan)?;
+    tracing::info!(instance = %inst.id, snapshots_enabled = ?req.snapshots_enabled, plan = ?req.plan, "instance settings changed");
+    to_api(app, &app.catalog.instance_by_id(inst.id)?, false).await
 }
 
 /// A graceful stop then a start: the instance comes back with its current

@@ -5,6 +5,7 @@
 
 pub mod accounts;
 pub mod instances;
+pub mod points;
 pub mod volumes;
 
 use reprise_core::{Error, Result};

@@ -142,6 +142,9 @@ pub async fn resize(app: &App, account: &Account, reference: &str, size: &str) -
     }
     require_ready(&v)?;
     let attached = attached_instance(app, &v).await?;
+    if let Some((inst, _)) = &attached {
+        super::points::refuse_if_points(app, inst, &format!("resizing volume '{}'", v.name))?;
+    }
     match &attached {
         Some((inst, _)) if inst.state == InstanceState::Running => {
             refuse_busy(inst)?;
@@ -254,6 +257,7 @@ pub async fn attach(
         ));
     }
     refuse_busy(&inst)?;
+    super::points::refuse_if_points(app, &inst, &format!("attaching volume '{}'", v.name))?;
     let used: Vec<u32> = app
         .catalog
         .instance_volumes(inst.id)?
@@ -300,6 +304,7 @@ pub async fn detach(app: &App, account: &Account, reference: &str) -> Result<Vol
         ));
     }
     refuse_busy(&inst)?;
+    super::points::refuse_if_points(app, &inst, &format!("detaching volume '{}'", v.name))?;
     if inst.state == InstanceState::Running {
         vm::hot_detach(app, inst.id, v.id).await?;
     }

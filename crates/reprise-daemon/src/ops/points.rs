@@ -1,0 +1,618 @@
+//! Recovery points: internal qcow2 snapshots of every volume of an
+//! instance under one tag (`reprise-<point id>`), optionally with RAM and
+//! device state, arranged as a tree.
+//!
+//! Invariants:
+//! - All volumes of a point share one instant: one QMP `transaction` (or
+//!   one `snapshot-save`) on a running instance, `qemu-img` on a stopped
+//!   one, whose disks are still.
+//! - A point's row exists before its tags (state `Creating`) and after them
+//!   (state `Deleting`); a failure removes the tags it made and leaves the
+//!   point in `Error` with the reason, never `Ready`. The startup pass
+//!   ([`reconcile_at_startup`]) settles what a crash interrupted against
+//!   what the qcow2 files hold.
+//! - The tree: a point's parent is the point the instance stood at when it
+//!   was taken; reverting moves the instance (`current_point_id`) without
+//!   touching any other point; deleting one moves its children to its
+//!   parent.
+//! - While an instance has points, its set of volumes is fixed (no attach,
+//!   detach or resize: see [`refuse_if_points`]), so every point covers the
+//!   volumes the instance has.
+//! - Nothing touches a qcow2 that a running QEMU holds except QEMU itself
+//!   (QMP); `qemu-img` only runs on stopped instances.
+
+use crate::app::App;
+use crate::jobs::{self, JobCtx, Target};
+use crate::quiesce::{self, Mode};
+use crate::vm;
+use reprise_catalog::{now, InstanceRow};
+use reprise_core::model::*;
+use reprise_core::{Error, Result};
+use reprise_qemu::img::SnapshotAction;
+use std::path::PathBuf;
+use std::sync::Arc;
+use uuid::Uuid;
+
+pub fn tag(point: Uuid) -> String {
+    format!("reprise-{point}")
+}
+
+/// Refuse a change of an instance's volumes while it has points, naming
+/// them.
+pub fn refuse_if_points(app: &App, inst: &InstanceRow, what: &str) -> Result<()> {
+    let points = app.catalog.list_points(Some(inst.id))?;
+    if points.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<&str> = points.iter().map(|p| p.name.as_str()).collect();
+    Err(Error::conflict(
+        "locked_by_points",
+        format!(
+            "{what} is refused while instance '{}' has recovery points ({}): every point must cover the same disks; delete them first",
+            inst.name,
+            names.join(", ")
+        ),
+    ))
+}
+
+fn volume_paths(app: &App, ids: &[Uuid]) -> Result<Vec<PathBuf>> {
+    let vols = app.catalog.list_volumes_by_id(ids)?;
+    Ok(ids
+        .iter()
+        .filter_map(|id| {
+            vols.iter()
+                .find(|v| v.id == *id)
+                .map(|v| PathBuf::from(&v.path))
+        })
+        .collect())
+}
+
+fn is_running(app: &App, inst: &InstanceRow) -> bool {
+    inst.state == InstanceState::Running && vm::live_pid(app, inst.id).is_some()
+}
+
+fn settled(inst: &InstanceRow) -> Result<()> {
+    match inst.state {
+        InstanceState::Running | InstanceState::Stopped => Ok(()),
+        s => Err(Error::conflict(
+            "instance_busy",
+            format!(
+                "instance '{}' is {s}: wait until it is Running or Stopped",
+                inst.name
+            ),
+        )),
+    }
+}
+
+/// A name for a point when none is given: instance name and UTC time,
+/// made unique in the account.
+fn generated_name(app: &App, account: Uuid, inst: &InstanceRow) -> Result<String> {
+    let base = format!(
+        "{}-{}",
+        inst.name,
+        chrono::Utc::now().format("%Y%m%d-%H%M%S")
+    );
+    let base: String = base
+        .chars()
+        .take(reprise_core::name::MAX_NAME_LEN - 3)
+        .collect();
+    let mut name = base.clone();
+    let mut n = 2;
+    while app.catalog.point_name_taken(account, &name)? {
+        name = format!("{base}-{n}");
+        n += 1;
+    }
+    Ok(name)
+}
+
+/// Start taking a point. Every rule is checked before anything changes.
+pub fn create(app: &Arc<App>, account: &Account, instance: &str, req: CreatePoint) -> Result<Job> {
+    let inst = app.catalog.instance(account.id, instance)?;
+    let mode = Mode::parse(req.quiesce.as_deref())?;
+    if !inst.snapshots_enabled {
+        return Err(Error::conflict(
+            "snapshots_disabled",
+            format!(
+                "snapshots are disabled for instance '{}': an operator can enable them",
+                inst.name
+            ),
+        ));
+    }
+    settled(&inst)?;
+    let existing = app.catalog.list_points(Some(inst.id))?;
+    if let Some(plan_name) = &inst.plan {
+        let plan = app.config.plan(plan_name)?;
+        if let Some(max) = plan.max_recovery_points {
+            if existing.len() as u32 >= max {
+                return Err(Error::conflict(
+                    "point_limit_reached",
+                    format!(
+                        "instance '{}' has {} recovery point(s), the most its plan '{plan_name}' allows: delete the existing recovery point first",
+                        inst.name,
+                        existing.len()
+                    ),
+                ));
+            }
+        }
+    }
+    let volumes = app.catalog.instance_volumes(inst.id)?;
+    if volumes.is_empty() {
+        return Err(Error::conflict(
+            "no_volumes",
+            format!(
+                "instance '{}' has no volume to take a recovery point of",
+                inst.name
+            ),
+        ));
+    }
+    if let Some(v) = volumes.iter().find(|v| v.state != VolumeState::Ready) {
+        return Err(Error::conflict(
+            "volume_busy",
+            format!("volume '{}' is {}, not Ready", v.name, v.state),
+        ));
+    }
+    let running = is_running(app, &inst);
+    if req.memory && !running {
+        return Err(Error::conflict(
+            "instance_stopped",
+            format!(
+                "instance '{}' is Stopped: a recovery point with memory needs a running instance",
+                inst.name
+            ),
+        ));
+    }
+    let name = match req.name.as_deref().map(str::trim) {
+        Some(n) if !n.is_empty() => {
+            reprise_core::name::validate_name("recovery point", n)?;
+            if app.catalog.point_name_taken(account.id, n)? {
+                return Err(Error::conflict(
+                    "name_taken",
+                    format!("a recovery point named '{n}' already exists"),
+                ));
+            }
+            n.to_string()
+        }
+        _ => generated_name(app, account.id, &inst)?,
+    };
+    let description = req.description.unwrap_or_default();
+    if description.len() > 1024 {
+        return Err(Error::invalid(
+            "description_invalid",
+            "the description is longer than 1024 bytes",
+        ));
+    }
+    let point = Point {
+        id: Uuid::new_v4(),
+        name,
+        description,
+        account_id: account.id,
+        instance_id: inst.id,
+        instance: inst.name.clone(),
+        parent_id: inst.current_point_id,
+        current: false,
+        state: PointState::Creating,
+        memory: req.memory,
+        consistency: quiesce::CRASH.into(),
+        frozen_ms: None,
+        volume_ids: volumes.iter().map(|v| v.id).collect(),
+        size_bytes: None,
+        vm_state_bytes: None,
+        error: None,
+        created_at: now(),
+    };
+    app.catalog.insert_point(&point)?;
+    let app2 = app.clone();
+    let pid = point.id;
+    jobs::spawn(
+        app,
+        account.id,
+        "point.create",
+        Target {
+            kind: "recovery_point",
+            id: point.id,
+            name: &point.name,
+        },
+        1,
+        move |ctx| async move {
+            let lock = app2.instance_lock(inst.id);
+            let _guard = lock.lock().await;
+            let point = app2.catalog.point_by_id(pid)?;
+            match take(&app2, &ctx, &point, mode).await {
+                Ok((consistency, frozen_ms)) => {
+                    app2.catalog
+                        .point_taken(pid, point.instance_id, consistency, frozen_ms)?;
+                    ctx.progress(1, 1);
+                    Ok(())
+                }
+                Err(e) => {
+                    remove_tags(&app2, &ctx, &point).await;
+                    app2.catalog
+                        .set_point_state(pid, PointState::Error, Some(&e.message))?;
+                    Err(e)
+                }
+            }
+        },
+    )
+}
+
+/// Cut the point's snapshots; returns its consistency and freeze time.
+async fn take(
+    app: &App,
+    ctx: &JobCtx,
+    point: &Point,
+    mode: Mode,
+) -> Result<(&'static str, Option<u64>)> {
+    let inst = app.catalog.instance_by_id(point.instance_id)?;
+    let tag = tag(point.id);
+    let vols = &point.volume_ids;
+    if !is_running(app, &inst) {
+        ctx.log("the instance is stopped: snapshotting its disks with qemu-img");
+        let bin = app.config.binaries();
+        for path in volume_paths(app, vols)? {
+            bin.snapshot(SnapshotAction::Create, &path, &tag).await?;
+        }
+        return Ok((quiesce::FILESYSTEM, None));
+    }
+    if point.memory {
+        ctx.log("saving RAM, devices and disks (snapshot-save)");
+        let started = std::time::Instant::now();
+        vm::save_machine(app, inst.id, vols, &tag).await?;
+        ctx.log(format!(
+            "machine state saved in {} ms",
+            started.elapsed().as_millis()
+        ));
+        return Ok(("memory", None));
+    }
+    let q = quiesce::around(app, ctx, inst.id, mode, || {
+        vm::snapshot_disks(app, inst.id, vols, &tag)
+    })
+    .await?;
+    ctx.log(format!(
+        "disks snapshotted in one transaction ({} consistent)",
+        q.consistency
+    ));
+    Ok((q.consistency, q.frozen_ms))
+}
+
+/// Remove a point's tag from its volumes, wherever it exists; best effort,
+/// logged.
+async fn remove_tags(app: &App, ctx: &JobCtx, point: &Point) -> bool {
+    let tag = tag(point.id);
+    let Ok(inst) = app.catalog.instance_by_id(point.instance_id) else {
+        return false;
+    };
+    let Ok(paths) = volume_paths(app, &point.volume_ids) else {
+        return false;
+    };
+    let bin = app.config.binaries();
+    let mut holders = Vec::new();
+    for (vid, path) in point.volume_ids.iter().zip(&paths) {
+        if bin
+            .snapshot_tags(path)
+            .await
+            .map(|t| t.contains(&tag))
+            .unwrap_or(true)
+        {
+            holders.push(*vid);
+        }
+    }
+    if holders.is_empty() {
+        return true;
+    }
+    let result = if is_running(app, &inst) {
+        vm::delete_tag_live(app, inst.id, &holders, &tag).await
+    } else {
+        let mut r = Ok(());
+        for (vid, path) in point.volume_ids.iter().zip(&paths) {
+            if holders.contains(vid) {
+                r = r.and(bin.snapshot(SnapshotAction::Delete, path, &tag).await);
+            }
+        }
+        r
+    };
+    match result {
+        Ok(()) => true,
+        Err(e) => {
+            ctx.log(format!(
+                "could not remove the snapshots of '{}': {e}",
+                point.name
+            ));
+            false
+        }
+    }
+}
+
+/// The points of an instance with the space each holds.
+pub async fn list(app: &App, account: &Account, instance: &str) -> Result<Vec<Point>> {
+    let inst = app.catalog.instance(account.id, instance)?;
+    let mut points = app.catalog.list_points(Some(inst.id))?;
+    let volumes = app.catalog.instance_volumes(inst.id)?;
+    let paths: Vec<String> = volumes.iter().map(|v| v.path.clone()).collect();
+    let tags: Vec<String> = points.iter().map(|p| tag(p.id)).collect();
+    // Reading qcow2 metadata is blocking file I/O.
+    let sizes = tokio::task::spawn_blocking(move || space_held(&paths, &tags))
+        .await
+        .map_err(|e| Error::internal(e.to_string()))?;
+    for (p, (held, vmstate)) in points.iter_mut().zip(sizes) {
+        p.size_bytes = held;
+        p.vm_state_bytes = vmstate;
+    }
+    Ok(points)
+}
+
+/// For each tag: the bytes it alone holds across the volumes, and its saved
+/// machine state size; `None` where the files cannot be read.
+fn space_held(paths: &[String], tags: &[String]) -> Vec<(Option<u64>, Option<u64>)> {
+    let images: Vec<_> = paths
+        .iter()
+        .filter_map(|p| {
+            std::fs::File::open(p)
+                .ok()
+                .and_then(|f| reprise_qcow2::Image::open(f).ok())
+        })
+        .collect();
+    tags.iter()
+        .map(|t| {
+            let mut held = 0;
+            let mut vmstate = 0;
+            for img in &images {
+                if img.snapshot(t).is_none() {
+                    continue;
+                }
+                match img.exclusive_bytes(t) {
+                    Ok(b) => held += b,
+                    Err(_) => return (None, None),
+                }
+                vmstate += img.snapshot(t).map(|s| s.vm_state_size).unwrap_or(0);
+            }
+            (Some(held), Some(vmstate))
+        })
+        .collect()
+}
+
+pub async fn show(app: &App, account: &Account, instance: &str, point: &str) -> Result<Point> {
+    let inst = app.catalog.instance(account.id, instance)?;
+    let p = app.catalog.point(inst.id, point)?;
+    list(app, account, &inst.id.to_string())
+        .await?
+        .into_iter()
+        .find(|x| x.id == p.id)
+        .ok_or_else(|| Error::not_found("recovery point", point).with_code("point_not_found"))
+}
+
+/// Revert an instance to a point, keeping every other point.
+pub fn revert(app: &Arc<App>, account: &Account, instance: &str, point: &str) -> Result<Job> {
+    let inst = app.catalog.instance(account.id, instance)?;
+    let p = app.catalog.point(inst.id, point)?;
+    settled(&inst)?;
+    if !app
+        .catalog
+        .transition_point(p.id, &[PointState::Ready], PointState::Reverting)?
+    {
+        return Err(Error::conflict(
+            "point_busy",
+            format!("recovery point '{}' is {}, not Ready", p.name, p.state),
+        ));
+    }
+    let app2 = app.clone();
+    let name = p.name.clone();
+    jobs::spawn(
+        app,
+        account.id,
+        "point.revert",
+        Target {
+            kind: "recovery_point",
+            id: p.id,
+            name: &name,
+        },
+        1,
+        move |ctx| async move {
+            let lock = app2.instance_lock(p.instance_id);
+            let _guard = lock.lock().await;
+            let result = go_back(&app2, &ctx, &p).await;
+            app2.catalog
+                .set_point_state(p.id, PointState::Ready, None)?;
+            result?;
+            app2.catalog.set_current_point(p.instance_id, Some(p.id))?;
+            ctx.progress(1, 1);
+            Ok(())
+        },
+    )
+}
+
+async fn go_back(app: &App, ctx: &JobCtx, p: &Point) -> Result<()> {
+    let inst = app.catalog.instance_by_id(p.instance_id)?;
+    let tag = tag(p.id);
+    let was_running = is_running(app, &inst);
+    if p.memory {
+        if !was_running {
+            ctx.log("starting QEMU paused to load the saved machine state");
+            let accel = vm::preflight(app)?;
+            app.catalog.transition_instance(
+                inst.id,
+                &[InstanceState::Stopped],
+                InstanceState::Starting,
+            )?;
+            match vm::launch_with(app, &inst, accel, true).await {
+                Ok(pid) => app.catalog.set_instance_runtime(
+                    inst.id,
+                    InstanceState::Running,
+                    Some(pid),
+                    Some(accel.as_str()),
+                    None,
+                )?,
+                Err(e) => {
+                    app.catalog.set_instance_runtime(
+                        inst.id,
+                        InstanceState::Stopped,
+                        None,
+                        None,
+                        Some(&e.message),
+                    )?;
+                    return Err(e);
+                }
+            }
+        }
+        ctx.log("loading RAM, devices and disks (snapshot-load)");
+        vm::load_machine(app, inst.id, &p.volume_ids, &tag).await?;
+        ctx.log("the instance runs from the recovery point");
+        return Ok(());
+    }
+    if was_running {
+        ctx.log("powering the instance off: a disk-only point needs a reboot");
+        app.catalog.transition_instance(
+            inst.id,
+            &[InstanceState::Running],
+            InstanceState::Stopping,
+        )?;
+        vm::power_off(app, inst.id, true, ctx).await?;
+        app.catalog
+            .set_instance_runtime(inst.id, InstanceState::Stopped, None, None, None)?;
+    }
+    let bin = app.config.binaries();
+    for path in volume_paths(app, &p.volume_ids)? {
+        bin.snapshot(SnapshotAction::Apply, &path, &tag).await?;
+    }
+    ctx.log("every volume is back at the recovery point");
+    if was_running {
+        ctx.log("starting the instance again");
+        super::instances::boot_stopped(app, ctx, inst.id).await?;
+    }
+    Ok(())
+}
+
+/// Delete one point (its children move to its parent).
+pub fn delete(app: &Arc<App>, account: &Account, instance: &str, point: &str) -> Result<Job> {
+    let inst = app.catalog.instance(account.id, instance)?;
+    let p = app.catalog.point(inst.id, point)?;
+    settled(&inst)?;
+    if !app.catalog.transition_point(
+        p.id,
+        &[PointState::Ready, PointState::Error],
+        PointState::Deleting,
+    )? {
+        return Err(Error::conflict(
+            "point_busy",
+            format!("recovery point '{}' is {}", p.name, p.state),
+        ));
+    }
+    spawn_delete(app, account, &inst, vec![p])
+}
+
+/// Delete every point of an instance.
+pub fn delete_all(app: &Arc<App>, account: &Account, instance: &str) -> Result<Job> {
+    let inst = app.catalog.instance(account.id, instance)?;
+    settled(&inst)?;
+    let points = app.catalog.list_points(Some(inst.id))?;
+    if let Some(busy) = points
+        .iter()
+        .find(|p| !matches!(p.state, PointState::Ready | PointState::Error))
+    {
+        return Err(Error::conflict(
+            "point_busy",
+            format!("recovery point '{}' is {}", busy.name, busy.state),
+        ));
+    }
+    for p in &points {
+        app.catalog
+            .set_point_state(p.id, PointState::Deleting, None)?;
+    }
+    spawn_delete(app, account, &inst, points)
+}
+
+fn spawn_delete(
+    app: &Arc<App>,
+    account: &Account,
+    inst: &InstanceRow,
+    points: Vec<Point>,
+) -> Result<Job> {
+    let app2 = app.clone();
+    let id = inst.id;
+    let total = points.len() as u64;
+    let (kind, name) = match points.as_slice() {
+        [one] => ("point.delete", one.name.clone()),
+        _ => ("point.delete_all", inst.name.clone()),
+    };
+    let target_id = match points.as_slice() {
+        [one] => one.id,
+        _ => inst.id,
+    };
+    jobs::spawn(
+        app,
+        account.id,
+        kind,
+        Target {
+            kind: if total == 1 {
+                "recovery_point"
+            } else {
+                "instance"
+            },
+            id: target_id,
+            name: &name,
+        },
+        total,
+        move |ctx| async move {
+            let lock = app2.instance_lock(id);
+            let _guard = lock.lock().await;
+            for (i, p) in points.iter().enumerate() {
+                if !remove_tags(&app2, &ctx, p).await {
+                    let why = "its snapshots could not all be removed: delete it again";
+                    app2.catalog
+                        .set_point_state(p.id, PointState::Error, Some(why))?;
+                    return Err(Error::unavailable(
+                        "point_delete_failed",
+                        format!("recovery point '{}': {why}", p.name),
+                    ));
+                }
+                app2.catalog.remove_point(p.id)?;
+                ctx.log(format!("recovery point '{}' deleted", p.name));
+                ctx.progress(i as u64 + 1, total);
+            }
+            Ok(())
+        },
+    )
+}
+
+/// At startup: points a crash left half-made or half-deleted are settled
+/// from what the qcow2 files hold, and Ready points whose snapshots are
+/// gone are flagged.
+pub async fn reconcile_at_startup(app: &App) -> Result<()> {
+    let bin = app.config.binaries();
+    for p in app.catalog.list_points(None)? {
+        let tag = tag(p.id);
+        let mut present = 0;
+        let paths = volume_paths(app, &p.volume_ids)?;
+        for path in &paths {
+            if bin
+                .snapshot_tags(path)
+                .await
+                .map(|t| t.contains(&tag))
+                .unwrap_or(false)
+            {
+                present += 1;
+            }
+        }
+        let complete = present == p.volume_ids.len() && paths.len() == p.volume_ids.len();
+        let (state, error) = match (p.state, complete) {
+            (PointState::Ready | PointState::Reverting, true) => (PointState::Ready, None),
+            (PointState::Ready | PointState::Reverting, false) => (
+                PointState::Error,
+                Some("its snapshot is missing from a volume: it cannot be reverted to; delete it"),
+            ),
+            (PointState::Creating, _) => (
+                PointState::Error,
+                Some("the daemon stopped while this point was taken; delete it"),
+            ),
+            (PointState::Deleting, _) => (
+                PointState::Error,
+                Some("the daemon stopped while this point was deleted; delete it again"),
+            ),
+            (PointState::Error, _) => continue,
+        };
+        if state != p.state || error.is_some() {
+            tracing::warn!(point = %p.id, name = p.name, ?state, "recovery point reconciled");
+            app.catalog.set_point_state(p.id, state, error)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,223 @@
+//! Freezing a guest's filesystems around a snapshot, with a thaw that is
+//! guaranteed.
+//!
+//! Protocol: the agent must answer a ping first; a watchdog is armed
+//! *before* `guest-fsfreeze-freeze` is sent (a freeze that hangs may still
+//! freeze); the snapshot is cut; `guest-fsfreeze-thaw` is sent and
+//! confirmed with `guest-fsfreeze-status`. If the bound
+//! (`snapshots.freeze_timeout_secs`) is reached first — a daemon error, a
+//! QEMU error, a hung or restarted agent — the watchdog thaws and keeps
+//! trying until the status says `thawed`. A snapshot counts as
+//! `filesystem`-consistent only if the freeze succeeded and the snapshot was
+//! cut before the bound; otherwise it is `crash`-consistent, or an error
+//! when the caller required quiescing. The agent channel is never held
+//! while the snapshot is cut, so the watchdog can always reach the agent.
+
+use crate::app::App;
+use crate::jobs::JobCtx;
+use reprise_core::{Error, Result};
+use reprise_qemu::agent::Agent;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Freeze when the agent answers, else take a crash-consistent snapshot.
+    Auto,
+    /// Freeze or fail.
+    Required,
+    /// Never freeze.
+    Off,
+}
+
+impl Mode {
+    pub fn parse(text: Option<&str>) -> Result<Mode> {
+        match text.unwrap_or("auto") {
+            "auto" => Ok(Mode::Auto),
+            "required" => Ok(Mode::Required),
+            "none" | "off" => Ok(Mode::Off),
+            other => Err(Error::invalid(
+                "quiesce_invalid",
+                format!("quiesce '{other}' is not one of auto, required, none"),
+            )),
+        }
+    }
+}
+
+pub const FILESYSTEM: &str = "filesystem";
+pub const CRASH: &str = "crash";
+
+/// What a quiesced operation gives back.
+pub struct Quiesced<T> {
+    pub value: T,
+    pub consistency: &'static str,
+    pub frozen_ms: Option<u64>,
+}
+
+fn required(why: impl std::fmt::Display) -> Error {
+    Error::unavailable(
+        "quiesce_failed",
+        format!("the guest's filesystems could not be frozen ({why}) and quiesce was required"),
+    )
+}
+
+/// Thaw and confirm, within `within`.
+async fn thaw_confirmed(path: &Path, within: Duration) -> Result<()> {
+    let mut agent = Agent::connect(path, within).await?;
+    agent.thaw(within).await?;
+    match agent.freeze_status(within).await?.as_str() {
+        "thawed" => Ok(()),
+        other => Err(Error::unavailable(
+            "thaw_unconfirmed",
+            format!("the guest agent reports '{other}' after a thaw"),
+        )),
+    }
+}
+
+/// After `bound`, thaw until the agent confirms, unless `done` is set.
+async fn watchdog(path: PathBuf, bound: Duration, done: Arc<AtomicBool>, id: Uuid) {
+    tokio::time::sleep(bound).await;
+    let give_up = Instant::now() + Duration::from_secs(600);
+    while !done.load(Ordering::SeqCst) && Instant::now() < give_up {
+        tracing::warn!(instance = %id, "freeze bound reached: the watchdog thaws the guest");
+        match thaw_confirmed(&path, Duration::from_secs(3)).await {
+            Ok(()) => {
+                tracing::info!(instance = %id, "watchdog: guest thawed");
+                done.store(true, Ordering::SeqCst);
+            }
+            Err(e) => {
+                tracing::warn!(instance = %id, "watchdog: thaw failed ({e}); retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
+/// Run `cut` (which takes the snapshot) with the guest frozen as `mode`
+/// asks.
+pub async fn around<T, F, Fut>(
+    app: &App,
+    ctx: &JobCtx,
+    id: Uuid,
+    mode: Mode,
+    cut: F,
+) -> Result<Quiesced<T>>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let crash = |value| Quiesced {
+        value,
+        consistency: CRASH,
+        frozen_ms: None,
+    };
+    if mode == Mode::Off {
+        return Ok(crash(cut().await?));
+    }
+    let path = app.run_paths(id).agent();
+    let bound = Duration::from_secs(app.config.snapshots.freeze_timeout_secs.max(1));
+    let mut agent = match Agent::connect(&path, Duration::from_secs(2)).await {
+        Ok(mut a) => match a.ping(Duration::from_secs(1)).await {
+            Ok(()) => a,
+            Err(e) => return not_frozen(ctx, mode, e, cut).await,
+        },
+        Err(e) => return not_frozen(ctx, mode, e, cut).await,
+    };
+    let done = Arc::new(AtomicBool::new(false));
+    let dog = tokio::spawn(watchdog(path.clone(), bound, done.clone(), id));
+    let started = Instant::now();
+    let frozen = agent.freeze(bound).await;
+    drop(agent);
+    if let Err(e) = frozen {
+        ctx.log(format!("freeze failed: {e}; thawing"));
+        if thaw_confirmed(&path, bound.saturating_sub(started.elapsed()))
+            .await
+            .is_ok()
+        {
+            done.store(true, Ordering::SeqCst);
+            dog.abort();
+        }
+        if mode == Mode::Required {
+            return Err(required(e));
+        }
+        return Ok(crash(cut().await?));
+    }
+    ctx.log("guest filesystems frozen");
+    let hold = app.config.snapshots.test_hold_frozen_ms;
+    if hold > 0 {
+        tokio::time::sleep(Duration::from_millis(hold)).await;
+    }
+    let value = cut().await;
+    let cut_in_time = started.elapsed() < bound;
+    let thawed = thaw_confirmed(&path, Duration::from_secs(3)).await;
+    let frozen_ms = started.elapsed().as_millis() as u64;
+    match thawed {
+        Ok(()) => {
+            done.store(true, Ordering::SeqCst);
+            dog.abort();
+            ctx.log(format!("guest thawed after {frozen_ms} ms"));
+        }
+        Err(e) => ctx.log(format!(
+            "thaw not confirmed ({e}); the watchdog keeps at it"
+        )),
+    }
+    let value = value?;
+    if !cut_in_time {
+        ctx.log(format!(
+            "the snapshot was cut after the freeze bound of {}s: it is crash-consistent",
+            bound.as_secs()
+        ));
+        if mode == Mode::Required {
+            return Err(required(
+                "the freeze bound was reached before the snapshot was cut",
+            ));
+        }
+        return Ok(Quiesced {
+            value,
+            consistency: CRASH,
+            frozen_ms: Some(frozen_ms),
+        });
+    }
+    Ok(Quiesced {
+        value,
+        consistency: FILESYSTEM,
+        frozen_ms: Some(frozen_ms),
+    })
+}
+
+async fn not_frozen<T, F, Fut>(ctx: &JobCtx, mode: Mode, why: Error, cut: F) -> Result<Quiesced<T>>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    if mode == Mode::Required {
+        return Err(required(why));
+    }
+    ctx.log(format!(
+        "the guest agent does not answer ({}): the snapshot is crash-consistent",
+        why.message
+    ));
+    Ok(Quiesced {
+        value: cut().await?,
+        consistency: CRASH,
+        frozen_ms: None,
+    })
+}
+
+/// At daemon start: a guest left frozen by a daemon that died mid-snapshot
+/// is thawed.
+pub async fn thaw_if_frozen(app: &App, id: Uuid) {
+    let path = app.run_paths(id).agent();
+    let Ok(mut agent) = Agent::connect(&path, Duration::from_secs(2)).await else {
+        return;
+    };
+    if agent.freeze_status(Duration::from_secs(2)).await.as_deref() == Ok("frozen") {
+        drop(agent);
+        tracing::warn!(instance = %id, "guest found frozen at startup: thawing");
+        let _ = thaw_confirmed(&path, Duration::from_secs(5)).await;
+    }
+}
