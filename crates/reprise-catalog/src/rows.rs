@@ -178,7 +178,8 @@ pub struct InstanceRow {
 
 pub(crate) const INSTANCE_SELECT: &str =
     "SELECT i.id, i.account_id, i.name, i.zone_id, z.name, i.state, i.cpus, i.memory_bytes,
-        i.root_volume_id, i.kernel, i.initrd, i.append, i.accel, i.pid, i.last_error, i.created_at
+        i.root_volume_id, i.kernel, i.initrd, i.append, i.accel, i.pid, i.last_error, i.created_at,
+        i.current_point_id, i.snapshots_enabled, i.plan
    FROM instances i JOIN zones z ON z.id = i.zone_id";
 
 pub(crate) fn instance(r: &Row) -> rusqlite::Result<InstanceRow> {

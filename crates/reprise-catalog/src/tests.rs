@@ -107,6 +107,7 @@ fn a_volume_is_attached_once_and_transitions_are_guarded() {
         plan: None,
     };
     c.insert_instance(&inst).unwrap();
+    assert_eq!(c.instance(admin.id, "vm").unwrap(), inst, "rows round-trip");
     let v = volume_row(admin.id, &zone, "data");
     c.insert_volume(&v).unwrap();
     c.attach_volume(v.id, inst.id, 0).unwrap();

@@ -170,7 +170,7 @@ impl Binaries {
         };
         run(
             &self.img,
-            os_args!["snapshot", "-q", "-f", "qcow2", flag, tag, path],
+            os_args!["snapshot", "-q", flag, tag, path],
             "qemu_img_failed",
         )
         .await

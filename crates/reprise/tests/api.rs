@@ -399,7 +399,11 @@ fn openapi_documents_every_route_the_daemon_serves() {
     let agent = ureq::AgentBuilder::new().build();
     for (path, ops) in paths {
         for method in ops.as_object().unwrap().keys() {
-            let url = format!("{}{}", d.url, path.replace("{id}", "nothing"));
+            let url = format!(
+                "{}{}",
+                d.url,
+                path.replace("{id}", "nothing").replace("{point}", "none")
+            );
             let resp = agent
                 .request(&method.to_uppercase(), &url)
                 .set("Authorization", &format!("Bearer {}", d.admin_key))

@@ -555,6 +555,7 @@ pub async fn delete(app: &App, account: &Account, reference: &str) -> Result<()>
     {
         return Err(wrong_state(&inst, "stop it before deleting it"));
     }
+    super::points::refuse_if_points(app, &inst, "deleting the instance")?;
     let root = app
         .catalog
         .instance_volumes(inst.id)?

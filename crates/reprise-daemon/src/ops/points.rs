@@ -470,15 +470,22 @@ async fn go_back(app: &App, ctx: &JobCtx, p: &Point) -> Result<()> {
             .set_instance_runtime(inst.id, InstanceState::Stopped, None, None, None)?;
     }
     let bin = app.config.binaries();
+    let mut applied = Ok(());
     for path in volume_paths(app, &p.volume_ids)? {
-        bin.snapshot(SnapshotAction::Apply, &path, &tag).await?;
+        applied = bin.snapshot(SnapshotAction::Apply, &path, &tag).await;
+        if applied.is_err() {
+            break;
+        }
     }
-    ctx.log("every volume is back at the recovery point");
+    if applied.is_ok() {
+        ctx.log("every volume is back at the recovery point");
+    }
+    // Whatever happened, a running instance runs again.
     if was_running {
         ctx.log("starting the instance again");
         super::instances::boot_stopped(app, ctx, inst.id).await?;
     }
-    Ok(())
+    applied
 }
 
 /// Delete one point (its children move to its parent).

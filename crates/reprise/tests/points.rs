@@ -1,0 +1,573 @@
+//! Recovery points with the real test guest: memory points that resume,
+//! quiesced disk-only points, the tree, the freeze watchdog, and the rules.
+
+use reprise_cli::Client;
+use reprise_core::model::*;
+use reprise_testing::*;
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+fn points(c: &Client, vm: &str) -> Vec<Point> {
+    c.get(&format!("/api/v1/instances/{vm}/points")).unwrap()
+}
+
+fn take(c: &Client, vm: &str, body: serde_json::Value) -> Point {
+    let job = run_job(c, &format!("/api/v1/instances/{vm}/points"), &body);
+    c.get(&format!("/api/v1/instances/{vm}/points/{}", job.target_id))
+        .unwrap()
+}
+
+fn revert(c: &Client, vm: &str, point: &str) -> Job {
+    run_job(
+        c,
+        &format!("/api/v1/instances/{vm}/points/{point}/revert"),
+        &json!({}),
+    )
+}
+
+/// A guest with a data volume, booted, agent answering.
+fn booted(d: &TestDaemon, name: &str) -> Instance {
+    let c = d.admin();
+    let data = format!("{name}-data");
+    let _: Volume = c
+        .post("/api/v1/volumes", &json!({"name": data, "size": "64M"}))
+        .unwrap();
+    run_job(&c, "/api/v1/instances", &guest_instance(name, &[&data]));
+    let vm = instance(&c, name);
+    d.wait_agent(&vm);
+    vm
+}
+
+fn last_seq(d: &TestDaemon, vm: &Instance, file: &str) -> u64 {
+    let (_, out) = d.guest_sh(vm, &format!("tail -n1 {file}"));
+    out.split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no SEQ in {out:?}"))
+}
+
+fn uptime(d: &TestDaemon, vm: &Instance) -> f64 {
+    let (_, out) = d.guest_sh(vm, "cat /proc/uptime");
+    out.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+/// Test 1: a memory point resumes the guest where it was, in memory and on
+/// disk, without a reboot.
+#[test]
+fn a_memory_point_resumes_the_guest_without_a_reboot() {
+    let d = TestDaemon::start();
+    let c = d.admin();
+    let vm = booted(&d, "counter");
+    let (code, _) = d.guest_sh(
+        &vm,
+        "setsid /bin/writer /mnt/data/count.log 0.05 </dev/null >/dev/null 2>&1 &",
+    );
+    assert_eq!(code, 0);
+    std::thread::sleep(Duration::from_secs(3));
+    let writer_pid = d.guest_sh(&vm, "cat /run/writer.pid").1;
+    let up_before = uptime(&d, &vm);
+    let before = last_seq(&d, &vm, "/mnt/data/count.log");
+    let p = take(&c, "counter", json!({"name": "mem", "memory": true}));
+    assert_eq!(
+        (p.state, p.memory, p.consistency.as_str()),
+        (PointState::Ready, true, "memory")
+    );
+    assert!(
+        p.vm_state_bytes.unwrap() > 1 << 20,
+        "the RAM is saved: {:?}",
+        p.vm_state_bytes
+    );
+    let at_point = last_seq(&d, &vm, "/mnt/data/count.log");
+    assert!(at_point >= before);
+    std::thread::sleep(Duration::from_secs(3));
+    let later = last_seq(&d, &vm, "/mnt/data/count.log");
+    assert!(
+        later > at_point + 10,
+        "the counter runs on: {at_point} -> {later}"
+    );
+
+    let job = revert(&c, "counter", "mem");
+    assert!(job.log.iter().any(|l| l.message.contains("snapshot-load")));
+    let vm = instance(&c, "counter");
+    assert_eq!(vm.state, InstanceState::Running);
+    let resumed = last_seq(&d, &vm, "/mnt/data/count.log");
+    assert!(
+        resumed < later,
+        "back to the earlier counter: {resumed} < {later}"
+    );
+    assert!(
+        resumed >= at_point.saturating_sub(5),
+        "{resumed} vs {at_point}"
+    );
+    assert!(uptime(&d, &vm) >= up_before, "no reboot: uptime went on");
+    assert_eq!(
+        d.guest_sh(&vm, "cat /run/writer.pid").1,
+        writer_pid,
+        "the same writer process"
+    );
+    let (code, _) = d.guest_sh(&vm, &format!("kill -0 {}", writer_pid.trim()));
+    assert_eq!(code, 0, "the writer still runs");
+    // On disk: the lines continue without a gap or a repeat.
+    std::thread::sleep(Duration::from_secs(1));
+    let (_, lines) = d.guest_sh(&vm, "awk '{print $2}' /mnt/data/count.log");
+    let seqs: Vec<u64> = lines.lines().map(|l| l.trim().parse().unwrap()).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "contiguous counter on disk"
+    );
+    assert!(*seqs.last().unwrap() > resumed, "and it counts on");
+}
+
+/// Test 2: a quiesced disk-only point: frozen during, thawed after; a
+/// revert drops the later file, keeps the earlier ones, and the
+/// filesystem checks clean.
+#[test]
+fn a_quiesced_disk_point_reverts_files_and_the_fs_is_clean() {
+    let d = TestDaemon::start_with(|c| c.snapshots.test_hold_frozen_ms = 1500);
+    let c = d.admin();
+    let vm = booted(&d, "files");
+    d.guest_sh(&vm, "echo before > /mnt/data/before.txt && sync");
+    let job = c
+        .start_job("/api/v1/instances/files/points", &json!({"name": "clean"}))
+        .unwrap();
+    // While the point is cut the agent says the guest is frozen.
+    let mut seen_frozen = false;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline && !seen_frozen {
+        let status = d.block_on(async {
+            let mut a = reprise_qemu::agent::Agent::connect(
+                vm.guest_agent_socket.as_ref(),
+                Duration::from_secs(2),
+            )
+            .await
+            .ok()?;
+            a.freeze_status(Duration::from_secs(1)).await.ok()
+        });
+        seen_frozen = status.as_deref() == Some("frozen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        seen_frozen,
+        "the agent reported the guest frozen during the point"
+    );
+    let job = c
+        .wait_job(&job.id.to_string(), Duration::from_secs(60), |_| {})
+        .unwrap();
+    assert!(job.log.iter().any(|l| l.message.contains("guest thawed")));
+    let status = d.block_on(async {
+        let mut a = reprise_qemu::agent::Agent::connect(
+            vm.guest_agent_socket.as_ref(),
+            Duration::from_secs(2),
+        )
+        .await
+        .unwrap();
+        a.freeze_status(Duration::from_secs(1)).await.unwrap()
+    });
+    assert_eq!(status, "thawed");
+    let p = points(&c, "files").pop().unwrap();
+    assert_eq!((p.consistency.as_str(), p.memory), ("filesystem", false));
+    assert!(p.frozen_ms.unwrap() >= 1500, "{:?}", p.frozen_ms);
+
+    d.guest_sh(&vm, "echo after > /mnt/data/after.txt && sync");
+    let job = revert(&c, "files", "clean");
+    assert!(job.log.iter().any(|l| l.message.contains("reboot")));
+    let vm = wait_state(&c, "files", InstanceState::Running, Duration::from_secs(60));
+    let (_, out) = d.guest_sh(&vm, "ls /mnt/data; cat /mnt/data/before.txt");
+    assert!(
+        out.contains("before.txt") && !out.contains("after.txt"),
+        "{out}"
+    );
+    assert!(out.contains("before\n"), "{out}");
+    // The reverted filesystem passes fsck.
+    run_job(&c, "/api/v1/instances/files/stop", &json!({}));
+    let data: Volume = c.get("/api/v1/volumes/files-data").unwrap();
+    assert_eq!(qemu_img_check(&data.path), 0);
+    let raw = d.dir.path().join("files.raw");
+    let ok = std::process::Command::new("qemu-img")
+        .args(["convert", "-O", "raw", &data.path, raw.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let fsck = std::process::Command::new("e2fsck")
+        .args(["-fn", raw.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        fsck.status.success(),
+        "fsck: {}",
+        String::from_utf8_lossy(&fsck.stdout)
+    );
+}
+
+/// Test 3: A, then B; revert to A; take C: A has children B and C; revert
+/// to B works; deleting A keeps B and C usable.
+#[test]
+fn the_tree_keeps_every_branch() {
+    let d = TestDaemon::start();
+    let c = d.admin();
+    let vm = booted(&d, "tree");
+    d.guest_sh(&vm, "echo A > /mnt/data/mark && sync");
+    let a = take(&c, "tree", json!({"name": "A"}));
+    d.guest_sh(&vm, "echo B > /mnt/data/mark && sync");
+    let b = take(&c, "tree", json!({"name": "B", "description": "after B"}));
+    assert_eq!(b.parent_id, Some(a.id));
+    revert(&c, "tree", "A");
+    let vm = wait_state(&c, "tree", InstanceState::Running, Duration::from_secs(60));
+    assert_eq!(d.guest_sh(&vm, "cat /mnt/data/mark").1.trim(), "A");
+    d.guest_sh(&vm, "echo C > /mnt/data/mark && sync");
+    let cpt = take(&c, "tree", json!({"name": "C"}));
+    assert_eq!(cpt.parent_id, Some(a.id), "C branches from A");
+    let all = points(&c, "tree");
+    let children_of_a: Vec<&str> = all
+        .iter()
+        .filter(|p| p.parent_id == Some(a.id))
+        .map(|p| p.name.as_str())
+        .collect();
+    assert_eq!(children_of_a, ["B", "C"]);
+    assert_eq!(
+        all.iter()
+            .filter(|p| p.current)
+            .map(|p| p.name.as_str())
+            .collect::<Vec<_>>(),
+        ["C"]
+    );
+    assert!(
+        all.iter().all(|p| p.size_bytes.is_some()),
+        "the space each holds is shown"
+    );
+
+    revert(&c, "tree", "B");
+    let vm = wait_state(&c, "tree", InstanceState::Running, Duration::from_secs(60));
+    assert_eq!(d.guest_sh(&vm, "cat /mnt/data/mark").1.trim(), "B");
+
+    delete_point(&c, "tree", "A");
+    let left = points(&c, "tree");
+    assert_eq!(
+        left.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
+        ["B", "C"]
+    );
+    assert!(
+        left.iter().all(|p| p.parent_id.is_none()),
+        "A's children moved up to its parent"
+    );
+    revert(&c, "tree", "C");
+    let vm = wait_state(&c, "tree", InstanceState::Running, Duration::from_secs(60));
+    assert_eq!(d.guest_sh(&vm, "cat /mnt/data/mark").1.trim(), "C");
+    revert(&c, "tree", "B");
+    let vm = wait_state(&c, "tree", InstanceState::Running, Duration::from_secs(60));
+    assert_eq!(d.guest_sh(&vm, "cat /mnt/data/mark").1.trim(), "B");
+    let data: Volume = c.get("/api/v1/volumes/tree-data").unwrap();
+    let tags = qemu_img_info(&data.path)["snapshots"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(tags, 2, "A's snapshot left the qcow2");
+    let job = c.delete_job("/api/v1/instances/tree/points").unwrap();
+    c.wait_job(&job.id.to_string(), Duration::from_secs(60), |_| {})
+        .unwrap();
+    assert!(points(&c, "tree").is_empty());
+    assert!(qemu_img_info(&data.path)
+        .get("snapshots")
+        .is_none_or(|s| s.as_array().unwrap().is_empty()));
+}
+
+fn delete_point(c: &Client, vm: &str, point: &str) {
+    let job = c
+        .delete_job(&format!("/api/v1/instances/{vm}/points/{point}"))
+        .unwrap();
+    c.wait_job(&job.id.to_string(), Duration::from_secs(60), |_| {})
+        .unwrap();
+}
+
+fn agent_status(d: &TestDaemon, vm: &Instance) -> Option<String> {
+    d.block_on(async {
+        let mut a = reprise_qemu::agent::Agent::connect(
+            vm.guest_agent_socket.as_ref(),
+            Duration::from_secs(2),
+        )
+        .await
+        .ok()?;
+        a.freeze_status(Duration::from_secs(1)).await.ok()
+    })
+}
+
+/// Test 4a: the freeze outlasts its bound (a hang between freeze and
+/// snapshot): the watchdog thaws the guest within the bound, the VM runs,
+/// and the point is crash-consistent — or an error when quiesce is required.
+#[test]
+fn the_watchdog_thaws_a_freeze_that_outlasts_its_bound() {
+    let d = TestDaemon::start_with(|c| {
+        c.snapshots.freeze_timeout_secs = 2;
+        c.snapshots.test_hold_frozen_ms = 5000;
+    });
+    let c = d.admin();
+    let vm = booted(&d, "hang");
+    let started = Instant::now();
+    let job = c
+        .start_job("/api/v1/instances/hang/points", &json!({"name": "late"}))
+        .unwrap();
+    // Frozen first, then thawed by the watchdog while the daemon still holds.
+    let mut thawed_at = None;
+    let mut was_frozen = false;
+    while started.elapsed() < Duration::from_secs(4) {
+        match agent_status(&d, &vm).as_deref() {
+            Some("frozen") => was_frozen = true,
+            Some("thawed") if was_frozen => {
+                thawed_at = Some(started.elapsed());
+                break;
+            }
+            _ => {}
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(was_frozen, "the guest was frozen");
+    let thawed_at = thawed_at.expect("the watchdog thawed the guest before the snapshot was cut");
+    assert!(
+        thawed_at < Duration::from_millis(3500),
+        "thawed within the bound: {thawed_at:?}"
+    );
+    let job = c
+        .wait_job(&job.id.to_string(), Duration::from_secs(60), |_| {})
+        .unwrap();
+    assert!(job
+        .log
+        .iter()
+        .any(|l| l.message.contains("crash-consistent")));
+    let p = points(&c, "hang").pop().unwrap();
+    assert_eq!(
+        (p.state, p.consistency.as_str()),
+        (PointState::Ready, "crash")
+    );
+    assert_eq!(instance(&c, "hang").state, InstanceState::Running);
+
+    let job = c
+        .start_job(
+            "/api/v1/instances/hang/points",
+            &json!({"name": "strict", "quiesce": "required"}),
+        )
+        .unwrap();
+    let e = c
+        .wait_job(&job.id.to_string(), Duration::from_secs(60), |_| {})
+        .unwrap_err();
+    assert_eq!(e.code, "quiesce_failed");
+    let strict = points(&c, "hang")
+        .into_iter()
+        .find(|p| p.name == "strict")
+        .unwrap();
+    assert_eq!(strict.state, PointState::Error);
+    assert!(strict.error.unwrap().contains("freeze bound"));
+    let data: Volume = c.get("/api/v1/volumes/hang-data").unwrap();
+    let tags = qemu_img_info(&data.path)["snapshots"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(tags, 1, "the failed point left no snapshot behind");
+    assert_eq!(agent_status(&d, &vm).as_deref(), Some("thawed"));
+    let (code, _) = d.guest_sh(&vm, "echo ok > /mnt/data/writable && sync");
+    assert_eq!(code, 0, "the guest writes again");
+}
+
+/// Test 4b: the agent is killed while the guest is frozen; init restarts
+/// it, the guest is thawed, the VM runs and the point is taken.
+#[test]
+fn a_killed_agent_does_not_leave_the_guest_frozen() {
+    let d = TestDaemon::start_with(|c| {
+        c.snapshots.freeze_timeout_secs = 6;
+        c.snapshots.test_hold_frozen_ms = 2500;
+    });
+    let c = d.admin();
+    let vm = booted(&d, "killed");
+    d.guest_sh(
+        &vm,
+        "(sleep 1; kill -9 $(pidof qemu-ga)) </dev/null >/dev/null 2>&1 &",
+    );
+    let job = c
+        .start_job("/api/v1/instances/killed/points", &json!({"name": "k"}))
+        .unwrap();
+    let started = Instant::now();
+    c.wait_job(&job.id.to_string(), Duration::from_secs(60), |_| {})
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(instance(&c, "killed").state, InstanceState::Running);
+    let (code, out) = d.guest_sh(
+        &vm,
+        "echo ok > /mnt/data/after-kill && sync && cat /mnt/data/after-kill",
+    );
+    assert_eq!(
+        (code, out.trim()),
+        (0, "ok"),
+        "the guest's filesystem is writable again"
+    );
+    let p = points(&c, "killed").pop().unwrap();
+    // The freeze held through the snapshot (a dead agent does not thaw a
+    // filesystem), and the restarted agent thawed it.
+    assert_eq!(
+        (p.state, p.consistency.as_str()),
+        (PointState::Ready, "filesystem")
+    );
+}
+
+/// Test 4c: an agent that does not answer (its channel is held): the point
+/// is crash-consistent, or refused when quiesce is required.
+#[test]
+fn an_unanswering_agent_gives_a_crash_consistent_point() {
+    let d = TestDaemon::start();
+    let c = d.admin();
+    let vm = booted(&d, "mute");
+    // Another client holds the agent's only channel.
+    let hold = std::os::unix::net::UnixStream::connect(&vm.guest_agent_socket).unwrap();
+    let p = take(&c, "mute", json!({"name": "crashy"}));
+    assert_eq!(
+        (p.state, p.consistency.as_str(), p.frozen_ms),
+        (PointState::Ready, "crash", None)
+    );
+    let job = c
+        .start_job(
+            "/api/v1/instances/mute/points",
+            &json!({"name": "must", "quiesce": "required"}),
+        )
+        .unwrap();
+    let e = c
+        .wait_job(&job.id.to_string(), Duration::from_secs(60), |_| {})
+        .unwrap_err();
+    assert_eq!(e.code, "quiesce_failed");
+    assert!(e.message.contains("required"));
+    let p = take(&c, "mute", json!({"name": "off", "quiesce": "none"}));
+    assert_eq!(p.consistency, "crash");
+    drop(hold);
+    assert_eq!(instance(&c, "mute").state, InstanceState::Running);
+}
+
+/// Test 5: the rules — a VPS plan's single point, the volume locks, the
+/// operator's switch — each refused with its named error, nothing changed.
+#[test]
+fn plans_locks_and_the_snapshot_switch() {
+    let d = TestDaemon::start_with(|c| {
+        c.plans.insert(
+            "vps".into(),
+            reprise_daemon::config::Plan {
+                max_recovery_points: Some(1),
+            },
+        );
+    });
+    let c = d.admin();
+    let _: Volume = c
+        .post("/api/v1/volumes", &json!({"name": "spare", "size": "64M"}))
+        .unwrap();
+    let mut req = guest_instance("vps1", &[]);
+    req.plan = Some("vps".into());
+    req.no_start = true;
+    let _: Volume = c
+        .post(
+            "/api/v1/volumes",
+            &json!({"name": "vps1-data", "size": "64M"}),
+        )
+        .unwrap();
+    req.data_volumes = vec!["vps1-data".into()];
+    run_job(&c, "/api/v1/instances", &req);
+    let mut bad = guest_instance("nope", &[]);
+    bad.plan = Some("gold".into());
+    assert_eq!(
+        c.start_job("/api/v1/instances", &bad).unwrap_err().code,
+        "plan_not_found"
+    );
+
+    // A stopped instance takes its point with qemu-img.
+    let first = take(&c, "vps1", json!({"name": "only"}));
+    assert_eq!(first.state, PointState::Ready);
+    let e = c
+        .start_job("/api/v1/instances/vps1/points", &json!({}))
+        .unwrap_err();
+    assert_eq!(e.code, "point_limit_reached");
+    assert!(
+        e.message
+            .contains("delete the existing recovery point first"),
+        "{}",
+        e.message
+    );
+    let e = c
+        .start_job("/api/v1/instances/vps1/points", &json!({"memory": true}))
+        .unwrap_err();
+    assert_eq!(e.code, "point_limit_reached");
+
+    let e = c
+        .post::<_, Volume>("/api/v1/volumes/vps1-data/resize", &json!({"size": "128M"}))
+        .unwrap_err();
+    assert_eq!(e.code, "locked_by_points");
+    assert!(
+        e.message.contains("only"),
+        "the error names the points: {}",
+        e.message
+    );
+    let e = c
+        .post::<_, Volume>("/api/v1/volumes/spare/attach", &json!({"instance": "vps1"}))
+        .unwrap_err();
+    assert_eq!(e.code, "locked_by_points");
+    let e = c
+        .post::<_, Volume>("/api/v1/volumes/vps1-data/detach", &json!({}))
+        .unwrap_err();
+    assert_eq!(e.code, "locked_by_points");
+    let e = c.delete("/api/v1/instances/vps1").unwrap_err();
+    assert_eq!(e.code, "locked_by_points");
+    let data: Volume = c.get("/api/v1/volumes/vps1-data").unwrap();
+    assert_eq!(
+        (data.size_bytes, data.instance.as_deref()),
+        (64 << 20, Some("vps1")),
+        "nothing changed"
+    );
+
+    // The operator's switch, admin only.
+    let alice = d.account("alice");
+    let e = alice
+        .post::<_, Instance>(
+            "/api/v1/instances/vps1/settings",
+            &json!({"snapshots_enabled": false}),
+        )
+        .unwrap_err();
+    assert_eq!(e.code, "admin_only");
+    let i: Instance = c
+        .post(
+            "/api/v1/instances/vps1/settings",
+            &json!({"snapshots_enabled": false}),
+        )
+        .unwrap();
+    assert!(!i.snapshots_enabled);
+    delete_point(&c, "vps1", "only");
+    let e = c
+        .start_job("/api/v1/instances/vps1/points", &json!({}))
+        .unwrap_err();
+    assert_eq!(e.code, "snapshots_disabled");
+    assert!(points(&c, "vps1").is_empty());
+    let _: Instance = c
+        .post(
+            "/api/v1/instances/vps1/settings",
+            &json!({"snapshots_enabled": true, "plan": ""}),
+        )
+        .unwrap();
+    // Names: generated when blank, refused when taken, invalid named.
+    let p = take(&c, "vps1", json!({"name": ""}));
+    assert!(p.name.starts_with("vps1-20"), "{}", p.name);
+    let e = c
+        .start_job("/api/v1/instances/vps1/points", &json!({"name": p.name}))
+        .unwrap_err();
+    assert_eq!(e.code, "name_taken");
+    let e = c
+        .start_job("/api/v1/instances/vps1/points", &json!({"name": "a b"}))
+        .unwrap_err();
+    assert_eq!(e.code, "name_invalid");
+    let e = c
+        .start_job(
+            "/api/v1/instances/vps1/points",
+            &json!({"quiesce": "maybe"}),
+        )
+        .unwrap_err();
+    assert_eq!(e.code, "quiesce_invalid");
+    let e = c
+        .start_job("/api/v1/instances/vps1/points", &json!({"memory": true}))
+        .unwrap_err();
+    assert_eq!(e.code, "instance_stopped");
+    let e = c
+        .start_job("/api/v1/instances/vps1/points/ghost/revert", &json!({}))
+        .unwrap_err();
+    assert_eq!(e.code, "point_not_found");
+}
