@@ -225,7 +225,9 @@ pub fn create(app: &Arc<App>, account: &Account, instance: &str, req: CreatePoin
                     Ok(())
                 }
                 Err(e) => {
-                    remove_tags(&app2, &ctx, &point).await;
+                    if let Err(left) = remove_tags(&app2, &point).await {
+                        ctx.log(format!("could not remove the half-made snapshots: {left}"));
+                    }
                     app2.catalog
                         .set_point_state(pid, PointState::Error, Some(&e.message))?;
                     Err(e)
@@ -274,52 +276,32 @@ async fn take(
     Ok((q.consistency, q.frozen_ms))
 }
 
-/// Remove a point's tag from its volumes, wherever it exists; best effort,
-/// logged.
-async fn remove_tags(app: &App, ctx: &JobCtx, point: &Point) -> bool {
+/// Remove a point's tag from its volumes, wherever it exists: over QMP
+/// while the instance runs, with qemu-img otherwise.
+async fn remove_tags(app: &App, point: &Point) -> Result<()> {
     let tag = tag(point.id);
-    let Ok(inst) = app.catalog.instance_by_id(point.instance_id) else {
-        return false;
-    };
-    let Ok(paths) = volume_paths(app, &point.volume_ids) else {
-        return false;
-    };
+    let inst = app.catalog.instance_by_id(point.instance_id)?;
+    let vols = app.catalog.list_volumes_by_id(&point.volume_ids)?;
     let bin = app.config.binaries();
     let mut holders = Vec::new();
-    for (vid, path) in point.volume_ids.iter().zip(&paths) {
-        if bin
-            .snapshot_tags(path)
-            .await
-            .map(|t| t.contains(&tag))
-            .unwrap_or(true)
-        {
-            holders.push(*vid);
+    for v in &vols {
+        let tags = bin.snapshot_tags(v.path.as_ref()).await?;
+        if tags.contains(&tag) {
+            holders.push(v);
         }
     }
     if holders.is_empty() {
-        return true;
+        return Ok(());
     }
-    let result = if is_running(app, &inst) {
-        vm::delete_tag_live(app, inst.id, &holders, &tag).await
-    } else {
-        let mut r = Ok(());
-        for (vid, path) in point.volume_ids.iter().zip(&paths) {
-            if holders.contains(vid) {
-                r = r.and(bin.snapshot(SnapshotAction::Delete, path, &tag).await);
-            }
-        }
-        r
-    };
-    match result {
-        Ok(()) => true,
-        Err(e) => {
-            ctx.log(format!(
-                "could not remove the snapshots of '{}': {e}",
-                point.name
-            ));
-            false
-        }
+    if is_running(app, &inst) {
+        let ids: Vec<Uuid> = holders.iter().map(|v| v.id).collect();
+        return vm::delete_tag_live(app, inst.id, &ids, &tag).await;
     }
+    for v in holders {
+        bin.snapshot(SnapshotAction::Delete, v.path.as_ref(), &tag)
+            .await?;
+    }
+    Ok(())
 }
 
 /// The points of an instance with the space each holds.
@@ -562,10 +544,11 @@ fn spawn_delete(
             let lock = app2.instance_lock(id);
             let _guard = lock.lock().await;
             for (i, p) in points.iter().enumerate() {
-                if !remove_tags(&app2, &ctx, p).await {
-                    let why = "its snapshots could not all be removed: delete it again";
+                if let Err(e) = remove_tags(&app2, p).await {
+                    let why =
+                        format!("its snapshots could not all be removed ({e}): delete it again");
                     app2.catalog
-                        .set_point_state(p.id, PointState::Error, Some(why))?;
+                        .set_point_state(p.id, PointState::Error, Some(&why))?;
                     return Err(Error::unavailable(
                         "point_delete_failed",
                         format!("recovery point '{}': {why}", p.name),
@@ -606,10 +589,20 @@ pub async fn reconcile_at_startup(app: &App) -> Result<()> {
                 PointState::Error,
                 Some("its snapshot is missing from a volume: it cannot be reverted to; delete it"),
             ),
-            (PointState::Creating, _) => (
-                PointState::Error,
-                Some("the daemon stopped while this point was taken; delete it"),
-            ),
+            (PointState::Creating, _) => {
+                // Half-made: its snapshots go, and so does its row.
+                match remove_tags(app, &p).await {
+                    Ok(()) => {
+                        tracing::warn!(point = %p.id, name = p.name, "half-made recovery point removed");
+                        app.catalog.remove_point(p.id)?;
+                        continue;
+                    }
+                    Err(_) => (
+                        PointState::Error,
+                        Some("the daemon stopped while this point was taken; delete it"),
+                    ),
+                }
+            }
             (PointState::Deleting, _) => (
                 PointState::Error,
                 Some("the daemon stopped while this point was deleted; delete it again"),

@@ -1,0 +1,141 @@
+//! The daemon killed (SIGKILL) in the middle of an operation, then started
+//! again: the guest is not left frozen, no half-made point remains, no job
+//! stays Running, and the instance is re-attached, not lost or duplicated.
+
+use reprise_cli::Client;
+use reprise_core::model::*;
+use reprise_testing::*;
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+struct Process {
+    child: Child,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(config: &Path, data: &Path) -> (Process, Client) {
+    let _ = std::fs::remove_file(data.join("daemon.addr"));
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(data.with_extension("log"))
+        .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_reprise"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let addr = loop {
+        if let Ok(a) = std::fs::read_to_string(data.join("daemon.addr")) {
+            break a;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the daemon did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let key = std::fs::read_to_string(data.join("admin.key")).unwrap();
+    (
+        Process { child },
+        Client::new(&format!("http://{addr}"), Some(key.trim().into())),
+    )
+}
+
+fn freeze_status(vm: &Instance) -> Option<String> {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut a = reprise_qemu::agent::Agent::connect(
+            vm.guest_agent_socket.as_ref(),
+            Duration::from_secs(2),
+        )
+        .await
+        .ok()?;
+        a.freeze_status(Duration::from_secs(2)).await.ok()
+    })
+}
+
+#[test]
+fn a_daemon_killed_while_the_guest_is_frozen() {
+    let dir = tempfile::Builder::new().prefix("rp").tempdir().unwrap();
+    let data: PathBuf = dir.path().join("data");
+    let config = dir.path().join("reprise.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{}\"\nlisten = \"127.0.0.1:0\"\n[snapshots]\nfreeze_timeout_secs = 60\ntest_hold_frozen_ms = 20000\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let run_dir = data.join("run");
+    struct Cleanup(PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            kill_instances_under(&self.0);
+        }
+    }
+    let _cleanup = Cleanup(run_dir);
+
+    let (mut daemon, c) = serve(&config, &data);
+    let _: Volume = c
+        .post("/api/v1/volumes", &json!({"name": "d", "size": "64M"}))
+        .unwrap();
+    run_job(&c, "/api/v1/instances", &guest_instance("vm", &["d"]));
+    let vm = instance(&c, "vm");
+    let agent_ready = Instant::now();
+    while freeze_status(&vm).is_none() {
+        assert!(
+            agent_ready.elapsed() < Duration::from_secs(90),
+            "the agent never answered"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let job = c
+        .start_job("/api/v1/instances/vm/points", &json!({"name": "p"}))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while freeze_status(&vm).as_deref() != Some("frozen") {
+        assert!(Instant::now() < deadline, "the guest was never frozen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    daemon.child.kill().unwrap();
+    daemon.child.wait().unwrap();
+    assert_eq!(
+        freeze_status(&vm).as_deref(),
+        Some("frozen"),
+        "the killed daemon left it frozen"
+    );
+
+    let (_daemon, c) = serve(&config, &data);
+    assert_eq!(
+        freeze_status(&vm).as_deref(),
+        Some("thawed"),
+        "the restarted daemon thawed it"
+    );
+    let again = instance(&c, "vm");
+    assert_eq!(
+        (again.state, again.pid),
+        (InstanceState::Running, vm.pid),
+        "re-attached"
+    );
+    let points: Vec<Point> = c.get("/api/v1/instances/vm/points").unwrap();
+    assert!(points.is_empty(), "no half-made point: {points:?}");
+    let job = c.job(&job.id.to_string()).unwrap();
+    assert_eq!(job.state, JobState::Failed);
+    assert_eq!(job.error.unwrap().code, "daemon_restarted");
+    let d: Volume = c.get("/api/v1/volumes/d").unwrap();
+    assert!(
+        qemu_img_info(&d.path).get("snapshots").is_none(),
+        "no stray snapshot in the qcow2"
+    );
+}
