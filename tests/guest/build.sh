@@ -5,7 +5,7 @@
 #   (busybox + the host's qemu-ga and its libraries), data.qcow2 (64 MiB ext4).
 # The guest mounts /dev/vda (if any; formatted first when blank) on /mnt/data, runs qemu-ga on the
 # virtio-serial port org.qemu.guest_agent.0, and offers /bin/writer (see below).
-# Needs: apt-get, dpkg-deb, mkfs.ext4, qemu-img, qemu-ga, python3, lz4.
+# Needs: apt-get, dpkg-deb, mkfs.ext4, qemu-img, qemu-ga, python3, lz4, gcc (static glibc).
 # Usage: tests/guest/build.sh [OUT_DIR]   (default: target/test-guest)
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -101,6 +101,8 @@ while :; do
   n=$((n+1)); [ "$delay" = 0 ] || sleep $delay
 done
 WR
+# /bin/randread DEVICE SECONDS: random 4 KiB direct reads, for the benchmarks.
+gcc -static -O2 -o $R/bin/randread "$HERE/randread.c"
 chmod 755 $R/init $R/sbin/shutdown $R/sbin/qga-start $R/bin/writer
 echo tinyguest > $R/etc/hostname
 printf 'root:x:0:0:root:/root:/bin/sh\n' > $R/etc/passwd; printf 'root:x:0:\n' > $R/etc/group
@@ -110,5 +112,7 @@ printf 'root:x:0:0:root:/root:/bin/sh\n' > $R/etc/passwd; printf 'root:x:0:\n' >
 truncate -s ${DATA_MB}M "$T/data.raw"
 mkfs.ext4 -q -F -L tinydata -E lazy_itable_init=0,lazy_journal_init=0 "$T/data.raw"
 qemu-img convert -f raw -O qcow2 -o cluster_size=65536 "$T/data.raw" "$OUT/data.qcow2"
-sha256sum "$0" | cut -d' ' -f1 > "$OUT/build.stamp"
+# The stamp is the hash of this script and the sources it builds: the tests
+# rebuild the guest when it changes.
+cat "$HERE/build.sh" "$HERE/randread.c" | sha256sum | cut -d' ' -f1 > "$OUT/build.stamp"
 echo "test guest built in $OUT"

@@ -250,7 +250,9 @@ pub struct Point {
     /// `filesystem` (guest frozen), `crash` (not frozen), or `memory`
     /// (the whole machine at one instant).
     pub consistency: String,
-    /// How long the guest's filesystems were frozen, in milliseconds.
+    /// How long the guest was stalled, in milliseconds: its filesystems
+    /// frozen (disk-only points), or the VM paused while its memory was
+    /// saved (memory points).
     pub frozen_ms: Option<u64>,
     /// The volumes it covers, in the instance's disk order.
     pub volume_ids: Vec<Uuid>,

@@ -245,8 +245,9 @@ const SNAPSHOT_JOB_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// RAM, devices and every volume of a running instance, as one tag
 /// (`snapshot-save`; the first volume holds the state). The VM pauses
-/// while it is saved and runs again after.
-pub async fn save_machine(app: &App, id: Uuid, volumes: &[Uuid], tag: &str) -> Result<()> {
+/// while it is saved and runs again after; returns how long it was paused
+/// (from QEMU's STOP and RESUME events), when QEMU said.
+pub async fn save_machine(app: &App, id: Uuid, volumes: &[Uuid], tag: &str) -> Result<Option<u64>> {
     let nodes = nodes(volumes);
     let mut q = qmp(app, id).await?;
     q.run_job(
@@ -255,7 +256,17 @@ pub async fn save_machine(app: &App, id: Uuid, volumes: &[Uuid], tag: &str) -> R
         &format!("save-{}", &tag[tag.len() - 8..]),
         SNAPSHOT_JOB_TIMEOUT,
     )
-    .await
+    .await?;
+    let _ = q.run_state().await; // collects a RESUME that came after the job
+    let at = |name: &str| {
+        q.received_events()
+            .find(|e| e.name == name)
+            .map(|e| e.at_us)
+    };
+    Ok(match (at("STOP"), at("RESUME")) {
+        (Some(stop), Some(resume)) if resume >= stop => Some((resume - stop) / 1000),
+        _ => None,
+    })
 }
 
 /// Load a machine state saved by [`save_machine`] and leave the VM running.

@@ -20,6 +20,13 @@ use tokio::time::{timeout, Instant};
 pub struct Event {
     pub name: String,
     pub data: Value,
+    /// QEMU's timestamp of the event, in microseconds since the epoch.
+    pub at_us: u64,
+}
+
+fn event_time(msg: &Value) -> u64 {
+    let t = &msg["timestamp"];
+    t["seconds"].as_u64().unwrap_or(0) * 1_000_000 + t["microseconds"].as_u64().unwrap_or(0)
 }
 
 pub struct Qmp {
@@ -105,6 +112,7 @@ impl Qmp {
                 self.events.push_back(Event {
                     name: name.to_string(),
                     data: msg.get("data").cloned().unwrap_or(Value::Null),
+                    at_us: event_time(&msg),
                 });
                 continue;
             }
@@ -153,6 +161,7 @@ impl Qmp {
                     return Ok(Event {
                         name: name.to_string(),
                         data,
+                        at_us: event_time(&msg),
                     });
                 }
             }
@@ -198,6 +207,11 @@ impl Qmp {
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+    }
+
+    /// The events received so far (while commands ran), oldest first.
+    pub fn received_events(&self) -> impl Iterator<Item = &Event> {
+        self.events.iter()
     }
 
     /// `query-status`: the VM's run state (`running`, `paused`…).

@@ -193,7 +193,8 @@ pub const GUEST_APPEND: &str = "console=ttyS0 panic=-1 quiet";
 static GUEST_BUILD: Mutex<()> = Mutex::new(());
 
 /// The test guest, built into `target/test-guest` on first use and again
-/// whenever `tests/guest/build.sh` changes (its hash is the build stamp).
+/// whenever `tests/guest/build.sh` or `randread.c` change (their hash is
+/// the build stamp).
 pub fn guest() -> Guest {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let out = root.join("target/test-guest");

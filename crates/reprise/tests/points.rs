@@ -77,6 +77,7 @@ fn a_memory_point_resumes_the_guest_without_a_reboot() {
         "the RAM is saved: {:?}",
         p.vm_state_bytes
     );
+    assert!(p.frozen_ms.is_some(), "the pause is measured");
     let at_point = last_seq(&d, &vm, "/mnt/data/count.log");
     assert!(at_point >= before);
     std::thread::sleep(Duration::from_secs(3));

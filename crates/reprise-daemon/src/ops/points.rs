@@ -258,12 +258,15 @@ async fn take(
     if point.memory {
         ctx.log("saving RAM, devices and disks (snapshot-save)");
         let started = std::time::Instant::now();
-        vm::save_machine(app, inst.id, vols, &tag).await?;
+        let paused_ms = vm::save_machine(app, inst.id, vols, &tag).await?;
         ctx.log(format!(
-            "machine state saved in {} ms",
-            started.elapsed().as_millis()
+            "machine state saved in {} ms; the guest was paused {} ms",
+            started.elapsed().as_millis(),
+            paused_ms
+                .map(|m| m.to_string())
+                .unwrap_or_else(|| "?".into())
         ));
-        return Ok(("memory", None));
+        return Ok(("memory", paused_ms));
     }
     let q = quiesce::around(app, ctx, inst.id, mode, || {
         vm::snapshot_disks(app, inst.id, vols, &tag)
