@@ -10,8 +10,10 @@
 //! trying until the status says `thawed`. A snapshot counts as
 //! `filesystem`-consistent only if the freeze succeeded and the snapshot was
 //! cut before the bound; otherwise it is `crash`-consistent, or an error
-//! when the caller required quiescing. The agent channel is never held
-//! while the snapshot is cut, so the watchdog can always reach the agent.
+//! when the caller required quiescing. The agent channel is not held while
+//! the snapshot is cut: the one session (freeze and thaw share it, a
+//! reconnect costs a sync round trip) sits behind a lock the watchdog takes
+//! too, and every call made under that lock has a deadline.
 
 use crate::app::App;
 use crate::jobs::JobCtx;
@@ -22,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::Mutex;
 use uuid::Uuid;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,26 +68,43 @@ fn required(why: impl std::fmt::Display) -> Error {
     )
 }
 
-/// Thaw and confirm, within `within`.
-async fn thaw_confirmed(path: &Path, within: Duration) -> Result<()> {
-    let mut agent = Agent::connect(path, within).await?;
-    agent.thaw(within).await?;
-    match agent.freeze_status(within).await?.as_str() {
-        "thawed" => Ok(()),
-        other => Err(Error::unavailable(
-            "thaw_unconfirmed",
-            format!("the guest agent reports '{other}' after a thaw"),
-        )),
+/// The agent session shared by the snapshot path and the watchdog: one
+/// connection for freeze and thaw (a new connection costs a sync round
+/// trip, tens of milliseconds in a busy guest), replaced when it fails.
+type Shared = Arc<Mutex<Option<Agent>>>;
+
+/// Thaw and confirm through the shared session (reconnecting if there is
+/// none), within `within`.
+async fn thaw_confirmed(path: &Path, shared: &Shared, within: Duration) -> Result<()> {
+    let mut slot = shared.lock().await;
+    if slot.is_none() {
+        *slot = Some(Agent::connect(path, within).await?);
     }
+    let agent = slot.as_mut().expect("just set");
+    let result = async {
+        agent.thaw(within).await?;
+        match agent.freeze_status(within).await?.as_str() {
+            "thawed" => Ok(()),
+            other => Err(Error::unavailable(
+                "thaw_unconfirmed",
+                format!("the guest agent reports '{other}' after a thaw"),
+            )),
+        }
+    }
+    .await;
+    if result.is_err() {
+        *slot = None; // a broken session is not reused
+    }
+    result
 }
 
 /// After `bound`, thaw until the agent confirms, unless `done` is set.
-async fn watchdog(path: PathBuf, bound: Duration, done: Arc<AtomicBool>, id: Uuid) {
+async fn watchdog(path: PathBuf, shared: Shared, bound: Duration, done: Arc<AtomicBool>, id: Uuid) {
     tokio::time::sleep(bound).await;
     let give_up = Instant::now() + Duration::from_secs(600);
     while !done.load(Ordering::SeqCst) && Instant::now() < give_up {
         tracing::warn!(instance = %id, "freeze bound reached: the watchdog thaws the guest");
-        match thaw_confirmed(&path, Duration::from_secs(3)).await {
+        match thaw_confirmed(&path, &shared, Duration::from_secs(3)).await {
             Ok(()) => {
                 tracing::info!(instance = %id, "watchdog: guest thawed");
                 done.store(true, Ordering::SeqCst);
@@ -120,24 +140,49 @@ where
     }
     let path = app.run_paths(id).agent();
     let bound = Duration::from_secs(app.config.snapshots.freeze_timeout_secs.max(1));
-    let mut agent = match Agent::connect(&path, Duration::from_secs(2)).await {
+    let agent = match Agent::connect(&path, Duration::from_secs(2)).await {
         Ok(mut a) => match a.ping(Duration::from_secs(1)).await {
             Ok(()) => a,
             Err(e) => return not_frozen(ctx, mode, e, cut).await,
         },
         Err(e) => return not_frozen(ctx, mode, e, cut).await,
     };
+    let shared: Shared = Arc::new(Mutex::new(Some(agent)));
     let done = Arc::new(AtomicBool::new(false));
-    let dog = tokio::spawn(watchdog(path.clone(), bound, done.clone(), id));
+    let dog = tokio::spawn(watchdog(
+        path.clone(),
+        shared.clone(),
+        bound,
+        done.clone(),
+        id,
+    ));
     let started = Instant::now();
-    let frozen = agent.freeze(bound).await;
-    drop(agent);
+    let frozen = {
+        let mut slot = shared.lock().await;
+        let agent = slot.as_mut().expect("connected above");
+        let mut r = agent.freeze(bound).await;
+        if r.is_ok() {
+            // Confirm: an agent that says it froze must also report it.
+            r = match agent.freeze_status(bound).await {
+                Ok(s) if s == "frozen" => r,
+                Ok(s) => Err(Error::unavailable(
+                    "freeze_unconfirmed",
+                    format!("the agent reports '{s}' after a freeze"),
+                )),
+                Err(e) => Err(e),
+            };
+        }
+        if r.is_err() {
+            *slot = None;
+        }
+        r
+    };
     if let Err(e) = frozen {
         ctx.log(format!("freeze failed: {e}; thawing"));
-        if thaw_confirmed(&path, bound.saturating_sub(started.elapsed()))
-            .await
-            .is_ok()
-        {
+        let left = bound
+            .saturating_sub(started.elapsed())
+            .max(Duration::from_millis(500));
+        if thaw_confirmed(&path, &shared, left).await.is_ok() {
             done.store(true, Ordering::SeqCst);
             dog.abort();
         }
@@ -146,20 +191,20 @@ where
         }
         return Ok(crash(cut().await?));
     }
-    ctx.log("guest filesystems frozen");
+    ctx.log("the guest agent reports the guest frozen");
     let hold = app.config.snapshots.test_hold_frozen_ms;
     if hold > 0 {
         tokio::time::sleep(Duration::from_millis(hold)).await;
     }
     let value = cut().await;
     let cut_in_time = started.elapsed() < bound;
-    let thawed = thaw_confirmed(&path, Duration::from_secs(3)).await;
+    let thawed = thaw_confirmed(&path, &shared, Duration::from_secs(3)).await;
     let frozen_ms = started.elapsed().as_millis() as u64;
     match thawed {
         Ok(()) => {
             done.store(true, Ordering::SeqCst);
             dog.abort();
-            ctx.log(format!("guest thawed after {frozen_ms} ms"));
+            ctx.log(format!("guest filesystems were frozen {frozen_ms} ms"));
         }
         Err(e) => ctx.log(format!(
             "thaw not confirmed ({e}); the watchdog keeps at it"
@@ -216,8 +261,8 @@ pub async fn thaw_if_frozen(app: &App, id: Uuid) {
         return;
     };
     if agent.freeze_status(Duration::from_secs(2)).await.as_deref() == Ok("frozen") {
-        drop(agent);
         tracing::warn!(instance = %id, "guest found frozen at startup: thawing");
-        let _ = thaw_confirmed(&path, Duration::from_secs(5)).await;
+        let shared: Shared = Arc::new(Mutex::new(Some(agent)));
+        let _ = thaw_confirmed(&path, &shared, Duration::from_secs(5)).await;
     }
 }

@@ -202,8 +202,10 @@ pub fn guest() -> Guest {
     let _guard = GUEST_BUILD.lock().unwrap_or_else(|p| p.into_inner());
     let initrd = out.join("initrd.img");
     let stamp = std::fs::read_to_string(out.join("build.stamp")).unwrap_or_default();
-    let hash = Command::new("sha256sum")
-        .arg(&script)
+    // The same hash build.sh writes: the script and the sources it builds.
+    let hash = Command::new("sh")
+        .args(["-c", "cat build.sh randread.c | sha256sum"])
+        .current_dir(root.join("tests/guest"))
         .output()
         .map(|o| {
             String::from_utf8_lossy(&o.stdout)

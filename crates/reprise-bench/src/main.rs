@@ -1,0 +1,104 @@
+//! The benchmark runner. `bench/run.sh` runs it in release mode; it
+//! measures on this machine, in one run, reprise and the peers it is
+//! compared with, and rewrites `docs/BENCHMARKS.md` with the figures.
+//! Figures are what this run measured: nothing is copied from elsewhere.
+
+mod points;
+
+use std::fmt::Write;
+use std::time::Duration;
+
+/// A section of the report.
+pub struct Section {
+    pub title: String,
+    pub body: String,
+}
+
+pub fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// The nearest-rank percentile.
+pub fn percentile(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
+    v[rank.clamp(1, v.len()) - 1]
+}
+
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let mem_gib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .unwrap_or(0)
+        >> 20;
+    let qemu = std::process::Command::new("qemu-system-x86_64")
+        .arg("--version")
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string()
+        })
+        .unwrap_or_default();
+    let accel = reprise_qemu::accel::choose(
+        reprise_qemu::AccelSetting::Auto,
+        reprise_qemu::accel::HostFacts::probe(),
+    )
+    .map(|a| a.as_str())
+    .unwrap_or("?");
+    format!("{cpu}, {cores} cores, {mem_gib} GiB; {qemu}; guests run under {accel}")
+}
+
+fn main() {
+    let out = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "docs/BENCHMARKS.md".into());
+    let started = std::time::Instant::now();
+    let sections = points::run();
+    let mut doc = String::new();
+    let _ = writeln!(doc, "# Benchmarks\n");
+    let _ = writeln!(
+        doc,
+        "Written by `bench/run.sh` on {} UTC, in {:.0} s, on: {}.\n\nEvery figure below was measured in that one run, reprise and its peers side by side. Run `bench/run.sh` to measure again on your machine.\n",
+        reprise_core_time(),
+        started.elapsed().as_secs_f64(),
+        machine()
+    );
+    for s in sections {
+        let _ = writeln!(doc, "## {}\n\n{}", s.title, s.body);
+    }
+    std::fs::write(&out, &doc).expect("write the report");
+    println!("{doc}");
+    eprintln!("wrote {out}");
+}
+
+fn reprise_core_time() -> String {
+    let out = std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    out
+}
