@@ -121,12 +121,13 @@ impl Client {
         self.get(&format!("/api/v1/jobs/{}", segment(id)))
     }
 
-    /// Poll a job until it ends, calling `seen` on each poll; a failed job
+    /// Follow a job until it ends (long-polling, so its end is seen at
+    /// once), calling `seen` at least every quarter second; a failed job
     /// returns its error.
     pub fn wait_job(&self, id: &str, timeout: Duration, mut seen: impl FnMut(&Job)) -> Result<Job> {
         let started = Instant::now();
         loop {
-            let job = self.job(id)?;
+            let job: Job = self.get(&format!("/api/v1/jobs/{}?wait_ms=250", segment(id)))?;
             seen(&job);
             if job.state.is_final() {
                 return match job.error {

@@ -21,6 +21,8 @@ pub struct App {
     pub host: HostFacts,
     locks: Mutex<HashMap<Uuid, Arc<AsyncMutex<()>>>>,
     pub metrics: Metrics,
+    /// Woken whenever a job reaches a final state (for long-polling).
+    pub job_finished: tokio::sync::Notify,
 }
 
 #[derive(Default)]
@@ -55,6 +57,7 @@ impl App {
             host: HostFacts::probe(),
             locks: Mutex::new(HashMap::new()),
             metrics: Metrics::default(),
+            job_finished: tokio::sync::Notify::new(),
         })
     }
 

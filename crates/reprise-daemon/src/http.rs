@@ -441,10 +441,28 @@ async fn list_jobs(
     ))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ShowJobQuery {
+    /// Long-poll: answer as soon as the job ends, or after this long.
+    wait_ms: Option<u64>,
+}
+
 async fn show_job(
     State(app): State<Arc<App>>,
     Caller(me): Caller,
     Path(id): Path<String>,
+    Params(q): Params<ShowJobQuery>,
 ) -> ApiResult<Json<Job>> {
-    Ok(Json(app.catalog.job(Some(me.id), &id)?))
+    let wait = std::time::Duration::from_millis(q.wait_ms.unwrap_or(0).min(30_000));
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        // Register before reading, so an end between the two is not missed.
+        let finished = app.job_finished.notified();
+        let job = app.catalog.job(Some(me.id), &id)?;
+        if job.state.is_final() || tokio::time::Instant::now() >= deadline {
+            return Ok(Json(job));
+        }
+        let _ = tokio::time::timeout_at(deadline, finished).await;
+    }
 }

@@ -101,6 +101,7 @@ where
                 let _ = catalog.job_finished(ctx.id, JobState::Failed, Some(&e));
             }
         }
+        ctx.app.job_finished.notify_waiters();
     });
     Ok(job)
 }
