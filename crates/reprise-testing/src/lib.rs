@@ -167,6 +167,21 @@ impl Drop for TestDaemon {
     }
 }
 
+/// What the guest agent of an instance says of its filesystems (`frozen` or
+/// `thawed`), or `None` when it does not answer.
+pub fn freeze_status(vm: &Instance) -> Option<String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
+    rt.block_on(async {
+        let mut a = Agent::connect(vm.guest_agent_socket.as_ref(), Duration::from_secs(2))
+            .await
+            .ok()?;
+        a.freeze_status(Duration::from_secs(2)).await.ok()
+    })
+}
+
 /// Kill every QEMU whose pidfile is under `run_dir`.
 pub fn kill_instances_under(run_dir: &Path) {
     let Ok(entries) = std::fs::read_dir(run_dir) else {

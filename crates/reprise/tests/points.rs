@@ -143,7 +143,7 @@ fn a_quiesced_disk_point_reverts_files_and_the_fs_is_clean() {
     assert!(job.log.iter().any(|l| l.message.contains("were frozen")));
     let gap = max_tick_gap(&d, &vm);
     assert!(gap >= 1.4, "writes stalled {gap} s during a 1.5 s freeze");
-    assert_eq!(agent_status(&d, &vm).as_deref(), Some("thawed"));
+    assert_eq!(freeze_status(&vm).as_deref(), Some("thawed"));
     let p = points(&c, "files").pop().unwrap();
     assert_eq!((p.consistency.as_str(), p.memory), ("filesystem", false));
     assert!(p.frozen_ms.unwrap() >= 1500, "{:?}", p.frozen_ms);
@@ -279,18 +279,6 @@ fn max_tick_gap(d: &TestDaemon, vm: &Instance) -> f64 {
     ticks.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max)
 }
 
-fn agent_status(d: &TestDaemon, vm: &Instance) -> Option<String> {
-    d.block_on(async {
-        let mut a = reprise_qemu::agent::Agent::connect(
-            vm.guest_agent_socket.as_ref(),
-            Duration::from_secs(2),
-        )
-        .await
-        .ok()?;
-        a.freeze_status(Duration::from_secs(1)).await.ok()
-    })
-}
-
 /// Test 4a: the freeze outlasts its bound (a hang between freeze and
 /// snapshot): the watchdog thaws the guest within the bound, the VM runs,
 /// and the point is crash-consistent — or an error when quiesce is required.
@@ -346,7 +334,7 @@ fn the_watchdog_thaws_a_freeze_that_outlasts_its_bound() {
         .unwrap()
         .len();
     assert_eq!(tags, 1, "the failed point left no snapshot behind");
-    assert_eq!(agent_status(&d, &vm).as_deref(), Some("thawed"));
+    assert_eq!(freeze_status(&vm).as_deref(), Some("thawed"));
     let (code, _) = d.guest_sh(&vm, "echo ok > /mnt/data/writable && sync");
     assert_eq!(code, 0, "the guest writes again");
 }
