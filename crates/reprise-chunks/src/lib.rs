@@ -1,0 +1,37 @@
+//! The objects a volume snapshot is made of in the region's object store,
+//! as bytes. Nothing here does I/O; the store and the pipeline that move
+//! these objects live elsewhere.
+//!
+//! - A **chunk** ([`chunk`]) is one fixed-size piece of a volume's guest
+//!   address space, zstd-compressed when that helps, named by a keyed
+//!   BLAKE3 hash of its plain bytes ([`ChunkName`]): identical data anywhere
+//!   in the region has one name and is stored once, and the key (which stays
+//!   with the region's daemons) keeps names from revealing content. All-zero
+//!   chunks are never stored.
+//! - An **index** ([`index`]) lists, for one snapshot, the name of the chunk
+//!   at every position of the volume (or "zero").
+//! - Every object carries a magic, a version, its lengths and a checksum,
+//!   and every decoder caps sizes before it allocates: a corrupt or hostile
+//!   object is an error that says what is wrong, never garbage and never an
+//!   allocation the object asked for.
+
+pub mod chunk;
+pub mod envelope;
+pub mod index;
+
+pub use chunk::{ChunkKey, ChunkName};
+
+use reprise_core::{Error, ErrorKind};
+
+/// An object that is not what it claims: wrong magic, checksum, lengths.
+pub fn corrupt(what: impl std::fmt::Display) -> Error {
+    Error::new(ErrorKind::Invalid, "object_corrupt", what.to_string())
+}
+
+pub(crate) fn be_u32(b: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+
+pub(crate) fn be_u64(b: &[u8], at: usize) -> u64 {
+    u64::from_be_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
