@@ -186,6 +186,87 @@ impl<S: Source> Image<S> {
         }
     }
 
+    /// Read guest bytes `offset..offset + buf.len()` as mapped by `l1` (a
+    /// snapshot's or the live disk's table); unmapped ranges read as zeros,
+    /// bytes past the virtual size too. Each L2 table is read once per call.
+    pub fn read_range(&self, l1: &[u64], offset: u64, buf: &mut [u8]) -> Result<()> {
+        let cs = self.header.cluster_size();
+        let per_l2 = self.header.l2_entries();
+        let mut cached: Option<(usize, Option<Vec<u64>>)> = None;
+        let mut cluster_buf = vec![0u8; cs as usize];
+        let mut done = 0usize;
+        while done < buf.len() {
+            let pos = offset + done as u64;
+            let cluster = pos / cs;
+            let within = (pos % cs) as usize;
+            let n = (cs as usize - within).min(buf.len() - done);
+            let out = &mut buf[done..done + n];
+            let l1_index = (cluster / per_l2) as usize;
+            if pos >= self.header.size || l1_index >= l1.len() {
+                out.fill(0);
+            } else {
+                if cached.as_ref().map(|(i, _)| *i) != Some(l1_index) {
+                    cached = Some((l1_index, self.read_l2(l1[l1_index])?));
+                }
+                let entry = match &cached {
+                    Some((_, Some(l2))) => l2[(cluster % per_l2) as usize],
+                    _ => 0,
+                };
+                match self.decode(entry)? {
+                    m if m.is_zero() => out.fill(0),
+                    Mapping::Data(host) => self.src.read_at(host + within as u64, out)?,
+                    m => {
+                        self.read_cluster(m, &mut cluster_buf)?;
+                        out.copy_from_slice(&cluster_buf[within..within + n]);
+                    }
+                }
+            }
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// The guest clusters whose mapping differs between two L1 tables (a
+    /// base snapshot and a newer one): the only clusters whose data can
+    /// differ, since QEMU never rewrites in place a cluster two tables
+    /// share. Found by comparing L1 entries, then L2 entries where the L1
+    /// entries differ; "copied" flags, which follow refcounts and not data,
+    /// are ignored, and unallocated equals zero. Sorted, below the virtual
+    /// size.
+    pub fn changed_clusters(&self, old: &[u64], new: &[u64]) -> Result<Vec<u64>> {
+        const COPIED: u64 = 1 << 63;
+        let per_l2 = self.header.l2_entries();
+        let clusters = self.header.guest_clusters();
+        let mut changed = Vec::new();
+        for i in 0..old.len().max(new.len()) {
+            let first = i as u64 * per_l2;
+            if first >= clusters {
+                break;
+            }
+            let (a, b) = (
+                old.get(i).copied().unwrap_or(0),
+                new.get(i).copied().unwrap_or(0),
+            );
+            if a & !COPIED == b & !COPIED {
+                continue;
+            }
+            let (la, lb) = (self.read_l2(a)?, self.read_l2(b)?);
+            for j in 0..per_l2.min(clusters - first) {
+                let ea = la.as_ref().map(|t| t[j as usize]).unwrap_or(0);
+                let eb = lb.as_ref().map(|t| t[j as usize]).unwrap_or(0);
+                if ea & !COPIED == eb & !COPIED {
+                    continue;
+                }
+                let (ma, mb) = (self.decode(ea)?, self.decode(eb)?);
+                if ma.is_zero() && mb.is_zero() {
+                    continue;
+                }
+                changed.push(first + j);
+            }
+        }
+        Ok(changed)
+    }
+
     /// The refcounts of this image, read on demand.
     pub fn refcounts(&self) -> Result<Refcounts<'_, S>> {
         let h = &self.header;

@@ -2,7 +2,7 @@
 //! reader equals what `qemu-img convert` extracts from the same snapshot,
 //! and the space a snapshot alone holds follows the writes made after it.
 
-use reprise_qcow2::{Image, Mapping};
+use reprise_qcow2::Image;
 use std::path::Path;
 use std::process::Command;
 
@@ -30,24 +30,8 @@ fn write(img: &Path, pattern: u8, offset: u64, len: u64) {
 
 /// The guest bytes of an L1 table, read through the reader.
 fn read_all(img: &Image<std::fs::File>, l1: &[u64]) -> Vec<u8> {
-    let cs = img.header.cluster_size() as usize;
-    let per_l2 = img.header.l2_entries() as usize;
     let mut out = vec![0u8; img.header.size as usize];
-    for (i, &e) in l1.iter().enumerate() {
-        let Some(l2) = img.read_l2(e).unwrap() else {
-            continue;
-        };
-        for (j, &entry) in l2.iter().enumerate() {
-            let start = (i * per_l2 + j) * cs;
-            if start >= out.len() {
-                break;
-            }
-            let m = img.decode(entry).unwrap();
-            if let Mapping::Data(_) = m {
-                img.read_cluster(m, &mut out[start..start + cs]).unwrap();
-            }
-        }
-    }
+    img.read_range(l1, 0, &mut out).unwrap();
     out
 }
 
@@ -148,4 +132,63 @@ fn exclusive_bytes_follow_the_writes_after_a_snapshot() {
     qemu("qemu-img", &["snapshot", "-c", "b", p]);
     assert_eq!(open().exclusive_bytes("b").unwrap(), 65536);
     qemu("qemu-img", &["check", "-q", p]);
+}
+
+#[test]
+fn changed_clusters_are_exactly_the_rewritten_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("disk.qcow2");
+    let p = img.to_str().unwrap();
+    qemu(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-o",
+            "cluster_size=65536",
+            p,
+            "1G",
+        ],
+    );
+    write(&img, 0x11, 0, 64 << 20);
+    write(&img, 0x12, 900 << 20, 8 << 20);
+    qemu("qemu-img", &["snapshot", "-c", "base", p]);
+    // About 1 % of the written data changes, plus a new area and a discard.
+    write(&img, 0x21, 5 << 20, 512 << 10);
+    write(&img, 0x22, 700 << 20, 128 << 10);
+    qemu("qemu-io", &["-f", "qcow2", "-c", "discard 900M 1M", p]);
+    qemu("qemu-img", &["snapshot", "-c", "next", p]);
+    write(&img, 0x33, 0, 1 << 20); // after "next": not part of the diff
+
+    let image = Image::open(std::fs::File::open(&img).unwrap()).unwrap();
+    let base = image.snapshot_l1("base").unwrap();
+    let next = image.snapshot_l1("next").unwrap();
+    let changed = image.changed_clusters(&base, &next).unwrap();
+    let cs = 65536u64;
+    let mut want: Vec<u64> = (5 * 16..5 * 16 + 8).collect(); // 512 KiB at 5 MiB
+    want.extend(700 * 16..700 * 16 + 2); // 128 KiB at 700 MiB
+    want.extend(900 * 16..900 * 16 + 16); // the discarded MiB
+    assert_eq!(changed, want);
+    assert!(image.changed_clusters(&next, &next).unwrap().is_empty());
+    // Reading only the changed clusters of "next" over "base" gives "next".
+    let mut rebuilt = read_all(&image, &base);
+    for c in &changed {
+        let at = (c * cs) as usize;
+        image
+            .read_range(&next, c * cs, &mut rebuilt[at..at + cs as usize])
+            .unwrap();
+    }
+    assert!(
+        rebuilt == read_all(&image, &next),
+        "base + changed clusters = next"
+    );
+    // Unaligned reads cross cluster and L2 boundaries.
+    let mut piece = vec![0u8; 200_000];
+    image
+        .read_range(&next, (5 << 20) - 100_000, &mut piece)
+        .unwrap();
+    assert!(piece[..100_000].iter().all(|b| *b == 0x11));
+    assert!(piece[100_000..].iter().all(|b| *b == 0x21));
 }
