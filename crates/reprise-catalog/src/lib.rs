@@ -501,18 +501,23 @@ impl Catalog {
 
     // ---- recovery points -----------------------------------------------
 
-    pub fn insert_point(&self, p: &Point) -> Result<()> {
-        self.conn()
+    /// Record a point, unless its instance already has `max` points: the
+    /// count and the insert are one statement, so two concurrent requests
+    /// cannot both pass a plan's limit. Returns whether it was recorded.
+    pub fn insert_point(&self, p: &Point, max: Option<u32>) -> Result<bool> {
+        let n = self
+            .conn()
             .execute(
                 "INSERT INTO points (id, account_id, instance_id, name, description, parent_id, state, memory,
                                      consistency, frozen_ms, volume_ids, error, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13
+                 WHERE ?14 IS NULL OR (SELECT COUNT(*) FROM points WHERE instance_id = ?3) < ?14",
                 params![p.id.sql(), p.account_id.sql(), p.instance_id.sql(), p.name, p.description, p.parent_id.sql(),
                         p.state.as_str(), p.memory, p.consistency, p.frozen_ms.map(|v| v as i64),
-                        serde_json::to_string(&p.volume_ids).unwrap_or_default(), p.error, p.created_at],
+                        serde_json::to_string(&p.volume_ids).unwrap_or_default(), p.error, p.created_at, max],
             )
             .map_err(db_err(&format!("recovery point '{}'", p.name)))?;
-        Ok(())
+        Ok(n == 1)
     }
 
     /// A point of an instance by name or id.

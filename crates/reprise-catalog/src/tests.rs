@@ -166,3 +166,69 @@ fn jobs_keep_progress_log_and_error() {
         "job_not_found"
     );
 }
+
+#[test]
+fn a_plan_limit_holds_in_one_statement() {
+    let (c, admin, zone) = catalog_with_zone();
+    let inst = InstanceRow {
+        id: Uuid::new_v4(),
+        account_id: admin.id,
+        name: "vps".into(),
+        zone_id: zone.id,
+        zone: zone.name.clone(),
+        state: InstanceState::Stopped,
+        cpus: 1,
+        memory_bytes: 256 << 20,
+        root_volume_id: None,
+        kernel: None,
+        initrd: None,
+        append: None,
+        accel: None,
+        pid: None,
+        last_error: None,
+        created_at: now(),
+        current_point_id: None,
+        snapshots_enabled: true,
+        plan: Some("vps".into()),
+    };
+    c.insert_instance(&inst).unwrap();
+    let point = |name: &str| Point {
+        id: Uuid::new_v4(),
+        name: name.into(),
+        description: String::new(),
+        account_id: admin.id,
+        instance_id: inst.id,
+        instance: inst.name.clone(),
+        parent_id: None,
+        current: false,
+        state: PointState::Creating,
+        memory: false,
+        consistency: "crash".into(),
+        frozen_ms: None,
+        volume_ids: vec![],
+        size_bytes: None,
+        vm_state_bytes: None,
+        error: None,
+        created_at: now(),
+    };
+    assert!(c.insert_point(&point("one"), Some(1)).unwrap());
+    assert!(
+        !c.insert_point(&point("two"), Some(1)).unwrap(),
+        "the limit holds"
+    );
+    assert!(
+        c.insert_point(&point("three"), None).unwrap(),
+        "no plan, no limit"
+    );
+    let first = c.point(inst.id, "one").unwrap();
+    c.point_taken(first.id, inst.id, "filesystem", Some(40))
+        .unwrap();
+    let third = c.point(inst.id, "three").unwrap();
+    assert_eq!(
+        c.instance_by_id(inst.id).unwrap().current_point_id,
+        Some(first.id)
+    );
+    c.remove_point(first.id).unwrap();
+    assert_eq!(c.instance_by_id(inst.id).unwrap().current_point_id, None);
+    assert_eq!(c.list_points(Some(inst.id)).unwrap(), vec![third]);
+}

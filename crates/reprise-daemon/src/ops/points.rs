@@ -119,21 +119,23 @@ pub fn create(app: &Arc<App>, account: &Account, instance: &str, req: CreatePoin
         ));
     }
     settled(&inst)?;
-    let existing = app.catalog.list_points(Some(inst.id))?;
-    if let Some(plan_name) = &inst.plan {
-        let plan = app.config.plan(plan_name)?;
-        if let Some(max) = plan.max_recovery_points {
-            if existing.len() as u32 >= max {
-                return Err(Error::conflict(
-                    "point_limit_reached",
-                    format!(
-                        "instance '{}' has {} recovery point(s), the most its plan '{plan_name}' allows: delete the existing recovery point first",
-                        inst.name,
-                        existing.len()
-                    ),
-                ));
-            }
-        }
+    let max_points = match &inst.plan {
+        Some(plan) => app.config.plan(plan)?.max_recovery_points,
+        None => None,
+    };
+    let limit_reached = |count: usize| {
+        Error::conflict(
+            "point_limit_reached",
+            format!(
+                "instance '{}' has {count} recovery point(s), the most its plan '{}' allows: delete the existing recovery point first",
+                inst.name,
+                inst.plan.as_deref().unwrap_or_default()
+            ),
+        )
+    };
+    let existing = app.catalog.list_points(Some(inst.id))?.len();
+    if max_points.is_some_and(|max| existing as u32 >= max) {
+        return Err(limit_reached(existing));
     }
     let volumes = app.catalog.instance_volumes(inst.id)?;
     if volumes.is_empty() {
@@ -200,7 +202,9 @@ pub fn create(app: &Arc<App>, account: &Account, instance: &str, req: CreatePoin
         error: None,
         created_at: now(),
     };
-    app.catalog.insert_point(&point)?;
+    if !app.catalog.insert_point(&point, max_points)? {
+        return Err(limit_reached(existing));
+    }
     let app2 = app.clone();
     let pid = point.id;
     jobs::spawn(
