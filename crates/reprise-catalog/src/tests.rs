@@ -26,6 +26,30 @@ fn volume_row(account: Uuid, zone: &Zone, name: &str) -> VolumeRow {
     }
 }
 
+fn instance_row(account: Uuid, zone: &Zone, name: &str, plan: Option<&str>) -> InstanceRow {
+    InstanceRow {
+        id: Uuid::new_v4(),
+        account_id: account,
+        name: name.into(),
+        zone_id: zone.id,
+        zone: zone.name.clone(),
+        state: InstanceState::Stopped,
+        cpus: 1,
+        memory_bytes: 256 << 20,
+        root_volume_id: None,
+        kernel: None,
+        initrd: None,
+        append: None,
+        accel: None,
+        pid: None,
+        last_error: None,
+        created_at: now(),
+        current_point_id: None,
+        snapshots_enabled: true,
+        plan: plan.map(str::to_string),
+    }
+}
+
 #[test]
 fn migrations_reach_the_latest_version_and_reopen() {
     let dir = tempfile::tempdir().unwrap();
@@ -85,27 +109,7 @@ fn names_are_unique_per_account_and_invisible_across_accounts() {
 #[test]
 fn a_volume_is_attached_once_and_transitions_are_guarded() {
     let (c, admin, zone) = catalog_with_zone();
-    let inst = InstanceRow {
-        id: Uuid::new_v4(),
-        account_id: admin.id,
-        name: "vm".into(),
-        zone_id: zone.id,
-        zone: zone.name.clone(),
-        state: InstanceState::Stopped,
-        cpus: 1,
-        memory_bytes: 256 << 20,
-        root_volume_id: None,
-        kernel: None,
-        initrd: None,
-        append: None,
-        accel: None,
-        pid: None,
-        last_error: None,
-        created_at: now(),
-        current_point_id: None,
-        snapshots_enabled: true,
-        plan: None,
-    };
+    let inst = instance_row(admin.id, &zone, "vm", None);
     c.insert_instance(&inst).unwrap();
     assert_eq!(c.instance(admin.id, "vm").unwrap(), inst, "rows round-trip");
     let v = volume_row(admin.id, &zone, "data");
@@ -170,27 +174,7 @@ fn jobs_keep_progress_log_and_error() {
 #[test]
 fn a_plan_limit_holds_in_one_statement() {
     let (c, admin, zone) = catalog_with_zone();
-    let inst = InstanceRow {
-        id: Uuid::new_v4(),
-        account_id: admin.id,
-        name: "vps".into(),
-        zone_id: zone.id,
-        zone: zone.name.clone(),
-        state: InstanceState::Stopped,
-        cpus: 1,
-        memory_bytes: 256 << 20,
-        root_volume_id: None,
-        kernel: None,
-        initrd: None,
-        append: None,
-        accel: None,
-        pid: None,
-        last_error: None,
-        created_at: now(),
-        current_point_id: None,
-        snapshots_enabled: true,
-        plan: Some("vps".into()),
-    };
+    let inst = instance_row(admin.id, &zone, "vps", Some("vps"));
     c.insert_instance(&inst).unwrap();
     let point = |name: &str| Point {
         id: Uuid::new_v4(),

@@ -28,6 +28,25 @@ fn write(img: &Path, pattern: u8, offset: u64, len: u64) {
     );
 }
 
+/// A new qcow2 of `size` with 64 KiB clusters in `dir`.
+fn new_image(dir: &Path, size: &str) -> std::path::PathBuf {
+    let img = dir.join("disk.qcow2");
+    qemu(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-o",
+            "cluster_size=65536",
+            img.to_str().unwrap(),
+            size,
+        ],
+    );
+    img
+}
+
 /// The guest bytes of an L1 table, read through the reader.
 fn read_all(img: &Image<std::fs::File>, l1: &[u64]) -> Vec<u8> {
     let mut out = vec![0u8; img.header.size as usize];
@@ -38,21 +57,8 @@ fn read_all(img: &Image<std::fs::File>, l1: &[u64]) -> Vec<u8> {
 #[test]
 fn snapshot_data_equals_qemu_img_convert() {
     let dir = tempfile::tempdir().unwrap();
-    let img = dir.path().join("disk.qcow2");
+    let img = new_image(dir.path(), "16M");
     let p = img.to_str().unwrap();
-    qemu(
-        "qemu-img",
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-o",
-            "cluster_size=65536",
-            p,
-            "16M",
-        ],
-    );
     write(&img, 0x11, 0, 3 << 20);
     write(&img, 0x22, 9 << 20, 100_000);
     qemu("qemu-img", &["snapshot", "-c", "first", p]);
@@ -100,21 +106,8 @@ fn snapshot_data_equals_qemu_img_convert() {
 #[test]
 fn exclusive_bytes_follow_the_writes_after_a_snapshot() {
     let dir = tempfile::tempdir().unwrap();
-    let img = dir.path().join("disk.qcow2");
+    let img = new_image(dir.path(), "64M");
     let p = img.to_str().unwrap();
-    qemu(
-        "qemu-img",
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-o",
-            "cluster_size=65536",
-            p,
-            "64M",
-        ],
-    );
     write(&img, 0x11, 0, 8 << 20);
     qemu("qemu-img", &["snapshot", "-c", "a", p]);
     let open = || Image::open(std::fs::File::open(&img).unwrap()).unwrap();
@@ -137,21 +130,8 @@ fn exclusive_bytes_follow_the_writes_after_a_snapshot() {
 #[test]
 fn changed_clusters_are_exactly_the_rewritten_ones() {
     let dir = tempfile::tempdir().unwrap();
-    let img = dir.path().join("disk.qcow2");
+    let img = new_image(dir.path(), "1G");
     let p = img.to_str().unwrap();
-    qemu(
-        "qemu-img",
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-o",
-            "cluster_size=65536",
-            p,
-            "1G",
-        ],
-    );
     write(&img, 0x11, 0, 64 << 20);
     write(&img, 0x12, 900 << 20, 8 << 20);
     qemu("qemu-img", &["snapshot", "-c", "base", p]);
