@@ -679,8 +679,8 @@ fn show_instance(ctx: &Ctx, i: &Instance) {
     if let Some(a) = &i.guest_agent {
         pairs.push(("guest agent", a.status.clone()));
         pairs.push((
-            "snapshots",
-            format!("{}-consistent: {}", a.snapshot_consistency, a.message),
+            "consistency",
+            format!("{}: {}", a.snapshot_consistency, a.message),
         ));
     }
     if let Some(e) = &i.last_error {
