@@ -1,0 +1,250 @@
+//! The region's object store: where volume snapshots live, readable from
+//! every zone. A thin layer over the `object_store` crate that gives the
+//! snapshot engine the few operations it needs, with reprise's errors.
+//!
+//! Contract (what the engine relies on, and what [`conformance`] checks
+//! against every backend):
+//! - `put` is atomic: a reader sees the whole new object or the old one,
+//!   never a part.
+//! - `put_if_absent` writes only when nothing is at the key, atomically,
+//!   and says whether it wrote: two writers of one content-named chunk never
+//!   clobber each other, and a present chunk costs no upload.
+//! - `get` refuses an object larger than the caller's cap before reading it
+//!   whole, and a missing object is `object_not_found`, not an I/O error.
+//! - `delete` of a missing object succeeds (deletions are retried).
+//! - `list` returns every key under a prefix with its size.
+//!
+//! Backends: a local directory (the embedded default). S3-compatible stores
+//! come next, behind the same contract.
+
+use futures::TryStreamExt;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use reprise_core::{Error, ErrorKind, Result};
+use std::sync::Arc;
+
+#[derive(Clone, Debug)]
+pub struct Store {
+    inner: Arc<dyn ObjectStore>,
+    /// Where it is, for messages.
+    label: String,
+}
+
+fn key_path(key: &str) -> Result<Path> {
+    Path::parse(key)
+        .map_err(|e| Error::invalid("object_key_invalid", format!("object key '{key}': {e}")))
+}
+
+impl Store {
+    /// A store in a local directory (created if missing).
+    pub fn local(dir: &std::path::Path) -> Result<Store> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            Error::unavailable(
+                "object_store_unavailable",
+                format!(
+                    "cannot create the object store directory {}: {e}",
+                    dir.display()
+                ),
+            )
+        })?;
+        let fs = LocalFileSystem::new_with_prefix(dir)
+            .map_err(|e| self::map_err(&dir.display().to_string(), e))?;
+        Ok(Store::from_object_store(
+            Arc::new(fs),
+            format!("directory {}", dir.display()),
+        ))
+    }
+
+    /// Any `object_store` backend (tests use the in-memory one).
+    pub fn from_object_store(inner: Arc<dyn ObjectStore>, label: String) -> Store {
+        Store { inner, label }
+    }
+
+    fn err(&self, key: &str, e: object_store::Error) -> Error {
+        map_err(&format!("{} ({key})", self.label), e)
+    }
+
+    /// Write an object, replacing any at `key`, atomically.
+    pub async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<()> {
+        let path = key_path(key)?;
+        self.inner
+            .put(&path, PutPayload::from(bytes))
+            .await
+            .map(|_| ())
+            .map_err(|e| self.err(key, e))
+    }
+
+    /// Write an object only if none is at `key`; true if it was written.
+    pub async fn put_if_absent(&self, key: &str, bytes: Vec<u8>) -> Result<bool> {
+        let path = key_path(key)?;
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        match self
+            .inner
+            .put_opts(&path, PutPayload::from(bytes), opts)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+            Err(e) => Err(self.err(key, e)),
+        }
+    }
+
+    /// Read an object of at most `max` bytes.
+    pub async fn get(&self, key: &str, max: u64) -> Result<Vec<u8>> {
+        let path = key_path(key)?;
+        let got = self.inner.get(&path).await.map_err(|e| self.err(key, e))?;
+        if got.meta.size > max {
+            return Err(Error::new(
+                ErrorKind::Invalid,
+                "object_corrupt",
+                format!(
+                    "object {key} is {} bytes, more than the {max} it may be",
+                    got.meta.size
+                ),
+            ));
+        }
+        let bytes = got.bytes().await.map_err(|e| self.err(key, e))?;
+        Ok(bytes.to_vec())
+    }
+
+    /// Whether an object is at `key`.
+    pub async fn exists(&self, key: &str) -> Result<bool> {
+        let path = key_path(key)?;
+        match self.inner.head(&path).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(self.err(key, e)),
+        }
+    }
+
+    /// Remove an object; a missing one is fine.
+    pub async fn delete(&self, key: &str) -> Result<()> {
+        let path = key_path(key)?;
+        match self.inner.delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.err(key, e)),
+        }
+    }
+
+    /// Every key under `prefix`, with its size, sorted.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+        let path = key_path(prefix)?;
+        let mut out: Vec<(String, u64)> = self
+            .inner
+            .list(Some(&path))
+            .map_ok(|m| (m.location.to_string(), m.size))
+            .try_collect()
+            .await
+            .map_err(|e| self.err(prefix, e))?;
+        out.sort();
+        Ok(out)
+    }
+}
+
+fn map_err(place: &str, e: object_store::Error) -> Error {
+    match e {
+        object_store::Error::NotFound { .. } => Error::new(
+            ErrorKind::NotFound,
+            "object_not_found",
+            format!("no object at {place}"),
+        ),
+        other => Error::unavailable(
+            "object_store_unavailable",
+            format!("object store {place}: {other}"),
+        ),
+    }
+}
+
+/// The contract above, checked against one backend. Keys go under
+/// `prefix` so a shared bucket can run it.
+pub async fn conformance(store: &Store, prefix: &str) {
+    let key = |k: &str| format!("{prefix}/{k}");
+    // put, get, overwrite
+    store.put(&key("a"), b"one".to_vec()).await.unwrap();
+    assert_eq!(store.get(&key("a"), 10).await.unwrap(), b"one");
+    store.put(&key("a"), b"two!".to_vec()).await.unwrap();
+    assert_eq!(store.get(&key("a"), 10).await.unwrap(), b"two!");
+    // the cap is checked before reading
+    let e = store.get(&key("a"), 3).await.unwrap_err();
+    assert_eq!(e.code, "object_corrupt");
+    // put_if_absent writes once and never clobbers
+    assert!(store
+        .put_if_absent(&key("chunks/c1"), b"first".to_vec())
+        .await
+        .unwrap());
+    assert!(!store
+        .put_if_absent(&key("chunks/c1"), b"second".to_vec())
+        .await
+        .unwrap());
+    assert_eq!(store.get(&key("chunks/c1"), 10).await.unwrap(), b"first");
+    // missing objects
+    let e = store.get(&key("missing"), 10).await.unwrap_err();
+    assert_eq!(
+        (e.kind, e.code.as_str()),
+        (ErrorKind::NotFound, "object_not_found")
+    );
+    assert!(!store.exists(&key("missing")).await.unwrap());
+    assert!(store.exists(&key("a")).await.unwrap());
+    store.delete(&key("missing")).await.unwrap();
+    // list under a prefix, with sizes
+    assert!(store
+        .put_if_absent(&key("chunks/c2"), vec![0u8; 1000])
+        .await
+        .unwrap());
+    let listed = store.list(&key("chunks")).await.unwrap();
+    assert_eq!(
+        listed,
+        vec![(key("chunks/c1"), 5), (key("chunks/c2"), 1000)]
+    );
+    // delete
+    store.delete(&key("chunks/c1")).await.unwrap();
+    assert!(!store.exists(&key("chunks/c1")).await.unwrap());
+    assert_eq!(store.list(&key("chunks")).await.unwrap().len(), 1);
+    // concurrent put_if_absent of one key: exactly one writer wins
+    let mut writers = Vec::new();
+    for i in 0..8u8 {
+        let s = store.clone();
+        let k = key("chunks/race");
+        writers.push(async move { s.put_if_absent(&k, vec![i; 64]).await.unwrap() });
+    }
+    let won = futures::future::join_all(writers).await;
+    assert_eq!(won.iter().filter(|w| **w).count(), 1, "one writer wins");
+    let kept = store.get(&key("chunks/race"), 64).await.unwrap();
+    assert!(
+        kept.iter().all(|b| *b == kept[0]),
+        "the object is one writer's, whole"
+    );
+    let e = store.put("bad//key", vec![]).await.unwrap_err();
+    assert_eq!(e.code, "object_key_invalid");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_local_directory_keeps_the_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::local(&dir.path().join("objects")).unwrap();
+        conformance(&store, "region1").await;
+        // It really is files on disk, and no temporary file is left behind.
+        let names: Vec<String> = std::fs::read_dir(dir.path().join("objects/region1/chunks"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+    }
+
+    #[tokio::test]
+    async fn the_in_memory_store_keeps_the_contract() {
+        let store = Store::from_object_store(
+            Arc::new(object_store::memory::InMemory::new()),
+            "memory".into(),
+        );
+        conformance(&store, "region1").await;
+    }
+}
