@@ -15,7 +15,11 @@
 //! - `list` returns every key under a prefix with its size.
 //!
 //! Backends: a local directory (the embedded default). S3-compatible stores
-//! come next, behind the same contract.
+//! come next, behind the same contract — with one known exception to plan
+//! for: Garage 2.5 ignores `If-None-Match: *` on PUT (the conformance suite
+//! caught it), so on such stores `put_if_absent` can only be HEAD-then-PUT.
+//! That is safe for content-named chunks (an overwrite writes the same
+//! bytes) and must not be relied on for anything else.
 
 use futures::TryStreamExt;
 use object_store::local::LocalFileSystem;
