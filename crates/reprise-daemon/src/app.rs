@@ -67,6 +67,11 @@ impl App {
         locks.entry(id).or_default().clone()
     }
 
+    /// Wait for an instance's lock and hold it until the guard drops.
+    pub async fn lock_instance(&self, id: Uuid) -> tokio::sync::OwnedMutexGuard<()> {
+        self.instance_lock(id).lock_owned().await
+    }
+
     pub fn run_paths(&self, id: Uuid) -> reprise_qemu::cmdline::RunPaths {
         reprise_qemu::cmdline::RunPaths::new(self.config.instance_run_dir(id))
     }

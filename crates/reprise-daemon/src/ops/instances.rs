@@ -290,8 +290,7 @@ pub async fn create(app: &Arc<App>, account: &Account, req: CreateInstance) -> R
         steps,
         move |ctx| async move {
             let app = app2;
-            let lock = app.instance_lock(id);
-            let _guard = lock.lock().await;
+            let _guard = app.lock_instance(id).await;
             if let Err(e) = make_root(&app, &ctx, root, root_row.as_ref()).await {
                 ctx.log("removing the half-made instance");
                 if let Some(r) = &root_row {
@@ -433,8 +432,7 @@ pub fn start(app: &Arc<App>, account: &Account, reference: &str) -> Result<Job> 
         target(&inst),
         1,
         move |ctx| async move {
-            let lock = app2.instance_lock(id);
-            let _guard = lock.lock().await;
+            let _guard = app2.lock_instance(id).await;
             boot(&app2, &ctx, id).await?;
             ctx.progress(1, 1);
             Ok(())
@@ -460,8 +458,7 @@ pub fn stop(app: &Arc<App>, account: &Account, reference: &str, force: bool) -> 
         target(&inst),
         1,
         move |ctx| async move {
-            let lock = app2.instance_lock(id);
-            let _guard = lock.lock().await;
+            let _guard = app2.lock_instance(id).await;
             halt(&app2, &ctx, id, force).await?;
             ctx.progress(1, 1);
             Ok(())
@@ -527,8 +524,7 @@ pub fn restart(app: &Arc<App>, account: &Account, reference: &str) -> Result<Job
         target(&inst),
         2,
         move |ctx| async move {
-            let lock = app2.instance_lock(id);
-            let _guard = lock.lock().await;
+            let _guard = app2.lock_instance(id).await;
             halt(&app2, &ctx, id, false).await?;
             ctx.progress(1, 2);
             app2.catalog.transition_instance(
@@ -547,8 +543,7 @@ pub fn restart(app: &Arc<App>, account: &Account, reference: &str) -> Result<Job
 /// detached and kept.
 pub async fn delete(app: &App, account: &Account, reference: &str) -> Result<()> {
     let inst = app.catalog.instance(account.id, reference)?;
-    let lock = app.instance_lock(inst.id);
-    let _guard = lock.lock().await;
+    let _guard = app.lock_instance(inst.id).await;
     let inst = app.catalog.instance_by_id(inst.id)?;
     if !matches!(inst.state, InstanceState::Stopped | InstanceState::Error)
         || vm::live_pid(app, inst.id).is_some()

@@ -218,8 +218,7 @@ pub fn create(app: &Arc<App>, account: &Account, instance: &str, req: CreatePoin
         },
         1,
         move |ctx| async move {
-            let lock = app2.instance_lock(inst.id);
-            let _guard = lock.lock().await;
+            let _guard = app2.lock_instance(inst.id).await;
             let point = app2.catalog.point_by_id(pid)?;
             match take(&app2, &ctx, &point, mode).await {
                 Ok((consistency, frozen_ms)) => {
@@ -396,8 +395,7 @@ pub fn revert(app: &Arc<App>, account: &Account, instance: &str, point: &str) ->
         },
         1,
         move |ctx| async move {
-            let lock = app2.instance_lock(p.instance_id);
-            let _guard = lock.lock().await;
+            let _guard = app2.lock_instance(p.instance_id).await;
             let result = go_back(&app2, &ctx, &p).await;
             app2.catalog
                 .set_point_state(p.id, PointState::Ready, None)?;
@@ -548,8 +546,7 @@ fn spawn_delete(
         },
         total,
         move |ctx| async move {
-            let lock = app2.instance_lock(id);
-            let _guard = lock.lock().await;
+            let _guard = app2.lock_instance(id).await;
             for (i, p) in points.iter().enumerate() {
                 if let Err(e) = remove_tags(&app2, p).await {
                     let why =

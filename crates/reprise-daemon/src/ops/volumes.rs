@@ -107,7 +107,7 @@ async fn attached_instance(
     let Some(iid) = v.instance_id else {
         return Ok(None);
     };
-    let guard = app.instance_lock(iid).lock_owned().await;
+    let guard = app.lock_instance(iid).await;
     Ok(Some((app.catalog.instance_by_id(iid)?, guard)))
 }
 
@@ -225,7 +225,7 @@ pub async fn attach(
 ) -> Result<Volume> {
     let v = app.catalog.volume(account.id, reference)?;
     let inst = app.catalog.instance(account.id, instance)?;
-    let _guard = app.instance_lock(inst.id).lock_owned().await;
+    let _guard = app.lock_instance(inst.id).await;
     let inst = app.catalog.instance_by_id(inst.id)?;
     let v = app.catalog.volume(account.id, &v.id.to_string())?;
     if let Some(other) = &v.instance {
