@@ -44,6 +44,11 @@ impl IntoResponse for ApiError {
 
 type ApiResult<T> = Result<T, ApiError>;
 
+/// The body of a request that takes none, read and dropped: a body left
+/// unread can make the server close a keep-alive connection that the client
+/// is about to reuse.
+type IgnoredBody = axum::body::Bytes;
+
 /// The account whose key came with the request.
 pub struct Caller(pub Account);
 
@@ -297,6 +302,7 @@ async fn detach_volume(
     State(app): State<Arc<App>>,
     Caller(me): Caller,
     Path(id): Path<String>,
+    _: IgnoredBody,
 ) -> ApiResult<Json<Volume>> {
     Ok(Json(volumes::detach(&app, &me, &id).await?))
 }
@@ -337,6 +343,7 @@ async fn start_instance(
     State(app): State<Arc<App>>,
     Caller(me): Caller,
     Path(id): Path<String>,
+    _: IgnoredBody,
 ) -> ApiResult<Response> {
     Ok(accepted(instances::start(&app, &me, &id)?))
 }
@@ -362,6 +369,7 @@ async fn restart_instance(
     State(app): State<Arc<App>>,
     Caller(me): Caller,
     Path(id): Path<String>,
+    _: IgnoredBody,
 ) -> ApiResult<Response> {
     Ok(accepted(instances::restart(&app, &me, &id)?))
 }
@@ -420,6 +428,7 @@ async fn revert_point(
     State(app): State<Arc<App>>,
     Caller(me): Caller,
     Path((id, point)): Path<(String, String)>,
+    _: IgnoredBody,
 ) -> ApiResult<Response> {
     Ok(accepted(points::revert(&app, &me, &id, &point)?))
 }

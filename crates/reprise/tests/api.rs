@@ -396,7 +396,6 @@ fn openapi_documents_every_route_the_daemon_serves() {
     assert_eq!(doc["openapi"], "3.0.3");
     let paths = doc["paths"].as_object().unwrap();
     assert!(paths.len() >= 15);
-    let agent = ureq::AgentBuilder::new().build();
     for (path, ops) in paths {
         for method in ops.as_object().unwrap().keys() {
             let url = format!(
@@ -404,10 +403,17 @@ fn openapi_documents_every_route_the_daemon_serves() {
                 d.url,
                 path.replace("{id}", "nothing").replace("{point}", "none")
             );
-            let resp = agent
+            // A fresh connection per request: a pooled one that the server
+            // closed after the previous answer would fail with an EOF.
+            let req = ureq::AgentBuilder::new()
+                .build()
                 .request(&method.to_uppercase(), &url)
-                .set("Authorization", &format!("Bearer {}", d.admin_key))
-                .send_json(json!({}));
+                .set("Authorization", &format!("Bearer {}", d.admin_key));
+            let resp = if method == "post" {
+                req.send_json(json!({}))
+            } else {
+                req.call()
+            };
             let (status, body) = match resp {
                 Ok(r) => (r.status(), String::new()),
                 Err(ureq::Error::Status(s, r)) => (s, r.into_string().unwrap()),
