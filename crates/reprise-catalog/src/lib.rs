@@ -411,13 +411,19 @@ impl Catalog {
         to: InstanceState,
     ) -> Result<bool> {
         let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
+        self.guarded_transition("instances", id, &from, to.as_str())
+    }
+
+    /// `UPDATE table SET state = to WHERE id = id AND state IN from`, in one
+    /// statement so that of two concurrent requests only one moves the row.
+    fn guarded_transition(&self, table: &str, id: Uuid, from: &[&str], to: &str) -> Result<bool> {
         let n = self
             .conn()
             .execute(
-                "UPDATE instances SET state = ?2 WHERE id = ?1 AND state IN (SELECT value FROM json_each(?3))",
-                params![id.sql(), to.as_str(), serde_json::to_string(&from).unwrap_or_default()],
+                &format!("UPDATE {table} SET state = ?2 WHERE id = ?1 AND state IN (SELECT value FROM json_each(?3))"),
+                params![id.sql(), to, serde_json::to_string(from).unwrap_or_default()],
             )
-            .map_err(db_err("instance state"))?;
+            .map_err(db_err("state transition"))?;
         Ok(n == 1)
     }
 
@@ -587,14 +593,7 @@ impl Catalog {
     /// Move a point to `to` only from one of `from`.
     pub fn transition_point(&self, id: Uuid, from: &[PointState], to: PointState) -> Result<bool> {
         let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
-        let n = self
-            .conn()
-            .execute(
-                "UPDATE points SET state = ?2 WHERE id = ?1 AND state IN (SELECT value FROM json_each(?3))",
-                params![id.sql(), to.as_str(), serde_json::to_string(&from).unwrap_or_default()],
-            )
-            .map_err(db_err("point state"))?;
-        Ok(n == 1)
+        self.guarded_transition("points", id, &from, to.as_str())
     }
 
     /// A point was taken: it is Ready, and the instance is now at it.
