@@ -5,10 +5,12 @@
 //!      0     4  magic "RPCK"
 //!      4     1  version (1)
 //!      5     1  codec: 0 = stored as is, 1 = zstd
-//!      6     2  reserved, zero (flags for encryption to come)
+//!      6     2  flags: bit 0 = encrypted; other bits zero
 //!      8     4  plain length (bytes of volume data), at most MAX_CHUNK
 //!     12     4  payload length
-//!     16     n  payload
+//!     16     n  payload: the (compressed) bytes, or when encrypted
+//!               24-byte nonce | XChaCha20-Poly1305 ciphertext and tag
+//!               of them, with bytes 0..16 as associated data
 //!   16+n    16  checksum: BLAKE3 of bytes 0..16+n, first 16 bytes
 //! ```
 //!
@@ -16,9 +18,13 @@
 //! reader that knows the key also checks that the content is the one the
 //! index asked for ([`decode_checked`]); the checksum lets anyone (a
 //! verifier without the key, a scrubber) see that the object is intact.
+//! Nonces are 24 random bytes drawn for each encryption: at that length a
+//! repeat is not a practical risk, and no counter has to survive a crash.
 
 use crate::{be_u32, corrupt};
-use reprise_core::Result;
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use reprise_core::{Error, ErrorKind, Result};
 
 pub const MAGIC: &[u8; 4] = b"RPCK";
 pub const VERSION: u8 = 1;
@@ -29,6 +35,9 @@ pub const MAX_CHUNK: u32 = 4 << 20;
 
 const CODEC_STORED: u8 = 0;
 const CODEC_ZSTD: u8 = 1;
+const FLAG_ENCRYPTED: u16 = 1;
+const NONCE_LEN: usize = 24;
+const TAG_LEN: usize = 16;
 
 /// The region's key for chunk names (32 bytes, kept by its daemons).
 #[derive(Clone)]
@@ -37,6 +46,46 @@ pub struct ChunkKey(pub [u8; 32]);
 impl std::fmt::Debug for ChunkKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("ChunkKey(..)")
+    }
+}
+
+/// Everything derived from a region's 32-byte secret: the key that names
+/// chunks, the cipher when the region encrypts, and a check value that
+/// tells a wrong secret apart before any chunk is read.
+#[derive(Clone)]
+pub struct RegionKeys {
+    pub names: ChunkKey,
+    cipher: Option<XChaCha20Poly1305>,
+    check: [u8; 32],
+}
+
+impl std::fmt::Debug for RegionKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RegionKeys(encrypted: {})", self.encrypts())
+    }
+}
+
+impl RegionKeys {
+    pub fn derive(secret: &[u8; 32], encrypt: bool) -> RegionKeys {
+        let names = blake3::derive_key("reprise 2026-11 chunk names", secret);
+        let cipher = encrypt.then(|| {
+            let k = blake3::derive_key("reprise 2026-11 chunk encryption", secret);
+            XChaCha20Poly1305::new(&k.into())
+        });
+        RegionKeys {
+            names: ChunkKey(names),
+            cipher,
+            check: blake3::derive_key("reprise 2026-11 key check", secret),
+        }
+    }
+
+    pub fn encrypts(&self) -> bool {
+        self.cipher.is_some()
+    }
+
+    /// A value stored with the region, equal only for the same secret.
+    pub fn check_value(&self) -> String {
+        self.check.iter().map(|b| format!("{b:02x}")).collect()
     }
 }
 
@@ -95,36 +144,57 @@ fn checksum(bytes: &[u8]) -> [u8; CHECKSUM_LEN] {
 }
 
 /// Encode a chunk's plain bytes, compressed with zstd at `level` when that
-/// makes it smaller.
-pub fn encode(plain: &[u8], level: i32) -> Result<Vec<u8>> {
+/// makes it smaller, and encrypted when the region's keys say so.
+pub fn encode(plain: &[u8], level: i32, keys: &RegionKeys) -> Result<Vec<u8>> {
     if plain.len() > MAX_CHUNK as usize {
         return Err(corrupt(format!(
             "a chunk of {} bytes is above the 4 MiB limit",
             plain.len()
         )));
     }
-    let compressed = zstd::bulk::compress(plain, level)
-        .map_err(|e| reprise_core::Error::internal(format!("zstd: {e}")))?;
-    let (codec, payload): (u8, &[u8]) = if compressed.len() < plain.len() {
+    let compressed =
+        zstd::bulk::compress(plain, level).map_err(|e| Error::internal(format!("zstd: {e}")))?;
+    let (codec, body): (u8, &[u8]) = if compressed.len() < plain.len() {
         (CODEC_ZSTD, &compressed)
     } else {
         (CODEC_STORED, plain)
     };
-    let mut out = Vec::with_capacity(HEADER_LEN + payload.len() + CHECKSUM_LEN);
+    let flags = if keys.encrypts() { FLAG_ENCRYPTED } else { 0 };
+    let payload_len = match keys.cipher {
+        Some(_) => NONCE_LEN + body.len() + TAG_LEN,
+        None => body.len(),
+    };
+    let mut out = Vec::with_capacity(HEADER_LEN + payload_len + CHECKSUM_LEN);
     out.extend_from_slice(MAGIC);
     out.push(VERSION);
     out.push(codec);
-    out.extend_from_slice(&[0, 0]);
+    out.extend_from_slice(&flags.to_be_bytes());
     out.extend_from_slice(&(plain.len() as u32).to_be_bytes());
-    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    out.extend_from_slice(payload);
+    out.extend_from_slice(&(payload_len as u32).to_be_bytes());
+    match &keys.cipher {
+        Some(cipher) => {
+            let nonce: [u8; NONCE_LEN] = rand::random();
+            let sealed = cipher
+                .encrypt(
+                    XNonce::from_slice(&nonce),
+                    Payload {
+                        msg: body,
+                        aad: &out[..HEADER_LEN],
+                    },
+                )
+                .map_err(|_| Error::internal("chunk encryption failed"))?;
+            out.extend_from_slice(&nonce);
+            out.extend_from_slice(&sealed);
+        }
+        None => out.extend_from_slice(body),
+    }
     let sum = checksum(&out);
     out.extend_from_slice(&sum);
     Ok(out)
 }
 
 /// Decode a stored chunk and check its checksum; returns the plain bytes.
-pub fn decode(object: &[u8]) -> Result<Vec<u8>> {
+pub fn decode(object: &[u8], keys: &RegionKeys) -> Result<Vec<u8>> {
     if object.len() < HEADER_LEN + CHECKSUM_LEN {
         return Err(corrupt(format!(
             "a chunk of {} bytes is too short",
@@ -140,10 +210,9 @@ pub fn decode(object: &[u8]) -> Result<Vec<u8>> {
             object[4]
         )));
     }
-    if object[6..8] != [0, 0] {
-        return Err(corrupt(
-            "chunk flags are not supported (encrypted by a newer reprise?)",
-        ));
+    let flags = u16::from_be_bytes([object[6], object[7]]);
+    if flags & !FLAG_ENCRYPTED != 0 {
+        return Err(corrupt(format!("chunk flags {flags:#x} are not supported")));
     }
     let plain_len = be_u32(object, 8);
     let payload_len = be_u32(object, 12) as usize;
@@ -159,14 +228,47 @@ pub fn decode(object: &[u8]) -> Result<Vec<u8>> {
             HEADER_LEN + payload_len + CHECKSUM_LEN
         )));
     }
-    let body = &object[..HEADER_LEN + payload_len];
-    if checksum(body) != object[HEADER_LEN + payload_len..] {
+    let sealed = &object[..HEADER_LEN + payload_len];
+    if checksum(sealed) != object[HEADER_LEN + payload_len..] {
         return Err(corrupt("chunk checksum mismatch: the object is damaged"));
     }
     let payload = &object[HEADER_LEN..HEADER_LEN + payload_len];
+    let opened;
+    let body = match (flags & FLAG_ENCRYPTED != 0, &keys.cipher) {
+        (false, _) => payload,
+        (true, None) => {
+            return Err(Error::new(
+                ErrorKind::Invalid,
+                "region_key_wrong",
+                "the chunk is encrypted but this region is configured without encryption",
+            ))
+        }
+        (true, Some(cipher)) => {
+            if payload.len() < NONCE_LEN + TAG_LEN {
+                return Err(corrupt("encrypted chunk too short for its nonce and tag"));
+            }
+            let (nonce, ciphertext) = payload.split_at(NONCE_LEN);
+            opened = cipher
+                .decrypt(
+                    XNonce::from_slice(nonce),
+                    Payload {
+                        msg: ciphertext,
+                        aad: &object[..HEADER_LEN],
+                    },
+                )
+                .map_err(|_| {
+                    Error::new(
+                        ErrorKind::Invalid,
+                        "region_key_wrong",
+                        "the chunk is intact but does not decrypt with this region's key: the key is wrong",
+                    )
+                })?;
+            &opened[..]
+        }
+    };
     let plain = match object[5] {
-        CODEC_STORED => payload.to_vec(),
-        CODEC_ZSTD => zstd::bulk::decompress(payload, plain_len as usize)
+        CODEC_STORED => body.to_vec(),
+        CODEC_ZSTD => zstd::bulk::decompress(body, plain_len as usize)
             .map_err(|e| corrupt(format!("chunk does not decompress: {e}")))?,
         other => return Err(corrupt(format!("chunk codec {other} is not supported"))),
     };
@@ -180,9 +282,9 @@ pub fn decode(object: &[u8]) -> Result<Vec<u8>> {
 }
 
 /// Decode and check that the content is the chunk named `name`.
-pub fn decode_checked(object: &[u8], key: &ChunkKey, name: &ChunkName) -> Result<Vec<u8>> {
-    let plain = decode(object)?;
-    if ChunkName::of(key, &plain) != *name {
+pub fn decode_checked(object: &[u8], keys: &RegionKeys, name: &ChunkName) -> Result<Vec<u8>> {
+    let plain = decode(object, keys)?;
+    if ChunkName::of(&keys.names, &plain) != *name {
         return Err(corrupt(format!(
             "chunk {name} holds other data than its name says (wrong region key, or a damaged object)"
         )));
@@ -195,6 +297,14 @@ mod tests {
     use super::*;
 
     const KEY: ChunkKey = ChunkKey([7u8; 32]);
+
+    fn plain_keys() -> RegionKeys {
+        RegionKeys {
+            names: KEY,
+            cipher: None,
+            check: [0; 32],
+        }
+    }
 
     fn text(n: usize) -> Vec<u8> {
         b"the quick brown fox jumps over the lazy dog. "
@@ -220,16 +330,16 @@ mod tests {
     #[test]
     fn round_trips_and_compresses_when_it_helps() {
         for plain in [text(1 << 20), noise(1 << 20), vec![], vec![1, 2, 3]] {
-            let obj = encode(&plain, 3).unwrap();
-            assert_eq!(decode(&obj).unwrap(), plain);
+            let obj = encode(&plain, 3, &plain_keys()).unwrap();
+            assert_eq!(decode(&obj, &plain_keys()).unwrap(), plain);
             let name = ChunkName::of(&KEY, &plain);
-            assert_eq!(decode_checked(&obj, &KEY, &name).unwrap(), plain);
+            assert_eq!(decode_checked(&obj, &plain_keys(), &name).unwrap(), plain);
         }
         assert!(
-            encode(&text(1 << 20), 3).unwrap().len() < 1 << 16,
+            encode(&text(1 << 20), 3, &plain_keys()).unwrap().len() < 1 << 16,
             "text compresses"
         );
-        let random = encode(&noise(1 << 20), 3).unwrap();
+        let random = encode(&noise(1 << 20), 3, &plain_keys()).unwrap();
         assert_eq!(random[5], CODEC_STORED, "random data is stored as is");
         assert_eq!(random.len(), (1 << 20) + HEADER_LEN + CHECKSUM_LEN);
     }
@@ -250,7 +360,7 @@ mod tests {
 
     #[test]
     fn every_damage_is_named() {
-        let obj = encode(&text(100_000), 3).unwrap();
+        let obj = encode(&text(100_000), 3, &plain_keys()).unwrap();
         let mut cases: Vec<(Vec<u8>, &str)> = Vec::new();
         let mut flipped = obj.clone();
         flipped[HEADER_LEN + 10] ^= 1;
@@ -262,7 +372,7 @@ mod tests {
         version[4] = 9;
         cases.push((version, "version 9"));
         let mut flags = obj.clone();
-        flags[7] = 1;
+        flags[7] = 2;
         cases.push((flags, "flags"));
         let mut huge = obj.clone();
         huge[8..12].copy_from_slice(&u32::MAX.to_be_bytes());
@@ -270,13 +380,46 @@ mod tests {
         cases.push((obj[..obj.len() - 1].to_vec(), "header says"));
         cases.push((obj[..10].to_vec(), "too short"));
         for (bytes, words) in cases {
-            let e = decode(&bytes).unwrap_err();
+            let e = decode(&bytes, &plain_keys()).unwrap_err();
             assert_eq!(e.code, "object_corrupt");
             assert!(e.message.contains(words), "{words}: {}", e.message);
         }
         let other = ChunkName::of(&KEY, b"something else");
-        let e = decode_checked(&obj, &KEY, &other).unwrap_err();
+        let e = decode_checked(&obj, &plain_keys(), &other).unwrap_err();
         assert!(e.message.contains("other data than its name says"));
+    }
+
+    #[test]
+    fn encrypted_chunks_hide_data_never_repeat_a_nonce_and_name_a_wrong_key() {
+        let keys = RegionKeys::derive(&[5; 32], true);
+        let plain = text(200_000);
+        let a = encode(&plain, 3, &keys).unwrap();
+        let b = encode(&plain, 3, &keys).unwrap();
+        assert_eq!(u16::from_be_bytes([a[6], a[7]]), FLAG_ENCRYPTED);
+        assert_ne!(
+            a[HEADER_LEN..HEADER_LEN + NONCE_LEN],
+            b[HEADER_LEN..HEADER_LEN + NONCE_LEN],
+            "a fresh nonce per encryption"
+        );
+        assert!(!a.windows(20).any(|w| w == &plain[..20]), "no plain text");
+        let name = ChunkName::of(&keys.names, &plain);
+        assert_eq!(decode_checked(&a, &keys, &name).unwrap(), plain);
+        let wrong = RegionKeys::derive(&[6; 32], true);
+        assert_eq!(decode(&a, &wrong).unwrap_err().code, "region_key_wrong");
+        let unencrypted = RegionKeys::derive(&[5; 32], false);
+        assert_eq!(
+            decode(&a, &unencrypted).unwrap_err().code,
+            "region_key_wrong"
+        );
+        assert_ne!(keys.check_value(), wrong.check_value());
+        assert_eq!(keys.check_value(), unencrypted.check_value());
+        // Damage is still found by the checksum first, with or without key.
+        let mut bad = a.clone();
+        bad[HEADER_LEN + 40] ^= 1;
+        assert!(decode(&bad, &keys)
+            .unwrap_err()
+            .message
+            .contains("checksum"));
     }
 
     #[test]

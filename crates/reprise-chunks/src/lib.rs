@@ -10,6 +10,10 @@
 //!   chunks are never stored.
 //! - An **index** ([`index`]) lists, for one snapshot, the name of the chunk
 //!   at every position of the volume (or "zero").
+//! - A **manifest** ([`manifest`]) describes a snapshot and pins its index;
+//!   written last, its presence means the snapshot is complete. The
+//!   region's own object ([`manifest::RegionInfo`]) fixes the chunk size,
+//!   whether chunks are encrypted, and a check of the region's key.
 //! - Every object carries a magic, a version, its lengths and a checksum,
 //!   and every decoder caps sizes before it allocates: a corrupt or hostile
 //!   object is an error that says what is wrong, never garbage and never an
@@ -18,8 +22,11 @@
 pub mod chunk;
 pub mod envelope;
 pub mod index;
+pub mod manifest;
 
-pub use chunk::{ChunkKey, ChunkName};
+pub use chunk::{ChunkKey, ChunkName, RegionKeys};
+pub use index::Index;
+pub use manifest::{Manifest, RegionInfo};
 
 use reprise_core::{Error, ErrorKind};
 

@@ -173,6 +173,13 @@ impl<S: Source> Image<S> {
         Ok(m)
     }
 
+    /// Read host bytes of data clusters (found through [`Image::decode`]),
+    /// checked to lie inside the file.
+    pub fn read_host(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        self.check_range("data clusters", offset, buf.len() as u64)?;
+        self.src.read_at(offset, buf)
+    }
+
     /// Read one whole guest cluster's data as mapped by `m` into `buf`
     /// (one cluster long). Compressed clusters are refused.
     pub fn read_cluster(&self, m: Mapping, buf: &mut [u8]) -> Result<()> {

@@ -1,0 +1,83 @@
+//! Garbage collection: delete the chunks no snapshot (or template) needs,
+//! and the objects of snapshots that no longer exist.
+//!
+//! The protocol, with one daemon per region store:
+//!
+//! 1. A backup *holds* a chunk ([`Refs::hold`]) before it relies on the
+//!    chunk being in the store: before the HEAD that finds it present, and
+//!    for its base's chunks before it skips them. The hold lasts until the
+//!    snapshot's references are recorded in the catalog (or it failed).
+//! 2. A sweep takes the sweep lock exclusively, so no hold is taken while
+//!    it runs; then — inside the lock — it reads the live set (every chunk
+//!    a recorded snapshot or template references, every snapshot id that
+//!    exists) and adds the held chunks; then it lists the store and deletes
+//!    what is in neither.
+//!
+//! So a chunk deleted by a sweep was not held when the sweep began and
+//! could not be held during it: any backup that wants it afterwards finds
+//! it absent and uploads it again. A chunk a backup holds is never deleted.
+//! A crash loses only holds, whose backups it also ends.
+
+use crate::{Refs, Region};
+use reprise_chunks::ChunkName;
+use reprise_core::Result;
+use std::collections::HashSet;
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// What the catalog says is in use.
+#[derive(Debug, Default)]
+pub struct Live {
+    pub chunks: HashSet<ChunkName>,
+    pub snapshots: HashSet<Uuid>,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct GcReport {
+    pub chunks_examined: u64,
+    pub chunks_deleted: u64,
+    pub bytes_freed: u64,
+    pub snapshot_objects_deleted: u64,
+    /// The chunks it deleted (the caller forgets their sizes).
+    pub deleted: Vec<ChunkName>,
+}
+
+/// Sweep the store. `live` is called once the sweep holds the lock.
+pub async fn gc(
+    region: &Region,
+    refs: &Arc<Refs>,
+    live: impl FnOnce() -> Result<Live>,
+) -> Result<GcReport> {
+    let _sweeping = refs.sweep.write().await;
+    let live = live()?;
+    let mut report = GcReport::default();
+    for (key, size) in region.store.list("chunks").await? {
+        report.chunks_examined += 1;
+        let Some(name) = key
+            .rsplit('/')
+            .next()
+            .and_then(|n| ChunkName::from_hex(n).ok())
+        else {
+            tracing::warn!(
+                key,
+                "an object under chunks/ that is not a chunk: left alone"
+            );
+            continue;
+        };
+        if live.chunks.contains(&name) || refs.is_held(&name) {
+            continue;
+        }
+        region.store.delete(&key).await?;
+        report.chunks_deleted += 1;
+        report.bytes_freed += size;
+        report.deleted.push(name);
+    }
+    for (key, _) in region.store.list("snapshots").await? {
+        let id = key.split('/').nth(1).and_then(|s| Uuid::parse_str(s).ok());
+        if id.is_some_and(|id| !live.snapshots.contains(&id)) {
+            region.store.delete(&key).await?;
+            report.snapshot_objects_deleted += 1;
+        }
+    }
+    Ok(report)
+}

@@ -1,0 +1,211 @@
+//! The volume-snapshot engine: everything between a qcow2 internal snapshot
+//! and the region's object store, with no knowledge of the catalog, the
+//! API or QEMU processes.
+//!
+//! - [`backup`] reads the clusters of a qcow2 snapshot that differ from a
+//!   base snapshot (or all written clusters), cuts them into fixed-size
+//!   chunks, hashes, compresses (and encrypts) them and uploads the chunks
+//!   the store lacks, in parallel with bounded memory.
+//! - [`restore`] reads a snapshot back, and [`restore::verify`] checks every
+//!   chunk of it.
+//! - [`gc`] removes the chunks and snapshot objects nothing references.
+//!
+//! Object keys in the store:
+//!
+//! ```text
+//! region                      the region's settings (RegionInfo)
+//! chunks/<2 hex>/<64 hex>     one chunk, named by its keyed hash
+//! snapshots/<uuid>/index      a snapshot's index
+//! snapshots/<uuid>/manifest   a snapshot's manifest: written last
+//! ```
+//!
+//! Invariant: a manifest is written only after its index and every chunk
+//! the index names are durable in the store, and [`Refs`] keeps garbage
+//! collection from deleting a chunk that a backup in progress has decided
+//! to reference (see `gc.rs` for the protocol).
+
+pub mod backup;
+pub mod gc;
+mod plan;
+pub mod restore;
+
+use reprise_chunks::{ChunkName, Manifest, RegionInfo, RegionKeys};
+use reprise_core::{Error, ErrorKind, Result};
+use reprise_store::Store;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use uuid::Uuid;
+
+pub use backup::{backup, BackupResult, Base};
+pub use gc::{gc, GcReport, Live};
+pub use restore::{restore_raw, verify, VerifyReport};
+
+/// The chunk size of new regions: 1 MiB (measured against 2 and 4 MiB in
+/// `docs/BENCHMARKS.md`: the same throughput, finer increments).
+pub const DEFAULT_CHUNK_SIZE: u32 = 1 << 20;
+
+/// A region's store with its keys and settings.
+#[derive(Clone, Debug)]
+pub struct Region {
+    pub store: Store,
+    pub keys: RegionKeys,
+    pub chunk_size: u32,
+    /// zstd level for chunks.
+    pub level: i32,
+    /// Chunks in flight at once (each holds at most two chunk-sized buffers).
+    pub parallel: usize,
+}
+
+pub fn chunk_key(name: &ChunkName) -> String {
+    let hex = name.to_hex();
+    format!("chunks/{}/{hex}", &hex[..2])
+}
+
+pub fn index_key(snapshot: Uuid) -> String {
+    format!("snapshots/{snapshot}/index")
+}
+
+pub fn manifest_key(snapshot: Uuid) -> String {
+    format!("snapshots/{snapshot}/manifest")
+}
+
+const REGION_KEY: &str = "region";
+
+impl Region {
+    /// Open a region's store: the first daemon writes its settings; every
+    /// later one must bring the same secret and encryption setting.
+    pub async fn open(store: Store, secret: &[u8; 32], encrypt: bool) -> Result<Region> {
+        let keys = RegionKeys::derive(secret, encrypt);
+        let info = match store.get(REGION_KEY, 64 << 10).await {
+            Ok(bytes) => RegionInfo::decode(&bytes)?,
+            Err(e) if e.kind == ErrorKind::NotFound => {
+                let info = RegionInfo {
+                    chunk_size: DEFAULT_CHUNK_SIZE,
+                    encrypted: encrypt,
+                    key_check: keys.check_value(),
+                    created_at: chrono::Utc::now(),
+                };
+                store.put_if_absent(REGION_KEY, info.encode()).await?;
+                // Another daemon may have won the race: read what is there.
+                RegionInfo::decode(&store.get(REGION_KEY, 64 << 10).await?)?
+            }
+            Err(e) => return Err(e),
+        };
+        if info.key_check != keys.check_value() {
+            return Err(Error::new(
+                ErrorKind::Invalid,
+                "region_key_wrong",
+                format!(
+                    "the region store {} was created with another key: give this daemon the region's key file",
+                    store.label()
+                ),
+            ));
+        }
+        if info.encrypted != encrypt {
+            return Err(Error::invalid(
+                "config_invalid",
+                format!(
+                    "the region store {} is {}encrypted but the config says encrypt = {encrypt}",
+                    store.label(),
+                    if info.encrypted { "" } else { "not " }
+                ),
+            ));
+        }
+        Ok(Region {
+            store,
+            keys,
+            chunk_size: info.chunk_size,
+            level: 3,
+            parallel: 8,
+        })
+    }
+
+    pub async fn manifest(&self, snapshot: Uuid) -> Result<Manifest> {
+        let bytes = self
+            .store
+            .get(&manifest_key(snapshot), 64 << 10)
+            .await
+            .map_err(|e| e.context(format!("snapshot {snapshot}")))?;
+        Manifest::decode(&bytes)
+    }
+
+    /// A snapshot's index, checked against the hash its manifest pins.
+    pub async fn index(&self, manifest: &Manifest) -> Result<reprise_chunks::Index> {
+        let bytes = self
+            .store
+            .get(&index_key(manifest.snapshot_id), 1 << 40)
+            .await?;
+        if blake3::hash(&bytes).to_hex().as_str() != manifest.index_blake3 {
+            return Err(reprise_chunks::corrupt(format!(
+                "the index of snapshot {} does not match its manifest",
+                manifest.snapshot_id
+            )));
+        }
+        reprise_chunks::Index::decode(&bytes)
+    }
+}
+
+/// The chunks that backups in progress have decided to reference, and the
+/// lock that makes a garbage-collection sweep exclusive with taking such a
+/// reference (the protocol is in `gc.rs`).
+#[derive(Default)]
+pub struct Refs {
+    sweep: tokio::sync::RwLock<()>,
+    held: Mutex<HashMap<ChunkName, usize>>,
+}
+
+/// References held by one backup until its snapshot is recorded; dropping
+/// it releases them.
+pub struct Hold {
+    refs: Arc<Refs>,
+    names: Vec<ChunkName>,
+}
+
+impl Refs {
+    /// Reference `names` before relying on their presence in the store.
+    pub async fn hold(self: &Arc<Refs>, names: impl IntoIterator<Item = ChunkName>) -> Hold {
+        let _no_sweep = self.sweep.read().await;
+        let names: Vec<ChunkName> = names.into_iter().collect();
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        for n in &names {
+            *held.entry(*n).or_default() += 1;
+        }
+        Hold {
+            refs: self.clone(),
+            names,
+        }
+    }
+
+    fn is_held(&self, name: &ChunkName) -> bool {
+        self.held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(name)
+    }
+}
+
+impl Hold {
+    /// Move another hold's references into this one.
+    pub fn absorb(&mut self, mut other: Hold) {
+        self.names.append(&mut other.names);
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        let mut held = self.refs.held.lock().unwrap_or_else(|p| p.into_inner());
+        for n in &self.names {
+            if let Some(c) = held.get_mut(n) {
+                *c -= 1;
+                if *c == 0 {
+                    held.remove(n);
+                }
+            }
+        }
+    }
+}
+
+/// Map a failed blocking task to an error.
+pub(crate) fn joined<T>(r: std::result::Result<Result<T>, tokio::task::JoinError>) -> Result<T> {
+    r.map_err(|e| Error::internal(format!("worker: {e}")))?
+}

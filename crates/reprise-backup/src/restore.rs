@@ -1,0 +1,139 @@
+//! Reading a snapshot back from the store: to a raw image, and to check it.
+
+use crate::{chunk_key, joined, Region};
+use futures::StreamExt;
+use reprise_chunks::{chunk, ChunkName, Index};
+use reprise_core::{Error, ErrorKind, Result};
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+/// Fetch one chunk and check that it is the one named.
+pub async fn fetch(region: &Region, name: ChunkName) -> Result<Vec<u8>> {
+    let object = region
+        .store
+        .get(&chunk_key(&name), (chunk::MAX_CHUNK as u64) * 2)
+        .await
+        .map_err(|e| e.context(format!("chunk {name}")))?;
+    let keys = region.keys.clone();
+    joined(
+        tokio::task::spawn_blocking(move || {
+            chunk::decode_checked(&object, &keys, &name)
+                .map_err(|e| e.context(format!("chunk {name}")))
+        })
+        .await,
+    )
+}
+
+/// Write the snapshot's guest bytes to `file` as a raw image: the file is
+/// set to the volume's size and only non-zero chunks are written (the rest
+/// stays a hole). Chunks are fetched in parallel and written out of order.
+pub async fn restore_raw(
+    region: &Region,
+    index: &Index,
+    file: std::fs::File,
+    progress: impl Fn(u64, u64),
+) -> Result<()> {
+    let io = |e: std::io::Error| Error::unavailable("io_error", format!("writing the image: {e}"));
+    file.set_len(index.volume_size).map_err(io)?;
+    let file = Arc::new(file);
+    let total = index.entries.len() as u64;
+    let chunk_size = index.chunk_size as u64;
+    let mut writes = futures::stream::iter(index.entries.iter().copied())
+        .map(|(pos, name)| {
+            let file = file.clone();
+            async move {
+                let plain = fetch(region, name).await?;
+                joined(
+                    tokio::task::spawn_blocking(move || {
+                        file.write_all_at(&plain, pos * chunk_size).map_err(io)
+                    })
+                    .await,
+                )
+            }
+        })
+        .buffer_unordered(region.parallel.max(1));
+    let mut done = 0;
+    while let Some(r) = writes.next().await {
+        r?;
+        done += 1;
+        progress(done, total);
+    }
+    file.sync_all().map_err(io)
+}
+
+/// What a verification found.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct VerifyReport {
+    pub chunks_checked: u64,
+    pub missing: Vec<ChunkName>,
+    /// Chunks present but damaged (or not decryptable), with the reason.
+    pub damaged: Vec<(ChunkName, String)>,
+}
+
+impl VerifyReport {
+    pub fn is_clean(&self) -> bool {
+        self.missing.is_empty() && self.damaged.is_empty()
+    }
+
+    /// One sentence naming what is wrong (first few chunks).
+    pub fn summary(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.missing.is_empty() {
+            let names: Vec<String> = self.missing.iter().take(3).map(|n| n.to_hex()).collect();
+            parts.push(format!(
+                "{} chunk(s) missing ({}{})",
+                self.missing.len(),
+                names.join(", "),
+                if self.missing.len() > 3 { ", …" } else { "" }
+            ));
+        }
+        if !self.damaged.is_empty() {
+            let names: Vec<String> = self
+                .damaged
+                .iter()
+                .take(3)
+                .map(|(n, why)| format!("{n}: {why}"))
+                .collect();
+            parts.push(format!(
+                "{} chunk(s) damaged ({})",
+                self.damaged.len(),
+                names.join("; ")
+            ));
+        }
+        if parts.is_empty() {
+            format!("all {} chunks are intact", self.chunks_checked)
+        } else {
+            parts.join("; ")
+        }
+    }
+}
+
+/// Re-read every chunk of a snapshot and check it; the index itself must
+/// match its manifest (an error otherwise).
+pub async fn verify(
+    region: &Region,
+    snapshot: uuid::Uuid,
+    progress: impl Fn(u64, u64),
+) -> Result<VerifyReport> {
+    let manifest = region.manifest(snapshot).await?;
+    let index = region.index(&manifest).await?;
+    let names: Vec<ChunkName> = index.distinct().into_iter().collect();
+    let total = names.len() as u64;
+    let mut checks = futures::stream::iter(names)
+        .map(|name| async move { (name, fetch(region, name).await) })
+        .buffer_unordered(region.parallel.max(1));
+    let mut report = VerifyReport::default();
+    while let Some((name, r)) = checks.next().await {
+        report.chunks_checked += 1;
+        match r {
+            Ok(_) => {}
+            Err(e) if e.kind == ErrorKind::NotFound => report.missing.push(name),
+            Err(e) if e.kind == ErrorKind::Invalid => report.damaged.push((name, e.message)),
+            Err(e) => return Err(e),
+        }
+        progress(report.chunks_checked, total);
+    }
+    report.missing.sort();
+    report.damaged.sort_by_key(|d| d.0);
+    Ok(report)
+}

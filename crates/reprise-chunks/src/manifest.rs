@@ -1,0 +1,126 @@
+//! The manifest of a snapshot: what it is a copy of and what it holds. It
+//! is the last object a backup writes, once every chunk and the index are
+//! durable, so a manifest in the store means a complete snapshot.
+//!
+//! Body: JSON (fields below) in an [`envelope`](crate::envelope) of kind
+//! "RPMF", version 1. JSON keeps it readable with standard tools; the
+//! envelope gives it a magic, a version and a checksum.
+
+use crate::{corrupt, envelope};
+use chrono::{DateTime, Utc};
+use reprise_core::Result;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+pub const MAGIC: &[u8; 4] = b"RPMF";
+pub const VERSION: u16 = 1;
+const MAX_BODY: u64 = 64 << 10;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub snapshot_id: Uuid,
+    pub name: String,
+    pub volume_id: Uuid,
+    pub volume_name: String,
+    pub zone: String,
+    pub volume_size: u64,
+    pub chunk_size: u32,
+    /// The snapshot this one was taken incrementally from, if any.
+    pub base_snapshot_id: Option<Uuid>,
+    /// `filesystem` or `crash`.
+    pub consistency: String,
+    pub created_at: DateTime<Utc>,
+    /// BLAKE3 (hex) of the index object: the manifest pins its index.
+    pub index_blake3: String,
+    /// Distinct chunks the index references.
+    pub chunk_count: u64,
+    /// Bytes of the volume that are not zeros (whole chunks).
+    pub written_bytes: u64,
+    /// Bytes the referenced chunks take in the store.
+    pub stored_bytes: u64,
+    /// Bytes of chunks this snapshot added to the store.
+    pub new_bytes: u64,
+}
+
+impl Manifest {
+    pub fn encode(&self) -> Vec<u8> {
+        let body = serde_json::to_vec(self).expect("a manifest serialises");
+        envelope::seal(MAGIC, VERSION, &body)
+    }
+
+    pub fn decode(object: &[u8]) -> Result<Manifest> {
+        let (version, body) = envelope::open(MAGIC, "snapshot manifest", object, MAX_BODY)?;
+        if version != VERSION {
+            return Err(corrupt(format!(
+                "snapshot manifest version {version} is not supported"
+            )));
+        }
+        serde_json::from_slice(body).map_err(|e| corrupt(format!("snapshot manifest: {e}")))
+    }
+}
+
+/// The region's own object (key `region`): the settings every daemon that
+/// uses the store must share. Written once, when the first daemon opens an
+/// empty store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegionInfo {
+    pub chunk_size: u32,
+    pub encrypted: bool,
+    /// [`RegionKeys::check_value`](crate::chunk::RegionKeys::check_value)
+    /// of the region's secret: a daemon with another secret is refused.
+    pub key_check: String,
+    pub created_at: DateTime<Utc>,
+}
+
+pub const REGION_MAGIC: &[u8; 4] = b"RPRG";
+
+impl RegionInfo {
+    pub fn encode(&self) -> Vec<u8> {
+        let body = serde_json::to_vec(self).expect("region info serialises");
+        envelope::seal(REGION_MAGIC, VERSION, &body)
+    }
+
+    pub fn decode(object: &[u8]) -> Result<RegionInfo> {
+        let (version, body) = envelope::open(REGION_MAGIC, "region object", object, MAX_BODY)?;
+        if version != VERSION {
+            return Err(corrupt(format!(
+                "region object version {version} is not supported"
+            )));
+        }
+        serde_json::from_slice(body).map_err(|e| corrupt(format!("region object: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifest_round_trips_and_refuses_damage() {
+        let m = Manifest {
+            snapshot_id: Uuid::new_v4(),
+            name: "db-20261122".into(),
+            volume_id: Uuid::new_v4(),
+            volume_name: "db".into(),
+            zone: "zone1".into(),
+            volume_size: 8 << 30,
+            chunk_size: 1 << 20,
+            base_snapshot_id: None,
+            consistency: "filesystem".into(),
+            created_at: Utc::now(),
+            index_blake3: "00".repeat(32),
+            chunk_count: 3,
+            written_bytes: 3 << 20,
+            stored_bytes: 1000,
+            new_bytes: 1000,
+        };
+        let obj = m.encode();
+        assert_eq!(Manifest::decode(&obj).unwrap(), m);
+        let mut bad = obj.clone();
+        bad[20] ^= 1;
+        assert_eq!(Manifest::decode(&bad).unwrap_err().code, "object_corrupt");
+        assert!(RegionInfo::decode(&obj).is_err(), "kinds are not mixed up");
+    }
+}
