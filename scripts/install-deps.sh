@@ -9,6 +9,7 @@ command -v qemu-ga >/dev/null || [ -x /usr/sbin/qemu-ga ] || need+=(qemu-guest-a
 command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
 command -v lz4 >/dev/null || need+=(lz4)
 command -v sha256sum >/dev/null || need+=(coreutils)
+command -v curl >/dev/null || need+=(curl)
 # gcc with static glibc builds the test guest's benchmark tool.
 command -v gcc >/dev/null && [ -f /usr/lib/x86_64-linux-gnu/libc.a ] || need+=(gcc libc6-dev)
 # qemu-img must come from the same QEMU release as qemu-system-x86: a newer
@@ -24,6 +25,6 @@ $SUDO apt-get update -q
 v=$(apt-cache policy qemu-system-x86 | awk '/Candidate:/{print $2}')
 [ -n "$v" ] && [ "$v" != "(none)" ] || { echo "qemu-system-x86 is not available from apt" >&2; exit 1; }
 $SUDO apt-get install -y -q --allow-downgrades \
-  "qemu-system-x86=$v" "qemu-utils=$v" qemu-guest-agent e2fsprogs lz4 coreutils gcc libc6-dev
+  "qemu-system-x86=$v" "qemu-utils=$v" qemu-guest-agent e2fsprogs lz4 coreutils curl gcc libc6-dev
 qemu-system-x86_64 --version | head -1
 qemu-img --version | head -1

@@ -54,6 +54,9 @@ pub struct Region {
     pub level: i32,
     /// Chunks in flight at once (each holds at most two chunk-sized buffers).
     pub parallel: usize,
+    /// Fault injection for tests: a pause after reading each chunk, so a
+    /// backup lasts long enough to be interrupted.
+    pub test_chunk_delay: std::time::Duration,
 }
 
 pub fn chunk_key(name: &ChunkName) -> String {
@@ -117,6 +120,7 @@ impl Region {
             chunk_size: info.chunk_size,
             level: 3,
             parallel: 8,
+            test_chunk_delay: std::time::Duration::ZERO,
         })
     }
 

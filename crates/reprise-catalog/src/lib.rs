@@ -20,6 +20,7 @@
 
 mod migrations;
 mod rows;
+mod snapshots;
 
 use chrono::{DateTime, Utc};
 use reprise_core::model::*;
@@ -32,6 +33,7 @@ use uuid::Uuid;
 
 use rows::Sql;
 pub use rows::{InstanceRow, VolumeRow};
+pub use snapshots::BackupStats;
 
 pub struct Catalog {
     conn: Mutex<Connection>,
@@ -294,6 +296,27 @@ impl Catalog {
         )
     }
 
+    /// Move a volume to `to` only from one of `from`.
+    pub fn transition_volume(
+        &self,
+        id: Uuid,
+        from: &[VolumeState],
+        to: VolumeState,
+    ) -> Result<bool> {
+        let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
+        self.guarded_transition("volumes", id, &from, to.as_str())
+    }
+
+    /// Every volume of every account (for startup checks).
+    pub fn list_all_volumes(&self) -> Result<Vec<VolumeRow>> {
+        rows::query(
+            &self.conn(),
+            &format!("{} ORDER BY v.created_at", rows::VOLUME_SELECT),
+            [],
+            rows::volume,
+        )
+    }
+
     pub fn set_volume_size(&self, id: Uuid, size: u64) -> Result<()> {
         self.update(
             "volume size",
@@ -416,7 +439,13 @@ impl Catalog {
 
     /// `UPDATE table SET state = to WHERE id = id AND state IN from`, in one
     /// statement so that of two concurrent requests only one moves the row.
-    fn guarded_transition(&self, table: &str, id: Uuid, from: &[&str], to: &str) -> Result<bool> {
+    pub(crate) fn guarded_transition(
+        &self,
+        table: &str,
+        id: Uuid,
+        from: &[&str],
+        to: &str,
+    ) -> Result<bool> {
         let n = self
             .conn()
             .execute(
@@ -768,7 +797,12 @@ impl Catalog {
         )
     }
 
-    fn update(&self, what: &str, sql: &str, params: impl rusqlite::Params) -> Result<()> {
+    pub(crate) fn update(
+        &self,
+        what: &str,
+        sql: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<()> {
         self.conn().execute(sql, params).map_err(db_err(what))?;
         Ok(())
     }

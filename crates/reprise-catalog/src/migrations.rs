@@ -102,6 +102,47 @@ const STEPS: &[&str] = &[
     ALTER TABLE instances ADD COLUMN snapshots_enabled INTEGER NOT NULL DEFAULT 1;
     ALTER TABLE instances ADD COLUMN plan TEXT;
     "#,
+    // 3: volume snapshots in the region's store, the chunks they reference
+    // (what garbage collection keeps) and each volume's incremental base.
+    r#"
+    CREATE TABLE snapshots (
+        id TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL REFERENCES accounts(id),
+        name TEXT NOT NULL,
+        volume_id TEXT NOT NULL,
+        volume_name TEXT NOT NULL,
+        zone TEXT NOT NULL,
+        state TEXT NOT NULL,
+        size_bytes INTEGER NOT NULL,
+        consistency TEXT NOT NULL,
+        base_id TEXT,
+        progress_done INTEGER NOT NULL DEFAULT 0,
+        progress_total INTEGER NOT NULL DEFAULT 0,
+        written_bytes INTEGER,
+        stored_bytes INTEGER,
+        new_bytes INTEGER,
+        read_bytes INTEGER,
+        chunk_count INTEGER,
+        positions INTEGER,
+        error TEXT,
+        created_at TEXT NOT NULL,
+        completed_at TEXT,
+        verified_at TEXT,
+        UNIQUE (account_id, name)
+    );
+    CREATE INDEX snapshots_by_volume ON snapshots (volume_id);
+    CREATE TABLE chunks (
+        name BLOB PRIMARY KEY,
+        stored_size INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE snapshot_chunks (
+        snapshot_id TEXT NOT NULL REFERENCES snapshots(id) ON DELETE CASCADE,
+        name BLOB NOT NULL,
+        PRIMARY KEY (snapshot_id, name)
+    ) WITHOUT ROWID;
+    CREATE INDEX snapshot_chunks_by_name ON snapshot_chunks (name);
+    ALTER TABLE volumes ADD COLUMN snapshot_base_id TEXT;
+    "#,
 ];
 
 /// The schema version this build writes.

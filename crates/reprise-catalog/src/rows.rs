@@ -259,3 +259,42 @@ pub(crate) fn job(r: &Row) -> rusqlite::Result<Job> {
         finished_at: r.get(12)?,
     })
 }
+
+pub(crate) const SNAPSHOT_SELECT: &str =
+    "SELECT id, name, account_id, volume_id, volume_name, zone, state, size_bytes, consistency, base_id,
+            progress_done, progress_total, written_bytes, stored_bytes, new_bytes, read_bytes, chunk_count,
+            positions, error, created_at, completed_at, verified_at
+       FROM snapshots";
+
+pub(crate) fn snapshot(r: &Row) -> rusqlite::Result<Snapshot> {
+    let opt_u64 = |i: usize| r.get::<_, Option<i64>>(i).map(|v| v.map(|v| v as u64));
+    let chunk_count = opt_u64(16)?;
+    let positions = opt_u64(17)?;
+    Ok(Snapshot {
+        id: uuid(r, 0)?,
+        name: r.get(1)?,
+        account_id: uuid(r, 2)?,
+        volume_id: uuid(r, 3)?,
+        volume: r.get(4)?,
+        zone: r.get(5)?,
+        state: parsed(r, 6)?,
+        size_bytes: r.get::<_, i64>(7)? as u64,
+        consistency: r.get(8)?,
+        base_id: opt_uuid(r, 9)?,
+        progress_done: r.get::<_, i64>(10)? as u64,
+        progress_total: r.get::<_, i64>(11)? as u64,
+        written_bytes: opt_u64(12)?,
+        stored_bytes: opt_u64(13)?,
+        new_bytes: opt_u64(14)?,
+        read_bytes: opt_u64(15)?,
+        chunk_count,
+        dedup_ratio: match (positions, chunk_count) {
+            (Some(p), Some(c)) if c > 0 => Some(p as f64 / c as f64),
+            _ => None,
+        },
+        error: r.get(18)?,
+        created_at: r.get(19)?,
+        completed_at: r.get(20)?,
+        verified_at: r.get(21)?,
+    })
+}

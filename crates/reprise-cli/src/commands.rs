@@ -52,9 +52,45 @@ enum Command {
     /// Recovery points: an instance's volumes (and memory) at one instant.
     #[command(subcommand)]
     Point(PointCmd),
+    /// Volume snapshots: copies of volumes in the region's object store.
+    #[command(subcommand)]
+    Snapshot(SnapshotCmd),
+    /// Remove the chunks no snapshot references from the region's store
+    /// (admin; also runs after every snapshot delete).
+    Gc,
     /// Jobs: the long operations.
     #[command(subcommand)]
     Job(JobCmd),
+}
+
+#[derive(Subcommand)]
+enum SnapshotCmd {
+    /// Snapshot a volume into the region's object store: the instant is
+    /// cut in milliseconds, then only data changed since the volume's last
+    /// snapshot is read and uploaded.
+    Create {
+        /// The volume, by name or id.
+        volume: String,
+        /// Generated from the volume name and the UTC time when left out.
+        #[arg(long)]
+        name: Option<String>,
+        /// Freeze the guest's filesystems (`--quiesce` alone: required; or
+        /// auto, the default, or none).
+        #[arg(long, num_args = 0..=1, default_missing_value = "required")]
+        quiesce: Option<String>,
+    },
+    List,
+    Show {
+        snapshot: String,
+    },
+    /// Delete a snapshot; chunks nothing else references are removed.
+    Delete {
+        snapshot: String,
+    },
+    /// Re-read every chunk of a snapshot and check it.
+    Verify {
+        snapshot: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -313,6 +349,15 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Volume(c) => volume(&ctx, c),
         Command::Instance(c) => instance(&ctx, c),
         Command::Point(c) => point(&ctx, c),
+        Command::Snapshot(c) => snapshot(&ctx, c),
+        Command::Gc => {
+            let job = ctx.client.start_job("/api/v1/gc", &serde_json::json!({}))?;
+            let id = job.id.to_string();
+            if follow(&ctx, job)? {
+                show_job(&ctx, &ctx.client.job(&id)?);
+            }
+            Ok(())
+        }
         Command::Job(c) => job(&ctx, c),
     }
 }
@@ -959,6 +1004,147 @@ fn show_point(ctx: &Ctx, p: &Point) {
         pairs.insert(2, ("description", p.description.clone()));
     }
     if let Some(e) = &p.error {
+        pairs.push(("error", e.clone()));
+    }
+    print!("{}", fields(&pairs));
+}
+
+fn snapshot_path(s: &str) -> String {
+    format!("/api/v1/snapshots/{}", segment(s))
+}
+
+fn snapshot(ctx: &Ctx, cmd: SnapshotCmd) -> Result<()> {
+    let c = &ctx.client;
+    let job = match cmd {
+        SnapshotCmd::Create {
+            volume,
+            name,
+            quiesce,
+        } => c.start_job(
+            "/api/v1/snapshots",
+            &CreateSnapshot {
+                volume,
+                name,
+                quiesce,
+            },
+        )?,
+        SnapshotCmd::List => {
+            let list: Vec<Snapshot> = c.get("/api/v1/snapshots")?;
+            print_list(
+                ctx,
+                &list,
+                &[
+                    "NAME", "VOLUME", "STATE", "SIZE", "STORED", "NEW", "BASE", "CREATED", "ID",
+                ],
+                |s| {
+                    vec![
+                        s.name.clone(),
+                        s.volume.clone(),
+                        snapshot_state(s),
+                        size(s.size_bytes),
+                        s.stored_bytes.map(size).unwrap_or_else(|| "-".into()),
+                        s.new_bytes.map(size).unwrap_or_else(|| "-".into()),
+                        if s.base_id.is_some() {
+                            "incremental"
+                        } else {
+                            "full"
+                        }
+                        .into(),
+                        time(&s.created_at),
+                        s.id.to_string(),
+                    ]
+                },
+            );
+            return Ok(());
+        }
+        SnapshotCmd::Show { snapshot } => {
+            show_snapshot(ctx, &c.get(&snapshot_path(&snapshot))?);
+            return Ok(());
+        }
+        SnapshotCmd::Delete { snapshot } => c.delete_job(&snapshot_path(&snapshot))?,
+        SnapshotCmd::Verify { snapshot } => c.start_job(
+            &format!("{}/verify", snapshot_path(&snapshot)),
+            &serde_json::json!({}),
+        )?,
+    };
+    let (kind, target) = (job.kind.clone(), job.target_id);
+    if follow(ctx, job)? {
+        if kind == "snapshot.delete" {
+            if !ctx.json {
+                println!("deleted");
+            }
+        } else {
+            show_snapshot(ctx, &c.get(&snapshot_path(&target.to_string()))?);
+        }
+    }
+    Ok(())
+}
+
+/// The state, with progress while backing up.
+fn snapshot_state(s: &Snapshot) -> String {
+    if s.state == SnapshotState::BackingUp && s.progress_total > 0 {
+        format!(
+            "{} {:.0}%",
+            s.state,
+            100.0 * s.progress_done as f64 / s.progress_total as f64
+        )
+    } else {
+        s.state.to_string()
+    }
+}
+
+fn show_snapshot(ctx: &Ctx, s: &Snapshot) {
+    if ctx.json {
+        return print_json(s);
+    }
+    let opt_size = |v: Option<u64>| v.map(size).unwrap_or_else(|| "-".into());
+    let mut pairs = vec![
+        ("id", s.id.to_string()),
+        ("name", s.name.clone()),
+        ("volume", format!("{} ({})", s.volume, s.volume_id)),
+        ("zone", s.zone.clone()),
+        ("state", snapshot_state(s)),
+        ("size", size(s.size_bytes)),
+        ("written", opt_size(s.written_bytes)),
+        ("stored", opt_size(s.stored_bytes)),
+        ("new", opt_size(s.new_bytes)),
+        ("read", opt_size(s.read_bytes)),
+        (
+            "chunks",
+            s.chunk_count
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "-".into()),
+        ),
+        (
+            "dedup",
+            s.dedup_ratio
+                .map(|r| format!("{r:.2}x"))
+                .unwrap_or_else(|| "-".into()),
+        ),
+        (
+            "base",
+            s.base_id
+                .map(|b| format!("{b} (incremental)"))
+                .unwrap_or_else(|| "none (full)".into()),
+        ),
+        ("consistency", s.consistency.clone()),
+        ("created", time(&s.created_at)),
+        (
+            "completed",
+            s.completed_at
+                .as_ref()
+                .map(time)
+                .unwrap_or_else(|| "-".into()),
+        ),
+        (
+            "verified",
+            s.verified_at
+                .as_ref()
+                .map(time)
+                .unwrap_or_else(|| "-".into()),
+        ),
+    ];
+    if let Some(e) = &s.error {
         pairs.push(("error", e.clone()));
     }
     print!("{}", fields(&pairs));

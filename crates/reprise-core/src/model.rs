@@ -52,8 +52,17 @@ string_enum!(
 
 string_enum!(
     /// The state of a volume: `Creating` while its file is being made,
-    /// `Ready` for use, `Error` when making it failed.
-    VolumeState { Creating, Ready, Error }
+    /// `Ready` for use, `Snapshotting` while the instant of a volume
+    /// snapshot is cut (milliseconds), `Error` when making it failed.
+    VolumeState { Creating, Ready, Snapshotting, Error }
+);
+
+string_enum!(
+    /// The state of a volume snapshot: `BackingUp` while its data goes to
+    /// the region's object store, `BackedUp` when all of it is there,
+    /// `Destroying` while it is deleted, `Error` (with a reason) when the
+    /// backup failed or a verification found it damaged.
+    SnapshotState { BackingUp, BackedUp, Destroying, Error }
 );
 
 string_enum!(
@@ -277,6 +286,66 @@ pub struct CreatePoint {
     /// `auto` (default: freeze when the agent answers), `required` (fail
     /// if it cannot freeze) or `none`.
     pub quiesce: Option<String>,
+}
+
+/// A volume snapshot: a static copy of one volume at one instant, in the
+/// region's object storage, readable from every zone.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Snapshot {
+    pub id: Uuid,
+    pub name: String,
+    pub account_id: Uuid,
+    pub volume_id: Uuid,
+    /// The volume's name when the snapshot was taken.
+    pub volume: String,
+    pub zone: String,
+    pub state: SnapshotState,
+    /// Guest bytes of the volume (its virtual size).
+    pub size_bytes: u64,
+    /// `filesystem` (guest frozen) or `crash`.
+    pub consistency: String,
+    /// The snapshot this one is incremental to (only changed data read).
+    pub base_id: Option<Uuid>,
+    /// Backup progress: bytes read of bytes to read.
+    pub progress_done: u64,
+    pub progress_total: u64,
+    /// Bytes of the volume that are not zeros (whole chunks).
+    pub written_bytes: Option<u64>,
+    /// Bytes its chunks take in the store, shared ones included.
+    pub stored_bytes: Option<u64>,
+    /// Bytes of chunks this snapshot added to the store.
+    pub new_bytes: Option<u64>,
+    /// Guest bytes the backup read from the volume.
+    pub read_bytes: Option<u64>,
+    /// Distinct chunks it references.
+    pub chunk_count: Option<u64>,
+    /// Chunk positions referenced per distinct chunk (1.0: no duplicates).
+    pub dedup_ratio: Option<f64>,
+    pub error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub completed_at: Option<DateTime<Utc>>,
+    /// When a verification last found every chunk intact.
+    pub verified_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSnapshot {
+    /// The volume, by name or id.
+    pub volume: String,
+    /// Generated from the volume's name and the UTC time when empty.
+    pub name: Option<String>,
+    /// `auto` (default), `required` or `none`, as for recovery points.
+    pub quiesce: Option<String>,
+}
+
+/// What a garbage collection of the region's store did.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct GcResult {
+    pub chunks_examined: u64,
+    pub chunks_deleted: u64,
+    pub bytes_freed: u64,
+    pub snapshot_objects_deleted: u64,
 }
 
 /// Operator settings of an instance (admin).

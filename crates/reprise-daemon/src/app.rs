@@ -18,6 +18,10 @@ use uuid::Uuid;
 pub struct App {
     pub config: Config,
     pub catalog: Catalog,
+    /// The region's object store, where volume snapshots live.
+    pub region: reprise_backup::Region,
+    /// Chunks that backups in progress reference (for garbage collection).
+    pub refs: Arc<reprise_backup::Refs>,
     pub host: HostFacts,
     locks: Mutex<HashMap<Uuid, Arc<AsyncMutex<()>>>>,
     pub metrics: Metrics,
@@ -50,10 +54,12 @@ impl Metrics {
 }
 
 impl App {
-    pub fn new(config: Config, catalog: Catalog) -> Arc<App> {
+    pub fn new(config: Config, catalog: Catalog, region: reprise_backup::Region) -> Arc<App> {
         Arc::new(App {
             config,
             catalog,
+            region,
+            refs: Default::default(),
             host: HostFacts::probe(),
             locks: Mutex::new(HashMap::new()),
             metrics: Metrics::default(),

@@ -14,9 +14,19 @@
 //! system = "qemu-system-x86_64"
 //! img = "qemu-img"
 //!
-//! [region]
-//! store = "local"             # the object store of the region
-//! path = "/var/lib/reprise/objects"
+//! [region]                    # where volume snapshots live
+//! store = "local"             # local | s3
+//! path = "/var/lib/reprise/objects"   # local: the directory
+//! key_file = "/var/lib/reprise/region.key"  # the region's secret, made at first start
+//! encrypt = false             # encrypt every chunk (fixed when the store is created)
+//! # prefix = "reprise"        # keep the region under this prefix of the store
+//!
+//! [region.s3]                 # store = "s3"
+//! endpoint = "http://127.0.0.1:3900"
+//! bucket = "reprise"
+//! region = "garage"
+//! access_key_id = "GK..."
+//! secret_access_key = "..."
 //!
 //! [snapshots]
 //! freeze_timeout_secs = 10    # the watchdog thaws a frozen guest after this
@@ -90,10 +100,21 @@ pub struct QemuConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RegionConfig {
-    /// `local`: a directory (the embedded default).
+    /// `local`: a directory (the embedded default); `s3`: see `s3`.
     pub store: String,
     /// For `local`: the directory; empty means `DATA_DIR/objects`.
     pub path: Option<PathBuf>,
+    pub s3: Option<reprise_store::S3Config>,
+    /// Keep the region's objects under this prefix of the store.
+    pub prefix: Option<String>,
+    /// The region's 32-byte secret (64 hex digits); every daemon of the
+    /// region needs the same. Empty means `DATA_DIR/region.key`, made at
+    /// first start.
+    pub key_file: Option<PathBuf>,
+    /// Encrypt chunks (XChaCha20-Poly1305). Fixed for a store at creation.
+    pub encrypt: bool,
+    /// Fault injection for tests: pause this long after each chunk.
+    pub test_chunk_delay_ms: u64,
 }
 
 impl Default for QemuConfig {
@@ -111,6 +132,11 @@ impl Default for RegionConfig {
         RegionConfig {
             store: "local".into(),
             path: None,
+            s3: None,
+            prefix: None,
+            key_file: None,
+            encrypt: false,
+            test_chunk_delay_ms: 0,
         }
     }
 }
@@ -167,14 +193,20 @@ impl Config {
 
     fn validate(&self) -> Result<()> {
         reprise_core::name::validate_name("zone", &self.default_zone)?;
-        if self.region.store != "local" {
-            return Err(Error::invalid(
-                "config_invalid",
-                format!(
-                    "region.store = \"{}\" is not supported yet: use \"local\"",
-                    self.region.store
-                ),
-            ));
+        match (self.region.store.as_str(), &self.region.s3) {
+            ("local", _) | ("s3", Some(_)) => {}
+            ("s3", None) => {
+                return Err(Error::invalid(
+                    "config_invalid",
+                    "region.store = \"s3\" needs a [region.s3] section (endpoint, bucket, region, access_key_id, secret_access_key)",
+                ))
+            }
+            (other, _) => {
+                return Err(Error::invalid(
+                    "config_invalid",
+                    format!("region.store = \"{other}\" is not a store: use \"local\" or \"s3\""),
+                ))
+            }
         }
         Ok(())
     }
@@ -218,6 +250,13 @@ impl Config {
             .path
             .clone()
             .unwrap_or_else(|| self.data_dir.join("objects"))
+    }
+
+    pub fn region_key_path(&self) -> PathBuf {
+        self.region
+            .key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("region.key"))
     }
 
     pub fn binaries(&self) -> reprise_qemu::img::Binaries {

@@ -7,7 +7,7 @@
 //! kind by [`reprise_core::ErrorKind::http_status`] — nowhere else.
 
 use crate::app::App;
-use crate::ops::{accounts, instances, points, volumes};
+use crate::ops::{accounts, instances, points, snapshots, volumes};
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
@@ -154,6 +154,13 @@ pub fn router(app: Arc<App>) -> Router {
             get(show_point).delete(delete_point),
         )
         .route("/instances/{id}/points/{point}/revert", post(revert_point))
+        .route("/snapshots", get(list_snapshots).post(create_snapshot))
+        .route(
+            "/snapshots/{id}",
+            get(show_snapshot).delete(delete_snapshot),
+        )
+        .route("/snapshots/{id}/verify", post(verify_snapshot))
+        .route("/gc", post(collect_garbage))
         .route("/jobs", get(list_jobs))
         .route("/jobs/{id}", get(show_job));
     Router::new()
@@ -431,6 +438,54 @@ async fn revert_point(
     _: IgnoredBody,
 ) -> ApiResult<Response> {
     Ok(accepted(points::revert(&app, &me, &id, &point)?))
+}
+
+async fn list_snapshots(
+    State(app): State<Arc<App>>,
+    Caller(me): Caller,
+) -> ApiResult<Json<Vec<Snapshot>>> {
+    Ok(Json(snapshots::list(&app, &me)?))
+}
+
+async fn create_snapshot(
+    State(app): State<Arc<App>>,
+    Caller(me): Caller,
+    Body(req): Body<CreateSnapshot>,
+) -> ApiResult<Response> {
+    Ok(accepted(snapshots::create(&app, &me, req)?))
+}
+
+async fn show_snapshot(
+    State(app): State<Arc<App>>,
+    Caller(me): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Snapshot>> {
+    Ok(Json(snapshots::show(&app, &me, &id)?))
+}
+
+async fn delete_snapshot(
+    State(app): State<Arc<App>>,
+    Caller(me): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    Ok(accepted(snapshots::delete(&app, &me, &id)?))
+}
+
+async fn verify_snapshot(
+    State(app): State<Arc<App>>,
+    Caller(me): Caller,
+    Path(id): Path<String>,
+    _: IgnoredBody,
+) -> ApiResult<Response> {
+    Ok(accepted(snapshots::verify(&app, &me, &id)?))
+}
+
+async fn collect_garbage(
+    State(app): State<Arc<App>>,
+    Caller(me): Caller,
+    _: IgnoredBody,
+) -> ApiResult<Response> {
+    Ok(accepted(snapshots::gc(&app, &me)?))
 }
 
 #[derive(Deserialize)]

@@ -139,6 +139,64 @@ fn ensure_default_zone(app: &App) -> Result<()> {
     Ok(())
 }
 
+/// The region's secret: read from its key file, or made (0600) at first
+/// start when the file does not exist.
+fn region_secret(config: &Config) -> Result<[u8; 32]> {
+    let path = config.region_key_path();
+    let parse = |text: &str| -> Option<[u8; 32]> { hex::decode(text.trim()).ok()?.try_into().ok() };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => parse(&text).ok_or_else(|| {
+            Error::invalid(
+                "config_invalid",
+                format!(
+                    "the region key file {} must hold 64 hex digits",
+                    path.display()
+                ),
+            )
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let secret: [u8; 32] = rand::random();
+            let tmp = path.with_extension("key.tmp");
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(true)
+                .write(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(io_err(format!("cannot write {}", tmp.display())))?;
+            writeln!(f, "{}", hex::encode(secret))
+                .and_then(|_| f.sync_all())
+                .map_err(io_err(format!("cannot write {}", tmp.display())))?;
+            std::fs::rename(&tmp, &path)
+                .map_err(io_err(format!("cannot write {}", path.display())))?;
+            tracing::info!(path = %path.display(), "region key created: keep a copy, snapshots cannot be read without it");
+            Ok(secret)
+        }
+        Err(e) => Err(io_err(format!("cannot read {}", path.display()))(e)),
+    }
+}
+
+/// Open the region's object store with its key.
+async fn open_region(config: &Config) -> Result<reprise_backup::Region> {
+    let secret = region_secret(config)?;
+    let store = match &config.region.s3 {
+        Some(s3) if config.region.store == "s3" => reprise_store::Store::s3(s3)?,
+        _ => reprise_store::Store::local(&config.region_store_dir())?,
+    };
+    let store = match config.region.prefix.as_deref() {
+        Some(p) if !p.is_empty() => store.with_prefix(p)?,
+        _ => store,
+    };
+    let mut region = reprise_backup::Region::open(store, &secret, config.region.encrypt).await?;
+    region.test_chunk_delay = std::time::Duration::from_millis(config.region.test_chunk_delay_ms);
+    tracing::info!(
+        store = region.store.label(),
+        encrypted = config.region.encrypt,
+        "region store opened"
+    );
+    Ok(region)
+}
+
 /// Prepare everything and start serving on `config.listen`.
 pub async fn start(config: Config) -> Result<Server> {
     std::fs::create_dir_all(&config.data_dir).map_err(io_err(format!(
@@ -149,13 +207,10 @@ pub async fn start(config: Config) -> Result<Server> {
         io_err(format!("cannot restrict {}", config.data_dir.display())),
     )?;
     let lock = lock_data_dir(&config)?;
-    std::fs::create_dir_all(config.region_store_dir()).map_err(io_err(format!(
-        "cannot create the region store {}",
-        config.region_store_dir().display()
-    )))?;
     let catalog = Catalog::open(&config.catalog_path())?;
     ensure_admin(&config, &catalog)?;
-    let app = App::new(config, catalog);
+    let region = open_region(&config).await?;
+    let app = App::new(config, catalog, region);
     ensure_default_zone(&app)?;
     reconcile::at_startup(&app).await?;
 

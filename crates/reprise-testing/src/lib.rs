@@ -318,3 +318,63 @@ pub fn qemu_img_check(path: &str) -> i32 {
         .code()
         .unwrap_or(-1)
 }
+
+/// The region stores every snapshot test runs against: the local directory
+/// (the default), and the S3 server the test scripts start.
+pub fn region_stores() -> Vec<(&'static str, Option<reprise_store::S3Config>)> {
+    let mut out = vec![("local", None)];
+    if let Some(s3) = reprise_store::S3Config::from_test_env() {
+        out.push(("s3", Some(s3)));
+    }
+    out
+}
+
+/// Point a daemon's region at `s3` (under a prefix of its own), or leave
+/// it on the local directory.
+pub fn use_store(config: &mut Config, s3: &Option<reprise_store::S3Config>) {
+    if let Some(s3) = s3 {
+        config.region.store = "s3".into();
+        config.region.s3 = Some(s3.clone());
+        config.region.prefix = Some(format!("test-{}", uuid::Uuid::new_v4()));
+    }
+}
+
+/// What QEMU reads from internal snapshot `tag` of a qcow2 in use.
+pub fn qemu_export(path: &str, tag: &str, out: &Path) -> Vec<u8> {
+    let status = Command::new("qemu-img")
+        .args(["convert", "-U", "-q", "-f", "qcow2", "-O", "raw", "-l"])
+        .arg(format!("snapshot.name={tag}"))
+        .arg(path)
+        .arg(out)
+        .status()
+        .expect("qemu-img runs");
+    assert!(status.success(), "qemu-img convert of {tag} from {path}");
+    std::fs::read(out).expect("export read")
+}
+
+/// A snapshot's bytes as the region's store holds them, read back through
+/// the daemon's own region.
+pub fn restore_snapshot(d: &TestDaemon, snapshot: uuid::Uuid, out: &Path) -> Vec<u8> {
+    let region = &d.server().app.region;
+    d.block_on(async {
+        let manifest = region.manifest(snapshot).await.expect("manifest");
+        let index = region.index(&manifest).await.expect("index");
+        let file = std::fs::File::create(out).expect("output file");
+        reprise_backup::restore_raw(region, &index, file, |_, _| {})
+            .await
+            .expect("restore");
+    });
+    std::fs::read(out).expect("restored image")
+}
+
+/// The internal snapshot tags of a qcow2 (in use or not).
+pub fn qcow2_tags(path: &str) -> Vec<String> {
+    qemu_img_info(path)["snapshots"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s["name"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -134,3 +134,101 @@ fn a_daemon_killed_while_the_guest_is_frozen() {
         "no stray snapshot in the qcow2"
     );
 }
+
+/// The region part of a config file for one of the test stores.
+fn region_toml(s3: &Option<reprise_store::S3Config>) -> String {
+    match s3 {
+        None => String::new(),
+        Some(s) => format!(
+            "[region]\nstore = \"s3\"\nprefix = \"crash-{}\"\ntest_chunk_delay_ms = 1000\n[region.s3]\nendpoint = \"{}\"\nbucket = \"{}\"\nregion = \"{}\"\naccess_key_id = \"{}\"\nsecret_access_key = \"{}\"\n",
+            uuid::Uuid::new_v4(),
+            s.endpoint,
+            s.bucket,
+            s.region,
+            s.access_key_id,
+            s.secret_access_key
+        ),
+    }
+}
+
+#[test]
+fn a_daemon_killed_during_a_backup_leaves_no_half_snapshot() {
+    for (kind, s3) in region_stores() {
+        let dir = tempfile::Builder::new().prefix("rp").tempdir().unwrap();
+        let data: PathBuf = dir.path().join("data");
+        let config = dir.path().join("reprise.toml");
+        let region = match &s3 {
+            None => "[region]\ntest_chunk_delay_ms = 1000\n".to_string(),
+            Some(_) => region_toml(&s3),
+        };
+        std::fs::write(
+            &config,
+            format!(
+                "data_dir = \"{}\"\nlisten = \"127.0.0.1:0\"\n{region}",
+                data.display()
+            ),
+        )
+        .unwrap();
+        let (mut daemon, c) = serve(&config, &data);
+        let v: Volume = c
+            .post("/api/v1/volumes", &json!({"name": "d", "size": "64M"}))
+            .unwrap();
+        let status = std::process::Command::new("qemu-io")
+            .args(["-f", "qcow2", "-c", "write -P 7 0 40M", &v.path])
+            .output()
+            .unwrap()
+            .status;
+        assert!(status.success());
+        let job = c
+            .start_job("/api/v1/snapshots", &json!({"volume": "d", "name": "s"}))
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let s: Snapshot = c.get("/api/v1/snapshots/s").unwrap();
+            if s.progress_done > 0 {
+                assert!(s.progress_done < s.progress_total, "{kind}: still running");
+                break;
+            }
+            assert!(Instant::now() < deadline, "{kind}: no progress");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        daemon.child.kill().unwrap();
+        daemon.child.wait().unwrap();
+
+        let (_daemon, c) = serve(&config, &data);
+        let s: Snapshot = c.get("/api/v1/snapshots/s").unwrap();
+        assert_eq!(
+            s.state,
+            SnapshotState::Error,
+            "{kind}: never BackedUp half-made"
+        );
+        assert!(s.error.unwrap().contains("daemon stopped"), "{kind}");
+        assert_eq!(
+            c.job(&job.id.to_string()).unwrap().error.unwrap().code,
+            "daemon_restarted"
+        );
+        assert!(
+            qemu_img_info(&v.path).get("snapshots").is_none(),
+            "{kind}: its tag is gone from the volume"
+        );
+        // A new snapshot works, and a collection removes the orphans.
+        let job = c
+            .start_job(
+                "/api/v1/snapshots",
+                &json!({"volume": "d", "name": "again"}),
+            )
+            .unwrap();
+        let done = c
+            .wait_job(&job.id.to_string(), Duration::from_secs(120), |_| {})
+            .unwrap();
+        assert_eq!(done.state, JobState::Succeeded);
+        let again: Snapshot = c.get("/api/v1/snapshots/again").unwrap();
+        assert_eq!(again.state, SnapshotState::BackedUp, "{kind}");
+        assert_eq!(again.base_id, None, "{kind}: the failed one is no base");
+        let job = c
+            .start_job("/api/v1/snapshots/again/verify", &json!({}))
+            .unwrap();
+        c.wait_job(&job.id.to_string(), Duration::from_secs(60), |_| {})
+            .unwrap();
+    }
+}

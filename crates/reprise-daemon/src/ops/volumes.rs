@@ -144,7 +144,9 @@ pub async fn resize(app: &App, account: &Account, reference: &str, size: &str) -
     let attached = attached_instance(app, &v).await?;
     if let Some((inst, _)) = &attached {
         super::points::refuse_if_points(app, inst, &format!("resizing volume '{}'", v.name))?;
+        refuse_busy(inst)?;
     }
+    super::snapshots::drop_base_for_resize(app, &v).await?;
     match &attached {
         Some((inst, _)) if inst.state == InstanceState::Running => {
             refuse_busy(inst)?;
@@ -193,6 +195,7 @@ pub async fn delete(app: &App, account: &Account, reference: &str) -> Result<()>
             ),
         ));
     }
+    super::snapshots::refuse_if_backing_up(app, &v, &format!("deleting volume '{}'", v.name))?;
     let attached = attached_instance(app, &v).await?;
     if let Some((inst, _)) = &attached {
         if inst.state != InstanceState::Stopped && inst.state != InstanceState::Error {

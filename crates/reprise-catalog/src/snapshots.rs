@@ -1,0 +1,334 @@
+//! Volume snapshots, the chunks they reference, and each volume's
+//! incremental base.
+//!
+//! Invariants:
+//! - `snapshot_chunks` lists every chunk a snapshot's index names, written
+//!   before its manifest goes to the store and kept until the snapshot's
+//!   row goes: garbage collection keeps exactly these (and held ones).
+//! - `chunks` caches the stored size of chunks the daemon has seen, for
+//!   the sizes a snapshot shows; it is not the truth about the store.
+//! - `volumes.snapshot_base_id` names the volume's last backed-up snapshot,
+//!   whose internal qcow2 snapshot is kept in the volume's file as the base
+//!   of the next increment.
+
+use crate::rows::{self, Sql};
+use crate::{db_err, now, Catalog};
+use chrono::{DateTime, Utc};
+use reprise_core::model::*;
+use reprise_core::{Error, Result};
+use rusqlite::{params, OptionalExtension};
+use std::collections::HashSet;
+use uuid::Uuid;
+
+/// What a finished backup recorded.
+#[derive(Debug, Clone, Default)]
+pub struct BackupStats {
+    pub written_bytes: u64,
+    pub stored_bytes: u64,
+    pub new_bytes: u64,
+    pub read_bytes: u64,
+    pub chunk_count: u64,
+    pub positions: u64,
+}
+
+impl Catalog {
+    pub fn insert_snapshot(&self, s: &Snapshot) -> Result<()> {
+        self.conn()
+            .execute(
+                "INSERT INTO snapshots (id, account_id, name, volume_id, volume_name, zone, state, size_bytes,
+                                        consistency, base_id, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                params![s.id.sql(), s.account_id.sql(), s.name, s.volume_id.sql(), s.volume, s.zone,
+                        s.state.as_str(), s.size_bytes as i64, s.consistency, s.base_id.sql(), s.created_at],
+            )
+            .map_err(db_err(&format!("snapshot '{}'", s.name)))?;
+        Ok(())
+    }
+
+    /// A snapshot of an account by name or id.
+    pub fn snapshot(&self, account: Uuid, reference: &str) -> Result<Snapshot> {
+        self.conn()
+            .query_row(
+                &format!(
+                    "{} WHERE account_id = ?1 AND (id = ?2 OR name = ?2)",
+                    rows::SNAPSHOT_SELECT
+                ),
+                params![account.sql(), reference],
+                rows::snapshot,
+            )
+            .optional()
+            .map_err(db_err("snapshot"))?
+            .ok_or_else(|| Error::not_found("snapshot", reference).with_code("snapshot_not_found"))
+    }
+
+    pub fn snapshot_by_id(&self, id: Uuid) -> Result<Snapshot> {
+        self.conn()
+            .query_row(
+                &format!("{} WHERE id = ?1", rows::SNAPSHOT_SELECT),
+                params![id.sql()],
+                rows::snapshot,
+            )
+            .optional()
+            .map_err(db_err("snapshot"))?
+            .ok_or_else(|| {
+                Error::not_found("snapshot", &id.to_string()).with_code("snapshot_not_found")
+            })
+    }
+
+    /// Snapshots, oldest first: an account's, or all (`None`).
+    pub fn list_snapshots(&self, account: Option<Uuid>) -> Result<Vec<Snapshot>> {
+        rows::query(
+            &self.conn(),
+            &format!(
+                "{} WHERE (?1 IS NULL OR account_id = ?1) ORDER BY created_at, rowid",
+                rows::SNAPSHOT_SELECT
+            ),
+            params![account.sql()],
+            rows::snapshot,
+        )
+    }
+
+    pub fn snapshot_name_taken(&self, account: Uuid, name: &str) -> Result<bool> {
+        self.conn()
+            .query_row(
+                "SELECT EXISTS(SELECT 1 FROM snapshots WHERE account_id = ?1 AND name = ?2)",
+                params![account.sql(), name],
+                |r| r.get(0),
+            )
+            .map_err(db_err("snapshot name"))
+    }
+
+    /// The snapshot of a volume whose backup is running, if any.
+    pub fn snapshot_in_progress(&self, volume: Uuid) -> Result<Option<Snapshot>> {
+        self.conn()
+            .query_row(
+                &format!(
+                    "{} WHERE volume_id = ?1 AND state = 'BackingUp'",
+                    rows::SNAPSHOT_SELECT
+                ),
+                params![volume.sql()],
+                rows::snapshot,
+            )
+            .optional()
+            .map_err(db_err("snapshot in progress"))
+    }
+
+    pub fn set_snapshot_progress(&self, id: Uuid, done: u64, total: u64) -> Result<()> {
+        self.update(
+            "snapshot progress",
+            "UPDATE snapshots SET progress_done = ?2, progress_total = ?3 WHERE id = ?1",
+            params![id.sql(), done as i64, total as i64],
+        )
+    }
+
+    pub fn set_snapshot_state(
+        &self,
+        id: Uuid,
+        state: SnapshotState,
+        error: Option<&str>,
+    ) -> Result<()> {
+        self.update(
+            "snapshot state",
+            "UPDATE snapshots SET state = ?2, error = ?3 WHERE id = ?1",
+            params![id.sql(), state.as_str(), error],
+        )
+    }
+
+    pub fn set_snapshot_consistency(&self, id: Uuid, consistency: &str) -> Result<()> {
+        self.update(
+            "snapshot consistency",
+            "UPDATE snapshots SET consistency = ?2 WHERE id = ?1",
+            params![id.sql(), consistency],
+        )
+    }
+
+    /// Move a snapshot to `to` only from one of `from`.
+    pub fn transition_snapshot(
+        &self,
+        id: Uuid,
+        from: &[SnapshotState],
+        to: SnapshotState,
+    ) -> Result<bool> {
+        let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
+        self.guarded_transition("snapshots", id, &from, to.as_str())
+    }
+
+    /// Record the chunks a snapshot references and the stored sizes learned
+    /// on the way, in one transaction.
+    pub fn record_snapshot_chunks(
+        &self,
+        id: Uuid,
+        names: &[[u8; 32]],
+        sizes: &[([u8; 32], u64)],
+    ) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(db_err("snapshot chunks"))?;
+        {
+            let mut size = tx
+                .prepare_cached("INSERT OR REPLACE INTO chunks (name, stored_size) VALUES (?1, ?2)")
+                .map_err(db_err("snapshot chunks"))?;
+            for (name, s) in sizes {
+                size.execute(params![&name[..], *s as i64])
+                    .map_err(db_err("snapshot chunks"))?;
+            }
+            let mut refer = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO snapshot_chunks (snapshot_id, name) VALUES (?1, ?2)",
+                )
+                .map_err(db_err("snapshot chunks"))?;
+            for name in names {
+                refer
+                    .execute(params![id.sql(), &name[..]])
+                    .map_err(db_err("snapshot chunks"))?;
+            }
+        }
+        tx.commit().map_err(db_err("snapshot chunks"))
+    }
+
+    /// Bytes a snapshot's chunks take in the store (those of known size).
+    pub fn snapshot_stored_bytes(&self, id: Uuid) -> Result<u64> {
+        self.conn()
+            .query_row(
+                "SELECT COALESCE(SUM(c.stored_size), 0) FROM snapshot_chunks s
+                   JOIN chunks c ON c.name = s.name WHERE s.snapshot_id = ?1",
+                params![id.sql()],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|v| v as u64)
+            .map_err(db_err("snapshot stored bytes"))
+    }
+
+    /// A backup finished: the snapshot is BackedUp with its figures, and it
+    /// becomes its volume's base. Returns the previous base.
+    pub fn snapshot_backed_up(
+        &self,
+        id: Uuid,
+        volume: Uuid,
+        stats: &BackupStats,
+    ) -> Result<Option<Uuid>> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(db_err("snapshot backed up"))?;
+        let previous: Option<String> = tx
+            .query_row(
+                "SELECT snapshot_base_id FROM volumes WHERE id = ?1",
+                params![volume.sql()],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db_err("snapshot backed up"))?
+            .flatten();
+        tx.execute(
+            "UPDATE snapshots SET state = 'BackedUp', error = NULL, written_bytes = ?2, stored_bytes = ?3,
+                    new_bytes = ?4, read_bytes = ?5, chunk_count = ?6, positions = ?7, completed_at = ?8,
+                    progress_done = progress_total
+              WHERE id = ?1",
+            params![id.sql(), stats.written_bytes as i64, stats.stored_bytes as i64, stats.new_bytes as i64,
+                    stats.read_bytes as i64, stats.chunk_count as i64, stats.positions as i64, now()],
+        )
+        .map_err(db_err("snapshot backed up"))?;
+        tx.execute(
+            "UPDATE volumes SET snapshot_base_id = ?2 WHERE id = ?1",
+            params![volume.sql(), id.sql()],
+        )
+        .map_err(db_err("snapshot backed up"))?;
+        tx.commit().map_err(db_err("snapshot backed up"))?;
+        Ok(previous.and_then(|p| Uuid::parse_str(&p).ok()))
+    }
+
+    pub fn set_snapshot_verified(&self, id: Uuid, at: DateTime<Utc>) -> Result<()> {
+        self.update(
+            "snapshot verified",
+            "UPDATE snapshots SET verified_at = ?2 WHERE id = ?1",
+            params![id.sql(), at],
+        )
+    }
+
+    /// Forget a snapshot and the chunks it referenced (garbage collection
+    /// decides what goes from the store); a volume based on it loses its base.
+    pub fn remove_snapshot(&self, id: Uuid) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(db_err("remove snapshot"))?;
+        tx.execute(
+            "DELETE FROM snapshot_chunks WHERE snapshot_id = ?1",
+            params![id.sql()],
+        )
+        .map_err(db_err("remove snapshot"))?;
+        tx.execute(
+            "UPDATE volumes SET snapshot_base_id = NULL WHERE snapshot_base_id = ?1",
+            params![id.sql()],
+        )
+        .map_err(db_err("remove snapshot"))?;
+        tx.execute("DELETE FROM snapshots WHERE id = ?1", params![id.sql()])
+            .map_err(db_err("remove snapshot"))?;
+        tx.commit().map_err(db_err("remove snapshot"))
+    }
+
+    /// A failed backup references nothing.
+    pub fn drop_snapshot_chunks(&self, id: Uuid) -> Result<()> {
+        self.update(
+            "snapshot chunks",
+            "DELETE FROM snapshot_chunks WHERE snapshot_id = ?1",
+            params![id.sql()],
+        )
+    }
+
+    pub fn volume_snapshot_base(&self, volume: Uuid) -> Result<Option<Uuid>> {
+        let base: Option<String> = self
+            .conn()
+            .query_row(
+                "SELECT snapshot_base_id FROM volumes WHERE id = ?1",
+                params![volume.sql()],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db_err("volume base"))?
+            .flatten();
+        Ok(base.and_then(|b| Uuid::parse_str(&b).ok()))
+    }
+
+    pub fn set_volume_snapshot_base(&self, volume: Uuid, base: Option<Uuid>) -> Result<()> {
+        self.update(
+            "volume base",
+            "UPDATE volumes SET snapshot_base_id = ?2 WHERE id = ?1",
+            params![volume.sql(), base.sql()],
+        )
+    }
+
+    /// What garbage collection must keep: every chunk a snapshot references
+    /// and every snapshot id.
+    pub fn live_references(&self) -> Result<(HashSet<[u8; 32]>, HashSet<Uuid>)> {
+        let conn = self.conn();
+        let chunks = rows::query(
+            &conn,
+            "SELECT DISTINCT name FROM snapshot_chunks",
+            [],
+            |r| r.get::<_, Vec<u8>>(0),
+        )?
+        .into_iter()
+        .filter_map(|v| v.try_into().ok())
+        .collect();
+        let ids = rows::query(&conn, "SELECT id FROM snapshots", [], |r| {
+            r.get::<_, String>(0)
+        })?
+        .into_iter()
+        .filter_map(|s| Uuid::parse_str(&s).ok())
+        .collect();
+        Ok((chunks, ids))
+    }
+
+    /// Chunks deleted from the store: their sizes are no longer known.
+    pub fn forget_chunks(&self, names: &[[u8; 32]]) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(db_err("forget chunks"))?;
+        {
+            let mut del = tx
+                .prepare_cached("DELETE FROM chunks WHERE name = ?1")
+                .map_err(db_err("forget chunks"))?;
+            for n in names {
+                del.execute(params![&n[..]])
+                    .map_err(db_err("forget chunks"))?;
+            }
+        }
+        tx.commit().map_err(db_err("forget chunks"))
+    }
+}

@@ -1,0 +1,604 @@
+//! Volume snapshots: a copy of one volume at one instant in the region's
+//! object store ([`reprise_backup`] moves the data).
+//!
+//! A snapshot is cut as an internal qcow2 snapshot of the volume, tagged
+//! `reprise-vs-<snapshot id>` (QMP while its instance runs, qemu-img
+//! otherwise): milliseconds, with the volume `Snapshotting`. Its data then
+//! goes to the store while the instance runs on (`BackingUp`).
+//!
+//! Invariants:
+//! - The snapshot's row exists (BackingUp) before its tag, and its
+//!   manifest is written only after its index and chunks: `BackedUp` means
+//!   complete in the store. A failure removes the tag, the references and
+//!   any object written, and leaves the snapshot `Error` with the reason.
+//! - A volume keeps exactly one tag between backups: that of its last
+//!   backed-up snapshot (`volumes.snapshot_base_id`), the base of the next
+//!   increment, compared table by table. Nothing is kept in memory, so
+//!   increments survive VM and daemon restarts. Resizing the volume drops
+//!   the base (qcow2 cannot resize with internal snapshots): the next
+//!   snapshot reads everything, and stores only what the region lacks.
+//! - One backup per volume at a time; a volume with a backup running is
+//!   not resized or deleted (its tag is being read).
+
+use crate::app::App;
+use crate::jobs::{self, JobCtx, Target};
+use crate::quiesce::{self, Mode};
+use crate::vm;
+use reprise_backup::backup::{self as engine, Base};
+use reprise_catalog::{now, BackupStats, VolumeRow};
+use reprise_core::model::*;
+use reprise_core::{Error, Result};
+use reprise_qemu::img::SnapshotAction;
+use std::sync::Arc;
+use uuid::Uuid;
+
+pub fn tag(snapshot: Uuid) -> String {
+    format!("reprise-vs-{snapshot}")
+}
+
+const TAG_PREFIX: &str = "reprise-vs-";
+
+/// A name when none is given: the volume's name and the UTC time, unique
+/// in the account.
+fn generated_name(app: &App, account: Uuid, volume: &str) -> Result<String> {
+    let base: String = format!("{volume}-{}", chrono::Utc::now().format("%Y%m%d-%H%M%S"))
+        .chars()
+        .take(reprise_core::name::MAX_NAME_LEN - 3)
+        .collect();
+    let mut name = base.clone();
+    let mut n = 2;
+    while app.catalog.snapshot_name_taken(account, &name)? {
+        name = format!("{base}-{n}");
+        n += 1;
+    }
+    Ok(name)
+}
+
+/// The instance a volume is attached to, and whether its QEMU runs.
+fn holder(app: &App, v: &VolumeRow) -> Result<Option<(reprise_catalog::InstanceRow, bool)>> {
+    let Some(id) = v.instance_id else {
+        return Ok(None);
+    };
+    let inst = app.catalog.instance_by_id(id)?;
+    let running = inst.state == InstanceState::Running && vm::live_pid(app, inst.id).is_some();
+    Ok(Some((inst, running)))
+}
+
+/// Refuse a change of a volume while a backup reads it.
+pub fn refuse_if_backing_up(app: &App, v: &VolumeRow, what: &str) -> Result<()> {
+    match app.catalog.snapshot_in_progress(v.id)? {
+        Some(s) => Err(Error::conflict(
+            "snapshot_in_progress",
+            format!(
+                "{what} is refused while snapshot '{}' of volume '{}' is backing up: wait for it",
+                s.name, v.name
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Start a snapshot of a volume. Every rule is checked before anything
+/// changes.
+pub fn create(app: &Arc<App>, account: &Account, req: CreateSnapshot) -> Result<Job> {
+    let v = app.catalog.volume(account.id, &req.volume)?;
+    let mode = Mode::parse(req.quiesce.as_deref())?;
+    if v.state != VolumeState::Ready {
+        return Err(Error::conflict(
+            "volume_busy",
+            format!("volume '{}' is {}, not Ready", v.name, v.state),
+        ));
+    }
+    if let Some((inst, _)) = holder(app, &v)? {
+        if !inst.snapshots_enabled {
+            return Err(Error::conflict(
+                "snapshots_disabled",
+                format!(
+                    "snapshots are disabled for instance '{}': an operator can enable them",
+                    inst.name
+                ),
+            ));
+        }
+        if !matches!(inst.state, InstanceState::Running | InstanceState::Stopped) {
+            return Err(Error::conflict(
+                "instance_busy",
+                format!(
+                    "instance '{}' is {}: wait until it is Running or Stopped",
+                    inst.name, inst.state
+                ),
+            ));
+        }
+    }
+    refuse_if_backing_up(app, &v, &format!("another snapshot of volume '{}'", v.name))?;
+    let name = match req.name.as_deref().map(str::trim) {
+        Some(n) if !n.is_empty() => {
+            reprise_core::name::validate_name("snapshot", n)?;
+            if app.catalog.snapshot_name_taken(account.id, n)? {
+                return Err(Error::conflict(
+                    "name_taken",
+                    format!("a snapshot named '{n}' already exists"),
+                ));
+            }
+            n.to_string()
+        }
+        _ => generated_name(app, account.id, &v.name)?,
+    };
+    let base_id = app.catalog.volume_snapshot_base(v.id)?.filter(|b| {
+        app.catalog
+            .snapshot_by_id(*b)
+            .is_ok_and(|s| s.state == SnapshotState::BackedUp)
+    });
+    let snap = Snapshot {
+        id: Uuid::new_v4(),
+        name,
+        account_id: account.id,
+        volume_id: v.id,
+        volume: v.name.clone(),
+        zone: v.zone.clone(),
+        state: SnapshotState::BackingUp,
+        size_bytes: v.size_bytes,
+        consistency: quiesce::CRASH.into(),
+        base_id,
+        progress_done: 0,
+        progress_total: 0,
+        written_bytes: None,
+        stored_bytes: None,
+        new_bytes: None,
+        read_bytes: None,
+        chunk_count: None,
+        dedup_ratio: None,
+        error: None,
+        created_at: now(),
+        completed_at: None,
+        verified_at: None,
+    };
+    app.catalog.insert_snapshot(&snap)?;
+    let app2 = app.clone();
+    let id = snap.id;
+    jobs::spawn(
+        app,
+        account.id,
+        "snapshot.create",
+        Target {
+            kind: "snapshot",
+            id,
+            name: &snap.name,
+        },
+        0,
+        move |ctx| async move {
+            let result = take(&app2, &ctx, id, mode).await;
+            if let Err(e) = &result {
+                fail(&app2, &ctx, id, &e.message).await;
+            }
+            result
+        },
+    )
+}
+
+/// Cut the instant, back it up, record it.
+async fn take(app: &App, ctx: &JobCtx, id: Uuid, mode: Mode) -> Result<()> {
+    let snap = app.catalog.snapshot_by_id(id)?;
+    let consistency = cut(app, ctx, &snap, mode).await?;
+    app.catalog.set_snapshot_consistency(id, consistency)?;
+    let v = volume_by_id(app, snap.volume_id)?;
+
+    let base = match snap.base_id {
+        Some(b) => match load_base(app, b).await {
+            Ok(base) => Some(base),
+            Err(e) => {
+                ctx.log(format!(
+                    "the base snapshot cannot be used ({e}): reading everything"
+                ));
+                None
+            }
+        },
+        None => None,
+    };
+    ctx.log(match &base {
+        Some(_) => "backing up the clusters changed since the base snapshot",
+        None => "backing up every written cluster",
+    });
+    let started = std::time::Instant::now();
+    let last = std::sync::Mutex::new((0u64, std::time::Instant::now()));
+    let done = engine::backup(
+        &app.region,
+        &app.refs,
+        v.path.clone().into(),
+        &tag(id),
+        base,
+        |done, total| {
+            let mut last = last.lock().unwrap_or_else(|p| p.into_inner());
+            if done == 0 || done == total || last.1.elapsed().as_millis() >= 200 {
+                *last = (done, std::time::Instant::now());
+                let _ = app.catalog.set_snapshot_progress(id, done, total);
+                ctx.progress(done, total);
+            }
+        },
+    )
+    .await?;
+    ctx.log(format!(
+        "read {} MiB in {} ms; {} new chunks, {} bytes uploaded",
+        done.read_bytes >> 20,
+        started.elapsed().as_millis(),
+        done.new_chunks,
+        done.new_bytes
+    ));
+
+    // Record the references where garbage collection looks, then write the
+    // index and the manifest, then call it BackedUp.
+    let distinct = done.index.distinct();
+    let names: Vec<[u8; 32]> = distinct.iter().map(|n| n.0).collect();
+    let sizes: Vec<([u8; 32], u64)> = done.chunk_sizes.iter().map(|(n, s)| (n.0, *s)).collect();
+    app.catalog.record_snapshot_chunks(id, &names, &sizes)?;
+    let stats = BackupStats {
+        written_bytes: done.index.entries.len() as u64 * done.index.chunk_size as u64,
+        stored_bytes: app.catalog.snapshot_stored_bytes(id)?,
+        new_bytes: done.new_bytes,
+        read_bytes: done.read_bytes,
+        chunk_count: names.len() as u64,
+        positions: done.index.entries.len() as u64,
+    };
+    let mut manifest = reprise_chunks::Manifest {
+        snapshot_id: id,
+        name: snap.name.clone(),
+        volume_id: snap.volume_id,
+        volume_name: snap.volume.clone(),
+        zone: snap.zone.clone(),
+        volume_size: done.index.volume_size,
+        chunk_size: done.index.chunk_size,
+        base_snapshot_id: snap.base_id.filter(|_| done.incremental),
+        consistency: consistency.to_string(),
+        created_at: snap.created_at,
+        index_blake3: String::new(),
+        chunk_count: stats.chunk_count,
+        written_bytes: stats.written_bytes,
+        stored_bytes: stats.stored_bytes,
+        new_bytes: stats.new_bytes,
+    };
+    engine::commit(&app.region, &done.index, &mut manifest).await?;
+    let previous = app.catalog.snapshot_backed_up(id, v.id, &stats)?;
+    drop(done.hold);
+    ctx.log("backed up: every chunk, the index and the manifest are in the region's store");
+    // The previous base's tag is no longer needed.
+    if let Some(prev) = previous.filter(|p| *p != id) {
+        if let Err(e) = remove_tag(app, &v, &tag(prev)).await {
+            ctx.log(format!("the previous base could not be removed from the volume ({e}); it will be at the next restart"));
+        }
+    }
+    Ok(())
+}
+
+/// Cut the volume's internal snapshot; returns the consistency.
+async fn cut(app: &App, ctx: &JobCtx, snap: &Snapshot, mode: Mode) -> Result<&'static str> {
+    let v = volume_by_id(app, snap.volume_id)?;
+    let _guard = match v.instance_id {
+        Some(i) => Some(app.lock_instance(i).await),
+        None => None,
+    };
+    if !app
+        .catalog
+        .transition_volume(v.id, &[VolumeState::Ready], VolumeState::Snapshotting)?
+    {
+        return Err(Error::conflict(
+            "volume_busy",
+            format!("volume '{}' is not Ready", v.name),
+        ));
+    }
+    let tag = tag(snap.id);
+    let result = async {
+        match holder(app, &v)? {
+            Some((inst, true)) => {
+                let vols = [v.id];
+                let q = quiesce::around(app, ctx, inst.id, mode, || {
+                    vm::snapshot_disks(app, inst.id, &vols, &tag)
+                })
+                .await?;
+                ctx.log(format!(
+                    "instant cut over QMP ({} consistent)",
+                    q.consistency
+                ));
+                Ok(q.consistency)
+            }
+            _ => {
+                app.config
+                    .binaries()
+                    .snapshot(SnapshotAction::Create, v.path.as_ref(), &tag)
+                    .await?;
+                ctx.log("instant cut with qemu-img (the volume is not in use)");
+                Ok(quiesce::FILESYSTEM)
+            }
+        }
+    }
+    .await;
+    app.catalog.set_volume_state(v.id, VolumeState::Ready)?;
+    result
+}
+
+fn volume_by_id(app: &App, id: Uuid) -> Result<VolumeRow> {
+    app.catalog
+        .list_volumes_by_id(&[id])?
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::not_found("volume", &id.to_string()).with_code("volume_not_found"))
+}
+
+async fn load_base(app: &App, base: Uuid) -> Result<Base> {
+    let manifest = app.region.manifest(base).await?;
+    let index = app.region.index(&manifest).await?;
+    Ok(Base {
+        tag: tag(base),
+        index,
+    })
+}
+
+/// A backup failed: undo what it made, say why.
+async fn fail(app: &App, ctx: &JobCtx, id: Uuid, why: &str) {
+    let undo = async {
+        let snap = app.catalog.snapshot_by_id(id)?;
+        if let Ok(v) = volume_by_id(app, snap.volume_id) {
+            remove_tag(app, &v, &tag(id)).await?;
+        }
+        app.catalog.drop_snapshot_chunks(id)?;
+        engine::remove(&app.region, id).await
+    };
+    if let Err(e) = undo.await {
+        ctx.log(format!(
+            "could not undo everything ({e}): the next restart will"
+        ));
+    }
+    let _ = app
+        .catalog
+        .set_snapshot_state(id, SnapshotState::Error, Some(why));
+}
+
+/// Remove a tag from a volume if it holds it: over QMP while its instance
+/// runs, with qemu-img otherwise. Takes the instance's lock.
+async fn remove_tag(app: &App, v: &VolumeRow, tag: &str) -> Result<()> {
+    let _guard = match v.instance_id {
+        Some(i) => Some(app.lock_instance(i).await),
+        None => None,
+    };
+    remove_tag_locked(app, v, tag).await
+}
+
+async fn remove_tag_locked(app: &App, v: &VolumeRow, tag: &str) -> Result<()> {
+    let bin = app.config.binaries();
+    if !bin
+        .snapshot_tags(v.path.as_ref())
+        .await?
+        .iter()
+        .any(|t| t == tag)
+    {
+        return Ok(());
+    }
+    match holder(app, v)? {
+        Some((inst, true)) => vm::delete_tag_live(app, inst.id, &[v.id], tag).await,
+        _ => {
+            bin.snapshot(SnapshotAction::Delete, v.path.as_ref(), tag)
+                .await
+        }
+    }
+}
+
+/// Before a volume is resized: its base tag goes (qcow2 cannot resize an
+/// image with internal snapshots). The caller holds the instance's lock.
+pub async fn drop_base_for_resize(app: &App, v: &VolumeRow) -> Result<()> {
+    refuse_if_backing_up(app, v, &format!("resizing volume '{}'", v.name))?;
+    if let Some(base) = app.catalog.volume_snapshot_base(v.id)? {
+        remove_tag_locked(app, v, &tag(base)).await?;
+        app.catalog.set_volume_snapshot_base(v.id, None)?;
+        tracing::info!(volume = %v.id, "resize: the snapshot base is dropped; the next snapshot reads the whole volume");
+    }
+    Ok(())
+}
+
+pub fn list(app: &App, account: &Account) -> Result<Vec<Snapshot>> {
+    app.catalog.list_snapshots(Some(account.id))
+}
+
+pub fn show(app: &App, account: &Account, reference: &str) -> Result<Snapshot> {
+    app.catalog.snapshot(account.id, reference)
+}
+
+/// Delete a snapshot: its objects go (manifest first), then its row; then
+/// garbage collection removes the chunks nothing else references.
+pub fn delete(app: &Arc<App>, account: &Account, reference: &str) -> Result<Job> {
+    let s = app.catalog.snapshot(account.id, reference)?;
+    if !app.catalog.transition_snapshot(
+        s.id,
+        &[SnapshotState::BackedUp, SnapshotState::Error],
+        SnapshotState::Destroying,
+    )? {
+        return Err(Error::conflict(
+            "snapshot_busy",
+            format!(
+                "snapshot '{}' is {}: wait for it to finish",
+                s.name, s.state
+            ),
+        ));
+    }
+    let app2 = app.clone();
+    let name = s.name.clone();
+    jobs::spawn(
+        app,
+        account.id,
+        "snapshot.delete",
+        Target {
+            kind: "snapshot",
+            id: s.id,
+            name: &name,
+        },
+        2,
+        move |ctx| async move {
+            destroy(&app2, s.id).await?;
+            ctx.log(format!("snapshot '{}' deleted", s.name));
+            ctx.progress(1, 2);
+            let r = collect_garbage(&app2).await?;
+            ctx.log(format!(
+                "garbage collection: {} chunks ({} bytes) no longer referenced were removed",
+                r.chunks_deleted, r.bytes_freed
+            ));
+            ctx.progress(2, 2);
+            Ok(())
+        },
+    )
+}
+
+/// Remove a Destroying snapshot's objects, its base tag, then its row.
+async fn destroy(app: &App, id: Uuid) -> Result<()> {
+    let s = app.catalog.snapshot_by_id(id)?;
+    engine::remove(&app.region, id).await?;
+    if let Ok(v) = volume_by_id(app, s.volume_id) {
+        if app.catalog.volume_snapshot_base(v.id)? == Some(id) {
+            remove_tag(app, &v, &tag(id)).await?;
+        }
+    }
+    app.catalog.remove_snapshot(id)
+}
+
+/// Sweep the region's store (see `reprise_backup::gc` for the protocol).
+pub async fn collect_garbage(app: &App) -> Result<GcResult> {
+    let r = reprise_backup::gc(&app.region, &app.refs, || {
+        let (chunks, snapshots) = app.catalog.live_references()?;
+        Ok(reprise_backup::Live {
+            chunks: chunks.into_iter().map(reprise_chunks::ChunkName).collect(),
+            snapshots,
+        })
+    })
+    .await?;
+    let deleted: Vec<[u8; 32]> = r.deleted.iter().map(|n| n.0).collect();
+    app.catalog.forget_chunks(&deleted)?;
+    Ok(GcResult {
+        chunks_examined: r.chunks_examined,
+        chunks_deleted: r.chunks_deleted,
+        bytes_freed: r.bytes_freed,
+        snapshot_objects_deleted: r.snapshot_objects_deleted,
+    })
+}
+
+/// Garbage collection as a job (admin: it covers the whole region).
+pub fn gc(app: &Arc<App>, account: &Account) -> Result<Job> {
+    super::accounts::require_admin(account, "collect the region's garbage")?;
+    let app2 = app.clone();
+    jobs::spawn(
+        app,
+        account.id,
+        "region.gc",
+        Target {
+            kind: "region",
+            id: Uuid::nil(),
+            name: "region",
+        },
+        1,
+        move |ctx| async move {
+            let r = collect_garbage(&app2).await?;
+            ctx.log(format!(
+                "examined {} chunks; removed {} ({} bytes) and {} objects of deleted snapshots",
+                r.chunks_examined, r.chunks_deleted, r.bytes_freed, r.snapshot_objects_deleted
+            ));
+            ctx.progress(1, 1);
+            Ok(())
+        },
+    )
+}
+
+/// Re-read every chunk of a snapshot; a missing or damaged chunk is named
+/// and the snapshot is flagged `Error`.
+pub fn verify(app: &Arc<App>, account: &Account, reference: &str) -> Result<Job> {
+    let s = app.catalog.snapshot(account.id, reference)?;
+    let complete = s.state == SnapshotState::BackedUp
+        || (s.state == SnapshotState::Error && s.completed_at.is_some());
+    if !complete {
+        return Err(Error::conflict(
+            "snapshot_busy",
+            format!(
+                "snapshot '{}' is {}: only a backed-up snapshot can be verified",
+                s.name, s.state
+            ),
+        ));
+    }
+    let app2 = app.clone();
+    let name = s.name.clone();
+    jobs::spawn(
+        app,
+        account.id,
+        "snapshot.verify",
+        Target {
+            kind: "snapshot",
+            id: s.id,
+            name: &name,
+        },
+        0,
+        move |ctx| async move {
+            let report =
+                reprise_backup::verify(&app2.region, s.id, |done, total| ctx.progress(done, total))
+                    .await;
+            let report = match report {
+                Ok(r) => r,
+                Err(e) => {
+                    let why = format!("verification failed: {e}");
+                    app2.catalog
+                        .set_snapshot_state(s.id, SnapshotState::Error, Some(&why))?;
+                    return Err(e.with_code("snapshot_damaged"));
+                }
+            };
+            if report.is_clean() {
+                app2.catalog.set_snapshot_verified(s.id, now())?;
+                app2.catalog
+                    .set_snapshot_state(s.id, SnapshotState::BackedUp, None)?;
+                ctx.log(report.summary());
+                return Ok(());
+            }
+            let why = format!("verification: {}", report.summary());
+            app2.catalog
+                .set_snapshot_state(s.id, SnapshotState::Error, Some(&why))?;
+            Err(Error::new(
+                reprise_core::ErrorKind::Invalid,
+                "snapshot_damaged",
+                format!("snapshot '{}': {}", s.name, report.summary()),
+            ))
+        },
+    )
+}
+
+/// At startup: a backup the daemon was running is over — its snapshot is
+/// Error and cleaned; a delete it was doing is finished; a volume left
+/// Snapshotting is Ready; a tag no snapshot needs is removed.
+pub async fn reconcile_at_startup(app: &App) -> Result<()> {
+    for s in app.catalog.list_snapshots(None)? {
+        match s.state {
+            SnapshotState::BackingUp => {
+                tracing::warn!(snapshot = %s.id, name = s.name, "the daemon stopped during this backup: marked Error and cleaned");
+                app.catalog.drop_snapshot_chunks(s.id)?;
+                engine::remove(&app.region, s.id).await?;
+                app.catalog.set_snapshot_state(
+                    s.id,
+                    SnapshotState::Error,
+                    Some("the daemon stopped during the backup; take a new snapshot"),
+                )?;
+            }
+            SnapshotState::Destroying => {
+                tracing::warn!(snapshot = %s.id, name = s.name, "finishing an interrupted delete");
+                destroy(app, s.id).await?;
+            }
+            _ => {}
+        }
+    }
+    let bin = app.config.binaries();
+    for v in app.catalog.list_all_volumes()? {
+        if v.state == VolumeState::Snapshotting {
+            app.catalog.set_volume_state(v.id, VolumeState::Ready)?;
+        }
+        let base = app.catalog.volume_snapshot_base(v.id)?.map(tag);
+        let Ok(tags) = bin.snapshot_tags(v.path.as_ref()).await else {
+            continue;
+        };
+        for t in tags {
+            if t.starts_with(TAG_PREFIX) && Some(&t) != base.as_ref() {
+                tracing::warn!(volume = %v.id, tag = t, "removing a volume-snapshot tag nothing needs");
+                remove_tag(app, &v, &t).await?;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,281 @@
+//! Volume snapshots end to end, against the local directory and the real
+//! S3 server: exact copies of a running guest's volume, increments that
+//! read only what changed across VM and daemon restarts, deduplication,
+//! garbage collection during a backup, verification, and the rules.
+
+use reprise_cli::Client;
+use reprise_core::model::*;
+use reprise_testing::*;
+use serde_json::json;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const MIB: u64 = 1 << 20;
+
+fn snapshot(c: &Client, body: serde_json::Value) -> Snapshot {
+    let job = run_job(c, "/api/v1/snapshots", &body);
+    c.get(&format!("/api/v1/snapshots/{}", job.target_id))
+        .unwrap()
+}
+
+fn delete(c: &Client, snapshot: &str) {
+    let job = c
+        .delete_job(&format!("/api/v1/snapshots/{snapshot}"))
+        .unwrap();
+    c.wait_job(&job.id.to_string(), Duration::from_secs(120), |_| {})
+        .unwrap();
+}
+
+fn volume(c: &Client, name: &str) -> Volume {
+    c.get(&format!("/api/v1/volumes/{name}")).unwrap()
+}
+
+/// The snapshot's data read back from the store equals what QEMU reads
+/// from the volume's internal snapshot.
+fn assert_exact(d: &TestDaemon, s: &Snapshot, path: &str, kind: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let expected = qemu_export(
+        path,
+        &format!("reprise-vs-{}", s.id),
+        &dir.path().join("e.raw"),
+    );
+    let got = restore_snapshot(d, s.id, &dir.path().join("r.raw"));
+    assert!(
+        got == expected,
+        "{kind}: snapshot {} differs from qemu-img's export",
+        s.name
+    );
+}
+
+#[test]
+fn snapshots_of_a_running_guest_are_exact_and_incremental_across_restarts() {
+    for (kind, s3) in region_stores() {
+        let mut d = TestDaemon::start_with(|c| use_store(c, &s3));
+        let c = d.admin();
+        let _: Volume = c
+            .post("/api/v1/volumes", &json!({"name": "data", "size": "64M"}))
+            .unwrap();
+        run_job(&c, "/api/v1/instances", &guest_instance("vm", &["data"]));
+        let vm = instance(&c, "vm");
+        d.wait_agent(&vm);
+        let (code, _) = d.guest_sh(
+            &vm,
+            "dd if=/dev/urandom of=/mnt/data/blob bs=1M count=16 2>/dev/null && sync && md5sum /mnt/data/blob",
+        );
+        assert_eq!(code, 0);
+        let path = volume(&c, "data").path;
+
+        // Full: BackedUp, filesystem-consistent, exact.
+        let s1 = snapshot(&c, json!({"volume": "data", "name": "first"}));
+        assert_eq!(s1.state, SnapshotState::BackedUp, "{kind}: {:?}", s1.error);
+        assert_eq!(s1.consistency, "filesystem", "{kind}");
+        assert_eq!(s1.base_id, None);
+        assert!(s1.written_bytes.unwrap() >= 16 * MIB, "{kind}: {s1:?}");
+        assert!(
+            s1.stored_bytes.unwrap() >= 16 * MIB,
+            "{kind}: random data does not compress"
+        );
+        assert_eq!(s1.progress_done, s1.progress_total);
+        assert_eq!(volume(&c, "data").state, VolumeState::Ready);
+        assert_exact(&d, &s1, &path, kind);
+
+        // ~1% changed: only the touched chunks are read and stored.
+        let change = "dd if=/dev/urandom of=/mnt/data/small bs=64k count=10 2>/dev/null && sync";
+        assert_eq!(d.guest_sh(&vm, change).0, 0);
+        let s2 = snapshot(&c, json!({"volume": "data"}));
+        assert!(s2.name.starts_with("data-"), "generated name: {}", s2.name);
+        assert_eq!(s2.base_id, Some(s1.id), "{kind}");
+        let (read, new) = (s2.read_bytes.unwrap(), s2.new_bytes.unwrap());
+        assert!(read <= 6 * MIB, "{kind}: an increment reads {read} bytes");
+        assert!(new <= 3 * MIB, "{kind}: an increment stores {new} bytes");
+        assert_exact(&d, &s2, &path, kind);
+        assert_eq!(
+            qcow2_tags(&path),
+            vec![format!("reprise-vs-{}", s2.id)],
+            "{kind}: only the base of the next increment stays in the volume"
+        );
+
+        // A VM restart and a daemon restart lose nothing of the increment.
+        run_job(&c, "/api/v1/instances/vm/restart", &json!({}));
+        d.restart();
+        let vm = instance(&c, "vm");
+        d.wait_agent(&vm);
+        assert_eq!(d.guest_sh(&vm, change).0, 0);
+        let s3 = snapshot(&c, json!({"volume": "data", "name": "third"}));
+        assert_eq!(s3.base_id, Some(s2.id), "{kind}");
+        assert!(s3.read_bytes.unwrap() <= 6 * MIB, "{kind}: {s3:?}");
+        assert_exact(&d, &s3, &path, kind);
+
+        // Delete the middle one: gone, and the others still verify.
+        delete(&c, &s2.id.to_string());
+        let list: Vec<Snapshot> = c.get("/api/v1/snapshots").unwrap();
+        let names: Vec<&str> = list.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, vec!["first", "third"], "{kind}");
+        for s in ["first", "third"] {
+            run_job(&c, &format!("/api/v1/snapshots/{s}/verify"), &json!({}));
+            let v: Snapshot = c.get(&format!("/api/v1/snapshots/{s}")).unwrap();
+            assert!(v.verified_at.is_some(), "{kind}: {s} verified");
+        }
+        // A damaged chunk is named, and the snapshot flagged.
+        let region = &d.server().app.region;
+        let index = d.block_on(async {
+            let m = region.manifest(s1.id).await.unwrap();
+            region.index(&m).await.unwrap()
+        });
+        let victim = index.entries[0].1;
+        d.block_on(async {
+            let key = reprise_backup::chunk_key(&victim);
+            let mut bytes = region.store.get(&key, 8 * MIB).await.unwrap();
+            let at = bytes.len() / 2;
+            bytes[at] ^= 1;
+            region.store.put(&key, bytes).await.unwrap();
+        });
+        let job = c
+            .start_job("/api/v1/snapshots/first/verify", &json!({}))
+            .unwrap();
+        let err = c
+            .wait_job(&job.id.to_string(), Duration::from_secs(60), |_| {})
+            .unwrap_err();
+        assert!(
+            format!("{err:?}").contains("snapshot_damaged"),
+            "{kind}: {err:?}"
+        );
+        let flagged: Snapshot = c.get("/api/v1/snapshots/first").unwrap();
+        assert_eq!(flagged.state, SnapshotState::Error, "{kind}");
+        assert!(
+            flagged
+                .error
+                .as_deref()
+                .unwrap_or("")
+                .contains(&victim.to_hex()),
+            "{kind}: the chunk is named: {:?}",
+            flagged.error
+        );
+        run_job(&c, "/api/v1/instances/vm/stop", &json!({}));
+    }
+}
+
+/// Write `pattern` over `len` bytes at `offset` of a qcow2 no QEMU holds.
+fn qemu_io_write(path: &str, pattern: u8, offset: u64, len: u64) {
+    let ok = Command::new("qemu-io")
+        .args(["-f", "qcow2", "-c"])
+        .arg(format!("write -P {pattern} {offset} {len}"))
+        .arg(path)
+        .output()
+        .unwrap()
+        .status
+        .success();
+    assert!(ok, "qemu-io write on {path}");
+}
+
+#[test]
+fn detached_volumes_deduplicate_gc_runs_during_a_backup_and_bad_input_changes_nothing() {
+    for (kind, s3) in region_stores() {
+        let d = TestDaemon::start_with(|c| {
+            use_store(c, &s3);
+            c.region.test_chunk_delay_ms = 1000;
+        });
+        let c = d.admin();
+        for name in ["a", "b"] {
+            let v: Volume = c
+                .post("/api/v1/volumes", &json!({"name": name, "size": "32M"}))
+                .unwrap();
+            qemu_io_write(&v.path, 0x61, 0, 8 * MIB);
+            qemu_io_write(&v.path, 0x62, 16 * MIB, 4 * MIB);
+        }
+        let first = snapshot(&c, json!({"volume": "a"}));
+        assert_eq!(
+            first.state,
+            SnapshotState::BackedUp,
+            "{kind}: {:?}",
+            first.error
+        );
+        assert_eq!(first.written_bytes, Some(12 * MIB), "{kind}");
+        assert_eq!(
+            first.chunk_count,
+            Some(2),
+            "{kind}: equal chunks are stored once"
+        );
+        assert_eq!(first.dedup_ratio, Some(6.0), "{kind}");
+
+        // While b backs up (slowly), a collection runs: b still ends whole,
+        // and nothing it referenced is lost.
+        let job = c
+            .start_job("/api/v1/snapshots", &json!({"volume": "b", "name": "b1"}))
+            .unwrap();
+        let started = Instant::now();
+        loop {
+            let s: Snapshot = c.get("/api/v1/snapshots/b1").unwrap();
+            if s.progress_total > 0 || started.elapsed() > Duration::from_secs(30) {
+                assert_eq!(s.state, SnapshotState::BackingUp, "{kind}");
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // The rules hold while it runs.
+        let e = c
+            .post::<_, serde_json::Value>("/api/v1/volumes/b/resize", &json!({"size": "64M"}))
+            .unwrap_err();
+        assert!(
+            format!("{e:?}").contains("snapshot_in_progress"),
+            "{kind}: {e:?}"
+        );
+        let e = c
+            .start_job("/api/v1/snapshots", &json!({"volume": "b"}))
+            .unwrap_err();
+        assert!(
+            format!("{e:?}").contains("snapshot_in_progress"),
+            "{kind}: {e:?}"
+        );
+        run_job(&c, "/api/v1/gc", &json!({}));
+        c.wait_job(&job.id.to_string(), Duration::from_secs(120), |_| {})
+            .unwrap();
+        let b1: Snapshot = c.get("/api/v1/snapshots/b1").unwrap();
+        assert_eq!(b1.state, SnapshotState::BackedUp, "{kind}");
+        assert_eq!(
+            b1.new_bytes,
+            Some(0),
+            "{kind}: b holds a's data: nothing new stored"
+        );
+        run_job(&c, "/api/v1/snapshots/b1/verify", &json!({}));
+        assert_exact(&d, &b1, &volume(&c, "b").path, kind);
+
+        // Bad input: named, and nothing changes.
+        let before: Vec<Snapshot> = c.get("/api/v1/snapshots").unwrap();
+        for (body, code) in [
+            (json!({"volume": "nope"}), "volume_not_found"),
+            (json!({"volume": "a", "name": "bad name!"}), "name_invalid"),
+            (json!({"volume": "a", "name": first.name}), "name_taken"),
+            (
+                json!({"volume": "a", "quiesce": "sometimes"}),
+                "quiesce_invalid",
+            ),
+            (json!({"volume": "a", "size": 3}), "body_invalid"),
+        ] {
+            let e = c.start_job("/api/v1/snapshots", &body).unwrap_err();
+            assert!(format!("{e:?}").contains(code), "{kind}: {body}: {e:?}");
+        }
+        let other = d.account("other");
+        let e = other
+            .start_job("/api/v1/snapshots", &json!({"volume": "a"}))
+            .unwrap_err();
+        assert!(format!("{e:?}").contains("volume_not_found"), "{e:?}");
+        assert!(other
+            .get::<Vec<Snapshot>>("/api/v1/snapshots")
+            .unwrap()
+            .is_empty());
+        let e = other.start_job("/api/v1/gc", &json!({})).unwrap_err();
+        assert!(format!("{e:?}").contains("admin_only"), "{e:?}");
+        let after: Vec<Snapshot> = c.get("/api/v1/snapshots").unwrap();
+        assert_eq!(before, after, "{kind}");
+
+        // Deleting both frees exactly their chunks.
+        for s in ["b1", first.name.as_str()] {
+            delete(&c, s);
+        }
+        let left = d
+            .block_on(d.server().app.region.store.list("chunks"))
+            .unwrap();
+        assert!(left.is_empty(), "{kind}: {left:?}");
+    }
+}
