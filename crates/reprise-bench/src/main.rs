@@ -4,6 +4,7 @@
 //! Figures are what this run measured: nothing is copied from elsewhere.
 
 mod points;
+mod snapshots;
 
 use std::fmt::Write;
 use std::time::Duration;
@@ -75,19 +76,49 @@ fn main() {
     let out = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "docs/BENCHMARKS.md".into());
+    // `REPRISE_BENCH=points` or `=snapshots` measures one group only; the
+    // other sections of the report are kept as they were.
+    let only = std::env::var("REPRISE_BENCH").unwrap_or_default();
     let started = std::time::Instant::now();
-    let sections = points::run();
-    let mut doc = String::new();
-    let _ = writeln!(doc, "# Benchmarks\n");
-    let _ = writeln!(
-        doc,
-        "Written by `bench/run.sh` on {} UTC, in {:.0} s, on: {}.\n\nEvery figure below was measured in that one run, reprise and its peers side by side. Run `bench/run.sh` to measure again on your machine.\n",
+    let mut sections = Vec::new();
+    if only.is_empty() || only == "points" {
+        sections.extend(points::run());
+    }
+    if only.is_empty() || only == "snapshots" {
+        sections.extend(snapshots::run());
+    }
+    let stamp = format!(
+        "_Measured by `bench/run.sh` on {} UTC in a {:.0} s run, on: {}._\n",
         reprise_core_time(),
         started.elapsed().as_secs_f64(),
         machine()
     );
-    for s in sections {
-        let _ = writeln!(doc, "## {}\n\n{}", s.title, s.body);
+    let mut kept: Vec<Section> = std::fs::read_to_string(&out)
+        .unwrap_or_default()
+        .split("\n## ")
+        .skip(1)
+        .filter_map(|part| {
+            let (title, body) = part.split_once("\n\n")?;
+            Some(Section {
+                title: title.to_string(),
+                body: body.to_string(),
+            })
+        })
+        .filter(|old| !sections.iter().any(|s| s.title == old.title))
+        .collect();
+    for s in &mut sections {
+        s.body = format!("{stamp}\n{}", s.body);
+    }
+    kept.extend(sections);
+    let mut doc = String::new();
+    let _ = writeln!(doc, "# Benchmarks\n");
+    let _ = writeln!(
+        doc,
+        "Every section was measured in one run, reprise and its peers side by side, on the machine and date it names. Run `bench/run.sh` to measure again on your machine.\n"
+    );
+    for s in kept {
+        let _ = writeln!(doc, "## {}\n\n{}", s.title, s.body.trim_end());
+        let _ = writeln!(doc);
     }
     std::fs::write(&out, &doc).expect("write the report");
     println!("{doc}");

@@ -1,0 +1,465 @@
+//! Volume snapshots against their peers, on one point-in-time image: an
+//! 8 GiB volume with 4 GiB written (half compressible text, half random),
+//! a full copy, then an incremental one after 1 % of the volume changed.
+//! reprise reads the qcow2 snapshot itself; restic, borg and rustic get the
+//! same instant as a raw image file, and `qemu-img convert -c` copies the
+//! qcow2 snapshot into a compressed qcow2. Also: the memory reprise uses to
+//! back up a 1 TiB sparse volume.
+
+use crate::Section;
+use reprise_backup::backup::Base;
+use reprise_backup::{backup, Refs, Region};
+use reprise_store::Store;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const GIB: u64 = 1 << 30;
+const MIB: u64 = 1 << 20;
+
+fn sh(program: &str, args: &[&str], env: &[(&str, &str)]) -> Duration {
+    let started = Instant::now();
+    let out = Command::new(program)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    started.elapsed()
+}
+
+fn du(path: &Path) -> u64 {
+    let out = Command::new("du")
+        .args(["-sb"])
+        .arg(path)
+        .output()
+        .expect("du");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Text that compresses like logs do (about 4:1 with zstd), and random data.
+fn write_volume_data(raw: &Path, size: u64, text: u64, random: u64) {
+    let f = std::fs::File::create(raw).unwrap();
+    f.set_len(size).unwrap();
+    let mut x = 0x2545f4914f6cdd1du64;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut buf = Vec::with_capacity(4 << 20);
+    let mut written = 0;
+    while written < text {
+        buf.clear();
+        while buf.len() < 4 << 20 {
+            let n = next();
+            let _ = writeln!(
+                buf,
+                "2026-11-22T07:{:02}:{:02}.{:06}Z host{} GET /api/v1/volumes/{:08x} 200 {} ms user={}",
+                n % 60,
+                (n >> 8) % 60,
+                (n >> 16) % 1_000_000,
+                n % 7,
+                (n >> 24) as u32,
+                (n >> 40) % 900,
+                ["alice", "bob", "carol", "dave"][(n >> 60) as usize % 4]
+            );
+        }
+        buf.truncate(4 << 20);
+        std::os::unix::fs::FileExt::write_all_at(&f, &buf, written).unwrap();
+        written += buf.len() as u64;
+    }
+    let mut at = size / 2;
+    while at < size / 2 + random {
+        buf.clear();
+        for _ in 0..(4 << 20) / 8 {
+            buf.extend_from_slice(&next().to_le_bytes());
+        }
+        std::os::unix::fs::FileExt::write_all_at(&f, &buf, at).unwrap();
+        at += buf.len() as u64;
+    }
+    f.sync_all().unwrap();
+}
+
+/// Back up the source directory into a repository as snapshot "s1" or
+/// "s2"; `None` when the tool is not installed.
+type Peer<'a> = Box<dyn Fn(&Path, &str) -> Option<Duration> + 'a>;
+
+struct Row {
+    tool: String,
+    full: Option<Duration>,
+    stored: Option<u64>,
+    incremental: Option<Duration>,
+    note: String,
+}
+
+pub fn run() -> Vec<Section> {
+    let size: u64 = std::env::var("REPRISE_BENCH_VOLUME_GIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8)
+        * GIB;
+    let written = size / 2;
+    let dir = tempfile::Builder::new()
+        .prefix("reprise-bench")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let d = dir.path();
+    let raw = d.join("vol.raw");
+    eprintln!("snapshots: writing {} GiB of data", written / GIB);
+    write_volume_data(&raw, size, written / 2, written / 2);
+    let img = d.join("vol.qcow2");
+    let (imgs, raws) = (img.to_str().unwrap(), raw.to_str().unwrap());
+    sh(
+        "qemu-img",
+        &[
+            "convert",
+            "-q",
+            "-f",
+            "raw",
+            "-O",
+            "qcow2",
+            "-o",
+            "cluster_size=65536",
+            raws,
+            imgs,
+        ],
+        &[],
+    );
+    sh("qemu-img", &["snapshot", "-c", "s1", imgs], &[]);
+    // 1 % of the volume rewritten, in 2 MiB pieces spread over the data.
+    let pieces = (size / 100) / (2 * MIB);
+    let mut args = vec!["-f".to_string(), "qcow2".to_string()];
+    for i in 0..pieces {
+        let off = (i * (written / pieces) + (if i % 2 == 0 { 0 } else { size / 2 })) / (64 << 10)
+            * (64 << 10);
+        let off = off.min(size - 2 * MIB);
+        args.push("-c".into());
+        args.push(format!("write -P {} {off} 2M", (i % 250) + 1));
+    }
+    args.push(imgs.into());
+    let args_ref: Vec<&str> = args.iter().map(String::as_str).collect();
+    sh("qemu-io", &args_ref, &[]);
+    sh("qemu-img", &["snapshot", "-c", "s2", imgs], &[]);
+    let raw2 = d.join("vol2.raw");
+    sh(
+        "qemu-img",
+        &[
+            "convert",
+            "-q",
+            "-f",
+            "qcow2",
+            "-O",
+            "raw",
+            "-l",
+            "snapshot.name=s2",
+            imgs,
+            raw2.to_str().unwrap(),
+        ],
+        &[],
+    );
+
+    let mut rows = Vec::new();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // reprise
+    {
+        let store_dir = d.join("reprise");
+        let region = rt
+            .block_on(Region::open(
+                Store::local(&store_dir).unwrap(),
+                &[9; 32],
+                false,
+            ))
+            .unwrap();
+        let refs = Arc::new(Refs::default());
+        drop_caches();
+        let started = Instant::now();
+        let full = rt
+            .block_on(backup(&region, &refs, img.clone(), "s1", None, |_, _| {}))
+            .unwrap();
+        let full_t = started.elapsed();
+        let stored = du(&store_dir);
+        drop_caches();
+        let started = Instant::now();
+        let base = Base {
+            tag: "s1".into(),
+            index: full.index.clone(),
+        };
+        let inc = rt
+            .block_on(backup(
+                &region,
+                &refs,
+                img.clone(),
+                "s2",
+                Some(base),
+                |_, _| {},
+            ))
+            .unwrap();
+        let inc_t = started.elapsed();
+        rows.push(Row {
+            tool: "reprise".into(),
+            full: Some(full_t),
+            stored: Some(stored),
+            incremental: Some(inc_t),
+            note: format!(
+                "reads the qcow2 snapshot; the increment read {} MiB",
+                inc.read_bytes / MIB
+            ),
+        });
+    }
+    // qemu-img convert -c
+    {
+        let out = d.join("copy.qcow2");
+        drop_caches();
+        let t = sh(
+            "qemu-img",
+            &[
+                "convert",
+                "-q",
+                "-c",
+                "-f",
+                "qcow2",
+                "-O",
+                "qcow2",
+                "-l",
+                "snapshot.name=s1",
+                imgs,
+                out.to_str().unwrap(),
+            ],
+            &[],
+        );
+        rows.push(Row {
+            tool: "qemu-img convert -c".into(),
+            full: Some(t),
+            stored: Some(du(&out)),
+            incremental: None,
+            note: "no increments: every copy is whole".into(),
+        });
+    }
+    // The file-based peers back up `vol.raw` twice: s1, then s2 in its place.
+    let src = d.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let image_path = src.join("volume.img");
+    let peers: Vec<(&str, Peer)> = vec![
+        (
+            "restic",
+            Box::new(|repo: &Path, snap: &str| {
+                let env = [
+                    ("RESTIC_PASSWORD", "bench"),
+                    ("RESTIC_REPOSITORY", repo.to_str().unwrap()),
+                ];
+                if snap == "s1" {
+                    sh("restic", &["init", "-q"], &env);
+                }
+                Some(sh(
+                    "restic",
+                    &["backup", "-q", "--no-cache", src.to_str().unwrap()],
+                    &env,
+                ))
+            }),
+        ),
+        (
+            "borg",
+            Box::new(|repo: &Path, snap: &str| {
+                let env = [("BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK", "yes")];
+                if snap == "s1" {
+                    sh(
+                        "borg",
+                        &["init", "-e", "none", repo.to_str().unwrap()],
+                        &env,
+                    );
+                }
+                let archive = format!("{}::{snap}", repo.display());
+                Some(sh(
+                    "borg",
+                    &[
+                        "create",
+                        "--compression",
+                        "zstd,3",
+                        &archive,
+                        src.to_str().unwrap(),
+                    ],
+                    &env,
+                ))
+            }),
+        ),
+        (
+            "rustic",
+            Box::new(|repo: &Path, snap: &str| {
+                Command::new("rustic").arg("--version").output().ok()?;
+                let env = [
+                    ("RUSTIC_PASSWORD", "bench"),
+                    ("RUSTIC_REPOSITORY", repo.to_str().unwrap()),
+                ];
+                if snap == "s1" {
+                    sh("rustic", &["init"], &env);
+                }
+                Some(sh("rustic", &["backup", src.to_str().unwrap()], &env))
+            }),
+        ),
+    ];
+    for (name, run) in peers {
+        let repo = d.join(format!("repo-{name}"));
+        let _ = std::fs::remove_file(&image_path);
+        std::fs::hard_link(&raw, &image_path).unwrap();
+        drop_caches();
+        eprintln!("snapshots: {name}");
+        let Some(full) = run(&repo, "s1") else {
+            rows.push(Row {
+                tool: name.into(),
+                full: None,
+                stored: None,
+                incremental: None,
+                note: format!("not measured: `{name}` is not installed here"),
+            });
+            continue;
+        };
+        let stored = du(&repo);
+        std::fs::remove_file(&image_path).unwrap();
+        std::fs::hard_link(&raw2, &image_path).unwrap();
+        drop_caches();
+        let inc = run(&repo, "s2");
+        rows.push(Row {
+            tool: name.into(),
+            full: Some(full),
+            stored: Some(stored),
+            incremental: inc,
+            note: "given the instant as a raw image file".into(),
+        });
+        let _ = std::fs::remove_dir_all(&repo);
+    }
+
+    let mut body = format!(
+        "A {} GiB volume with {} GiB written (half log-like text, half random), 64 KiB clusters. Full copy, then an incremental one after 1 % of the volume ({} pieces of 2 MiB) was rewritten. Page cache dropped before each run when allowed. Throughput is written data over time.\n\n| tool | full | throughput | stored | incremental (1 %) | incremental / full | note |\n|---|---|---|---|---|---|---|\n",
+        size / GIB,
+        written / GIB,
+        pieces
+    );
+    for r in &rows {
+        let secs = |d: &Option<Duration>| {
+            d.map(|d| format!("{:.2} s", d.as_secs_f64()))
+                .unwrap_or_else(|| "-".into())
+        };
+        let _ = writeln!(
+            body,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            r.tool,
+            secs(&r.full),
+            r.full
+                .map(|d| format!("{:.0} MiB/s", (written / MIB) as f64 / d.as_secs_f64()))
+                .unwrap_or_else(|| "-".into()),
+            r.stored
+                .map(|b| format!("{:.0} MiB", b as f64 / MIB as f64))
+                .unwrap_or_else(|| "-".into()),
+            secs(&r.incremental),
+            match (r.full, r.incremental) {
+                (Some(f), Some(i)) => format!("{:.1} %", 100.0 * i.as_secs_f64() / f.as_secs_f64()),
+                _ => "-".into(),
+            },
+            r.note
+        );
+    }
+    let reprise = rows[0].full.unwrap().as_secs_f64();
+    let fastest = rows[1..]
+        .iter()
+        .filter_map(|r| r.full.map(|d| (d.as_secs_f64(), r.tool.clone())))
+        .min_by(|a, b| a.0.total_cmp(&b.0));
+    if let Some((t, tool)) = fastest {
+        let _ = writeln!(
+            body,
+            "\nFull copy: reprise is {:.2}× the fastest peer measured ({tool}). Goal: 2×.",
+            t / reprise
+        );
+    }
+    let _ = writeln!(body, "\n{}", sparse_memory(&rt, d));
+    vec![Section {
+        title: "Volume snapshots: full and incremental, against restic, borg, rustic and qemu-img"
+            .into(),
+        body,
+    }]
+}
+
+use std::fmt::Write as _;
+
+/// Peak memory of a backup of a 1 TiB sparse volume (1 GiB written).
+fn sparse_memory(rt: &tokio::runtime::Runtime, d: &Path) -> String {
+    let img: PathBuf = d.join("huge.qcow2");
+    let imgs = img.to_str().unwrap();
+    sh(
+        "qemu-img",
+        &["create", "-q", "-f", "qcow2", imgs, "1T"],
+        &[],
+    );
+    let mut args = vec!["-f", "qcow2"];
+    let cmds: Vec<String> = (0..16)
+        .map(|i| format!("write -P {} {} 64M", i + 1, i * (60u64 << 30)))
+        .collect();
+    for c in &cmds {
+        args.push("-c");
+        args.push(c);
+    }
+    args.push(imgs);
+    sh("qemu-io", &args, &[]);
+    sh("qemu-img", &["snapshot", "-c", "s1", imgs], &[]);
+    let region = rt
+        .block_on(Region::open(
+            Store::local(&d.join("huge-store")).unwrap(),
+            &[9; 32],
+            false,
+        ))
+        .unwrap();
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let before = hwm_kib();
+    let started = Instant::now();
+    let done = rt
+        .block_on(backup(
+            &region,
+            &Arc::new(Refs::default()),
+            img.clone(),
+            "s1",
+            None,
+            |_, _| {},
+        ))
+        .unwrap();
+    let t = started.elapsed();
+    let peak = hwm_kib();
+    format!(
+        "Memory: backing up a 1 TiB sparse volume with 1 GiB written took {:.2} s; the process's peak resident memory was {} MiB (it was {} MiB before: the backup added at most {} MiB). The index lists {} chunks.",
+        t.as_secs_f64(),
+        peak / 1024,
+        before / 1024,
+        peak.saturating_sub(before) / 1024,
+        done.index.entries.len()
+    )
+}
+
+fn hwm_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Each run starts from cold caches when the machine allows it (root).
+fn drop_caches() {
+    let _ = Command::new("sync").status();
+    let _ = std::fs::write("/proc/sys/vm/drop_caches", "3");
+}
