@@ -489,3 +489,40 @@ fn one_daemon_per_data_dir_and_restarts_fail_interrupted_jobs() {
 fn chrono_now() -> chrono::DateTime<chrono::Utc> {
     reprise_catalog::now()
 }
+
+#[test]
+fn the_region_key_is_made_once_kept_private_and_checked() {
+    let mut d = TestDaemon::start();
+    let key_file = d.config.data_dir.join("region.key");
+    let text = std::fs::read_to_string(&key_file).expect("region key made at first start");
+    assert_eq!(text.trim().len(), 64);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&key_file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    d.stop();
+
+    // Another key for the same store is refused before anything is read.
+    std::fs::write(&key_file, format!("{}\n", "ab".repeat(32))).unwrap();
+    let e = d
+        .block_on(reprise_daemon::start(d.config.clone()))
+        .err()
+        .expect("a daemon with another key is refused");
+    assert_eq!(e.code, "region_key_wrong", "{}", e.message);
+    // So is a change of the encryption setting of an existing store.
+    std::fs::write(&key_file, &text).unwrap();
+    let mut encrypted = d.config.clone();
+    encrypted.region.encrypt = true;
+    let e = d
+        .block_on(reprise_daemon::start(encrypted))
+        .err()
+        .expect("encryption cannot be switched on an existing store");
+    assert_eq!(e.code, "config_invalid", "{}", e.message);
+    std::fs::write(&key_file, "not hex").unwrap();
+    let e = d
+        .block_on(reprise_daemon::start(d.config.clone()))
+        .err()
+        .unwrap();
+    assert!(e.message.contains("64 hex digits"), "{}", e.message);
+    std::fs::write(&key_file, &text).unwrap();
+    d.start_again();
+}

@@ -205,3 +205,46 @@ fn an_instance_from_the_command_line() {
     );
     cli.ok(&["instance", "delete", "vm"]);
 }
+
+#[test]
+fn volume_snapshots_from_the_command_line() {
+    let d = TestDaemon::start();
+    let cli = Cli::new(&d);
+    let v = cli.json(&["volume", "create", "db", "--size", "16M"]);
+    let path = v["path"].as_str().unwrap();
+    let wrote = Command::new("qemu-io")
+        .args(["-f", "qcow2", "-c", "write -P 9 0 3M", path])
+        .output()
+        .unwrap();
+    assert!(wrote.status.success());
+
+    // A table for people, with the state and what it stored.
+    let shown = cli.ok(&["snapshot", "create", "db", "--name", "nightly"]);
+    assert!(shown.contains("BackedUp"), "{shown}");
+    assert!(shown.contains("none (full)"), "{shown}");
+    let second = cli.json(&["snapshot", "create", "db"]);
+    assert_eq!(second["state"], "BackedUp");
+    assert!(second["name"].as_str().unwrap().starts_with("db-"));
+    assert_eq!(second["read_bytes"], 0, "nothing changed: nothing read");
+    let table = cli.ok(&["snapshot", "list"]);
+    assert!(
+        table.contains("nightly") && table.contains("incremental"),
+        "{table}"
+    );
+    let verified = cli.json(&["snapshot", "verify", "nightly"]);
+    assert!(verified["verified_at"].is_string(), "{verified}");
+
+    // Errors are named on stderr.
+    let err = cli.fails(&["snapshot", "create", "nope"]);
+    assert!(err.contains("[volume_not_found]"), "{err}");
+    let err = cli.fails(&["snapshot", "create", "db", "--quiesce", "maybe"]);
+    assert!(err.contains("[quiesce_invalid]"), "{err}");
+
+    assert!(cli
+        .ok(&["snapshot", "delete", "nightly"])
+        .contains("deleted"));
+    let left = cli.json(&["snapshot", "list"]);
+    assert_eq!(left.as_array().unwrap().len(), 1);
+    let gc = cli.json(&["gc"]);
+    assert_eq!(gc["state"], "Succeeded", "{gc}");
+}
