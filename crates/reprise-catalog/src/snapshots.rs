@@ -29,20 +29,38 @@ pub struct BackupStats {
     pub read_bytes: u64,
     pub chunk_count: u64,
     pub positions: u64,
+    /// The snapshot it is incremental to (`None`: everything was read).
+    pub base_id: Option<Uuid>,
 }
 
 impl Catalog {
-    pub fn insert_snapshot(&self, s: &Snapshot) -> Result<()> {
-        self.conn()
+    /// Record a snapshot, unless a backup of its volume is running: the
+    /// check and the insert are one statement, so two requests cannot both
+    /// start one. Returns whether it was recorded.
+    pub fn insert_snapshot(&self, s: &Snapshot) -> Result<bool> {
+        let n = self
+            .conn()
             .execute(
                 "INSERT INTO snapshots (id, account_id, name, volume_id, volume_name, zone, state, size_bytes,
                                         consistency, base_id, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11
+                 WHERE NOT EXISTS (SELECT 1 FROM snapshots WHERE volume_id = ?4 AND state = 'BackingUp')",
                 params![s.id.sql(), s.account_id.sql(), s.name, s.volume_id.sql(), s.volume, s.zone,
                         s.state.as_str(), s.size_bytes as i64, s.consistency, s.base_id.sql(), s.created_at],
             )
             .map_err(db_err(&format!("snapshot '{}'", s.name)))?;
-        Ok(())
+        Ok(n == 1)
+    }
+
+    /// Whether a running backup uses this snapshot as its base.
+    pub fn snapshot_is_running_base(&self, id: Uuid) -> Result<bool> {
+        self.conn()
+            .query_row(
+                "SELECT EXISTS(SELECT 1 FROM snapshots WHERE base_id = ?1 AND state = 'BackingUp')",
+                params![id.sql()],
+                |r| r.get(0),
+            )
+            .map_err(db_err("snapshot base"))
     }
 
     /// A snapshot of an account by name or id.
@@ -220,10 +238,11 @@ impl Catalog {
         tx.execute(
             "UPDATE snapshots SET state = 'BackedUp', error = NULL, written_bytes = ?2, stored_bytes = ?3,
                     new_bytes = ?4, read_bytes = ?5, chunk_count = ?6, positions = ?7, completed_at = ?8,
-                    progress_done = progress_total
+                    progress_done = progress_total, base_id = ?9
               WHERE id = ?1",
             params![id.sql(), stats.written_bytes as i64, stats.stored_bytes as i64, stats.new_bytes as i64,
-                    stats.read_bytes as i64, stats.chunk_count as i64, stats.positions as i64, now()],
+                    stats.read_bytes as i64, stats.chunk_count as i64, stats.positions as i64, now(),
+                    stats.base_id.sql()],
         )
         .map_err(db_err("snapshot backed up"))?;
         tx.execute(

@@ -216,3 +216,86 @@ fn a_plan_limit_holds_in_one_statement() {
     assert_eq!(c.instance_by_id(inst.id).unwrap().current_point_id, None);
     assert_eq!(c.list_points(Some(inst.id)).unwrap(), vec![third]);
 }
+
+fn snapshot_of(v: &VolumeRow, name: &str, base: Option<Uuid>) -> Snapshot {
+    Snapshot {
+        id: Uuid::new_v4(),
+        name: name.into(),
+        account_id: v.account_id,
+        volume_id: v.id,
+        volume: v.name.clone(),
+        zone: v.zone.clone(),
+        state: SnapshotState::BackingUp,
+        size_bytes: v.size_bytes,
+        consistency: "crash".into(),
+        base_id: base,
+        progress_done: 0,
+        progress_total: 0,
+        written_bytes: None,
+        stored_bytes: None,
+        new_bytes: None,
+        read_bytes: None,
+        chunk_count: None,
+        dedup_ratio: None,
+        error: None,
+        created_at: now(),
+        completed_at: None,
+        verified_at: None,
+    }
+}
+
+#[test]
+fn one_backup_per_volume_references_and_bases() {
+    let (c, admin, zone) = catalog_with_zone();
+    let v = volume_row(admin.id, &zone, "db");
+    c.insert_volume(&v).unwrap();
+    let first = snapshot_of(&v, "s1", None);
+    assert!(c.insert_snapshot(&first).unwrap());
+    assert!(
+        !c.insert_snapshot(&snapshot_of(&v, "s2", None)).unwrap(),
+        "a second backup of the volume is refused while one runs"
+    );
+    c.record_snapshot_chunks(
+        first.id,
+        &[[1; 32], [2; 32]],
+        &[([1; 32], 100), ([2; 32], 50)],
+    )
+    .unwrap();
+    let stats = BackupStats {
+        chunk_count: 2,
+        positions: 3,
+        stored_bytes: c.snapshot_stored_bytes(first.id).unwrap(),
+        ..Default::default()
+    };
+    assert_eq!(stats.stored_bytes, 150);
+    assert_eq!(c.snapshot_backed_up(first.id, v.id, &stats).unwrap(), None);
+    assert_eq!(c.volume_snapshot_base(v.id).unwrap(), Some(first.id));
+    let shown = c.snapshot(admin.id, "s1").unwrap();
+    assert_eq!(shown.state, SnapshotState::BackedUp);
+    assert_eq!(shown.dedup_ratio, Some(1.5));
+
+    // The next one is incremental to the first, which cannot go meanwhile.
+    let second = snapshot_of(&v, "s2", Some(first.id));
+    assert!(c.insert_snapshot(&second).unwrap());
+    assert!(c.snapshot_is_running_base(first.id).unwrap());
+    c.record_snapshot_chunks(second.id, &[[2; 32], [3; 32]], &[([3; 32], 10)])
+        .unwrap();
+    let (live, ids) = c.live_references().unwrap();
+    assert_eq!(live.len(), 3);
+    assert_eq!(ids.len(), 2);
+    assert_eq!(
+        c.snapshot_backed_up(second.id, v.id, &BackupStats::default())
+            .unwrap(),
+        Some(first.id),
+        "the previous base is returned, for its tag to go"
+    );
+    assert!(!c.snapshot_is_running_base(first.id).unwrap());
+
+    // Removing the first leaves the second's references whole.
+    c.remove_snapshot(first.id).unwrap();
+    let (live, _) = c.live_references().unwrap();
+    assert_eq!(live, [[2u8; 32], [3u8; 32]].into_iter().collect());
+    c.remove_snapshot(second.id).unwrap();
+    assert_eq!(c.volume_snapshot_base(v.id).unwrap(), None);
+    assert!(c.list_snapshots(None).unwrap().is_empty());
+}

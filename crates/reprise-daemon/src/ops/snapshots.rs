@@ -152,7 +152,14 @@ pub fn create(app: &Arc<App>, account: &Account, req: CreateSnapshot) -> Result<
         completed_at: None,
         verified_at: None,
     };
-    app.catalog.insert_snapshot(&snap)?;
+    if !app.catalog.insert_snapshot(&snap)? {
+        // Another request won the race: name its snapshot.
+        refuse_if_backing_up(app, &v, &format!("another snapshot of volume '{}'", v.name))?;
+        return Err(Error::conflict(
+            "snapshot_in_progress",
+            format!("a snapshot of volume '{}' is backing up", v.name),
+        ));
+    }
     let app2 = app.clone();
     let id = snap.id;
     jobs::spawn(
@@ -182,7 +189,15 @@ async fn take(app: &App, ctx: &JobCtx, id: Uuid, mode: Mode) -> Result<()> {
     app.catalog.set_snapshot_consistency(id, consistency)?;
     let v = volume_by_id(app, snap.volume_id)?;
 
-    let base = match snap.base_id {
+    // A base being deleted is not used. Checked after this snapshot's row
+    // exists: a delete that starts later sees the row and is refused (see
+    // `delete`), so the base's tag stays while the backup reads it.
+    let base_id = snap.base_id.filter(|b| {
+        app.catalog
+            .snapshot_by_id(*b)
+            .is_ok_and(|s| s.state == SnapshotState::BackedUp)
+    });
+    let base = match base_id {
         Some(b) => match load_base(app, b).await {
             Ok(base) => Some(base),
             Err(e) => {
@@ -237,6 +252,7 @@ async fn take(app: &App, ctx: &JobCtx, id: Uuid, mode: Mode) -> Result<()> {
         read_bytes: done.read_bytes,
         chunk_count: names.len() as u64,
         positions: done.index.entries.len() as u64,
+        base_id: base_id.filter(|_| done.incremental),
     };
     let mut manifest = reprise_chunks::Manifest {
         snapshot_id: id,
@@ -246,7 +262,7 @@ async fn take(app: &App, ctx: &JobCtx, id: Uuid, mode: Mode) -> Result<()> {
         zone: snap.zone.clone(),
         volume_size: done.index.volume_size,
         chunk_size: done.index.chunk_size,
-        base_snapshot_id: snap.base_id.filter(|_| done.incremental),
+        base_snapshot_id: stats.base_id,
         consistency: consistency.to_string(),
         created_at: snap.created_at,
         index_blake3: String::new(),
