@@ -175,12 +175,19 @@ enum AccountCmd {
 
 #[derive(Subcommand)]
 enum VolumeCmd {
-    /// Create a blank data volume.
+    /// Create a data volume: blank (--size), or with a snapshot's content
+    /// (--from-snapshot), in any zone.
     Create {
         name: String,
         /// Like 512M, 10G, 1T.
+        #[arg(
+            long,
+            required_unless_present = "from_snapshot",
+            conflicts_with = "from_snapshot"
+        )]
+        size: Option<String>,
         #[arg(long)]
-        size: String,
+        from_snapshot: Option<String>,
         #[arg(long)]
         zone: Option<String>,
     },
@@ -486,8 +493,30 @@ fn volume_path(v: &str) -> String {
 fn volume(ctx: &Ctx, cmd: VolumeCmd) -> Result<()> {
     let c = &ctx.client;
     let v: Volume = match cmd {
-        VolumeCmd::Create { name, size, zone } => {
-            c.post("/api/v1/volumes", &CreateVolume { name, size, zone })?
+        VolumeCmd::Create {
+            name,
+            size: Some(size),
+            zone,
+            ..
+        } => c.post("/api/v1/volumes", &CreateVolume { name, size, zone })?,
+        VolumeCmd::Create {
+            name,
+            from_snapshot,
+            zone,
+            ..
+        } => {
+            let job = c.start_job(
+                &format!(
+                    "{}/volumes",
+                    snapshot_path(&from_snapshot.unwrap_or_default())
+                ),
+                &VolumeFromSnapshot { name, zone },
+            )?;
+            let id = job.target_id;
+            if !follow(ctx, job)? {
+                return Ok(());
+            }
+            c.get(&volume_path(&id.to_string()))?
         }
         VolumeCmd::List { zone, instance } => {
             let mut query = Vec::new();

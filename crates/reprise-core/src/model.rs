@@ -339,6 +339,15 @@ pub struct CreateSnapshot {
     pub quiesce: Option<String>,
 }
 
+/// A new volume with a snapshot's content.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeFromSnapshot {
+    pub name: String,
+    /// Any zone of the region; the default zone when absent.
+    pub zone: Option<String>,
+}
+
 /// What a garbage collection of the region's store did.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct GcResult {

@@ -7,7 +7,7 @@
 //! kind by [`reprise_core::ErrorKind::http_status`] — nowhere else.
 
 use crate::app::App;
-use crate::ops::{accounts, instances, points, snapshots, volumes};
+use crate::ops::{accounts, instances, points, restore, snapshots, volumes};
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
@@ -160,6 +160,7 @@ pub fn router(app: Arc<App>) -> Router {
             get(show_snapshot).delete(delete_snapshot),
         )
         .route("/snapshots/{id}/verify", post(verify_snapshot))
+        .route("/snapshots/{id}/volumes", post(volume_from_snapshot))
         .route("/gc", post(collect_garbage))
         .route("/jobs", get(list_jobs))
         .route("/jobs/{id}", get(show_job));
@@ -478,6 +479,15 @@ async fn verify_snapshot(
     _: IgnoredBody,
 ) -> ApiResult<Response> {
     Ok(accepted(snapshots::verify(&app, &me, &id)?))
+}
+
+async fn volume_from_snapshot(
+    State(app): State<Arc<App>>,
+    Caller(me): Caller,
+    Path(id): Path<String>,
+    Body(req): Body<VolumeFromSnapshot>,
+) -> ApiResult<Response> {
+    Ok(accepted(restore::create(&app, &me, &id, req)?))
 }
 
 async fn collect_garbage(

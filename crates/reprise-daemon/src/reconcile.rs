@@ -62,6 +62,12 @@ pub async fn at_startup(app: &App) -> Result<()> {
             }
         }
     }
+    for v in app.catalog.list_all_volumes()? {
+        if v.state == VolumeState::Creating && v.kind == VolumeKind::Data {
+            tracing::warn!(volume = %v.id, name = v.name, "data volume was being made when the daemon stopped: removed");
+            crate::ops::restore::remove_half_made(app, &v.path, v.id);
+        }
+    }
     crate::ops::points::reconcile_at_startup(app).await?;
     crate::ops::snapshots::reconcile_at_startup(app).await?;
     for inst in app.catalog.list_instances(None)? {

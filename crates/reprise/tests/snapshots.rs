@@ -279,3 +279,117 @@ fn detached_volumes_deduplicate_gc_runs_during_a_backup_and_bad_input_changes_no
         assert!(left.is_empty(), "{kind}: {left:?}");
     }
 }
+
+#[test]
+fn a_volume_made_from_a_snapshot_in_another_zone_holds_the_guests_file() {
+    for (kind, s3) in region_stores() {
+        let d = TestDaemon::start_with(|c| use_store(c, &s3));
+        let c = d.admin();
+        let zone2 = d.dir.path().join("zone2");
+        let _: Zone = c
+            .post(
+                "/api/v1/zones",
+                &json!({"name": "zone2", "storage_dir": zone2.to_str().unwrap()}),
+            )
+            .unwrap();
+        let _: Volume = c
+            .post("/api/v1/volumes", &json!({"name": "data", "size": "64M"}))
+            .unwrap();
+        run_job(&c, "/api/v1/instances", &guest_instance("src", &["data"]));
+        let src = instance(&c, "src");
+        d.wait_agent(&src);
+        let (code, sum) = d.guest_sh(
+            &src,
+            "dd if=/dev/urandom of=/mnt/data/known bs=1M count=5 2>/dev/null && sync && md5sum /mnt/data/known",
+        );
+        assert_eq!(code, 0);
+        let s = snapshot(&c, json!({"volume": "data", "name": "golden"}));
+        assert_eq!(s.state, SnapshotState::BackedUp, "{kind}");
+
+        // Restored in zone2: Ready, clean, and equal to the snapshot.
+        let job = run_job(
+            &c,
+            "/api/v1/snapshots/golden/volumes",
+            &json!({"name": "copy", "zone": "zone2"}),
+        );
+        assert_eq!(job.kind, "volume.restore");
+        let copy = volume(&c, "copy");
+        assert_eq!(
+            (copy.state, copy.zone.as_str(), copy.size_bytes),
+            (VolumeState::Ready, "zone2", 64 * MIB),
+            "{kind}"
+        );
+        assert!(copy.path.starts_with(zone2.to_str().unwrap()));
+        assert_eq!(
+            qemu_img_check(&copy.path),
+            0,
+            "{kind}: qemu-img check is clean"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("source.raw");
+        qemu_export(
+            &volume(&c, "data").path,
+            &format!("reprise-vs-{}", s.id),
+            &source,
+        );
+        let same = Command::new("qemu-img")
+            .args(["compare", "-U", "-q", "-f", "raw", "-F", "qcow2"])
+            .arg(&source)
+            .arg(&copy.path)
+            .status()
+            .unwrap();
+        assert!(same.success(), "{kind}: qemu-img compare finds them equal");
+
+        // A guest in zone2 reads the file, byte for byte.
+        let mut req = guest_instance("dst", &["copy"]);
+        req.zone = Some("zone2".into());
+        run_job(&c, "/api/v1/instances", &req);
+        let dst = instance(&c, "dst");
+        d.wait_agent(&dst);
+        let (code, sum2) = d.guest_sh(&dst, "md5sum /mnt/data/known");
+        assert_eq!(code, 0, "{kind}: {sum2}");
+        assert_eq!(sum2, sum, "{kind}: the file came through whole");
+
+        // A failed restore leaves nothing: a chunk is missing here.
+        let region = &d.server().app.region;
+        let victim = d.block_on(async {
+            let m = region.manifest(s.id).await.unwrap();
+            region.index(&m).await.unwrap().entries[0].1
+        });
+        d.block_on(region.store.delete(&reprise_backup::chunk_key(&victim)))
+            .unwrap();
+        let job = c
+            .start_job(
+                "/api/v1/snapshots/golden/volumes",
+                &json!({"name": "broken", "zone": "zone2"}),
+            )
+            .unwrap();
+        let e = c
+            .wait_job(&job.id.to_string(), Duration::from_secs(60), |_| {})
+            .unwrap_err();
+        assert!(
+            format!("{e:?}").contains("object_not_found"),
+            "{kind}: {e:?}"
+        );
+        assert!(
+            c.get::<Volume>("/api/v1/volumes/broken").is_err(),
+            "{kind}: no half-made volume"
+        );
+        let files: Vec<_> = std::fs::read_dir(&zone2).unwrap().collect();
+        assert_eq!(files.len(), 1, "{kind}: only the copy's file: {files:?}");
+        // Bad input is named.
+        for (body, code) in [
+            (json!({"name": "copy"}), "name_taken"),
+            (json!({"name": "x", "zone": "nowhere"}), "zone_not_found"),
+            (json!({"name": "x", "size": "1G"}), "body_invalid"),
+        ] {
+            let e = c
+                .start_job("/api/v1/snapshots/golden/volumes", &body)
+                .unwrap_err();
+            assert!(format!("{e:?}").contains(code), "{kind}: {body}: {e:?}");
+        }
+        for vm in ["src", "dst"] {
+            run_job(&c, &format!("/api/v1/instances/{vm}/stop"), &json!({}));
+        }
+    }
+}

@@ -6,6 +6,7 @@
 pub mod accounts;
 pub mod instances;
 pub mod points;
+pub mod restore;
 pub mod snapshots;
 pub mod volumes;
 
