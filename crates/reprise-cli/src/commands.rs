@@ -217,6 +217,13 @@ enum VolumeCmd {
     Detach {
         volume: String,
     },
+    /// Put a volume back to a snapshot's content (its instance stopped);
+    /// the volume's snapshots stay.
+    Revert {
+        volume: String,
+        #[arg(long)]
+        to_snapshot: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -568,6 +575,21 @@ fn volume(ctx: &Ctx, cmd: VolumeCmd) -> Result<()> {
             &format!("{}/detach", volume_path(&volume)),
             &serde_json::json!({}),
         )?,
+        VolumeCmd::Revert {
+            volume,
+            to_snapshot,
+        } => {
+            let job = c.start_job(
+                &format!("{}/revert", volume_path(&volume)),
+                &RevertVolume {
+                    snapshot: to_snapshot,
+                },
+            )?;
+            if !follow(ctx, job)? {
+                return Ok(());
+            }
+            c.get(&volume_path(&volume))?
+        }
     };
     show_volume(ctx, &v);
     Ok(())

@@ -53,8 +53,9 @@ string_enum!(
 string_enum!(
     /// The state of a volume: `Creating` while its file is being made,
     /// `Ready` for use, `Snapshotting` while the instant of a volume
-    /// snapshot is cut (milliseconds), `Error` when making it failed.
-    VolumeState { Creating, Ready, Snapshotting, Error }
+    /// snapshot is cut (milliseconds), `Reverting` while it is put back to
+    /// a snapshot's content, `Error` when making it failed.
+    VolumeState { Creating, Ready, Snapshotting, Reverting, Error }
 );
 
 string_enum!(
@@ -346,6 +347,14 @@ pub struct VolumeFromSnapshot {
     pub name: String,
     /// Any zone of the region; the default zone when absent.
     pub zone: Option<String>,
+}
+
+/// Put a volume back to a snapshot's content.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevertVolume {
+    /// The snapshot, by name or id.
+    pub snapshot: String,
 }
 
 /// What a garbage collection of the region's store did.

@@ -134,6 +134,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/volumes/{id}/resize", post(resize_volume))
         .route("/volumes/{id}/attach", post(attach_volume))
         .route("/volumes/{id}/detach", post(detach_volume))
+        .route("/volumes/{id}/revert", post(revert_volume))
         .route("/instances", get(list_instances).post(create_instance))
         .route(
             "/instances/{id}",
@@ -479,6 +480,15 @@ async fn verify_snapshot(
     _: IgnoredBody,
 ) -> ApiResult<Response> {
     Ok(accepted(snapshots::verify(&app, &me, &id)?))
+}
+
+async fn revert_volume(
+    State(app): State<Arc<App>>,
+    Caller(me): Caller,
+    Path(id): Path<String>,
+    Body(req): Body<RevertVolume>,
+) -> ApiResult<Response> {
+    Ok(accepted(restore::revert(&app, &me, &id, req)?))
 }
 
 async fn volume_from_snapshot(

@@ -5,6 +5,10 @@
 //! ever seen `Ready` or left behind (a crash leaves a `Creating` row that
 //! the startup pass removes with its files).
 //!
+//! Reverting a volume to a snapshot builds the snapshot's content next to
+//! the volume's file and renames it over the file once whole: until that
+//! rename the volume is untouched, after it the volume is the snapshot.
+//!
 //! The snapshot's chunks are fetched and decompressed in parallel and
 //! written out of order into a sparse raw file (zero chunks stay holes),
 //! which `qemu-img convert` then turns into the volume's qcow2 (64 KiB
@@ -61,31 +65,9 @@ pub fn create(
                 s.name, row.zone
             ));
             let started = std::time::Instant::now();
-            let made = async {
-                let manifest = app2.region.manifest(s.id).await?;
-                let index = app2.region.index(&manifest).await?;
-                let raw = raw_path(&row.path);
-                let file = std::fs::OpenOptions::new()
-                    .create_new(true)
-                    .write(true)
-                    .open(&raw)
-                    .map_err(|e| {
-                        Error::unavailable(
-                            "io_error",
-                            format!("cannot create {}: {e}", raw.display()),
-                        )
-                    })?;
-                reprise_backup::restore_raw(&app2.region, &index, file, |done, total| {
-                    ctx.progress(done, total)
-                })
-                .await?;
-                app2.config
-                    .binaries()
-                    .convert_to_qcow2(&raw, "raw", Path::new(&row.path))
-                    .await?;
-                let _ = std::fs::remove_file(&raw);
-                Ok::<_, Error>(())
-            }
+            let made = build(&app2, s.id, Path::new(&row.path), |done, total| {
+                ctx.progress(done, total)
+            })
             .await;
             match made {
                 Ok(()) => {
@@ -102,6 +84,123 @@ pub fn create(
                     Err(e)
                 }
             }
+        },
+    )
+}
+
+/// Build a snapshot's content as a qcow2 at `dst` (sparse), through a raw
+/// image next to it.
+async fn build(
+    app: &App,
+    snapshot: uuid::Uuid,
+    dst: &Path,
+    progress: impl Fn(u64, u64),
+) -> Result<()> {
+    let manifest = app.region.manifest(snapshot).await?;
+    let index = app.region.index(&manifest).await?;
+    let raw = raw_path(&dst.to_string_lossy());
+    let file = std::fs::OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .open(&raw)
+        .map_err(|e| {
+            Error::unavailable("io_error", format!("cannot create {}: {e}", raw.display()))
+        })?;
+    let restored = reprise_backup::restore_raw(&app.region, &index, file, progress).await;
+    let converted = match restored {
+        Ok(()) => {
+            app.config
+                .binaries()
+                .convert_to_qcow2(&raw, "raw", dst)
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    let _ = std::fs::remove_file(&raw);
+    converted
+}
+
+/// Put a volume back to a snapshot's content (the guides' "redeploy from a
+/// snapshot taken just before the change"). The volume's instance must be
+/// stopped; its later snapshots stay.
+pub fn revert(app: &Arc<App>, account: &Account, volume: &str, req: RevertVolume) -> Result<Job> {
+    let v = app.catalog.volume(account.id, volume)?;
+    let s = app.catalog.snapshot(account.id, &req.snapshot)?;
+    if s.state != SnapshotState::BackedUp {
+        return Err(Error::conflict(
+            "snapshot_busy",
+            format!(
+                "snapshot '{}' is {}: only a BackedUp snapshot can be restored",
+                s.name, s.state
+            ),
+        ));
+    }
+    if s.size_bytes != v.size_bytes {
+        return Err(Error::invalid(
+            "size_mismatch",
+            format!(
+                "snapshot '{}' is of a {}-byte volume and volume '{}' has {} bytes: make a new volume from it instead",
+                s.name, s.size_bytes, v.name, v.size_bytes
+            ),
+        ));
+    }
+    if let Some(id) = v.instance_id {
+        let inst = app.catalog.instance_by_id(id)?;
+        if inst.state != InstanceState::Stopped {
+            return Err(Error::conflict(
+                "instance_running",
+                format!(
+                    "volume '{}' belongs to instance '{}', which is {}: stop it first",
+                    v.name, inst.name, inst.state
+                ),
+            ));
+        }
+        super::points::refuse_if_points(app, &inst, &format!("reverting volume '{}'", v.name))?;
+    }
+    super::snapshots::refuse_if_backing_up(app, &v, &format!("reverting volume '{}'", v.name))?;
+    if !app
+        .catalog
+        .transition_volume(v.id, &[VolumeState::Ready], VolumeState::Reverting)?
+    {
+        return Err(Error::conflict(
+            "volume_busy",
+            format!("volume '{}' is {}, not Ready", v.name, v.state),
+        ));
+    }
+    let app2 = app.clone();
+    let name = v.name.clone();
+    jobs::spawn(
+        app,
+        account.id,
+        "volume.revert",
+        Target {
+            kind: "volume",
+            id: v.id,
+            name: &name,
+        },
+        0,
+        move |ctx| async move {
+            let _guard = match v.instance_id {
+                Some(i) => Some(app2.lock_instance(i).await),
+                None => None,
+            };
+            let next = PathBuf::from(format!("{}.reverting.qcow2", v.path));
+            let built = build(&app2, s.id, &next, |done, total| ctx.progress(done, total)).await;
+            let swapped = built.and_then(|()| {
+                std::fs::rename(&next, &v.path).map_err(|e| {
+                    Error::unavailable("io_error", format!("cannot replace {}: {e}", v.path))
+                })
+            });
+            let _ = std::fs::remove_file(&next);
+            app2.catalog.set_volume_state(v.id, VolumeState::Ready)?;
+            swapped?;
+            // The file no longer holds the base of the next increment.
+            app2.catalog.set_volume_snapshot_base(v.id, None)?;
+            ctx.log(format!(
+                "volume '{}' holds snapshot '{}' again",
+                v.name, s.name
+            ));
+            Ok(())
         },
     )
 }
