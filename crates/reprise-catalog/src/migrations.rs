@@ -143,6 +143,26 @@ const STEPS: &[&str] = &[
     CREATE INDEX snapshot_chunks_by_name ON snapshot_chunks (name);
     ALTER TABLE volumes ADD COLUMN snapshot_base_id TEXT;
     "#,
+    // 4: templates (golden images), which share their snapshot's chunks.
+    r#"
+    CREATE TABLE templates (
+        id TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL REFERENCES accounts(id),
+        name TEXT NOT NULL,
+        source_snapshot_id TEXT,
+        source_snapshot TEXT NOT NULL,
+        size_bytes INTEGER NOT NULL,
+        chunk_count INTEGER NOT NULL,
+        created_at TEXT NOT NULL,
+        UNIQUE (account_id, name)
+    );
+    CREATE TABLE template_chunks (
+        template_id TEXT NOT NULL REFERENCES templates(id) ON DELETE CASCADE,
+        name BLOB NOT NULL,
+        PRIMARY KEY (template_id, name)
+    ) WITHOUT ROWID;
+    CREATE INDEX template_chunks_by_name ON template_chunks (name);
+    "#,
 ];
 
 /// The schema version this build writes.

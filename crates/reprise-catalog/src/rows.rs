@@ -298,3 +298,20 @@ pub(crate) fn snapshot(r: &Row) -> rusqlite::Result<Snapshot> {
         verified_at: r.get(21)?,
     })
 }
+
+pub(crate) const TEMPLATE_SELECT: &str =
+    "SELECT t.id, t.name, t.account_id, s.id, t.source_snapshot, t.size_bytes, t.chunk_count, t.created_at
+       FROM templates t LEFT JOIN snapshots s ON s.id = t.source_snapshot_id";
+
+pub(crate) fn template(r: &Row) -> rusqlite::Result<Template> {
+    Ok(Template {
+        id: uuid(r, 0)?,
+        name: r.get(1)?,
+        account_id: uuid(r, 2)?,
+        source_snapshot_id: opt_uuid(r, 3)?,
+        source_snapshot: r.get(4)?,
+        size_bytes: r.get::<_, i64>(5)? as u64,
+        chunk_count: r.get::<_, i64>(6)? as u64,
+        created_at: r.get(7)?,
+    })
+}

@@ -313,26 +313,102 @@ impl Catalog {
         )
     }
 
-    /// What garbage collection must keep: every chunk a snapshot references
-    /// and every snapshot id.
+    /// What garbage collection must keep: every chunk a snapshot or a
+    /// template references, and the ids of both (their objects in the store
+    /// sit under `snapshots/<id>/`).
     pub fn live_references(&self) -> Result<(HashSet<[u8; 32]>, HashSet<Uuid>)> {
         let conn = self.conn();
         let chunks = rows::query(
             &conn,
-            "SELECT DISTINCT name FROM snapshot_chunks",
+            "SELECT name FROM snapshot_chunks UNION SELECT name FROM template_chunks",
             [],
             |r| r.get::<_, Vec<u8>>(0),
         )?
         .into_iter()
         .filter_map(|v| v.try_into().ok())
         .collect();
-        let ids = rows::query(&conn, "SELECT id FROM snapshots", [], |r| {
-            r.get::<_, String>(0)
-        })?
+        let ids = rows::query(
+            &conn,
+            "SELECT id FROM snapshots UNION SELECT id FROM templates",
+            [],
+            |r| r.get::<_, String>(0),
+        )?
         .into_iter()
         .filter_map(|s| Uuid::parse_str(&s).ok())
         .collect();
         Ok((chunks, ids))
+    }
+
+    // ---- templates -----------------------------------------------------
+
+    /// Record a template and the chunks it references, in one transaction.
+    pub fn insert_template(&self, t: &Template, names: &[[u8; 32]]) -> Result<()> {
+        let mut conn = self.conn();
+        let what = format!("template '{}'", t.name);
+        let tx = conn.transaction().map_err(db_err(&what))?;
+        tx.execute(
+            "INSERT INTO templates (id, account_id, name, source_snapshot_id, source_snapshot, size_bytes,
+                                    chunk_count, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![t.id.sql(), t.account_id.sql(), t.name, t.source_snapshot_id.sql(), t.source_snapshot,
+                    t.size_bytes as i64, t.chunk_count as i64, t.created_at],
+        )
+        .map_err(db_err(&what))?;
+        {
+            let mut refer = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO template_chunks (template_id, name) VALUES (?1, ?2)",
+                )
+                .map_err(db_err(&what))?;
+            for n in names {
+                refer
+                    .execute(params![t.id.sql(), &n[..]])
+                    .map_err(db_err(&what))?;
+            }
+        }
+        tx.commit().map_err(db_err(&what))
+    }
+
+    pub fn template(&self, account: Uuid, reference: &str) -> Result<Template> {
+        self.conn()
+            .query_row(
+                &format!(
+                    "{} WHERE t.account_id = ?1 AND (t.id = ?2 OR t.name = ?2)",
+                    rows::TEMPLATE_SELECT
+                ),
+                params![account.sql(), reference],
+                rows::template,
+            )
+            .optional()
+            .map_err(db_err("template"))?
+            .ok_or_else(|| Error::not_found("template", reference))
+    }
+
+    pub fn list_templates(&self, account: Uuid) -> Result<Vec<Template>> {
+        rows::query(
+            &self.conn(),
+            &format!(
+                "{} WHERE t.account_id = ?1 ORDER BY t.created_at, t.rowid",
+                rows::TEMPLATE_SELECT
+            ),
+            params![account.sql()],
+            rows::template,
+        )
+    }
+
+    /// Forget a template and its references (garbage collection decides
+    /// what goes from the store).
+    pub fn remove_template(&self, id: Uuid) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(db_err("remove template"))?;
+        tx.execute(
+            "DELETE FROM template_chunks WHERE template_id = ?1",
+            params![id.sql()],
+        )
+        .map_err(db_err("remove template"))?;
+        tx.execute("DELETE FROM templates WHERE id = ?1", params![id.sql()])
+            .map_err(db_err("remove template"))?;
+        tx.commit().map_err(db_err("remove template"))
     }
 
     /// Chunks deleted from the store: their sizes are no longer known.

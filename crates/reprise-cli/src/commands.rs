@@ -55,12 +55,33 @@ enum Command {
     /// Volume snapshots: copies of volumes in the region's object store.
     #[command(subcommand)]
     Snapshot(SnapshotCmd),
+    /// Templates: golden images made from snapshots, to deploy instances.
+    #[command(subcommand)]
+    Template(TemplateCmd),
     /// Remove the chunks no snapshot references from the region's store
     /// (admin; also runs after every snapshot delete).
     Gc,
     /// Jobs: the long operations.
     #[command(subcommand)]
     Job(JobCmd),
+}
+
+#[derive(Subcommand)]
+enum TemplateCmd {
+    /// Make a template from a snapshot (no data is copied).
+    Create {
+        name: String,
+        #[arg(long)]
+        from_snapshot: String,
+    },
+    List,
+    Show {
+        template: String,
+    },
+    /// Delete a template; instances made from it keep their volumes.
+    Delete {
+        template: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -278,8 +299,11 @@ struct CreateInstanceArgs {
     #[arg(long, conflicts_with = "image")]
     root_size: Option<String>,
     /// A disk image file (qcow2 or raw) on the daemon's host, copied into the root volume.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "template")]
     image: Option<String>,
+    /// A template whose content becomes the root volume.
+    #[arg(long, conflicts_with = "root_size")]
+    template: Option<String>,
     /// A data volume to attach (repeatable).
     #[arg(long = "data-volume")]
     data_volumes: Vec<String>,
@@ -364,6 +388,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Instance(c) => instance(&ctx, c),
         Command::Point(c) => point(&ctx, c),
         Command::Snapshot(c) => snapshot(&ctx, c),
+        Command::Template(c) => template(&ctx, c),
         Command::Gc => {
             let job = ctx.client.start_job("/api/v1/gc", &serde_json::json!({}))?;
             let id = job.id.to_string();
@@ -635,6 +660,7 @@ fn instance(ctx: &Ctx, cmd: InstanceCmd) -> Result<()> {
                 memory: a.memory,
                 root_size: a.root_size,
                 image: a.image.map(absolute),
+                template: a.template,
                 data_volumes: a.data_volumes,
                 kernel: a.kernel.map(absolute),
                 initrd: a.initrd.map(absolute),
@@ -1199,4 +1225,72 @@ fn show_snapshot(ctx: &Ctx, s: &Snapshot) {
         pairs.push(("error", e.clone()));
     }
     print!("{}", fields(&pairs));
+}
+
+fn template_path(t: &str) -> String {
+    format!("/api/v1/templates/{}", segment(t))
+}
+
+fn template(ctx: &Ctx, cmd: TemplateCmd) -> Result<()> {
+    let c = &ctx.client;
+    let shown: Template = match cmd {
+        TemplateCmd::Create {
+            name,
+            from_snapshot,
+        } => c.post(
+            "/api/v1/templates",
+            &CreateTemplate {
+                name,
+                snapshot: from_snapshot,
+            },
+        )?,
+        TemplateCmd::List => {
+            let list: Vec<Template> = c.get("/api/v1/templates")?;
+            print_list(
+                ctx,
+                &list,
+                &["NAME", "SIZE", "CHUNKS", "FROM SNAPSHOT", "CREATED", "ID"],
+                |t| {
+                    vec![
+                        t.name.clone(),
+                        size(t.size_bytes),
+                        t.chunk_count.to_string(),
+                        t.source_snapshot.clone(),
+                        time(&t.created_at),
+                        t.id.to_string(),
+                    ]
+                },
+            );
+            return Ok(());
+        }
+        TemplateCmd::Show { template } => c.get(&template_path(&template))?,
+        TemplateCmd::Delete { template } => {
+            if follow(ctx, c.delete_job(&template_path(&template))?)? && !ctx.json {
+                println!("deleted");
+            }
+            return Ok(());
+        }
+    };
+    if ctx.json {
+        print_json(&shown);
+    } else {
+        print!(
+            "{}",
+            fields(&[
+                ("id", shown.id.to_string()),
+                ("name", shown.name.clone()),
+                ("size", size(shown.size_bytes)),
+                ("chunks", shown.chunk_count.to_string()),
+                (
+                    "from snapshot",
+                    match shown.source_snapshot_id {
+                        Some(_) => shown.source_snapshot.clone(),
+                        None => format!("{} (deleted since)", shown.source_snapshot),
+                    }
+                ),
+                ("created", time(&shown.created_at)),
+            ])
+        );
+    }
+    Ok(())
 }

@@ -349,6 +349,30 @@ pub struct VolumeFromSnapshot {
     pub zone: Option<String>,
 }
 
+/// A template (golden image): a volume's content, kept in the region's
+/// store from a snapshot, from which instances are deployed. It shares the
+/// snapshot's chunks and outlives it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Template {
+    pub id: Uuid,
+    pub name: String,
+    pub account_id: Uuid,
+    /// The snapshot it was made from (`None` once that snapshot is gone).
+    pub source_snapshot_id: Option<Uuid>,
+    pub source_snapshot: String,
+    pub size_bytes: u64,
+    pub chunk_count: u64,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTemplate {
+    pub name: String,
+    /// The snapshot, by name or id.
+    pub snapshot: String,
+}
+
 /// Put a volume back to a snapshot's content.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -427,6 +451,8 @@ pub struct CreateInstance {
     pub root_size: Option<String>,
     /// A disk image file on the daemon's host, copied into a root volume.
     pub image: Option<String>,
+    /// A template (name or id) whose content becomes the root volume.
+    pub template: Option<String>,
     #[serde(default)]
     pub data_volumes: Vec<String>,
     pub kernel: Option<String>,

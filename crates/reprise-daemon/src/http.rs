@@ -7,7 +7,7 @@
 //! kind by [`reprise_core::ErrorKind::http_status`] — nowhere else.
 
 use crate::app::App;
-use crate::ops::{accounts, instances, points, restore, snapshots, volumes};
+use crate::ops::{accounts, instances, points, restore, snapshots, templates, volumes};
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
@@ -162,6 +162,11 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/snapshots/{id}/verify", post(verify_snapshot))
         .route("/snapshots/{id}/volumes", post(volume_from_snapshot))
+        .route("/templates", get(list_templates).post(create_template))
+        .route(
+            "/templates/{id}",
+            get(show_template).delete(delete_template),
+        )
         .route("/gc", post(collect_garbage))
         .route("/jobs", get(list_jobs))
         .route("/jobs/{id}", get(show_job));
@@ -498,6 +503,37 @@ async fn volume_from_snapshot(
     Body(req): Body<VolumeFromSnapshot>,
 ) -> ApiResult<Response> {
     Ok(accepted(restore::create(&app, &me, &id, req)?))
+}
+
+async fn list_templates(
+    State(app): State<Arc<App>>,
+    Caller(me): Caller,
+) -> ApiResult<Json<Vec<Template>>> {
+    Ok(Json(templates::list(&app, &me)?))
+}
+
+async fn create_template(
+    State(app): State<Arc<App>>,
+    Caller(me): Caller,
+    Body(req): Body<CreateTemplate>,
+) -> ApiResult<Response> {
+    Ok(created(templates::create(&app, &me, req).await?))
+}
+
+async fn show_template(
+    State(app): State<Arc<App>>,
+    Caller(me): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Template>> {
+    Ok(Json(templates::show(&app, &me, &id)?))
+}
+
+async fn delete_template(
+    State(app): State<Arc<App>>,
+    Caller(me): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    Ok(accepted(templates::delete(&app, &me, &id)?))
 }
 
 async fn collect_garbage(

@@ -456,3 +456,104 @@ fn reverting_a_volume_drops_the_later_writes_and_keeps_its_snapshots() {
     assert!(next.new_bytes.unwrap() < 2 * MIB, "{next:?}");
     run_job(&c, "/api/v1/instances/vm/stop", &json!({}));
 }
+
+#[test]
+fn a_template_outlives_its_snapshot_and_deploys_three_instances() {
+    let d = TestDaemon::start();
+    let c = d.admin();
+    let _: Volume = c
+        .post("/api/v1/volumes", &json!({"name": "base", "size": "64M"}))
+        .unwrap();
+    run_job(
+        &c,
+        "/api/v1/instances",
+        &guest_instance("builder", &["base"]),
+    );
+    let builder = instance(&c, "builder");
+    d.wait_agent(&builder);
+    let (_, sum) = d.guest_sh(
+        &builder,
+        "dd if=/dev/urandom of=/mnt/data/app.bin bs=1M count=3 2>/dev/null && sync && md5sum /mnt/data/app.bin",
+    );
+    run_job(&c, "/api/v1/instances/builder/stop", &json!({}));
+    snapshot(&c, json!({"volume": "base", "name": "gold-snap"}));
+    let t: Template = c
+        .post(
+            "/api/v1/templates",
+            &json!({"name": "golden", "snapshot": "gold-snap"}),
+        )
+        .unwrap();
+    assert_eq!(
+        (t.size_bytes, t.source_snapshot.as_str()),
+        (64 * MIB, "gold-snap")
+    );
+    assert!(t.chunk_count > 0);
+    // Bad input is named and changes nothing.
+    for (body, code) in [
+        (
+            json!({"name": "golden", "snapshot": "gold-snap"}),
+            "name_taken",
+        ),
+        (
+            json!({"name": "other", "snapshot": "nope"}),
+            "snapshot_not_found",
+        ),
+        (
+            json!({"name": "bad name", "snapshot": "gold-snap"}),
+            "name_invalid",
+        ),
+    ] {
+        let e = c
+            .post::<_, Template>("/api/v1/templates", &body)
+            .unwrap_err();
+        assert!(format!("{e:?}").contains(code), "{body}: {e:?}");
+    }
+    assert_eq!(
+        c.get::<Vec<Template>>("/api/v1/templates").unwrap().len(),
+        1
+    );
+
+    // The snapshot goes; the template stays whole.
+    delete(&c, "gold-snap");
+    let t: Template = c.get("/api/v1/templates/golden").unwrap();
+    assert_eq!(t.source_snapshot_id, None);
+
+    let mut bad = guest_instance("x", &[]);
+    bad.template = Some("golden".into());
+    bad.root_size = Some("1G".into());
+    let e = c.start_job("/api/v1/instances", &bad).unwrap_err();
+    assert!(format!("{e:?}").contains("root_conflict"), "{e:?}");
+    bad.root_size = None;
+    bad.template = Some("nope".into());
+    let e = c.start_job("/api/v1/instances", &bad).unwrap_err();
+    assert!(format!("{e:?}").contains("template_not_found"), "{e:?}");
+
+    for i in 1..=3 {
+        let name = format!("web{i}");
+        let mut req = guest_instance(&name, &[]);
+        req.template = Some("golden".into());
+        let started = Instant::now();
+        run_job(&c, "/api/v1/instances", &req);
+        let vm = instance(&c, &name);
+        let waited = d.wait_agent(&vm);
+        let (code, got) = d.guest_sh(&vm, "md5sum /mnt/data/app.bin");
+        assert_eq!((code, got.as_str()), (0, sum.as_str()), "{name}");
+        eprintln!(
+            "{name}: agent answering {:?} after instance create (agent wait {waited:?})",
+            started.elapsed()
+        );
+        let root = volume(&c, &format!("{name}-root"));
+        assert_eq!(qemu_img_check(&root.path), 0, "{name}");
+        run_job(&c, &format!("/api/v1/instances/{name}/stop"), &json!({}));
+    }
+
+    // Deleting the template frees its chunks; the instances keep theirs.
+    let job = c.delete_job("/api/v1/templates/golden").unwrap();
+    c.wait_job(&job.id.to_string(), Duration::from_secs(60), |_| {})
+        .unwrap();
+    let left = d
+        .block_on(d.server().app.region.store.list("chunks"))
+        .unwrap();
+    assert!(left.is_empty(), "{left:?}");
+    assert_eq!(qemu_img_check(&volume(&c, "web1-root").path), 0);
+}

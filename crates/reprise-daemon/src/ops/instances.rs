@@ -96,6 +96,12 @@ enum Root {
         format: String,
         size: u64,
     },
+    /// A template's content (its id in the region's store).
+    Template {
+        id: Uuid,
+        name: String,
+        size: u64,
+    },
 }
 
 /// Check an image file offered as a root disk: raw or qcow2, with no
@@ -164,20 +170,33 @@ pub async fn create(app: &Arc<App>, account: &Account, req: CreateInstance) -> R
     if let Some(i) = &req.initrd {
         host_file("initrd", i)?;
     }
-    let root = match (&req.root_size, &req.image) {
-        (Some(_), Some(_)) => {
-            return Err(Error::invalid(
-                "root_conflict",
-                "give either a root size or an image, not both",
-            ))
+    let sources = [
+        req.root_size.is_some(),
+        req.image.is_some(),
+        req.template.is_some(),
+    ];
+    if sources.iter().filter(|s| **s).count() > 1 {
+        return Err(Error::invalid(
+            "root_conflict",
+            "give one of a root size, an image or a template",
+        ));
+    }
+    let root = match (&req.root_size, &req.image, &req.template) {
+        (Some(size), _, _) => Root::Blank(parse_size_field("root size", size, super::MAX_VOLUME_SIZE)?),
+        (_, Some(image), _) => probe_image(app, image).await?,
+        (_, _, Some(t)) => {
+            let t = app.catalog.template(account.id, t)?;
+            Root::Template {
+                id: t.id,
+                name: t.name,
+                size: t.size_bytes,
+            }
         }
-        (Some(size), None) => Root::Blank(parse_size_field("root size", size, super::MAX_VOLUME_SIZE)?),
-        (None, Some(image)) => probe_image(app, image).await?,
-        (None, None) if req.kernel.is_some() => Root::None,
-        (None, None) => {
+        (None, None, None) if req.kernel.is_some() => Root::None,
+        (None, None, None) => {
             return Err(Error::invalid(
                 "root_missing",
-                "an instance needs a root disk: give a root size, an image, or a kernel to boot directly",
+                "an instance needs a root disk: give a root size, an image, a template, or a kernel to boot directly",
             ))
         }
     };
@@ -227,13 +246,15 @@ pub async fn create(app: &Arc<App>, account: &Account, req: CreateInstance) -> R
     let id = Uuid::new_v4();
     let root_row = match &root {
         Root::None => None,
-        Root::Blank(size) | Root::Image { size, .. } => Some(volumes::new_row(
-            account.id,
-            &format!("{}-root", req.name),
-            &zone,
-            VolumeKind::Root,
-            *size,
-        )),
+        Root::Blank(size) | Root::Image { size, .. } | Root::Template { size, .. } => {
+            Some(volumes::new_row(
+                account.id,
+                &format!("{}-root", req.name),
+                &zone,
+                VolumeKind::Root,
+                *size,
+            ))
+        }
     };
     let row = InstanceRow {
         id,
@@ -330,6 +351,10 @@ async fn make_root(app: &App, ctx: &JobCtx, root: Root, row: Option<&VolumeRow>)
             ctx.log(format!("importing {path} ({format}) as the root volume"));
             bin.convert_to_qcow2(Path::new(&path), &format, Path::new(&row.path))
                 .await?;
+        }
+        Root::Template { id, name, .. } => {
+            ctx.log(format!("making the root volume from template '{name}'"));
+            super::restore::build(app, id, Path::new(&row.path), |_, _| {}).await?;
         }
     }
     app.catalog.set_volume_state(row.id, VolumeState::Ready)

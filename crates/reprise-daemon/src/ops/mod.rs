@@ -8,6 +8,7 @@ pub mod instances;
 pub mod points;
 pub mod restore;
 pub mod snapshots;
+pub mod templates;
 pub mod volumes;
 
 use reprise_core::{Error, Result};

@@ -90,7 +90,7 @@ pub fn create(
 
 /// Build a snapshot's content as a qcow2 at `dst` (sparse), through a raw
 /// image next to it.
-async fn build(
+pub(crate) async fn build(
     app: &App,
     snapshot: uuid::Uuid,
     dst: &Path,
