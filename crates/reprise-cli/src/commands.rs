@@ -74,6 +74,13 @@ enum TemplateCmd {
         #[arg(long)]
         from_snapshot: String,
     },
+    /// Import a qcow2 or raw image file of the daemon's host (checked, and
+    /// converted under resource limits: images are untrusted input).
+    Import {
+        name: String,
+        #[arg(long)]
+        file: String,
+    },
     List,
     Show {
         template: String,
@@ -1249,7 +1256,7 @@ fn template(ctx: &Ctx, cmd: TemplateCmd) -> Result<()> {
             print_list(
                 ctx,
                 &list,
-                &["NAME", "SIZE", "CHUNKS", "FROM SNAPSHOT", "CREATED", "ID"],
+                &["NAME", "SIZE", "CHUNKS", "FROM", "CREATED", "ID"],
                 |t| {
                     vec![
                         t.name.clone(),
@@ -1264,6 +1271,20 @@ fn template(ctx: &Ctx, cmd: TemplateCmd) -> Result<()> {
             return Ok(());
         }
         TemplateCmd::Show { template } => c.get(&template_path(&template))?,
+        TemplateCmd::Import { name, file } => {
+            let job = c.start_job(
+                "/api/v1/templates/import",
+                &ImportTemplate {
+                    name,
+                    file: absolute(file),
+                },
+            )?;
+            let id = job.target_id;
+            if !follow(ctx, job)? {
+                return Ok(());
+            }
+            c.get(&template_path(&id.to_string()))?
+        }
         TemplateCmd::Delete { template } => {
             if follow(ctx, c.delete_job(&template_path(&template))?)? && !ctx.json {
                 println!("deleted");
@@ -1282,10 +1303,13 @@ fn template(ctx: &Ctx, cmd: TemplateCmd) -> Result<()> {
                 ("size", size(shown.size_bytes)),
                 ("chunks", shown.chunk_count.to_string()),
                 (
-                    "from snapshot",
+                    "from",
                     match shown.source_snapshot_id {
-                        Some(_) => shown.source_snapshot.clone(),
-                        None => format!("{} (deleted since)", shown.source_snapshot),
+                        Some(_) => format!("snapshot {}", shown.source_snapshot),
+                        None if shown.source_snapshot.starts_with("image:") => {
+                            shown.source_snapshot.clone()
+                        }
+                        None => format!("snapshot {} (deleted since)", shown.source_snapshot),
                     }
                 ),
                 ("created", time(&shown.created_at)),

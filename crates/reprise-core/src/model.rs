@@ -357,8 +357,10 @@ pub struct Template {
     pub id: Uuid,
     pub name: String,
     pub account_id: Uuid,
-    /// The snapshot it was made from (`None` once that snapshot is gone).
+    /// The snapshot it was made from (`None` once that snapshot is gone, or
+    /// for an imported image).
     pub source_snapshot_id: Option<Uuid>,
+    /// Where it came from: the snapshot's name, or `image:PATH`.
     pub source_snapshot: String,
     pub size_bytes: u64,
     pub chunk_count: u64,
@@ -371,6 +373,15 @@ pub struct CreateTemplate {
     pub name: String,
     /// The snapshot, by name or id.
     pub snapshot: String,
+}
+
+/// Import a disk image file of the daemon's host as a template.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportTemplate {
+    pub name: String,
+    /// An absolute path on the daemon's host: a qcow2 or raw image.
+    pub file: String,
 }
 
 /// Put a volume back to a snapshot's content.

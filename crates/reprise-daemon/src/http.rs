@@ -163,6 +163,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/snapshots/{id}/verify", post(verify_snapshot))
         .route("/snapshots/{id}/volumes", post(volume_from_snapshot))
         .route("/templates", get(list_templates).post(create_template))
+        .route("/templates/import", post(import_template))
         .route(
             "/templates/{id}",
             get(show_template).delete(delete_template),
@@ -518,6 +519,14 @@ async fn create_template(
     Body(req): Body<CreateTemplate>,
 ) -> ApiResult<Response> {
     Ok(created(templates::create(&app, &me, req).await?))
+}
+
+async fn import_template(
+    State(app): State<Arc<App>>,
+    Caller(me): Caller,
+    Body(req): Body<ImportTemplate>,
+) -> ApiResult<Response> {
+    Ok(accepted(templates::import(&app, &me, req)?))
 }
 
 async fn show_template(

@@ -557,3 +557,152 @@ fn a_template_outlives_its_snapshot_and_deploys_three_instances() {
     assert!(left.is_empty(), "{left:?}");
     assert_eq!(qemu_img_check(&volume(&c, "web1-root").path), 0);
 }
+
+fn qemu_img(args: &[&str]) {
+    let out = Command::new("qemu-img").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "qemu-img {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn patch(path: &std::path::Path, offset: u64, bytes: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.write_all_at(bytes, offset).unwrap();
+}
+
+#[test]
+fn images_are_imported_as_templates_and_hostile_ones_refused() {
+    let d = TestDaemon::start();
+    let c = d.admin();
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+
+    // A raw image and a qcow2 image: imported, deployed, equal to the file.
+    let mut data = vec![0u8; 16 << 20];
+    for (i, b) in data[..4 << 20].iter_mut().enumerate() {
+        *b = (i * 7 % 251) as u8;
+    }
+    std::fs::write(p("disk.raw"), &data).unwrap();
+    qemu_img(&[
+        "convert",
+        "-q",
+        "-f",
+        "raw",
+        "-O",
+        "qcow2",
+        &p("disk.raw"),
+        &p("disk.qcow2"),
+    ]);
+    for (name, file, format) in [
+        ("from-raw", "disk.raw", "raw"),
+        ("from-qcow2", "disk.qcow2", "qcow2"),
+    ] {
+        let job = run_job(
+            &c,
+            "/api/v1/templates/import",
+            &json!({"name": name, "file": p(file)}),
+        );
+        assert_eq!(job.kind, "template.import");
+        let t: Template = c.get(&format!("/api/v1/templates/{name}")).unwrap();
+        assert_eq!(t.size_bytes, 16 << 20);
+        assert!(t.source_snapshot.starts_with("image:"), "{t:?}");
+        let vm = format!("vm-{name}");
+        let mut req = guest_instance(&vm, &[]);
+        req.template = Some(name.into());
+        req.no_start = true;
+        run_job(&c, "/api/v1/instances", &req);
+        let root = volume(&c, &format!("{vm}-root"));
+        assert_eq!(qemu_img_check(&root.path), 0);
+        let same = Command::new("qemu-img")
+            .args([
+                "compare",
+                "-q",
+                "-f",
+                format,
+                "-F",
+                "qcow2",
+                &p(file),
+                &root.path,
+            ])
+            .status()
+            .unwrap();
+        assert!(same.success(), "{name}: the deployed root equals the image");
+    }
+
+    // Hostile images, made with names of our own, then patched.
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-b",
+        &p("disk.raw"),
+        "-F",
+        "raw",
+        &p("backing.qcow2"),
+    ]);
+    std::fs::write(p("own-data"), b"").unwrap();
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-o",
+        &format!("data_file={}", p("own-data")),
+        &p("datafile.qcow2"),
+        "16M",
+    ]);
+    qemu_img(&["create", "-q", "-f", "qcow2", &p("feature.qcow2"), "16M"]);
+    patch(&dir.path().join("feature.qcow2"), 72, &[0x80]);
+    qemu_img(&["create", "-q", "-f", "qcow2", &p("huge.qcow2"), "16M"]);
+    patch(
+        &dir.path().join("huge.qcow2"),
+        24,
+        &(1u64 << 62).to_be_bytes(),
+    );
+    let jobs_before = c.get::<Vec<Job>>("/api/v1/jobs").unwrap().len();
+    let data_file_before = std::fs::metadata(p("own-data"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    for (file, code, words) in [
+        (p("backing.qcow2"), "image_unsafe", "backing file"),
+        (p("datafile.qcow2"), "image_unsafe", "external data file"),
+        (p("feature.qcow2"), "image_unsafe", "incompatible feature"),
+        (p("huge.qcow2"), "image_unsafe", "virtual size"),
+        ("relative.qcow2".into(), "path_invalid", "absolute"),
+        (p("missing.qcow2"), "file_not_found", "missing"),
+    ] {
+        let e = c
+            .start_job(
+                "/api/v1/templates/import",
+                &json!({"name": "bad", "file": file}),
+            )
+            .unwrap_err();
+        let text = format!("{e:?}");
+        assert!(
+            text.contains(code) && text.contains(words),
+            "{file}: {text}"
+        );
+    }
+    assert_eq!(
+        c.get::<Vec<Template>>("/api/v1/templates").unwrap().len(),
+        2
+    );
+    assert_eq!(
+        c.get::<Vec<Job>>("/api/v1/jobs").unwrap().len(),
+        jobs_before,
+        "no job started"
+    );
+    assert_eq!(
+        std::fs::metadata(p("own-data"))
+            .unwrap()
+            .modified()
+            .unwrap(),
+        data_file_before,
+        "the data file was not touched"
+    );
+}

@@ -70,7 +70,7 @@ pub async fn list(app: &App, account: &Account) -> Result<Vec<Instance>> {
     Ok(out)
 }
 
-fn host_file(field: &str, path: &str) -> Result<()> {
+pub(crate) fn host_file(field: &str, path: &str) -> Result<()> {
     let p = Path::new(path);
     if !p.is_absolute() {
         return Err(Error::invalid(
