@@ -258,6 +258,15 @@ enum VolumeCmd {
 enum InstanceCmd {
     /// Create an instance and start it.
     Create(Box<CreateInstanceArgs>),
+    /// Clone an instance for troubleshooting: its volumes snapshotted at
+    /// one instant, copied into new volumes (any zone), a new instance
+    /// started on them.
+    Clone {
+        instance: String,
+        name: String,
+        #[arg(long)]
+        zone: Option<String>,
+    },
     List,
     /// Show an instance, with whether its guest agent answers.
     Show {
@@ -718,6 +727,20 @@ fn instance(ctx: &Ctx, cmd: InstanceCmd) -> Result<()> {
                 &StopInstance { force },
             )?,
             instance,
+        ),
+        InstanceCmd::Clone {
+            instance,
+            name,
+            zone,
+        } => (
+            c.start_job(
+                &format!("{}/clone", instance_path(&instance)),
+                &CloneInstance {
+                    name: name.clone(),
+                    zone,
+                },
+            )?,
+            name,
         ),
         InstanceCmd::Restart { instance } => (
             c.start_job(

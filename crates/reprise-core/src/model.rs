@@ -375,6 +375,17 @@ pub struct CreateTemplate {
     pub snapshot: String,
 }
 
+/// Clone an instance for troubleshooting: a new instance, in any zone,
+/// whose volumes come from snapshots of the source's volumes taken at one
+/// instant.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloneInstance {
+    pub name: String,
+    /// Any zone of the region; the source's zone when absent.
+    pub zone: Option<String>,
+}
+
 /// Import a disk image file of the daemon's host as a template.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -7,7 +7,7 @@
 //! kind by [`reprise_core::ErrorKind::http_status`] — nowhere else.
 
 use crate::app::App;
-use crate::ops::{accounts, instances, points, restore, snapshots, templates, volumes};
+use crate::ops::{accounts, clones, instances, points, restore, snapshots, templates, volumes};
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
@@ -144,6 +144,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/instances/{id}/stop", post(stop_instance))
         .route("/instances/{id}/restart", post(restart_instance))
         .route("/instances/{id}/settings", post(instance_settings))
+        .route("/instances/{id}/clone", post(clone_instance))
         .route(
             "/instances/{id}/points",
             get(list_points)
@@ -396,6 +397,15 @@ async fn instance_settings(
     Body(req): Body<InstanceSettings>,
 ) -> ApiResult<Json<Instance>> {
     Ok(Json(instances::settings(&app, &me, &id, req).await?))
+}
+
+async fn clone_instance(
+    State(app): State<Arc<App>>,
+    Caller(me): Caller,
+    Path(id): Path<String>,
+    Body(req): Body<CloneInstance>,
+) -> ApiResult<Response> {
+    Ok(accepted(clones::clone(&app, &me, &id, req).await?))
 }
 
 async fn list_points(

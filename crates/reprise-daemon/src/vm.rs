@@ -228,11 +228,17 @@ pub fn nodes(volumes: &[Uuid]) -> Vec<String> {
 /// Internal snapshots of all `volumes` of a running instance at one
 /// instant: one QMP `transaction`.
 pub async fn snapshot_disks(app: &App, id: Uuid, volumes: &[Uuid], tag: &str) -> Result<()> {
-    let actions: Vec<_> = nodes(volumes)
-        .into_iter()
-        .map(|node| {
+    let tagged: Vec<(Uuid, String)> = volumes.iter().map(|v| (*v, tag.to_string())).collect();
+    snapshot_disks_tagged(app, id, &tagged).await
+}
+
+/// Like [`snapshot_disks`], with a tag of its own for each volume.
+pub async fn snapshot_disks_tagged(app: &App, id: Uuid, tagged: &[(Uuid, String)]) -> Result<()> {
+    let actions: Vec<_> = tagged
+        .iter()
+        .map(|(v, tag)| {
             json!({"type": "blockdev-snapshot-internal-sync",
-                   "data": {"device": node, "name": tag}})
+                   "data": {"device": cmdline::node_name(*v), "name": tag}})
         })
         .collect();
     let mut q = qmp(app, id).await?;

@@ -706,3 +706,69 @@ fn images_are_imported_as_templates_and_hostile_ones_refused() {
         "the data file was not touched"
     );
 }
+
+#[test]
+fn a_clone_in_another_zone_runs_on_copies_taken_at_one_instant() {
+    let d = TestDaemon::start();
+    let c = d.admin();
+    let zone2 = d.dir.path().join("zone2");
+    let _: Zone = c
+        .post(
+            "/api/v1/zones",
+            &json!({"name": "zone2", "storage_dir": zone2.to_str().unwrap()}),
+        )
+        .unwrap();
+    for v in ["logs", "db"] {
+        let _: Volume = c
+            .post("/api/v1/volumes", &json!({"name": v, "size": "32M"}))
+            .unwrap();
+    }
+    run_job(
+        &c,
+        "/api/v1/instances",
+        &guest_instance("prod", &["logs", "db"]),
+    );
+    let prod = instance(&c, "prod");
+    d.wait_agent(&prod);
+    let (_, sum) = d.guest_sh(
+        &prod,
+        "dd if=/dev/urandom of=/mnt/data/incident bs=1M count=2 2>/dev/null && sync && md5sum /mnt/data/incident",
+    );
+    let e = c
+        .start_job("/api/v1/instances/prod/clone", &json!({"name": "prod"}))
+        .unwrap_err();
+    assert!(format!("{e:?}").contains("name_taken"), "{e:?}");
+
+    let job = run_job(
+        &c,
+        "/api/v1/instances/prod/clone",
+        &json!({"name": "debug", "zone": "zone2"}),
+    );
+    assert_eq!(job.kind, "instance.clone");
+    assert!(
+        job.log.iter().any(|l| l.message.contains("at one instant")),
+        "{:?}",
+        job.log
+    );
+    let debug = instance(&c, "debug");
+    assert_eq!(
+        (debug.state, debug.zone.as_str()),
+        (InstanceState::Running, "zone2")
+    );
+    assert_eq!(debug.volumes.len(), 2);
+    d.wait_agent(&debug);
+    let (code, got) = d.guest_sh(&debug, "md5sum /mnt/data/incident");
+    assert_eq!(
+        (code, got.as_str()),
+        (0, sum.as_str()),
+        "the clone sees the file"
+    );
+    // The source runs on, untouched; the snapshots are listed like any.
+    assert_eq!(instance(&c, "prod").state, InstanceState::Running);
+    let snaps: Vec<Snapshot> = c.get("/api/v1/snapshots").unwrap();
+    assert_eq!(snaps.len(), 2);
+    assert!(snaps.iter().all(|s| s.state == SnapshotState::BackedUp));
+    for vm in ["prod", "debug"] {
+        run_job(&c, &format!("/api/v1/instances/{vm}/stop"), &json!({}));
+    }
+}

@@ -96,7 +96,8 @@ enum Root {
         format: String,
         size: u64,
     },
-    /// A template's content (its id in the region's store).
+    /// Content of the region's store: a template's, or a snapshot's (its
+    /// id there).
     Template {
         id: Uuid,
         name: String,
@@ -142,6 +143,26 @@ async fn probe_image(app: &App, path: &str) -> Result<Root> {
 /// volume `Creating`), then a job that makes the root disk and starts the
 /// instance. A failed job removes the instance and its root volume again.
 pub async fn create(app: &Arc<App>, account: &Account, req: CreateInstance) -> Result<Job> {
+    create_with(app, account, req, None).await
+}
+
+/// Create an instance whose root volume is built from content in the
+/// region's store (a snapshot's): `(id, what it is, size)`.
+pub(crate) async fn create_from_store(
+    app: &Arc<App>,
+    account: &Account,
+    req: CreateInstance,
+    root: (Uuid, String, u64),
+) -> Result<Job> {
+    create_with(app, account, req, Some(root)).await
+}
+
+async fn create_with(
+    app: &Arc<App>,
+    account: &Account,
+    req: CreateInstance,
+    stored_root: Option<(Uuid, String, u64)>,
+) -> Result<Job> {
     reprise_core::name::validate_name("instance", &req.name)?;
     let zone = volumes::zone_or_default(app, req.zone.as_deref())?;
     let cpus = req.cpus.unwrap_or(1);
@@ -182,13 +203,17 @@ pub async fn create(app: &Arc<App>, account: &Account, req: CreateInstance) -> R
         ));
     }
     let root = match (&req.root_size, &req.image, &req.template) {
+        _ if stored_root.is_some() => {
+            let (id, name, size) = stored_root.expect("checked");
+            Root::Template { id, name, size }
+        }
         (Some(size), _, _) => Root::Blank(parse_size_field("root size", size, super::MAX_VOLUME_SIZE)?),
         (_, Some(image), _) => probe_image(app, image).await?,
         (_, _, Some(t)) => {
             let t = app.catalog.template(account.id, t)?;
             Root::Template {
                 id: t.id,
-                name: t.name,
+                name: format!("template '{}'", t.name),
                 size: t.size_bytes,
             }
         }
@@ -353,7 +378,7 @@ async fn make_root(app: &App, ctx: &JobCtx, root: Root, row: Option<&VolumeRow>)
                 .await?;
         }
         Root::Template { id, name, .. } => {
-            ctx.log(format!("making the root volume from template '{name}'"));
+            ctx.log(format!("making the root volume from {name}"));
             super::restore::build(app, id, Path::new(&row.path), |_, _| {}).await?;
         }
     }

@@ -4,6 +4,7 @@
 //! account's resources are never found.
 
 pub mod accounts;
+pub mod clones;
 pub mod instances;
 pub mod points;
 pub mod restore;

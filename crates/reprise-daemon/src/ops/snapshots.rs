@@ -83,13 +83,48 @@ pub fn refuse_if_backing_up(app: &App, v: &VolumeRow, what: &str) -> Result<()> 
 pub fn create(app: &Arc<App>, account: &Account, req: CreateSnapshot) -> Result<Job> {
     let v = app.catalog.volume(account.id, &req.volume)?;
     let mode = Mode::parse(req.quiesce.as_deref())?;
+    let snap = prepare(app, account, &v, req.name.as_deref())?;
+    let app2 = app.clone();
+    let (id, name) = (snap.id, snap.name.clone());
+    jobs::spawn(
+        app,
+        account.id,
+        "snapshot.create",
+        Target {
+            kind: "snapshot",
+            id,
+            name: &name,
+        },
+        0,
+        move |ctx| async move {
+            let result = async {
+                let consistency = cut(&app2, &ctx, &[snap], mode).await?;
+                back_up(&app2, &ctx, id, consistency).await
+            }
+            .await;
+            if let Err(e) = &result {
+                fail(&app2, &ctx, id, &e.message).await;
+            }
+            result
+        },
+    )
+}
+
+/// Check that a volume can be snapshotted now and record its snapshot
+/// (BackingUp); the caller cuts and backs it up.
+pub fn prepare(
+    app: &App,
+    account: &Account,
+    v: &VolumeRow,
+    name: Option<&str>,
+) -> Result<Snapshot> {
     if v.state != VolumeState::Ready {
         return Err(Error::conflict(
             "volume_busy",
             format!("volume '{}' is {}, not Ready", v.name, v.state),
         ));
     }
-    if let Some((inst, _)) = holder(app, &v)? {
+    if let Some((inst, _)) = holder(app, v)? {
         if !inst.snapshots_enabled {
             return Err(Error::conflict(
                 "snapshots_disabled",
@@ -109,8 +144,8 @@ pub fn create(app: &Arc<App>, account: &Account, req: CreateSnapshot) -> Result<
             ));
         }
     }
-    refuse_if_backing_up(app, &v, &format!("another snapshot of volume '{}'", v.name))?;
-    let name = match req.name.as_deref().map(str::trim) {
+    refuse_if_backing_up(app, v, &format!("another snapshot of volume '{}'", v.name))?;
+    let name = match name.map(str::trim) {
         Some(n) if !n.is_empty() => {
             reprise_core::name::validate_name("snapshot", n)?;
             if app.catalog.snapshot_name_taken(account.id, n)? {
@@ -154,38 +189,18 @@ pub fn create(app: &Arc<App>, account: &Account, req: CreateSnapshot) -> Result<
     };
     if !app.catalog.insert_snapshot(&snap)? {
         // Another request won the race: name its snapshot.
-        refuse_if_backing_up(app, &v, &format!("another snapshot of volume '{}'", v.name))?;
+        refuse_if_backing_up(app, v, &format!("another snapshot of volume '{}'", v.name))?;
         return Err(Error::conflict(
             "snapshot_in_progress",
             format!("a snapshot of volume '{}' is backing up", v.name),
         ));
     }
-    let app2 = app.clone();
-    let id = snap.id;
-    jobs::spawn(
-        app,
-        account.id,
-        "snapshot.create",
-        Target {
-            kind: "snapshot",
-            id,
-            name: &snap.name,
-        },
-        0,
-        move |ctx| async move {
-            let result = take(&app2, &ctx, id, mode).await;
-            if let Err(e) = &result {
-                fail(&app2, &ctx, id, &e.message).await;
-            }
-            result
-        },
-    )
+    Ok(snap)
 }
 
-/// Cut the instant, back it up, record it.
-async fn take(app: &App, ctx: &JobCtx, id: Uuid, mode: Mode) -> Result<()> {
+/// Back up a snapshot whose instant is cut, and record it.
+pub async fn back_up(app: &App, ctx: &JobCtx, id: Uuid, consistency: &str) -> Result<()> {
     let snap = app.catalog.snapshot_by_id(id)?;
-    let consistency = cut(app, ctx, &snap, mode).await?;
     app.catalog.set_snapshot_consistency(id, consistency)?;
     let v = volume_by_id(app, snap.volume_id)?;
 
@@ -284,49 +299,67 @@ async fn take(app: &App, ctx: &JobCtx, id: Uuid, mode: Mode) -> Result<()> {
     Ok(())
 }
 
-/// Cut the volume's internal snapshot; returns the consistency.
-async fn cut(app: &App, ctx: &JobCtx, snap: &Snapshot, mode: Mode) -> Result<&'static str> {
-    let v = volume_by_id(app, snap.volume_id)?;
-    let _guard = match v.instance_id {
+/// Cut the internal snapshots of these snapshots' volumes at one instant
+/// (the volumes of one instance, or one volume); returns the consistency.
+pub async fn cut(app: &App, ctx: &JobCtx, snaps: &[Snapshot], mode: Mode) -> Result<&'static str> {
+    let vols = snaps
+        .iter()
+        .map(|s| volume_by_id(app, s.volume_id))
+        .collect::<Result<Vec<_>>>()?;
+    let _guard = match vols.first().and_then(|v| v.instance_id) {
         Some(i) => Some(app.lock_instance(i).await),
         None => None,
     };
-    if !app
-        .catalog
-        .transition_volume(v.id, &[VolumeState::Ready], VolumeState::Snapshotting)?
-    {
-        return Err(Error::conflict(
-            "volume_busy",
-            format!("volume '{}' is not Ready", v.name),
-        ));
+    let mut marked = Vec::new();
+    let mut result = Ok(quiesce::CRASH);
+    for v in &vols {
+        if !app
+            .catalog
+            .transition_volume(v.id, &[VolumeState::Ready], VolumeState::Snapshotting)?
+        {
+            result = Err(Error::conflict(
+                "volume_busy",
+                format!("volume '{}' is not Ready", v.name),
+            ));
+            break;
+        }
+        marked.push(v.id);
     }
-    let tag = tag(snap.id);
-    let result = async {
-        match holder(app, &v)? {
-            Some((inst, true)) => {
-                let vols = [v.id];
-                let q = quiesce::around(app, ctx, inst.id, mode, || {
-                    vm::snapshot_disks(app, inst.id, &vols, &tag)
-                })
-                .await?;
-                ctx.log(format!(
-                    "instant cut over QMP ({} consistent)",
-                    q.consistency
-                ));
-                Ok(q.consistency)
-            }
-            _ => {
-                app.config
-                    .binaries()
-                    .snapshot(SnapshotAction::Create, v.path.as_ref(), &tag)
+    if result.is_ok() {
+        let tagged: Vec<(Uuid, String)> = vols
+            .iter()
+            .zip(snaps)
+            .map(|(v, s)| (v.id, tag(s.id)))
+            .collect();
+        result = async {
+            match holder(app, &vols[0])? {
+                Some((inst, true)) => {
+                    let q = quiesce::around(app, ctx, inst.id, mode, || {
+                        vm::snapshot_disks_tagged(app, inst.id, &tagged)
+                    })
                     .await?;
-                ctx.log("instant cut with qemu-img (the volume is not in use)");
-                Ok(quiesce::FILESYSTEM)
+                    ctx.log(format!(
+                        "instant cut over QMP ({} consistent)",
+                        q.consistency
+                    ));
+                    Ok(q.consistency)
+                }
+                _ => {
+                    let bin = app.config.binaries();
+                    for (v, (_, tag)) in vols.iter().zip(&tagged) {
+                        bin.snapshot(SnapshotAction::Create, v.path.as_ref(), tag)
+                            .await?;
+                    }
+                    ctx.log("instant cut with qemu-img (the volumes are not in use)");
+                    Ok(quiesce::FILESYSTEM)
+                }
             }
         }
+        .await;
     }
-    .await;
-    app.catalog.set_volume_state(v.id, VolumeState::Ready)?;
+    for id in marked {
+        app.catalog.set_volume_state(id, VolumeState::Ready)?;
+    }
     result
 }
 
@@ -348,7 +381,7 @@ async fn load_base(app: &App, base: Uuid) -> Result<Base> {
 }
 
 /// A backup failed: undo what it made, say why.
-async fn fail(app: &App, ctx: &JobCtx, id: Uuid, why: &str) {
+pub async fn fail(app: &App, ctx: &JobCtx, id: Uuid, why: &str) {
     let undo = async {
         let snap = app.catalog.snapshot_by_id(id)?;
         if let Ok(v) = volume_by_id(app, snap.volume_id) {
