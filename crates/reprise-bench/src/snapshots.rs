@@ -101,6 +101,8 @@ struct Row {
     full: Option<Duration>,
     stored: Option<u64>,
     incremental: Option<Duration>,
+    /// Restoring the second instant to a file (reprise: a qcow2 volume).
+    restore: Option<Duration>,
     note: String,
 }
 
@@ -212,11 +214,58 @@ pub fn run() -> Vec<Section> {
             ))
             .unwrap();
         let inc_t = started.elapsed();
+        // Restore the second instant into a new qcow2 volume, as `volume
+        // create --from-snapshot` does: chunks into a sparse raw image,
+        // then qemu-img convert.
+        let restore_t = if chunk_size == reprise_backup::DEFAULT_CHUNK_SIZE {
+            let raw_out = d.join("restored.raw");
+            let qcow_out = d.join("restored.qcow2");
+            drop_caches();
+            let started = Instant::now();
+            let file = std::fs::File::create(&raw_out).unwrap();
+            rt.block_on(reprise_backup::restore_raw(
+                &region,
+                &inc.index,
+                file,
+                |_, _| {},
+            ))
+            .unwrap();
+            sh(
+                "qemu-img",
+                &[
+                    "convert",
+                    "-q",
+                    "-f",
+                    "raw",
+                    "-O",
+                    "qcow2",
+                    "-o",
+                    "cluster_size=65536",
+                    raw_out.to_str().unwrap(),
+                    qcow_out.to_str().unwrap(),
+                ],
+                &[],
+            );
+            let t = started.elapsed();
+            let same = Command::new("qemu-img")
+                .args(["compare", "-q", "-f", "raw", "-F", "qcow2"])
+                .arg(&raw2)
+                .arg(&qcow_out)
+                .status()
+                .unwrap();
+            assert!(same.success(), "the restored volume equals the instant");
+            let _ = std::fs::remove_file(&raw_out);
+            let _ = std::fs::remove_file(&qcow_out);
+            Some(t)
+        } else {
+            None
+        };
         let row = Row {
             tool: "reprise".into(),
             full: Some(full_t),
             stored: Some(stored),
             incremental: Some(inc_t),
+            restore: restore_t,
             note: format!(
                 "reads the qcow2 snapshot; the increment read {} MiB and stored {} MiB",
                 inc.read_bytes / MIB,
@@ -250,11 +299,34 @@ pub fn run() -> Vec<Section> {
             ],
             &[],
         );
+        let stored = du(&out);
+        // Its "restore": a plain copy of the same instant from the local
+        // qcow2 into a new qcow2.
+        let copy = d.join("plain-copy.qcow2");
+        drop_caches();
+        let restore = sh(
+            "qemu-img",
+            &[
+                "convert",
+                "-q",
+                "-f",
+                "qcow2",
+                "-O",
+                "qcow2",
+                "-l",
+                "snapshot.name=s2",
+                imgs,
+                copy.to_str().unwrap(),
+            ],
+            &[],
+        );
+        let _ = std::fs::remove_file(&copy);
         rows.push(Row {
             tool: "qemu-img convert -c".into(),
             full: Some(t),
-            stored: Some(du(&out)),
+            stored: Some(stored),
             incremental: None,
+            restore: Some(restore),
             note: "no increments: every copy is whole".into(),
         });
     }
@@ -273,6 +345,21 @@ pub fn run() -> Vec<Section> {
                 if snap == "s1" {
                     sh("restic", &["init", "-q"], &env);
                 }
+                if snap == "restore" {
+                    let target = repo.with_extension("restored");
+                    return Some(sh(
+                        "restic",
+                        &[
+                            "restore",
+                            "-q",
+                            "--no-cache",
+                            "latest",
+                            "--target",
+                            target.to_str().unwrap(),
+                        ],
+                        &env,
+                    ));
+                }
                 Some(sh(
                     "restic",
                     &["backup", "-q", "--no-cache", src.to_str().unwrap()],
@@ -284,6 +371,16 @@ pub fn run() -> Vec<Section> {
             "borg",
             Box::new(|repo: &Path, snap: &str| {
                 let env = [("BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK", "yes")];
+                if snap == "restore" {
+                    let target = repo.with_extension("restored");
+                    std::fs::create_dir_all(&target).unwrap();
+                    let cmd = format!(
+                        "cd '{}' && borg extract '{}::s2'",
+                        target.display(),
+                        repo.display()
+                    );
+                    return Some(sh("sh", &["-c", &cmd], &env));
+                }
                 if snap == "s1" {
                     sh(
                         "borg",
@@ -316,6 +413,14 @@ pub fn run() -> Vec<Section> {
                 if snap == "s1" {
                     sh("rustic", &["init"], &env);
                 }
+                if snap == "restore" {
+                    let target = repo.with_extension("restored");
+                    return Some(sh(
+                        "rustic",
+                        &["restore", "latest", target.to_str().unwrap()],
+                        &env,
+                    ));
+                }
                 Some(sh("rustic", &["backup", src.to_str().unwrap()], &env))
             }),
         ),
@@ -332,6 +437,7 @@ pub fn run() -> Vec<Section> {
                 full: None,
                 stored: None,
                 incremental: None,
+                restore: None,
                 note: format!("not measured: `{name}` is not installed here"),
             });
             continue;
@@ -341,18 +447,22 @@ pub fn run() -> Vec<Section> {
         std::fs::hard_link(&raw2, &image_path).unwrap();
         drop_caches();
         let inc = run(&repo, "s2");
+        drop_caches();
+        let restore = run(&repo, "restore");
+        let _ = std::fs::remove_dir_all(repo.with_extension("restored"));
         rows.push(Row {
             tool: name.into(),
             full: Some(full),
             stored: Some(stored),
             incremental: inc,
+            restore,
             note: "given the instant as a raw image file".into(),
         });
         let _ = std::fs::remove_dir_all(&repo);
     }
 
     let mut body = format!(
-        "A {} GiB volume with {} GiB written (half log-like text, half random), 64 KiB clusters. Full copy, then an incremental one after 1 % of the volume ({} pieces of 2 MiB) was rewritten. Page cache dropped before each run when allowed. Throughput is written data over time.\n\n| tool | full | throughput | stored | incremental (1 %) | incremental / full | note |\n|---|---|---|---|---|---|---|\n",
+        "A {} GiB volume with {} GiB written (half log-like text, half random), 64 KiB clusters. Full copy, then an incremental one after 1 % of the volume ({} pieces of 2 MiB) was rewritten. Page cache dropped before each run when allowed. Throughput is written data over time. Restore: the second instant back to a file (reprise: into a new qcow2 volume, as `volume create --from-snapshot` does; qemu-img: a plain copy of the local qcow2 snapshot).\n\n| tool | full | throughput | stored | incremental (1 %) | incremental / full | restore | restore throughput | note |\n|---|---|---|---|---|---|---|---|---|\n",
         size / GIB,
         written / GIB,
         pieces
@@ -364,7 +474,7 @@ pub fn run() -> Vec<Section> {
         };
         let _ = writeln!(
             body,
-            "| {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.tool,
             secs(&r.full),
             r.full
@@ -378,6 +488,10 @@ pub fn run() -> Vec<Section> {
                 (Some(f), Some(i)) => format!("{:.1} %", 100.0 * i.as_secs_f64() / f.as_secs_f64()),
                 _ => "-".into(),
             },
+            secs(&r.restore),
+            r.restore
+                .map(|d| format!("{:.0} MiB/s", (written / MIB) as f64 / d.as_secs_f64()))
+                .unwrap_or_else(|| "-".into()),
             r.note
         );
     }
@@ -392,6 +506,17 @@ pub fn run() -> Vec<Section> {
             "\nFull copy: reprise is {:.2}× the fastest peer measured ({tool}). Goal: 2×.",
             t / reprise
         );
+    }
+    let reprise_restore = rows[0].restore.map(|d| d.as_secs_f64());
+    for r in &rows[1..] {
+        if let (Some(mine), Some(theirs)) = (reprise_restore, r.restore) {
+            let _ = writeln!(
+                body,
+                "Restore: reprise takes {:.2}× the time of {}.",
+                mine / theirs.as_secs_f64(),
+                r.tool
+            );
+        }
     }
     let _ = writeln!(
         body,
