@@ -3,6 +3,7 @@
 //! compared with, and rewrites `docs/BENCHMARKS.md` with the figures.
 //! Figures are what this run measured: nothing is copied from elsewhere.
 
+mod deploy;
 mod points;
 mod snapshots;
 
@@ -73,10 +74,13 @@ fn machine() -> String {
 }
 
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("--sparse-memory") {
+        return snapshots::sparse_memory_child();
+    }
     let out = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "docs/BENCHMARKS.md".into());
-    // `REPRISE_BENCH=points` or `=snapshots` measures one group only; the
+    // `REPRISE_BENCH=points`, `=snapshots` or `=deploy` measures one group; the
     // other sections of the report are kept as they were.
     let only = std::env::var("REPRISE_BENCH").unwrap_or_default();
     let started = std::time::Instant::now();
@@ -86,6 +90,12 @@ fn main() {
     }
     if only.is_empty() || only == "snapshots" {
         sections.extend(snapshots::run());
+    }
+    if only.is_empty() || only == "snapshots" || only == "memory" {
+        sections.extend(snapshots::memory());
+    }
+    if only.is_empty() || only == "deploy" {
+        sections.extend(deploy::run());
     }
     let stamp = format!(
         "_Measured by `bench/run.sh` on {} UTC in a {:.0} s run, on: {}._\n",

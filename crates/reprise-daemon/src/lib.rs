@@ -92,14 +92,9 @@ fn lock_data_dir(config: &Config) -> Result<std::fs::File> {
     Ok(file)
 }
 
-/// Create the admin account at first start and write its key, readable by
-/// its owner only.
-fn ensure_admin(config: &Config, catalog: &Catalog) -> Result<()> {
-    if catalog.admin_exists()? {
-        return Ok(());
-    }
-    let made = catalog.create_account("admin", true)?;
-    let path = config.admin_key_path();
+/// Write a secret to a file its owner alone can read, atomically (a crash
+/// leaves the old file or the whole new one).
+fn write_private(path: &std::path::Path, secret: &str) -> Result<()> {
     let tmp = path.with_extension("key.tmp");
     let mut f = std::fs::OpenOptions::new()
         .create(true)
@@ -108,10 +103,21 @@ fn ensure_admin(config: &Config, catalog: &Catalog) -> Result<()> {
         .mode(0o600)
         .open(&tmp)
         .map_err(io_err(format!("cannot write {}", tmp.display())))?;
-    writeln!(f, "{}", made.api_key)
+    writeln!(f, "{secret}")
         .and_then(|_| f.sync_all())
         .map_err(io_err(format!("cannot write {}", tmp.display())))?;
-    std::fs::rename(&tmp, &path).map_err(io_err(format!("cannot write {}", path.display())))?;
+    std::fs::rename(&tmp, path).map_err(io_err(format!("cannot write {}", path.display())))
+}
+
+/// Create the admin account at first start and write its key, readable by
+/// its owner only.
+fn ensure_admin(config: &Config, catalog: &Catalog) -> Result<()> {
+    if catalog.admin_exists()? {
+        return Ok(());
+    }
+    let made = catalog.create_account("admin", true)?;
+    let path = config.admin_key_path();
+    write_private(&path, &made.api_key)?;
     tracing::info!(
         path = %path.display(),
         "first start: admin account created; its API key is in this file, readable by its owner only"
@@ -156,19 +162,7 @@ fn region_secret(config: &Config) -> Result<[u8; 32]> {
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let secret: [u8; 32] = rand::random();
-            let tmp = path.with_extension("key.tmp");
-            let mut f = std::fs::OpenOptions::new()
-                .create(true)
-                .truncate(true)
-                .write(true)
-                .mode(0o600)
-                .open(&tmp)
-                .map_err(io_err(format!("cannot write {}", tmp.display())))?;
-            writeln!(f, "{}", hex::encode(secret))
-                .and_then(|_| f.sync_all())
-                .map_err(io_err(format!("cannot write {}", tmp.display())))?;
-            std::fs::rename(&tmp, &path)
-                .map_err(io_err(format!("cannot write {}", path.display())))?;
+            write_private(&path, &hex::encode(secret))?;
             tracing::info!(path = %path.display(), "region key created: keep a copy, snapshots cannot be read without it");
             Ok(secret)
         }

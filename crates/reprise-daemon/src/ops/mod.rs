@@ -14,6 +14,22 @@ pub mod volumes;
 
 use reprise_core::{Error, Result};
 
+/// A name for something the user did not name: `prefix` and the UTC time,
+/// with `-2`, `-3`… until `taken` says it is free.
+pub fn generated_name(prefix: &str, taken: impl Fn(&str) -> Result<bool>) -> Result<String> {
+    let base: String = format!("{prefix}-{}", chrono::Utc::now().format("%Y%m%d-%H%M%S"))
+        .chars()
+        .take(reprise_core::name::MAX_NAME_LEN - 3)
+        .collect();
+    let mut name = base.clone();
+    let mut n = 2;
+    while taken(&name)? {
+        name = format!("{base}-{n}");
+        n += 1;
+    }
+    Ok(name)
+}
+
 /// A size from the API: parsed, non-zero, a multiple of 512 bytes and at
 /// most `max`.
 pub fn parse_size_field(field: &str, text: &str, max: u64) -> Result<u64> {

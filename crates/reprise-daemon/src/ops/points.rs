@@ -84,27 +84,6 @@ fn settled(inst: &InstanceRow) -> Result<()> {
     }
 }
 
-/// A name for a point when none is given: instance name and UTC time,
-/// made unique in the account.
-fn generated_name(app: &App, account: Uuid, inst: &InstanceRow) -> Result<String> {
-    let base = format!(
-        "{}-{}",
-        inst.name,
-        chrono::Utc::now().format("%Y%m%d-%H%M%S")
-    );
-    let base: String = base
-        .chars()
-        .take(reprise_core::name::MAX_NAME_LEN - 3)
-        .collect();
-    let mut name = base.clone();
-    let mut n = 2;
-    while app.catalog.point_name_taken(account, &name)? {
-        name = format!("{base}-{n}");
-        n += 1;
-    }
-    Ok(name)
-}
-
 /// Start taking a point. Every rule is checked before anything changes.
 pub fn create(app: &Arc<App>, account: &Account, instance: &str, req: CreatePoint) -> Result<Job> {
     let inst = app.catalog.instance(account.id, instance)?;
@@ -174,7 +153,7 @@ pub fn create(app: &Arc<App>, account: &Account, instance: &str, req: CreatePoin
             }
             n.to_string()
         }
-        _ => generated_name(app, account.id, &inst)?,
+        _ => super::generated_name(&inst.name, |n| app.catalog.point_name_taken(account.id, n))?,
     };
     let description = req.description.unwrap_or_default();
     if description.len() > 1024 {

@@ -26,14 +26,9 @@ fn raw_path(qcow2: &str) -> PathBuf {
     PathBuf::from(format!("{qcow2}.restoring.raw"))
 }
 
-/// Start making a volume from a snapshot.
-pub fn create(
-    app: &Arc<App>,
-    account: &Account,
-    snapshot: &str,
-    req: VolumeFromSnapshot,
-) -> Result<Job> {
-    let s = app.catalog.snapshot(account.id, snapshot)?;
+/// A snapshot of the account that can be restored: BackedUp.
+fn backed_up(app: &App, account: &Account, reference: &str) -> Result<Snapshot> {
+    let s = app.catalog.snapshot(account.id, reference)?;
     if s.state != SnapshotState::BackedUp {
         return Err(Error::conflict(
             "snapshot_busy",
@@ -43,6 +38,17 @@ pub fn create(
             ),
         ));
     }
+    Ok(s)
+}
+
+/// Start making a volume from a snapshot.
+pub fn create(
+    app: &Arc<App>,
+    account: &Account,
+    snapshot: &str,
+    req: VolumeFromSnapshot,
+) -> Result<Job> {
+    let s = backed_up(app, account, snapshot)?;
     reprise_core::name::validate_name("volume", &req.name)?;
     let zone = zone_or_default(app, req.zone.as_deref())?;
     let row = new_row(account.id, &req.name, &zone, VolumeKind::Data, s.size_bytes);
@@ -125,16 +131,7 @@ pub(crate) async fn build(
 /// stopped; its later snapshots stay.
 pub fn revert(app: &Arc<App>, account: &Account, volume: &str, req: RevertVolume) -> Result<Job> {
     let v = app.catalog.volume(account.id, volume)?;
-    let s = app.catalog.snapshot(account.id, &req.snapshot)?;
-    if s.state != SnapshotState::BackedUp {
-        return Err(Error::conflict(
-            "snapshot_busy",
-            format!(
-                "snapshot '{}' is {}: only a BackedUp snapshot can be restored",
-                s.name, s.state
-            ),
-        ));
-    }
+    let s = backed_up(app, account, &req.snapshot)?;
     if s.size_bytes != v.size_bytes {
         return Err(Error::invalid(
             "size_mismatch",

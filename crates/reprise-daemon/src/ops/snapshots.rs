@@ -38,22 +38,6 @@ pub fn tag(snapshot: Uuid) -> String {
 
 const TAG_PREFIX: &str = "reprise-vs-";
 
-/// A name when none is given: the volume's name and the UTC time, unique
-/// in the account.
-fn generated_name(app: &App, account: Uuid, volume: &str) -> Result<String> {
-    let base: String = format!("{volume}-{}", chrono::Utc::now().format("%Y%m%d-%H%M%S"))
-        .chars()
-        .take(reprise_core::name::MAX_NAME_LEN - 3)
-        .collect();
-    let mut name = base.clone();
-    let mut n = 2;
-    while app.catalog.snapshot_name_taken(account, &name)? {
-        name = format!("{base}-{n}");
-        n += 1;
-    }
-    Ok(name)
-}
-
 /// The instance a volume is attached to, and whether its QEMU runs.
 fn holder(app: &App, v: &VolumeRow) -> Result<Option<(reprise_catalog::InstanceRow, bool)>> {
     let Some(id) = v.instance_id else {
@@ -156,7 +140,7 @@ pub fn prepare(
             }
             n.to_string()
         }
-        _ => generated_name(app, account.id, &v.name)?,
+        _ => super::generated_name(&v.name, |n| app.catalog.snapshot_name_taken(account.id, n))?,
     };
     let base_id = app.catalog.volume_snapshot_base(v.id)?.filter(|b| {
         app.catalog
@@ -482,11 +466,7 @@ pub fn delete(app: &Arc<App>, account: &Account, reference: &str) -> Result<Job>
             destroy(&app2, s.id).await?;
             ctx.log(format!("snapshot '{}' deleted", s.name));
             ctx.progress(1, 2);
-            let r = collect_garbage(&app2).await?;
-            ctx.log(format!(
-                "garbage collection: {} chunks ({} bytes) no longer referenced were removed",
-                r.chunks_deleted, r.bytes_freed
-            ));
+            collect_and_log(&app2, &ctx).await?;
             ctx.progress(2, 2);
             Ok(())
         },
@@ -525,6 +505,16 @@ pub async fn collect_garbage(app: &App) -> Result<GcResult> {
     })
 }
 
+/// Collect garbage from within a job, saying what went in its log.
+pub async fn collect_and_log(app: &App, ctx: &JobCtx) -> Result<()> {
+    let r = collect_garbage(app).await?;
+    ctx.log(format!(
+        "garbage collection: examined {} chunks; removed {} ({} bytes) that nothing references, and {} objects of deleted snapshots",
+        r.chunks_examined, r.chunks_deleted, r.bytes_freed, r.snapshot_objects_deleted
+    ));
+    Ok(())
+}
+
 /// Garbage collection as a job (admin: it covers the whole region).
 pub fn gc(app: &Arc<App>, account: &Account) -> Result<Job> {
     super::accounts::require_admin(account, "collect the region's garbage")?;
@@ -540,11 +530,7 @@ pub fn gc(app: &Arc<App>, account: &Account) -> Result<Job> {
         },
         1,
         move |ctx| async move {
-            let r = collect_garbage(&app2).await?;
-            ctx.log(format!(
-                "examined {} chunks; removed {} ({} bytes) and {} objects of deleted snapshots",
-                r.chunks_examined, r.chunks_deleted, r.bytes_freed, r.snapshot_objects_deleted
-            ));
+            collect_and_log(&app2, &ctx).await?;
             ctx.progress(1, 1);
             Ok(())
         },

@@ -267,11 +267,7 @@ pub fn delete(app: &Arc<App>, account: &Account, reference: &str) -> Result<Job>
             app2.catalog.remove_template(t.id)?;
             ctx.log(format!("template '{}' deleted", t.name));
             ctx.progress(1, 2);
-            let r = super::snapshots::collect_garbage(&app2).await?;
-            ctx.log(format!(
-                "garbage collection: {} chunks ({} bytes) no longer referenced were removed",
-                r.chunks_deleted, r.bytes_freed
-            ));
+            super::snapshots::collect_and_log(&app2, &ctx).await?;
             ctx.progress(2, 2);
             Ok(())
         },
