@@ -133,11 +133,16 @@ impl Region {
         Manifest::decode(&bytes)
     }
 
-    /// A snapshot's index, checked against the hash its manifest pins.
+    /// A snapshot's index, checked against the hash its manifest pins. Its
+    /// size is capped by what the manifest's volume can need.
     pub async fn index(&self, manifest: &Manifest) -> Result<reprise_chunks::Index> {
+        let positions = manifest
+            .volume_size
+            .div_ceil(manifest.chunk_size.max(1) as u64);
+        let cap = 128 + 40 * positions;
         let bytes = self
             .store
-            .get(&index_key(manifest.snapshot_id), 1 << 40)
+            .get(&index_key(manifest.snapshot_id), cap)
             .await?;
         if blake3::hash(&bytes).to_hex().as_str() != manifest.index_blake3 {
             return Err(reprise_chunks::corrupt(format!(

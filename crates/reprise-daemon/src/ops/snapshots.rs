@@ -213,7 +213,8 @@ pub async fn back_up(app: &App, ctx: &JobCtx, id: Uuid, consistency: &str) -> Re
         None => "backing up every written cluster",
     });
     let started = std::time::Instant::now();
-    let last = std::sync::Mutex::new((0u64, std::time::Instant::now()));
+    // Progress goes to the catalog at most five times a second.
+    let last = std::sync::Mutex::new(std::time::Instant::now());
     let done = engine::backup(
         &app.region,
         &app.refs,
@@ -222,8 +223,8 @@ pub async fn back_up(app: &App, ctx: &JobCtx, id: Uuid, consistency: &str) -> Re
         base,
         |done, total| {
             let mut last = last.lock().unwrap_or_else(|p| p.into_inner());
-            if done == 0 || done == total || last.1.elapsed().as_millis() >= 200 {
-                *last = (done, std::time::Instant::now());
+            if done == 0 || done == total || last.elapsed().as_millis() >= 200 {
+                *last = std::time::Instant::now();
                 let _ = app.catalog.set_snapshot_progress(id, done, total);
                 ctx.progress(done, total);
             }
