@@ -416,10 +416,7 @@ mod tests {
                     // Read the whole request, as a server would, then refuse.
                     let mut seen = Vec::new();
                     let mut buf = [0u8; 8192];
-                    loop {
-                        let Ok(n) = client.read(&mut buf).await else {
-                            break;
-                        };
+                    while let Ok(n) = client.read(&mut buf).await {
                         if n == 0 {
                             break;
                         }
