@@ -464,7 +464,7 @@ pub fn delete(app: &Arc<App>, account: &Account, reference: &str) -> Result<Job>
         },
         2,
         move |ctx| async move {
-            destroy(&app2, s.id).await?;
+            destroy_or_flag(&app2, s.id).await?;
             ctx.log(format!("snapshot '{}' deleted", s.name));
             ctx.progress(1, 2);
             collect_and_log(&app2, &ctx).await?;
@@ -472,6 +472,23 @@ pub fn delete(app: &Arc<App>, account: &Account, reference: &str) -> Result<Job>
             Ok(())
         },
     )
+}
+
+/// [`destroy`], or, when it fails (an unreachable store), the snapshot
+/// goes to Error with the reason, so it can be deleted again.
+async fn destroy_or_flag(app: &App, id: Uuid) -> Result<()> {
+    let result = destroy(app, id).await;
+    if let Err(e) = &result {
+        app.catalog.set_snapshot_state(
+            id,
+            SnapshotState::Error,
+            Some(&format!(
+                "deleting it failed ({}): delete it again",
+                e.message
+            )),
+        )?;
+    }
+    result
 }
 
 /// Remove a Destroying snapshot's objects, its base tag, then its row.
@@ -606,16 +623,23 @@ pub async fn reconcile_at_startup(app: &App) -> Result<()> {
             SnapshotState::BackingUp => {
                 tracing::warn!(snapshot = %s.id, name = s.name, "the daemon stopped during this backup: marked Error and cleaned");
                 app.catalog.drop_snapshot_chunks(s.id)?;
-                engine::remove(&app.region, s.id).await?;
                 app.catalog.set_snapshot_state(
                     s.id,
                     SnapshotState::Error,
                     Some("the daemon stopped during the backup; take a new snapshot"),
                 )?;
+                // Its objects, if any were written, go now or with the
+                // snapshot's delete: an unreachable store must not keep
+                // the daemon from starting.
+                if let Err(e) = engine::remove(&app.region, s.id).await {
+                    tracing::warn!(snapshot = %s.id, "its objects stay until it is deleted: {e}");
+                }
             }
             SnapshotState::Destroying => {
                 tracing::warn!(snapshot = %s.id, name = s.name, "finishing an interrupted delete");
-                destroy(app, s.id).await?;
+                if let Err(e) = destroy_or_flag(app, s.id).await {
+                    tracing::warn!(snapshot = %s.id, "{e}");
+                }
             }
             _ => {}
         }
@@ -632,7 +656,9 @@ pub async fn reconcile_at_startup(app: &App) -> Result<()> {
         for t in tags {
             if t.starts_with(TAG_PREFIX) && Some(&t) != base.as_ref() {
                 tracing::warn!(volume = %v.id, tag = t, "removing a volume-snapshot tag nothing needs");
-                remove_tag(app, &v, &t).await?;
+                if let Err(e) = remove_tag(app, &v, &t).await {
+                    tracing::warn!(volume = %v.id, tag = t, "left for the next start: {e}");
+                }
             }
         }
     }
