@@ -18,8 +18,11 @@ use uuid::Uuid;
 pub struct App {
     pub config: Config,
     pub catalog: Catalog,
-    /// The region's object store, where volume snapshots live.
-    pub region: reprise_backup::Region,
+    /// The region's object store, where volume snapshots live: opened at
+    /// startup, or at first use when it was unreachable then (see
+    /// [`App::region`]).
+    region: tokio::sync::OnceCell<reprise_backup::Region>,
+    region_spec: RegionSpec,
     /// Chunks that backups in progress reference (for garbage collection).
     pub refs: Arc<reprise_backup::Refs>,
     pub host: HostFacts,
@@ -27,6 +30,14 @@ pub struct App {
     pub metrics: Metrics,
     /// Woken whenever a job reaches a final state (for long-polling).
     pub job_finished: tokio::sync::Notify,
+}
+
+/// What opening the region's store takes.
+pub struct RegionSpec {
+    pub store: reprise_store::Store,
+    pub secret: [u8; 32],
+    pub encrypt: bool,
+    pub test_chunk_delay: std::time::Duration,
 }
 
 #[derive(Default)]
@@ -54,17 +65,40 @@ impl Metrics {
 }
 
 impl App {
-    pub fn new(config: Config, catalog: Catalog, region: reprise_backup::Region) -> Arc<App> {
+    pub fn new(config: Config, catalog: Catalog, region_spec: RegionSpec) -> Arc<App> {
         Arc::new(App {
             config,
             catalog,
-            region,
+            region: tokio::sync::OnceCell::new(),
+            region_spec,
             refs: Default::default(),
             host: HostFacts::probe(),
             locks: Mutex::new(HashMap::new()),
             metrics: Metrics::default(),
             job_finished: tokio::sync::Notify::new(),
         })
+    }
+
+    /// The region's store, opened (and its settings and key checked) on
+    /// first success; while it is unreachable, every call tries again and
+    /// fails with `object_store_unavailable`, and the rest of the daemon
+    /// works on.
+    pub async fn region(&self) -> reprise_core::Result<&reprise_backup::Region> {
+        self.region
+            .get_or_try_init(|| async {
+                let spec = &self.region_spec;
+                let mut region =
+                    reprise_backup::Region::open(spec.store.clone(), &spec.secret, spec.encrypt)
+                        .await?;
+                region.test_chunk_delay = spec.test_chunk_delay;
+                tracing::info!(
+                    store = region.store.label(),
+                    encrypted = spec.encrypt,
+                    "region store opened"
+                );
+                Ok(region)
+            })
+            .await
     }
 
     /// The lock of one instance (created on first use).

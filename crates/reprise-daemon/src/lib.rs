@@ -170,8 +170,8 @@ fn region_secret(config: &Config) -> Result<[u8; 32]> {
     }
 }
 
-/// Open the region's object store with its key.
-async fn open_region(config: &Config) -> Result<reprise_backup::Region> {
+/// How to reach the region's object store, and its key.
+fn region_spec(config: &Config) -> Result<app::RegionSpec> {
     let secret = region_secret(config)?;
     let store = match &config.region.s3 {
         Some(s3) if config.region.store == "s3" => reprise_store::Store::s3(s3)?,
@@ -181,14 +181,12 @@ async fn open_region(config: &Config) -> Result<reprise_backup::Region> {
         Some(p) if !p.is_empty() => store.with_prefix(p)?,
         _ => store,
     };
-    let mut region = reprise_backup::Region::open(store, &secret, config.region.encrypt).await?;
-    region.test_chunk_delay = std::time::Duration::from_millis(config.region.test_chunk_delay_ms);
-    tracing::info!(
-        store = region.store.label(),
-        encrypted = config.region.encrypt,
-        "region store opened"
-    );
-    Ok(region)
+    Ok(app::RegionSpec {
+        store,
+        secret,
+        encrypt: config.region.encrypt,
+        test_chunk_delay: std::time::Duration::from_millis(config.region.test_chunk_delay_ms),
+    })
 }
 
 /// Prepare everything and start serving on `config.listen`.
@@ -203,8 +201,17 @@ pub async fn start(config: Config) -> Result<Server> {
     let lock = lock_data_dir(&config)?;
     let catalog = Catalog::open(&config.catalog_path())?;
     ensure_admin(&config, &catalog)?;
-    let region = open_region(&config).await?;
-    let app = App::new(config, catalog, region);
+    let spec = region_spec(&config)?;
+    let app = App::new(config, catalog, spec);
+    // A wrong key or setting stops the daemon here; an unreachable store
+    // does not: it is opened again when a snapshot needs it.
+    match app.region().await {
+        Ok(_) => {}
+        Err(e) if e.kind == reprise_core::ErrorKind::Unavailable => {
+            tracing::warn!("the region store is unreachable ({e}); snapshots wait for it, everything else runs")
+        }
+        Err(e) => return Err(e),
+    }
     ensure_default_zone(&app)?;
     reconcile::at_startup(&app).await?;
 

@@ -355,7 +355,7 @@ pub fn qemu_export(path: &str, tag: &str, out: &Path) -> Vec<u8> {
 /// A snapshot's bytes as the region's store holds them, read back through
 /// the daemon's own region.
 pub fn restore_snapshot(d: &TestDaemon, snapshot: uuid::Uuid, out: &Path) -> Vec<u8> {
-    let region = &d.server().app.region;
+    let region = d.block_on(d.server().app.region()).expect("region");
     d.block_on(async {
         let manifest = region.manifest(snapshot).await.expect("manifest");
         let index = region.index(&manifest).await.expect("index");

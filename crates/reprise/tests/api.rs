@@ -526,3 +526,50 @@ fn the_region_key_is_made_once_kept_private_and_checked() {
     std::fs::write(&key_file, &text).unwrap();
     d.start_again();
 }
+
+#[test]
+fn an_unreachable_region_store_stops_snapshots_not_the_daemon() {
+    let started = std::time::Instant::now();
+    let d = TestDaemon::start_with(|c| {
+        c.region.store = "s3".into();
+        c.region.s3 = Some(reprise_store::S3Config {
+            endpoint: "http://127.0.0.1:9".into(),
+            bucket: "nowhere".into(),
+            region: "garage".into(),
+            access_key_id: "GK00".into(),
+            secret_access_key: "00".into(),
+        });
+    });
+    eprintln!(
+        "started in {:?} with the store unreachable",
+        started.elapsed()
+    );
+    let c = d.admin();
+    let v: Volume = c
+        .post("/api/v1/volumes", &json!({"name": "v", "size": "16M"}))
+        .unwrap();
+    let job = c
+        .start_job("/api/v1/snapshots", &json!({"volume": "v", "name": "s"}))
+        .unwrap();
+    let e = c
+        .wait_job(
+            &job.id.to_string(),
+            std::time::Duration::from_secs(120),
+            |_| {},
+        )
+        .unwrap_err();
+    assert!(
+        format!("{e:?}").contains("object_store_unavailable"),
+        "{e:?}"
+    );
+    let s: Snapshot = c.get("/api/v1/snapshots/s").unwrap();
+    assert_eq!(s.state, SnapshotState::Error);
+    assert!(
+        qemu_img_info(&v.path).get("snapshots").is_none(),
+        "nothing was cut"
+    );
+    assert_eq!(
+        c.get::<Volume>("/api/v1/volumes/v").unwrap().state,
+        VolumeState::Ready
+    );
+}

@@ -117,7 +117,7 @@ fn snapshots_of_a_running_guest_are_exact_and_incremental_across_restarts() {
             assert!(v.verified_at.is_some(), "{kind}: {s} verified");
         }
         // A damaged chunk is named, and the snapshot flagged.
-        let region = &d.server().app.region;
+        let region = d.block_on(d.server().app.region()).expect("region");
         let index = d.block_on(async {
             let m = region.manifest(s1.id).await.unwrap();
             region.index(&m).await.unwrap()
@@ -274,7 +274,16 @@ fn detached_volumes_deduplicate_gc_runs_during_a_backup_and_bad_input_changes_no
             delete(&c, s);
         }
         let left = d
-            .block_on(d.server().app.region.store.list("chunks"))
+            .block_on(async {
+                d.server()
+                    .app
+                    .region()
+                    .await
+                    .unwrap()
+                    .store
+                    .list("chunks")
+                    .await
+            })
             .unwrap();
         assert!(left.is_empty(), "{kind}: {left:?}");
     }
@@ -351,7 +360,7 @@ fn a_volume_made_from_a_snapshot_in_another_zone_holds_the_guests_file() {
         assert_eq!(sum2, sum, "{kind}: the file came through whole");
 
         // A failed restore leaves nothing: a chunk is missing here.
-        let region = &d.server().app.region;
+        let region = d.block_on(d.server().app.region()).expect("region");
         let victim = d.block_on(async {
             let m = region.manifest(s.id).await.unwrap();
             region.index(&m).await.unwrap().entries[0].1
@@ -552,7 +561,16 @@ fn a_template_outlives_its_snapshot_and_deploys_three_instances() {
     c.wait_job(&job.id.to_string(), Duration::from_secs(60), |_| {})
         .unwrap();
     let left = d
-        .block_on(d.server().app.region.store.list("chunks"))
+        .block_on(async {
+            d.server()
+                .app
+                .region()
+                .await
+                .unwrap()
+                .store
+                .list("chunks")
+                .await
+        })
         .unwrap();
     assert!(left.is_empty(), "{left:?}");
     assert_eq!(qemu_img_check(&volume(&c, "web1-root").path), 0);

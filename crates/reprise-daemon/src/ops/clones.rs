@@ -84,7 +84,11 @@ pub async fn clone(
         (vols.len() * 2 + 1) as u64,
         move |ctx| async move {
             let steps = (vols.len() * 2 + 1) as u64;
-            let consistency = match snapshots::cut(&app2, &ctx, &snaps, Mode::Auto).await {
+            let cut = match app2.region().await {
+                Ok(_) => snapshots::cut(&app2, &ctx, &snaps, Mode::Auto).await,
+                Err(e) => Err(e),
+            };
+            let consistency = match cut {
                 Ok(c) => c,
                 Err(e) => {
                     for s in &snaps {

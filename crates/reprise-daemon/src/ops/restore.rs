@@ -102,8 +102,8 @@ pub(crate) async fn build(
     dst: &Path,
     progress: impl Fn(u64, u64),
 ) -> Result<()> {
-    let manifest = app.region.manifest(snapshot).await?;
-    let index = app.region.index(&manifest).await?;
+    let manifest = app.region().await?.manifest(snapshot).await?;
+    let index = app.region().await?.index(&manifest).await?;
     let raw = raw_path(&dst.to_string_lossy());
     let file = std::fs::OpenOptions::new()
         .create_new(true)
@@ -112,7 +112,7 @@ pub(crate) async fn build(
         .map_err(|e| {
             Error::unavailable("io_error", format!("cannot create {}: {e}", raw.display()))
         })?;
-    let restored = reprise_backup::restore_raw(&app.region, &index, file, progress).await;
+    let restored = reprise_backup::restore_raw(app.region().await?, &index, file, progress).await;
     let converted = match restored {
         Ok(()) => {
             app.config

@@ -82,6 +82,8 @@ pub fn create(app: &Arc<App>, account: &Account, req: CreateSnapshot) -> Result<
         0,
         move |ctx| async move {
             let result = async {
+                // Nothing is cut while the store is unreachable.
+                app2.region().await?;
                 let consistency = cut(&app2, &ctx, &[snap], mode).await?;
                 back_up(&app2, &ctx, id, consistency).await
             }
@@ -216,7 +218,7 @@ pub async fn back_up(app: &App, ctx: &JobCtx, id: Uuid, consistency: &str) -> Re
     // Progress goes to the catalog at most five times a second.
     let last = std::sync::Mutex::new(std::time::Instant::now());
     let done = engine::backup(
-        &app.region,
+        app.region().await?,
         &app.refs,
         v.path.clone().into(),
         &tag(id),
@@ -271,7 +273,7 @@ pub async fn back_up(app: &App, ctx: &JobCtx, id: Uuid, consistency: &str) -> Re
         stored_bytes: stats.stored_bytes,
         new_bytes: stats.new_bytes,
     };
-    engine::commit(&app.region, &done.index, &mut manifest).await?;
+    engine::commit(app.region().await?, &done.index, &mut manifest).await?;
     let previous = app.catalog.snapshot_backed_up(id, v.id, &stats)?;
     drop(done.hold);
     ctx.log("backed up: every chunk, the index and the manifest are in the region's store");
@@ -357,8 +359,8 @@ fn volume_by_id(app: &App, id: Uuid) -> Result<VolumeRow> {
 }
 
 async fn load_base(app: &App, base: Uuid) -> Result<Base> {
-    let manifest = app.region.manifest(base).await?;
-    let index = app.region.index(&manifest).await?;
+    let manifest = app.region().await?.manifest(base).await?;
+    let index = app.region().await?.index(&manifest).await?;
     Ok(Base {
         tag: tag(base),
         index,
@@ -373,7 +375,7 @@ pub async fn fail(app: &App, ctx: &JobCtx, id: Uuid, why: &str) {
             remove_tag(app, &v, &tag(id)).await?;
         }
         app.catalog.drop_snapshot_chunks(id)?;
-        engine::remove(&app.region, id).await
+        engine::remove(app.region().await?, id).await
     };
     if let Err(e) = undo.await {
         ctx.log(format!(
@@ -494,7 +496,7 @@ async fn destroy_or_flag(app: &App, id: Uuid) -> Result<()> {
 /// Remove a Destroying snapshot's objects, its base tag, then its row.
 async fn destroy(app: &App, id: Uuid) -> Result<()> {
     let s = app.catalog.snapshot_by_id(id)?;
-    engine::remove(&app.region, id).await?;
+    engine::remove(app.region().await?, id).await?;
     if let Ok(v) = volume_by_id(app, s.volume_id) {
         if app.catalog.volume_snapshot_base(v.id)? == Some(id) {
             remove_tag(app, &v, &tag(id)).await?;
@@ -505,7 +507,7 @@ async fn destroy(app: &App, id: Uuid) -> Result<()> {
 
 /// Sweep the region's store (see `reprise_backup::gc` for the protocol).
 pub async fn collect_garbage(app: &App) -> Result<GcResult> {
-    let r = reprise_backup::gc(&app.region, &app.refs, || {
+    let r = reprise_backup::gc(app.region().await?, &app.refs, || {
         let (chunks, snapshots) = app.catalog.live_references()?;
         Ok(reprise_backup::Live {
             chunks: chunks.into_iter().map(reprise_chunks::ChunkName).collect(),
@@ -583,9 +585,10 @@ pub fn verify(app: &Arc<App>, account: &Account, reference: &str) -> Result<Job>
         },
         0,
         move |ctx| async move {
-            let report =
-                reprise_backup::verify(&app2.region, s.id, |done, total| ctx.progress(done, total))
-                    .await;
+            let report = reprise_backup::verify(app2.region().await?, s.id, |done, total| {
+                ctx.progress(done, total)
+            })
+            .await;
             let report = match report {
                 Ok(r) => r,
                 Err(e) => {
@@ -631,7 +634,11 @@ pub async fn reconcile_at_startup(app: &App) -> Result<()> {
                 // Its objects, if any were written, go now or with the
                 // snapshot's delete: an unreachable store must not keep
                 // the daemon from starting.
-                if let Err(e) = engine::remove(&app.region, s.id).await {
+                let removed = match app.region().await {
+                    Ok(region) => engine::remove(region, s.id).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = removed {
                     tracing::warn!(snapshot = %s.id, "its objects stay until it is deleted: {e}");
                 }
             }

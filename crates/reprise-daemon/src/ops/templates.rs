@@ -38,8 +38,8 @@ pub async fn create(app: &App, account: &Account, req: CreateTemplate) -> Result
     if s.state != SnapshotState::BackedUp {
         return Err(not_ready(&s));
     }
-    let manifest = app.region.manifest(s.id).await?;
-    let index = app.region.index(&manifest).await?;
+    let manifest = app.region().await?.manifest(s.id).await?;
+    let index = app.region().await?.index(&manifest).await?;
     let distinct = index.distinct();
     let _hold = app.refs.hold(distinct.iter().copied()).await;
     let s = app.catalog.snapshot_by_id(s.id)?;
@@ -61,8 +61,8 @@ pub async fn create(app: &App, account: &Account, req: CreateTemplate) -> Result
     let mut copy = manifest.clone();
     copy.snapshot_id = t.id;
     copy.name = t.name.clone();
-    if let Err(e) = engine::commit(&app.region, &index, &mut copy).await {
-        let _ = engine::remove(&app.region, t.id).await;
+    if let Err(e) = engine::commit(app.region().await?, &index, &mut copy).await {
+        let _ = engine::remove(app.region().await?, t.id).await;
         app.catalog.remove_template(t.id)?;
         return Err(e);
     }
@@ -181,7 +181,7 @@ pub fn import(app: &Arc<App>, account: &Account, req: ImportTemplate) -> Result<
                     .await?;
                 ctx.log("storing it in the region");
                 let done = engine::backup(
-                    &app2.region,
+                    app2.region().await?,
                     &app2.refs,
                     tmp.clone(),
                     "import",
@@ -219,9 +219,11 @@ pub fn import(app: &Arc<App>, account: &Account, req: ImportTemplate) -> Result<
                     stored_bytes: 0,
                     new_bytes: done.new_bytes,
                 };
-                if let Err(e) = engine::commit(&app2.region, &done.index, &mut manifest).await {
+                if let Err(e) =
+                    engine::commit(app2.region().await?, &done.index, &mut manifest).await
+                {
                     app2.catalog.remove_template(id)?;
-                    let _ = engine::remove(&app2.region, id).await;
+                    let _ = engine::remove(app2.region().await?, id).await;
                     return Err(e);
                 }
                 drop(done.hold);
@@ -263,7 +265,7 @@ pub fn delete(app: &Arc<App>, account: &Account, reference: &str) -> Result<Job>
         },
         2,
         move |ctx| async move {
-            engine::remove(&app2.region, t.id).await?;
+            engine::remove(app2.region().await?, t.id).await?;
             app2.catalog.remove_template(t.id)?;
             ctx.log(format!("template '{}' deleted", t.name));
             ctx.progress(1, 2);
