@@ -81,7 +81,8 @@ pub async fn backup(
         None => Index::zeros(volume_size, chunk_size)?,
     };
     // Hold the base's chunks before relying on them being in the store.
-    let mut hold = refs.hold(start_index.distinct()).await;
+    let known: std::collections::HashSet<ChunkName> = start_index.distinct().into_iter().collect();
+    let mut hold = refs.hold(known.iter().copied()).await;
     let snap = Arc::new(snap);
     let base_l1 = base.as_ref().and(base_l1);
     let positions = {
@@ -92,7 +93,6 @@ pub async fn backup(
     };
     let total = positions.len() as u64 * chunk_size as u64;
     progress(0, total);
-    let known: std::collections::HashSet<ChunkName> = start_index.distinct().into_iter().collect();
     let known = Arc::new(known);
 
     let mut results = futures::stream::iter(positions)

@@ -63,18 +63,7 @@ pub async fn at_startup(app: &App) -> Result<()> {
         }
     }
     for v in app.catalog.list_all_volumes()? {
-        if v.state == VolumeState::Creating && v.kind == VolumeKind::Data {
-            tracing::warn!(volume = %v.id, name = v.name, "data volume was being made when the daemon stopped: removed");
-            crate::ops::restore::remove_half_made(app, &v.path, v.id);
-        }
-        if v.state == VolumeState::Reverting {
-            // The rename had not happened, or had: either way the file is whole.
-            tracing::warn!(volume = %v.id, name = v.name, "a revert was interrupted: the volume is Ready as its file is");
-            let _ = std::fs::remove_file(format!("{}.reverting.qcow2", v.path));
-            let _ = std::fs::remove_file(format!("{}.reverting.qcow2.restoring.raw", v.path));
-            app.catalog.set_volume_snapshot_base(v.id, None)?;
-            app.catalog.set_volume_state(v.id, VolumeState::Ready)?;
-        }
+        crate::ops::restore::settle_interrupted(app, &v)?;
     }
     crate::ops::points::reconcile_at_startup(app).await?;
     crate::ops::snapshots::reconcile_at_startup(app).await?;

@@ -14,6 +14,29 @@ pub mod volumes;
 
 use reprise_core::{Error, Result};
 
+/// The name of a new resource of `kind`: the one given (checked, and free
+/// by `taken`), or one generated from `prefix` when none is given.
+pub fn chosen_name(
+    kind: &str,
+    given: Option<&str>,
+    prefix: &str,
+    taken: impl Fn(&str) -> Result<bool>,
+) -> Result<String> {
+    match given.map(str::trim) {
+        Some(n) if !n.is_empty() => {
+            reprise_core::name::validate_name(kind, n)?;
+            if taken(n)? {
+                return Err(Error::conflict(
+                    "name_taken",
+                    format!("a {kind} named '{n}' already exists"),
+                ));
+            }
+            Ok(n.to_string())
+        }
+        _ => generated_name(prefix, taken),
+    }
+}
+
 /// A name for something the user did not name: `prefix` and the UTC time,
 /// with `-2`, `-3`… until `taken` says it is free.
 pub fn generated_name(prefix: &str, taken: impl Fn(&str) -> Result<bool>) -> Result<String> {

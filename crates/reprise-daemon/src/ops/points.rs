@@ -142,19 +142,9 @@ pub fn create(app: &Arc<App>, account: &Account, instance: &str, req: CreatePoin
             ),
         ));
     }
-    let name = match req.name.as_deref().map(str::trim) {
-        Some(n) if !n.is_empty() => {
-            reprise_core::name::validate_name("recovery point", n)?;
-            if app.catalog.point_name_taken(account.id, n)? {
-                return Err(Error::conflict(
-                    "name_taken",
-                    format!("a recovery point named '{n}' already exists"),
-                ));
-            }
-            n.to_string()
-        }
-        _ => super::generated_name(&inst.name, |n| app.catalog.point_name_taken(account.id, n))?,
-    };
+    let name = super::chosen_name("recovery point", req.name.as_deref(), &inst.name, |n| {
+        app.catalog.point_name_taken(account.id, n)
+    })?;
     let description = req.description.unwrap_or_default();
     if description.len() > 1024 {
         return Err(Error::invalid(

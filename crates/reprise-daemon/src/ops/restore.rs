@@ -26,6 +26,11 @@ fn raw_path(qcow2: &str) -> PathBuf {
     PathBuf::from(format!("{qcow2}.restoring.raw"))
 }
 
+/// Where a revert builds the snapshot's content before the rename.
+fn revert_path(qcow2: &str) -> PathBuf {
+    PathBuf::from(format!("{qcow2}.reverting.qcow2"))
+}
+
 /// A snapshot of the account that can be restored: BackedUp.
 fn backed_up(app: &App, account: &Account, reference: &str) -> Result<Snapshot> {
     let s = app.catalog.snapshot(account.id, reference)?;
@@ -181,7 +186,7 @@ pub fn revert(app: &Arc<App>, account: &Account, volume: &str, req: RevertVolume
                 Some(i) => Some(app2.lock_instance(i).await),
                 None => None,
             };
-            let next = PathBuf::from(format!("{}.reverting.qcow2", v.path));
+            let next = revert_path(&v.path);
             let built = build(&app2, s.id, &next, |done, total| ctx.progress(done, total)).await;
             let swapped = built.and_then(|()| {
                 std::fs::rename(&next, &v.path).map_err(|e| {
@@ -200,6 +205,28 @@ pub fn revert(app: &Arc<App>, account: &Account, volume: &str, req: RevertVolume
             Ok(())
         },
     )
+}
+
+/// At startup: a data volume a restore was making is removed with its
+/// files; a revert that was interrupted leaves the volume as its file is
+/// (whole, before or after the rename), without a base.
+pub fn settle_interrupted(app: &App, v: &reprise_catalog::VolumeRow) -> Result<()> {
+    match (v.state, v.kind) {
+        (VolumeState::Creating, VolumeKind::Data) => {
+            tracing::warn!(volume = %v.id, name = v.name, "data volume was being made when the daemon stopped: removed");
+            remove_half_made(app, &v.path, v.id);
+        }
+        (VolumeState::Reverting, _) => {
+            tracing::warn!(volume = %v.id, name = v.name, "a revert was interrupted: the volume is Ready as its file is");
+            let next = revert_path(&v.path);
+            let _ = std::fs::remove_file(raw_path(&next.to_string_lossy()));
+            let _ = std::fs::remove_file(&next);
+            app.catalog.set_volume_snapshot_base(v.id, None)?;
+            app.catalog.set_volume_state(v.id, VolumeState::Ready)?;
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// Remove a volume that was being made: its files, then its row.

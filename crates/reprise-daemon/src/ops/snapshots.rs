@@ -131,19 +131,9 @@ pub fn prepare(
         }
     }
     refuse_if_backing_up(app, v, &format!("another snapshot of volume '{}'", v.name))?;
-    let name = match name.map(str::trim) {
-        Some(n) if !n.is_empty() => {
-            reprise_core::name::validate_name("snapshot", n)?;
-            if app.catalog.snapshot_name_taken(account.id, n)? {
-                return Err(Error::conflict(
-                    "name_taken",
-                    format!("a snapshot named '{n}' already exists"),
-                ));
-            }
-            n.to_string()
-        }
-        _ => super::generated_name(&v.name, |n| app.catalog.snapshot_name_taken(account.id, n))?,
-    };
+    let name = super::chosen_name("snapshot", name, &v.name, |n| {
+        app.catalog.snapshot_name_taken(account.id, n)
+    })?;
     let base_id = app.catalog.volume_snapshot_base(v.id)?.filter(|b| {
         app.catalog
             .snapshot_by_id(*b)
