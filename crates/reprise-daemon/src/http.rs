@@ -5,6 +5,10 @@
 //! (`Authorization: Bearer KEY` or `X-API-Key: KEY`). Errors are JSON
 //! `{"error": {"kind", "code", "message"}}` with the status chosen from the
 //! kind by [`reprise_core::ErrorKind::http_status`] — nowhere else.
+//!
+//! The web console ([`reprise_console`]) is served beside the API, at `/`
+//! and `/console/*`, without a key: it is static files, and it asks for a
+//! key before it calls the API.
 
 use crate::app::App;
 use crate::ops::{accounts, clones, instances, points, restore, snapshots, templates, volumes};
@@ -174,6 +178,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/jobs/{id}", get(show_job));
     Router::new()
         .nest("/api/v1", api)
+        .merge(reprise_console::router())
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(app.clone(), track))

@@ -1,0 +1,944 @@
+// The reprise web console: a client of /api/v1, nothing more.
+//
+// - The account's API key lives in this tab's session storage; every call
+//   sends it, and a 401 signs the tab out. Nothing is fetched or drawn
+//   before `whoami` has accepted the key.
+// - The page is drawn from data with `h()` (text nodes only, never HTML
+//   strings), so a resource's name cannot inject markup.
+// - The current view is polled every second and redrawn only when its data
+//   changed, while no menu is open; focus is put back on the same control.
+// - Every word on screen comes from i18n.js through `t()`.
+
+import { WORDS } from './i18n.js';
+
+const POLL_MS = 1000;
+const LANGS = ['en', 'fr', 'es'];
+
+let lang = pickLanguage();
+let apiKey = sessionStorage.getItem('reprise.key');
+let me = null;
+let lastSignature = '';
+let openMenu = null;
+let refreshing = false;
+let statusTimer = null;
+// Bumped at sign-out: work started by the previous account stops talking.
+let session = 0;
+
+// ---------------------------------------------------------------- words
+
+function pickLanguage() {
+  const saved = localStorage.getItem('reprise.lang');
+  if (LANGS.includes(saved)) return saved;
+  const browser = (navigator.language || 'en').slice(0, 2);
+  return LANGS.includes(browser) ? browser : 'en';
+}
+
+function t(key, vars = {}) {
+  const text = WORDS[lang][key] ?? WORDS.en[key] ?? key;
+  return text.replace(/\{(\w+)\}/g, (_, name) => String(vars[name] ?? ''));
+}
+
+function stateLabel(kind, state) {
+  return WORDS[lang][`state.${kind}.${state}`] ?? WORDS.en[`state.${kind}.${state}`] ?? state;
+}
+
+function fmtTime(iso) {
+  if (!iso) return '—';
+  return new Intl.DateTimeFormat(lang, { dateStyle: 'medium', timeStyle: 'medium' }).format(new Date(iso));
+}
+
+function fmtBytes(n) {
+  if (n === null || n === undefined) return '—';
+  const units = t('units').split(' ');
+  let value = n;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit += 1;
+  }
+  const number = new Intl.NumberFormat(lang, { maximumFractionDigits: unit === 0 ? 0 : 1 }).format(value);
+  return `${number} ${units[unit]}`;
+}
+
+// ---------------------------------------------------------------- DOM
+
+// h('button', {class: 'x', onclick: f}, 'text', child, [more]) → element.
+function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs || {})) {
+    if (value === null || value === undefined || value === false) continue;
+    if (name.startsWith('on')) el.addEventListener(name.slice(2), value);
+    else if (name === 'text') el.textContent = value;
+    else if (value === true) el.setAttribute(name, '');
+    else el.setAttribute(name, value);
+  }
+  for (const child of children.flat(Infinity)) {
+    if (child === null || child === undefined || child === false) continue;
+    el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return el;
+}
+
+function badge(kind, state) {
+  return h('span', { class: `state state-${state}`, 'data-state': state }, stateLabel(kind, state));
+}
+
+function timeCell(iso) {
+  return iso ? h('time', { datetime: iso }, fmtTime(iso)) : '—';
+}
+
+function say(message, kind = 'info') {
+  const box = document.getElementById('status');
+  box.replaceChildren(h('p', { class: `note note-${kind}`, role: kind === 'error' ? 'alert' : null }, message));
+  clearTimeout(statusTimer);
+  statusTimer = setTimeout(() => box.replaceChildren(), kind === 'error' ? 15000 : 6000);
+}
+
+// ---------------------------------------------------------------- API
+
+class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+async function api(method, path, body) {
+  const headers = { Authorization: `Bearer ${apiKey}` };
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  let response;
+  try {
+    response = await fetch(`/api/v1${path}`, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+  } catch {
+    throw new ApiError(0, 'unreachable', t('unreachable'));
+  }
+  const json = response.status === 204 ? null : await response.json().catch(() => null);
+  if (response.status === 401 && me) signOut(t('signedOutKey'));
+  if (!response.ok) {
+    const error = json?.error ?? {};
+    throw new ApiError(response.status, error.code ?? 'http_error', error.message ?? `HTTP ${response.status}`);
+  }
+  return json;
+}
+
+// Follow a job in the background and say how it ended.
+async function followJob(job) {
+  const label = jobLabel(job);
+  const mine = session;
+  say(t('jobStarted', { job: label }));
+  for (;;) {
+    let now;
+    try {
+      now = await api('GET', `/jobs/${job.id}?wait_ms=25000`);
+    } catch {
+      return;
+    }
+    if (mine !== session) return;
+    if (now.state === 'Succeeded') return say(t('jobSucceeded', { job: label }), 'ok');
+    if (now.state === 'Failed' || now.state === 'Cancelled') {
+      return say(t('jobFailed', { job: label, message: now.error?.message ?? now.state }), 'error');
+    }
+  }
+}
+
+function jobLabel(job) {
+  return `${WORDS[lang][`job.${job.kind}`] ?? WORDS.en[`job.${job.kind}`] ?? job.kind} — ${job.target_name}`;
+}
+
+async function startJob(method, path, body) {
+  const started = await api(method, path, body);
+  followJob(started.job);
+  refreshSoon();
+  return started.job;
+}
+
+// ---------------------------------------------------------------- menus
+
+// An Action menu button: a button that opens a list of menu items, used
+// with the mouse or the keyboard (arrows, Home/End, Escape).
+function actionMenu(rowName, items, focusKey) {
+  const usable = items.filter(Boolean);
+  const button = h('button', {
+    type: 'button',
+    class: 'action',
+    'aria-haspopup': 'menu',
+    'aria-expanded': 'false',
+    'aria-label': t('actionFor', { name: rowName }),
+    'data-focus': focusKey,
+  }, t('action'), h('span', { 'aria-hidden': 'true' }, ' ▾'));
+  const menu = h('ul', { role: 'menu', class: 'menu', hidden: true, 'aria-label': t('actionFor', { name: rowName }) },
+    usable.map((item) => h('li', { role: 'none' },
+      h('button', {
+        type: 'button',
+        role: 'menuitem',
+        tabindex: '-1',
+        class: item.danger ? 'danger' : null,
+        disabled: item.disabled || null,
+        onclick: () => { closeMenu(false); item.run(); },
+      }, item.label))));
+  const wrap = h('div', { class: 'menu-wrap' }, button, menu);
+  const entries = () => [...menu.querySelectorAll('[role=menuitem]:not([disabled])')];
+  const open = (focusLast) => {
+    closeMenu(false);
+    menu.hidden = false;
+    button.setAttribute('aria-expanded', 'true');
+    openMenu = { wrap, button, menu };
+    const list = entries();
+    (focusLast ? list[list.length - 1] : list[0])?.focus();
+  };
+  button.addEventListener('click', () => (openMenu?.wrap === wrap ? closeMenu(true) : open(false)));
+  button.addEventListener('keydown', (event) => {
+    if (event.key === 'ArrowDown') { event.preventDefault(); open(false); }
+    if (event.key === 'ArrowUp') { event.preventDefault(); open(true); }
+  });
+  menu.addEventListener('keydown', (event) => {
+    const list = entries();
+    const at = list.indexOf(document.activeElement);
+    const move = { ArrowDown: at + 1, ArrowUp: at - 1, Home: 0, End: list.length - 1 }[event.key];
+    if (move !== undefined) {
+      event.preventDefault();
+      list[(move + list.length) % list.length]?.focus();
+    } else if (event.key === 'Escape') {
+      event.preventDefault();
+      closeMenu(true);
+    } else if (event.key === 'Tab') {
+      closeMenu(false);
+    }
+  });
+  return wrap;
+}
+
+function closeMenu(focusButton) {
+  if (!openMenu) return;
+  const { button, menu } = openMenu;
+  menu.hidden = true;
+  button.setAttribute('aria-expanded', 'false');
+  openMenu = null;
+  if (focusButton) button.focus();
+}
+
+document.addEventListener('click', (event) => {
+  if (openMenu && !openMenu.wrap.contains(event.target)) closeMenu(false);
+});
+
+// ---------------------------------------------------------------- dialogs
+
+// A modal form. `fields`: {name, label, type (text, number, checkbox,
+// select, textarea), options [{value, label}], value, required, help}.
+// `submit(values)` acts; the dialog closes when it resolves and shows the
+// error, staying open, when it throws.
+function formDialog({ title, intro, fields = [], submitLabel, danger = false, submit }) {
+  const error = h('p', { class: 'form-error', role: 'alert', hidden: true });
+  const controls = fields.map((field) => {
+    const id = `f-${field.name}`;
+    const help = field.help ? h('p', { class: 'help', id: `${id}-help` }, field.help) : null;
+    const common = {
+      id,
+      name: field.name,
+      required: field.required || null,
+      'aria-describedby': help ? `${id}-help` : null,
+    };
+    if (field.type === 'checkbox') {
+      return h('div', { class: 'field field-check' },
+        h('input', { ...common, type: 'checkbox', checked: field.value || null }),
+        h('label', { for: id }, field.label), help);
+    }
+    let input;
+    if (field.type === 'select') {
+      input = h('select', common, field.options.map((o) => h('option', { value: o.value, selected: o.value === field.value || null }, o.label)));
+    } else if (field.type === 'textarea') {
+      input = h('textarea', { ...common, rows: '3' }, field.value ?? '');
+    } else {
+      input = h('input', { ...common, type: field.type || 'text', value: field.value ?? null, placeholder: field.placeholder ?? null, autocomplete: 'off' });
+    }
+    return h('div', { class: 'field' }, h('label', { for: id }, field.label), input, help);
+  });
+  const dialog = h('dialog', { 'aria-labelledby': 'dialog-title', class: danger ? 'danger' : null });
+  const form = h('form', { method: 'dialog' },
+    h('h2', { id: 'dialog-title' }, title),
+    intro ? h('p', { class: 'intro' }, intro) : null,
+    controls,
+    error,
+    h('div', { class: 'buttons' },
+      h('button', { type: 'button', class: 'secondary', onclick: () => dialog.close() }, t('cancel')),
+      h('button', { type: 'submit', class: danger ? 'danger primary' : 'primary' }, submitLabel ?? t('submit'))));
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const values = {};
+    for (const field of fields) {
+      const control = form.elements[field.name];
+      values[field.name] = field.type === 'checkbox' ? control.checked : control.value.trim();
+    }
+    const button = form.querySelector('[type=submit]');
+    button.disabled = true;
+    error.hidden = true;
+    try {
+      await submit(values);
+      dialog.close();
+    } catch (e) {
+      error.textContent = e.message;
+      error.hidden = false;
+      button.disabled = false;
+    }
+  });
+  dialog.append(form);
+  dialog.addEventListener('close', () => dialog.remove());
+  document.body.append(dialog);
+  dialog.showModal();
+  return dialog;
+}
+
+function confirmDialog({ title, message, confirmLabel, run }) {
+  formDialog({ title, intro: message, submitLabel: confirmLabel, danger: true, submit: run });
+}
+
+async function zoneField() {
+  const zones = await api('GET', '/zones');
+  return {
+    name: 'zone', label: t('zone'), type: 'select',
+    options: zones.map((z) => ({ value: z.name, label: z.name })), value: zones[0]?.name,
+  };
+}
+
+// ---------------------------------------------------------------- actions
+
+async function takeSnapshot(volume) {
+  formDialog({
+    title: t('takeSnapshot'),
+    intro: t('takeSnapshotIntro', { volume: volume.name }),
+    fields: [{ name: 'name', label: t('snapshotName'), help: t('snapshotNameHelp') }],
+    submit: async (v) => {
+      await startJob('POST', '/snapshots', { volume: volume.id, name: v.name || undefined });
+    },
+  });
+}
+
+async function addSnapshot() {
+  const volumes = (await api('GET', '/volumes')).filter((v) => v.state === 'Ready');
+  if (volumes.length === 0) return say(t('noVolumeToSnapshot'), 'error');
+  formDialog({
+    title: t('addSnapshot'),
+    fields: [
+      { name: 'volume', label: t('volume'), type: 'select', options: volumes.map((v) => ({ value: v.id, label: v.name })) },
+      { name: 'name', label: t('snapshotName'), help: t('snapshotNameHelp') },
+    ],
+    submit: async (v) => {
+      await startJob('POST', '/snapshots', { volume: v.volume, name: v.name || undefined });
+    },
+  });
+}
+
+function createPoint(instance) {
+  formDialog({
+    title: t('createPoint'),
+    intro: t('createPointIntro', { instance: instance.name }),
+    fields: [
+      { name: 'name', label: t('pointName'), help: t('pointNameHelp') },
+      { name: 'description', label: t('description'), type: 'textarea' },
+      { name: 'memory', label: t('includeMemory'), type: 'checkbox', value: false, help: t('includeMemoryHelp') },
+    ],
+    submitLabel: t('finish'),
+    submit: async (v) => {
+      await startJob('POST', `/instances/${instance.id}/points`, {
+        name: v.name || undefined,
+        description: v.description || undefined,
+        memory: v.memory,
+      });
+    },
+  });
+}
+
+async function createVolume() {
+  formDialog({
+    title: t('createVolume'),
+    fields: [
+      { name: 'name', label: t('name'), required: true },
+      { name: 'size', label: t('size'), required: true, value: '1G', help: t('sizeHelp') },
+      await zoneField(),
+    ],
+    submit: async (v) => {
+      await api('POST', '/volumes', v);
+      say(t('volumeCreated', { name: v.name }), 'ok');
+      refreshSoon();
+    },
+  });
+}
+
+async function volumeFromSnapshot(snapshot) {
+  formDialog({
+    title: t('createVolume'),
+    intro: t('volumeFromSnapshotIntro', { snapshot: snapshot.name }),
+    fields: [{ name: 'name', label: t('name'), required: true }, await zoneField()],
+    submit: async (v) => {
+      await startJob('POST', `/snapshots/${snapshot.id}/volumes`, v);
+    },
+  });
+}
+
+function createTemplate(snapshot) {
+  formDialog({
+    title: t('createTemplate'),
+    intro: t('createTemplateIntro', { snapshot: snapshot.name }),
+    fields: [{ name: 'name', label: t('name'), required: true }],
+    submit: async (v) => {
+      await api('POST', '/templates', { name: v.name, snapshot: snapshot.id });
+      say(t('templateCreated', { name: v.name }), 'ok');
+      refreshSoon();
+    },
+  });
+}
+
+function revertVolumeTo(volumeName, snapshot) {
+  confirmDialog({
+    title: t('revertVolume'),
+    message: t('revertVolumeWarning', { volume: volumeName, snapshot: snapshot.name, when: fmtTime(snapshot.created_at) }),
+    confirmLabel: t('revert'),
+    run: () => startJob('POST', `/volumes/${snapshot.volume_id}/revert`, { snapshot: snapshot.id }),
+  });
+}
+
+async function revertVolume(volume) {
+  const snapshots = (await api('GET', '/snapshots')).filter((s) => s.volume_id === volume.id && s.state === 'BackedUp');
+  if (snapshots.length === 0) return say(t('noSnapshotOfVolume', { volume: volume.name }), 'error');
+  formDialog({
+    title: t('revertVolume'),
+    intro: t('revertVolumeChoose', { volume: volume.name }),
+    fields: [{
+      name: 'snapshot', label: t('snapshot'), type: 'select',
+      options: snapshots.map((s) => ({ value: s.id, label: `${s.name} — ${fmtTime(s.created_at)}` })),
+    }],
+    submitLabel: t('next'),
+    submit: async (v) => revertVolumeTo(volume.name, snapshots.find((s) => s.id === v.snapshot)),
+  });
+}
+
+function deleteThing({ title, message, path, job }) {
+  confirmDialog({
+    title,
+    message,
+    confirmLabel: t('delete'),
+    run: async () => {
+      if (job) await startJob('DELETE', path);
+      else {
+        await api('DELETE', path);
+        refreshSoon();
+      }
+    },
+  });
+}
+
+async function cloneInstance(instance) {
+  formDialog({
+    title: t('cloneInstance'),
+    intro: t('cloneIntro', { instance: instance.name }),
+    fields: [{ name: 'name', label: t('name'), required: true }, await zoneField()],
+    submit: (v) => startJob('POST', `/instances/${instance.id}/clone`, v),
+  });
+}
+
+async function instanceFromTemplate(template) {
+  formDialog({
+    title: t('createInstance'),
+    intro: t('instanceFromTemplateIntro', { template: template.name }),
+    fields: [
+      { name: 'name', label: t('name'), required: true },
+      await zoneField(),
+      { name: 'cpus', label: t('cpus'), type: 'number', value: '1' },
+      { name: 'memory', label: t('memory'), value: '512M', help: t('sizeHelp') },
+      { name: 'kernel', label: t('kernel'), help: t('bootHelp') },
+      { name: 'initrd', label: t('initrd') },
+      { name: 'append', label: t('append') },
+    ],
+    submit: (v) => startJob('POST', '/instances', {
+      name: v.name,
+      zone: v.zone,
+      cpus: Number(v.cpus) || undefined,
+      memory: v.memory || undefined,
+      template: template.id,
+      kernel: v.kernel || undefined,
+      initrd: v.initrd || undefined,
+      append: v.append || undefined,
+    }),
+  });
+}
+
+function importTemplate() {
+  formDialog({
+    title: t('importTemplate'),
+    fields: [
+      { name: 'name', label: t('name'), required: true },
+      { name: 'file', label: t('imageFile'), required: true, help: t('imageFileHelp') },
+    ],
+    submit: (v) => startJob('POST', '/templates/import', v),
+  });
+}
+
+function instanceActions(vm) {
+  const stopped = vm.state === 'Stopped' || vm.state === 'Error';
+  return [
+    stopped && { label: t('start'), run: () => startJob('POST', `/instances/${vm.id}/start`) },
+    vm.state === 'Running' && { label: t('stop'), run: () => startJob('POST', `/instances/${vm.id}/stop`) },
+    { label: t('createPoint'), run: () => createPoint(vm) },
+    { label: t('viewPoints'), run: () => go(`#/points/${vm.id}`) },
+    { label: t('cloneInstance'), run: () => cloneInstance(vm) },
+    stopped && {
+      label: t('delete'), danger: true,
+      run: () => deleteThing({
+        title: t('deleteInstance'),
+        message: t('deleteInstanceWarning', { name: vm.name }),
+        path: `/instances/${vm.id}`,
+      }),
+    },
+  ];
+}
+
+// ---------------------------------------------------------------- views
+
+function go(hash) {
+  if (location.hash === hash) render(true);
+  else location.hash = hash;
+}
+
+function route() {
+  const [, view = 'instances', id] = location.hash.split('/');
+  return { view, id };
+}
+
+function table({ label, columns, rows, empty, rowKey }) {
+  if (rows.length === 0) return h('p', { class: 'empty' }, empty);
+  return h('div', { class: 'table-wrap' }, h('table', {},
+    h('caption', { class: 'visually-hidden' }, label),
+    h('thead', {}, h('tr', {}, columns.map((c) => h('th', { scope: 'col' }, c.label)))),
+    h('tbody', {}, rows.map((row) => h('tr', { 'data-name': row.name, 'data-id': rowKey ? rowKey(row) : row.id },
+      columns.map((c) => h('td', { 'data-label': c.label, class: c.class }, c.cell(row))))))));
+}
+
+function heading(title, ...tools) {
+  return h('div', { class: 'heading' }, h('h1', {}, title), h('div', { class: 'tools' }, tools));
+}
+
+const created = { class: 'nowrap', cell: (r) => timeCell(r.created_at) };
+
+const VIEWS = {
+  instances: {
+    tab: 'instances',
+    load: async () => ({ instances: await api('GET', '/instances') }),
+    draw: ({ instances }) => [
+      heading(t('instances')),
+      table({
+        label: t('instances'),
+        empty: t('noInstances'),
+        rows: instances,
+        columns: [
+          { label: t('name'), cell: (vm) => h('a', { href: `#/instance/${vm.id}` }, vm.name) },
+          { label: t('state'), cell: (vm) => badge('instance', vm.state) },
+          { label: t('zone'), cell: (vm) => vm.zone },
+          { label: t('cpus'), cell: (vm) => vm.cpus },
+          { label: t('memory'), cell: (vm) => fmtBytes(vm.memory_bytes) },
+          { label: t('volumes'), cell: (vm) => vm.volumes.map((v) => v.name).join(', ') || '—' },
+          { label: t('created'), ...created },
+          { label: t('actions'), cell: (vm) => actionMenu(vm.name, instanceActions(vm), `i:${vm.id}`) },
+        ],
+      }),
+    ],
+  },
+
+  instance: {
+    tab: 'instances',
+    load: async (id) => ({
+      vm: await api('GET', `/instances/${id}`),
+      volumes: await api('GET', `/volumes?instance=${encodeURIComponent(id)}`),
+    }),
+    draw: ({ vm, volumes }) => [
+      h('p', { class: 'crumbs' }, h('a', { href: '#/instances' }, t('instances')), ' / ', vm.name),
+      heading(vm.name,
+        h('button', { type: 'button', onclick: () => createPoint(vm) }, t('createPoint')),
+        h('button', { type: 'button', class: 'secondary', onclick: () => go(`#/points/${vm.id}`) }, t('viewPoints')),
+        actionMenu(vm.name, instanceActions(vm), `iv:${vm.id}`)),
+      h('dl', { class: 'facts' },
+        fact(t('state'), badge('instance', vm.state)),
+        fact(t('zone'), vm.zone),
+        fact(t('cpus'), vm.cpus),
+        fact(t('memory'), fmtBytes(vm.memory_bytes)),
+        fact(t('guestAgent'), vm.guest_agent ? vm.guest_agent.message : '—'),
+        fact(t('created'), timeCell(vm.created_at)),
+        vm.last_error ? fact(t('error'), vm.last_error) : null),
+      h('h2', {}, t('volumes')),
+      volumeTable(volumes, 'iv'),
+    ],
+  },
+
+  volumes: {
+    tab: 'volumes',
+    load: async () => ({ volumes: await api('GET', '/volumes') }),
+    draw: ({ volumes }) => [
+      heading(t('volumes'), h('button', { type: 'button', onclick: createVolume }, t('createVolume'))),
+      volumeTable(volumes, 'v'),
+    ],
+  },
+
+  snapshots: {
+    tab: 'snapshots',
+    load: async () => ({ snapshots: await api('GET', '/snapshots') }),
+    draw: ({ snapshots }) => [
+      heading(t('snapshots'), h('button', { type: 'button', onclick: addSnapshot }, t('addSnapshot'))),
+      h('p', { class: 'lead' }, t('snapshotsLead')),
+      table({
+        label: t('snapshots'),
+        empty: t('noSnapshots'),
+        rows: snapshots,
+        columns: [
+          { label: t('name'), cell: (s) => s.name },
+          { label: t('volume'), cell: (s) => s.volume },
+          { label: t('state'), cell: snapshotState },
+          { label: t('size'), cell: (s) => fmtBytes(s.size_bytes) },
+          { label: t('stored'), cell: (s) => fmtBytes(s.stored_bytes) },
+          { label: t('zone'), cell: (s) => s.zone },
+          { label: t('created'), ...created },
+          { label: t('actions'), cell: (s) => actionMenu(s.name, snapshotActions(s), `s:${s.id}`) },
+        ],
+      }),
+    ],
+  },
+
+  points: {
+    tab: 'points',
+    load: async (id) => {
+      const instances = await api('GET', '/instances');
+      const vm = instances.find((i) => i.id === id) ?? instances[0];
+      return { instances, vm, points: vm ? await api('GET', `/instances/${vm.id}/points`) : [] };
+    },
+    draw: drawPoints,
+  },
+
+  templates: {
+    tab: 'templates',
+    load: async () => ({ templates: await api('GET', '/templates') }),
+    draw: ({ templates }) => [
+      heading(t('templates'), h('button', { type: 'button', onclick: importTemplate }, t('importTemplate'))),
+      table({
+        label: t('templates'),
+        empty: t('noTemplates'),
+        rows: templates,
+        columns: [
+          { label: t('name'), cell: (tp) => tp.name },
+          { label: t('size'), cell: (tp) => fmtBytes(tp.size_bytes) },
+          { label: t('source'), cell: (tp) => tp.source_snapshot || '—' },
+          { label: t('created'), ...created },
+          {
+            label: t('actions'),
+            cell: (tp) => actionMenu(tp.name, [
+              { label: t('createInstance'), run: () => instanceFromTemplate(tp) },
+              {
+                label: t('delete'), danger: true,
+                run: () => deleteThing({
+                  title: t('deleteTemplate'),
+                  message: t('deleteTemplateWarning', { name: tp.name }),
+                  path: `/templates/${tp.id}`,
+                  job: true,
+                }),
+              },
+            ], `t:${tp.id}`),
+          },
+        ],
+      }),
+    ],
+  },
+
+  jobs: {
+    tab: 'jobs',
+    load: async () => ({ jobs: await api('GET', '/jobs?limit=100') }),
+    draw: ({ jobs }) => [
+      heading(t('jobs')),
+      table({
+        label: t('jobs'),
+        empty: t('noJobs'),
+        rows: jobs.map((j) => ({ ...j, name: j.target_name })),
+        columns: [
+          { label: t('job'), cell: (j) => jobLabel(j) },
+          { label: t('state'), cell: (j) => badge('job', j.state) },
+          { label: t('progress'), cell: (j) => progress(j.progress_done, j.progress_total, j.state === 'Running') },
+          { label: t('message'), cell: (j) => (j.error ? h('span', { class: 'error-text' }, j.error.message) : j.log.at(-1)?.message ?? '') },
+          { label: t('created'), ...created },
+          { label: t('finished'), class: 'nowrap', cell: (j) => timeCell(j.finished_at) },
+        ],
+      }),
+    ],
+  },
+};
+
+function fact(label, value) {
+  return [h('dt', {}, label), h('dd', {}, value)];
+}
+
+function progress(done, total, active) {
+  if (!total) return '—';
+  const percent = Math.round((100 * done) / total);
+  return h('span', { class: 'progress' },
+    h('progress', { max: String(total), value: String(done), 'aria-label': t('progressOf', { percent }) }),
+    active || percent < 100 ? ` ${percent} %` : null);
+}
+
+function snapshotState(s) {
+  return h('div', { class: 'state-cell' },
+    badge('snapshot', s.state),
+    s.state === 'BackingUp' ? progress(s.progress_done, s.progress_total, true) : null,
+    s.error ? h('p', { class: 'error-text' }, s.error) : null);
+}
+
+function snapshotActions(s) {
+  const ready = s.state === 'BackedUp';
+  const busy = s.state === 'BackingUp' || s.state === 'Destroying';
+  return [
+    { label: t('createVolume'), disabled: !ready, run: () => volumeFromSnapshot(s) },
+    { label: t('createTemplate'), disabled: !ready, run: () => createTemplate(s) },
+    { label: t('revertVolume'), disabled: !ready, run: () => revertVolumeTo(s.volume, s) },
+    { label: t('verify'), disabled: !ready, run: () => startJob('POST', `/snapshots/${s.id}/verify`) },
+    {
+      label: t('delete'), danger: true, disabled: busy,
+      run: () => deleteThing({
+        title: t('deleteSnapshot'),
+        message: t('deleteSnapshotWarning', { name: s.name, volume: s.volume }),
+        path: `/snapshots/${s.id}`,
+        job: true,
+      }),
+    },
+  ];
+}
+
+function volumeTable(volumes, focusPrefix) {
+  return table({
+    label: t('volumes'),
+    empty: t('noVolumes'),
+    rows: volumes,
+    columns: [
+      { label: t('name'), cell: (v) => v.name },
+      { label: t('state'), cell: (v) => badge('volume', v.state) },
+      { label: t('kind'), cell: (v) => t(`kind.${v.kind}`) },
+      { label: t('size'), cell: (v) => fmtBytes(v.size_bytes) },
+      { label: t('zone'), cell: (v) => v.zone },
+      { label: t('attachedTo'), cell: (v) => v.instance ?? '—' },
+      { label: t('created'), ...created },
+      {
+        label: t('actions'),
+        cell: (v) => actionMenu(v.name, [
+          { label: t('takeSnapshot'), disabled: v.state !== 'Ready', run: () => takeSnapshot(v) },
+          { label: t('revertVolume'), disabled: v.state !== 'Ready', run: () => revertVolume(v) },
+          !v.instance && {
+            label: t('delete'), danger: true,
+            run: () => deleteThing({
+              title: t('deleteVolume'),
+              message: t('deleteVolumeWarning', { name: v.name }),
+              path: `/volumes/${v.id}`,
+            }),
+          },
+        ], `${focusPrefix}:${v.id}`),
+      },
+    ],
+  });
+}
+
+// The recovery point tree: each point under its parent, the instance's
+// current position ("You are here") under the point it was last at.
+function drawPoints({ instances, vm, points }) {
+  if (!vm) return [heading(t('points')), h('p', { class: 'empty' }, t('noInstances'))];
+  const chooser = h('label', { class: 'inline' }, t('instance'), ' ',
+    h('select', { id: 'point-instance', onchange: (e) => go(`#/points/${e.target.value}`) },
+      instances.map((i) => h('option', { value: i.id, selected: i.id === vm.id || null }, i.name))));
+  const children = new Map();
+  for (const p of points) {
+    const parent = p.parent_id ?? 'root';
+    if (!children.has(parent)) children.set(parent, []);
+    children.get(parent).push(p);
+  }
+  const here = h('li', { class: 'here', 'data-here': 'true' },
+    h('span', { class: 'here-mark' }, '▶ ', t('youAreHere'), ` (${stateLabel('instance', vm.state)})`));
+  const branch = (parentKey) => {
+    const list = (children.get(parentKey) ?? []).map((p) => pointNode(vm, p, branch(p.id)));
+    if ((vm.current_point_id ?? 'root') === parentKey) list.push(here);
+    return list.length ? h('ul', {}, list) : null;
+  };
+  // A memory point's saved state is part of the space it holds.
+  const total = points.reduce((sum, p) => sum + (p.size_bytes ?? 0), 0);
+  return [
+    heading(t('pointsOf', { instance: vm.name }),
+      h('button', { type: 'button', onclick: () => createPoint(vm) }, t('createPoint')),
+      h('button', {
+        type: 'button', class: 'danger', disabled: points.length === 0 || null,
+        onclick: () => deleteThing({
+          title: t('deleteAllPoints'),
+          message: t('deleteAllPointsWarning', { count: points.length, instance: vm.name }),
+          path: `/instances/${vm.id}/points`,
+          job: true,
+        }),
+      }, t('deleteAll'))),
+    h('div', { class: 'toolbar' }, chooser,
+      points.length ? h('span', { class: 'muted' }, t('pointsTotal', { count: points.length, size: fmtBytes(total) })) : null),
+    points.length === 0 ? h('p', { class: 'empty' }, t('noPoints')) : null,
+    h('nav', { class: 'tree', 'aria-label': t('pointTree') }, branch('root')),
+  ];
+}
+
+function pointNode(vm, p, subtree) {
+  const busy = p.state === 'Creating' || p.state === 'Reverting' || p.state === 'Deleting';
+  const space = p.memory
+    ? t('pointSpaceMemory', { held: fmtBytes(p.size_bytes), memory: fmtBytes(p.vm_state_bytes) })
+    : t('pointSpace', { held: fmtBytes(p.size_bytes) });
+  return h('li', { 'data-point': p.name, 'data-current': p.id === vm.current_point_id ? 'true' : null },
+    h('div', { class: 'point' },
+      h('div', { class: 'point-head' },
+        h('strong', {}, p.name), ' ',
+        h('span', { class: 'kind' }, p.memory ? t('withMemory') : t('diskOnly')), ' ',
+        badge('point', p.state)),
+      p.description ? h('p', { class: 'desc' }, p.description) : null,
+      h('p', { class: 'muted' }, timeCell(p.created_at), ' · ', space),
+      p.error ? h('p', { class: 'error-text' }, p.error) : null,
+      h('div', { class: 'point-buttons' },
+        h('button', {
+          type: 'button', class: 'secondary', disabled: busy || null, 'data-focus': `pr:${p.id}`,
+          onclick: () => confirmDialog({
+            title: t('revertToPoint'),
+            message: t(p.memory ? 'revertPointWarningMemory' : 'revertPointWarning', { name: p.name, instance: vm.name }),
+            confirmLabel: t('revert'),
+            run: () => startJob('POST', `/instances/${vm.id}/points/${p.id}/revert`),
+          }),
+        }, t('revert'), h('span', { class: 'visually-hidden' }, ` ${p.name}`)),
+        h('button', {
+          type: 'button', class: 'secondary danger', disabled: busy || null, 'data-focus': `pd:${p.id}`,
+          onclick: () => deleteThing({
+            title: t('deletePoint'),
+            message: t('deletePointWarning', { name: p.name }),
+            path: `/instances/${vm.id}/points/${p.id}`,
+            job: true,
+          }),
+        }, t('delete'), h('span', { class: 'visually-hidden' }, ` ${p.name}`)))),
+    subtree);
+}
+
+// ---------------------------------------------------------------- frame
+
+function drawTabs(current) {
+  const nav = document.getElementById('tabs');
+  nav.setAttribute('aria-label', t('resources'));
+  nav.replaceChildren(h('ul', {}, ['instances', 'volumes', 'snapshots', 'points', 'templates', 'jobs'].map((name) =>
+    h('li', {}, h('a', { href: `#/${name}`, 'aria-current': name === current ? 'page' : null }, t(name))))));
+}
+
+function drawStatic() {
+  document.documentElement.lang = lang;
+  document.getElementById('lang').value = lang;
+  for (const el of document.querySelectorAll('[data-t]')) el.textContent = t(el.dataset.t);
+  const who = document.getElementById('who');
+  who.hidden = !me;
+  document.getElementById('signout').hidden = !me;
+  document.getElementById('tabs').hidden = !me;
+  if (me) who.textContent = t('signedInAs', { name: me.name });
+}
+
+async function render(force) {
+  drawStatic();
+  const main = document.getElementById('main');
+  if (!me) {
+    drawSignIn(main);
+    return;
+  }
+  const { view, id } = route();
+  const spec = VIEWS[view] ?? VIEWS.instances;
+  drawTabs(spec.tab);
+  if (refreshing && !force) return;
+  refreshing = true;
+  try {
+    const data = await spec.load(id);
+    const signature = lang + location.hash + JSON.stringify(data);
+    if (force || signature !== lastSignature) {
+      lastSignature = signature;
+      const focused = document.activeElement?.dataset?.focus;
+      main.replaceChildren(...[spec.draw(data)].flat(Infinity).filter(Boolean));
+      if (focused) main.querySelector(`[data-focus="${CSS.escape(focused)}"]`)?.focus();
+      if (force) document.title = `${t(spec.tab)} — reprise`;
+    }
+  } catch (e) {
+    if (me) main.replaceChildren(h('p', { class: 'note note-error', role: 'alert' }, e.message));
+    lastSignature = '';
+  } finally {
+    refreshing = false;
+  }
+}
+
+function refreshSoon() {
+  setTimeout(() => render(false), 150);
+}
+
+function drawSignIn(main) {
+  const error = h('p', { class: 'form-error', role: 'alert', hidden: true });
+  const form = h('form', { class: 'signin', 'aria-labelledby': 'signin-title' },
+    h('h1', { id: 'signin-title' }, t('signIn')),
+    h('p', {}, t('signInIntro')),
+    h('div', { class: 'field' },
+      h('label', { for: 'api-key' }, t('apiKey')),
+      h('input', { id: 'api-key', name: 'key', type: 'password', required: true, autocomplete: 'off', 'aria-describedby': 'api-key-help' }),
+      h('p', { class: 'help', id: 'api-key-help' }, t('apiKeyHelp'))),
+    error,
+    h('button', { type: 'submit', class: 'primary' }, t('signIn')));
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    error.hidden = true;
+    apiKey = form.elements.key.value.trim();
+    try {
+      me = await api('GET', '/whoami');
+      sessionStorage.setItem('reprise.key', apiKey);
+      lastSignature = '';
+      if (!location.hash) location.hash = '#/instances';
+      await render(true);
+      document.getElementById('main').focus();
+    } catch (e) {
+      apiKey = null;
+      error.textContent = e.message;
+      error.hidden = false;
+    }
+  });
+  main.replaceChildren(form);
+  document.getElementById('tabs').replaceChildren();
+  document.title = `${t('signIn')} — reprise`;
+}
+
+function signOut(message) {
+  session += 1;
+  document.getElementById('status').replaceChildren();
+  me = null;
+  apiKey = null;
+  sessionStorage.removeItem('reprise.key');
+  lastSignature = '';
+  for (const d of document.querySelectorAll('dialog')) d.close();
+  render(true);
+  if (message) say(message, 'error');
+}
+
+async function boot() {
+  document.getElementById('lang').addEventListener('change', (event) => {
+    lang = event.target.value;
+    localStorage.setItem('reprise.lang', lang);
+    render(true);
+  });
+  document.getElementById('signout').addEventListener('click', () => signOut());
+  window.addEventListener('hashchange', () => render(true).then(() => document.getElementById('main').focus()));
+  if (apiKey) {
+    try {
+      me = await api('GET', '/whoami');
+    } catch {
+      apiKey = null;
+      sessionStorage.removeItem('reprise.key');
+    }
+  }
+  await render(true);
+  setInterval(() => {
+    if (me && !openMenu && !document.hidden) render(false);
+  }, POLL_MS);
+}
+
+boot();

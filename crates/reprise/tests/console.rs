@@ -1,0 +1,103 @@
+//! The web console in a real browser: Debian's headless Chromium, driven by
+//! playwright-core (`tests/console/e2e.mjs`), against a real daemon with a
+//! real guest. The script does what the guides describe — snapshot from the
+//! Volumes tab and watch it back up, recovery points with memory, the tree,
+//! revert, delete with confirmation, three languages, phone width, a second
+//! account that sees nothing of the first — and saves a screenshot of each
+//! main screen in `target/console-screenshots/`. This test then checks on
+//! the API that what the browser did really happened.
+//!
+//! Needs Node.js ≥ 20, `/usr/bin/chromium` and `npm ci` in `tests/console`
+//! (`scripts/test.sh` installs them); without them it fails and says so.
+
+use reprise_core::model::*;
+use reprise_testing::*;
+use serde_json::json;
+use std::path::Path;
+use std::process::Command;
+
+fn account_key(d: &TestDaemon, name: &str) -> String {
+    let made: AccountCreated = d
+        .admin()
+        .post("/api/v1/accounts", &json!({ "name": name }))
+        .expect("account created");
+    made.api_key
+}
+
+#[test]
+fn the_console_does_what_the_guides_describe_in_three_languages() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let script = root.join("tests/console/e2e.mjs");
+    assert!(
+        root.join("tests/console/node_modules/playwright-core")
+            .exists(),
+        "playwright-core is not installed: run scripts/test.sh, or `npm ci --prefix tests/console`"
+    );
+    let chromium = std::env::var("REPRISE_TEST_CHROMIUM").unwrap_or("/usr/bin/chromium".into());
+    assert!(
+        Path::new(&chromium).exists(),
+        "{chromium} is missing: run scripts/install-deps.sh (installs Debian's chromium)"
+    );
+
+    // Slow chunks a little, so the browser sees BackingUp and its progress.
+    let d = TestDaemon::start_with(|c| c.region.test_chunk_delay_ms = 700);
+    let alice_key = account_key(&d, "alice");
+    let bob_key = account_key(&d, "bob");
+    let alice = reprise_cli::Client::new(&d.url, Some(alice_key.clone()));
+    let _: Volume = alice
+        .post("/api/v1/volumes", &json!({"name": "data1", "size": "64M"}))
+        .unwrap();
+    run_job(
+        &alice,
+        "/api/v1/instances",
+        &guest_instance("web", &["data1"]),
+    );
+    let vm = instance(&alice, "web");
+    d.wait_agent(&vm);
+    let (code, _) = d.guest_sh(
+        &vm,
+        "dd if=/dev/urandom of=/mnt/data/blob bs=1M count=24 2>/dev/null && sync",
+    );
+    assert_eq!(code, 0);
+
+    let shots = root.join("target/console-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let status = Command::new("node")
+        .arg(&script)
+        .env("CONSOLE_URL", &d.url)
+        .env("ALICE_KEY", &alice_key)
+        .env("BOB_KEY", &bob_key)
+        .env("SHOTS", &shots)
+        .env("CHROMIUM", &chromium)
+        .status()
+        .expect("run node (Node.js 20 or later is needed)");
+    assert!(
+        status.success(),
+        "the browser test failed (see its output above and {}/failure.png)",
+        shots.display()
+    );
+
+    // What the browser did, seen through the API.
+    let snapshots: Vec<Snapshot> = alice.get("/api/v1/snapshots").unwrap();
+    let mut names: Vec<&str> = snapshots.iter().map(|s| s.name.as_str()).collect();
+    names.sort();
+    assert_eq!(names.len(), 3, "{names:?}");
+    assert!(names.contains(&"nightly") && names.contains(&"depuis-la-console"));
+    assert!(snapshots.iter().all(|s| s.state == SnapshotState::BackedUp));
+    let points: Vec<Point> = alice.get("/api/v1/instances/web/points").unwrap();
+    assert!(points.is_empty(), "deleted from the tree: {points:?}");
+    let jobs: Vec<Job> = alice.get("/api/v1/jobs?limit=100").unwrap();
+    let succeeded = |kind: &str| {
+        jobs.iter()
+            .filter(|j| j.kind == kind && j.state == JobState::Succeeded)
+            .count()
+    };
+    assert_eq!(succeeded("point.create"), 2);
+    assert_eq!(succeeded("point.revert"), 1);
+    // One point deleted from the tree, the last by Delete all.
+    assert_eq!(succeeded("point.delete"), 2);
+    assert_eq!(succeeded("snapshot.delete"), 1);
+    let bob = reprise_cli::Client::new(&d.url, Some(bob_key));
+    let bobs: Vec<Snapshot> = bob.get("/api/v1/snapshots").unwrap();
+    assert!(bobs.is_empty());
+}

@@ -1,0 +1,285 @@
+// The reprise console, end to end, in Debian's headless Chromium driven by
+// playwright-core. Run by crates/reprise/tests/console.rs, which starts a
+// daemon with account alice (volume data1 attached to a running guest,
+// "web") and an empty account bob, and passes:
+//   CONSOLE_URL, ALICE_KEY, BOB_KEY, SHOTS (screenshot directory), CHROMIUM.
+// Every step asserts what a person would see; a failure saves
+// SHOTS/failure.png and exits non-zero.
+
+import assert from 'node:assert/strict';
+import { chromium } from 'playwright-core';
+
+const { CONSOLE_URL, ALICE_KEY, BOB_KEY, SHOTS, CHROMIUM } = process.env;
+const LONG = 180_000;
+
+const browser = await chromium.launch({
+  executablePath: CHROMIUM || '/usr/bin/chromium',
+  // Without the background-networking flags Chromium keeps dialling
+  // Google's hosts, which this closed network refuses.
+  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+});
+const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, locale: 'en-US' });
+const page = await context.newPage();
+page.setDefaultTimeout(20_000);
+const pageErrors = [];
+page.on('pageerror', (e) => pageErrors.push(String(e)));
+
+let stepNo = 0;
+async function step(name, body) {
+  stepNo += 1;
+  const started = Date.now();
+  try {
+    await body();
+  } catch (e) {
+    await page.screenshot({ path: `${SHOTS}/failure.png`, fullPage: true }).catch(() => {});
+    console.error(`step ${stepNo} "${name}" failed: ${e.stack || e}`);
+    await browser.close();
+    process.exit(1);
+  }
+  console.log(`ok ${stepNo} ${name} (${((Date.now() - started) / 1000).toFixed(1)} s)`);
+}
+
+const shot = (name) => page.screenshot({ path: `${SHOTS}/${name}.png`, fullPage: true });
+const tab = (label) => page.getByRole('navigation', { name: /Resources|Ressources|Recursos/ }).getByRole('link', { name: label, exact: true });
+const row = (name) => page.locator(`tr[data-name="${name}"]`);
+const dialog = () => page.getByRole('dialog');
+const menuFor = async (name, item) => {
+  await page.getByRole('button', { name: new RegExp(`^(Action menu for|Menu Action de|Menú Acción de) ${name}$`) }).first().click();
+  await page.getByRole('menuitem', { name: item, exact: true }).click();
+};
+const stateIn = (locator) => locator.locator('[data-state]').first();
+async function waitState(locator, state, timeout = LONG) {
+  await locator.locator(`[data-state="${state}"]`).first().waitFor({ timeout });
+}
+
+await step('the console asks for a key and shows nothing without one', async () => {
+  await page.goto(CONSOLE_URL);
+  await page.getByRole('heading', { name: 'Sign in' }).waitFor();
+  assert.equal(await page.locator('#tabs').isVisible(), false);
+  assert.equal(await page.locator('table').count(), 0);
+  await shot('sign-in');
+});
+
+await step('a wrong key is refused with the reason', async () => {
+  await page.getByLabel('API key').fill('not-a-key');
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByRole('alert').filter({ hasText: 'matches no account' }).waitFor();
+  assert.equal(await page.locator('#tabs').isVisible(), false);
+});
+
+await step('alice signs in and sees her running instance', async () => {
+  await page.getByLabel('API key').fill(ALICE_KEY);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByText('Account: alice').waitFor();
+  await waitState(row('web'), 'Running');
+  assert.match(await row('web').innerText(), /data1/);
+  await shot('instances');
+});
+
+let firstSnapshot;
+await step('Take snapshot from the Volumes tab: BackingUp with progress, then BackedUp', async () => {
+  await tab('Volumes').click();
+  await waitState(row('data1'), 'Ready');
+  await menuFor('data1', 'Take snapshot');
+  const name = dialog().getByLabel('Snapshot name');
+  assert.equal(await name.inputValue(), '', 'the name is optional and starts blank');
+  await dialog().getByRole('button', { name: 'Submit' }).click();
+  await dialog().waitFor({ state: 'detached' });
+  await page.getByRole('status').getByText('Started: Take snapshot — data1').waitFor();
+  await tab('Snapshots').click();
+  const snap = page.locator('tbody tr').first();
+  await waitState(snap, 'BackingUp');
+  await snap.locator('progress').waitFor();
+  await shot('snapshots-backing-up');
+  firstSnapshot = await snap.getAttribute('data-name');
+  assert.ok(firstSnapshot && firstSnapshot.length > 0, 'a name was generated');
+  // The volume backs up once at a time: a second snapshot now is refused, and the form says why.
+  await page.getByRole('button', { name: 'Add snapshot' }).click();
+  await dialog().getByLabel('Snapshot name').fill('too-soon');
+  await dialog().getByRole('button', { name: 'Submit' }).click();
+  await dialog().getByRole('alert').filter({ hasText: /backup|snapshot/i }).waitFor();
+  await dialog().getByRole('button', { name: 'Cancel' }).click();
+  await waitState(row(firstSnapshot), 'BackedUp');
+  assert.equal(await row(firstSnapshot).locator('progress').count(), 0);
+});
+
+await step('Add snapshot on the Snapshots tab, with a name', async () => {
+  await page.getByRole('button', { name: 'Add snapshot' }).click();
+  await dialog().getByLabel('Volume').selectOption({ label: 'data1' });
+  await dialog().getByLabel('Snapshot name').fill('nightly');
+  await dialog().getByRole('button', { name: 'Submit' }).click();
+  await waitState(row('nightly'), 'BackedUp');
+  await shot('snapshots');
+});
+
+await step('Take snapshot from the volumes section of the instance page', async () => {
+  await tab('Instances').click();
+  await page.getByRole('link', { name: 'web', exact: true }).click();
+  await page.getByRole('heading', { name: 'web', level: 1 }).waitFor();
+  await page.getByRole('heading', { name: 'Volumes' }).waitFor();
+  await shot('instance');
+  await menuFor('data1', 'Take snapshot');
+  await dialog().getByLabel('Snapshot name').fill('from-instance-page');
+  await dialog().getByRole('button', { name: 'Submit' }).click();
+  await tab('Snapshots').click();
+  await waitState(row('from-instance-page'), 'BackedUp');
+});
+
+await step('Create recovery point with memory, from the Action menu', async () => {
+  await tab('Instances').click();
+  await menuFor('web', 'Create recovery point');
+  const memory = dialog().getByLabel('Include memory');
+  assert.equal(await memory.isChecked(), false, 'memory is off by default');
+  assert.match(await dialog().innerText(), /without a reboot/);
+  await dialog().getByLabel('Recovery point name').fill('before-upgrade');
+  await dialog().getByLabel('Description').fill('kernel 6.1 → 6.6');
+  await memory.check();
+  await dialog().getByRole('button', { name: 'Finish' }).click();
+  await dialog().waitFor({ state: 'detached' });
+  await menuFor('web', 'View recovery points');
+  const point = page.locator('li[data-point="before-upgrade"]');
+  await waitState(point, 'Ready');
+  assert.match(await point.innerText(), /memory/);
+  assert.match(await point.innerText(), /kernel 6\.1 → 6\.6/);
+});
+
+await step('the tree: a second point under the first, "You are here" under it', async () => {
+  await page.getByRole('button', { name: 'Create recovery point' }).click();
+  await dialog().getByLabel('Recovery point name').fill('after-change');
+  await dialog().getByRole('button', { name: 'Finish' }).click();
+  const child = page.locator('li[data-point="before-upgrade"] > ul > li[data-point="after-change"]');
+  await waitState(child, 'Ready');
+  await child.locator(':scope > ul > li.here').waitFor();
+  assert.match(await child.innerText(), /disk only/);
+  assert.match(await page.locator('.tree').innerText(), /holds/);
+  await shot('recovery-points');
+});
+
+await step('Revert to the memory point, after a confirmation saying what is lost', async () => {
+  await page.getByRole('button', { name: 'Revert before-upgrade' }).click();
+  assert.match(await dialog().innerText(), /lost/);
+  await dialog().getByRole('button', { name: 'Revert' }).click();
+  await page.locator('li[data-point="before-upgrade"][data-current="true"] > ul > li.here').waitFor({ timeout: LONG });
+  await waitState(page.locator('li[data-point="before-upgrade"]'), 'Ready');
+  await page.getByRole('status').getByText('Done: Revert to recovery point').waitFor({ timeout: LONG });
+});
+
+await step('Delete a point with confirmation; Cancel changes nothing', async () => {
+  await page.getByRole('button', { name: 'Delete after-change' }).click();
+  await dialog().getByRole('button', { name: 'Cancel' }).click();
+  await page.waitForTimeout(1500);
+  assert.equal(await page.locator('li[data-point="after-change"]').count(), 1);
+  await page.getByRole('button', { name: 'Delete after-change' }).click();
+  assert.match(await dialog().innerText(), /no longer go back/);
+  await dialog().getByRole('button', { name: 'Delete' }).click();
+  await page.locator('li[data-point="after-change"]').waitFor({ state: 'detached', timeout: LONG });
+});
+
+await step('Delete a snapshot with the keyboard: Destroying, then gone', async () => {
+  await tab('Snapshots').click();
+  const button = page.getByRole('button', { name: `Action menu for ${firstSnapshot}` });
+  await button.focus();
+  await page.keyboard.press('Enter');
+  await page.getByRole('menuitem', { name: 'Create volume' }).waitFor();
+  await page.keyboard.press('End');
+  assert.equal(await page.evaluate(() => document.activeElement.textContent), 'Delete');
+  await page.keyboard.press('Enter');
+  assert.match(await dialog().innerText(), new RegExp(`${firstSnapshot}.*deleted for good`));
+  await dialog().getByRole('button', { name: 'Delete' }).click();
+  await row(firstSnapshot).waitFor({ state: 'detached', timeout: LONG });
+  await page.getByRole('status').getByText('Done: Delete snapshot').waitFor({ timeout: LONG });
+});
+
+await step('en français: the guides\' words, and a snapshot taken in French', async () => {
+  await page.getByLabel('Language').selectOption('fr');
+  await tab('Copies instantanées').click();
+  await waitState(row('nightly'), 'BackedUp');
+  assert.equal(await stateIn(row('nightly')).innerText(), 'Sauvegardé');
+  await tab('Volumes').click();
+  assert.equal(await stateIn(row('data1')).innerText(), 'Prêt');
+  await menuFor('data1', 'Prendre une copie instantanée');
+  await dialog().getByLabel('Nom de la copie instantanée').fill('depuis-la-console');
+  await dialog().getByRole('button', { name: 'Valider' }).click();
+  await tab('Copies instantanées').click();
+  await waitState(row('depuis-la-console'), 'BackingUp');
+  assert.equal(await stateIn(row('depuis-la-console')).innerText(), 'Sauvegarde en cours');
+  await waitState(row('depuis-la-console'), 'BackedUp');
+  assert.equal(await stateIn(row('depuis-la-console')).innerText(), 'Sauvegardé');
+  assert.equal(await page.evaluate(() => document.documentElement.lang), 'fr');
+  await shot('snapshots-fr');
+  await tab('Points de reprise').click();
+  await page.getByRole('heading', { name: 'Points de reprise de web' }).waitFor();
+  await page.getByText('Vous êtes ici').waitFor();
+  await shot('recovery-points-fr');
+});
+
+await step('en español: Copias instantáneas, Completado', async () => {
+  await page.getByLabel('Langue').selectOption('es');
+  await tab('Copias instantáneas').click();
+  assert.equal(await stateIn(row('nightly')).innerText(), 'Completado');
+  await page.getByRole('button', { name: 'Crear copia instantánea' }).waitFor();
+  await shot('snapshots-es');
+  await page.getByLabel('Idioma').selectOption('en');
+  await tab('Snapshots').waitFor();
+});
+
+await step('Jobs: every job with its state and time', async () => {
+  await tab('Jobs').click();
+  const jobs = page.locator('tbody tr');
+  await jobs.first().waitFor();
+  const text = await page.locator('table').innerText();
+  for (const kind of ['Take snapshot', 'Create recovery point', 'Revert to recovery point', 'Delete snapshot']) {
+    assert.ok(text.includes(kind), `the Jobs tab lists ${kind}`);
+  }
+  assert.ok(await page.locator('[data-state="Succeeded"]').count() >= 8);
+  await shot('jobs');
+});
+
+await step('Delete all recovery points, after a confirmation', async () => {
+  await tab('Recovery points').click();
+  await page.locator('li[data-point="before-upgrade"]').waitFor();
+  await page.getByRole('button', { name: 'Delete all' }).click();
+  assert.match(await dialog().innerText(), /All 1 recovery points of web/);
+  await dialog().getByRole('button', { name: 'Delete' }).click();
+  await page.getByText('This instance has no recovery points.').waitFor({ timeout: LONG });
+});
+
+await step('at phone width every tab fits without scrolling sideways', async () => {
+  await page.setViewportSize({ width: 390, height: 844 });
+  for (const [name, file] of [['Volumes', 'phone-volumes'], ['Snapshots', 'phone-snapshots'], ['Instances', 'phone-instances']]) {
+    await tab(name).click();
+    await page.locator('tbody tr').first().waitFor();
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    assert.ok(overflow <= 0, `${name} is ${overflow}px wider than the phone`);
+    await shot(file);
+  }
+  await page.setViewportSize({ width: 1280, height: 800 });
+});
+
+await step('bob signs in and sees none of alice\'s resources', async () => {
+  await page.getByRole('button', { name: 'Sign out' }).click();
+  await page.getByRole('heading', { name: 'Sign in' }).waitFor();
+  assert.equal(await page.locator('#tabs').isVisible(), false);
+  await page.getByLabel('API key').fill(BOB_KEY);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByText('Account: bob').waitFor();
+  for (const [name, empty] of [['Instances', 'No instances.'], ['Volumes', 'No volumes.'], ['Snapshots', 'No snapshots.'], ['Recovery points', 'No instances.'], ['Templates', 'No templates.']]) {
+    await tab(name).click();
+    await page.getByText(empty).waitFor();
+  }
+  await tab('Jobs').click();
+  await page.getByText('No jobs.').waitFor();
+  const body = await page.locator('body').innerText();
+  for (const word of ['web', 'data1', 'nightly', 'before-upgrade']) {
+    assert.ok(!body.includes(word), `bob sees ${word}`);
+  }
+  await shot('other-account');
+});
+
+await step('the page raised no script errors', async () => {
+  assert.deepEqual(pageErrors, []);
+});
+
+await browser.close();
+console.log('console e2e: all steps passed');
