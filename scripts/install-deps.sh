@@ -1,7 +1,8 @@
 #!/bin/bash
 # Install what reprise and its tests need on Debian 12: QEMU 7.2 (system
-# emulator, qemu-img from the same release, guest agent) and the tools that
-# build the test guest. Idempotent: does nothing when all is in place.
+# emulator, qemu-img from the same release, guest agent), the tools that
+# build the test guest, and Chromium and Node.js for the console's browser
+# tests. Idempotent: does nothing when all is in place.
 set -euo pipefail
 need=()
 command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
@@ -10,6 +11,12 @@ command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
 command -v lz4 >/dev/null || need+=(lz4)
 command -v sha256sum >/dev/null || need+=(coreutils)
 command -v curl >/dev/null || need+=(curl)
+# The console's browser tests: Debian's Chromium, driven from Node.js
+# (machines of this kind come with Node.js 20; Debian's is older, and
+# scripts/console-deps.sh says so).
+[ -x /usr/bin/chromium ] || need+=(chromium)
+node_pkgs=()
+command -v npm >/dev/null || { node_pkgs=(nodejs npm); need+=(nodejs); }
 # gcc with static glibc builds the test guest's benchmark tool.
 command -v gcc >/dev/null && [ -f /usr/lib/x86_64-linux-gnu/libc.a ] || need+=(gcc libc6-dev)
 # qemu-img must come from the same QEMU release as qemu-system-x86: a newer
@@ -25,6 +32,8 @@ $SUDO apt-get update -q
 v=$(apt-cache policy qemu-system-x86 | awk '/Candidate:/{print $2}')
 [ -n "$v" ] && [ "$v" != "(none)" ] || { echo "qemu-system-x86 is not available from apt" >&2; exit 1; }
 $SUDO apt-get install -y -q --allow-downgrades \
-  "qemu-system-x86=$v" "qemu-utils=$v" qemu-guest-agent e2fsprogs lz4 coreutils curl gcc libc6-dev
+  "qemu-system-x86=$v" "qemu-utils=$v" qemu-guest-agent e2fsprogs lz4 coreutils curl gcc libc6-dev \
+  chromium "${node_pkgs[@]}"
 qemu-system-x86_64 --version | head -1
 qemu-img --version | head -1
+chromium --version

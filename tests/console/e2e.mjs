@@ -113,6 +113,33 @@ await step('Add snapshot on the Snapshots tab, with a name', async () => {
   await shot('snapshots');
 });
 
+await step('Create template and Create volume from a snapshot; delete both after confirmations', async () => {
+  await menuFor('nightly', 'Create template');
+  assert.match(await dialog().innerText(), /No data is copied/);
+  await dialog().getByLabel('Name').fill('golden');
+  await dialog().getByRole('button', { name: 'Submit' }).click();
+  await dialog().waitFor({ state: 'detached' });
+  await menuFor('nightly', 'Create volume');
+  await dialog().getByLabel('Name').fill('restored');
+  assert.equal(await dialog().getByLabel('Zone').inputValue(), 'zone1');
+  await dialog().getByRole('button', { name: 'Submit' }).click();
+  await tab('Volumes').click();
+  await waitState(row('restored'), 'Ready');
+  assert.match(await row('restored').innerText(), /64 MiB/);
+  await tab('Templates').click();
+  assert.match(await row('golden').innerText(), /nightly/);
+  await shot('templates');
+  await menuFor('golden', 'Delete');
+  assert.match(await dialog().innerText(), /golden will be deleted/);
+  await dialog().getByRole('button', { name: 'Delete' }).click();
+  await page.getByText('No templates.').waitFor({ timeout: LONG });
+  await tab('Volumes').click();
+  await menuFor('restored', 'Delete');
+  assert.match(await dialog().innerText(), /restored and all the data on it/);
+  await dialog().getByRole('button', { name: 'Delete' }).click();
+  await row('restored').waitFor({ state: 'detached' });
+});
+
 await step('Take snapshot from the volumes section of the instance page', async () => {
   await tab('Instances').click();
   await page.getByRole('link', { name: 'web', exact: true }).click();
@@ -176,7 +203,7 @@ await step('Delete a point with confirmation; Cancel changes nothing', async () 
   await page.locator('li[data-point="after-change"]').waitFor({ state: 'detached', timeout: LONG });
 });
 
-await step('Delete a snapshot with the keyboard: Destroying, then gone', async () => {
+await step('Delete a snapshot with the keyboard, after a confirmation: gone', async () => {
   await tab('Snapshots').click();
   const button = page.getByRole('button', { name: `Action menu for ${firstSnapshot}` });
   await button.focus();
@@ -240,9 +267,27 @@ await step('Delete all recovery points, after a confirmation', async () => {
   await tab('Recovery points').click();
   await page.locator('li[data-point="before-upgrade"]').waitFor();
   await page.getByRole('button', { name: 'Delete all' }).click();
-  assert.match(await dialog().innerText(), /All 1 recovery points of web/);
+  assert.match(await dialog().innerText(), /The only recovery point of web will be deleted/);
   await dialog().getByRole('button', { name: 'Delete' }).click();
   await page.getByText('This instance has no recovery points.').waitFor({ timeout: LONG });
+});
+
+await step('Revert a volume to a snapshot: stop, revert after a confirmation, start', async () => {
+  await tab('Instances').click();
+  await menuFor('web', 'Stop');
+  await waitState(row('web'), 'Stopped', LONG);
+  await tab('Volumes').click();
+  await menuFor('data1', 'Revert volume');
+  const option = await dialog().locator('option', { hasText: 'nightly' }).getAttribute('value');
+  await dialog().getByLabel('Snapshot').selectOption(option);
+  await dialog().getByRole('button', { name: 'Next' }).click();
+  assert.match(await dialog().innerText(), /data1 will be put back to snapshot nightly.*lost/s);
+  await dialog().getByRole('button', { name: 'Revert' }).click();
+  await page.getByRole('status').getByText('Done: Revert volume — data1').waitFor({ timeout: LONG });
+  await waitState(row('data1'), 'Ready');
+  await tab('Instances').click();
+  await menuFor('web', 'Start');
+  await waitState(row('web'), 'Running', LONG);
 });
 
 await step('at phone width every tab fits without scrolling sideways', async () => {
@@ -277,7 +322,21 @@ await step('bob signs in and sees none of alice\'s resources', async () => {
   await shot('other-account');
 });
 
-await step('the page raised no script errors', async () => {
+await step('every word exists in every language; the page raised no script errors', async () => {
+  const missing = await page.evaluate(async () => {
+    const { WORDS } = await import('/console/i18n.js');
+    const script = await (await fetch('/console/console.js')).text();
+    const used = [
+      ...[...script.matchAll(/\bt\('([\w.]+)'/g)].map((m) => m[1]),
+      ...[...script.matchAll(/\btn\('([\w.]+)'/g)].flatMap((m) => [`${m[1]}.one`, `${m[1]}.other`]),
+    ];
+    const problems = used.filter((k) => !(k in WORDS.en)).map((k) => `en lacks ${k}`);
+    for (const lang of ['fr', 'es']) {
+      for (const k of Object.keys(WORDS.en)) if (!(k in WORDS[lang])) problems.push(`${lang} lacks ${k}`);
+    }
+    return problems;
+  });
+  assert.deepEqual(missing, []);
   assert.deepEqual(pageErrors, []);
 });
 

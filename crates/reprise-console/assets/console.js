@@ -38,6 +38,12 @@ function t(key, vars = {}) {
   return text.replace(/\{(\w+)\}/g, (_, name) => String(vars[name] ?? ''));
 }
 
+// A word that agrees with a count: `key.one` or `key.other`, chosen by the
+// language's plural rules.
+function tn(key, count, vars = {}) {
+  return t(`${key}.${new Intl.PluralRules(lang).select(count) === 'one' ? 'one' : 'other'}`, { count, ...vars });
+}
+
 function stateLabel(kind, state) {
   return WORDS[lang][`state.${kind}.${state}`] ?? WORDS.en[`state.${kind}.${state}`] ?? state;
 }
@@ -565,7 +571,7 @@ const VIEWS = {
         fact(t('zone'), vm.zone),
         fact(t('cpus'), vm.cpus),
         fact(t('memory'), fmtBytes(vm.memory_bytes)),
-        fact(t('guestAgent'), vm.guest_agent ? vm.guest_agent.message : '—'),
+        fact(t('guestAgent'), vm.guest_agent ? t(`agent.${vm.guest_agent.status}`) : '—'),
         fact(t('created'), timeCell(vm.created_at)),
         vm.last_error ? fact(t('error'), vm.last_error) : null),
       h('h2', {}, t('volumes')),
@@ -772,13 +778,13 @@ function drawPoints({ instances, vm, points }) {
         type: 'button', class: 'danger', disabled: points.length === 0 || null,
         onclick: () => deleteThing({
           title: t('deleteAllPoints'),
-          message: t('deleteAllPointsWarning', { count: points.length, instance: vm.name }),
+          message: tn('deleteAllPointsWarning', points.length, { instance: vm.name }),
           path: `/instances/${vm.id}/points`,
           job: true,
         }),
       }, t('deleteAll'))),
     h('div', { class: 'toolbar' }, chooser,
-      points.length ? h('span', { class: 'muted' }, t('pointsTotal', { count: points.length, size: fmtBytes(total) })) : null),
+      points.length ? h('span', { class: 'muted' }, tn('pointsTotal', points.length, { size: fmtBytes(total) })) : null),
     points.length === 0 ? h('p', { class: 'empty' }, t('noPoints')) : null,
     h('nav', { class: 'tree', 'aria-label': t('pointTree') }, branch('root')),
   ];
@@ -923,6 +929,7 @@ async function boot() {
   document.getElementById('lang').addEventListener('change', (event) => {
     lang = event.target.value;
     localStorage.setItem('reprise.lang', lang);
+    document.getElementById('status').replaceChildren();
     render(true);
   });
   document.getElementById('signout').addEventListener('click', () => signOut());

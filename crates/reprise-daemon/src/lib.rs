@@ -228,7 +228,12 @@ pub async fn start(config: Config) -> Result<Server> {
         .map_err(|e| Error::internal(e.to_string()))?;
     // Tests and scripts that listen on port 0 learn the port here.
     let _ = std::fs::write(app.config.data_dir.join("daemon.addr"), addr.to_string());
-    tracing::info!(%addr, data_dir = %app.config.data_dir.display(), "reprise is listening");
+    tracing::info!(
+        %addr,
+        data_dir = %app.config.data_dir.display(),
+        console = %format!("http://{addr}/"),
+        "reprise is listening"
+    );
 
     let (tx, rx) = oneshot::channel::<()>();
     let router = http::router(app.clone());

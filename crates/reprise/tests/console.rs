@@ -97,6 +97,14 @@ fn the_console_does_what_the_guides_describe_in_three_languages() {
     // One point deleted from the tree, the last by Delete all.
     assert_eq!(succeeded("point.delete"), 2);
     assert_eq!(succeeded("snapshot.delete"), 1);
+    assert_eq!(succeeded("volume.restore"), 1);
+    assert_eq!(succeeded("volume.revert"), 1);
+    assert_eq!(succeeded("template.delete"), 1);
+    let templates: Vec<Template> = alice.get("/api/v1/templates").unwrap();
+    assert!(templates.is_empty());
+    let volumes: Vec<Volume> = alice.get("/api/v1/volumes").unwrap();
+    assert_eq!(volumes.len(), 1, "the restored volume was deleted");
+    assert_eq!(instance(&alice, "web").state, InstanceState::Running);
     let bob = reprise_cli::Client::new(&d.url, Some(bob_key));
     let bobs: Vec<Snapshot> = bob.get("/api/v1/snapshots").unwrap();
     assert!(bobs.is_empty());
