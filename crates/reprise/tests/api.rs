@@ -573,3 +573,35 @@ fn an_unreachable_region_store_stops_snapshots_not_the_daemon() {
         VolumeState::Ready
     );
 }
+
+/// The console's files are served without a key (they hold no data), with
+/// a policy that allows only this origin's scripts and forbids framing; an
+/// unknown file is a 404, and the API behind them still wants a key.
+#[test]
+fn the_console_is_served_beside_the_api() {
+    let d = TestDaemon::start();
+    let get = |path: &str| match ureq::get(&format!("{}{path}", d.url)).call() {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("GET {path}: {e}"),
+    };
+    let page = get("/");
+    assert_eq!(page.status(), 200);
+    assert_eq!(page.content_type(), "text/html");
+    let policy = page.header("content-security-policy").unwrap().to_string();
+    assert!(policy.contains("default-src 'self'") && policy.contains("frame-ancestors 'none'"));
+    assert!(page.into_string().unwrap().contains("/console/console.js"));
+    for (file, marker) in [
+        ("console.js", "import { WORDS }"),
+        ("i18n.js", "Copies instantanées"),
+        ("console.css", "@media"),
+    ] {
+        let r = get(&format!("/console/{file}"));
+        assert_eq!(r.status(), 200, "{file}");
+        assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+        assert!(r.into_string().unwrap().contains(marker), "{file}");
+    }
+    assert_eq!(get("/console/../../etc/passwd").status(), 404);
+    assert_eq!(get("/console/nothing.js").status(), 404);
+    assert_eq!(get("/api/v1/volumes").status(), 401);
+}
