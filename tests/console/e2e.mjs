@@ -7,7 +7,11 @@
 // SHOTS/failure.png and exits non-zero.
 
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { chromium } from 'playwright-core';
+
+const AXE = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
 
 const { CONSOLE_URL, ALICE_KEY, BOB_KEY, SHOTS, CHROMIUM } = process.env;
 const LONG = 180_000;
@@ -41,6 +45,23 @@ async function step(name, body) {
 }
 
 const shot = (name) => page.screenshot({ path: `${SHOTS}/${name}.png`, fullPage: true });
+
+// axe-core's WCAG 2.1 A/AA rules on the page as it stands (evaluated over
+// the DevTools protocol: the page's own CSP stays on).
+const axeViolations = [];
+async function checkAccessibility(screen) {
+  if (!(await page.evaluate(() => 'axe' in window))) await page.evaluate(AXE);
+  const found = await page.evaluate(async () => {
+    const result = await window.axe.run(document, { runOnly: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa'] });
+    return {
+      passed: result.passes.length,
+      violations: result.violations.map((v) => `${v.id}: ${v.help} (${v.nodes.map((n) => n.target.join(' ')).join(', ')})`),
+    };
+  });
+  assert.ok(found.passed > 10, `axe-core ran on ${screen}`);
+  console.log(`   axe-core on ${screen}: ${found.passed} rules passed, ${found.violations.length} violated`);
+  for (const v of found.violations) axeViolations.push(`${screen}: ${v}`);
+}
 const tab = (label) => page.getByRole('navigation', { name: /Resources|Ressources|Recursos/ }).getByRole('link', { name: label, exact: true });
 const row = (name) => page.locator(`tr[data-name="${name}"]`);
 const dialog = () => page.getByRole('dialog');
@@ -59,6 +80,7 @@ await step('the console asks for a key and shows nothing without one', async () 
   assert.equal(await page.locator('#tabs').isVisible(), false);
   assert.equal(await page.locator('table').count(), 0);
   await shot('sign-in');
+  await checkAccessibility('sign-in');
 });
 
 await step('a wrong key is refused with the reason', async () => {
@@ -75,6 +97,7 @@ await step('alice signs in and sees her running instance', async () => {
   await waitState(row('web'), 'Running');
   assert.match(await row('web').innerText(), /data1/);
   await shot('instances');
+  await checkAccessibility('instances');
 });
 
 let firstSnapshot;
@@ -111,6 +134,7 @@ await step('Add snapshot on the Snapshots tab, with a name', async () => {
   await dialog().getByRole('button', { name: 'Submit' }).click();
   await waitState(row('nightly'), 'BackedUp');
   await shot('snapshots');
+  await checkAccessibility('snapshots');
 });
 
 await step('Create template and Create volume from a snapshot; delete both after confirmations', async () => {
@@ -129,6 +153,7 @@ await step('Create template and Create volume from a snapshot; delete both after
   await tab('Templates').click();
   assert.match(await row('golden').innerText(), /nightly/);
   await shot('templates');
+  await checkAccessibility('templates');
   await menuFor('golden', 'Delete');
   assert.match(await dialog().innerText(), /golden will be deleted/);
   await dialog().getByRole('button', { name: 'Delete' }).click();
@@ -146,6 +171,7 @@ await step('Take snapshot from the volumes section of the instance page', async 
   await page.getByRole('heading', { name: 'web', level: 1 }).waitFor();
   await page.getByRole('heading', { name: 'Volumes' }).waitFor();
   await shot('instance');
+  await checkAccessibility('instance');
   await menuFor('data1', 'Take snapshot');
   await dialog().getByLabel('Snapshot name').fill('from-instance-page');
   await dialog().getByRole('button', { name: 'Submit' }).click();
@@ -162,6 +188,8 @@ await step('Create recovery point with memory, from the Action menu', async () =
   await dialog().getByLabel('Recovery point name').fill('before-upgrade');
   await dialog().getByLabel('Description').fill('kernel 6.1 → 6.6');
   await memory.check();
+  await shot('create-point-dialog');
+  await checkAccessibility('create-point-dialog');
   await dialog().getByRole('button', { name: 'Finish' }).click();
   await dialog().waitFor({ state: 'detached' });
   await menuFor('web', 'View recovery points');
@@ -181,6 +209,7 @@ await step('the tree: a second point under the first, "You are here" under it', 
   assert.match(await child.innerText(), /disk only/);
   assert.match(await page.locator('.tree').innerText(), /holds/);
   await shot('recovery-points');
+  await checkAccessibility('recovery-points');
 });
 
 await step('Revert to the memory point, after a confirmation saying what is lost', async () => {
@@ -235,6 +264,7 @@ await step('en français: the guides\' words, and a snapshot taken in French', a
   assert.equal(await stateIn(row('depuis-la-console')).innerText(), 'Sauvegardé');
   assert.equal(await page.evaluate(() => document.documentElement.lang), 'fr');
   await shot('snapshots-fr');
+  await checkAccessibility('snapshots-fr');
   await tab('Points de reprise').click();
   await page.getByRole('heading', { name: 'Points de reprise de web' }).waitFor();
   await page.getByText('Vous êtes ici').waitFor();
@@ -261,6 +291,7 @@ await step('Jobs: every job with its state and time', async () => {
   }
   assert.ok(await page.locator('[data-state="Succeeded"]').count() >= 8);
   await shot('jobs');
+  await checkAccessibility('jobs');
 });
 
 await step('Delete all recovery points, after a confirmation', async () => {
@@ -298,6 +329,7 @@ await step('at phone width every tab fits without scrolling sideways', async () 
     const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
     assert.ok(overflow <= 0, `${name} is ${overflow}px wider than the phone`);
     await shot(file);
+    await checkAccessibility(file);
   }
   await page.setViewportSize({ width: 1280, height: 800 });
 });
@@ -320,6 +352,7 @@ await step('bob signs in and sees none of alice\'s resources', async () => {
     assert.ok(!body.includes(word), `bob sees ${word}`);
   }
   await shot('other-account');
+  await checkAccessibility('other-account');
 });
 
 await step('every word exists in every language; the page raised no script errors', async () => {
@@ -338,6 +371,7 @@ await step('every word exists in every language; the page raised no script error
   });
   assert.deepEqual(missing, []);
   assert.deepEqual(pageErrors, []);
+  assert.deepEqual(axeViolations, [], 'accessibility (axe-core, WCAG 2.1 AA)');
 });
 
 await browser.close();
