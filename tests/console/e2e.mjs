@@ -38,6 +38,7 @@ async function step(name, body) {
   } catch (e) {
     await page.screenshot({ path: `${SHOTS}/failure.png`, fullPage: true }).catch(() => {});
     console.error(`step ${stepNo} "${name}" failed: ${e.stack || e}`);
+    if (pageErrors.length) console.error(`script errors in the page:\n${pageErrors.join('\n')}`);
     await browser.close();
     process.exit(1);
   }
@@ -154,6 +155,23 @@ await step('Create template and Create volume from a snapshot; delete both after
   assert.match(await row('golden').innerText(), /nightly/);
   await shot('templates');
   await checkAccessibility('templates');
+  // Deploy an instance from it (the test guest boots its own kernel).
+  await menuFor('golden', 'Create instance');
+  await dialog().getByLabel('Name', { exact: true }).fill('web2');
+  await dialog().getByLabel('Memory', { exact: true }).fill('256M');
+  await dialog().getByLabel('Kernel (optional)').fill(process.env.GUEST_KERNEL);
+  await dialog().getByLabel('Initrd (optional)').fill(process.env.GUEST_INITRD);
+  await dialog().getByLabel('Kernel command line (optional)').fill(process.env.GUEST_APPEND);
+  await dialog().getByRole('button', { name: 'Submit' }).click();
+  await tab('Instances').click();
+  await waitState(row('web2'), 'Running', LONG);
+  await menuFor('web2', 'Stop');
+  await waitState(row('web2'), 'Stopped', LONG);
+  await menuFor('web2', 'Delete');
+  assert.match(await dialog().innerText(), /web2 and its root volume will be deleted/);
+  await dialog().getByRole('button', { name: 'Delete' }).click();
+  await row('web2').waitFor({ state: 'detached' });
+  await tab('Templates').click();
   await menuFor('golden', 'Delete');
   assert.match(await dialog().innerText(), /golden will be deleted/);
   await dialog().getByRole('button', { name: 'Delete' }).click();
@@ -319,6 +337,25 @@ await step('Revert a volume to a snapshot: stop, revert after a confirmation, st
   await tab('Instances').click();
   await menuFor('web', 'Start');
   await waitState(row('web'), 'Running', LONG);
+});
+
+await step('Clone an instance: the clone runs on copies of its volumes, the source runs on', async () => {
+  await tab('Instances').click();
+  await menuFor('web', 'Clone');
+  await dialog().getByLabel('Name', { exact: true }).fill('web-clone');
+  await dialog().getByRole('button', { name: 'Submit' }).click();
+  await waitState(row('web-clone'), 'Running', LONG);
+  assert.match(await row('web-clone').innerText(), /web-clone-data1/);
+  assert.equal(await stateIn(row('web')).getAttribute('data-state'), 'Running');
+  await menuFor('web-clone', 'Stop');
+  await waitState(row('web-clone'), 'Stopped', LONG);
+  await menuFor('web-clone', 'Delete');
+  await dialog().getByRole('button', { name: 'Delete' }).click();
+  await row('web-clone').waitFor({ state: 'detached' });
+  await tab('Volumes').click();
+  await menuFor('web-clone-data1', 'Delete');
+  await dialog().getByRole('button', { name: 'Delete' }).click();
+  await row('web-clone-data1').waitFor({ state: 'detached' });
 });
 
 await step('at phone width every tab fits without scrolling sideways', async () => {

@@ -458,7 +458,8 @@ async function instanceFromTemplate(template) {
       { name: 'memory', label: t('memory'), value: '512M', help: t('sizeHelp') },
       { name: 'kernel', label: t('kernel'), help: t('bootHelp') },
       { name: 'initrd', label: t('initrd') },
-      { name: 'append', label: t('append') },
+      // Not `append`: a form control's name shadows the form's own methods.
+      { name: 'cmdline', label: t('append') },
     ],
     submit: (v) => startJob('POST', '/instances', {
       name: v.name,
@@ -468,7 +469,7 @@ async function instanceFromTemplate(template) {
       template: template.id,
       kernel: v.kernel || undefined,
       initrd: v.initrd || undefined,
-      append: v.append || undefined,
+      append: v.cmdline || undefined,
     }),
   });
 }

@@ -69,6 +69,9 @@ fn the_console_does_what_the_guides_describe_in_three_languages() {
         .env("BOB_KEY", &bob_key)
         .env("SHOTS", &shots)
         .env("CHROMIUM", &chromium)
+        .env("GUEST_KERNEL", &guest().kernel)
+        .env("GUEST_INITRD", &guest().initrd)
+        .env("GUEST_APPEND", GUEST_APPEND)
         .status()
         .expect("run node (Node.js 20 or later is needed)");
     assert!(
@@ -79,10 +82,12 @@ fn the_console_does_what_the_guides_describe_in_three_languages() {
 
     // What the browser did, seen through the API.
     let snapshots: Vec<Snapshot> = alice.get("/api/v1/snapshots").unwrap();
-    let mut names: Vec<&str> = snapshots.iter().map(|s| s.name.as_str()).collect();
-    names.sort();
-    assert_eq!(names.len(), 3, "{names:?}");
-    assert!(names.contains(&"nightly") && names.contains(&"depuis-la-console"));
+    let names: Vec<&str> = snapshots.iter().map(|s| s.name.as_str()).collect();
+    // Three taken in the browser (one more was deleted there), one by the clone.
+    assert_eq!(names.len(), 4, "{names:?}");
+    for name in ["nightly", "from-instance-page", "depuis-la-console"] {
+        assert!(names.contains(&name), "{name} in {names:?}");
+    }
     assert!(snapshots.iter().all(|s| s.state == SnapshotState::BackedUp));
     let points: Vec<Point> = alice.get("/api/v1/instances/web/points").unwrap();
     assert!(points.is_empty(), "deleted from the tree: {points:?}");
@@ -100,10 +105,22 @@ fn the_console_does_what_the_guides_describe_in_three_languages() {
     assert_eq!(succeeded("volume.restore"), 1);
     assert_eq!(succeeded("volume.revert"), 1);
     assert_eq!(succeeded("template.delete"), 1);
+    assert_eq!(succeeded("instance.clone"), 1);
+    assert_eq!(
+        succeeded("instance.create"),
+        3,
+        "web, web2 from the template, the clone"
+    );
+    let instances: Vec<Instance> = alice.get("/api/v1/instances").unwrap();
+    assert_eq!(instances.len(), 1, "web2 and the clone were deleted");
     let templates: Vec<Template> = alice.get("/api/v1/templates").unwrap();
     assert!(templates.is_empty());
     let volumes: Vec<Volume> = alice.get("/api/v1/volumes").unwrap();
-    assert_eq!(volumes.len(), 1, "the restored volume was deleted");
+    assert_eq!(
+        volumes.len(),
+        1,
+        "the restored and cloned volumes were deleted"
+    );
     assert_eq!(instance(&alice, "web").state, InstanceState::Running);
     let bob = reprise_cli::Client::new(&d.url, Some(bob_key));
     let bobs: Vec<Snapshot> = bob.get("/api/v1/snapshots").unwrap();
