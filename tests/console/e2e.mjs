@@ -134,6 +134,8 @@ await step('Add snapshot on the Snapshots tab, with a name', async () => {
   await dialog().getByLabel('Snapshot name').fill('nightly');
   await dialog().getByRole('button', { name: 'Submit' }).click();
   await waitState(row('nightly'), 'BackedUp');
+  await menuFor('nightly', 'Verify');
+  await page.getByRole('status').getByText('Done: Verify snapshot — nightly').waitFor({ timeout: LONG });
   await shot('snapshots');
   await checkAccessibility('snapshots');
 });
@@ -188,6 +190,8 @@ await step('Take snapshot from the volumes section of the instance page', async 
   await page.getByRole('link', { name: 'web', exact: true }).click();
   await page.getByRole('heading', { name: 'web', level: 1 }).waitFor();
   await page.getByRole('heading', { name: 'Volumes' }).waitFor();
+  assert.match(await page.locator('.facts').innerText(), /Recovery points and snapshots\s+Enabled/);
+  assert.match(await page.locator('.facts').innerText(), /Guest agent\s+Answers/);
   await shot('instance');
   await checkAccessibility('instance');
   await menuFor('data1', 'Take snapshot');

@@ -573,6 +573,8 @@ const VIEWS = {
         fact(t('cpus'), vm.cpus),
         fact(t('memory'), fmtBytes(vm.memory_bytes)),
         fact(t('guestAgent'), vm.guest_agent ? t(`agent.${vm.guest_agent.status}`) : '—'),
+        fact(t('snapshotOption'), t(vm.snapshots_enabled ? 'enabled' : 'disabledByOperator')),
+        vm.plan ? fact(t('plan'), vm.plan) : null,
         fact(t('created'), timeCell(vm.created_at)),
         vm.last_error ? fact(t('error'), vm.last_error) : null),
       h('h2', {}, t('volumes')),
