@@ -325,7 +325,13 @@ await step('Delete all recovery points, after a confirmation', async () => {
   await page.getByText('This instance has no recovery points.').waitFor({ timeout: LONG });
 });
 
-await step('Revert a volume to a snapshot: stop, revert after a confirmation, start', async () => {
+await step('Revert a volume to a snapshot: refused while its instance runs, with the reason; stop, revert, start', async () => {
+  await tab('Volumes').click();
+  await menuFor('data1', 'Revert volume');
+  await dialog().getByRole('button', { name: 'Next' }).click();
+  await dialog().getByRole('button', { name: 'Revert' }).click();
+  await dialog().getByRole('alert').filter({ hasText: /which is Running: stop it first/ }).waitFor();
+  await dialog().getByRole('button', { name: 'Cancel' }).click();
   await tab('Instances').click();
   await menuFor('web', 'Stop');
   await waitState(row('web'), 'Stopped', LONG);

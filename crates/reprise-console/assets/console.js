@@ -68,12 +68,25 @@ function fmtBytes(n) {
 
 // ---------------------------------------------------------------- DOM
 
+// An event handler whose failure (thrown, or a rejected promise: most
+// actions call the API first) is shown to the user, not lost.
+function reported(handler) {
+  const report = (e) => say(e.message, 'error');
+  return (event) => {
+    try {
+      handler(event)?.catch?.(report);
+    } catch (e) {
+      report(e);
+    }
+  };
+}
+
 // h('button', {class: 'x', onclick: f}, 'text', child, [more]) → element.
 function h(tag, attrs = {}, ...children) {
   const el = document.createElement(tag);
   for (const [name, value] of Object.entries(attrs || {})) {
     if (value === null || value === undefined || value === false) continue;
-    if (name.startsWith('on')) el.addEventListener(name.slice(2), value);
+    if (name.startsWith('on')) el.addEventListener(name.slice(2), reported(value));
     else if (name === 'text') el.textContent = value;
     else if (value === true) el.setAttribute(name, '');
     else el.setAttribute(name, value);
@@ -185,7 +198,7 @@ function actionMenu(rowName, items, focusKey) {
         tabindex: '-1',
         class: item.danger ? 'danger' : null,
         disabled: item.disabled || null,
-        onclick: () => { closeMenu(false); item.run(); },
+        onclick: () => { closeMenu(false); return item.run(); },
       }, item.label))));
   const wrap = h('div', { class: 'menu-wrap' }, button, menu);
   const entries = () => [...menu.querySelectorAll('[role=menuitem]:not([disabled])')];
@@ -238,10 +251,14 @@ document.addEventListener('click', (event) => {
 // select, textarea), options [{value, label}], value, required, help}.
 // `submit(values)` acts; the dialog closes when it resolves and shows the
 // error, staying open, when it throws.
+let dialogCount = 0;
+
 function formDialog({ title, intro, fields = [], submitLabel, danger = false, submit }) {
+  // Ids unique per dialog: a revert opens its confirmation from a form.
+  const prefix = `d${++dialogCount}`;
   const error = h('p', { class: 'form-error', role: 'alert', hidden: true });
   const controls = fields.map((field) => {
-    const id = `f-${field.name}`;
+    const id = `${prefix}-${field.name}`;
     const help = field.help ? h('p', { class: 'help', id: `${id}-help` }, field.help) : null;
     const common = {
       id,
@@ -264,9 +281,9 @@ function formDialog({ title, intro, fields = [], submitLabel, danger = false, su
     }
     return h('div', { class: 'field' }, h('label', { for: id }, field.label), input, help);
   });
-  const dialog = h('dialog', { 'aria-labelledby': 'dialog-title', class: danger ? 'danger' : null });
+  const dialog = h('dialog', { 'aria-labelledby': `${prefix}-title`, class: danger ? 'danger' : null });
   const form = h('form', { method: 'dialog' },
-    h('h2', { id: 'dialog-title' }, title),
+    h('h2', { id: `${prefix}-title` }, title),
     intro ? h('p', { class: 'intro' }, intro) : null,
     controls,
     error,
@@ -940,9 +957,10 @@ async function boot() {
   if (apiKey) {
     try {
       me = await api('GET', '/whoami');
-    } catch {
-      apiKey = null;
-      sessionStorage.removeItem('reprise.key');
+    } catch (e) {
+      // Forget only a refused key; a daemon that is down keeps it for later.
+      if (e.status === 401) sessionStorage.removeItem('reprise.key');
+      else say(e.message, 'error');
     }
   }
   await render(true);
