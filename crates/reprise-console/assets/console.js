@@ -789,7 +789,9 @@ function drawPoints({ instances, vm, points }) {
     if ((vm.current_point_id ?? 'root') === parentKey) list.push(here);
     return list.length ? h('ul', {}, list) : null;
   };
-  // A memory point's saved state is part of the space it holds.
+  // "Holds" is what deleting a point frees (reprise-qcow2's exclusive
+  // bytes); a memory point's saved state counts in it only while no other
+  // layer shares those clusters, so the two figures are shown apart.
   const total = points.reduce((sum, p) => sum + (p.size_bytes ?? 0), 0);
   return [
     heading(t('pointsOf', { instance: vm.name }),
