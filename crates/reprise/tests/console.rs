@@ -1,9 +1,11 @@
 //! The web console in a real browser: Debian's headless Chromium, driven by
 //! playwright-core (`tests/console/e2e.mjs`), against a real daemon with a
 //! real guest. The script does what the guides describe — snapshot from the
-//! Volumes tab and watch it back up, recovery points with memory, the tree,
-//! revert, delete with confirmation, three languages, phone width, a second
-//! account that sees nothing of the first — and saves a screenshot of each
+//! Volumes tab and watch it back up, volumes, templates, instances and
+//! clones made from snapshots, recovery points with memory, the tree,
+//! revert, delete with confirmation, three languages, phone width,
+//! accessibility (axe-core), a second account that sees nothing of the
+//! first — and saves a screenshot of each
 //! main screen in `target/console-screenshots/`. This test then checks on
 //! the API that what the browser did really happened.
 //!
