@@ -336,6 +336,37 @@ await step('at phone width every tab fits without scrolling sideways', async () 
   await page.setViewportSize({ width: 1280, height: 800 });
 });
 
+await step('faults (injected in the browser): a silent daemon is said and the view comes back; a refused key signs out', async () => {
+  await tab('Snapshots').click();
+  await row('nightly').waitFor();
+  await page.route('**/api/v1/**', (route) => route.abort('connectionrefused'));
+  await page.getByRole('alert').filter({ hasText: 'The reprise daemon does not answer.' }).waitFor();
+  assert.equal(await row('nightly').count(), 0, 'no stale table is shown as current');
+  await page.unroute('**/api/v1/**');
+  await row('nightly').waitFor();
+  // The store fails while a snapshot is asked for: the form says so and stays open.
+  const unavailable = JSON.stringify({ error: { kind: 'unavailable', code: 'object_store_unavailable', message: 'the region store does not answer' } });
+  await page.route('**/api/v1/snapshots', (route) => (route.request().method() === 'POST'
+    ? route.fulfill({ status: 503, contentType: 'application/json', body: unavailable })
+    : route.continue()));
+  await page.getByRole('button', { name: 'Add snapshot' }).click();
+  await dialog().getByRole('button', { name: 'Submit' }).click();
+  await dialog().getByRole('alert').filter({ hasText: 'the region store does not answer' }).waitFor();
+  await dialog().getByRole('button', { name: 'Cancel' }).click();
+  await page.unroute('**/api/v1/snapshots');
+  // The key stops working mid-session: signed out, told why, nothing left on screen.
+  const refused = JSON.stringify({ error: { kind: 'unauthorized', code: 'api_key_invalid', message: 'the API key matches no account' } });
+  await page.route('**/api/v1/**', (route) => route.fulfill({ status: 401, contentType: 'application/json', body: refused }));
+  await page.getByRole('heading', { name: 'Sign in' }).waitFor();
+  await page.getByRole('alert').filter({ hasText: 'Your API key was refused' }).waitFor();
+  assert.equal(await page.locator('table').count(), 0);
+  assert.equal(await page.evaluate(() => sessionStorage.getItem('reprise.key')), null);
+  await page.unroute('**/api/v1/**');
+  await page.getByLabel('API key').fill(ALICE_KEY);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByText('Account: alice').waitFor();
+});
+
 await step('Delete all recovery points, after a confirmation', async () => {
   await tab('Recovery points').click();
   await page.locator('li[data-point="before-upgrade"]').waitFor();
