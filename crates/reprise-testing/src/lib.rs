@@ -158,6 +158,26 @@ impl TestDaemon {
         assert_eq!(code, 0);
         started.elapsed()
     }
+
+    /// A 64 MiB data volume `volume` and an instance `name` booting the test
+    /// guest with it (mounted at `/mnt/data`), made by `client`, returned once
+    /// its agent answers.
+    pub fn booted_guest(&self, client: &Client, name: &str, volume: &str) -> Instance {
+        let _: reprise_core::model::Volume = client
+            .post(
+                "/api/v1/volumes",
+                &serde_json::json!({"name": volume, "size": "64M"}),
+            )
+            .expect("volume created");
+        run_job(
+            client,
+            "/api/v1/instances",
+            &guest_instance(name, &[volume]),
+        );
+        let vm = instance(client, name);
+        self.wait_agent(&vm);
+        vm
+    }
 }
 
 impl Drop for TestDaemon {

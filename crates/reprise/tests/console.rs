@@ -46,16 +46,7 @@ fn the_console_does_what_the_guides_describe_in_three_languages() {
     let alice_key = account_key(&d, "alice");
     let bob_key = account_key(&d, "bob");
     let alice = reprise_cli::Client::new(&d.url, Some(alice_key.clone()));
-    let _: Volume = alice
-        .post("/api/v1/volumes", &json!({"name": "data1", "size": "64M"}))
-        .unwrap();
-    run_job(
-        &alice,
-        "/api/v1/instances",
-        &guest_instance("web", &["data1"]),
-    );
-    let vm = instance(&alice, "web");
-    d.wait_agent(&vm);
+    let vm = d.booted_guest(&alice, "web", "data1");
     let (code, _) = d.guest_sh(
         &vm,
         "dd if=/dev/urandom of=/mnt/data/blob bs=1M count=24 2>/dev/null && sync",

@@ -27,15 +27,7 @@ fn revert(c: &Client, vm: &str, point: &str) -> Job {
 
 /// A guest with a data volume, booted, agent answering.
 fn booted(d: &TestDaemon, name: &str) -> Instance {
-    let c = d.admin();
-    let data = format!("{name}-data");
-    let _: Volume = c
-        .post("/api/v1/volumes", &json!({"name": data, "size": "64M"}))
-        .unwrap();
-    run_job(&c, "/api/v1/instances", &guest_instance(name, &[&data]));
-    let vm = instance(&c, name);
-    d.wait_agent(&vm);
-    vm
+    d.booted_guest(&d.admin(), name, &format!("{name}-data"))
 }
 
 fn last_seq(d: &TestDaemon, vm: &Instance, file: &str) -> u64 {

@@ -52,12 +52,7 @@ fn snapshots_of_a_running_guest_are_exact_and_incremental_across_restarts() {
     for (kind, s3) in region_stores() {
         let mut d = TestDaemon::start_with(|c| use_store(c, &s3));
         let c = d.admin();
-        let _: Volume = c
-            .post("/api/v1/volumes", &json!({"name": "data", "size": "64M"}))
-            .unwrap();
-        run_job(&c, "/api/v1/instances", &guest_instance("vm", &["data"]));
-        let vm = instance(&c, "vm");
-        d.wait_agent(&vm);
+        let vm = d.booted_guest(&c, "vm", "data");
         let (code, _) = d.guest_sh(
             &vm,
             "dd if=/dev/urandom of=/mnt/data/blob bs=1M count=16 2>/dev/null && sync && md5sum /mnt/data/blob",
@@ -273,18 +268,7 @@ fn detached_volumes_deduplicate_gc_runs_during_a_backup_and_bad_input_changes_no
         for s in ["b1", first.name.as_str()] {
             delete(&c, s);
         }
-        let left = d
-            .block_on(async {
-                d.server()
-                    .app
-                    .region()
-                    .await
-                    .unwrap()
-                    .store
-                    .list("chunks")
-                    .await
-            })
-            .unwrap();
+        let left = stored_chunks(&d);
         assert!(left.is_empty(), "{kind}: {left:?}");
     }
 }
@@ -301,12 +285,7 @@ fn a_volume_made_from_a_snapshot_in_another_zone_holds_the_guests_file() {
                 &json!({"name": "zone2", "storage_dir": zone2.to_str().unwrap()}),
             )
             .unwrap();
-        let _: Volume = c
-            .post("/api/v1/volumes", &json!({"name": "data", "size": "64M"}))
-            .unwrap();
-        run_job(&c, "/api/v1/instances", &guest_instance("src", &["data"]));
-        let src = instance(&c, "src");
-        d.wait_agent(&src);
+        let src = d.booted_guest(&c, "src", "data");
         let (code, sum) = d.guest_sh(
             &src,
             "dd if=/dev/urandom of=/mnt/data/known bs=1M count=5 2>/dev/null && sync && md5sum /mnt/data/known",
@@ -407,12 +386,7 @@ fn a_volume_made_from_a_snapshot_in_another_zone_holds_the_guests_file() {
 fn reverting_a_volume_drops_the_later_writes_and_keeps_its_snapshots() {
     let d = TestDaemon::start();
     let c = d.admin();
-    let _: Volume = c
-        .post("/api/v1/volumes", &json!({"name": "data", "size": "64M"}))
-        .unwrap();
-    run_job(&c, "/api/v1/instances", &guest_instance("vm", &["data"]));
-    let vm = instance(&c, "vm");
-    d.wait_agent(&vm);
+    let vm = d.booted_guest(&c, "vm", "data");
     let (_, before) = d.guest_sh(
         &vm,
         "echo release-1 > /mnt/data/app.conf && sync && md5sum /mnt/data/app.conf",
@@ -470,16 +444,7 @@ fn reverting_a_volume_drops_the_later_writes_and_keeps_its_snapshots() {
 fn a_template_outlives_its_snapshot_and_deploys_three_instances() {
     let d = TestDaemon::start();
     let c = d.admin();
-    let _: Volume = c
-        .post("/api/v1/volumes", &json!({"name": "base", "size": "64M"}))
-        .unwrap();
-    run_job(
-        &c,
-        "/api/v1/instances",
-        &guest_instance("builder", &["base"]),
-    );
-    let builder = instance(&c, "builder");
-    d.wait_agent(&builder);
+    let builder = d.booted_guest(&c, "builder", "base");
     let (_, sum) = d.guest_sh(
         &builder,
         "dd if=/dev/urandom of=/mnt/data/app.bin bs=1M count=3 2>/dev/null && sync && md5sum /mnt/data/app.bin",
@@ -560,20 +525,18 @@ fn a_template_outlives_its_snapshot_and_deploys_three_instances() {
     let job = c.delete_job("/api/v1/templates/golden").unwrap();
     c.wait_job(&job.id.to_string(), Duration::from_secs(60), |_| {})
         .unwrap();
-    let left = d
-        .block_on(async {
-            d.server()
-                .app
-                .region()
-                .await
-                .unwrap()
-                .store
-                .list("chunks")
-                .await
-        })
-        .unwrap();
+    let left = stored_chunks(&d);
     assert!(left.is_empty(), "{left:?}");
     assert_eq!(qemu_img_check(&volume(&c, "web1-root").path), 0);
+}
+
+/// The chunk objects (name, size) in the daemon's region store.
+fn stored_chunks(d: &TestDaemon) -> Vec<(String, u64)> {
+    d.block_on(async {
+        let region = d.server().app.region().await.unwrap();
+        region.store.list("chunks").await
+    })
+    .unwrap()
 }
 
 fn qemu_img(args: &[&str]) {
