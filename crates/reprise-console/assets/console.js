@@ -330,7 +330,7 @@ async function zoneField() {
 
 // ---------------------------------------------------------------- actions
 
-async function takeSnapshot(volume) {
+function takeSnapshot(volume) {
   formDialog({
     title: t('takeSnapshot'),
     intro: t('takeSnapshotIntro', { volume: volume.name }),
