@@ -64,6 +64,12 @@ async function checkAccessibility(screen) {
   for (const v of found.violations) axeViolations.push(`${screen}: ${v}`);
 }
 const tab = (label) => page.getByRole('navigation', { name: /Resources|Ressources|Recursos/ }).getByRole('link', { name: label, exact: true });
+// Click a tab and wait until its view is drawn (its h1 starts with the
+// tab's name): until then the previous view's rows are still on screen.
+async function openTab(label) {
+  await tab(label).click();
+  await page.getByRole('heading', { level: 1, name: new RegExp(`^${label}`) }).waitFor();
+}
 const row = (name) => page.locator(`tr[data-name="${name}"]`);
 const dialog = () => page.getByRole('dialog');
 const menuFor = async (name, item) => {
@@ -103,7 +109,7 @@ await step('alice signs in and sees her running instance', async () => {
 
 let firstSnapshot;
 await step('Take snapshot from the Volumes tab: BackingUp with progress, then BackedUp', async () => {
-  await tab('Volumes').click();
+  await openTab('Volumes');
   await waitState(row('data1'), 'Ready');
   await menuFor('data1', 'Take snapshot');
   const name = dialog().getByLabel('Snapshot name');
@@ -111,7 +117,7 @@ await step('Take snapshot from the Volumes tab: BackingUp with progress, then Ba
   await dialog().getByRole('button', { name: 'Submit' }).click();
   await dialog().waitFor({ state: 'detached' });
   await page.getByRole('status').getByText('Started: Take snapshot — data1').waitFor();
-  await tab('Snapshots').click();
+  await openTab('Snapshots');
   const snap = page.locator('tbody tr').first();
   await waitState(snap, 'BackingUp');
   await snap.locator('progress').waitFor();
@@ -150,10 +156,10 @@ await step('Create template and Create volume from a snapshot; delete both after
   await dialog().getByLabel('Name').fill('restored');
   assert.equal(await dialog().getByLabel('Zone').inputValue(), 'zone1');
   await dialog().getByRole('button', { name: 'Submit' }).click();
-  await tab('Volumes').click();
+  await openTab('Volumes');
   await waitState(row('restored'), 'Ready');
   assert.match(await row('restored').innerText(), /64 MiB/);
-  await tab('Templates').click();
+  await openTab('Templates');
   assert.match(await row('golden').innerText(), /nightly/);
   await shot('templates');
   await checkAccessibility('templates');
@@ -165,7 +171,7 @@ await step('Create template and Create volume from a snapshot; delete both after
   await dialog().getByLabel('Initrd (optional)').fill(process.env.GUEST_INITRD);
   await dialog().getByLabel('Kernel command line (optional)').fill(process.env.GUEST_APPEND);
   await dialog().getByRole('button', { name: 'Submit' }).click();
-  await tab('Instances').click();
+  await openTab('Instances');
   await waitState(row('web2'), 'Running', LONG);
   await menuFor('web2', 'Stop');
   await waitState(row('web2'), 'Stopped', LONG);
@@ -173,12 +179,12 @@ await step('Create template and Create volume from a snapshot; delete both after
   assert.match(await dialog().innerText(), /web2 and its root volume will be deleted/);
   await dialog().getByRole('button', { name: 'Delete' }).click();
   await row('web2').waitFor({ state: 'detached' });
-  await tab('Templates').click();
+  await openTab('Templates');
   await menuFor('golden', 'Delete');
   assert.match(await dialog().innerText(), /golden will be deleted/);
   await dialog().getByRole('button', { name: 'Delete' }).click();
   await page.getByText('No templates.').waitFor({ timeout: LONG });
-  await tab('Volumes').click();
+  await openTab('Volumes');
   await menuFor('restored', 'Delete');
   assert.match(await dialog().innerText(), /restored and all the data on it/);
   await dialog().getByRole('button', { name: 'Delete' }).click();
@@ -186,7 +192,7 @@ await step('Create template and Create volume from a snapshot; delete both after
 });
 
 await step('Take snapshot from the volumes section of the instance page', async () => {
-  await tab('Instances').click();
+  await openTab('Instances');
   await page.getByRole('link', { name: 'web', exact: true }).click();
   await page.getByRole('heading', { name: 'web', level: 1 }).waitFor();
   await page.getByRole('heading', { name: 'Volumes' }).waitFor();
@@ -197,12 +203,12 @@ await step('Take snapshot from the volumes section of the instance page', async 
   await menuFor('data1', 'Take snapshot');
   await dialog().getByLabel('Snapshot name').fill('from-instance-page');
   await dialog().getByRole('button', { name: 'Submit' }).click();
-  await tab('Snapshots').click();
+  await openTab('Snapshots');
   await waitState(row('from-instance-page'), 'BackedUp');
 });
 
 await step('Create recovery point with memory, from the Action menu', async () => {
-  await tab('Instances').click();
+  await openTab('Instances');
   await menuFor('web', 'Create recovery point');
   const memory = dialog().getByLabel('Include memory');
   assert.equal(await memory.isChecked(), false, 'memory is off by default');
@@ -255,7 +261,7 @@ await step('Delete a point with confirmation; Cancel changes nothing', async () 
 });
 
 await step('Delete a snapshot with the keyboard, after a confirmation: gone', async () => {
-  await tab('Snapshots').click();
+  await openTab('Snapshots');
   const button = page.getByRole('button', { name: `Action menu for ${firstSnapshot}` });
   await button.focus();
   await page.keyboard.press('Enter');
@@ -271,15 +277,15 @@ await step('Delete a snapshot with the keyboard, after a confirmation: gone', as
 
 await step('en français: the guides\' words, and a snapshot taken in French', async () => {
   await page.getByLabel('Language').selectOption('fr');
-  await tab('Copies instantanées').click();
+  await openTab('Copies instantanées');
   await waitState(row('nightly'), 'BackedUp');
   assert.equal(await stateIn(row('nightly')).innerText(), 'Sauvegardé');
-  await tab('Volumes').click();
+  await openTab('Volumes');
   assert.equal(await stateIn(row('data1')).innerText(), 'Prêt');
   await menuFor('data1', 'Prendre une copie instantanée');
   await dialog().getByLabel('Nom de la copie instantanée').fill('depuis-la-console');
   await dialog().getByRole('button', { name: 'Valider' }).click();
-  await tab('Copies instantanées').click();
+  await openTab('Copies instantanées');
   await waitState(row('depuis-la-console'), 'BackingUp');
   assert.equal(await stateIn(row('depuis-la-console')).innerText(), 'Sauvegarde en cours');
   await waitState(row('depuis-la-console'), 'BackedUp');
@@ -287,7 +293,7 @@ await step('en français: the guides\' words, and a snapshot taken in French', a
   assert.equal(await page.evaluate(() => document.documentElement.lang), 'fr');
   await shot('snapshots-fr');
   await checkAccessibility('snapshots-fr');
-  await tab('Points de reprise').click();
+  await openTab('Points de reprise');
   await page.getByRole('heading', { name: 'Points de reprise de web' }).waitFor();
   await page.getByText('Vous êtes ici').waitFor();
   await shot('recovery-points-fr');
@@ -295,7 +301,7 @@ await step('en français: the guides\' words, and a snapshot taken in French', a
 
 await step('en español: Copias instantáneas, Completado', async () => {
   await page.getByLabel('Langue').selectOption('es');
-  await tab('Copias instantáneas').click();
+  await openTab('Copias instantáneas');
   assert.equal(await stateIn(row('nightly')).innerText(), 'Completado');
   await page.getByRole('button', { name: 'Crear copia instantánea' }).waitFor();
   await shot('snapshots-es');
@@ -304,9 +310,8 @@ await step('en español: Copias instantáneas, Completado', async () => {
 });
 
 await step('Jobs: every job with its state and time', async () => {
-  await tab('Jobs').click();
-  const jobs = page.locator('tbody tr');
-  await jobs.first().waitFor();
+  await openTab('Jobs');
+  await page.locator('tbody tr').first().waitFor();
   const text = await page.locator('table').innerText();
   for (const kind of ['Take snapshot', 'Create recovery point', 'Revert to recovery point', 'Delete snapshot']) {
     assert.ok(text.includes(kind), `the Jobs tab lists ${kind}`);
@@ -326,7 +331,7 @@ await step('at phone width every tab fits without scrolling sideways', async () 
     ['Jobs', 'phone-jobs', 'tbody tr'],
   ];
   for (const [name, file, content] of screens) {
-    await tab(name).click();
+    await openTab(name);
     await page.locator(content).first().waitFor();
     const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
     assert.ok(overflow <= 0, `${name} is ${overflow}px wider than the phone`);
@@ -337,7 +342,7 @@ await step('at phone width every tab fits without scrolling sideways', async () 
 });
 
 await step('faults (injected in the browser): a silent daemon is said and the view comes back; a refused key signs out', async () => {
-  await tab('Snapshots').click();
+  await openTab('Snapshots');
   await row('nightly').waitFor();
   await page.route('**/api/v1/**', (route) => route.abort('connectionrefused'));
   await page.getByRole('alert').filter({ hasText: 'The reprise daemon does not answer.' }).waitFor();
@@ -368,7 +373,7 @@ await step('faults (injected in the browser): a silent daemon is said and the vi
 });
 
 await step('Delete all recovery points, after a confirmation', async () => {
-  await tab('Recovery points').click();
+  await openTab('Recovery points');
   await page.locator('li[data-point="before-upgrade"]').waitFor();
   await page.getByRole('button', { name: 'Delete all' }).click();
   assert.match(await dialog().innerText(), /The only recovery point of web will be deleted/);
@@ -377,16 +382,16 @@ await step('Delete all recovery points, after a confirmation', async () => {
 });
 
 await step('Revert a volume to a snapshot: refused while its instance runs, with the reason; stop, revert, start', async () => {
-  await tab('Volumes').click();
+  await openTab('Volumes');
   await menuFor('data1', 'Revert volume');
   await dialog().getByRole('button', { name: 'Next' }).click();
   await dialog().getByRole('button', { name: 'Revert' }).click();
   await dialog().getByRole('alert').filter({ hasText: /which is Running: stop it first/ }).waitFor();
   await dialog().getByRole('button', { name: 'Cancel' }).click();
-  await tab('Instances').click();
+  await openTab('Instances');
   await menuFor('web', 'Stop');
   await waitState(row('web'), 'Stopped', LONG);
-  await tab('Volumes').click();
+  await openTab('Volumes');
   await menuFor('data1', 'Revert volume');
   const option = await dialog().locator('option', { hasText: 'nightly' }).getAttribute('value');
   await dialog().getByLabel('Snapshot').selectOption(option);
@@ -395,13 +400,13 @@ await step('Revert a volume to a snapshot: refused while its instance runs, with
   await dialog().getByRole('button', { name: 'Revert' }).click();
   await page.getByRole('status').getByText('Done: Revert volume — data1').waitFor({ timeout: LONG });
   await waitState(row('data1'), 'Ready');
-  await tab('Instances').click();
+  await openTab('Instances');
   await menuFor('web', 'Start');
   await waitState(row('web'), 'Running', LONG);
 });
 
 await step('Clone an instance: the clone runs on copies of its volumes, the source runs on', async () => {
-  await tab('Instances').click();
+  await openTab('Instances');
   await menuFor('web', 'Clone');
   await dialog().getByLabel('Name', { exact: true }).fill('web-clone');
   await dialog().getByRole('button', { name: 'Submit' }).click();
@@ -413,7 +418,7 @@ await step('Clone an instance: the clone runs on copies of its volumes, the sour
   await menuFor('web-clone', 'Delete');
   await dialog().getByRole('button', { name: 'Delete' }).click();
   await row('web-clone').waitFor({ state: 'detached' });
-  await tab('Volumes').click();
+  await openTab('Volumes');
   await menuFor('web-clone-data1', 'Delete');
   await dialog().getByRole('button', { name: 'Delete' }).click();
   await row('web-clone-data1').waitFor({ state: 'detached' });
@@ -427,10 +432,10 @@ await step('bob signs in and sees none of alice\'s resources', async () => {
   await page.getByRole('button', { name: 'Sign in' }).click();
   await page.getByText('Account: bob').waitFor();
   for (const [name, empty] of [['Instances', 'No instances.'], ['Volumes', 'No volumes.'], ['Snapshots', 'No snapshots.'], ['Recovery points', 'No instances.'], ['Templates', 'No templates.']]) {
-    await tab(name).click();
+    await openTab(name);
     await page.getByText(empty).waitFor();
   }
-  await tab('Jobs').click();
+  await openTab('Jobs');
   await page.getByText('No jobs.').waitFor();
   const body = await page.locator('body').innerText();
   for (const word of ['web', 'data1', 'nightly', 'before-upgrade']) {
