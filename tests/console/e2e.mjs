@@ -425,10 +425,17 @@ await step('Clone an instance: the clone runs on copies of its volumes, the sour
 });
 
 await step('bob signs in and sees none of alice\'s resources', async () => {
+  // Sign out right after an action, while its refresh and a poll are due:
+  // neither may draw alice's view again nor wipe the key being typed.
+  await openTab('Snapshots');
+  await menuFor('nightly', 'Verify');
   await page.getByRole('button', { name: 'Sign out' }).click();
   await page.getByRole('heading', { name: 'Sign in' }).waitFor();
   assert.equal(await page.locator('#tabs').isVisible(), false);
   await page.getByLabel('API key').fill(BOB_KEY);
+  await page.waitForTimeout(1500);
+  assert.equal(await page.getByLabel('API key').inputValue(), BOB_KEY);
+  assert.equal(await page.locator('table').count(), 0);
   await page.getByRole('button', { name: 'Sign in' }).click();
   await page.getByText('Account: bob').waitFor();
   for (const [name, empty] of [['Instances', 'No instances.'], ['Volumes', 'No volumes.'], ['Snapshots', 'No snapshots.'], ['Recovery points', 'No instances.'], ['Templates', 'No templates.']]) {

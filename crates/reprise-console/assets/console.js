@@ -872,7 +872,8 @@ async function render(force) {
   drawStatic();
   const main = document.getElementById('main');
   if (!me) {
-    drawSignIn(main);
+    // A late refresh must not wipe a key being typed: redraw only when asked.
+    if (force || !main.querySelector('form.signin')) drawSignIn(main);
     return;
   }
   const { view, id } = route();
@@ -880,8 +881,11 @@ async function render(force) {
   drawTabs(spec.tab);
   if (refreshing && !force) return;
   refreshing = true;
+  const mine = session;
   try {
     const data = await spec.load(id);
+    // Signed out (or in as someone else) while loading: draw nothing of it.
+    if (mine !== session) return;
     const signature = lang + location.hash + JSON.stringify(data);
     if (force || signature !== lastSignature) {
       lastSignature = signature;
@@ -891,7 +895,7 @@ async function render(force) {
       if (force) document.title = `${t(spec.tab)} — reprise`;
     }
   } catch (e) {
-    if (me) main.replaceChildren(h('p', { class: 'note note-error', role: 'alert' }, e.message));
+    if (mine === session) main.replaceChildren(h('p', { class: 'note note-error', role: 'alert' }, e.message));
     lastSignature = '';
   } finally {
     refreshing = false;
