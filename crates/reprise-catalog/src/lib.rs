@@ -8,7 +8,9 @@
 //! - Every lookup that a user can cause takes the caller's account: another
 //!   account's resource is simply not found.
 //! - API keys are stored as SHA-256 hashes only (keys are 256 random bits,
-//!   so a fast hash is enough).
+//!   so a fast hash is enough); an account has several, each revocable.
+//! - Limits of an account's plan are checked in the transaction that
+//!   records the new resource ([`Catalog::admit`]).
 //! - A volume belongs to at most one instance (`volumes.instance_id`), and no
 //!   two volumes of an instance share a PCIe slot (`UNIQUE(instance_id,
 //!   slot)`).
@@ -18,9 +20,12 @@
 //! The connection sits behind a mutex: statements are short, and SQLite
 //! serialises writers anyway.
 
+mod accounts;
 mod migrations;
 mod rows;
 mod snapshots;
+mod uploads;
+pub mod write;
 
 use chrono::{DateTime, Utc};
 use reprise_core::model::*;
@@ -32,6 +37,7 @@ use std::sync::{Mutex, MutexGuard};
 use uuid::Uuid;
 
 use rows::Sql;
+pub use accounts::Scope;
 pub use rows::{InstanceRow, VolumeRow};
 pub use snapshots::BackupStats;
 
@@ -54,11 +60,6 @@ pub(crate) fn db_err(what: &str) -> impl Fn(rusqlite::Error) -> Error + '_ {
 
 pub fn hash_key(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
-}
-
-fn new_key() -> String {
-    let bytes: [u8; 32] = rand::random();
-    format!("rpk_{}", hex::encode(bytes))
 }
 
 pub fn now() -> DateTime<Utc> {
@@ -115,61 +116,6 @@ impl Catalog {
             .map_err(db_err("user_version"))
     }
 
-    // ---- accounts ------------------------------------------------------
-
-    /// Create an account and its API key; the key is returned once and only
-    /// its hash is kept.
-    pub fn create_account(&self, name: &str, admin: bool) -> Result<AccountCreated> {
-        reprise_core::name::validate_name("account", name)?;
-        let account = Account {
-            id: Uuid::new_v4(),
-            name: name.to_string(),
-            admin,
-            created_at: now(),
-        };
-        let key = new_key();
-        self.conn()
-            .execute(
-                "INSERT INTO accounts (id, name, admin, key_hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![account.id.sql(), account.name, admin, hash_key(&key), account.created_at],
-            )
-            .map_err(db_err(&format!("account '{name}'")))?;
-        Ok(AccountCreated {
-            account,
-            api_key: key,
-        })
-    }
-
-    pub fn account_by_key(&self, key: &str) -> Result<Option<Account>> {
-        self.conn()
-            .query_row(
-                "SELECT id, name, admin, created_at FROM accounts WHERE key_hash = ?1",
-                [hash_key(key)],
-                rows::account,
-            )
-            .optional()
-            .map_err(db_err("account by key"))
-    }
-
-    pub fn list_accounts(&self) -> Result<Vec<Account>> {
-        rows::query(
-            &self.conn(),
-            "SELECT id, name, admin, created_at FROM accounts ORDER BY created_at",
-            [],
-            rows::account,
-        )
-    }
-
-    pub fn admin_exists(&self) -> Result<bool> {
-        self.conn()
-            .query_row(
-                "SELECT EXISTS(SELECT 1 FROM accounts WHERE admin)",
-                [],
-                |r| r.get(0),
-            )
-            .map_err(db_err("admin exists"))
-    }
-
     // ---- zones ---------------------------------------------------------
 
     pub fn create_zone(&self, owner: Uuid, name: &str, storage_dir: &str) -> Result<Zone> {
@@ -218,14 +164,7 @@ impl Catalog {
     // ---- volumes -------------------------------------------------------
 
     pub fn insert_volume(&self, v: &VolumeRow) -> Result<()> {
-        self.conn()
-            .execute(
-                "INSERT INTO volumes (id, account_id, name, zone_id, kind, state, size_bytes, path, instance_id, slot, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-                params![v.id.sql(), v.account_id.sql(), v.name, v.zone_id.sql(), v.kind.as_str(), v.state.as_str(), v.size_bytes as i64, v.path, v.instance_id.sql(), v.slot, v.created_at],
-            )
-            .map_err(db_err(&format!("volume '{}'", v.name)))?;
-        Ok(())
+        write::insert_volume(&self.conn(), v)
     }
 
     /// A volume of `account` by name or id.
@@ -327,20 +266,7 @@ impl Catalog {
 
     /// Attach a volume to an instance at `slot`, only if it is still free.
     pub fn attach_volume(&self, id: Uuid, instance: Uuid, slot: u32) -> Result<()> {
-        let n = self
-            .conn()
-            .execute(
-                "UPDATE volumes SET instance_id = ?2, slot = ?3 WHERE id = ?1 AND instance_id IS NULL",
-                params![id.sql(), instance.sql(), slot],
-            )
-            .map_err(db_err("attach volume"))?;
-        if n == 0 {
-            return Err(Error::conflict(
-                "volume_attached",
-                "the volume is already attached to an instance",
-            ));
-        }
-        Ok(())
+        write::attach_volume(&self.conn(), id, instance, slot)
     }
 
     pub fn set_volume_slot(&self, id: Uuid, slot: u32) -> Result<()> {
@@ -370,17 +296,7 @@ impl Catalog {
     // ---- instances -----------------------------------------------------
 
     pub fn insert_instance(&self, i: &InstanceRow) -> Result<()> {
-        self.conn()
-            .execute(
-                "INSERT INTO instances (id, account_id, name, zone_id, state, cpus, memory_bytes, root_volume_id,
-                                        kernel, initrd, append, accel, pid, last_error, created_at,
-                                        current_point_id, snapshots_enabled, plan)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
-                params![i.id.sql(), i.account_id.sql(), i.name, i.zone_id.sql(), i.state.as_str(), i.cpus, i.memory_bytes as i64, i.root_volume_id.sql(), i.kernel, i.initrd, i.append, i.accel, i.pid, i.last_error, i.created_at,
-                        i.current_point_id.sql(), i.snapshots_enabled, i.plan],
-            )
-            .map_err(db_err(&format!("instance '{}'", i.name)))?;
-        Ok(())
+        write::insert_instance(&self.conn(), i)
     }
 
     /// An instance of `account` by name or id.
@@ -536,23 +452,9 @@ impl Catalog {
 
     // ---- recovery points -----------------------------------------------
 
-    /// Record a point, unless its instance already has `max` points: the
-    /// count and the insert are one statement, so two concurrent requests
-    /// cannot both pass a plan's limit. Returns whether it was recorded.
-    pub fn insert_point(&self, p: &Point, max: Option<u32>) -> Result<bool> {
-        let n = self
-            .conn()
-            .execute(
-                "INSERT INTO points (id, account_id, instance_id, name, description, parent_id, state, memory,
-                                     consistency, frozen_ms, volume_ids, error, created_at)
-                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13
-                 WHERE ?14 IS NULL OR (SELECT COUNT(*) FROM points WHERE instance_id = ?3) < ?14",
-                params![p.id.sql(), p.account_id.sql(), p.instance_id.sql(), p.name, p.description, p.parent_id.sql(),
-                        p.state.as_str(), p.memory, p.consistency, p.frozen_ms.map(|v| v as i64),
-                        serde_json::to_string(&p.volume_ids).unwrap_or_default(), p.error, p.created_at, max],
-            )
-            .map_err(db_err(&format!("recovery point '{}'", p.name)))?;
-        Ok(n == 1)
+    /// Record a point (no quota: see [`Catalog::admit`]).
+    pub fn insert_point(&self, p: &Point) -> Result<()> {
+        write::insert_point(&self.conn(), p)
     }
 
     /// A point of an instance by name or id.
@@ -688,15 +590,7 @@ impl Catalog {
     // ---- jobs ----------------------------------------------------------
 
     pub fn insert_job(&self, job: &Job) -> Result<()> {
-        self.conn()
-            .execute(
-                "INSERT INTO jobs (id, account_id, kind, target_kind, target_id, target_name, state,
-                                   progress_done, progress_total, error, created_at, started_at, finished_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL, ?10, NULL, NULL)",
-                params![job.id.sql(), job.account_id.sql(), job.kind, job.target_kind, job.target_id.sql(), job.target_name, job.state.as_str(), job.progress_done as i64, job.progress_total as i64, job.created_at],
-            )
-            .map_err(db_err("insert job"))?;
-        Ok(())
+        write::insert_job(&self.conn(), job)
     }
 
     pub fn job_started(&self, id: Uuid) -> Result<()> {

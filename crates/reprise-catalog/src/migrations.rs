@@ -5,7 +5,7 @@ use crate::db_err;
 use reprise_core::{Error, Result};
 use rusqlite::Connection;
 
-const STEPS: &[&str] = &[
+pub(crate) const STEPS: &[&str] = &[
     // 1: accounts, zones, volumes, instances, jobs.
     r#"
     CREATE TABLE accounts (
@@ -163,6 +163,54 @@ const STEPS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX template_chunks_by_name ON template_chunks (name);
     "#,
+    // 5: tenancy. Several named API keys per account (the one key of each
+    // account becomes its key "default", with the account's id); plans set
+    // by the operator and assigned to accounts; uploads. The accounts table
+    // is rebuilt without its key column (foreign keys are off meanwhile).
+    r#"
+    CREATE TABLE api_keys (
+        id TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        hash TEXT NOT NULL UNIQUE,
+        prefix TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        last_used_at TEXT,
+        UNIQUE (account_id, name)
+    );
+    INSERT INTO api_keys (id, account_id, name, hash, prefix, created_at)
+        SELECT id, id, 'default', key_hash, 'rpk_', created_at FROM accounts;
+    CREATE TABLE plans (
+        name TEXT PRIMARY KEY,
+        limits TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE accounts_new (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        admin INTEGER NOT NULL,
+        plan TEXT REFERENCES plans(name),
+        created_at TEXT NOT NULL
+    );
+    INSERT INTO accounts_new (id, name, admin, plan, created_at)
+        SELECT id, name, admin, NULL, created_at FROM accounts;
+    DROP TABLE accounts;
+    ALTER TABLE accounts_new RENAME TO accounts;
+    CREATE TABLE uploads (
+        id TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL REFERENCES accounts(id),
+        name TEXT NOT NULL,
+        state TEXT NOT NULL,
+        size_bytes INTEGER NOT NULL,
+        received_bytes INTEGER NOT NULL,
+        sha256 TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        completed_at TEXT
+    );
+    CREATE INDEX uploads_by_account ON uploads (account_id);
+    CREATE INDEX jobs_by_state ON jobs (account_id, state);
+    "#,
 ];
 
 /// The schema version this build writes.
@@ -181,13 +229,35 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<()> {
             ),
         ));
     }
-    for (i, step) in STEPS.iter().enumerate().skip(current as usize) {
-        let version = i as u32 + 1;
-        let tx = conn.transaction().map_err(db_err("migration"))?;
-        tx.execute_batch(step).map_err(db_err("migration"))?;
-        tx.pragma_update(None, "user_version", version)
-            .map_err(db_err("migration"))?;
-        tx.commit().map_err(db_err("migration"))?;
+    if current == LATEST {
+        return Ok(());
     }
-    Ok(())
+    // Steps that rebuild a table need foreign keys off, and the pragma is
+    // a no-op inside a transaction; each step checks them before commit.
+    conn.pragma_update(None, "foreign_keys", "OFF")
+        .map_err(db_err("migration"))?;
+    let migrated = (|| {
+        for (i, step) in STEPS.iter().enumerate().skip(current as usize) {
+            let version = i as u32 + 1;
+            let tx = conn.transaction().map_err(db_err("migration"))?;
+            tx.execute_batch(step).map_err(db_err("migration"))?;
+            let broken: i64 = tx
+                .query_row("SELECT COUNT(*) FROM pragma_foreign_key_check", [], |r| {
+                    r.get(0)
+                })
+                .map_err(db_err("migration"))?;
+            if broken > 0 {
+                return Err(Error::internal(format!(
+                    "catalog migration {version} would break {broken} references"
+                )));
+            }
+            tx.pragma_update(None, "user_version", version)
+                .map_err(db_err("migration"))?;
+            tx.commit().map_err(db_err("migration"))?;
+        }
+        Ok(())
+    })();
+    conn.pragma_update(None, "foreign_keys", "ON")
+        .map_err(db_err("migration"))?;
+    migrated
 }

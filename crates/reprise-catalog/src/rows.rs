@@ -28,7 +28,7 @@ impl Sql for Option<Uuid> {
     }
 }
 
-fn uuid(r: &Row, i: usize) -> rusqlite::Result<Uuid> {
+pub(crate) fn uuid(r: &Row, i: usize) -> rusqlite::Result<Uuid> {
     let s: String = r.get(i)?;
     Uuid::parse_str(&s).map_err(|e| {
         rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
@@ -70,7 +70,35 @@ pub(crate) fn account(r: &Row) -> rusqlite::Result<Account> {
         id: uuid(r, 0)?,
         name: r.get(1)?,
         admin: r.get(2)?,
-        created_at: r.get(3)?,
+        plan: r.get(3)?,
+        created_at: r.get(4)?,
+    })
+}
+
+pub(crate) fn api_key(r: &Row) -> rusqlite::Result<ApiKey> {
+    Ok(ApiKey {
+        id: uuid(r, 0)?,
+        account_id: uuid(r, 1)?,
+        name: r.get(2)?,
+        prefix: r.get(3)?,
+        created_at: r.get(4)?,
+        last_used_at: r.get(5)?,
+    })
+}
+
+pub(crate) const UPLOAD_SELECT: &str = "SELECT id, account_id, name, state, size_bytes, received_bytes, sha256, created_at, completed_at FROM uploads";
+
+pub(crate) fn upload(r: &Row) -> rusqlite::Result<Upload> {
+    Ok(Upload {
+        id: uuid(r, 0)?,
+        account_id: uuid(r, 1)?,
+        name: r.get(2)?,
+        state: parsed(r, 3)?,
+        size_bytes: r.get::<_, i64>(4)? as u64,
+        received_bytes: r.get::<_, i64>(5)? as u64,
+        sha256: r.get(6)?,
+        created_at: r.get(7)?,
+        completed_at: r.get(8)?,
     })
 }
 

@@ -34,22 +34,10 @@ pub struct BackupStats {
 }
 
 impl Catalog {
-    /// Record a snapshot, unless a backup of its volume is running: the
-    /// check and the insert are one statement, so two requests cannot both
-    /// start one. Returns whether it was recorded.
+    /// Record a snapshot unless a backup of its volume is running (see
+    /// [`crate::write::insert_snapshot`]).
     pub fn insert_snapshot(&self, s: &Snapshot) -> Result<bool> {
-        let n = self
-            .conn()
-            .execute(
-                "INSERT INTO snapshots (id, account_id, name, volume_id, volume_name, zone, state, size_bytes,
-                                        consistency, base_id, created_at)
-                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11
-                 WHERE NOT EXISTS (SELECT 1 FROM snapshots WHERE volume_id = ?4 AND state = 'BackingUp')",
-                params![s.id.sql(), s.account_id.sql(), s.name, s.volume_id.sql(), s.volume, s.zone,
-                        s.state.as_str(), s.size_bytes as i64, s.consistency, s.base_id.sql(), s.created_at],
-            )
-            .map_err(db_err(&format!("snapshot '{}'", s.name)))?;
-        Ok(n == 1)
+        crate::write::insert_snapshot(&self.conn(), s)
     }
 
     /// Whether a running backup uses this snapshot as its base.

@@ -67,18 +67,94 @@ fn keys_are_stored_hashed_and_found_by_hash() {
     let c = Catalog::open_in_memory().unwrap();
     let made = c.create_account("alice", false).unwrap();
     assert!(made.api_key.starts_with("rpk_"));
-    let found = c.account_by_key(&made.api_key).unwrap().unwrap();
+    let (found, first_key) = c.account_by_key(&made.api_key).unwrap().unwrap();
     assert_eq!(found, made.account);
     assert!(c.account_by_key("rpk_wrong").unwrap().is_none());
     let stored: String = c
         .conn()
-        .query_row("SELECT key_hash FROM accounts", [], |r| r.get(0))
+        .query_row("SELECT hash FROM api_keys", [], |r| r.get(0))
         .unwrap();
     assert_ne!(stored, made.api_key);
     assert_eq!(
         c.create_account("alice", false).unwrap_err().code,
         "name_taken"
     );
+
+    // Several keys, each revocable; a rotation replaces one under its name.
+    let second = c.create_key(found.id, "ci").unwrap();
+    assert_eq!(second.key.prefix, &second.api_key[..8]);
+    assert_eq!(c.create_key(found.id, "ci").unwrap_err().code, "name_taken");
+    let names: Vec<String> = c.list_keys(found.id).unwrap().into_iter().map(|k| k.name).collect();
+    assert_eq!(names, ["default", "ci"]);
+    c.revoke_key(first_key).unwrap();
+    assert!(c.account_by_key(&made.api_key).unwrap().is_none());
+    let rotated = c.rotate_key(second.key.id).unwrap();
+    assert_eq!(rotated.key.name, "ci");
+    assert!(c.account_by_key(&second.api_key).unwrap().is_none());
+    assert_eq!(
+        c.account_by_key(&rotated.api_key).unwrap().unwrap().1,
+        rotated.key.id
+    );
+    assert_eq!(c.key(found.id, "default").unwrap_err().code, "key_not_found");
+}
+
+#[test]
+fn a_v4_catalog_keeps_its_keys_through_the_tenancy_migration() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("catalog.db");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    for step in &migrations::STEPS[..4] {
+        conn.execute_batch(step).unwrap();
+    }
+    conn.pragma_update(None, "user_version", 4).unwrap();
+    let admin = Uuid::new_v4();
+    let zone = Uuid::new_v4();
+    conn.execute(
+        "INSERT INTO accounts (id, name, admin, key_hash, created_at) VALUES (?1, 'admin', 1, ?2, '2026-01-01T00:00:00Z')",
+        rusqlite::params![admin.to_string(), hash_key("rpk_old")],
+    )
+    .unwrap();
+    conn.execute(
+        "INSERT INTO zones (id, account_id, name, storage_dir, created_at) VALUES (?1, ?2, 'zone1', '/z', '2026-01-01T00:00:00Z')",
+        rusqlite::params![zone.to_string(), admin.to_string()],
+    )
+    .unwrap();
+    drop(conn);
+    let c = Catalog::open(&path).unwrap();
+    assert_eq!(c.schema_version().unwrap(), migrations::LATEST);
+    let (a, key) = c.account_by_key("rpk_old").unwrap().unwrap();
+    assert_eq!((a.id, a.admin, key), (admin, true, admin));
+    assert_eq!(c.zone("zone1").unwrap().id, zone, "references survive");
+    let fk: bool = c
+        .conn()
+        .pragma_query_value(None, "foreign_keys", |r| r.get(0))
+        .unwrap();
+    assert!(fk, "foreign keys are on again");
+}
+
+#[test]
+fn plans_are_put_assigned_and_kept_while_used() {
+    let (c, _admin, _zone) = catalog_with_zone();
+    let vps = reprise_core::plan::Plan {
+        name: "vps".into(),
+        limits: reprise_core::plan::PlanLimits {
+            max_recovery_points: Some(1),
+            ..Default::default()
+        },
+    };
+    c.put_plan(&vps).unwrap();
+    assert_eq!(c.plan("vps").unwrap(), vps);
+    assert_eq!(c.plan("gold").unwrap_err().code, "plan_not_found");
+    let alice = c.create_account_with_plan("alice", false, Some("vps")).unwrap().account;
+    assert_eq!(alice.plan.as_deref(), Some("vps"));
+    assert_eq!(
+        c.create_account_with_plan("bob", false, Some("gold")).unwrap_err().code,
+        "plan_not_found"
+    );
+    assert_eq!(c.delete_plan("vps").unwrap_err().code, "plan_in_use");
+    c.set_account_plan(alice.id, None).unwrap();
+    c.delete_plan("vps").unwrap();
+    assert!(c.list_plans().unwrap().is_empty());
 }
 
 #[test]
@@ -172,8 +248,16 @@ fn jobs_keep_progress_log_and_error() {
 }
 
 #[test]
-fn a_plan_limit_holds_in_one_statement() {
+fn a_plan_limit_holds_in_the_transaction_that_records() {
     let (c, admin, zone) = catalog_with_zone();
+    c.put_plan(&reprise_core::plan::Plan {
+        name: "vps".into(),
+        limits: reprise_core::plan::PlanLimits {
+            max_recovery_points: Some(1),
+            ..Default::default()
+        },
+    })
+    .unwrap();
     let inst = instance_row(admin.id, &zone, "vps", Some("vps"));
     c.insert_instance(&inst).unwrap();
     let point = |name: &str| Point {
@@ -195,15 +279,33 @@ fn a_plan_limit_holds_in_one_statement() {
         error: None,
         created_at: now(),
     };
-    assert!(c.insert_point(&point("one"), Some(1)).unwrap());
-    assert!(
-        !c.insert_point(&point("two"), Some(1)).unwrap(),
-        "the limit holds"
-    );
-    assert!(
-        c.insert_point(&point("three"), None).unwrap(),
-        "no plan, no limit"
-    );
+    let one_point = reprise_core::plan::Demand {
+        recovery_points: 1,
+        ..Default::default()
+    };
+    let scope = Scope {
+        instance: Some(inst.id),
+        volume: None,
+    };
+    c.admit(admin.id, scope, &one_point, |conn| {
+        write::insert_point(conn, &point("one"))
+    })
+    .unwrap();
+    let e = c
+        .admit(admin.id, scope, &one_point, |conn| {
+            write::insert_point(conn, &point("two"))
+        })
+        .unwrap_err();
+    assert_eq!(e.code, "point_limit_reached");
+    assert!(e.message.contains("'vps'"), "{}", e.message);
+    assert!(c.point(inst.id, "two").is_err(), "nothing written");
+    // The instance's plan gone, the account has none: no limit.
+    c.set_instance_settings(inst.id, None, Some(None)).unwrap();
+    c.admit(admin.id, scope, &one_point, |conn| {
+        write::insert_point(conn, &point("three"))
+    })
+    .unwrap();
+    assert_eq!(c.usage(admin.id, scope).unwrap().most_recovery_points, 2);
     let first = c.point(inst.id, "one").unwrap();
     c.point_taken(first.id, inst.id, "filesystem", Some(40))
         .unwrap();

@@ -9,6 +9,7 @@
 pub mod error;
 pub mod model;
 pub mod name;
+pub mod plan;
 pub mod size;
 
 pub use error::{Error, ErrorKind, Result};

@@ -79,6 +79,12 @@ string_enum!(
 );
 
 string_enum!(
+    /// The state of an upload: `Receiving` until all its bytes are in,
+    /// then `Complete` (read-only, its SHA-256 known).
+    UploadState { Receiving, Complete }
+);
+
+string_enum!(
     /// The state of a job. `Succeeded`, `Failed` and `Cancelled` are final.
     JobState { Queued, Running, Succeeded, Failed, Cancelled }
 );
@@ -107,6 +113,9 @@ pub struct Account {
     pub id: Uuid,
     pub name: String,
     pub admin: bool,
+    /// The operator's plan for this account (`None`: unlimited).
+    #[serde(default)]
+    pub plan: Option<String>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -117,11 +126,85 @@ pub struct AccountCreated {
     pub api_key: String,
 }
 
+/// An account with its plan and what it uses of each limit.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AccountDetails {
+    pub account: Account,
+    /// The plan's limits (`None`: no plan, nothing is limited).
+    pub plan: Option<crate::plan::Plan>,
+    pub usage: crate::plan::Usage,
+}
+
+/// The operator's settings of an account (admin).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountSettings {
+    /// A plan's name; `""` removes the plan.
+    pub plan: Option<String>,
+}
+
+/// One API key of an account. The key itself is shown once, when made;
+/// the catalog keeps only its hash.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ApiKey {
+    pub id: Uuid,
+    pub account_id: Uuid,
+    pub name: String,
+    /// The key's first characters, to tell keys apart.
+    pub prefix: String,
+    pub created_at: DateTime<Utc>,
+    /// To the minute: when a request last came with it.
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+/// A new key, returned once.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiKeyCreated {
+    pub key: ApiKey,
+    pub api_key: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateApiKey {
+    pub name: String,
+}
+
+/// A file sent to the daemon over the API (an image, a kernel, an
+/// initrd), kept privately until the account deletes it. The way tenants
+/// bring files: they never name a file on the daemon's host.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Upload {
+    pub id: Uuid,
+    pub account_id: Uuid,
+    /// The client's name for it (a file name), shown in lists.
+    pub name: String,
+    pub state: UploadState,
+    /// The size announced when it was created.
+    pub size_bytes: u64,
+    /// Bytes received so far: where a restarted upload resumes.
+    pub received_bytes: u64,
+    /// Hex SHA-256 of the whole file, once Complete.
+    pub sha256: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUpload {
+    pub name: String,
+    /// The file's size in bytes.
+    pub size_bytes: u64,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Zone {
     pub id: Uuid,
     pub name: String,
-    /// The zone's primary storage: where its volumes' qcow2 files live.
+    /// The zone's primary storage: where its volumes' qcow2 files live
+    /// (shown to the admin only).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub storage_dir: String,
     pub created_at: DateTime<Utc>,
 }
@@ -137,7 +220,9 @@ pub struct Volume {
     pub state: VolumeState,
     /// Virtual size, as the guest sees it.
     pub size_bytes: u64,
-    /// The qcow2 file in the zone's primary storage.
+    /// The qcow2 file in the zone's primary storage (shown to the admin
+    /// only).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub path: String,
     pub instance_id: Option<Uuid>,
     pub instance: Option<String>,
@@ -174,9 +259,14 @@ pub struct Instance {
     pub append: Option<String>,
     /// `kvm` or `tcg`: the accelerator of the running QEMU (last start).
     pub accel: Option<String>,
+    /// The QEMU process and its files on the host (shown to the admin
+    /// only).
     pub pid: Option<u32>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub qmp_socket: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub guest_agent_socket: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub console_log: String,
     /// Filled in by `show` only (it asks the guest).
     pub guest_agent: Option<GuestAgentStatus>,
@@ -360,7 +450,8 @@ pub struct Template {
     /// The snapshot it was made from (`None` once that snapshot is gone, or
     /// for an imported image).
     pub source_snapshot_id: Option<Uuid>,
-    /// Where it came from: the snapshot's name, or `image:PATH`.
+    /// Where it came from: the snapshot's name, `upload:NAME` or
+    /// `image:FILE NAME`.
     pub source_snapshot: String,
     pub size_bytes: u64,
     pub chunk_count: u64,
@@ -386,13 +477,16 @@ pub struct CloneInstance {
     pub zone: Option<String>,
 }
 
-/// Import a disk image file of the daemon's host as a template.
+/// Import a disk image (qcow2 or raw) as a template: an upload, or (admin
+/// only) a file below one of the daemon's `import_dirs`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ImportTemplate {
     pub name: String,
-    /// An absolute path on the daemon's host: a qcow2 or raw image.
-    pub file: String,
+    /// A Complete upload, by id.
+    pub upload: Option<String>,
+    /// Admin only: an absolute path below one of `import_dirs`.
+    pub file: Option<String>,
 }
 
 /// Put a volume back to a snapshot's content.
@@ -471,19 +565,27 @@ pub struct CreateInstance {
     pub memory: Option<String>,
     /// A blank root volume of this size.
     pub root_size: Option<String>,
-    /// A disk image file on the daemon's host, copied into a root volume.
+    /// A disk image (qcow2 or raw) copied into the root volume: an upload
+    /// by id…
+    pub image_upload: Option<String>,
+    /// …or, admin only, a file below one of the daemon's `import_dirs`.
     pub image: Option<String>,
     /// A template (name or id) whose content becomes the root volume.
     pub template: Option<String>,
     #[serde(default)]
     pub data_volumes: Vec<String>,
+    /// Direct kernel boot: a kernel and an initrd, each an upload by id…
+    pub kernel_upload: Option<String>,
+    pub initrd_upload: Option<String>,
+    /// …or, admin only, files below one of the daemon's `import_dirs`.
     pub kernel: Option<String>,
     pub initrd: Option<String>,
     pub append: Option<String>,
     /// Leave the new instance Stopped instead of starting it.
     #[serde(default)]
     pub no_start: bool,
-    /// A plan defined in the daemon's config.
+    /// Admin only: a plan for this instance, overriding its account's for
+    /// recovery points.
     pub plan: Option<String>,
 }
 
@@ -492,6 +594,38 @@ pub struct CreateInstance {
 pub struct StopInstance {
     #[serde(default)]
     pub force: bool,
+}
+
+/// The file name at the end of a host path, without the directories.
+fn file_name(path: &str) -> String {
+    path.rsplit('/').next().unwrap_or_default().to_string()
+}
+
+impl Zone {
+    /// What a tenant may see: no host path.
+    pub fn hide_host_details(&mut self) {
+        self.storage_dir.clear();
+    }
+}
+
+impl Volume {
+    /// What a tenant may see: no host path.
+    pub fn hide_host_details(&mut self) {
+        self.path.clear();
+    }
+}
+
+impl Instance {
+    /// What a tenant may see: no host path, socket or process id; a
+    /// kernel and initrd by their file names.
+    pub fn hide_host_details(&mut self) {
+        self.pid = None;
+        self.qmp_socket.clear();
+        self.guest_agent_socket.clear();
+        self.console_log.clear();
+        self.kernel = self.kernel.as_deref().map(file_name);
+        self.initrd = self.initrd.as_deref().map(file_name);
+    }
 }
 
 #[cfg(test)]
