@@ -593,6 +593,16 @@ impl Catalog {
         write::insert_job(&self.conn(), job)
     }
 
+    /// Remove a job that never ran (its operation was refused after the
+    /// job was reserved).
+    pub fn delete_job(&self, id: Uuid) -> Result<()> {
+        self.update(
+            "delete job",
+            "DELETE FROM jobs WHERE id = ?1 AND state = 'Queued'",
+            params![id.sql()],
+        )
+    }
+
     pub fn job_started(&self, id: Uuid) -> Result<()> {
         self.update(
             "job started",

@@ -89,3 +89,12 @@ pub fn attach_volume(conn: &Connection, id: uuid::Uuid, instance: uuid::Uuid, sl
     }
     Ok(())
 }
+
+pub fn set_volume_size(conn: &Connection, id: uuid::Uuid, size: u64) -> Result<()> {
+    conn.execute(
+        "UPDATE volumes SET size_bytes = ?2 WHERE id = ?1",
+        params![id.sql(), size as i64],
+    )
+    .map_err(db_err("volume size"))?;
+    Ok(())
+}

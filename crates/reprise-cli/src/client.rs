@@ -3,11 +3,33 @@
 //! the daemon's own kind, code and message.
 
 use reprise_core::error::ErrorBody;
-use reprise_core::model::{Job, JobStarted};
+use reprise_core::model::{CreateUpload, Job, JobStarted, Upload};
+use sha2::{Digest, Sha256};
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
 use reprise_core::{Error, ErrorKind, Result};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::time::{Duration, Instant};
+
+/// Bytes sent per upload request: a failed request costs at most this.
+const UPLOAD_PIECE: usize = 16 << 20;
+
+struct HashWriter<'a>(&'a mut Sha256);
+
+impl std::io::Write for HashWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
 
 #[derive(Clone)]
 pub struct Client {
@@ -115,6 +137,83 @@ impl Client {
     /// DELETE a resource whose deletion is a job.
     pub fn delete_job(&self, path: &str) -> Result<Job> {
         Self::parse::<JobStarted>(self.answer(self.request("DELETE", path).call())?).map(|s| s.job)
+    }
+
+    /// Upload a local file (see the daemon's `ops::uploads`): announced,
+    /// then sent in pieces; a piece that fails is sent again from where
+    /// the daemon says the upload stands, a few times. The daemon's SHA-256
+    /// of the whole file is checked against ours. `progress(sent, total)`
+    /// is called after each piece.
+    pub fn upload(&self, path: &Path, mut progress: impl FnMut(u64, u64)) -> Result<Upload> {
+        let local = |e: std::io::Error| {
+            Error::invalid(
+                "file_unreadable",
+                format!("cannot read {}: {e}", path.display()),
+            )
+        };
+        let mut file = std::fs::File::open(path).map_err(local)?;
+        let size = file.metadata().map_err(local)?.len();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "upload".into());
+        let mut upload: Upload = self.post(
+            "/api/v1/uploads",
+            &CreateUpload {
+                name,
+                size_bytes: size,
+            },
+        )?;
+        let id = upload.id.to_string();
+        let mut hash = Sha256::new();
+        let mut hashed = 0u64;
+        let mut piece = vec![0u8; UPLOAD_PIECE];
+        let mut failures = 0;
+        while upload.received_bytes < size {
+            let at = upload.received_bytes;
+            let len = (size - at).min(UPLOAD_PIECE as u64) as usize;
+            file.seek(SeekFrom::Start(at)).map_err(local)?;
+            file.read_exact(&mut piece[..len]).map_err(local)?;
+            if at == hashed {
+                hash.update(&piece[..len]);
+                hashed += len as u64;
+            }
+            let sent = self.answer(
+                self.request("PUT", &format!("/api/v1/uploads/{}/data?offset={at}", segment(&id)))
+                    .set("Content-Type", "application/octet-stream")
+                    .send_bytes(&piece[..len]),
+            );
+            match sent.and_then(Self::parse::<Upload>) {
+                Ok(u) => upload = u,
+                Err(e) if failures < 5 && e.kind != ErrorKind::Invalid => {
+                    failures += 1;
+                    std::thread::sleep(Duration::from_millis(200 << failures));
+                    upload = self.get(&format!("/api/v1/uploads/{}", segment(&id)))?;
+                    if upload.received_bytes < hashed {
+                        // Bytes we hashed were not kept: hash again from the start.
+                        hash = Sha256::new();
+                        file.seek(SeekFrom::Start(0)).map_err(local)?;
+                        let mut prefix = (&mut file).take(upload.received_bytes);
+                        std::io::copy(&mut prefix, &mut HashWriter(&mut hash)).map_err(local)?;
+                        hashed = upload.received_bytes;
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+            progress(upload.received_bytes, size);
+        }
+        let ours = hex_of(&hash.finalize());
+        match upload.sha256.as_deref() {
+            Some(theirs) if theirs == ours => Ok(upload),
+            theirs => Err(Error::unavailable(
+                "upload_corrupted",
+                format!(
+                    "the daemon holds {} for {} but the file's SHA-256 is {ours}: upload it again",
+                    theirs.unwrap_or("no checksum"),
+                    path.display()
+                ),
+            )),
+        }
     }
 
     pub fn job(&self, id: &str) -> Result<Job> {

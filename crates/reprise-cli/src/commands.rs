@@ -40,9 +40,15 @@ enum Command {
     /// Zones: each has its own primary storage.
     #[command(subcommand)]
     Zone(ZoneCmd),
-    /// Accounts and their API keys (admin).
+    /// Accounts, their plans and API keys.
     #[command(subcommand)]
     Account(AccountCmd),
+    /// Plans: what an account may hold and run (set by the operator).
+    #[command(subcommand)]
+    Plan(PlanCmd),
+    /// Uploads: files sent to the daemon (images, kernels, initrds).
+    #[command(subcommand)]
+    Upload(UploadCmd),
     /// Volumes: qcow2 disks in a zone's primary storage.
     #[command(subcommand)]
     Volume(VolumeCmd),
@@ -74,12 +80,17 @@ enum TemplateCmd {
         #[arg(long)]
         from_snapshot: String,
     },
-    /// Import a qcow2 or raw image file of the daemon's host (checked, and
-    /// converted under resource limits: images are untrusted input).
+    /// Import a qcow2 or raw image file: uploaded from this machine, then
+    /// checked and converted under resource limits (images are untrusted
+    /// input).
     Import {
         name: String,
         #[arg(long)]
         file: String,
+        /// FILE names a file on the daemon's host, below its import_dirs
+        /// (admin only), instead of a file to upload.
+        #[arg(long)]
+        on_server: bool,
     },
     List,
     Show {
@@ -197,8 +208,105 @@ enum AccountCmd {
     /// Create an account (admin); prints its API key once.
     Create {
         name: String,
+        /// Its plan (default: the daemon's default_plan; "" for none).
+        #[arg(long)]
+        plan: Option<String>,
     },
     List,
+    /// An account's plan and what it uses of each limit (your own when
+    /// left out).
+    Show {
+        account: Option<String>,
+    },
+    /// Assign a plan to an account (admin; "" removes it).
+    Set {
+        account: String,
+        #[arg(long)]
+        plan: String,
+    },
+    /// Delete an account (admin): refused while it owns anything, unless
+    /// --purge, which revokes its keys and deletes all it owns first.
+    Delete {
+        account: String,
+        #[arg(long)]
+        purge: bool,
+    },
+    /// API keys: several per account, each revocable.
+    #[command(subcommand)]
+    Key(KeyCmd),
+}
+
+#[derive(Subcommand)]
+enum KeyCmd {
+    /// Make a new key (shown once).
+    Create {
+        name: String,
+        /// Whose (admin; your own account when left out).
+        #[arg(long)]
+        account: Option<String>,
+    },
+    List {
+        #[arg(long)]
+        account: Option<String>,
+    },
+    /// Revoke a key: it fails from the next request on.
+    Revoke {
+        key: String,
+        #[arg(long)]
+        account: Option<String>,
+    },
+    /// Replace the key this command uses by a new one (for the admin, the
+    /// daemon's admin.key file too); prints the new key once.
+    Rotate,
+}
+
+#[derive(Subcommand)]
+enum PlanCmd {
+    /// Plans (yours, or all for the admin).
+    List,
+    /// Define or replace a plan (admin). Limits left out are unlimited.
+    Set {
+        name: String,
+        /// Recovery points per instance.
+        #[arg(long)]
+        max_recovery_points: Option<u64>,
+        #[arg(long)]
+        max_snapshots_per_volume: Option<u64>,
+        /// Volume snapshots of the account.
+        #[arg(long)]
+        max_snapshots: Option<u64>,
+        #[arg(long)]
+        max_volumes: Option<u64>,
+        #[arg(long)]
+        max_instances: Option<u64>,
+        /// Total size of the account's volumes, like 200G.
+        #[arg(long)]
+        max_volume_size: Option<String>,
+        /// Bytes of the account's snapshots in the region's store, like 1T.
+        #[arg(long)]
+        max_snapshot_size: Option<String>,
+        #[arg(long)]
+        max_concurrent_jobs: Option<u64>,
+    },
+    /// Delete a plan no account or instance uses (admin).
+    Delete {
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum UploadCmd {
+    /// Send a file; prints the upload (its id is what imports take).
+    Create {
+        file: PathBuf,
+    },
+    List,
+    Show {
+        upload: String,
+    },
+    Delete {
+        upload: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -314,7 +422,8 @@ struct CreateInstanceArgs {
     /// A blank root volume of this size.
     #[arg(long, conflicts_with = "image")]
     root_size: Option<String>,
-    /// A disk image file (qcow2 or raw) on the daemon's host, copied into the root volume.
+    /// A disk image file (qcow2 or raw), uploaded and copied into the root
+    /// volume.
     #[arg(long, conflicts_with = "template")]
     image: Option<String>,
     /// A template whose content becomes the root volume.
@@ -323,17 +432,22 @@ struct CreateInstanceArgs {
     /// A data volume to attach (repeatable).
     #[arg(long = "data-volume")]
     data_volumes: Vec<String>,
-    /// Boot this kernel directly (small guests).
+    /// Boot this kernel directly (small guests); uploaded, like --initrd.
     #[arg(long)]
     kernel: Option<String>,
     #[arg(long, requires = "kernel")]
     initrd: Option<String>,
     #[arg(long, requires = "kernel")]
     append: Option<String>,
+    /// --image, --kernel and --initrd name files on the daemon's host,
+    /// below its import_dirs (admin only), instead of files to upload.
+    #[arg(long)]
+    on_server: bool,
     /// Create it Stopped.
     #[arg(long)]
     no_start: bool,
-    /// A plan of the daemon's config (it caps recovery points).
+    /// A plan for this instance, overriding its account's for recovery
+    /// points (admin).
     #[arg(long)]
     plan: Option<String>,
 }
@@ -400,6 +514,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Serve(_) => unreachable!("handled above"),
         Command::Zone(c) => zone(&ctx, c),
         Command::Account(c) => account(&ctx, c),
+        Command::Plan(c) => plan(&ctx, c),
+        Command::Upload(c) => upload(&ctx, c),
         Command::Volume(c) => volume(&ctx, c),
         Command::Instance(c) => instance(&ctx, c),
         Command::Point(c) => point(&ctx, c),
@@ -500,11 +616,24 @@ fn show_zone(ctx: &Ctx, z: &Zone) {
     );
 }
 
+fn account_path(a: &str) -> String {
+    format!("/api/v1/accounts/{}", segment(a))
+}
+
+/// The account a command names, or the caller's own.
+fn account_or_me(c: &Client, account: Option<String>) -> Result<String> {
+    match account {
+        Some(a) => Ok(a),
+        None => c.get::<Account>("/api/v1/whoami").map(|me| me.id.to_string()),
+    }
+}
+
 fn account(ctx: &Ctx, cmd: AccountCmd) -> Result<()> {
     let c = &ctx.client;
     match cmd {
-        AccountCmd::Create { name } => {
-            let made: AccountCreated = c.post("/api/v1/accounts", &CreateAccount { name })?;
+        AccountCmd::Create { name, plan } => {
+            let made: AccountCreated =
+                c.post("/api/v1/accounts", &CreateAccount { name, plan })?;
             if ctx.json {
                 print_json(&made);
             } else {
@@ -513,6 +642,7 @@ fn account(ctx: &Ctx, cmd: AccountCmd) -> Result<()> {
                     fields(&[
                         ("id", made.account.id.to_string()),
                         ("name", made.account.name.clone()),
+                        ("plan", opt(&made.account.plan)),
                         ("api key", made.api_key.clone()),
                     ])
                 );
@@ -521,17 +651,328 @@ fn account(ctx: &Ctx, cmd: AccountCmd) -> Result<()> {
         }
         AccountCmd::List => {
             let accounts: Vec<Account> = c.get("/api/v1/accounts")?;
-            print_list(ctx, &accounts, &["NAME", "ADMIN", "CREATED", "ID"], |a| {
-                vec![
-                    a.name.clone(),
-                    if a.admin { "yes" } else { "no" }.into(),
-                    time(&a.created_at),
-                    a.id.to_string(),
-                ]
-            });
+            print_list(
+                ctx,
+                &accounts,
+                &["NAME", "ADMIN", "PLAN", "CREATED", "ID"],
+                |a| {
+                    vec![
+                        a.name.clone(),
+                        if a.admin { "yes" } else { "no" }.into(),
+                        opt(&a.plan),
+                        time(&a.created_at),
+                        a.id.to_string(),
+                    ]
+                },
+            );
+        }
+        AccountCmd::Show { account } => {
+            let a = account_or_me(c, account)?;
+            show_account(ctx, &c.get(&account_path(&a))?);
+        }
+        AccountCmd::Set { account, plan } => {
+            let d: AccountDetails = c.post(
+                &format!("{}/settings", account_path(&account)),
+                &AccountSettings { plan: Some(plan) },
+            )?;
+            show_account(ctx, &d);
+        }
+        AccountCmd::Delete { account, purge } => {
+            if purge {
+                let job = c.delete_job(&format!("{}?purge=true", account_path(&account)))?;
+                if !follow(ctx, job)? {
+                    return Ok(());
+                }
+            } else {
+                c.delete(&account_path(&account))?;
+            }
+            if !ctx.json {
+                println!("account {account} deleted");
+            }
+        }
+        AccountCmd::Key(k) => key(ctx, k)?,
+    }
+    Ok(())
+}
+
+fn show_account(ctx: &Ctx, d: &AccountDetails) {
+    if ctx.json {
+        return print_json(d);
+    }
+    print!(
+        "{}",
+        fields(&[
+            ("id", d.account.id.to_string()),
+            ("name", d.account.name.clone()),
+            ("admin", if d.account.admin { "yes" } else { "no" }.into()),
+            ("plan", opt(&d.account.plan)),
+            ("created", time(&d.account.created_at)),
+        ])
+    );
+    let limits = d.plan.as_ref().map(|p| p.limits.clone()).unwrap_or_default();
+    let rows: Vec<Vec<String>> = reprise_core::plan::Limit::ALL
+        .iter()
+        .map(|l| {
+            let bytes = matches!(
+                l,
+                reprise_core::plan::Limit::VolumeBytes | reprise_core::plan::Limit::SnapshotBytes
+            );
+            let show = |n: u64| if bytes { size(n) } else { n.to_string() };
+            vec![
+                l.field().to_string(),
+                show(l.used(&d.usage)),
+                l.of(&limits).map(show).unwrap_or_else(|| "unlimited".into()),
+            ]
+        })
+        .collect();
+    println!();
+    print!("{}", table(&["LIMIT", "USED", "ALLOWED"], &rows));
+}
+
+fn key(ctx: &Ctx, cmd: KeyCmd) -> Result<()> {
+    let c = &ctx.client;
+    let show_made = |made: &ApiKeyCreated| {
+        if ctx.json {
+            print_json(made);
+        } else {
+            print!(
+                "{}",
+                fields(&[
+                    ("id", made.key.id.to_string()),
+                    ("name", made.key.name.clone()),
+                    ("api key", made.api_key.clone()),
+                ])
+            );
+            eprintln!("The API key is shown this once: keep it now.");
+        }
+    };
+    match cmd {
+        KeyCmd::Create { name, account } => {
+            let a = account_or_me(c, account)?;
+            let made: ApiKeyCreated = c.post(
+                &format!("{}/keys", account_path(&a)),
+                &CreateApiKey { name },
+            )?;
+            show_made(&made);
+        }
+        KeyCmd::List { account } => {
+            let a = account_or_me(c, account)?;
+            let keys: Vec<ApiKey> = c.get(&format!("{}/keys", account_path(&a)))?;
+            print_list(
+                ctx,
+                &keys,
+                &["NAME", "PREFIX", "CREATED", "LAST USED", "ID"],
+                |k| {
+                    vec![
+                        k.name.clone(),
+                        format!("{}…", k.prefix),
+                        time(&k.created_at),
+                        k.last_used_at.as_ref().map(time).unwrap_or_else(|| "-".into()),
+                        k.id.to_string(),
+                    ]
+                },
+            );
+        }
+        KeyCmd::Revoke { key, account } => {
+            let a = account_or_me(c, account)?;
+            c.delete(&format!("{}/keys/{}", account_path(&a), segment(&key)))?;
+            if !ctx.json {
+                println!("key {key} revoked");
+            }
+        }
+        KeyCmd::Rotate => {
+            let made: ApiKeyCreated = c.post("/api/v1/keys/rotate", &serde_json::json!({}))?;
+            show_made(&made);
         }
     }
     Ok(())
+}
+
+fn plan(ctx: &Ctx, cmd: PlanCmd) -> Result<()> {
+    use reprise_core::plan::{Limit, Plan, PlanLimits};
+    let c = &ctx.client;
+    match cmd {
+        PlanCmd::List => {
+            let plans: Vec<Plan> = c.get("/api/v1/plans")?;
+            if ctx.json {
+                return Ok(print_json(&plans));
+            }
+            let mut headers = vec!["NAME"];
+            headers.extend(Limit::ALL.iter().map(|l| l.field()));
+            let rows: Vec<Vec<String>> = plans
+                .iter()
+                .map(|p| {
+                    let mut row = vec![p.name.clone()];
+                    row.extend(Limit::ALL.iter().map(|l| match l.of(&p.limits) {
+                        None => "-".to_string(),
+                        Some(n) if matches!(l, Limit::VolumeBytes | Limit::SnapshotBytes) => {
+                            size(n)
+                        }
+                        Some(n) => n.to_string(),
+                    }));
+                    row
+                })
+                .collect();
+            print!("{}", table(&headers, &rows));
+        }
+        PlanCmd::Set {
+            name,
+            max_recovery_points,
+            max_snapshots_per_volume,
+            max_snapshots,
+            max_volumes,
+            max_instances,
+            max_volume_size,
+            max_snapshot_size,
+            max_concurrent_jobs,
+        } => {
+            let bytes = |s: Option<String>| s.map(|s| reprise_core::size::parse_size(&s)).transpose();
+            let plan = Plan {
+                name,
+                limits: PlanLimits {
+                    max_recovery_points,
+                    max_snapshots_per_volume,
+                    max_snapshots,
+                    max_volumes,
+                    max_instances,
+                    max_volume_bytes: bytes(max_volume_size)?,
+                    max_snapshot_bytes: bytes(max_snapshot_size)?,
+                    max_concurrent_jobs,
+                },
+            };
+            let p: Plan = c.post("/api/v1/plans", &plan)?;
+            if ctx.json {
+                print_json(&p);
+            } else {
+                println!("plan {} set", p.name);
+            }
+        }
+        PlanCmd::Delete { name } => {
+            c.delete(&format!("/api/v1/plans/{}", segment(&name)))?;
+            if !ctx.json {
+                println!("plan {name} deleted");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Upload a local file with a progress bar (quiet with --json).
+fn send_file(ctx: &Ctx, path: &std::path::Path) -> Result<Upload> {
+    let bar = if ctx.json {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(0)
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "uploading {msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.set_message(path.display().to_string());
+    let sent = ctx.client.upload(path, |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    });
+    bar.finish_and_clear();
+    sent
+}
+
+fn upload(ctx: &Ctx, cmd: UploadCmd) -> Result<()> {
+    let c = &ctx.client;
+    let path = |u: &str| format!("/api/v1/uploads/{}", segment(u));
+    let u: Upload = match cmd {
+        UploadCmd::Create { file } => send_file(ctx, &file)?,
+        UploadCmd::List => {
+            let list: Vec<Upload> = c.get("/api/v1/uploads")?;
+            print_list(
+                ctx,
+                &list,
+                &["NAME", "STATE", "SIZE", "RECEIVED", "CREATED", "ID"],
+                |u| {
+                    vec![
+                        u.name.clone(),
+                        u.state.to_string(),
+                        size(u.size_bytes),
+                        size(u.received_bytes),
+                        time(&u.created_at),
+                        u.id.to_string(),
+                    ]
+                },
+            );
+            return Ok(());
+        }
+        UploadCmd::Show { upload } => c.get(&path(&upload))?,
+        UploadCmd::Delete { upload } => {
+            c.delete(&path(&upload))?;
+            if !ctx.json {
+                println!("upload {upload} deleted");
+            }
+            return Ok(());
+        }
+    };
+    if ctx.json {
+        return Ok(print_json(&u));
+    }
+    print!(
+        "{}",
+        fields(&[
+            ("id", u.id.to_string()),
+            ("name", u.name.clone()),
+            ("state", u.state.to_string()),
+            ("size", format!("{} ({} bytes)", size(u.size_bytes), u.size_bytes)),
+            ("received", u.received_bytes.to_string()),
+            ("sha256", opt(&u.sha256)),
+            ("created", time(&u.created_at)),
+        ])
+    );
+    Ok(())
+}
+
+/// Files a command brings to the daemon: uploaded (and their uploads
+/// deleted once used), or, with --on-server, host paths for the admin.
+struct Files<'a> {
+    ctx: &'a Ctx,
+    on_server: bool,
+    sent: Vec<Upload>,
+}
+
+impl<'a> Files<'a> {
+    fn new(ctx: &'a Ctx, on_server: bool) -> Self {
+        Files {
+            ctx,
+            on_server,
+            sent: Vec::new(),
+        }
+    }
+
+    /// `(upload id, host path)` for one file argument.
+    fn bring(&mut self, file: Option<String>) -> Result<(Option<String>, Option<String>)> {
+        match file {
+            None => Ok((None, None)),
+            Some(f) if self.on_server => Ok((None, Some(absolute(f)))),
+            Some(f) => {
+                let u = send_file(self.ctx, std::path::Path::new(&f))?;
+                let id = u.id.to_string();
+                self.sent.push(u);
+                Ok((Some(id), None))
+            }
+        }
+    }
+}
+
+impl Drop for Files<'_> {
+    /// The daemon keeps its own copy of what it took: the uploads go.
+    fn drop(&mut self) {
+        for u in &self.sent {
+            let _ = self
+                .ctx
+                .client
+                .delete(&format!("/api/v1/uploads/{}", u.id));
+        }
+    }
 }
 
 fn volume_path(v: &str) -> String {
@@ -669,22 +1110,35 @@ fn instance(ctx: &Ctx, cmd: InstanceCmd) -> Result<()> {
         InstanceCmd::Create(a) => {
             let a = *a;
             let name = a.name.clone();
+            let mut files = Files::new(ctx, a.on_server);
+            let (image_upload, image) = files.bring(a.image)?;
+            let (kernel_upload, kernel) = files.bring(a.kernel)?;
+            let (initrd_upload, initrd) = files.bring(a.initrd)?;
             let req = CreateInstance {
                 name: a.name,
                 zone: a.zone,
                 cpus: a.cpus,
                 memory: a.memory,
                 root_size: a.root_size,
-                image: a.image.map(absolute),
+                image_upload,
+                image,
                 template: a.template,
                 data_volumes: a.data_volumes,
-                kernel: a.kernel.map(absolute),
-                initrd: a.initrd.map(absolute),
+                kernel_upload,
+                initrd_upload,
+                kernel,
+                initrd,
                 append: a.append,
                 no_start: a.no_start,
                 plan: a.plan,
             };
-            (c.start_job("/api/v1/instances", &req)?, name)
+            let job = c.start_job("/api/v1/instances", &req)?;
+            let shown = follow(ctx, job)?;
+            drop(files);
+            if shown {
+                show_instance(ctx, &c.get(&instance_path(&name))?);
+            }
+            return Ok(());
         }
         InstanceCmd::List => {
             let list: Vec<Instance> = c.get("/api/v1/instances")?;
@@ -1294,16 +1748,21 @@ fn template(ctx: &Ctx, cmd: TemplateCmd) -> Result<()> {
             return Ok(());
         }
         TemplateCmd::Show { template } => c.get(&template_path(&template))?,
-        TemplateCmd::Import { name, file } => {
+        TemplateCmd::Import {
+            name,
+            file,
+            on_server,
+        } => {
+            let mut files = Files::new(ctx, on_server);
+            let (upload, file) = files.bring(Some(file))?;
             let job = c.start_job(
                 "/api/v1/templates/import",
-                &ImportTemplate {
-                    name,
-                    file: absolute(file),
-                },
+                &ImportTemplate { name, upload, file },
             )?;
             let id = job.target_id;
-            if !follow(ctx, job)? {
+            let shown = follow(ctx, job)?;
+            drop(files);
+            if !shown {
                 return Ok(());
             }
             c.get(&template_path(&id.to_string()))?
@@ -1329,7 +1788,9 @@ fn template(ctx: &Ctx, cmd: TemplateCmd) -> Result<()> {
                     "from",
                     match shown.source_snapshot_id {
                         Some(_) => format!("snapshot {}", shown.source_snapshot),
-                        None if shown.source_snapshot.starts_with("image:") => {
+                        None if shown.source_snapshot.starts_with("image:")
+                            || shown.source_snapshot.starts_with("upload:") =>
+                        {
                             shown.source_snapshot.clone()
                         }
                         None => format!("snapshot {} (deleted since)", shown.source_snapshot),

@@ -525,6 +525,8 @@ pub struct JobStarted {
 #[serde(deny_unknown_fields)]
 pub struct CreateAccount {
     pub name: String,
+    /// Its plan: the config's `default_plan` when absent, none when `""`.
+    pub plan: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -1,5 +1,6 @@
 //! The daemon's shared state: configuration, catalog, host facts, the
-//! per-instance locks and the metrics counters.
+//! per-instance (and per-upload) locks, the metrics, and the background
+//! garbage collector's trigger.
 //!
 //! Locking: every operation that talks to an instance's QEMU or changes its
 //! volumes holds that instance's lock ([`App::instance_lock`]) for its whole
@@ -9,9 +10,10 @@
 use crate::config::Config;
 use reprise_catalog::Catalog;
 use reprise_qemu::accel::HostFacts;
+use crate::metrics::Metrics;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::sync::Mutex as AsyncMutex;
 use uuid::Uuid;
 
@@ -30,7 +32,17 @@ pub struct App {
     pub metrics: Metrics,
     /// Woken whenever a job reaches a final state (for long-polling).
     pub job_finished: tokio::sync::Notify,
+    /// When each key's use was last written to the catalog.
+    key_touches: Mutex<HashMap<Uuid, Instant>>,
+    /// Deletes ask for a collection here; see [`crate::gc`].
+    pub gc_wanted: tokio::sync::Notify,
+    /// Held while a collection runs: one at a time.
+    pub gc_running: AsyncMutex<()>,
 }
+
+/// How often a key's last use is written: a busy client is not a write per
+/// request.
+const KEY_TOUCH_EVERY: Duration = Duration::from_secs(60);
 
 /// What opening the region's store takes.
 pub struct RegionSpec {
@@ -38,30 +50,6 @@ pub struct RegionSpec {
     pub secret: [u8; 32],
     pub encrypt: bool,
     pub test_chunk_delay: std::time::Duration,
-}
-
-#[derive(Default)]
-pub struct Metrics {
-    requests: Mutex<HashMap<(String, u16), u64>>,
-    pub jobs_started: AtomicU64,
-}
-
-impl Metrics {
-    pub fn count_request(&self, method: &str, status: u16) {
-        let mut m = self.requests.lock().unwrap_or_else(|p| p.into_inner());
-        *m.entry((method.to_string(), status)).or_default() += 1;
-    }
-
-    pub fn requests(&self) -> Vec<((String, u16), u64)> {
-        let m = self.requests.lock().unwrap_or_else(|p| p.into_inner());
-        let mut v: Vec<_> = m.iter().map(|(k, v)| (k.clone(), *v)).collect();
-        v.sort();
-        v
-    }
-
-    pub fn job_started(&self) {
-        self.jobs_started.fetch_add(1, Ordering::Relaxed);
-    }
 }
 
 impl App {
@@ -76,6 +64,9 @@ impl App {
             locks: Mutex::new(HashMap::new()),
             metrics: Metrics::default(),
             job_finished: tokio::sync::Notify::new(),
+            key_touches: Mutex::new(HashMap::new()),
+            gc_wanted: tokio::sync::Notify::new(),
+            gc_running: AsyncMutex::new(()),
         })
     }
 
@@ -110,6 +101,67 @@ impl App {
     /// Wait for an instance's lock and hold it until the guard drops.
     pub async fn lock_instance(&self, id: Uuid) -> tokio::sync::OwnedMutexGuard<()> {
         self.instance_lock(id).lock_owned().await
+    }
+
+    /// Wait for an upload's lock: one writer at a time.
+    pub async fn lock_upload(&self, id: Uuid) -> tokio::sync::OwnedMutexGuard<()> {
+        self.instance_lock(id).lock_owned().await
+    }
+
+    /// Record that a key was used, at most once a minute per key.
+    pub fn touch_key(&self, key: Uuid) {
+        let now = Instant::now();
+        {
+            let mut touches = self.key_touches.lock().unwrap_or_else(|p| p.into_inner());
+            if touches
+                .get(&key)
+                .is_some_and(|t| now.duration_since(*t) < KEY_TOUCH_EVERY)
+            {
+                return;
+            }
+            touches.insert(key, now);
+        }
+        if let Err(e) = self.catalog.touch_key(key) {
+            tracing::warn!(key = %key, "cannot record the key's use: {e}");
+        }
+    }
+
+    /// Ask for a garbage collection of the region's store; it runs in the
+    /// background, after deletes stop coming (see [`crate::gc`]).
+    pub fn request_gc(&self) {
+        self.gc_wanted.notify_one();
+    }
+
+    /// The host directories whose paths a tenant must not see.
+    fn host_prefixes(&self) -> Vec<String> {
+        let mut dirs = vec![self.config.data_dir.clone(), self.config.region_store_dir()];
+        dirs.extend(self.config.import_dirs.iter().cloned());
+        if let Ok(zones) = self.catalog.list_zones() {
+            dirs.extend(zones.into_iter().map(|z| z.storage_dir.into()));
+        }
+        let mut out: Vec<String> = dirs
+            .into_iter()
+            .flat_map(|d| {
+                let canonical = std::fs::canonicalize(&d).ok();
+                [Some(d), canonical].into_iter().flatten()
+            })
+            .map(|d| d.to_string_lossy().trim_end_matches('/').to_string())
+            .filter(|d| d.len() > 1)
+            .collect();
+        // Longest first, so a zone inside the data directory goes whole.
+        out.sort_by_key(|d| std::cmp::Reverse(d.len()));
+        out.dedup();
+        out
+    }
+
+    /// `text` with every host directory reprise uses replaced by `…`: what
+    /// a tenant may read of an error or a job's log.
+    pub fn scrub(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for prefix in self.host_prefixes() {
+            out = out.replace(&prefix, "…");
+        }
+        out
     }
 
     pub fn run_paths(&self, id: Uuid) -> reprise_qemu::cmdline::RunPaths {

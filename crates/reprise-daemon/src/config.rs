@@ -31,10 +31,35 @@
 //! [snapshots]
 //! freeze_timeout_secs = 10    # the watchdog thaws a frozen guest after this
 //!
-//! [plans.vps]                 # plans cap what an instance may hold
-//! max_recovery_points = 1
+//! # Files on the daemon's host that the admin (never a tenant) may name
+//! # for an import or a boot; everything else comes by upload.
+//! import_dirs = ["/srv/images"]
+//! default_plan = "vps"        # the plan of new accounts (none: unlimited)
+//! # metrics_listen = "127.0.0.1:9480"  # /metrics without a key, here only
+//!
+//! [uploads]
+//! max_bytes = "64G"           # one upload (an image, a kernel, an initrd)
+//! max_per_account = 16
+//! expire_hours = 24           # an unfinished upload idle this long goes
+//!
+//! [images]
+//! max_virtual_size = "4T"     # the largest disk an imported image may be
+//!
+//! [gc]
+//! delay_ms = 2000             # deletes are collected together, this long after the last
+//!
+//! [plans.vps]                 # plans: set by the operator, assigned to accounts
+//! max_recovery_points = 1     # per instance
+//! max_snapshots_per_volume = 10
+//! max_snapshots = 50
+//! max_volumes = 4
+//! max_instances = 2
+//! max_volume_bytes = "200G"
+//! max_snapshot_bytes = "500G"
+//! max_concurrent_jobs = 4
 //! ```
 
+use reprise_core::plan::PlanLimits;
 use reprise_core::{Error, Result};
 use reprise_qemu::AccelSetting;
 use serde::Deserialize;
@@ -53,7 +78,87 @@ pub struct Config {
     pub qemu: QemuConfig,
     pub region: RegionConfig,
     pub snapshots: SnapshotConfig,
-    pub plans: std::collections::BTreeMap<String, Plan>,
+    /// Directories below which the admin may name host files (imports,
+    /// kernels); tenants never name host files.
+    pub import_dirs: Vec<PathBuf>,
+    /// The plan given to new accounts (`None`: unlimited).
+    pub default_plan: Option<String>,
+    /// Serve `/metrics` without a key on this address (operator only);
+    /// on the API's address it needs the admin key.
+    pub metrics_listen: Option<SocketAddr>,
+    pub uploads: UploadConfig,
+    pub images: ImageConfig,
+    pub gc: GcConfig,
+    /// Plans, applied to the catalog at every start (the config wins over
+    /// a plan of the same name changed through the API).
+    pub plans: std::collections::BTreeMap<String, PlanLimits>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UploadConfig {
+    /// The largest upload accepted, in bytes (`"64G"` in the file).
+    #[serde(deserialize_with = "size")]
+    pub max_bytes: u64,
+    pub max_per_account: u64,
+    /// An upload still receiving, untouched this long, is removed.
+    pub expire_hours: u64,
+}
+
+impl Default for UploadConfig {
+    fn default() -> Self {
+        UploadConfig {
+            max_bytes: 64 << 30,
+            max_per_account: 16,
+            expire_hours: 24,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImageConfig {
+    /// The largest virtual size of an imported image.
+    #[serde(deserialize_with = "size")]
+    pub max_virtual_size: u64,
+}
+
+impl Default for ImageConfig {
+    fn default() -> Self {
+        ImageConfig {
+            max_virtual_size: 4 << 40,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GcConfig {
+    /// Deletes ask for a collection; it runs this long after the last ask,
+    /// in the background, one at a time.
+    pub delay_ms: u64,
+}
+
+impl Default for GcConfig {
+    fn default() -> Self {
+        GcConfig { delay_ms: 2000 }
+    }
+}
+
+/// A size written as a number of bytes or like `"64G"`.
+fn size<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        Bytes(u64),
+        Text(String),
+    }
+    match Either::deserialize(d)? {
+        Either::Bytes(b) => Ok(b),
+        Either::Text(t) => {
+            reprise_core::size::parse_size(&t).map_err(|e| serde::de::Error::custom(e.message))
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -74,13 +179,6 @@ impl Default for SnapshotConfig {
             test_hold_frozen_ms: 0,
         }
     }
-}
-
-/// What a plan allows an instance; absent limits are unlimited.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct Plan {
-    pub max_recovery_points: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -168,6 +266,12 @@ impl Default for Config {
             qemu: QemuConfig::default(),
             region: RegionConfig::default(),
             snapshots: SnapshotConfig::default(),
+            import_dirs: Vec::new(),
+            default_plan: None,
+            metrics_listen: None,
+            uploads: UploadConfig::default(),
+            images: ImageConfig::default(),
+            gc: GcConfig::default(),
             plans: Default::default(),
         }
     }
@@ -193,6 +297,16 @@ impl Config {
 
     fn validate(&self) -> Result<()> {
         reprise_core::name::validate_name("zone", &self.default_zone)?;
+        for plan in self.plans.keys() {
+            reprise_core::name::validate_name("plan", plan)
+                .map_err(|e| Error::invalid("config_invalid", format!("plans: {}", e.message)))?;
+        }
+        if let Some(d) = self.import_dirs.iter().find(|d| !d.is_absolute()) {
+            return Err(Error::invalid(
+                "config_invalid",
+                format!("import_dirs: '{}' must be an absolute path", d.display()),
+            ));
+        }
         match (self.region.store.as_str(), &self.region.s3) {
             ("local", _) | ("s3", Some(_)) => {}
             ("s3", None) => {
@@ -211,22 +325,18 @@ impl Config {
         Ok(())
     }
 
-    /// A plan by name, or `plan_not_found`.
-    pub fn plan(&self, name: &str) -> Result<&Plan> {
-        self.plans.get(name).ok_or_else(|| {
-            let known: Vec<&str> = self.plans.keys().map(String::as_str).collect();
-            Error::invalid(
-                "plan_not_found",
-                format!(
-                    "plan '{name}' is not defined in the daemon's config (plans: {})",
-                    if known.is_empty() {
-                        "none".to_string()
-                    } else {
-                        known.join(", ")
-                    }
-                ),
-            )
-        })
+    pub fn uploads_dir(&self) -> PathBuf {
+        self.data_dir.join("uploads")
+    }
+
+    /// Where the hardened import path keeps its private copies.
+    pub fn imports_dir(&self) -> PathBuf {
+        self.data_dir.join("imports")
+    }
+
+    /// Where an instance's kernel and initrd are kept.
+    pub fn boot_dir(&self, instance: uuid::Uuid) -> PathBuf {
+        self.data_dir.join("boot").join(instance.to_string())
     }
 
     pub fn catalog_path(&self) -> PathBuf {
@@ -283,11 +393,17 @@ mod tests {
     #[test]
     fn fields_parse_and_typos_are_named() {
         let c = Config::parse(
-            "data_dir = \"/d\"\naccel = \"tcg\"\nlog_format = \"json\"\n[qemu]\nimg = \"/opt/qemu-img\"\n[plans.vps]\nmax_recovery_points = 1\n",
+            "data_dir = \"/d\"\naccel = \"tcg\"\nlog_format = \"json\"\nimport_dirs = [\"/srv\"]\n[qemu]\nimg = \"/opt/qemu-img\"\n[uploads]\nmax_bytes = \"1G\"\n[plans.vps]\nmax_recovery_points = 1\nmax_volume_bytes = \"10G\"\n",
         )
         .unwrap();
-        assert_eq!(c.plan("vps").unwrap().max_recovery_points, Some(1));
-        assert_eq!(c.plan("gold").unwrap_err().code, "plan_not_found");
+        assert_eq!(c.plans["vps"].max_recovery_points, Some(1));
+        assert_eq!(c.plans["vps"].max_volume_bytes, Some(10 << 30));
+        assert_eq!(c.uploads.max_bytes, 1 << 30);
+        assert_eq!(c.import_dirs, [PathBuf::from("/srv")]);
+        let err = Config::parse("import_dirs = [\"images\"]").unwrap_err();
+        assert!(err.message.contains("absolute"), "{}", err.message);
+        let err = Config::parse("[plans.vps]\nmax_points = 1").unwrap_err();
+        assert!(err.message.contains("max_points"), "{}", err.message);
         assert_eq!(c.data_dir, PathBuf::from("/d"));
         assert_eq!(c.accel, AccelSetting::Tcg);
         assert_eq!(c.qemu.img, PathBuf::from("/opt/qemu-img"));

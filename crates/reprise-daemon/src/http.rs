@@ -2,16 +2,26 @@
 //! of errors to responses.
 //!
 //! Every route but `health` and `openapi.json` needs an API key
-//! (`Authorization: Bearer KEY` or `X-API-Key: KEY`). Errors are JSON
-//! `{"error": {"kind", "code", "message"}}` with the status chosen from the
-//! kind by [`reprise_core::ErrorKind::http_status`] — nowhere else.
+//! (`Authorization: Bearer KEY` or `X-API-Key: KEY`), checked once, by the
+//! [`authenticate`] middleware, which also records the key's use. Errors
+//! are JSON `{"error": {"kind", "code", "message"}}` with the status chosen
+//! from the kind by [`reprise_core::ErrorKind::http_status`] — nowhere
+//! else.
+//!
+//! Tenants never see the host: answers to a non-admin carry no host path,
+//! socket or process id ([`ForCaller`]), and the text of its errors and
+//! job logs has the daemon's directories scrubbed ([`App::scrub`]). The
+//! admin sees everything. `/metrics` needs the admin key (or listens on the
+//! operator's own `metrics_listen` address).
 //!
 //! The web console ([`reprise_console`]) is served beside the API, at `/`
 //! and `/console/*`, without a key: it is static files, and it asks for a
 //! key before it calls the API.
 
 use crate::app::App;
-use crate::ops::{accounts, clones, instances, points, restore, snapshots, templates, volumes};
+use crate::ops::{
+    accounts, clones, instances, points, restore, snapshots, templates, uploads, volumes,
+};
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
@@ -21,11 +31,13 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use reprise_core::error::ErrorBody;
 use reprise_core::model::*;
+use reprise_core::plan::Plan;
 use reprise_core::{Error, ErrorKind};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
+use uuid::Uuid;
 
 /// The OpenAPI document of this API, served at `/api/v1/openapi.json`.
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -42,7 +54,10 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.0.kind.http_status())
             .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (status, Json(ErrorBody { error: self.0 })).into_response()
+        let mut resp = (status, Json(ErrorBody { error: self.0.clone() })).into_response();
+        // For [`authenticate`], which scrubs what a tenant reads.
+        resp.extensions_mut().insert(self.0);
+        resp
     }
 }
 
@@ -53,40 +68,182 @@ type ApiResult<T> = Result<T, ApiError>;
 /// is about to reuse.
 type IgnoredBody = axum::body::Bytes;
 
-/// The account whose key came with the request.
+/// Who a request comes from: set by [`authenticate`] when a valid key came.
+#[derive(Clone)]
+struct Authenticated {
+    account: Account,
+    key: Uuid,
+}
+
+/// The account whose key came with the request (401 `api_key_missing`
+/// when none did).
 pub struct Caller(pub Account);
 
-impl FromRequestParts<Arc<App>> for Caller {
+fn key_missing() -> ApiError {
+    Error::new(
+        ErrorKind::Unauthorized,
+        "api_key_missing",
+        "an API key is required: send 'Authorization: Bearer KEY'",
+    )
+    .into()
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> ApiResult<Self> {
-        let header_value = |name: &str| {
-            parts
-                .headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::trim)
-        };
-        let key = header_value(header::AUTHORIZATION.as_str())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .or_else(|| header_value("x-api-key"));
-        let Some(key) = key.filter(|k| !k.is_empty()) else {
-            return Err(Error::new(
-                ErrorKind::Unauthorized,
-                "api_key_missing",
-                "an API key is required: send 'Authorization: Bearer KEY'",
-            )
-            .into());
-        };
-        match app.catalog.account_by_key(key)? {
-            Some(account) => Ok(Caller(account)),
-            None => Err(Error::new(
-                ErrorKind::Unauthorized,
-                "api_key_invalid",
-                "the API key matches no account",
-            )
-            .into()),
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> ApiResult<Self> {
+        parts
+            .extensions
+            .get::<Authenticated>()
+            .map(|a| Caller(a.account.clone()))
+            .ok_or_else(key_missing)
+    }
+}
+
+/// The id of the key the request came with.
+pub struct UsedKey(pub Uuid);
+
+impl<S: Send + Sync> FromRequestParts<S> for UsedKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> ApiResult<Self> {
+        parts
+            .extensions
+            .get::<Authenticated>()
+            .map(|a| UsedKey(a.key))
+            .ok_or_else(key_missing)
+    }
+}
+
+/// The API key a request brings, if any.
+fn request_key(headers: &axum::http::HeaderMap) -> Option<String> {
+    let value = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    value(header::AUTHORIZATION.as_str())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .or_else(|| value("x-api-key"))
+        .filter(|k| !k.is_empty())
+        .map(str::to_string)
+}
+
+/// Check the key a request brings (a wrong key is refused here, before any
+/// route), record its use, and scrub the host out of the errors a
+/// non-admin reads.
+async fn authenticate(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Response {
+    let key = request_key(req.headers());
+    let mut admin = false;
+    if let Some(key) = key {
+        match app.catalog.account_by_key(&key) {
+            Ok(Some((account, key))) => {
+                app.touch_key(key);
+                admin = account.admin;
+                req.extensions_mut()
+                    .insert(Authenticated { account, key });
+            }
+            Ok(None) => {
+                return ApiError(Error::new(
+                    ErrorKind::Unauthorized,
+                    "api_key_invalid",
+                    "the API key matches no account (it may have been revoked)",
+                ))
+                .into_response()
+            }
+            Err(e) => return ApiError(e).into_response(),
         }
+    }
+    let resp = next.run(req).await;
+    match resp.extensions().get::<Error>() {
+        Some(e) if !admin => {
+            let mut e = e.clone();
+            e.message = app.scrub(&e.message);
+            ApiError(e).into_response()
+        }
+        _ => resp,
+    }
+}
+
+/// What an answer shows to its caller: everything to the admin; to a
+/// tenant, no host path, socket or process id.
+pub trait ForCaller: Sized {
+    fn hide_host(self, app: &App) -> Self;
+
+    fn for_caller(self, app: &App, me: &Account) -> Self {
+        if me.admin {
+            self
+        } else {
+            self.hide_host(app)
+        }
+    }
+}
+
+impl<T: ForCaller> ForCaller for Vec<T> {
+    fn hide_host(self, app: &App) -> Self {
+        self.into_iter().map(|t| t.hide_host(app)).collect()
+    }
+}
+
+impl ForCaller for Zone {
+    fn hide_host(mut self, _: &App) -> Self {
+        self.hide_host_details();
+        self
+    }
+}
+
+impl ForCaller for Volume {
+    fn hide_host(mut self, _: &App) -> Self {
+        self.hide_host_details();
+        self
+    }
+}
+
+impl ForCaller for Instance {
+    fn hide_host(mut self, app: &App) -> Self {
+        self.hide_host_details();
+        if let Some(e) = &mut self.last_error {
+            *e = app.scrub(e);
+        }
+        self
+    }
+}
+
+impl ForCaller for Template {
+    fn hide_host(mut self, app: &App) -> Self {
+        self.source_snapshot = app.scrub(&self.source_snapshot);
+        self
+    }
+}
+
+impl ForCaller for Snapshot {
+    fn hide_host(mut self, app: &App) -> Self {
+        if let Some(e) = &mut self.error {
+            *e = app.scrub(e);
+        }
+        self
+    }
+}
+
+impl ForCaller for Point {
+    fn hide_host(mut self, app: &App) -> Self {
+        if let Some(e) = &mut self.error {
+            *e = app.scrub(e);
+        }
+        self
+    }
+}
+
+impl ForCaller for Job {
+    fn hide_host(mut self, app: &App) -> Self {
+        if let Some(e) = &mut self.error {
+            e.message = app.scrub(&e.message);
+        }
+        for line in &mut self.log {
+            line.message = app.scrub(&line.message);
+        }
+        self
     }
 }
 
@@ -132,7 +289,26 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/openapi.json", get(openapi))
         .route("/whoami", get(whoami))
         .route("/accounts", get(list_accounts).post(create_account))
+        .route(
+            "/accounts/{account}",
+            get(show_account).delete(delete_account),
+        )
+        .route("/accounts/{account}/settings", post(account_settings))
+        .route(
+            "/accounts/{account}/keys",
+            get(list_keys).post(create_key),
+        )
+        .route(
+            "/accounts/{account}/keys/{key}",
+            axum::routing::delete(revoke_key),
+        )
+        .route("/keys/rotate", post(rotate_key))
+        .route("/plans", get(list_plans).post(put_plan))
+        .route("/plans/{plan}", axum::routing::delete(delete_plan))
         .route("/zones", get(list_zones).post(create_zone))
+        .route("/uploads", get(list_uploads).post(create_upload))
+        .route("/uploads/{id}", get(show_upload).delete(delete_upload))
+        .route("/uploads/{id}/data", axum::routing::put(upload_data))
         .route("/volumes", get(list_volumes).post(create_volume))
         .route("/volumes/{id}", get(show_volume).delete(delete_volume))
         .route("/volumes/{id}/resize", post(resize_volume))
@@ -178,10 +354,19 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/jobs/{id}", get(show_job));
     Router::new()
         .nest("/api/v1", api)
-        .merge(reprise_console::router())
         .route("/metrics", get(metrics))
+        .layer(middleware::from_fn_with_state(app.clone(), authenticate))
+        .merge(reprise_console::router())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(app.clone(), track))
+        .with_state(app)
+}
+
+/// `/metrics` alone, without a key: for the operator's own
+/// `metrics_listen` address.
+pub fn metrics_router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/metrics", get(open_metrics))
         .with_state(app)
 }
 
@@ -220,9 +405,21 @@ async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
 
-async fn metrics(State(app): State<Arc<App>>) -> ApiResult<Response> {
+async fn metrics(State(app): State<Arc<App>>, Caller(me): Caller) -> ApiResult<Response> {
+    accounts::require_admin(&me, "read the metrics")?;
+    open_metrics(State(app)).await
+}
+
+async fn open_metrics(State(app): State<Arc<App>>) -> ApiResult<Response> {
     let text = crate::metrics::render(&app)?;
-    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
 }
 
 async fn whoami(Caller(me): Caller) -> Json<Account> {
@@ -244,8 +441,106 @@ async fn create_account(
     Ok(created(accounts::create_account(&app, &me, req)?))
 }
 
-async fn list_zones(State(app): State<Arc<App>>, Caller(_): Caller) -> ApiResult<Json<Vec<Zone>>> {
-    Ok(Json(app.catalog.list_zones()?))
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeleteAccountQuery {
+    #[serde(default)]
+    purge: bool,
+}
+
+async fn show_account(
+    State(app): State<Arc<App>>,
+    Caller(me): Caller,
+    Path(account): Path<String>,
+) -> ApiResult<Json<AccountDetails>> {
+    Ok(Json(accounts::show(&app, &me, &account)?))
+}
+
+async fn delete_account(
+    State(app): State<Arc<App>>,
+    Caller(me): Caller,
+    Path(account): Path<String>,
+    Params(q): Params<DeleteAccountQuery>,
+) -> ApiResult<Response> {
+    Ok(match accounts::delete(&app, &me, &account, q.purge)? {
+        Some(job) => accepted(job),
+        None => StatusCode::NO_CONTENT.into_response(),
+    })
+}
+
+async fn account_settings(
+    State(app): State<Arc<App>>,
+    Caller(me): Caller,
+    Path(account): Path<String>,
+    Body(req): Body<AccountSettings>,
+) -> ApiResult<Json<AccountDetails>> {
+    Ok(Json(accounts::settings(&app, &me, &account, req)?))
+}
+
+async fn list_keys(
+    State(app): State<Arc<App>>,
+    Caller(me): Caller,
+    Path(account): Path<String>,
+) -> ApiResult<Json<Vec<ApiKey>>> {
+    Ok(Json(accounts::list_keys(&app, &me, &account)?))
+}
+
+async fn create_key(
+    State(app): State<Arc<App>>,
+    Caller(me): Caller,
+    Path(account): Path<String>,
+    Body(req): Body<CreateApiKey>,
+) -> ApiResult<Response> {
+    Ok(created(accounts::create_key(&app, &me, &account, req)?))
+}
+
+async fn revoke_key(
+    State(app): State<Arc<App>>,
+    Caller(me): Caller,
+    Path((account, key)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    accounts::revoke_key(&app, &me, &account, &key)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn rotate_key(
+    State(app): State<Arc<App>>,
+    Caller(me): Caller,
+    UsedKey(key): UsedKey,
+    _: IgnoredBody,
+) -> ApiResult<Response> {
+    Ok(created(accounts::rotate_key(&app, &me, key)?))
+}
+
+async fn list_plans(
+    State(app): State<Arc<App>>,
+    Caller(me): Caller,
+) -> ApiResult<Json<Vec<Plan>>> {
+    Ok(Json(accounts::list_plans(&app, &me)?))
+}
+
+async fn put_plan(
+    State(app): State<Arc<App>>,
+    Caller(me): Caller,
+    Body(plan): Body<Plan>,
+) -> ApiResult<Json<Plan>> {
+    Ok(Json(accounts::put_plan(&app, &me, plan)?))
+}
+
+async fn delete_plan(
+    State(app): State<Arc<App>>,
+    Caller(me): Caller,
+    Path(plan): Path<String>,
+) -> ApiResult<StatusCode> {
+    accounts::delete_plan(&app, &me, &plan)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_zones(
+    State(app): State<Arc<App>>,
+    Caller(me): Caller,
+) -> ApiResult<Json<Vec<Zone>>> {
+    Ok(Json(app.catalog.list_zones()?.for_caller(&app, &me)))
 }
 
 async fn create_zone(
@@ -254,6 +549,59 @@ async fn create_zone(
     Body(req): Body<CreateZone>,
 ) -> ApiResult<Response> {
     Ok(created(accounts::create_zone(&app, &me, req)?))
+}
+
+async fn list_uploads(
+    State(app): State<Arc<App>>,
+    Caller(me): Caller,
+) -> ApiResult<Json<Vec<Upload>>> {
+    Ok(Json(uploads::list(&app, &me)?))
+}
+
+async fn create_upload(
+    State(app): State<Arc<App>>,
+    Caller(me): Caller,
+    Body(req): Body<CreateUpload>,
+) -> ApiResult<Response> {
+    Ok(created(uploads::create(&app, &me, req)?))
+}
+
+async fn show_upload(
+    State(app): State<Arc<App>>,
+    Caller(me): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Upload>> {
+    Ok(Json(uploads::show(&app, &me, &id)?))
+}
+
+async fn delete_upload(
+    State(app): State<Arc<App>>,
+    Caller(me): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    uploads::delete(&app, &me, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UploadQuery {
+    /// Where these bytes go: the upload's `received_bytes`.
+    #[serde(default)]
+    offset: u64,
+}
+
+async fn upload_data(
+    State(app): State<Arc<App>>,
+    Caller(me): Caller,
+    Path(id): Path<String>,
+    Params(q): Params<UploadQuery>,
+    body: axum::body::Body,
+) -> ApiResult<Json<Upload>> {
+    let stream = body.into_data_stream();
+    Ok(Json(
+        uploads::receive(&app, &me, &id, q.offset, stream).await?,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -268,12 +616,10 @@ async fn list_volumes(
     Caller(me): Caller,
     Params(q): Params<VolumeQuery>,
 ) -> ApiResult<Json<Vec<Volume>>> {
-    Ok(Json(volumes::list(
-        &app,
-        &me,
-        q.zone.as_deref(),
-        q.instance.as_deref(),
-    )?))
+    Ok(Json(
+        volumes::list(&app, &me, q.zone.as_deref(), q.instance.as_deref())?
+            .for_caller(&app, &me),
+    ))
 }
 
 async fn create_volume(
@@ -281,7 +627,9 @@ async fn create_volume(
     Caller(me): Caller,
     Body(req): Body<CreateVolume>,
 ) -> ApiResult<Response> {
-    Ok(created(volumes::create(&app, &me, req).await?))
+    Ok(created(
+        volumes::create(&app, &me, req).await?.for_caller(&app, &me),
+    ))
 }
 
 async fn show_volume(
@@ -289,7 +637,7 @@ async fn show_volume(
     Caller(me): Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Volume>> {
-    Ok(Json(volumes::show(&app, &me, &id)?))
+    Ok(Json(volumes::show(&app, &me, &id)?.for_caller(&app, &me)))
 }
 
 async fn delete_volume(
@@ -307,7 +655,11 @@ async fn resize_volume(
     Path(id): Path<String>,
     Body(req): Body<ResizeVolume>,
 ) -> ApiResult<Json<Volume>> {
-    Ok(Json(volumes::resize(&app, &me, &id, &req.size).await?))
+    Ok(Json(
+        volumes::resize(&app, &me, &id, &req.size)
+            .await?
+            .for_caller(&app, &me),
+    ))
 }
 
 async fn attach_volume(
@@ -316,7 +668,11 @@ async fn attach_volume(
     Path(id): Path<String>,
     Body(req): Body<AttachVolume>,
 ) -> ApiResult<Json<Volume>> {
-    Ok(Json(volumes::attach(&app, &me, &id, &req.instance).await?))
+    Ok(Json(
+        volumes::attach(&app, &me, &id, &req.instance)
+            .await?
+            .for_caller(&app, &me),
+    ))
 }
 
 async fn detach_volume(
@@ -325,14 +681,18 @@ async fn detach_volume(
     Path(id): Path<String>,
     _: IgnoredBody,
 ) -> ApiResult<Json<Volume>> {
-    Ok(Json(volumes::detach(&app, &me, &id).await?))
+    Ok(Json(
+        volumes::detach(&app, &me, &id)
+            .await?
+            .for_caller(&app, &me),
+    ))
 }
 
 async fn list_instances(
     State(app): State<Arc<App>>,
     Caller(me): Caller,
 ) -> ApiResult<Json<Vec<Instance>>> {
-    Ok(Json(instances::list(&app, &me).await?))
+    Ok(Json(instances::list(&app, &me).await?.for_caller(&app, &me)))
 }
 
 async fn create_instance(
@@ -348,7 +708,11 @@ async fn show_instance(
     Caller(me): Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Instance>> {
-    Ok(Json(instances::show(&app, &me, &id).await?))
+    Ok(Json(
+        instances::show(&app, &me, &id)
+            .await?
+            .for_caller(&app, &me),
+    ))
 }
 
 async fn delete_instance(
@@ -401,7 +765,11 @@ async fn instance_settings(
     Path(id): Path<String>,
     Body(req): Body<InstanceSettings>,
 ) -> ApiResult<Json<Instance>> {
-    Ok(Json(instances::settings(&app, &me, &id, req).await?))
+    Ok(Json(
+        instances::settings(&app, &me, &id, req)
+            .await?
+            .for_caller(&app, &me),
+    ))
 }
 
 async fn clone_instance(
@@ -418,7 +786,7 @@ async fn list_points(
     Caller(me): Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Vec<Point>>> {
-    Ok(Json(points::list(&app, &me, &id).await?))
+    Ok(Json(points::list(&app, &me, &id).await?.for_caller(&app, &me)))
 }
 
 async fn create_point(
@@ -443,7 +811,11 @@ async fn show_point(
     Caller(me): Caller,
     Path((id, point)): Path<(String, String)>,
 ) -> ApiResult<Json<Point>> {
-    Ok(Json(points::show(&app, &me, &id, &point).await?))
+    Ok(Json(
+        points::show(&app, &me, &id, &point)
+            .await?
+            .for_caller(&app, &me),
+    ))
 }
 
 async fn delete_point(
@@ -467,7 +839,7 @@ async fn list_snapshots(
     State(app): State<Arc<App>>,
     Caller(me): Caller,
 ) -> ApiResult<Json<Vec<Snapshot>>> {
-    Ok(Json(snapshots::list(&app, &me)?))
+    Ok(Json(snapshots::list(&app, &me)?.for_caller(&app, &me)))
 }
 
 async fn create_snapshot(
@@ -483,7 +855,7 @@ async fn show_snapshot(
     Caller(me): Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Snapshot>> {
-    Ok(Json(snapshots::show(&app, &me, &id)?))
+    Ok(Json(snapshots::show(&app, &me, &id)?.for_caller(&app, &me)))
 }
 
 async fn delete_snapshot(
@@ -525,7 +897,7 @@ async fn list_templates(
     State(app): State<Arc<App>>,
     Caller(me): Caller,
 ) -> ApiResult<Json<Vec<Template>>> {
-    Ok(Json(templates::list(&app, &me)?))
+    Ok(Json(templates::list(&app, &me)?.for_caller(&app, &me)))
 }
 
 async fn create_template(
@@ -533,7 +905,11 @@ async fn create_template(
     Caller(me): Caller,
     Body(req): Body<CreateTemplate>,
 ) -> ApiResult<Response> {
-    Ok(created(templates::create(&app, &me, req).await?))
+    Ok(created(
+        templates::create(&app, &me, req)
+            .await?
+            .for_caller(&app, &me),
+    ))
 }
 
 async fn import_template(
@@ -549,7 +925,7 @@ async fn show_template(
     Caller(me): Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Template>> {
-    Ok(Json(templates::show(&app, &me, &id)?))
+    Ok(Json(templates::show(&app, &me, &id)?.for_caller(&app, &me)))
 }
 
 async fn delete_template(
@@ -581,7 +957,8 @@ async fn list_jobs(
 ) -> ApiResult<Json<Vec<Job>>> {
     Ok(Json(
         app.catalog
-            .list_jobs(me.id, q.limit.unwrap_or(50).min(1000))?,
+            .list_jobs(me.id, q.limit.unwrap_or(50).min(1000))?
+            .for_caller(&app, &me),
     ))
 }
 
@@ -605,7 +982,7 @@ async fn show_job(
         let finished = app.job_finished.notified();
         let job = app.catalog.job(Some(me.id), &id)?;
         if job.state.is_final() || tokio::time::Instant::now() >= deadline {
-            return Ok(Json(job));
+            return Ok(Json(job.for_caller(&app, &me)));
         }
         let _ = tokio::time::timeout_at(deadline, finished).await;
     }

@@ -6,10 +6,16 @@
 //! work ends, however it ends — a panic in the work fails the job too.
 //! At startup, [`fail_interrupted`] fails every job a previous run left
 //! Queued or Running, so none stays Running after a restart.
+//!
+//! An operation [`reserve`]s its job before it changes anything: the
+//! reservation records the job (Queued) only if the account's plan allows
+//! one more concurrent job, in the same transaction as the count. An
+//! operation refused after its reservation drops it, and the row goes.
 
 use crate::app::App;
-use reprise_catalog::now;
+use reprise_catalog::{now, Scope};
 use reprise_core::model::{Job, JobState};
+use reprise_core::plan::Demand;
 use reprise_core::{Error, Result};
 use std::future::Future;
 use std::sync::Arc;
@@ -44,20 +50,22 @@ pub struct Target<'a> {
     pub name: &'a str,
 }
 
-/// Record a job and run `work` in the background; returns the job as
-/// recorded (Queued).
-pub fn spawn<F, Fut>(
+/// A job recorded (Queued) and counted against its account's plan, whose
+/// work has not started. Dropped without [`Slot::spawn`], its row goes.
+pub struct Slot {
+    app: Arc<App>,
+    job: Option<Job>,
+}
+
+/// Record a job for `account` if its plan allows one more at once
+/// (`job_limit_reached` otherwise).
+pub fn reserve(
     app: &Arc<App>,
     account: Uuid,
     kind: &str,
     target: Target<'_>,
     steps: u64,
-    work: F,
-) -> Result<Job>
-where
-    F: FnOnce(JobCtx) -> Fut + Send + 'static,
-    Fut: Future<Output = Result<()>> + Send + 'static,
-{
+) -> Result<Slot> {
     let job = Job {
         id: Uuid::new_v4(),
         account_id: account,
@@ -74,8 +82,69 @@ where
         started_at: None,
         finished_at: None,
     };
-    app.catalog.insert_job(&job)?;
-    app.metrics.job_started();
+    let one_job = Demand {
+        jobs: 1,
+        ..Default::default()
+    };
+    app.catalog
+        .admit(account, Scope::default(), &one_job, |c| {
+            reprise_catalog::write::insert_job(c, &job)
+        })?;
+    Ok(Slot {
+        app: app.clone(),
+        job: Some(job),
+    })
+}
+
+impl Slot {
+    pub fn id(&self) -> Uuid {
+        self.job.as_ref().map(|j| j.id).unwrap_or_default()
+    }
+
+    /// Run `work` in the background; returns the job as recorded.
+    pub fn spawn<F, Fut>(mut self, work: F) -> Job
+    where
+        F: FnOnce(JobCtx) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<()>> + Send + 'static,
+    {
+        let job = self.job.take().expect("a slot spawns once");
+        run(&self.app, &job, work);
+        job
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(job) = &self.job {
+            if let Err(e) = self.app.catalog.delete_job(job.id) {
+                tracing::warn!(job = %job.id, "cannot remove an unused job: {e}");
+            }
+        }
+    }
+}
+
+/// Record a job and run `work` in the background; returns the job as
+/// recorded (Queued). For operations that change nothing before their job.
+pub fn spawn<F, Fut>(
+    app: &Arc<App>,
+    account: Uuid,
+    kind: &str,
+    target: Target<'_>,
+    steps: u64,
+    work: F,
+) -> Result<Job>
+where
+    F: FnOnce(JobCtx) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<()>> + Send + 'static,
+{
+    Ok(reserve(app, account, kind, target, steps)?.spawn(work))
+}
+
+fn run<F, Fut>(app: &Arc<App>, job: &Job, work: F)
+where
+    F: FnOnce(JobCtx) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<()>> + Send + 'static,
+{
     let ctx = JobCtx {
         app: app.clone(),
         id: job.id,
@@ -84,12 +153,14 @@ where
     tokio::spawn(async move {
         let catalog = &ctx.app.catalog;
         let _ = catalog.job_started(ctx.id);
+        let started = std::time::Instant::now();
         // The work runs in its own task so that a panic is caught here.
         let outcome = tokio::spawn(work(ctx.clone())).await;
         let result = match outcome {
             Ok(r) => r,
             Err(e) => Err(Error::internal(format!("the job's work crashed: {e}"))),
         };
+        let failed = result.as_ref().err().map(|e| e.code.clone());
         match result {
             Ok(()) => {
                 ctx.log("done");
@@ -101,9 +172,11 @@ where
                 let _ = catalog.job_finished(ctx.id, JobState::Failed, Some(&e));
             }
         }
+        ctx.app
+            .metrics
+            .job_finished(&kind, started.elapsed(), failed.as_deref());
         ctx.app.job_finished.notify_waiters();
     });
-    Ok(job)
 }
 
 /// Fail the jobs a previous run of the daemon left unfinished.

@@ -12,7 +12,9 @@
 
 pub mod app;
 pub mod config;
+pub mod gc;
 pub mod http;
+pub mod import;
 pub mod jobs;
 pub mod metrics;
 pub mod ops;
@@ -37,7 +39,9 @@ pub struct Server {
     pub app: Arc<App>,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
-    watcher: JoinHandle<()>,
+    /// Background work that ends with the server: the reconciler, the
+    /// garbage collector, the operator's metrics listener.
+    background: Vec<JoinHandle<()>>,
     _lock: std::fs::File,
 }
 
@@ -48,8 +52,10 @@ impl Server {
             let _ = tx.send(());
         }
         let _ = (&mut self.task).await;
-        self.watcher.abort();
-        let _ = (&mut self.watcher).await;
+        for task in &mut self.background {
+            task.abort();
+            let _ = task.await;
+        }
     }
 }
 
@@ -94,7 +100,7 @@ fn lock_data_dir(config: &Config) -> Result<std::fs::File> {
 
 /// Write a secret to a file its owner alone can read, atomically (a crash
 /// leaves the old file or the whole new one).
-fn write_private(path: &std::path::Path, secret: &str) -> Result<()> {
+pub(crate) fn write_private(path: &std::path::Path, secret: &str) -> Result<()> {
     let tmp = path.with_extension("key.tmp");
     let mut f = std::fs::OpenOptions::new()
         .create(true)
@@ -122,6 +128,23 @@ fn ensure_admin(config: &Config, catalog: &Catalog) -> Result<()> {
         path = %path.display(),
         "first start: admin account created; its API key is in this file, readable by its owner only"
     );
+    Ok(())
+}
+
+/// Write the config's plans to the catalog (the config wins over a plan of
+/// the same name changed through the API), then check the default plan.
+fn apply_plans(config: &Config, catalog: &Catalog) -> Result<()> {
+    for (name, limits) in &config.plans {
+        catalog.put_plan(&reprise_core::plan::Plan {
+            name: name.clone(),
+            limits: limits.clone(),
+        })?;
+    }
+    if let Some(p) = &config.default_plan {
+        catalog
+            .plan(p)
+            .map_err(|e| Error::invalid("config_invalid", format!("default_plan: {}", e.message)))?;
+    }
     Ok(())
 }
 
@@ -200,6 +223,7 @@ pub async fn start(config: Config) -> Result<Server> {
     )?;
     let lock = lock_data_dir(&config)?;
     let catalog = Catalog::open(&config.catalog_path())?;
+    apply_plans(&config, &catalog)?;
     ensure_admin(&config, &catalog)?;
     let spec = region_spec(&config)?;
     let app = App::new(config, catalog, spec);
@@ -235,6 +259,26 @@ pub async fn start(config: Config) -> Result<Server> {
         "reprise is listening"
     );
 
+    let mut background = vec![
+        tokio::spawn(reconcile::watch(app.clone())),
+        tokio::spawn(gc::run_when_asked(app.clone())),
+    ];
+    if let Some(addr) = app.config.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            Error::unavailable(
+                "listen_failed",
+                format!("cannot listen for metrics on {addr}: {e}"),
+            )
+        })?;
+        tracing::info!(%addr, "metrics served here without a key");
+        let router = http::metrics_router(app.clone());
+        background.push(tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, router).await {
+                tracing::error!("metrics server: {e}");
+            }
+        }));
+    }
+
     let (tx, rx) = oneshot::channel::<()>();
     let router = http::router(app.clone());
     let task = tokio::spawn(async move {
@@ -247,13 +291,12 @@ pub async fn start(config: Config) -> Result<Server> {
             tracing::error!("server: {e}");
         }
     });
-    let watcher = tokio::spawn(reconcile::watch(app.clone()));
     Ok(Server {
         addr,
         app,
         shutdown: Some(tx),
         task,
-        watcher,
+        background,
         _lock: lock,
     })
 }

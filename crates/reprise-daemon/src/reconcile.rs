@@ -8,7 +8,8 @@
 //!
 //! While the daemon runs, [`watch`] repeats the instance check every two
 //! seconds for instances no operation holds, so a guest that powers itself
-//! off, or a QEMU that dies, shows as Stopped.
+//! off, or a QEMU that dies, shows as Stopped; every ten minutes it removes
+//! uploads left unfinished (see [`crate::ops::uploads`]).
 
 use crate::app::App;
 use crate::vm;
@@ -65,6 +66,9 @@ pub async fn at_startup(app: &App) -> Result<()> {
     for v in app.catalog.list_all_volumes()? {
         crate::ops::restore::settle_interrupted(app, &v)?;
     }
+    // No import survives a restart: its private copies go.
+    let _ = std::fs::remove_dir_all(app.config.imports_dir());
+    crate::ops::uploads::expire(app)?;
     crate::ops::points::reconcile_at_startup(app).await?;
     crate::ops::snapshots::reconcile_at_startup(app).await?;
     for inst in app.catalog.list_instances(None)? {
@@ -84,8 +88,15 @@ pub async fn at_startup(app: &App) -> Result<()> {
 /// The periodic pass, for as long as the daemon runs.
 pub async fn watch(app: Arc<App>) {
     let mut tick = tokio::time::interval(Duration::from_secs(2));
+    let mut ticks = 0u64;
     loop {
         tick.tick().await;
+        ticks += 1;
+        if ticks % 300 == 0 {
+            if let Err(e) = crate::ops::uploads::expire(&app) {
+                tracing::warn!("expiring uploads failed: {e}");
+            }
+        }
         let Ok(instances) = app.catalog.list_instances(None) else {
             continue;
         };

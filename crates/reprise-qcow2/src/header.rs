@@ -150,6 +150,47 @@ impl Header {
         Ok(h)
     }
 
+    /// Check that the tables the header points at lie inside a file of
+    /// `file_len` bytes: an image cut short (or lying) is corrupt, not an
+    /// empty disk.
+    pub fn check_within(&self, file_len: u64) -> Result<()> {
+        let cs = self.cluster_size();
+        if self.refcount_table_clusters == 0 || self.refcount_table_offset == 0 {
+            return Err(corrupt("no refcount table"));
+        }
+        if self.l1_size > 0 && self.l1_table_offset == 0 {
+            return Err(corrupt("the L1 table overlaps the header"));
+        }
+        let tables = [
+            ("L1 table", self.l1_table_offset, self.l1_size as u64 * 8),
+            (
+                "refcount table",
+                self.refcount_table_offset,
+                self.refcount_table_clusters as u64 * cs,
+            ),
+            (
+                "snapshot table",
+                self.snapshots_offset,
+                // Each entry is at least 40 bytes.
+                self.nb_snapshots as u64 * 40,
+            ),
+        ];
+        for (name, off, len) in tables {
+            if len == 0 {
+                continue;
+            }
+            match off.checked_add(len) {
+                Some(end) if end <= file_len => {}
+                _ => {
+                    return Err(corrupt(format!(
+                        "the {name} ({len} bytes at {off:#x}) lies beyond the end of the file ({file_len} bytes)"
+                    )))
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn validate(&self) -> Result<()> {
         let cs = self.cluster_size();
         if self.size > MAX_VIRTUAL_SIZE {
@@ -258,5 +299,27 @@ pub(crate) mod tests {
             assert!(e.message.contains(words), "{words}: {}", e.message);
             assert!(e.code.starts_with("qcow2_"));
         }
+    }
+
+    #[test]
+    fn tables_must_lie_inside_the_file() {
+        let h = Header::parse(&sample()).unwrap();
+        // L1 at 0x30000 (2 entries), refcount table at 0x10000 (1 cluster).
+        h.check_within(0x30010).unwrap();
+        for (len, words) in [(200, "beyond the end"), (0x30008, "L1 table")] {
+            let e = h.check_within(len).unwrap_err();
+            assert!(e.message.contains(words), "{words}: {}", e.message);
+            assert_eq!(e.code, "qcow2_corrupt");
+        }
+        let e = Header::parse(&patched(56, &0u32.to_be_bytes()))
+            .unwrap()
+            .check_within(1 << 20)
+            .unwrap_err();
+        assert!(e.message.contains("no refcount table"), "{}", e.message);
+        let e = Header::parse(&patched(40, &0u64.to_be_bytes()))
+            .unwrap()
+            .check_within(1 << 20)
+            .unwrap_err();
+        assert!(e.message.contains("overlaps"), "{}", e.message);
     }
 }

@@ -12,10 +12,15 @@ use reprise_core::{Error, ErrorKind, Result};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
 use tokio::time::{timeout_at, Instant};
+
+/// The largest message taken from the agent: every answer reprise asks for
+/// fits (command output is read in capped pieces); longer lines are
+/// dropped unread, so a hostile guest cannot grow the daemon's memory.
+pub const MAX_MESSAGE: usize = 8 << 20;
 
 pub struct Agent {
     reader: BufReader<OwnedReadHalf>,
@@ -65,14 +70,28 @@ impl Agent {
 
     async fn read_message(&mut self, deadline: Instant) -> Result<Value> {
         let mut line = Vec::new();
+        let mut skipping = false;
         loop {
-            line.clear();
-            let n = timeout_at(deadline, self.reader.read_until(b'\n', &mut line))
-                .await
-                .map_err(|_| not_responding("no answer in time"))?
-                .map_err(|e| not_responding(format!("read: {e}")))?;
-            if n == 0 {
-                return Err(not_responding("channel closed"));
+            let read = timeout_at(
+                deadline,
+                crate::read_line_capped(&mut self.reader, &mut line, MAX_MESSAGE),
+            )
+            .await
+            .map_err(|_| not_responding("no answer in time"))?
+            .map_err(|e| not_responding(format!("read: {e}")))?;
+            match read {
+                crate::Line::Closed => return Err(not_responding("channel closed")),
+                // A line longer than any answer is garbage (a guest
+                // writing to its own end): dropped piece by piece.
+                crate::Line::TooLong => {
+                    skipping = true;
+                    continue;
+                }
+                crate::Line::Whole if skipping => {
+                    skipping = false;
+                    continue;
+                }
+                crate::Line::Whole => {}
             }
             line.retain(|b| *b != 0xFF);
             if line.iter().all(u8::is_ascii_whitespace) {
@@ -220,7 +239,48 @@ impl Agent {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncBufReadExt;
     use tokio::net::UnixListener;
+
+    /// A guest that floods its end of the channel with a line longer than
+    /// any answer: the line is dropped piece by piece (memory stays within
+    /// one piece), and the real answer after it is read.
+    #[tokio::test]
+    async fn a_flood_is_dropped_in_bounded_pieces() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("qga.sock");
+        let listener = UnixListener::bind(&sock).unwrap();
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let (r, mut w) = stream.into_split();
+            let mut r = BufReader::new(r);
+            let junk = vec![b'x'; 1 << 20];
+            for _ in 0..(3 * MAX_MESSAGE >> 20) {
+                w.write_all(&junk).await.unwrap();
+            }
+            w.write_all(b"\n").await.unwrap();
+            let mut line = Vec::new();
+            while r.read_until(b'\n', &mut line).await.unwrap() > 0 {
+                line.retain(|b| *b != 0xFF);
+                let v: Value = match serde_json::from_slice(&line) {
+                    Ok(v) => v,
+                    Err(_) => {
+                        line.clear();
+                        continue;
+                    }
+                };
+                line.clear();
+                if v["execute"] == "guest-sync-delimited" {
+                    let id = v["arguments"]["id"].clone();
+                    w.write_all(format!("{{\"return\": {id}}}\n").as_bytes())
+                        .await
+                        .unwrap();
+                }
+            }
+        });
+        let agent = Agent::connect(&sock, Duration::from_secs(20)).await;
+        assert!(agent.is_ok(), "{:?}", agent.err());
+    }
 
     /// A scripted agent that first leaves garbage in the channel, like a
     /// previous client's unread answer, then answers sync and ping.

@@ -8,8 +8,10 @@
 //! - [`process`]: launching a daemonized QEMU and finding it again.
 //!
 //! Invariants: every call that waits on QEMU or on the guest has a timeout;
-//! a QEMU process is recognised by its pid *and* its `-uuid` argument, so a
-//! recycled pid is never mistaken for an instance.
+//! every message read from QEMU or the guest is capped in size
+//! ([`read_line_capped`]), so a hostile guest cannot grow the daemon's
+//! memory; a QEMU process is recognised by its pid *and* its `-uuid`
+//! argument, so a recycled pid is never mistaken for an instance.
 
 pub mod accel;
 pub mod agent;
@@ -19,3 +21,33 @@ pub mod process;
 pub mod qmp;
 
 pub use accel::{Accel, AccelSetting};
+
+/// How one capped read of a line ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Line {
+    /// A whole line (its newline included) is in the buffer.
+    Whole,
+    /// `max` bytes came without a newline: the buffer holds them; the rest
+    /// of the line is still to read.
+    TooLong,
+    /// The peer closed the connection.
+    Closed,
+}
+
+/// Read up to the next newline into `line` (cleared first), never more
+/// than `max` bytes.
+pub async fn read_line_capped<R: tokio::io::AsyncBufRead + Unpin>(
+    reader: &mut R,
+    line: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<Line> {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+    line.clear();
+    let n = reader.take(max as u64).read_until(b'\n', line).await?;
+    Ok(match (n, line.last()) {
+        (0, _) => Line::Closed,
+        (_, Some(b'\n')) => Line::Whole,
+        _ if n < max => Line::Closed,
+        _ => Line::TooLong,
+    })
+}

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use std::collections::VecDeque;
 use std::path::Path;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
 use tokio::time::{timeout, Instant};
@@ -28,6 +28,9 @@ fn event_time(msg: &Value) -> u64 {
     let t = &msg["timestamp"];
     t["seconds"].as_u64().unwrap_or(0) * 1_000_000 + t["microseconds"].as_u64().unwrap_or(0)
 }
+
+/// The largest QMP message taken (answers and events are far smaller).
+pub const MAX_MESSAGE: usize = 16 << 20;
 
 pub struct Qmp {
     reader: BufReader<OwnedReadHalf>,
@@ -69,20 +72,27 @@ impl Qmp {
     }
 
     async fn read_message(&mut self) -> Result<Value> {
-        let mut line = String::new();
+        let mut line = Vec::new();
         loop {
-            line.clear();
-            let n = self
-                .reader
-                .read_line(&mut line)
+            let read = crate::read_line_capped(&mut self.reader, &mut line, MAX_MESSAGE)
                 .await
                 .map_err(|e| unavailable(format!("read: {e}")))?;
-            if n == 0 {
-                return Err(unavailable("connection closed by QEMU"));
+            match read {
+                crate::Line::Closed => return Err(unavailable("connection closed by QEMU")),
+                crate::Line::TooLong => {
+                    return Err(unavailable(format!(
+                        "a QMP message longer than {MAX_MESSAGE} bytes"
+                    )))
+                }
+                crate::Line::Whole => {}
             }
-            if !line.trim().is_empty() {
-                return serde_json::from_str(&line)
-                    .map_err(|e| unavailable(format!("bad message {line:?}: {e}")));
+            if !line.iter().all(u8::is_ascii_whitespace) {
+                return serde_json::from_slice(&line).map_err(|e| {
+                    unavailable(format!(
+                        "bad message {:?}: {e}",
+                        String::from_utf8_lossy(&line[..line.len().min(200)])
+                    ))
+                });
             }
         }
     }
@@ -228,6 +238,7 @@ impl Qmp {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncBufReadExt;
     use tokio::net::UnixListener;
 
     /// A scripted QMP peer: answers each command with the next canned reply,

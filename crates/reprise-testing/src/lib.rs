@@ -44,6 +44,8 @@ impl TestDaemon {
             data_dir: dir.path().join("data"),
             listen: "127.0.0.1:0".parse().expect("address"),
             stop_timeout_secs: 10,
+            // The admin boots the test guest from its build directory.
+            import_dirs: vec![guest_dir()],
             ..Config::default()
         };
         adjust(&mut config);
@@ -112,7 +114,10 @@ impl TestDaemon {
             .admin()
             .post(
                 "/api/v1/accounts",
-                &reprise_core::model::CreateAccount { name: name.into() },
+                &reprise_core::model::CreateAccount {
+                    name: name.into(),
+                    plan: None,
+                },
             )
             .expect("account created");
         Client::new(&self.url, Some(made.api_key))
@@ -230,9 +235,15 @@ static GUEST_BUILD: Mutex<()> = Mutex::new(());
 /// The test guest, built into `target/test-guest` on first use and again
 /// whenever `tests/guest/build.sh` or `randread.c` change (their hash is
 /// the build stamp).
+/// Where the test guest is built.
+pub fn guest_dir() -> PathBuf {
+    std::path::absolute(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/test-guest"))
+        .expect("absolute path")
+}
+
 pub fn guest() -> Guest {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let out = root.join("target/test-guest");
+    let out = guest_dir();
     let script = root.join("tests/guest/build.sh");
     let _guard = GUEST_BUILD.lock().unwrap_or_else(|p| p.into_inner());
     let initrd = out.join("initrd.img");

@@ -409,8 +409,9 @@ fn plans_locks_and_the_snapshot_switch() {
     let d = TestDaemon::start_with(|c| {
         c.plans.insert(
             "vps".into(),
-            reprise_daemon::config::Plan {
+            reprise_core::plan::PlanLimits {
                 max_recovery_points: Some(1),
+                ..Default::default()
             },
         );
     });

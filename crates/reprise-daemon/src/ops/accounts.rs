@@ -1,9 +1,20 @@
-//! Accounts and zones: region administration, for the admin account.
+//! Accounts, their keys and plans, and zones: the operator's side.
+//!
+//! The admin creates accounts, assigns their plans, and can revoke any key
+//! or delete an account (with `purge`, everything it owns first, through
+//! the same operations a tenant would use). A tenant sees its own account,
+//! plan and usage, and manages its own keys; it never chooses its plan.
 
 use crate::app::App;
-use reprise_core::model::{Account, AccountCreated, CreateAccount, CreateZone, Zone};
+use crate::jobs::{self, Target};
+use reprise_catalog::Scope;
+use reprise_core::model::*;
+use reprise_core::plan::Plan;
 use reprise_core::{Error, ErrorKind, Result};
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use uuid::Uuid;
 
 pub fn require_admin(caller: &Account, what: &str) -> Result<()> {
     if caller.admin {
@@ -17,10 +28,29 @@ pub fn require_admin(caller: &Account, what: &str) -> Result<()> {
     }
 }
 
+/// The account a caller names: any for the admin, only itself for a
+/// tenant (another account is not found, as if it did not exist).
+fn visible(app: &App, caller: &Account, reference: &str) -> Result<Account> {
+    if caller.admin {
+        return app.catalog.account(reference);
+    }
+    if reference == caller.name || reference == caller.id.to_string() {
+        return app.catalog.account(&caller.id.to_string());
+    }
+    Err(Error::not_found("account", reference))
+}
+
 pub fn create_account(app: &App, caller: &Account, req: CreateAccount) -> Result<AccountCreated> {
     require_admin(caller, "create accounts")?;
-    let made = app.catalog.create_account(&req.name, false)?;
-    tracing::info!(account = %made.account.id, name = made.account.name, "account created");
+    let plan = match req.plan.as_deref() {
+        Some("") => None,
+        Some(p) => Some(p),
+        None => app.config.default_plan.as_deref(),
+    };
+    let made = app
+        .catalog
+        .create_account_with_plan(&req.name, false, plan)?;
+    tracing::info!(account = %made.account.id, name = made.account.name, plan = ?made.account.plan, "account created");
     Ok(made)
 }
 
@@ -28,9 +58,233 @@ pub fn list_accounts(app: &App, caller: &Account) -> Result<Vec<Account>> {
     if caller.admin {
         app.catalog.list_accounts()
     } else {
-        Ok(vec![caller.clone()])
+        Ok(vec![app.catalog.account(&caller.id.to_string())?])
     }
 }
+
+/// An account with its plan and usage.
+pub fn show(app: &App, caller: &Account, reference: &str) -> Result<AccountDetails> {
+    let account = visible(app, caller, reference)?;
+    Ok(AccountDetails {
+        plan: app.catalog.effective_plan(account.id, Scope::default())?,
+        usage: app.catalog.usage(account.id, Scope::default())?,
+        account,
+    })
+}
+
+/// The operator's settings of an account: its plan (admin only).
+pub fn settings(
+    app: &App,
+    caller: &Account,
+    reference: &str,
+    req: AccountSettings,
+) -> Result<AccountDetails> {
+    require_admin(caller, "assign plans")?;
+    let account = app.catalog.account(reference)?;
+    if let Some(plan) = req.plan.as_deref() {
+        let plan = Some(plan).filter(|p| !p.is_empty());
+        app.catalog.set_account_plan(account.id, plan)?;
+        tracing::info!(account = %account.id, plan = ?plan, "account plan set");
+    }
+    show(app, caller, &account.id.to_string())
+}
+
+/// Delete an account. Without `purge` it must own nothing (the error
+/// lists what it owns); with `purge`, a job first revokes its keys, then
+/// deletes everything it owns through the usual operations, then the
+/// account.
+pub fn delete(
+    app: &Arc<App>,
+    caller: &Account,
+    reference: &str,
+    purge: bool,
+) -> Result<Option<Job>> {
+    require_admin(caller, "delete accounts")?;
+    let account = app.catalog.account(reference)?;
+    if account.admin {
+        return Err(Error::conflict(
+            "account_is_admin",
+            "the admin account cannot be deleted",
+        ));
+    }
+    if !purge {
+        let owned = app.catalog.account_resources(account.id)?;
+        if !owned.is_empty() {
+            let list: Vec<String> = owned
+                .iter()
+                .map(|(kind, n)| format!("{n} {kind}{}", if *n == 1 { "" } else { "s" }))
+                .collect();
+            return Err(Error::conflict(
+                "account_not_empty",
+                format!(
+                    "account '{}' still owns {}: delete them first, or delete the account with purge",
+                    account.name,
+                    list.join(", ")
+                ),
+            ));
+        }
+        app.catalog.delete_account(account.id)?;
+        tracing::info!(account = %account.id, name = account.name, "account deleted");
+        return Ok(None);
+    }
+    let app2 = app.clone();
+    let name = account.name.clone();
+    let job = jobs::spawn(
+        app,
+        caller.id,
+        "account.purge",
+        Target {
+            kind: "account",
+            id: account.id,
+            name: &name,
+        },
+        0,
+        move |ctx| async move {
+            for key in app2.catalog.list_keys(account.id)? {
+                app2.catalog.revoke_key(key.id)?;
+            }
+            ctx.log(format!("the keys of '{}' are revoked", account.name));
+            purge_resources(&app2, &account, &ctx).await?;
+            app2.catalog.delete_account(account.id)?;
+            ctx.log(format!("account '{}' deleted", account.name));
+            Ok(())
+        },
+    )?;
+    Ok(Some(job))
+}
+
+/// Wait for a job started on the account's behalf; its failure fails the
+/// purge, named.
+async fn finish(app: &App, job: Job) -> Result<()> {
+    loop {
+        let ended = app.job_finished.notified();
+        let now = app.catalog.job(None, &job.id.to_string())?;
+        if now.state.is_final() {
+            return match now.error {
+                Some(e) => Err(e.context(format!("{} of '{}'", job.kind, job.target_name))),
+                None => Ok(()),
+            };
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), ended).await;
+    }
+}
+
+async fn purge_resources(app: &Arc<App>, account: &Account, ctx: &jobs::JobCtx) -> Result<()> {
+    use super::{instances, points, snapshots, templates, uploads, volumes};
+    let id = |u: Uuid| u.to_string();
+    for inst in app.catalog.list_instances(Some(account.id))? {
+        let fresh = app.catalog.instance_by_id(inst.id)?;
+        if fresh.state != InstanceState::Stopped {
+            finish(app, instances::stop(app, account, &id(inst.id), true)?).await?;
+        }
+        if !app.catalog.list_points(Some(inst.id))?.is_empty() {
+            finish(app, points::delete_all(app, account, &id(inst.id))?).await?;
+        }
+        instances::delete(app, account, &id(inst.id)).await?;
+        ctx.log(format!("instance '{}' deleted", inst.name));
+    }
+    for s in app.catalog.list_snapshots(Some(account.id))? {
+        finish(app, snapshots::delete(app, account, &id(s.id))?).await?;
+        ctx.log(format!("snapshot '{}' deleted", s.name));
+    }
+    for t in app.catalog.list_templates(account.id)? {
+        finish(app, templates::delete(app, account, &id(t.id))?).await?;
+        ctx.log(format!("template '{}' deleted", t.name));
+    }
+    for v in app
+        .catalog
+        .list_volumes(account.id, &Default::default())?
+    {
+        volumes::delete(app, account, &id(v.id)).await?;
+        ctx.log(format!("volume '{}' deleted", v.name));
+    }
+    for u in app.catalog.list_uploads(account.id)? {
+        uploads::delete(app, account, &id(u.id)).await?;
+    }
+    Ok(())
+}
+
+// ---- keys ------------------------------------------------------------------
+
+pub fn create_key(
+    app: &App,
+    caller: &Account,
+    account: &str,
+    req: CreateApiKey,
+) -> Result<ApiKeyCreated> {
+    let account = visible(app, caller, account)?;
+    let made = app.catalog.create_key(account.id, &req.name)?;
+    tracing::info!(account = %account.id, key = %made.key.id, name = made.key.name, "API key created");
+    Ok(made)
+}
+
+pub fn list_keys(app: &App, caller: &Account, account: &str) -> Result<Vec<ApiKey>> {
+    let account = visible(app, caller, account)?;
+    app.catalog.list_keys(account.id)
+}
+
+/// Revoke a key: it fails from the next request on. The admin account
+/// keeps at least one key.
+pub fn revoke_key(app: &App, caller: &Account, account: &str, key: &str) -> Result<()> {
+    let account = visible(app, caller, account)?;
+    let key = app.catalog.key(account.id, key)?;
+    if account.admin && app.catalog.list_keys(account.id)?.len() == 1 {
+        return Err(Error::conflict(
+            "last_admin_key",
+            "this is the admin account's last key: create another before revoking it, or rotate it",
+        ));
+    }
+    app.catalog.revoke_key(key.id)?;
+    tracing::info!(account = %account.id, key = %key.id, name = key.name, "API key revoked");
+    Ok(())
+}
+
+/// Replace the key the request came with by a new one of the same name.
+/// For the admin key kept in `DATA_DIR/admin.key`, the file is rewritten
+/// too, so local commands go on working; nothing restarts.
+pub fn rotate_key(app: &App, caller: &Account, used_key: Uuid) -> Result<ApiKeyCreated> {
+    let path = app.config.admin_key_path();
+    let in_file = caller.admin
+        && std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|k| app.catalog.account_by_key(k.trim()).ok().flatten())
+            .is_some_and(|(_, key)| key == used_key);
+    let made = app.catalog.rotate_key(used_key)?;
+    if in_file {
+        crate::write_private(&path, &made.api_key)?;
+        tracing::info!(path = %path.display(), "admin key rotated; the file holds the new one");
+    }
+    tracing::info!(account = %caller.id, key = %made.key.id, name = made.key.name, "API key rotated");
+    Ok(made)
+}
+
+// ---- plans -----------------------------------------------------------------
+
+/// The plans: all of them for the admin, its own for a tenant.
+pub fn list_plans(app: &App, caller: &Account) -> Result<Vec<Plan>> {
+    if caller.admin {
+        return app.catalog.list_plans();
+    }
+    Ok(app
+        .catalog
+        .effective_plan(caller.id, Scope::default())?
+        .into_iter()
+        .collect())
+}
+
+pub fn put_plan(app: &App, caller: &Account, plan: Plan) -> Result<Plan> {
+    require_admin(caller, "define plans")?;
+    app.catalog.put_plan(&plan)?;
+    tracing::info!(plan = plan.name, "plan defined");
+    app.catalog.plan(&plan.name)
+}
+
+pub fn delete_plan(app: &App, caller: &Account, name: &str) -> Result<()> {
+    require_admin(caller, "delete plans")?;
+    app.catalog.delete_plan(name)
+}
+
+// ---- zones -----------------------------------------------------------------
 
 /// Create a zone with its primary storage directory (default
 /// `DATA_DIR/zones/NAME`); the directory is made before the zone is

@@ -55,11 +55,22 @@ pub async fn clone(
             ));
         }
     }
+    let slot = jobs::reserve(
+        app,
+        account.id,
+        "instance.clone",
+        Target {
+            kind: "instance",
+            id: src.id,
+            name: &req.name,
+        },
+        (vols.len() * 2 + 1) as u64,
+    )?;
     // Every snapshot is recorded before anything is cut; a refusal undoes
     // the ones already recorded.
     let mut snaps = Vec::new();
     for v in &vols {
-        match snapshots::prepare(app, account, v, None) {
+        match snapshots::prepare(app, account, v, uuid::Uuid::new_v4(), None) {
             Ok(s) => snaps.push(s),
             Err(e) => {
                 for s in &snaps {
@@ -71,18 +82,7 @@ pub async fn clone(
     }
     let app2 = app.clone();
     let account2 = account.clone();
-    let clone_name = req.name.clone();
-    jobs::spawn(
-        app,
-        account.id,
-        "instance.clone",
-        Target {
-            kind: "instance",
-            id: src.id,
-            name: &clone_name,
-        },
-        (vols.len() * 2 + 1) as u64,
-        move |ctx| async move {
+    Ok(slot.spawn(move |ctx| async move {
             let steps = (vols.len() * 2 + 1) as u64;
             let cut = match app2.region().await {
                 Ok(_) => snapshots::cut(&app2, &ctx, &snaps, Mode::Auto).await,
@@ -124,8 +124,7 @@ pub async fn clone(
                 }
             }
             made
-        },
-    )
+        }))
 }
 
 /// Build the clone's data volumes, then create and start the instance with
@@ -157,7 +156,7 @@ async fn deploy(
             VolumeKind::Data,
             s.size_bytes,
         );
-        app.catalog.insert_volume(&row)?;
+        volumes::record(app, &row)?;
         restore::build(app, s.id, Path::new(&row.path), |_, _| {}).await?;
         app.catalog.set_volume_state(row.id, VolumeState::Ready)?;
         ctx.log(format!("volume '{}' made in zone {}", row.name, zone.name));
@@ -170,16 +169,12 @@ async fn deploy(
         zone: Some(zone.name.clone()),
         cpus: Some(src.cpus),
         memory: Some(format!("{}M", src.memory_bytes >> 20)),
-        kernel: src.kernel.clone(),
-        initrd: src.initrd.clone(),
         append: src.append.clone(),
         data_volumes,
         ..Default::default()
     };
-    let job = match root {
-        Some(r) => instances::create_from_store(app, account, req, r).await?,
-        None => instances::create(app, account, req).await?,
-    };
+    let boot = instances::own_boot_files(src)?;
+    let job = instances::create_from_store(app, account, req, root, boot).await?;
     ctx.log(format!("creating instance '{name}' (job {})", job.id));
     loop {
         let j = app.catalog.job(None, &job.id.to_string())?;

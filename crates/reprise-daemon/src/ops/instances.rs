@@ -10,7 +10,7 @@ use super::{parse_size_field, volumes};
 use crate::app::App;
 use crate::jobs::{self, JobCtx, Target};
 use crate::vm;
-use reprise_catalog::{now, InstanceRow, VolumeRow};
+use reprise_catalog::{now, write, InstanceRow, Scope, VolumeRow};
 use reprise_core::model::*;
 use reprise_core::{Error, Result};
 use std::path::Path;
@@ -70,31 +70,15 @@ pub async fn list(app: &App, account: &Account) -> Result<Vec<Instance>> {
     Ok(out)
 }
 
-pub(crate) fn host_file(field: &str, path: &str) -> Result<()> {
-    let p = Path::new(path);
-    if !p.is_absolute() {
-        return Err(Error::invalid(
-            "path_invalid",
-            format!("{field} '{path}' must be an absolute path on the daemon's host"),
-        ));
-    }
-    if !p.is_file() {
-        return Err(Error::invalid(
-            "file_not_found",
-            format!("{field} '{path}' is not a file on the daemon's host"),
-        ));
-    }
-    Ok(())
-}
-
 /// What the root volume of a new instance comes from.
 enum Root {
     None,
     Blank(u64),
+    /// An image through the hardened import path: opened now, copied and
+    /// converted by the job.
     Image {
-        path: String,
-        format: String,
-        size: u64,
+        opened: crate::import::Opened,
+        judged: crate::import::Judged,
     },
     /// Content of the region's store: a template's, or a snapshot's (its
     /// id there).
@@ -105,45 +89,25 @@ enum Root {
     },
 }
 
-/// Check an image file offered as a root disk: raw or qcow2, with no
-/// backing file and no external data file (either could make QEMU open any
-/// host file).
-async fn probe_image(app: &App, path: &str) -> Result<Root> {
-    host_file("image", path)?;
-    let info = app.config.binaries().info(Path::new(path), None).await?;
-    if info.backing_filename.is_some() {
-        return Err(Error::invalid(
-            "image_unsafe",
-            format!("image '{path}' has a backing file: give a standalone image"),
-        ));
-    }
-    if info.data_file().is_some() {
-        return Err(Error::invalid(
-            "image_unsafe",
-            format!("image '{path}' names an external data file: give a standalone image"),
-        ));
-    }
-    if info.format != "qcow2" && info.format != "raw" {
-        return Err(Error::invalid(
-            "image_format_unsupported",
-            format!(
-                "image '{path}' is {}: only qcow2 and raw images are imported",
-                info.format
-            ),
-        ));
-    }
-    Ok(Root::Image {
-        path: path.to_string(),
-        format: info.format,
-        size: info.virtual_size,
-    })
-}
-
 /// Create an instance: every check first, then the catalog rows (the root
 /// volume `Creating`), then a job that makes the root disk and starts the
 /// instance. A failed job removes the instance and its root volume again.
 pub async fn create(app: &Arc<App>, account: &Account, req: CreateInstance) -> Result<Job> {
-    create_with(app, account, req, None).await
+    create_with(app, account, req, None, None).await
+}
+
+/// The kernel and initrd an instance boots, opened: a clone takes its
+/// source's own copies this way rather than naming them as host files.
+pub(crate) type BootFiles = (Option<crate::import::Opened>, Option<crate::import::Opened>);
+
+/// An instance's own boot files, opened for a clone of it.
+pub(crate) fn own_boot_files(inst: &InstanceRow) -> Result<BootFiles> {
+    let open = |path: &Option<String>, what: &str| {
+        path.as_deref()
+            .map(|p| crate::import::open_own(Path::new(p), what))
+            .transpose()
+    };
+    Ok((open(&inst.kernel, "kernel")?, open(&inst.initrd, "initrd")?))
 }
 
 /// Create an instance whose root volume is built from content in the
@@ -152,9 +116,10 @@ pub(crate) async fn create_from_store(
     app: &Arc<App>,
     account: &Account,
     req: CreateInstance,
-    root: (Uuid, String, u64),
+    root: Option<(Uuid, String, u64)>,
+    boot: BootFiles,
 ) -> Result<Job> {
-    create_with(app, account, req, Some(root)).await
+    create_with(app, account, req, root, Some(boot)).await
 }
 
 async fn create_with(
@@ -162,6 +127,7 @@ async fn create_with(
     account: &Account,
     req: CreateInstance,
     stored_root: Option<(Uuid, String, u64)>,
+    inherited_boot: Option<BootFiles>,
 ) -> Result<Job> {
     reprise_core::name::validate_name("instance", &req.name)?;
     let zone = volumes::zone_or_default(app, req.zone.as_deref())?;
@@ -180,20 +146,35 @@ async fn create_with(
             format!("memory '{memory_text}' must be a whole number of MiB, at least 64M"),
         ));
     }
-    if let Some(k) = &req.kernel {
-        host_file("kernel", k)?;
-    } else if req.initrd.is_some() || req.append.is_some() {
+    let (kernel, initrd) = match inherited_boot {
+        Some(boot) => boot,
+        None => (
+            crate::import::open(
+                app,
+                account,
+                "kernel",
+                req.kernel_upload.as_deref(),
+                req.kernel.as_deref(),
+            )?,
+            crate::import::open(
+                app,
+                account,
+                "initrd",
+                req.initrd_upload.as_deref(),
+                req.initrd.as_deref(),
+            )?,
+        ),
+    };
+    if kernel.is_none() && (initrd.is_some() || req.append.is_some()) {
         return Err(Error::invalid(
             "kernel_missing",
             "--initrd and --append need --kernel",
         ));
     }
-    if let Some(i) = &req.initrd {
-        host_file("initrd", i)?;
-    }
+    let image_given = req.image.is_some() || req.image_upload.is_some();
     let sources = [
         req.root_size.is_some(),
-        req.image.is_some(),
+        image_given,
         req.template.is_some(),
     ];
     if sources.iter().filter(|s| **s).count() > 1 {
@@ -202,13 +183,28 @@ async fn create_with(
             "give one of a root size, an image or a template",
         ));
     }
-    let root = match (&req.root_size, &req.image, &req.template) {
+    let root = match (&req.root_size, image_given, &req.template) {
         _ if stored_root.is_some() => {
             let (id, name, size) = stored_root.expect("checked");
             Root::Template { id, name, size }
         }
         (Some(size), _, _) => Root::Blank(parse_size_field("root size", size, super::MAX_VOLUME_SIZE)?),
-        (_, Some(image), _) => probe_image(app, image).await?,
+        (_, true, _) => {
+            let opened = crate::import::open(
+                app,
+                account,
+                "image",
+                req.image_upload.as_deref(),
+                req.image.as_deref(),
+            )?
+            .expect("an image was given");
+            let judged = crate::import::judge(
+                opened.file(),
+                &opened.label,
+                app.config.images.max_virtual_size.min(super::MAX_VOLUME_SIZE),
+            )?;
+            Root::Image { opened, judged }
+        }
         (_, _, Some(t)) => {
             let t = app.catalog.template(account.id, t)?;
             Root::Template {
@@ -217,8 +213,8 @@ async fn create_with(
                 size: t.size_bytes,
             }
         }
-        (None, None, None) if req.kernel.is_some() => Root::None,
-        (None, None, None) => {
+        (None, false, None) if kernel.is_some() => Root::None,
+        (None, false, None) => {
             return Err(Error::invalid(
                 "root_missing",
                 "an instance needs a root disk: give a root size, an image, a template, or a kernel to boot directly",
@@ -262,23 +258,62 @@ async fn create_with(
         ));
     }
     if let Some(plan) = &req.plan {
-        app.config.plan(plan)?;
+        super::accounts::require_admin(
+            account,
+            "choose an instance's plan (the operator assigns plans)",
+        )?;
+        app.catalog.plan(plan)?;
     }
     if !req.no_start {
         vm::preflight(app)?;
     }
 
     let id = Uuid::new_v4();
-    let root_row = match &root {
+    let root_size = match &root {
         Root::None => None,
-        Root::Blank(size) | Root::Image { size, .. } | Root::Template { size, .. } => {
-            Some(volumes::new_row(
-                account.id,
-                &format!("{}-root", req.name),
-                &zone,
-                VolumeKind::Root,
-                *size,
-            ))
+        Root::Blank(size) | Root::Template { size, .. } => Some(*size),
+        Root::Image { judged, .. } => Some(judged.virtual_size),
+    };
+    let root_row = root_size.map(|size| {
+        volumes::new_row(
+            account.id,
+            &format!("{}-root", req.name),
+            &zone,
+            VolumeKind::Root,
+            size,
+        )
+    });
+    let slot = jobs::reserve(
+        app,
+        account.id,
+        "instance.create",
+        Target {
+            kind: "instance",
+            id,
+            name: &req.name,
+        },
+        1 + u64::from(!req.no_start),
+    )?;
+    // The kernel and initrd are the instance's own copies, kept as long as
+    // it is.
+    let boot_dir = app.config.boot_dir(id);
+    let staged_boot = (|| -> Result<(Option<String>, Option<String>)> {
+        let stage = |opened: &Option<crate::import::Opened>, name: &str| {
+            opened
+                .as_ref()
+                .map(|o| {
+                    crate::import::stage(o, &boot_dir.join(name), crate::import::MAX_BOOT_FILE)
+                        .map(|s| s.keep().to_string_lossy().into_owned())
+                })
+                .transpose()
+        };
+        Ok((stage(&kernel, "kernel")?, stage(&initrd, "initrd")?))
+    })();
+    let (kernel_path, initrd_path) = match staged_boot {
+        Ok(paths) => paths,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&boot_dir);
+            return Err(e);
         }
     };
     let row = InstanceRow {
@@ -291,8 +326,8 @@ async fn create_with(
         cpus,
         memory_bytes: memory,
         root_volume_id: root_row.as_ref().map(|r| r.id),
-        kernel: req.kernel.clone(),
-        initrd: req.initrd.clone(),
+        kernel: kernel_path,
+        initrd: initrd_path,
         append: req.append.clone(),
         accel: None,
         pid: None,
@@ -302,39 +337,37 @@ async fn create_with(
         snapshots_enabled: true,
         plan: req.plan.clone(),
     };
-    app.catalog.insert_instance(&row)?;
-    let recorded = (|| -> Result<()> {
-        let mut slot = 0;
+    // The instance, its root volume and every attachment in one
+    // transaction, counted against the account's plan.
+    let demand = reprise_core::plan::Demand {
+        instances: 1,
+        volumes: u64::from(root_row.is_some()),
+        volume_bytes: root_size.unwrap_or(0),
+        ..Default::default()
+    };
+    let recorded = app.catalog.admit(account.id, Scope::default(), &demand, |c| {
+        write::insert_instance(c, &row)?;
+        let mut disk = 0;
         if let Some(r) = &root_row {
-            app.catalog.insert_volume(r)?;
-            app.catalog.attach_volume(r.id, id, slot)?;
-            slot += 1;
+            write::insert_volume(c, r)?;
+            write::attach_volume(c, r.id, id, disk)?;
+            disk += 1;
         }
         for v in &data {
-            app.catalog.attach_volume(v.id, id, slot)?;
-            slot += 1;
+            write::attach_volume(c, v.id, id, disk)?;
+            disk += 1;
         }
         Ok(())
-    })();
+    });
     if let Err(e) = recorded {
-        app.catalog.delete_instance(id)?;
+        let _ = std::fs::remove_dir_all(&boot_dir);
         return Err(e);
     }
 
     let start = !req.no_start;
     let steps = 1 + u64::from(start);
     let app2 = app.clone();
-    jobs::spawn(
-        app,
-        account.id,
-        "instance.create",
-        Target {
-            kind: "instance",
-            id,
-            name: &row.name,
-        },
-        steps,
-        move |ctx| async move {
+    Ok(slot.spawn(move |ctx| async move {
             let app = app2;
             let _guard = app.lock_instance(id).await;
             if let Err(e) = make_root(&app, &ctx, root, root_row.as_ref()).await {
@@ -342,6 +375,7 @@ async fn create_with(
                 if let Some(r) = &root_row {
                     let _ = std::fs::remove_file(&r.path);
                 }
+                let _ = std::fs::remove_dir_all(app.config.boot_dir(id));
                 app.catalog.delete_instance(id)?;
                 return Err(e);
             }
@@ -356,8 +390,7 @@ async fn create_with(
                 ctx.progress(2, steps);
             }
             Ok(())
-        },
-    )
+    }))
 }
 
 async fn make_root(app: &App, ctx: &JobCtx, root: Root, row: Option<&VolumeRow>) -> Result<()> {
@@ -372,9 +405,12 @@ async fn make_root(app: &App, ctx: &JobCtx, root: Root, row: Option<&VolumeRow>)
             ));
             bin.create(Path::new(&row.path), size).await?;
         }
-        Root::Image { path, format, .. } => {
-            ctx.log(format!("importing {path} ({format}) as the root volume"));
-            bin.convert_to_qcow2(Path::new(&path), &format, Path::new(&row.path))
+        Root::Image { opened, judged } => {
+            ctx.log(format!(
+                "importing {} ({}) as the root volume",
+                opened.label, judged.format
+            ));
+            crate::import::import_image(app, opened, judged, row.id, Path::new(&row.path))
                 .await?;
         }
         Root::Template { id, name, .. } => {
@@ -466,6 +502,7 @@ pub fn start(app: &Arc<App>, account: &Account, reference: &str) -> Result<Job> 
     let inst = app.catalog.instance(account.id, reference)?;
     vm::preflight(app)?;
     require_volumes_ready(app, &inst)?;
+    let slot = jobs::reserve(app, account.id, "instance.start", target(&inst), 1)?;
     if !app.catalog.transition_instance(
         inst.id,
         &[InstanceState::Stopped, InstanceState::Error],
@@ -475,23 +512,17 @@ pub fn start(app: &Arc<App>, account: &Account, reference: &str) -> Result<Job> 
     }
     let app2 = app.clone();
     let id = inst.id;
-    jobs::spawn(
-        app,
-        account.id,
-        "instance.start",
-        target(&inst),
-        1,
-        move |ctx| async move {
+    Ok(slot.spawn(move |ctx| async move {
             let _guard = app2.lock_instance(id).await;
             boot(&app2, &ctx, id).await?;
             ctx.progress(1, 1);
             Ok(())
-        },
-    )
+    }))
 }
 
 pub fn stop(app: &Arc<App>, account: &Account, reference: &str, force: bool) -> Result<Job> {
     let inst = app.catalog.instance(account.id, reference)?;
+    let slot = jobs::reserve(app, account.id, "instance.stop", target(&inst), 1)?;
     if !app.catalog.transition_instance(
         inst.id,
         &[InstanceState::Running, InstanceState::Error],
@@ -501,19 +532,12 @@ pub fn stop(app: &Arc<App>, account: &Account, reference: &str, force: bool) -> 
     }
     let app2 = app.clone();
     let id = inst.id;
-    jobs::spawn(
-        app,
-        account.id,
-        "instance.stop",
-        target(&inst),
-        1,
-        move |ctx| async move {
+    Ok(slot.spawn(move |ctx| async move {
             let _guard = app2.lock_instance(id).await;
             halt(&app2, &ctx, id, force).await?;
             ctx.progress(1, 1);
             Ok(())
-        },
-    )
+    }))
 }
 
 async fn halt(app: &App, ctx: &JobCtx, id: Uuid, force: bool) -> Result<()> {
@@ -539,7 +563,7 @@ pub async fn settings(
     let plan = match req.plan.as_deref() {
         Some("") => Some(None),
         Some(p) => {
-            app.config.plan(p)?;
+            app.catalog.plan(p)?;
             Some(Some(p))
         }
         None => None,
@@ -555,6 +579,7 @@ pub async fn settings(
 pub fn restart(app: &Arc<App>, account: &Account, reference: &str) -> Result<Job> {
     let inst = app.catalog.instance(account.id, reference)?;
     vm::preflight(app)?;
+    let slot = jobs::reserve(app, account.id, "instance.restart", target(&inst), 2)?;
     if !app.catalog.transition_instance(
         inst.id,
         &[InstanceState::Running],
@@ -567,13 +592,7 @@ pub fn restart(app: &Arc<App>, account: &Account, reference: &str) -> Result<Job
     }
     let app2 = app.clone();
     let id = inst.id;
-    jobs::spawn(
-        app,
-        account.id,
-        "instance.restart",
-        target(&inst),
-        2,
-        move |ctx| async move {
+    Ok(slot.spawn(move |ctx| async move {
             let _guard = app2.lock_instance(id).await;
             halt(&app2, &ctx, id, false).await?;
             ctx.progress(1, 2);
@@ -585,8 +604,7 @@ pub fn restart(app: &Arc<App>, account: &Account, reference: &str) -> Result<Job
             boot(&app2, &ctx, id).await?;
             ctx.progress(2, 2);
             Ok(())
-        },
-    )
+    }))
 }
 
 /// Delete a stopped instance and its root volume; data volumes are
@@ -611,6 +629,7 @@ pub async fn delete(app: &App, account: &Account, reference: &str) -> Result<()>
         let _ = std::fs::remove_file(&r.path);
     }
     let _ = std::fs::remove_dir_all(app.config.instance_run_dir(inst.id));
+    let _ = std::fs::remove_dir_all(app.config.boot_dir(inst.id));
     tracing::info!(instance = %inst.id, name = inst.name, "instance deleted");
     Ok(())
 }

@@ -10,6 +10,7 @@ pub mod points;
 pub mod restore;
 pub mod snapshots;
 pub mod templates;
+pub mod uploads;
 pub mod volumes;
 
 use reprise_core::{Error, Result};

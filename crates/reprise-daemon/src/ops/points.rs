@@ -25,7 +25,8 @@ use crate::app::App;
 use crate::jobs::{self, JobCtx, Target};
 use crate::quiesce::{self, Mode};
 use crate::vm;
-use reprise_catalog::{now, InstanceRow};
+use reprise_catalog::{now, write, InstanceRow, Scope};
+use reprise_core::plan::Demand;
 use reprise_core::model::*;
 use reprise_core::{Error, Result};
 use reprise_qemu::img::SnapshotAction;
@@ -98,24 +99,6 @@ pub fn create(app: &Arc<App>, account: &Account, instance: &str, req: CreatePoin
         ));
     }
     settled(&inst)?;
-    let max_points = match &inst.plan {
-        Some(plan) => app.config.plan(plan)?.max_recovery_points,
-        None => None,
-    };
-    let limit_reached = |count: usize| {
-        Error::conflict(
-            "point_limit_reached",
-            format!(
-                "instance '{}' has {count} recovery point(s), the most its plan '{}' allows: delete the existing recovery point first",
-                inst.name,
-                inst.plan.as_deref().unwrap_or_default()
-            ),
-        )
-    };
-    let existing = app.catalog.list_points(Some(inst.id))?.len();
-    if max_points.is_some_and(|max| existing as u32 >= max) {
-        return Err(limit_reached(existing));
-    }
     let volumes = app.catalog.instance_volumes(inst.id)?;
     if volumes.is_empty() {
         return Err(Error::conflict(
@@ -171,12 +154,7 @@ pub fn create(app: &Arc<App>, account: &Account, instance: &str, req: CreatePoin
         error: None,
         created_at: now(),
     };
-    if !app.catalog.insert_point(&point, max_points)? {
-        return Err(limit_reached(existing));
-    }
-    let app2 = app.clone();
-    let pid = point.id;
-    jobs::spawn(
+    let slot = jobs::reserve(
         app,
         account.id,
         "point.create",
@@ -186,7 +164,23 @@ pub fn create(app: &Arc<App>, account: &Account, instance: &str, req: CreatePoin
             name: &point.name,
         },
         1,
-        move |ctx| async move {
+    )?;
+    // The plan's limit (the instance's own plan, else its account's) is
+    // counted in the transaction that records the point.
+    let one_point = Demand {
+        recovery_points: 1,
+        ..Default::default()
+    };
+    let scope = Scope {
+        instance: Some(inst.id),
+        volume: None,
+    };
+    app.catalog.admit(account.id, scope, &one_point, |c| {
+        write::insert_point(c, &point)
+    })?;
+    let app2 = app.clone();
+    let pid = point.id;
+    Ok(slot.spawn(move |ctx| async move {
             let _guard = app2.lock_instance(inst.id).await;
             let point = app2.catalog.point_by_id(pid)?;
             match take(&app2, &ctx, &point, mode).await {
@@ -205,8 +199,7 @@ pub fn create(app: &Arc<App>, account: &Account, instance: &str, req: CreatePoin
                     Err(e)
                 }
             }
-        },
-    )
+        }))
 }
 
 /// Cut the point's snapshots; returns its consistency and freeze time.
@@ -342,6 +335,17 @@ pub fn revert(app: &Arc<App>, account: &Account, instance: &str, point: &str) ->
     let inst = app.catalog.instance(account.id, instance)?;
     let p = app.catalog.point(inst.id, point)?;
     settled(&inst)?;
+    let slot = jobs::reserve(
+        app,
+        account.id,
+        "point.revert",
+        Target {
+            kind: "recovery_point",
+            id: p.id,
+            name: &p.name,
+        },
+        1,
+    )?;
     if !app
         .catalog
         .transition_point(p.id, &[PointState::Ready], PointState::Reverting)?
@@ -352,18 +356,7 @@ pub fn revert(app: &Arc<App>, account: &Account, instance: &str, point: &str) ->
         ));
     }
     let app2 = app.clone();
-    let name = p.name.clone();
-    jobs::spawn(
-        app,
-        account.id,
-        "point.revert",
-        Target {
-            kind: "recovery_point",
-            id: p.id,
-            name: &name,
-        },
-        1,
-        move |ctx| async move {
+    Ok(slot.spawn(move |ctx| async move {
             let _guard = app2.lock_instance(p.instance_id).await;
             let result = go_back(&app2, &ctx, &p).await;
             app2.catalog
@@ -372,8 +365,7 @@ pub fn revert(app: &Arc<App>, account: &Account, instance: &str, point: &str) ->
             app2.catalog.set_current_point(p.instance_id, Some(p.id))?;
             ctx.progress(1, 1);
             Ok(())
-        },
-    )
+        }))
 }
 
 async fn go_back(app: &App, ctx: &JobCtx, p: &Point) -> Result<()> {
@@ -449,6 +441,9 @@ pub fn delete(app: &Arc<App>, account: &Account, instance: &str, point: &str) ->
     let inst = app.catalog.instance(account.id, instance)?;
     let p = app.catalog.point(inst.id, point)?;
     settled(&inst)?;
+    let points = vec![p];
+    let slot = reserve_delete(app, account, &inst, &points)?;
+    let p = &points[0];
     if !app.catalog.transition_point(
         p.id,
         &[PointState::Ready, PointState::Error],
@@ -459,7 +454,7 @@ pub fn delete(app: &Arc<App>, account: &Account, instance: &str, point: &str) ->
             format!("recovery point '{}' is {}", p.name, p.state),
         ));
     }
-    spawn_delete(app, account, &inst, vec![p])
+    Ok(spawn_delete(app, slot, &inst, points))
 }
 
 /// Delete every point of an instance.
@@ -476,45 +471,48 @@ pub fn delete_all(app: &Arc<App>, account: &Account, instance: &str) -> Result<J
             format!("recovery point '{}' is {}", busy.name, busy.state),
         ));
     }
+    let slot = reserve_delete(app, account, &inst, &points)?;
     for p in &points {
         app.catalog
             .set_point_state(p.id, PointState::Deleting, None)?;
     }
-    spawn_delete(app, account, &inst, points)
+    Ok(spawn_delete(app, slot, &inst, points))
 }
 
-fn spawn_delete(
+/// The job of a delete: `point.delete` of one point, `point.delete_all`
+/// of the instance's.
+fn reserve_delete(
     app: &Arc<App>,
     account: &Account,
     inst: &InstanceRow,
-    points: Vec<Point>,
-) -> Result<Job> {
+    points: &[Point],
+) -> Result<jobs::Slot> {
+    let (kind, target) = match points {
+        [one] => (
+            "point.delete",
+            Target {
+                kind: "recovery_point",
+                id: one.id,
+                name: &one.name,
+            },
+        ),
+        _ => (
+            "point.delete_all",
+            Target {
+                kind: "instance",
+                id: inst.id,
+                name: &inst.name,
+            },
+        ),
+    };
+    jobs::reserve(app, account.id, kind, target, points.len() as u64)
+}
+
+fn spawn_delete(app: &Arc<App>, slot: jobs::Slot, inst: &InstanceRow, points: Vec<Point>) -> Job {
     let app2 = app.clone();
     let id = inst.id;
     let total = points.len() as u64;
-    let (kind, name) = match points.as_slice() {
-        [one] => ("point.delete", one.name.clone()),
-        _ => ("point.delete_all", inst.name.clone()),
-    };
-    let target_id = match points.as_slice() {
-        [one] => one.id,
-        _ => inst.id,
-    };
-    jobs::spawn(
-        app,
-        account.id,
-        kind,
-        Target {
-            kind: if total == 1 {
-                "recovery_point"
-            } else {
-                "instance"
-            },
-            id: target_id,
-            name: &name,
-        },
-        total,
-        move |ctx| async move {
+    slot.spawn(move |ctx| async move {
             let _guard = app2.lock_instance(id).await;
             for (i, p) in points.iter().enumerate() {
                 if let Err(e) = remove_tags(&app2, p).await {
@@ -532,8 +530,7 @@ fn spawn_delete(
                 ctx.progress(i as u64 + 1, total);
             }
             Ok(())
-        },
-    )
+        })
 }
 
 /// At startup: points a crash left half-made or half-deleted are settled

@@ -57,20 +57,20 @@ pub fn create(
     reprise_core::name::validate_name("volume", &req.name)?;
     let zone = zone_or_default(app, req.zone.as_deref())?;
     let row = new_row(account.id, &req.name, &zone, VolumeKind::Data, s.size_bytes);
-    app.catalog.insert_volume(&row)?;
-    let app2 = app.clone();
-    let name = row.name.clone();
-    jobs::spawn(
+    let slot = jobs::reserve(
         app,
         account.id,
         "volume.restore",
         Target {
             kind: "volume",
             id: row.id,
-            name: &name,
+            name: &row.name,
         },
         0,
-        move |ctx| async move {
+    )?;
+    super::volumes::record(app, &row)?;
+    let app2 = app.clone();
+    Ok(slot.spawn(move |ctx| async move {
             ctx.log(format!(
                 "restoring snapshot '{}' into zone {}",
                 s.name, row.zone
@@ -95,8 +95,7 @@ pub fn create(
                     Err(e)
                 }
             }
-        },
-    )
+    }))
 }
 
 /// Build a snapshot's content as a qcow2 at `dst` (sparse), through a raw
@@ -118,6 +117,10 @@ pub(crate) async fn build(
             Error::unavailable("io_error", format!("cannot create {}: {e}", raw.display()))
         })?;
     let restored = reprise_backup::restore_raw(app.region().await?, &index, file, progress).await;
+    if restored.is_ok() {
+        app.metrics
+            .restored(index.entries.len() as u64 * index.chunk_size as u64);
+    }
     let converted = match restored {
         Ok(()) => {
             app.config
@@ -160,6 +163,17 @@ pub fn revert(app: &Arc<App>, account: &Account, volume: &str, req: RevertVolume
         super::points::refuse_if_points(app, &inst, &format!("reverting volume '{}'", v.name))?;
     }
     super::snapshots::refuse_if_backing_up(app, &v, &format!("reverting volume '{}'", v.name))?;
+    let slot = jobs::reserve(
+        app,
+        account.id,
+        "volume.revert",
+        Target {
+            kind: "volume",
+            id: v.id,
+            name: &v.name,
+        },
+        0,
+    )?;
     if !app
         .catalog
         .transition_volume(v.id, &[VolumeState::Ready], VolumeState::Reverting)?
@@ -170,18 +184,7 @@ pub fn revert(app: &Arc<App>, account: &Account, volume: &str, req: RevertVolume
         ));
     }
     let app2 = app.clone();
-    let name = v.name.clone();
-    jobs::spawn(
-        app,
-        account.id,
-        "volume.revert",
-        Target {
-            kind: "volume",
-            id: v.id,
-            name: &name,
-        },
-        0,
-        move |ctx| async move {
+    Ok(slot.spawn(move |ctx| async move {
             let _guard = match v.instance_id {
                 Some(i) => Some(app2.lock_instance(i).await),
                 None => None,
@@ -203,8 +206,7 @@ pub fn revert(app: &Arc<App>, account: &Account, volume: &str, req: RevertVolume
                 v.name, s.name
             ));
             Ok(())
-        },
-    )
+    }))
 }
 
 /// At startup: a data volume a restore was making is removed with its

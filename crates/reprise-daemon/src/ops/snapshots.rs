@@ -25,7 +25,8 @@ use crate::jobs::{self, JobCtx, Target};
 use crate::quiesce::{self, Mode};
 use crate::vm;
 use reprise_backup::backup::{self as engine, Base};
-use reprise_catalog::{now, BackupStats, VolumeRow};
+use reprise_catalog::{now, write, BackupStats, Scope, VolumeRow};
+use reprise_core::plan::Demand;
 use reprise_core::model::*;
 use reprise_core::{Error, Result};
 use reprise_qemu::img::SnapshotAction;
@@ -67,20 +68,21 @@ pub fn refuse_if_backing_up(app: &App, v: &VolumeRow, what: &str) -> Result<()> 
 pub fn create(app: &Arc<App>, account: &Account, req: CreateSnapshot) -> Result<Job> {
     let v = app.catalog.volume(account.id, &req.volume)?;
     let mode = Mode::parse(req.quiesce.as_deref())?;
-    let snap = prepare(app, account, &v, req.name.as_deref())?;
-    let app2 = app.clone();
-    let (id, name) = (snap.id, snap.name.clone());
-    jobs::spawn(
+    let id = Uuid::new_v4();
+    let slot = jobs::reserve(
         app,
         account.id,
         "snapshot.create",
         Target {
             kind: "snapshot",
             id,
-            name: &name,
+            name: req.name.as_deref().unwrap_or(&v.name),
         },
         0,
-        move |ctx| async move {
+    )?;
+    let snap = prepare(app, account, &v, id, req.name.as_deref())?;
+    let app2 = app.clone();
+    Ok(slot.spawn(move |ctx| async move {
             let result = async {
                 // Nothing is cut while the store is unreachable.
                 app2.region().await?;
@@ -92,16 +94,17 @@ pub fn create(app: &Arc<App>, account: &Account, req: CreateSnapshot) -> Result<
                 fail(&app2, &ctx, id, &e.message).await;
             }
             result
-        },
-    )
+        }))
 }
 
 /// Check that a volume can be snapshotted now and record its snapshot
-/// (BackingUp); the caller cuts and backs it up.
+/// `id` (BackingUp), counted against the account's plan; the caller cuts
+/// and backs it up.
 pub fn prepare(
     app: &App,
     account: &Account,
     v: &VolumeRow,
+    id: Uuid,
     name: Option<&str>,
 ) -> Result<Snapshot> {
     if v.state != VolumeState::Ready {
@@ -140,7 +143,7 @@ pub fn prepare(
             .is_ok_and(|s| s.state == SnapshotState::BackedUp)
     });
     let snap = Snapshot {
-        id: Uuid::new_v4(),
+        id,
         name,
         account_id: account.id,
         volume_id: v.id,
@@ -163,7 +166,18 @@ pub fn prepare(
         completed_at: None,
         verified_at: None,
     };
-    if !app.catalog.insert_snapshot(&snap)? {
+    let one_snapshot = Demand {
+        snapshots: 1,
+        ..Default::default()
+    };
+    let scope = Scope {
+        instance: None,
+        volume: Some(v.id),
+    };
+    let recorded = app.catalog.admit(account.id, scope, &one_snapshot, |c| {
+        write::insert_snapshot(c, &snap)
+    })?;
+    if !recorded {
         // Another request won the race: name its snapshot.
         refuse_if_backing_up(app, v, &format!("another snapshot of volume '{}'", v.name))?;
         return Err(Error::conflict(
@@ -430,6 +444,17 @@ pub fn show(app: &App, account: &Account, reference: &str) -> Result<Snapshot> {
 /// garbage collection removes the chunks nothing else references.
 pub fn delete(app: &Arc<App>, account: &Account, reference: &str) -> Result<Job> {
     let s = app.catalog.snapshot(account.id, reference)?;
+    let slot = jobs::reserve(
+        app,
+        account.id,
+        "snapshot.delete",
+        Target {
+            kind: "snapshot",
+            id: s.id,
+            name: &s.name,
+        },
+        1,
+    )?;
     if !app.catalog.transition_snapshot(
         s.id,
         &[SnapshotState::BackedUp, SnapshotState::Error],
@@ -444,26 +469,16 @@ pub fn delete(app: &Arc<App>, account: &Account, reference: &str) -> Result<Job>
         ));
     }
     let app2 = app.clone();
-    let name = s.name.clone();
-    jobs::spawn(
-        app,
-        account.id,
-        "snapshot.delete",
-        Target {
-            kind: "snapshot",
-            id: s.id,
-            name: &name,
-        },
-        2,
-        move |ctx| async move {
+    Ok(slot.spawn(move |ctx| async move {
             destroy_or_flag(&app2, s.id).await?;
-            ctx.log(format!("snapshot '{}' deleted", s.name));
-            ctx.progress(1, 2);
-            collect_and_log(&app2, &ctx).await?;
-            ctx.progress(2, 2);
+            ctx.log(format!(
+                "snapshot '{}' deleted; the space its chunks alone held is reclaimed by the next garbage collection",
+                s.name
+            ));
+            app2.request_gc();
+            ctx.progress(1, 1);
             Ok(())
-        },
-    )
+        }))
 }
 
 /// [`destroy`], or, when it fails (an unreachable store), the snapshot
@@ -495,36 +510,6 @@ async fn destroy(app: &App, id: Uuid) -> Result<()> {
     app.catalog.remove_snapshot(id)
 }
 
-/// Sweep the region's store (see `reprise_backup::gc` for the protocol).
-pub async fn collect_garbage(app: &App) -> Result<GcResult> {
-    let r = reprise_backup::gc(app.region().await?, &app.refs, || {
-        let (chunks, snapshots) = app.catalog.live_references()?;
-        Ok(reprise_backup::Live {
-            chunks: chunks.into_iter().map(reprise_chunks::ChunkName).collect(),
-            snapshots,
-        })
-    })
-    .await?;
-    let deleted: Vec<[u8; 32]> = r.deleted.iter().map(|n| n.0).collect();
-    app.catalog.forget_chunks(&deleted)?;
-    Ok(GcResult {
-        chunks_examined: r.chunks_examined,
-        chunks_deleted: r.chunks_deleted,
-        bytes_freed: r.bytes_freed,
-        snapshot_objects_deleted: r.snapshot_objects_deleted,
-    })
-}
-
-/// Collect garbage from within a job, saying what went in its log.
-pub async fn collect_and_log(app: &App, ctx: &JobCtx) -> Result<()> {
-    let r = collect_garbage(app).await?;
-    ctx.log(format!(
-        "garbage collection: examined {} chunks; removed {} ({} bytes) that nothing references, and {} objects of deleted snapshots",
-        r.chunks_examined, r.chunks_deleted, r.bytes_freed, r.snapshot_objects_deleted
-    ));
-    Ok(())
-}
-
 /// Garbage collection as a job (admin: it covers the whole region).
 pub fn gc(app: &Arc<App>, account: &Account) -> Result<Job> {
     super::accounts::require_admin(account, "collect the region's garbage")?;
@@ -540,7 +525,7 @@ pub fn gc(app: &Arc<App>, account: &Account) -> Result<Job> {
         },
         1,
         move |ctx| async move {
-            collect_and_log(&app2, &ctx).await?;
+            crate::gc::collect_and_log(&app2, &ctx).await?;
             ctx.progress(1, 1);
             Ok(())
         },

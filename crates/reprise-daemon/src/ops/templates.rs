@@ -70,60 +70,9 @@ pub async fn create(app: &App, account: &Account, req: CreateTemplate) -> Result
     app.catalog.template(account.id, &t.id.to_string())
 }
 
-/// Resource limits for `qemu-img` on an untrusted image: address space and
-/// CPU time, so a crafted image (huge tables, endless chains) cannot take
-/// the host down; the output file is capped too.
-const LIMIT_AS: u64 = 2 << 30;
-const LIMIT_CPU_SECS: u64 = 3600;
-
-async fn limited_qemu_img(app: &App, args: &[&std::ffi::OsStr], max_output: u64) -> Result<()> {
-    let mut all: Vec<std::ffi::OsString> = vec![
-        format!("--as={LIMIT_AS}").into(),
-        format!("--cpu={LIMIT_CPU_SECS}").into(),
-        format!("--fsize={max_output}").into(),
-        "--".into(),
-        app.config.qemu.img.clone().into(),
-    ];
-    all.extend(args.iter().map(|a| a.to_os_string()));
-    reprise_qemu::img::run(std::path::Path::new("prlimit"), all, "image_import_failed")
-        .await
-        .map(|_| ())
-}
-
-/// What an image file is, judged from its own bytes before any tool reads
-/// it: qcow2 (its header checked by our parser: no backing file, no
-/// external data file, no encryption, no unknown incompatible feature) or
-/// raw. Returns the format and the virtual size.
-fn judge_image(path: &str) -> Result<(&'static str, u64)> {
-    use std::io::Read;
-    let refused =
-        |why: String| Error::invalid("image_unsafe", format!("image '{path}' is refused: {why}"));
-    let mut f = std::fs::File::open(path)
-        .map_err(|e| Error::invalid("file_not_found", format!("cannot open '{path}': {e}")))?;
-    let len = f
-        .metadata()
-        .map_err(|e| Error::invalid("file_not_found", format!("'{path}': {e}")))?
-        .len();
-    let mut head = vec![0u8; 4096];
-    let n = f.read(&mut head).unwrap_or(0);
-    head.truncate(n);
-    let (format, size) = if head.starts_with(&reprise_qcow2::header::MAGIC.to_be_bytes()) {
-        let h = reprise_qcow2::Header::parse(&head).map_err(|e| refused(e.message))?;
-        ("qcow2", h.size)
-    } else {
-        ("raw", len)
-    };
-    if size == 0 || size > super::MAX_VOLUME_SIZE {
-        return Err(refused(format!(
-            "a virtual size of {size} bytes (1 byte to {} allowed)",
-            super::MAX_VOLUME_SIZE
-        )));
-    }
-    Ok((format, size))
-}
-
-/// Import an image file as a template: checked, converted under resource
-/// limits, then stored like a snapshot in the region.
+/// Import an image as a template through the hardened import path (see
+/// [`crate::import`]): opened and judged now, then copied privately,
+/// converted under resource limits and stored like a snapshot.
 pub fn import(app: &Arc<App>, account: &Account, req: ImportTemplate) -> Result<Job> {
     reprise_core::name::validate_name("template", &req.name)?;
     if app.catalog.template(account.id, &req.name).is_ok() {
@@ -132,8 +81,27 @@ pub fn import(app: &Arc<App>, account: &Account, req: ImportTemplate) -> Result<
             format!("a template named '{}' already exists", req.name),
         ));
     }
-    super::instances::host_file("file", &req.file)?;
-    let (format, size) = judge_image(&req.file)?;
+    let opened = crate::import::open(
+        app,
+        account,
+        "image",
+        req.upload.as_deref(),
+        req.file.as_deref(),
+    )?
+    .ok_or_else(|| {
+        Error::invalid(
+            "image_missing",
+            "give the image to import: an upload's id (or, admin only, a file below import_dirs)",
+        )
+    })?;
+    let judged = crate::import::judge(
+        opened.file(),
+        &opened.label,
+        app.config
+            .images
+            .max_virtual_size
+            .min(super::MAX_VOLUME_SIZE),
+    )?;
     let id = Uuid::new_v4();
     let app2 = app.clone();
     let account_id = account.id;
@@ -149,33 +117,14 @@ pub fn import(app: &Arc<App>, account: &Account, req: ImportTemplate) -> Result<
         },
         0,
         move |ctx| async move {
-            let dir = app2.config.data_dir.join("imports");
-            std::fs::create_dir_all(&dir).map_err(|e| {
-                Error::unavailable("io_error", format!("cannot create {}: {e}", dir.display()))
-            })?;
-            let tmp = dir.join(format!("{id}.qcow2"));
+            let tmp = crate::import::staging_path(&app2, id, "qcow2");
             let result = async {
+                let source = opened.label.clone();
                 ctx.log(format!(
-                    "converting {} ({format}) under resource limits",
-                    req.file
+                    "converting {source} ({}) under resource limits",
+                    judged.format
                 ));
-                limited_qemu_img(
-                    &app2,
-                    &[
-                        "convert".as_ref(),
-                        "-q".as_ref(),
-                        "-f".as_ref(),
-                        format.as_ref(),
-                        "-O".as_ref(),
-                        "qcow2".as_ref(),
-                        "-o".as_ref(),
-                        "cluster_size=65536".as_ref(),
-                        req.file.as_ref(),
-                        tmp.as_os_str(),
-                    ],
-                    size + (1 << 30),
-                )
-                .await?;
+                crate::import::import_image(&app2, opened, judged, id, &tmp).await?;
                 let bin = app2.config.binaries();
                 bin.snapshot(reprise_qemu::img::SnapshotAction::Create, &tmp, "import")
                     .await?;
@@ -195,7 +144,7 @@ pub fn import(app: &Arc<App>, account: &Account, req: ImportTemplate) -> Result<
                     name: req.name.clone(),
                     account_id,
                     source_snapshot_id: None,
-                    source_snapshot: format!("image:{}", req.file),
+                    source_snapshot: source,
                     size_bytes: done.index.volume_size,
                     chunk_count: distinct.len() as u64,
                     created_at: now(),
@@ -263,14 +212,16 @@ pub fn delete(app: &Arc<App>, account: &Account, reference: &str) -> Result<Job>
             id: t.id,
             name: &name,
         },
-        2,
+        1,
         move |ctx| async move {
             engine::remove(app2.region().await?, t.id).await?;
             app2.catalog.remove_template(t.id)?;
-            ctx.log(format!("template '{}' deleted", t.name));
-            ctx.progress(1, 2);
-            super::snapshots::collect_and_log(&app2, &ctx).await?;
-            ctx.progress(2, 2);
+            ctx.log(format!(
+                "template '{}' deleted; the space its chunks alone held is reclaimed by the next garbage collection",
+                t.name
+            ));
+            app2.request_gc();
+            ctx.progress(1, 1);
             Ok(())
         },
     )

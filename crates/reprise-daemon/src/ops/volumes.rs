@@ -8,7 +8,8 @@
 use super::{parse_size_field, MAX_VOLUME_SIZE};
 use crate::app::App;
 use crate::vm;
-use reprise_catalog::{now, VolumeFilter, VolumeRow};
+use reprise_catalog::{now, write, Scope, VolumeFilter, VolumeRow};
+use reprise_core::plan::Demand;
 use reprise_core::model::*;
 use reprise_core::size::format_size;
 use reprise_core::{Error, Result};
@@ -43,13 +44,30 @@ pub fn new_row(account: Uuid, name: &str, zone: &Zone, kind: VolumeKind, size: u
     }
 }
 
+/// What a new volume of `size` bytes takes of its account's plan.
+pub fn demand(size: u64) -> Demand {
+    Demand {
+        volumes: 1,
+        volume_bytes: size,
+        ..Default::default()
+    }
+}
+
+/// Record a new volume row if the account's plan allows it.
+pub fn record(app: &App, row: &VolumeRow) -> Result<()> {
+    app.catalog
+        .admit(row.account_id, Scope::default(), &demand(row.size_bytes), |c| {
+            write::insert_volume(c, row)
+        })
+}
+
 /// Create a blank data volume.
 pub async fn create(app: &App, account: &Account, req: CreateVolume) -> Result<Volume> {
     reprise_core::name::validate_name("volume", &req.name)?;
     let size = parse_size_field("size", &req.size, MAX_VOLUME_SIZE)?;
     let zone = zone_or_default(app, req.zone.as_deref())?;
     let row = new_row(account.id, &req.name, &zone, VolumeKind::Data, size);
-    app.catalog.insert_volume(&row)?;
+    record(app, &row)?;
     if let Err(e) = app
         .config
         .binaries()
@@ -146,27 +164,35 @@ pub async fn resize(app: &App, account: &Account, reference: &str, size: &str) -
         super::points::refuse_if_points(app, inst, &format!("resizing volume '{}'", v.name))?;
         refuse_busy(inst)?;
     }
-    super::snapshots::drop_base_for_resize(app, &v).await?;
-    match &attached {
-        Some((inst, _)) if inst.state == InstanceState::Running => {
-            refuse_busy(inst)?;
-            vm::hot_resize(app, inst.id, v.id, new_size).await?;
-        }
-        Some((inst, _)) => {
-            refuse_busy(inst)?;
-            app.config
-                .binaries()
-                .resize(v.path.as_ref(), new_size)
-                .await?;
-        }
-        None => {
-            app.config
-                .binaries()
-                .resize(v.path.as_ref(), new_size)
-                .await?
+    // The new size is counted against the plan (and recorded) first; a
+    // failed resize puts the old one back.
+    let growth = Demand {
+        volume_bytes: new_size - v.size_bytes,
+        ..Default::default()
+    };
+    app.catalog
+        .admit(account.id, Scope::default(), &growth, |c| {
+            write::set_volume_size(c, v.id, new_size)
+        })?;
+    let resized = async {
+        super::snapshots::drop_base_for_resize(app, &v).await?;
+        match &attached {
+            Some((inst, _)) if inst.state == InstanceState::Running => {
+                vm::hot_resize(app, inst.id, v.id, new_size).await
+            }
+            _ => {
+                app.config
+                    .binaries()
+                    .resize(v.path.as_ref(), new_size)
+                    .await
+            }
         }
     }
-    app.catalog.set_volume_size(v.id, new_size)?;
+    .await;
+    if let Err(e) = resized {
+        app.catalog.set_volume_size(v.id, v.size_bytes)?;
+        return Err(e);
+    }
     tracing::info!(volume = %v.id, size = new_size, "volume resized");
     show(app, account, &v.id.to_string())
 }

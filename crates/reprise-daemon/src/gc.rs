@@ -1,0 +1,78 @@
+//! Garbage collection of the region's store, in the background.
+//!
+//! A delete (snapshot, template) does not collect: it asks
+//! ([`App::request_gc`]), and [`run_when_asked`] collects once the asks
+//! stop for `gc.delay_ms` — at most ten delays after the first ask, so a
+//! tenant looping create/delete can neither run a collection per delete
+//! nor put collections off for ever. One collection runs at a time
+//! (`App::gc_running`), the admin's `reprise gc` included. The protocol
+//! that keeps chunks of running backups is in `reprise_backup::gc`.
+
+use crate::app::App;
+use crate::jobs::JobCtx;
+use reprise_core::model::GcResult;
+use reprise_core::Result;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Collect whenever asked, for as long as the daemon runs.
+pub async fn run_when_asked(app: Arc<App>) {
+    loop {
+        app.gc_wanted.notified().await;
+        let delay = Duration::from_millis(app.config.gc.delay_ms);
+        let latest = Instant::now() + delay * 10;
+        loop {
+            let wait = delay.min(latest.saturating_duration_since(Instant::now()));
+            if wait.is_zero() {
+                break;
+            }
+            tokio::select! {
+                _ = app.gc_wanted.notified() => continue,
+                _ = tokio::time::sleep(wait) => break,
+            }
+        }
+        match collect(&app).await {
+            Ok(r) => tracing::info!(
+                chunks_examined = r.chunks_examined,
+                chunks_deleted = r.chunks_deleted,
+                bytes_freed = r.bytes_freed,
+                "garbage collection after deletes"
+            ),
+            Err(e) => tracing::warn!("garbage collection failed; the next delete asks again: {e}"),
+        }
+    }
+}
+
+/// Sweep the region's store now (after any collection already running).
+pub async fn collect(app: &App) -> Result<GcResult> {
+    let _one_at_a_time = app.gc_running.lock().await;
+    let started = Instant::now();
+    let r = reprise_backup::gc(app.region().await?, &app.refs, || {
+        let (chunks, snapshots) = app.catalog.live_references()?;
+        Ok(reprise_backup::Live {
+            chunks: chunks.into_iter().map(reprise_chunks::ChunkName).collect(),
+            snapshots,
+        })
+    })
+    .await?;
+    let deleted: Vec<[u8; 32]> = r.deleted.iter().map(|n| n.0).collect();
+    app.catalog.forget_chunks(&deleted)?;
+    app.metrics
+        .collected(started.elapsed(), r.chunks_deleted, r.bytes_freed);
+    Ok(GcResult {
+        chunks_examined: r.chunks_examined,
+        chunks_deleted: r.chunks_deleted,
+        bytes_freed: r.bytes_freed,
+        snapshot_objects_deleted: r.snapshot_objects_deleted,
+    })
+}
+
+/// Collect from within a job, saying what went in its log.
+pub async fn collect_and_log(app: &App, ctx: &JobCtx) -> Result<()> {
+    let r = collect(app).await?;
+    ctx.log(format!(
+        "garbage collection: examined {} chunks; removed {} ({} bytes) that nothing references, and {} objects of deleted snapshots",
+        r.chunks_examined, r.chunks_deleted, r.bytes_freed, r.snapshot_objects_deleted
+    ));
+    Ok(())
+}
