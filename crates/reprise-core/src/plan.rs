@@ -92,12 +92,13 @@ pub enum Limit {
 }
 
 impl Limit {
+    /// In the order they are judged: the nearest to what was asked first.
     pub const ALL: [Limit; 8] = [
         Limit::RecoveryPoints,
         Limit::SnapshotsPerVolume,
         Limit::Snapshots,
-        Limit::Volumes,
         Limit::Instances,
+        Limit::Volumes,
         Limit::VolumeBytes,
         Limit::SnapshotBytes,
         Limit::ConcurrentJobs,

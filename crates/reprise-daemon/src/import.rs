@@ -475,7 +475,7 @@ mod tests {
         b[4..8].copy_from_slice(&3u32.to_be_bytes());
         b[20..24].copy_from_slice(&16u32.to_be_bytes());
         b[24..32].copy_from_slice(&size.to_be_bytes());
-        b[36..40].copy_from_slice(&1u32.to_be_bytes());
+        b[36..40].copy_from_slice(&4096u32.to_be_bytes());
         b[40..48].copy_from_slice(&0x30000u64.to_be_bytes());
         b[48..56].copy_from_slice(&0x10000u64.to_be_bytes());
         b[56..60].copy_from_slice(&1u32.to_be_bytes());

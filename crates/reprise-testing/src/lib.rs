@@ -26,6 +26,8 @@ pub struct TestDaemon {
     pub admin_key: String,
     rt: tokio::runtime::Runtime,
     server: Option<Server>,
+    /// The test guest's kernel and initrd uploaded by each tenant.
+    guest_uploads: Mutex<std::collections::HashMap<uuid::Uuid, (String, String)>>,
 }
 
 impl TestDaemon {
@@ -69,6 +71,7 @@ impl TestDaemon {
             admin_key,
             rt,
             server: Some(server),
+            guest_uploads: Mutex::new(Default::default()),
         }
     }
 
@@ -164,6 +167,33 @@ impl TestDaemon {
         started.elapsed()
     }
 
+    /// A request that creates an instance booting the test guest, for any
+    /// account: the admin names the guest's files below its import
+    /// directory; a tenant uploads them (once per account, then reused).
+    pub fn guest_instance_for(
+        &self,
+        client: &Client,
+        name: &str,
+        data_volumes: &[&str],
+    ) -> CreateInstance {
+        let mut req = guest_instance(name, data_volumes);
+        let me: reprise_core::model::Account = client.get("/api/v1/whoami").expect("whoami");
+        if me.admin {
+            return req;
+        }
+        let mut uploads = self.guest_uploads.lock().unwrap_or_else(|p| p.into_inner());
+        let (kernel, initrd) = uploads.entry(me.id).or_insert_with(|| {
+            let g = guest();
+            let send = |p: &Path| client.upload(p, |_, _| {}).expect("upload").id.to_string();
+            (send(&g.kernel), send(&g.initrd))
+        });
+        req.kernel = None;
+        req.initrd = None;
+        req.kernel_upload = Some(kernel.clone());
+        req.initrd_upload = Some(initrd.clone());
+        req
+    }
+
     /// A 64 MiB data volume `volume` and an instance `name` booting the test
     /// guest with it (mounted at `/mnt/data`), made by `client`, returned once
     /// its agent answers.
@@ -177,7 +207,7 @@ impl TestDaemon {
         run_job(
             client,
             "/api/v1/instances",
-            &guest_instance(name, &[volume]),
+            &self.guest_instance_for(client, name, &[volume]),
         );
         let vm = instance(client, name);
         self.wait_agent(&vm);
@@ -237,8 +267,13 @@ static GUEST_BUILD: Mutex<()> = Mutex::new(());
 /// the build stamp).
 /// Where the test guest is built.
 pub fn guest_dir() -> PathBuf {
-    std::path::absolute(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/test-guest"))
-        .expect("absolute path")
+    let crates = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("crates/");
+    crates
+        .parent()
+        .expect("the workspace")
+        .join("target/test-guest")
 }
 
 pub fn guest() -> Guest {

@@ -193,11 +193,11 @@ fn bad_input_is_named_and_changes_nothing() {
 
 #[test]
 fn bad_instance_requests_are_named_and_change_nothing() {
-    let d = TestDaemon::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = TestDaemon::start_with(|c| c.import_dirs.push(dir.path().into()));
     let c = d.admin();
     let g = guest();
     let kernel = g.kernel.to_string_lossy().into_owned();
-    let dir = tempfile::tempdir().unwrap();
     let vdi = dir.path().join("disk.vdi");
     assert!(std::process::Command::new("qemu-img")
         .args(["create", "-q", "-f", "vdi", vdi.to_str().unwrap(), "64M"])
@@ -221,11 +221,11 @@ fn bad_instance_requests_are_named_and_change_nothing() {
         ),
         (
             json!({"name": "vm", "kernel": "/no/such/kernel"}),
-            "file_not_found",
+            "host_path_refused",
         ),
         (
             json!({"name": "vm", "kernel": "relative/kernel"}),
-            "path_invalid",
+            "host_path_refused",
         ),
         (
             json!({"name": "vm", "append": "quiet", "root_size": "1G"}),
@@ -241,7 +241,7 @@ fn bad_instance_requests_are_named_and_change_nothing() {
         ),
         (
             json!({"name": "vm", "image": "/no/such.img"}),
-            "file_not_found",
+            "host_path_refused",
         ),
         (
             json!({"name": "vm", "kernel": kernel, "zone": "nowhere"}),
@@ -261,8 +261,8 @@ fn bad_instance_requests_are_named_and_change_nothing() {
 
 #[test]
 fn an_image_with_a_backing_file_is_refused() {
-    let d = TestDaemon::start();
     let dir = tempfile::tempdir().unwrap();
+    let d = TestDaemon::start_with(|c| c.import_dirs.push(dir.path().into()));
     let base = dir.path().join("base.qcow2");
     let top = dir.path().join("top.qcow2");
     let run = |args: &[&str]| {
@@ -294,9 +294,12 @@ fn an_image_with_a_backing_file_is_refused() {
 
 #[test]
 fn an_instance_from_an_image_and_a_missing_qemu() {
-    let d = TestDaemon::start_with(|c| c.qemu.system = "/nonexistent/qemu-system-x86_64".into());
-    let c = d.admin();
     let dir = tempfile::tempdir().unwrap();
+    let d = TestDaemon::start_with(|c| {
+        c.qemu.system = "/nonexistent/qemu-system-x86_64".into();
+        c.import_dirs.push(dir.path().into());
+    });
+    let c = d.admin();
     let raw = dir.path().join("disk.raw");
     std::fs::write(&raw, vec![0xABu8; 1 << 20]).unwrap();
     // Starting needs QEMU: refused up front, nothing created.
@@ -401,7 +404,11 @@ fn openapi_documents_every_route_the_daemon_serves() {
             let url = format!(
                 "{}{}",
                 d.url,
-                path.replace("{id}", "nothing").replace("{point}", "none")
+                path.replace("{id}", "nothing")
+                    .replace("{point}", "none")
+                    .replace("{account}", "nobody")
+                    .replace("{key}", "nokey")
+                    .replace("{plan}", "noplan")
             );
             // A fresh connection per request: a pooled one that the server
             // closed after the previous answer would fail with an EOF.
@@ -433,7 +440,12 @@ fn openapi_documents_every_route_the_daemon_serves() {
 fn metrics_count_requests_and_instances() {
     let d = TestDaemon::start();
     let _ = volumes(&d.admin());
-    let text = Client::new(&d.url, None).get_text("/metrics").unwrap();
+    // The admin's key only.
+    let e = err_of(Client::new(&d.url, None).get_text("/metrics"));
+    assert_eq!(e.code, "api_key_missing");
+    let e = err_of(d.account("alice").get_text("/metrics"));
+    assert_eq!((e.kind, e.code.as_str()), (ErrorKind::Forbidden, "admin_only"));
+    let text = d.admin().get_text("/metrics").unwrap();
     assert!(
         text.contains("reprise_http_requests_total{method=\"GET\",status=\"200\"}"),
         "{text}"

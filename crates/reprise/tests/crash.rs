@@ -59,8 +59,9 @@ fn a_daemon_killed_while_the_guest_is_frozen() {
     std::fs::write(
         &config,
         format!(
-            "data_dir = \"{}\"\nlisten = \"127.0.0.1:0\"\n[snapshots]\nfreeze_timeout_secs = 60\ntest_hold_frozen_ms = 20000\n",
-            data.display()
+            "data_dir = \"{}\"\nlisten = \"127.0.0.1:0\"\nimport_dirs = [\"{}\"]\n[snapshots]\nfreeze_timeout_secs = 60\ntest_hold_frozen_ms = 20000\n",
+            data.display(),
+            guest_dir().display()
         ),
     )
     .unwrap();

@@ -450,10 +450,6 @@ fn plans_locks_and_the_snapshot_switch() {
         "{}",
         e.message
     );
-    let e = c
-        .start_job("/api/v1/instances/vps1/points", &json!({"memory": true}))
-        .unwrap_err();
-    assert_eq!(e.code, "point_limit_reached");
 
     let e = c
         .post::<_, Volume>("/api/v1/volumes/vps1-data/resize", &json!({"size": "128M"}))

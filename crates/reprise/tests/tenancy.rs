@@ -1,0 +1,895 @@
+//! Tenants cannot reach the host, and the operator decides what they may
+//! use: host paths refused (and only the admin's, below `import_dirs`,
+//! accepted), uploads that resume, one hardened import path for every
+//! entry, plans and quotas checked atomically, the key lifecycle, the
+//! cross-tenant matrix over every documented route, and nothing of the
+//! host in what a tenant reads. No guest boots here, but the upload that
+//! becomes a template and an instance does (see `uploaded_files_boot_a_guest`).
+
+use reprise_cli::Client;
+use reprise_core::model::*;
+use reprise_core::ErrorKind;
+use reprise_testing::*;
+use serde_json::{json, Value};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+fn err_of<T: std::fmt::Debug>(r: reprise_core::Result<T>) -> reprise_core::Error {
+    r.expect_err("the request must be refused")
+}
+
+fn qemu_img(args: &[&str]) {
+    let out = Command::new("qemu-img").args(args).output().unwrap();
+    assert!(out.status.success(), "qemu-img {args:?}: {out:?}");
+}
+
+fn patch(path: &Path, at: u64, bytes: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.write_all_at(bytes, at).unwrap();
+}
+
+/// What an account holds, as the API lists it: compared before and after
+/// a refused request, it must not change.
+fn holdings(c: &Client) -> Value {
+    let get = |p: &str| c.get::<Value>(p).unwrap();
+    let mut jobs = get("/api/v1/jobs?limit=1000");
+    // A job's log grows while it runs; its identity and state are what count.
+    for j in jobs.as_array_mut().unwrap() {
+        j.as_object_mut().unwrap().retain(|k, _| k == "id" || k == "state");
+    }
+    let me: Account = c.get("/api/v1/whoami").unwrap();
+    let mut keys = get(&format!("/api/v1/accounts/{}/keys", me.id));
+    for k in keys.as_array_mut().unwrap() {
+        k.as_object_mut().unwrap().remove("last_used_at");
+    }
+    let instances = get("/api/v1/instances");
+    let mut points = Vec::new();
+    for i in instances.as_array().unwrap() {
+        points.push(get(&format!("/api/v1/instances/{}/points", i["id"].as_str().unwrap())));
+    }
+    json!({
+        "volumes": get("/api/v1/volumes"),
+        "instances": instances,
+        "points": points,
+        "snapshots": get("/api/v1/snapshots"),
+        "templates": get("/api/v1/templates"),
+        "uploads": get("/api/v1/uploads"),
+        "jobs": jobs,
+        "keys": keys,
+        "account": get(&format!("/api/v1/accounts/{}", me.id)),
+    })
+}
+
+fn wait_snapshot(c: &Client, name: &str) -> Snapshot {
+    for _ in 0..600 {
+        let s: Snapshot = c.get(&format!("/api/v1/snapshots/{name}")).unwrap();
+        if s.state != SnapshotState::BackingUp {
+            return s;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("snapshot {name} still backing up");
+}
+
+#[test]
+fn a_tenant_never_names_a_host_file_and_the_admin_only_below_import_dirs() {
+    let imports = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let d = TestDaemon::start_with(|c| c.import_dirs.push(imports.path().into()));
+    let alice = d.account("alice");
+    let admin = d.admin();
+    let admin_key_file = d.config.admin_key_path();
+    let before = holdings(&alice);
+
+    // Every host path a tenant names is refused with the same words, be it
+    // a secret, the daemon's own key, a device or nothing at all.
+    let secret = elsewhere.path().join("secret");
+    std::fs::write(&secret, vec![7u8; 4096]).unwrap();
+    let paths = [
+        "/etc/shadow".to_string(),
+        admin_key_file.to_string_lossy().into_owned(),
+        "/proc/kcore".into(),
+        "/no/such/file".into(),
+        secret.to_string_lossy().into_owned(),
+    ];
+    let mut messages = Vec::new();
+    for path in &paths {
+        for (route, body) in [
+            ("/api/v1/templates/import", json!({"name": "stolen", "file": path})),
+            ("/api/v1/instances", json!({"name": "vm", "image": path, "no_start": true})),
+            ("/api/v1/instances", json!({"name": "vm", "kernel": path, "no_start": true})),
+            (
+                "/api/v1/instances",
+                json!({"name": "vm", "root_size": "1G", "kernel": "/boot/vmlinuz", "initrd": path}),
+            ),
+        ] {
+            let e = err_of(alice.start_job(route, &body));
+            assert_eq!(
+                (e.kind, e.code.as_str()),
+                (ErrorKind::Forbidden, "host_path_refused"),
+                "{route} {body}"
+            );
+            assert!(!e.message.contains(path.as_str()), "the path is not echoed: {}", e.message);
+            messages.push(e.message.replace(path.as_str(), ""));
+        }
+    }
+    messages.sort();
+    messages.dedup();
+    assert!(
+        messages.len() <= 3,
+        "the refusal says the same whatever the path: {messages:?}"
+    );
+    assert_eq!(holdings(&alice), before, "nothing changed");
+
+    // The admin: only regular files below an import directory, opened
+    // without following a symlink or leaving the directory.
+    std::fs::write(imports.path().join("disk.raw"), vec![0xABu8; 1 << 20]).unwrap();
+    std::os::unix::fs::symlink(&secret, imports.path().join("link.raw")).unwrap();
+    std::fs::create_dir(imports.path().join("sub")).unwrap();
+    let import_path = |rest: &str| format!("{}/{rest}", imports.path().display());
+    for path in [
+        secret.to_string_lossy().into_owned(),
+        import_path("link.raw"),
+        import_path("sub/../../secret"),
+        import_path("sub"),
+        import_path("missing.raw"),
+        "relative.raw".into(),
+    ] {
+        let e = err_of(admin.start_job(
+            "/api/v1/templates/import",
+            &json!({"name": "t", "file": path}),
+        ));
+        assert_eq!(e.code, "host_path_refused", "{path}: {}", e.message);
+        assert!(e.message.contains("import_dirs"), "{}", e.message);
+    }
+    assert!(admin.get::<Vec<Template>>("/api/v1/templates").unwrap().is_empty());
+
+    // A path swapped between check and use: the import reads the file it
+    // opened when the request came, never what the path names later.
+    let job = admin
+        .start_job(
+            "/api/v1/templates/import",
+            &json!({"name": "swapped", "file": import_path("disk.raw")}),
+        )
+        .unwrap();
+    std::fs::remove_file(imports.path().join("disk.raw")).unwrap();
+    std::os::unix::fs::symlink(&secret, imports.path().join("disk.raw")).unwrap();
+    admin
+        .wait_job(&job.id.to_string(), Duration::from_secs(120), |_| {})
+        .unwrap();
+    let t: Template = admin.get("/api/v1/templates/swapped").unwrap();
+    assert_eq!(t.size_bytes, 1 << 20, "the opened file was imported, not the secret");
+    assert_eq!(t.source_snapshot, "image:disk.raw", "no host path is recorded");
+
+    // Nothing is left in the daemon's private import directory.
+    let left: Vec<_> = std::fs::read_dir(d.config.imports_dir())
+        .map(|r| r.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn uploads_resume_are_capped_and_stay_their_owners() {
+    let d = TestDaemon::start_with(|c| {
+        c.uploads.max_bytes = 8 << 20;
+        c.uploads.max_per_account = 3;
+    });
+    let alice = d.account("alice");
+    let bob = d.account("bob");
+    let raw = |c: &Client, method: &str, path: &str, body: &[u8]| {
+        ureq::AgentBuilder::new()
+            .build()
+            .request(method, &format!("{}{path}", d.url))
+            .set("Authorization", &format!("Bearer {}", c.key().unwrap()))
+            .send_bytes(body)
+    };
+    let data: Vec<u8> = (0..(3 << 20) + 123).map(|i| (i * 31 % 251) as u8).collect();
+    let u: Upload = alice
+        .post(
+            "/api/v1/uploads",
+            &json!({"name": "disk.raw", "size_bytes": data.len()}),
+        )
+        .unwrap();
+    assert_eq!((u.state, u.received_bytes), (UploadState::Receiving, 0));
+    let data_path = format!("/api/v1/uploads/{}/data", u.id);
+
+    // The first half arrives; a retry from the wrong place is told where
+    // to resume; the rest completes it with the file's SHA-256.
+    let half = data.len() / 2;
+    let r = raw(&alice, "PUT", &format!("{data_path}?offset=0"), &data[..half]).unwrap();
+    let after: Upload = r.into_json().unwrap();
+    assert_eq!(after.received_bytes, half as u64);
+    match raw(&alice, "PUT", &format!("{data_path}?offset=0"), &data[..10]) {
+        Err(ureq::Error::Status(409, r)) => {
+            let text = r.into_string().unwrap();
+            assert!(text.contains("upload_offset_mismatch") && text.contains(&half.to_string()), "{text}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Another account cannot write to it, nor see it.
+    assert!(matches!(
+        raw(&bob, "PUT", &format!("{data_path}?offset={half}"), &data[half..]),
+        Err(ureq::Error::Status(404, _))
+    ));
+    assert_eq!(err_of(bob.get::<Upload>(&format!("/api/v1/uploads/{}", u.id))).code, "upload_not_found");
+    let done: Upload = raw(&alice, "PUT", &format!("{data_path}?offset={half}"), &data[half..])
+        .unwrap()
+        .into_json()
+        .unwrap();
+    assert_eq!(done.state, UploadState::Complete);
+    let local = Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(&data)?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    let local = String::from_utf8_lossy(&local.stdout);
+    assert_eq!(done.sha256.as_deref(), local.split(' ').next());
+    // Complete means never written again.
+    match raw(&alice, "PUT", &format!("{data_path}?offset={}", data.len()), b"x") {
+        Err(ureq::Error::Status(409, r)) => {
+            assert!(r.into_string().unwrap().contains("upload_complete"))
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // More bytes than announced are refused; so is an upload above the cap,
+    // and more uploads than the account may keep.
+    let small: Upload = alice
+        .post("/api/v1/uploads", &json!({"name": "small", "size_bytes": 4}))
+        .unwrap();
+    match raw(&alice, "PUT", &format!("/api/v1/uploads/{}/data", small.id), b"toolong") {
+        Err(ureq::Error::Status(400, r)) => {
+            assert!(r.into_string().unwrap().contains("upload_too_large"))
+        }
+        other => panic!("{other:?}"),
+    }
+    let e = err_of(alice.post::<_, Upload>(
+        "/api/v1/uploads",
+        &json!({"name": "big", "size_bytes": 9 << 20}),
+    ));
+    assert_eq!(e.code, "upload_too_large");
+    let _: Upload = alice
+        .post("/api/v1/uploads", &json!({"name": "third", "size_bytes": 1}))
+        .unwrap();
+    let e = err_of(alice.post::<_, Upload>(
+        "/api/v1/uploads",
+        &json!({"name": "fourth", "size_bytes": 1}),
+    ));
+    assert_eq!(e.code, "upload_limit_reached");
+    let e = err_of(alice.post::<_, Upload>(
+        "/api/v1/uploads",
+        &json!({"name": "a/b", "size_bytes": 1}),
+    ));
+    assert_eq!(e.code, "name_invalid");
+
+    // The client's upload: whole file, checked against its own hash.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("image.raw");
+    std::fs::write(&file, &data).unwrap();
+    alice.delete(&format!("/api/v1/uploads/{}", small.id)).unwrap();
+    let sent = alice.upload(&file, |_, _| {}).unwrap();
+    assert_eq!(sent.sha256, done.sha256);
+    // Deleted, its file goes.
+    alice.delete(&format!("/api/v1/uploads/{}", sent.id)).unwrap();
+    assert!(!d.config.uploads_dir().join(sent.id.to_string()).exists());
+    // An upload still receiving cannot be used.
+    let pending: Upload = alice
+        .get::<Vec<Upload>>("/api/v1/uploads")
+        .unwrap()
+        .into_iter()
+        .find(|u| u.state == UploadState::Receiving)
+        .unwrap();
+    let e = err_of(alice.start_job(
+        "/api/v1/templates/import",
+        &json!({"name": "t", "upload": pending.id}),
+    ));
+    assert_eq!(e.code, "upload_incomplete");
+}
+
+/// Hostile images, made under names of our own in a temp dir, then patched.
+fn hostile_images(dir: &Path) -> Vec<(String, &'static str, &'static str)> {
+    let p = |n: &str| dir.join(n).to_str().unwrap().to_string();
+    std::fs::write(p("base.raw"), vec![1u8; 1 << 20]).unwrap();
+    qemu_img(&["create", "-q", "-f", "qcow2", "-b", &p("base.raw"), "-F", "raw", &p("backing.qcow2")]);
+    std::fs::write(p("own-data"), b"").unwrap();
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-o",
+        &format!("data_file={}", p("own-data")),
+        &p("datafile.qcow2"),
+        "16M",
+    ]);
+    qemu_img(&["create", "-q", "-f", "qcow2", &p("feature.qcow2"), "16M"]);
+    patch(&dir.join("feature.qcow2"), 72, &[0x80]);
+    qemu_img(&["create", "-q", "-f", "qcow2", &p("huge.qcow2"), "16M"]);
+    patch(&dir.join("huge.qcow2"), 24, &(1u64 << 62).to_be_bytes());
+    qemu_img(&[
+        "create",
+        "-q",
+        "--object",
+        "secret,id=s0,data=pw",
+        "-f",
+        "qcow2",
+        "-o",
+        "encrypt.format=luks,encrypt.key-secret=s0",
+        &p("encrypted.qcow2"),
+        "16M",
+    ]);
+    qemu_img(&["create", "-q", "-f", "qcow2", &p("cut.qcow2"), "16M"]);
+    let whole = std::fs::read(p("cut.qcow2")).unwrap();
+    std::fs::write(p("cut.qcow2"), &whole[..200]).unwrap();
+    qemu_img(&["create", "-q", "-f", "vmdk", &p("disk.vmdk"), "16M"]);
+    vec![
+        (p("backing.qcow2"), "image_unsafe", "backing file"),
+        (p("datafile.qcow2"), "image_unsafe", "external data file"),
+        (p("feature.qcow2"), "image_unsafe", "incompatible feature"),
+        (p("encrypted.qcow2"), "image_unsafe", "encryption"),
+        (p("huge.qcow2"), "image_unsafe", "virtual size"),
+        (p("cut.qcow2"), "image_corrupt", "beyond the end"),
+        (p("disk.vmdk"), "image_format_unsupported", "VMDK"),
+    ]
+}
+
+#[test]
+fn hostile_images_are_refused_at_every_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = hostile_images(dir.path());
+    let d = TestDaemon::start_with(|c| c.import_dirs.push(dir.path().into()));
+    let admin = d.admin();
+    let alice = d.account("alice");
+    let data_file_before = std::fs::metadata(dir.path().join("own-data")).unwrap().modified().unwrap();
+    let admin_before = holdings(&admin);
+    for (file, code, words) in &images {
+        let upload = alice.upload(Path::new(file), |_, _| {}).unwrap().id.to_string();
+        let alice_before = holdings(&alice);
+        let entries = [
+            (&alice, "/api/v1/templates/import", json!({"name": "bad", "upload": upload})),
+            (&alice, "/api/v1/instances", json!({"name": "bad", "image_upload": upload, "no_start": true})),
+            (&admin, "/api/v1/templates/import", json!({"name": "bad", "file": file})),
+            (&admin, "/api/v1/instances", json!({"name": "bad", "image": file, "no_start": true})),
+        ];
+        for (who, route, body) in entries {
+            let e = err_of(who.start_job(route, &body));
+            assert!(
+                e.code == *code && e.message.contains(words),
+                "{file} via {route} {body}: {e:?}"
+            );
+        }
+        assert_eq!(holdings(&alice), alice_before, "{file}: nothing changed");
+        alice.delete(&format!("/api/v1/uploads/{upload}")).unwrap();
+    }
+    assert_eq!(holdings(&admin), admin_before);
+    assert_eq!(
+        std::fs::metadata(dir.path().join("own-data")).unwrap().modified().unwrap(),
+        data_file_before,
+        "the data file was not touched"
+    );
+}
+
+/// The boot of a tenant's own files: an image, a kernel and an initrd
+/// uploaded, the image made a template, an instance deployed from it that
+/// boots with the uploaded kernel, and its agent reads the template's bytes.
+#[test]
+fn uploaded_files_boot_a_guest() {
+    let d = TestDaemon::start();
+    let alice = d.account("alice");
+    let dir = tempfile::tempdir().unwrap();
+    // An ext4 disk holding a file: the guest mounts its first disk.
+    let content = dir.path().join("content");
+    std::fs::create_dir(&content).unwrap();
+    let bytes: Vec<u8> = (0..(3 << 20)).map(|i: u32| (i.wrapping_mul(2654435761) >> 24) as u8).collect();
+    std::fs::write(content.join("app.bin"), &bytes).unwrap();
+    let image = dir.path().join("golden.raw");
+    let made = Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-d"])
+        .arg(&content)
+        .arg(&image)
+        .arg("16M")
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let upload = alice.upload(&image, |_, _| {}).unwrap();
+    run_job(
+        &alice,
+        "/api/v1/templates/import",
+        &json!({"name": "golden", "upload": upload.id}),
+    );
+    let t: Template = alice.get("/api/v1/templates/golden").unwrap();
+    assert_eq!((t.size_bytes, t.source_snapshot.as_str()), (16 << 20, "upload:golden.raw"));
+    let mut req = d.guest_instance_for(&alice, "vm", &[]);
+    req.template = Some("golden".into());
+    run_job(&alice, "/api/v1/instances", &req);
+    let vm = instance(&alice, "vm");
+    assert_eq!(vm.state, InstanceState::Running);
+    assert!(vm.qmp_socket.is_empty() && vm.pid.is_none(), "no host details: {vm:?}");
+    assert_eq!(vm.kernel.as_deref(), Some("kernel"));
+    // The test reaches the guest's agent on the host side itself.
+    let mut vm_host = vm.clone();
+    vm_host.guest_agent_socket = d
+        .config
+        .instance_run_dir(vm.id)
+        .join("qga.sock")
+        .to_string_lossy()
+        .into_owned();
+    let (code, out) = d.guest_sh(&vm_host, "md5sum /mnt/data/app.bin");
+    assert_eq!(code, 0, "{out}");
+    let local = Command::new("md5sum").arg(content.join("app.bin")).output().unwrap();
+    assert_eq!(
+        out.split(' ').next(),
+        String::from_utf8_lossy(&local.stdout).split(' ').next(),
+        "the guest reads the uploaded image's bytes"
+    );
+    run_job(&alice, "/api/v1/instances/vm/stop", &json!({"force": true}));
+}
+
+#[test]
+fn plans_are_the_operators_and_every_limit_holds_atomically() {
+    let d = TestDaemon::start_with(|c| {
+        // Backups slow enough for requests to race a running job.
+        c.region.test_chunk_delay_ms = 200;
+        c.plans.insert(
+            "small".into(),
+            reprise_core::plan::PlanLimits {
+                max_volumes: Some(3),
+                max_volume_bytes: Some(3 << 30),
+                max_instances: Some(1),
+                max_snapshots_per_volume: Some(1),
+                max_recovery_points: Some(1),
+                ..Default::default()
+            },
+        );
+        c.default_plan = Some("small".into());
+    });
+    let admin = d.admin();
+    let alice = d.account("alice");
+    let me: AccountDetails = alice.get("/api/v1/accounts/alice").unwrap();
+    assert_eq!(me.account.plan.as_deref(), Some("small"), "the default plan");
+
+    // A tenant neither chooses nor changes its plan, nor defines plans.
+    let e = err_of(alice.post::<_, AccountDetails>("/api/v1/accounts/alice/settings", &json!({"plan": ""})));
+    assert_eq!(e.code, "admin_only");
+    let e = err_of(alice.post::<_, Value>("/api/v1/plans", &json!({"name": "free"})));
+    assert_eq!(e.code, "admin_only");
+    let e = err_of(alice.start_job(
+        "/api/v1/instances",
+        &json!({"name": "vm", "root_size": "64M", "no_start": true, "plan": "small"}),
+    ));
+    assert_eq!(e.code, "admin_only");
+    let plans: Vec<Value> = alice.get("/api/v1/plans").unwrap();
+    assert_eq!(plans.len(), 1, "a tenant sees its own plan: {plans:?}");
+
+    // Volumes: count and bytes, named in the refusal.
+    for n in ["a", "b"] {
+        let _: Volume = alice.post("/api/v1/volumes", &json!({"name": n, "size": "1G"})).unwrap();
+    }
+    let e = err_of(alice.post::<_, Volume>("/api/v1/volumes", &json!({"name": "c", "size": "2G"})));
+    assert_eq!(e.code, "volume_size_limit_reached");
+    for part in ["'small'", "max_volume_bytes", "delete a volume"] {
+        assert!(e.message.contains(part), "{part}: {}", e.message);
+    }
+    let e = err_of(alice.post::<_, Volume>("/api/v1/volumes/a/resize", &json!({"size": "3G"})));
+    assert_eq!(e.code, "volume_size_limit_reached");
+    assert_eq!(alice.get::<Volume>("/api/v1/volumes/a").unwrap().size_bytes, 1 << 30, "not resized");
+    // The instance's root volume counts too.
+    run_job(&alice, "/api/v1/instances", &json!({"name": "vm", "root_size": "512M", "no_start": true}));
+    let e = err_of(alice.post::<_, Volume>("/api/v1/volumes", &json!({"name": "c", "size": "64M"})));
+    assert_eq!(e.code, "volume_limit_reached");
+    let e = err_of(alice.start_job(
+        "/api/v1/instances",
+        &json!({"name": "vm2", "kernel_upload": "x", "no_start": true}),
+    ));
+    assert_eq!(e.code, "upload_not_found");
+    let e = err_of(alice.start_job(
+        "/api/v1/instances",
+        &json!({"name": "vm2", "root_size": "64M", "no_start": true}),
+    ));
+    assert_eq!(e.code, "instance_limit_reached");
+
+    // Recovery points: the VPS rule, one per instance.
+    run_job(&alice, "/api/v1/instances/vm/points", &json!({"name": "only"}));
+    let e = err_of(alice.start_job("/api/v1/instances/vm/points", &json!({})));
+    assert_eq!(e.code, "point_limit_reached");
+    assert!(e.message.contains("delete the existing recovery point first"), "{}", e.message);
+
+    // Snapshots per volume.
+    run_job(&alice, "/api/v1/snapshots", &json!({"volume": "a", "name": "s1"}));
+    assert_eq!(wait_snapshot(&alice, "s1").state, SnapshotState::BackedUp);
+    let e = err_of(alice.start_job("/api/v1/snapshots", &json!({"volume": "a"})));
+    assert_eq!(e.code, "snapshot_limit_reached");
+
+    // The account shows its plan and usage against each limit.
+    let me: AccountDetails = alice.get("/api/v1/accounts/alice").unwrap();
+    assert_eq!(
+        (me.usage.volumes, me.usage.volume_bytes, me.usage.instances, me.usage.snapshots, me.usage.most_recovery_points),
+        (3, (2 << 30) + (512 << 20), 1, 1, 1)
+    );
+    // The CLI says the same.
+    let out = Command::new(env!("CARGO_BIN_EXE_reprise"))
+        .args(["--url", &d.url, "account", "show", "alice"])
+        .env("REPRISE_API_KEY", alice.key().unwrap())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("max_volumes") && text.contains("small"), "{text}");
+
+    // The operator lifts the account onto another plan; the tenant's next
+    // request sees it.
+    let _: Value = admin
+        .post("/api/v1/plans", &json!({"name": "one", "max_volumes": 5, "max_concurrent_jobs": 1}))
+        .unwrap();
+    let _: AccountDetails = admin
+        .post("/api/v1/accounts/alice/settings", &json!({"plan": "one"}))
+        .unwrap();
+    let e = err_of(admin.delete("/api/v1/plans/one"));
+    assert_eq!(e.code, "plan_in_use");
+
+    // 20 concurrent requests against a limit of one: exactly one passes.
+    let _: Value = admin
+        .post("/api/v1/plans", &json!({"name": "one", "max_volumes": 4, "max_concurrent_jobs": 1}))
+        .unwrap();
+    let race = |make: &(dyn Fn(&Client, usize) -> reprise_core::Result<Value> + Sync)| {
+        let results: Vec<reprise_core::Result<Value>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..20)
+                .map(|i| {
+                    let c = alice.clone();
+                    s.spawn(move || make(&c, i))
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let passed: Vec<Value> = results.iter().filter_map(|r| r.as_ref().ok().cloned()).collect();
+        let codes: Vec<String> = results.into_iter().filter_map(|r| r.err()).map(|e| e.code).collect();
+        (passed, codes)
+    };
+    let (passed, codes) = race(&|c, i| {
+        c.post("/api/v1/volumes", &json!({"name": format!("race{i}"), "size": "64M"}))
+    });
+    assert_eq!(passed.len(), 1, "{codes:?}");
+    assert!(codes.iter().all(|c| c == "volume_limit_reached"), "{codes:?}");
+    // Jobs at once: a backup of written data takes a while; of 20 that
+    // race to start, one runs.
+    let path = d
+        .server()
+        .app
+        .catalog
+        .volume(me.account.id, "b")
+        .unwrap()
+        .path;
+    let ok = Command::new("qemu-io")
+        .args(["-f", "qcow2", "-c", "write -P 7 0 4M", &path])
+        .output()
+        .unwrap();
+    assert!(ok.status.success(), "{ok:?}");
+    let (passed, codes) = race(&|c, i| {
+        c.post::<_, JobStarted>("/api/v1/snapshots", &json!({"volume": "b", "name": format!("b{i}")}))
+            .map(|j| serde_json::to_value(j.job).unwrap())
+    });
+    assert_eq!(passed.len(), 1, "{codes:?}");
+    assert!(codes.iter().all(|c| c == "job_limit_reached"), "{codes:?}");
+    let job: Job = serde_json::from_value(passed[0].clone()).unwrap();
+    alice
+        .wait_job(&job.id.to_string(), Duration::from_secs(120), |_| {})
+        .unwrap();
+}
+
+#[test]
+fn keys_are_made_listed_revoked_and_rotated_and_accounts_deleted() {
+    let d = TestDaemon::start();
+    let admin = d.admin();
+    let alice = d.account("alice");
+    let bob = d.account("bob");
+
+    // Several named keys; the list shows when each was last used.
+    let made: ApiKeyCreated = alice
+        .post("/api/v1/accounts/alice/keys", &json!({"name": "ci"}))
+        .unwrap();
+    let ci = Client::new(&d.url, Some(made.api_key.clone()));
+    let _: Vec<Volume> = ci.get("/api/v1/volumes").unwrap();
+    let keys: Vec<ApiKey> = alice.get("/api/v1/accounts/alice/keys").unwrap();
+    let names: Vec<&str> = keys.iter().map(|k| k.name.as_str()).collect();
+    assert_eq!(names, ["default", "ci"]);
+    assert!(keys.iter().all(|k| k.last_used_at.is_some()), "{keys:?}");
+    assert!(!serde_json::to_string(&keys).unwrap().contains(&made.api_key), "never shown again");
+    // Another tenant sees none of them, and cannot revoke one.
+    assert_eq!(err_of(bob.get::<Vec<ApiKey>>("/api/v1/accounts/alice/keys")).code, "account_not_found");
+    assert_eq!(err_of(bob.delete("/api/v1/accounts/alice/keys/ci")).code, "account_not_found");
+    // Revoked: the next request fails.
+    alice.delete("/api/v1/accounts/alice/keys/ci").unwrap();
+    let e = err_of(ci.get::<Vec<Volume>>("/api/v1/volumes"));
+    assert_eq!((e.kind, e.code.as_str()), (ErrorKind::Unauthorized, "api_key_invalid"));
+    // The admin revokes any key.
+    admin.delete("/api/v1/accounts/bob/keys/default").unwrap();
+    assert_eq!(err_of(bob.get::<Vec<Volume>>("/api/v1/volumes")).code, "api_key_invalid");
+
+    // The admin key rotates without a restart; the file follows.
+    let e = err_of(admin.delete("/api/v1/accounts/admin/keys/default"));
+    assert_eq!(e.code, "last_admin_key");
+    let rotated: ApiKeyCreated = admin.post("/api/v1/keys/rotate", &json!({})).unwrap();
+    assert_eq!(err_of(admin.get::<Account>("/api/v1/whoami")).code, "api_key_invalid");
+    let admin = Client::new(&d.url, Some(rotated.api_key.clone()));
+    assert!(admin.get::<Account>("/api/v1/whoami").unwrap().admin);
+    assert_eq!(
+        std::fs::read_to_string(d.config.admin_key_path()).unwrap().trim(),
+        rotated.api_key
+    );
+
+    // An account is deleted only empty, or with purge, through the usual
+    // operations; its keys fail at once.
+    let _: Volume = alice.post("/api/v1/volumes", &json!({"name": "v", "size": "64M"})).unwrap();
+    run_job(&alice, "/api/v1/snapshots", &json!({"volume": "v", "name": "s"}));
+    wait_snapshot(&alice, "s");
+    run_job(&alice, "/api/v1/instances", &json!({"name": "vm", "root_size": "64M", "no_start": true}));
+    run_job(&alice, "/api/v1/instances/vm/points", &json!({"name": "p"}));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("f"), b"hello").unwrap();
+    alice.upload(&dir.path().join("f"), |_, _| {}).unwrap();
+    let e = err_of(admin.delete("/api/v1/accounts/alice"));
+    assert_eq!(e.code, "account_not_empty");
+    for part in ["1 instance", "volume", "1 snapshot", "1 upload"] {
+        assert!(e.message.contains(part), "{part}: {}", e.message);
+    }
+    assert_eq!(err_of(alice.delete("/api/v1/accounts/alice")).code, "admin_only");
+    let files_before: Vec<_> = std::fs::read_dir(d.config.default_zone_dir()).unwrap().collect();
+    assert_eq!(files_before.len(), 2);
+    let purge = admin.delete_job("/api/v1/accounts/alice?purge=true").unwrap();
+    admin
+        .wait_job(&purge.id.to_string(), Duration::from_secs(120), |_| {})
+        .unwrap();
+    assert_eq!(err_of(alice.get::<Account>("/api/v1/whoami")).code, "api_key_invalid");
+    assert_eq!(err_of(admin.get::<AccountDetails>("/api/v1/accounts/alice")).code, "account_not_found");
+    let left: Vec<_> = std::fs::read_dir(d.config.default_zone_dir()).unwrap().collect();
+    assert!(left.is_empty(), "its volumes' files are gone: {left:?}");
+    let uploads_left: Vec<_> = std::fs::read_dir(d.config.uploads_dir()).unwrap().collect();
+    assert!(uploads_left.is_empty(), "{uploads_left:?}");
+    assert_eq!(err_of(admin.delete("/api/v1/accounts/admin")).code, "account_is_admin");
+}
+
+/// Alice's resources of every kind, and the value each path parameter
+/// takes to name them, by id and by name.
+struct Alice {
+    client: Client,
+    refs: Vec<(&'static str, Vec<String>)>,
+}
+
+fn alice_with_everything(d: &TestDaemon) -> Alice {
+    let c = d.account("alice");
+    let me: Account = c.get("/api/v1/whoami").unwrap();
+    let v: Volume = c.post("/api/v1/volumes", &json!({"name": "avol", "size": "64M"})).unwrap();
+    let _: Volume = c.post("/api/v1/volumes", &json!({"name": "aspare", "size": "64M"})).unwrap();
+    run_job(&c, "/api/v1/snapshots", &json!({"volume": "avol", "name": "asnap"}));
+    let s = wait_snapshot(&c, "asnap");
+    let t: Template = c.post("/api/v1/templates", &json!({"name": "atpl", "snapshot": "asnap"})).unwrap();
+    let job = run_job(&c, "/api/v1/instances", &json!({"name": "avm", "root_size": "64M", "no_start": true}));
+    let vm = instance(&c, "avm");
+    run_job(&c, "/api/v1/instances/avm/points", &json!({"name": "apoint"}));
+    let points: Vec<Point> = c.get("/api/v1/instances/avm/points").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("f"), b"alice's").unwrap();
+    let u = c.upload(&dir.path().join("f"), |_, _| {}).unwrap();
+    let keys: Vec<ApiKey> = c.get("/api/v1/accounts/alice/keys").unwrap();
+    let refs = vec![
+        ("volume", vec![v.id.to_string(), "avol".into()]),
+        ("instance", vec![vm.id.to_string(), "avm".into()]),
+        ("point", vec![points[0].id.to_string(), "apoint".into()]),
+        ("snapshot", vec![s.id.to_string(), "asnap".into()]),
+        ("template", vec![t.id.to_string(), "atpl".into()]),
+        ("job", vec![job.id.to_string()]),
+        ("upload", vec![u.id.to_string()]),
+        ("account", vec![me.id.to_string(), "alice".into()]),
+        ("key", vec![keys[0].id.to_string(), "default".into()]),
+        ("plan", vec!["gold".into()]),
+    ];
+    Alice { client: c, refs }
+}
+
+/// The kind of resource a documented path's parameter names.
+fn kind_of(path: &str, param: &str) -> &'static str {
+    match (param, path) {
+        ("point", _) => "point",
+        ("key", _) => "key",
+        ("account", _) => "account",
+        ("plan", _) => "plan",
+        ("id", p) if p.starts_with("/api/v1/volumes/") => "volume",
+        ("id", p) if p.starts_with("/api/v1/instances/") => "instance",
+        ("id", p) if p.starts_with("/api/v1/snapshots/") => "snapshot",
+        ("id", p) if p.starts_with("/api/v1/templates/") => "template",
+        ("id", p) if p.starts_with("/api/v1/jobs/") => "job",
+        ("id", p) if p.starts_with("/api/v1/uploads/") => "upload",
+        _ => panic!("{path}: parameter {{{param}}} names a resource this test does not know: add it to the matrix"),
+    }
+}
+
+/// A body for a route that takes one: plausible, naming Alice's
+/// resources where the route takes references.
+fn body_for(path: &str) -> Value {
+    match path {
+        p if p.ends_with("/attach") => json!({"instance": "avm"}),
+        p if p.ends_with("/resize") => json!({"size": "128M"}),
+        p if p.ends_with("/revert") && p.contains("/volumes/") => json!({"snapshot": "asnap"}),
+        p if p.ends_with("/volumes") => json!({"name": "stolen"}),
+        p if p.ends_with("/clone") => json!({"name": "stolen"}),
+        p if p.ends_with("/settings") => json!({}),
+        p if p.ends_with("/keys") => json!({"name": "stolen"}),
+        p if p.ends_with("/points") => json!({"name": "stolen"}),
+        _ => json!({}),
+    }
+}
+
+#[test]
+fn the_cross_tenant_matrix_covers_every_documented_route() {
+    let d = TestDaemon::start();
+    let alice = alice_with_everything(&d);
+    let bob = d.account("bob");
+    let _: Volume = bob.post("/api/v1/volumes", &json!({"name": "bvol", "size": "64M"})).unwrap();
+    let before = holdings(&alice.client);
+    let doc: Value = bob.get("/api/v1/openapi.json").unwrap();
+    let mut tried = 0;
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        let params: Vec<&str> = path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .collect();
+        if params.is_empty() {
+            continue;
+        }
+        // Every combination of Alice's references, by id and by name.
+        let mut urls = vec![path.clone()];
+        for param in &params {
+            let kind = kind_of(path, param);
+            let values = &alice.refs.iter().find(|(k, _)| *k == kind).unwrap().1;
+            urls = urls
+                .iter()
+                .flat_map(|u| values.iter().map(move |v| u.replace(&format!("{{{param}}}"), v)))
+                .collect();
+        }
+        for (method, _) in ops.as_object().unwrap() {
+            for url in &urls {
+                let req = ureq::AgentBuilder::new()
+                    .build()
+                    .request(&method.to_uppercase(), &format!("{}{url}", d.url))
+                    .set("Authorization", &format!("Bearer {}", bob.key().unwrap()));
+                let resp = match method.as_str() {
+                    "post" => req.send_json(body_for(path)),
+                    "put" => req.send_bytes(b"bob's bytes"),
+                    _ => req.call(),
+                };
+                let status = match resp {
+                    Ok(r) => panic!("{method} {url}: bob got {} for alice's resource", r.status()),
+                    Err(ureq::Error::Status(s, r)) => (s, r.into_string().unwrap()),
+                    Err(e) => panic!("{method} {url}: {e}"),
+                };
+                assert!(
+                    status.0 == 404 || (status.0 == 403 && status.1.contains("admin_only")),
+                    "{method} {url}: {status:?}"
+                );
+                tried += 1;
+            }
+        }
+    }
+    // Routes without a parameter take references in their bodies.
+    for (route, body) in [
+        ("/api/v1/snapshots", json!({"volume": "avol"})),
+        ("/api/v1/templates", json!({"name": "t", "snapshot": "asnap"})),
+        ("/api/v1/templates/import", json!({"name": "t", "upload": alice.refs[6].1[0]})),
+        ("/api/v1/instances", json!({"name": "i", "template": "atpl", "no_start": true})),
+        ("/api/v1/instances", json!({"name": "i", "root_size": "64M", "data_volumes": ["aspare"], "no_start": true})),
+        ("/api/v1/instances", json!({"name": "i", "image_upload": alice.refs[6].1[0], "no_start": true})),
+        ("/api/v1/volumes/bvol/attach", json!({"instance": "avm"})),
+    ] {
+        let e = err_of(bob.start_job(route, &body));
+        assert_eq!(e.kind, ErrorKind::NotFound, "{route} {body}: {e:?}");
+        tried += 1;
+    }
+    assert!(tried > 60, "{tried} requests");
+    assert_eq!(holdings(&alice.client), before, "nothing of alice's changed");
+}
+
+#[test]
+fn nothing_of_the_host_reaches_a_tenant() {
+    let d = TestDaemon::start();
+    let alice = alice_with_everything(&d);
+    let data_dir = d.config.data_dir.to_string_lossy().into_owned();
+    let mut answers = Vec::new();
+    let c = &alice.client;
+    for path in [
+        "/api/v1/zones",
+        "/api/v1/volumes",
+        "/api/v1/volumes/avol",
+        "/api/v1/instances",
+        "/api/v1/instances/avm",
+        "/api/v1/instances/avm/points",
+        "/api/v1/snapshots",
+        "/api/v1/templates",
+        "/api/v1/jobs?limit=1000",
+        "/api/v1/uploads",
+        "/api/v1/accounts/alice",
+    ] {
+        answers.push((path.to_string(), c.get::<Value>(path).unwrap().to_string()));
+    }
+    for j in c.get::<Vec<Job>>("/api/v1/jobs").unwrap() {
+        let path = format!("/api/v1/jobs/{}", j.id);
+        answers.push((path.clone(), c.get::<Value>(&path).unwrap().to_string()));
+    }
+    // Errors too: a failing resize of a volume whose file is gone names no
+    // path to the tenant, while the admin's own view keeps it.
+    let v: Volume = d.admin().post("/api/v1/volumes", &json!({"name": "x", "size": "64M"})).unwrap();
+    assert!(v.path.starts_with(&data_dir), "the admin sees paths: {}", v.path);
+    let avol = d.server().app.catalog.volume(alice_id(c), "avol").unwrap();
+    std::fs::remove_file(&avol.path).unwrap();
+    let e = err_of(c.post::<_, Volume>("/api/v1/volumes/avol/resize", &json!({"size": "128M"})));
+    answers.push(("resize error".into(), format!("{e:?}")));
+    for (path, text) in &answers {
+        assert!(!text.contains(&data_dir), "{path} shows a host path: {text}");
+        assert!(!text.contains("qmp.sock") && !text.contains("qga.sock"), "{path}: {text}");
+    }
+}
+
+fn alice_id(c: &Client) -> uuid::Uuid {
+    c.get::<Account>("/api/v1/whoami").unwrap().id
+}
+
+/// Deletes do not collect the region's garbage themselves: the asks of a
+/// tenant looping create/delete are gathered into a collection in the
+/// background, which frees the space soon after.
+#[test]
+fn deletes_are_collected_together_in_the_background() {
+    let d = TestDaemon::start_with(|c| c.gc.delay_ms = 500);
+    let alice = d.account("alice");
+    let v: Volume = alice
+        .post("/api/v1/volumes", &json!({"name": "v", "size": "64M"}))
+        .unwrap();
+    let path = d.server().app.catalog.volume(v.account_id, "v").unwrap().path;
+    let chunks = || {
+        d.block_on(async {
+            let region = d.server().app.region().await.unwrap();
+            region.store.list("chunks").await
+        })
+        .unwrap()
+    };
+    for round in 0..5u8 {
+        let ok = Command::new("qemu-io")
+            .args(["-f", "qcow2", "-c", &format!("write -P {} 0 2M", round + 1), &path])
+            .output()
+            .unwrap();
+        assert!(ok.status.success());
+        let name = format!("s{round}");
+        run_job(&alice, "/api/v1/snapshots", &json!({"volume": "v", "name": name}));
+        wait_snapshot(&alice, &name);
+        let job = alice.delete_job(&format!("/api/v1/snapshots/{name}")).unwrap();
+        let done = alice
+            .wait_job(&job.id.to_string(), Duration::from_secs(60), |_| {})
+            .unwrap();
+        assert!(
+            done.log.iter().any(|l| l.message.contains("next garbage collection")),
+            "{:?}",
+            done.log
+        );
+    }
+    let started = std::time::Instant::now();
+    while !chunks().is_empty() {
+        assert!(started.elapsed() < Duration::from_secs(20), "never collected: {:?}", chunks());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let metrics = d.admin().get_text("/metrics").unwrap();
+    let runs: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("reprise_gc_duration_seconds_count "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert!((1..=5).contains(&runs), "{runs} collections for 5 deletes");
+    assert!(
+        metrics.contains("reprise_job_duration_seconds_count{kind=\"snapshot.create\"} 5"),
+        "{metrics}"
+    );
+}
