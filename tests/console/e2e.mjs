@@ -2,7 +2,10 @@
 // playwright-core. Run by crates/reprise/tests/console.rs, which starts a
 // daemon with account alice (volume data1 attached to a running guest,
 // "web") and an empty account bob, and passes:
-//   CONSOLE_URL, ALICE_KEY, BOB_KEY, SHOTS (screenshot directory), CHROMIUM.
+//   CONSOLE_URL, ALICE_KEY, BOB_KEY, SHOTS (screenshot directory), CHROMIUM,
+//   GUEST_KERNEL, GUEST_INITRD, GUEST_APPEND (files of this machine the
+//   browser uploads) and TEMPLATE_IMAGE (a raw disk image to import).
+// alice's plan is "standard" (2 recovery points per instance).
 // Every step asserts what a person would see; a failure saves
 // SHOTS/failure.png and exits non-zero.
 
@@ -167,8 +170,9 @@ await step('Create template and Create volume from a snapshot; delete both after
   await menuFor('golden', 'Create instance');
   await dialog().getByLabel('Name', { exact: true }).fill('web2');
   await dialog().getByLabel('Memory', { exact: true }).fill('256M');
-  await dialog().getByLabel('Kernel (optional)').fill(process.env.GUEST_KERNEL);
-  await dialog().getByLabel('Initrd (optional)').fill(process.env.GUEST_INITRD);
+  // The kernel and initrd come from this machine: the browser uploads them.
+  await dialog().getByLabel('Kernel (optional)').setInputFiles(process.env.GUEST_KERNEL);
+  await dialog().getByLabel('Initrd (optional)').setInputFiles(process.env.GUEST_INITRD);
   await dialog().getByLabel('Kernel command line (optional)').fill(process.env.GUEST_APPEND);
   await dialog().getByRole('button', { name: 'Submit' }).click();
   await openTab('Instances');
@@ -189,6 +193,57 @@ await step('Create template and Create volume from a snapshot; delete both after
   assert.match(await dialog().innerText(), /restored and all the data on it/);
   await dialog().getByRole('button', { name: 'Delete' }).click();
   await row('restored').waitFor({ state: 'detached' });
+});
+
+await step('Import template: a disk image from this computer, uploaded with a progress bar', async () => {
+  await openTab('Templates');
+  // Each piece of the upload waits a little, so the bar is seen moving.
+  await page.route('**/api/v1/uploads/*/data*', async (route) => {
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    await route.continue();
+  });
+  await page.getByRole('button', { name: 'Import template' }).click();
+  await dialog().getByLabel('Name').fill('uploaded');
+  await dialog().getByLabel('Image file').setInputFiles(process.env.TEMPLATE_IMAGE);
+  await dialog().getByRole('button', { name: 'Submit' }).click();
+  const bar = dialog().getByLabel('Uploading');
+  await bar.waitFor();
+  await shot('template-uploading');
+  const seen = await bar.evaluate((el) => el.value);
+  assert.ok(seen < 1, `the bar shows the upload under way (${seen})`);
+  await dialog().waitFor({ state: 'detached', timeout: LONG });
+  await page.unroute('**/api/v1/uploads/*/data*');
+  await row('uploaded').waitFor({ timeout: LONG });
+  assert.match(await row('uploaded').innerText(), /upload:disk\.raw/);
+  assert.match(await row('uploaded').innerText(), /20 MiB/);
+  await menuFor('uploaded', 'Delete');
+  await dialog().getByRole('button', { name: 'Delete' }).click();
+  await row('uploaded').waitFor({ state: 'detached', timeout: LONG });
+});
+
+await step('Account: the plan and usage against each limit; a key made (shown once) and revoked', async () => {
+  await openTab('Account');
+  const facts = await page.locator('.facts').innerText();
+  assert.match(facts, /Plan\s+standard/);
+  assert.match(await row('max_recovery_points').innerText(), /Recovery points per instance\s+0\s+2/);
+  assert.match(await row('max_volumes').innerText(), /Volumes\s+1\s+10/);
+  assert.match(await row('max_concurrent_jobs').innerText(), /Unlimited/);
+  await shot('account');
+  await checkAccessibility('account');
+  await page.getByRole('button', { name: 'Create key' }).click();
+  await dialog().getByLabel('Key name').fill('ci');
+  await dialog().getByRole('button', { name: 'Submit' }).click();
+  await dialog().getByRole('heading', { name: 'New API key' }).waitFor();
+  const secret = await dialog().getByLabel('API key').inputValue();
+  assert.match(secret, /^rpk_[0-9a-f]{64}$/);
+  await dialog().getByRole('button', { name: 'Close' }).click();
+  await row('ci').waitFor();
+  assert.ok(!(await page.locator('main').innerText()).includes(secret), 'the key is never shown again');
+  assert.match(await row('ci').innerText(), new RegExp(secret.slice(0, 8)));
+  await row('ci').getByRole('button', { name: /Revoke/ }).click();
+  assert.match(await dialog().innerText(), /ci will stop working at once/);
+  await dialog().getByRole('button', { name: 'Delete' }).click();
+  await row('ci').waitFor({ state: 'detached' });
 });
 
 await step('Take snapshot from the volumes section of the instance page', async () => {

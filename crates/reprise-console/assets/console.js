@@ -176,6 +176,62 @@ async function startJob(method, path, body) {
   return started.job;
 }
 
+// Send a file from this computer as an upload: announced, then sent in
+// pieces, each retried from where the daemon says the upload stands.
+// Tenants never name files on the daemon's host; this is how they bring
+// images, kernels and initrds.
+const UPLOAD_PIECE = 8 << 20;
+
+async function uploadFile(file, progress) {
+  let upload = await api('POST', '/uploads', { name: file.name, size_bytes: file.size });
+  let failures = 0;
+  progress(0, file.size);
+  while (upload.received_bytes < file.size) {
+    const at = upload.received_bytes;
+    const piece = file.slice(at, Math.min(at + UPLOAD_PIECE, file.size));
+    try {
+      const response = await fetch(`/api/v1/uploads/${upload.id}/data?offset=${at}`, {
+        method: 'PUT',
+        headers: { Authorization: `Bearer ${apiKey}`, 'Content-Type': 'application/octet-stream' },
+        body: piece,
+      });
+      const json = await response.json().catch(() => null);
+      if (!response.ok) {
+        const error = json?.error ?? {};
+        throw new ApiError(response.status, error.code ?? 'http_error', error.message ?? `HTTP ${response.status}`);
+      }
+      upload = json;
+    } catch (e) {
+      if (e.status === 400 || e.status === 401 || e.status === 403 || ++failures > 5) throw e;
+      await new Promise((resolve) => setTimeout(resolve, 300 * failures));
+      upload = await api('GET', `/uploads/${upload.id}`);
+    }
+    progress(upload.received_bytes, file.size);
+  }
+  return upload;
+}
+
+// Upload the given files (null skipped), run `use(ids)`, then delete the
+// uploads: what the daemon made from them keeps its own copy.
+async function withUploads(files, progress, use) {
+  const total = files.reduce((sum, f) => sum + (f?.size ?? 0), 0);
+  let before = 0;
+  const uploads = [];
+  try {
+    for (const f of files) {
+      if (!f) {
+        uploads.push(null);
+        continue;
+      }
+      uploads.push(await uploadFile(f, (done) => progress(before + done, total)));
+      before += f.size;
+    }
+    return await use(uploads.map((u) => u?.id));
+  } finally {
+    for (const u of uploads) if (u) api('DELETE', `/uploads/${u.id}`).catch(() => {});
+  }
+}
+
 // ---------------------------------------------------------------- menus
 
 // An Action menu button: a button that opens a list of menu items, used
@@ -248,9 +304,11 @@ document.addEventListener('click', (event) => {
 // ---------------------------------------------------------------- dialogs
 
 // A modal form. `fields`: {name, label, type (text, number, checkbox,
-// select, textarea), options [{value, label}], value, required, help}.
-// `submit(values)` acts; the dialog closes when it resolves and shows the
-// error, staying open, when it throws.
+// select, textarea, file), options [{value, label}], value, required,
+// help}. `submit(values, progress)` acts (a file field's value is the
+// chosen File, or null; `progress(done, total)` moves the form's upload
+// bar); the dialog closes when it resolves and shows the error, staying
+// open, when it throws.
 let dialogCount = 0;
 
 function formDialog({ title, intro, fields = [], submitLabel, danger = false, submit }) {
@@ -276,16 +334,28 @@ function formDialog({ title, intro, fields = [], submitLabel, danger = false, su
       input = h('select', common, field.options.map((o) => h('option', { value: o.value, selected: o.value === field.value || null }, o.label)));
     } else if (field.type === 'textarea') {
       input = h('textarea', { ...common, rows: '3' }, field.value ?? '');
+    } else if (field.type === 'file') {
+      input = h('input', { ...common, type: 'file' });
     } else {
       input = h('input', { ...common, type: field.type || 'text', value: field.value ?? null, placeholder: field.placeholder ?? null, autocomplete: 'off' });
     }
     return h('div', { class: 'field' }, h('label', { for: id }, field.label), input, help);
   });
   const dialog = h('dialog', { 'aria-labelledby': `${prefix}-title`, class: danger ? 'danger' : null });
+  const bar = h('progress', { id: `${prefix}-upload`, max: '1', value: '0' });
+  const barText = h('span', { 'aria-live': 'polite' });
+  const uploading = h('div', { class: 'upload', hidden: true },
+    h('label', { for: `${prefix}-upload` }, t('uploading')), bar, barText);
+  const showProgress = (done, total) => {
+    uploading.hidden = false;
+    bar.value = total ? done / total : 1;
+    barText.textContent = ` ${fmtBytes(done)} / ${fmtBytes(total)}`;
+  };
   const form = h('form', { method: 'dialog' },
     h('h2', { id: `${prefix}-title` }, title),
     intro ? h('p', { class: 'intro' }, intro) : null,
     controls,
+    uploading,
     error,
     h('div', { class: 'buttons' },
       h('button', { type: 'button', class: 'secondary', onclick: () => dialog.close() }, t('cancel')),
@@ -295,13 +365,15 @@ function formDialog({ title, intro, fields = [], submitLabel, danger = false, su
     const values = {};
     for (const field of fields) {
       const control = form.elements[field.name];
-      values[field.name] = field.type === 'checkbox' ? control.checked : control.value.trim();
+      values[field.name] = field.type === 'checkbox' ? control.checked
+        : field.type === 'file' ? control.files[0] ?? null
+          : control.value.trim();
     }
     const button = form.querySelector('[type=submit]');
     button.disabled = true;
     error.hidden = true;
     try {
-      await submit(values);
+      await submit(values, showProgress);
       dialog.close();
     } catch (e) {
       error.textContent = e.message;
@@ -473,21 +545,22 @@ async function instanceFromTemplate(template) {
       await zoneField(),
       { name: 'cpus', label: t('cpus'), type: 'number', value: '1' },
       { name: 'memory', label: t('memory'), value: '512M', help: t('sizeHelp') },
-      { name: 'kernel', label: t('kernel'), help: t('bootHelp') },
-      { name: 'initrd', label: t('initrd') },
+      { name: 'kernel', label: t('kernel'), type: 'file', help: t('bootHelp') },
+      { name: 'initrd', label: t('initrd'), type: 'file' },
       // Not `append`: a form control's name shadows the form's own methods.
       { name: 'cmdline', label: t('append') },
     ],
-    submit: (v) => startJob('POST', '/instances', {
-      name: v.name,
-      zone: v.zone,
-      cpus: Number(v.cpus) || undefined,
-      memory: v.memory || undefined,
-      template: template.id,
-      kernel: v.kernel || undefined,
-      initrd: v.initrd || undefined,
-      append: v.cmdline || undefined,
-    }),
+    submit: (v, progress) => withUploads([v.kernel, v.initrd], progress, ([kernel, initrd]) =>
+      startJob('POST', '/instances', {
+        name: v.name,
+        zone: v.zone,
+        cpus: Number(v.cpus) || undefined,
+        memory: v.memory || undefined,
+        template: template.id,
+        kernel_upload: kernel,
+        initrd_upload: initrd,
+        append: v.cmdline || undefined,
+      })),
   });
 }
 
@@ -496,9 +569,10 @@ function importTemplate() {
     title: t('importTemplate'),
     fields: [
       { name: 'name', label: t('name'), required: true },
-      { name: 'file', label: t('imageFile'), required: true, help: t('imageFileHelp') },
+      { name: 'file', label: t('imageFile'), type: 'file', required: true, help: t('imageFileHelp') },
     ],
-    submit: (v) => startJob('POST', '/templates/import', v),
+    submit: (v, progress) => withUploads([v.file], progress, ([upload]) =>
+      startJob('POST', '/templates/import', { name: v.name, upload })),
   });
 }
 
@@ -676,6 +750,15 @@ const VIEWS = {
     ],
   },
 
+  account: {
+    tab: 'account',
+    load: async () => ({
+      details: await api('GET', `/accounts/${me.id}`),
+      keys: await api('GET', `/accounts/${me.id}/keys`),
+    }),
+    draw: drawAccount,
+  },
+
   jobs: {
     tab: 'jobs',
     load: async () => ({ jobs: await api('GET', '/jobs?limit=100') }),
@@ -848,12 +931,90 @@ function pointNode(vm, p, subtree) {
     subtree);
 }
 
+const LIMITS = [
+  ['max_recovery_points', 'most_recovery_points'],
+  ['max_snapshots_per_volume', 'most_snapshots_per_volume'],
+  ['max_snapshots', 'snapshots'],
+  ['max_instances', 'instances'],
+  ['max_volumes', 'volumes'],
+  ['max_volume_bytes', 'volume_bytes', true],
+  ['max_snapshot_bytes', 'snapshot_bytes', true],
+  ['max_concurrent_jobs', 'concurrent_jobs'],
+];
+
+function drawAccount({ details, keys }) {
+  const plan = details.plan;
+  const show = (n, bytes) => (bytes ? fmtBytes(n) : new Intl.NumberFormat(lang).format(n));
+  return [
+    heading(t('account')),
+    h('dl', { class: 'facts' },
+      h('dt', {}, t('name')), h('dd', {}, details.account.name),
+      h('dt', {}, t('plan')), h('dd', {}, details.account.plan ?? t('noPlan')),
+      h('dt', {}, t('created')), h('dd', {}, timeCell(details.account.created_at))),
+    h('h2', {}, t('usage')),
+    h('p', { class: 'help' }, t('planHelp')),
+    table({
+      label: t('usage'),
+      rows: LIMITS.map(([limit, used, bytes]) => ({ id: limit, name: limit, limit, used: details.usage[used], max: plan?.[limit], bytes })),
+      columns: [
+        { label: t('limit'), cell: (r) => t(`limit.${r.limit}`) },
+        { label: t('used'), cell: (r) => show(r.used, r.bytes) },
+        { label: t('allowed'), cell: (r) => (r.max === undefined || r.max === null ? t('unlimited') : show(r.max, r.bytes)) },
+        { label: t('progress'), cell: (r) => (r.max ? progress(Math.min(r.used, r.max), r.max, false) : '—') },
+      ],
+    }),
+    h('div', { class: 'heading' }, h('h2', {}, t('keys')),
+      h('div', { class: 'tools' }, h('button', { type: 'button', onclick: createKey }, t('createKey')))),
+    table({
+      label: t('keys'),
+      empty: t('noKeys'),
+      rows: keys,
+      columns: [
+        { label: t('name'), cell: (k) => k.name },
+        { label: t('keyPrefix'), cell: (k) => h('code', {}, `${k.prefix}…`) },
+        { label: t('created'), ...created },
+        { label: t('lastUsed'), class: 'nowrap', cell: (k) => (k.last_used_at ? timeCell(k.last_used_at) : t('never')) },
+        {
+          label: t('actions'),
+          cell: (k) => h('button', {
+            type: 'button', class: 'secondary danger', 'data-focus': `k:${k.id}`,
+            onclick: () => deleteThing({
+              title: t('revokeKey'),
+              message: t('revokeKeyWarning', { name: k.name }),
+              path: `/accounts/${me.id}/keys/${k.id}`,
+            }),
+          }, t('revoke'), h('span', { class: 'visually-hidden' }, ` ${k.name}`)),
+        },
+      ],
+    }),
+  ];
+}
+
+function createKey() {
+  formDialog({
+    title: t('createKey'),
+    fields: [{ name: 'name', label: t('keyName'), required: true }],
+    submit: async (v) => {
+      const made = await api('POST', `/accounts/${me.id}/keys`, { name: v.name });
+      refreshSoon();
+      // Shown once, in a dialog of its own, until closed.
+      formDialog({
+        title: t('keyCreated'),
+        intro: t('keyCreatedIntro'),
+        fields: [{ name: 'secret', label: t('apiKey'), value: made.api_key }],
+        submitLabel: t('close'),
+        submit: async () => {},
+      });
+    },
+  });
+}
+
 // ---------------------------------------------------------------- frame
 
 function drawTabs(current) {
   const nav = document.getElementById('tabs');
   nav.setAttribute('aria-label', t('resources'));
-  nav.replaceChildren(h('ul', {}, ['instances', 'volumes', 'snapshots', 'points', 'templates', 'jobs'].map((name) =>
+  nav.replaceChildren(h('ul', {}, ['instances', 'volumes', 'snapshots', 'points', 'templates', 'jobs', 'account'].map((name) =>
     h('li', {}, h('a', { href: `#/${name}`, 'aria-current': name === current ? 'page' : null }, t(name))))));
 }
 

@@ -45,6 +45,25 @@ fn the_console_does_what_the_guides_describe_in_three_languages() {
     let d = TestDaemon::start_with(|c| c.region.test_chunk_delay_ms = 700);
     let alice_key = account_key(&d, "alice");
     let bob_key = account_key(&d, "bob");
+    // alice's plan, shown on her Account tab.
+    let _: serde_json::Value = d
+        .admin()
+        .post(
+            "/api/v1/plans",
+            &serde_json::json!({"name": "standard", "max_recovery_points": 2, "max_volumes": 10}),
+        )
+        .unwrap();
+    let _: AccountDetails = d
+        .admin()
+        .post(
+            "/api/v1/accounts/alice/settings",
+            &serde_json::json!({"plan": "standard"}),
+        )
+        .unwrap();
+    // A disk image of this machine the browser imports as a template.
+    let images = tempfile::tempdir().unwrap();
+    let image = images.path().join("disk.raw");
+    std::fs::write(&image, vec![0x5Au8; 20 << 20]).unwrap();
     let alice = reprise_cli::Client::new(&d.url, Some(alice_key.clone()));
     let vm = d.booted_guest(&alice, "web", "data1");
     let (code, _) = d.guest_sh(
@@ -65,6 +84,7 @@ fn the_console_does_what_the_guides_describe_in_three_languages() {
         .env("GUEST_KERNEL", &guest().kernel)
         .env("GUEST_INITRD", &guest().initrd)
         .env("GUEST_APPEND", GUEST_APPEND)
+        .env("TEMPLATE_IMAGE", &image)
         .status()
         .expect("run node (Node.js 20 or later is needed)");
     assert!(
@@ -97,7 +117,8 @@ fn the_console_does_what_the_guides_describe_in_three_languages() {
     assert_eq!(succeeded("snapshot.delete"), 1);
     assert_eq!(succeeded("volume.restore"), 1);
     assert_eq!(succeeded("volume.revert"), 1);
-    assert_eq!(succeeded("template.delete"), 1);
+    assert_eq!(succeeded("template.import"), 1);
+    assert_eq!(succeeded("template.delete"), 2);
     assert_eq!(succeeded("instance.clone"), 1);
     assert_eq!(
         succeeded("instance.create"),
