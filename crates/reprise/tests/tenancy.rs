@@ -413,15 +413,7 @@ fn uploaded_files_boot_a_guest() {
     assert_eq!(vm.state, InstanceState::Running);
     assert!(vm.qmp_socket.is_empty() && vm.pid.is_none(), "no host details: {vm:?}");
     assert_eq!(vm.kernel.as_deref(), Some("kernel"));
-    // The test reaches the guest's agent on the host side itself.
-    let mut vm_host = vm.clone();
-    vm_host.guest_agent_socket = d
-        .config
-        .instance_run_dir(vm.id)
-        .join("qga.sock")
-        .to_string_lossy()
-        .into_owned();
-    let (code, out) = d.guest_sh(&vm_host, "md5sum /mnt/data/app.bin");
+    let (code, out) = d.guest_sh(&vm, "md5sum /mnt/data/app.bin");
     assert_eq!(code, 0, "{out}");
     let local = Command::new("md5sum").arg(content.join("app.bin")).output().unwrap();
     assert_eq!(
