@@ -58,11 +58,9 @@ fn insert_key(conn: &Connection, account: Uuid, name: &str) -> Result<ApiKeyCrea
 
 fn load_plan(conn: &Connection, name: &str) -> Result<Plan> {
     let limits: Option<String> = conn
-        .query_row(
-            "SELECT limits FROM plans WHERE name = ?1",
-            [name],
-            |r| r.get(0),
-        )
+        .query_row("SELECT limits FROM plans WHERE name = ?1", [name], |r| {
+            r.get(0)
+        })
         .optional()
         .map_err(db_err("plan"))?;
     let limits = limits.ok_or_else(|| {
@@ -206,7 +204,13 @@ impl Catalog {
         }
         tx.execute(
             "INSERT INTO accounts (id, name, admin, plan, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![account.id.sql(), account.name, admin, account.plan, account.created_at],
+            params![
+                account.id.sql(),
+                account.name,
+                admin,
+                account.plan,
+                account.created_at
+            ],
         )
         .map_err(db_err(&format!("account '{name}'")))?;
         let key = insert_key(&tx, account.id, "default")?;
@@ -317,8 +321,11 @@ impl Catalog {
         let tx = conn.transaction().map_err(db_err("delete account"))?;
         tx.execute("DELETE FROM jobs WHERE account_id = ?1", [account.sql()])
             .map_err(db_err("delete account"))?;
-        tx.execute("DELETE FROM api_keys WHERE account_id = ?1", [account.sql()])
-            .map_err(db_err("delete account"))?;
+        tx.execute(
+            "DELETE FROM api_keys WHERE account_id = ?1",
+            [account.sql()],
+        )
+        .map_err(db_err("delete account"))?;
         let n = tx
             .execute(
                 "DELETE FROM accounts WHERE id = ?1 AND NOT admin",

@@ -36,8 +36,8 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use uuid::Uuid;
 
-use rows::Sql;
 pub use accounts::Scope;
+use rows::Sql;
 pub use rows::{InstanceRow, VolumeRow};
 pub use snapshots::BackupStats;
 

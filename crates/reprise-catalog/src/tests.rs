@@ -84,7 +84,12 @@ fn keys_are_stored_hashed_and_found_by_hash() {
     let second = c.create_key(found.id, "ci").unwrap();
     assert_eq!(second.key.prefix, &second.api_key[..8]);
     assert_eq!(c.create_key(found.id, "ci").unwrap_err().code, "name_taken");
-    let names: Vec<String> = c.list_keys(found.id).unwrap().into_iter().map(|k| k.name).collect();
+    let names: Vec<String> = c
+        .list_keys(found.id)
+        .unwrap()
+        .into_iter()
+        .map(|k| k.name)
+        .collect();
     assert_eq!(names, ["default", "ci"]);
     c.revoke_key(first_key).unwrap();
     assert!(c.account_by_key(&made.api_key).unwrap().is_none());
@@ -95,7 +100,10 @@ fn keys_are_stored_hashed_and_found_by_hash() {
         c.account_by_key(&rotated.api_key).unwrap().unwrap().1,
         rotated.key.id
     );
-    assert_eq!(c.key(found.id, "default").unwrap_err().code, "key_not_found");
+    assert_eq!(
+        c.key(found.id, "default").unwrap_err().code,
+        "key_not_found"
+    );
 }
 
 #[test]
@@ -145,10 +153,15 @@ fn plans_are_put_assigned_and_kept_while_used() {
     c.put_plan(&vps).unwrap();
     assert_eq!(c.plan("vps").unwrap(), vps);
     assert_eq!(c.plan("gold").unwrap_err().code, "plan_not_found");
-    let alice = c.create_account_with_plan("alice", false, Some("vps")).unwrap().account;
+    let alice = c
+        .create_account_with_plan("alice", false, Some("vps"))
+        .unwrap()
+        .account;
     assert_eq!(alice.plan.as_deref(), Some("vps"));
     assert_eq!(
-        c.create_account_with_plan("bob", false, Some("gold")).unwrap_err().code,
+        c.create_account_with_plan("bob", false, Some("gold"))
+            .unwrap_err()
+            .code,
         "plan_not_found"
     );
     assert_eq!(c.delete_plan("vps").unwrap_err().code, "plan_in_use");

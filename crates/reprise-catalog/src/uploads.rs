@@ -34,10 +34,7 @@ impl Catalog {
     pub fn upload(&self, account: Uuid, reference: &str) -> Result<Upload> {
         self.conn()
             .query_row(
-                &format!(
-                    "{} WHERE account_id = ?1 AND id = ?2",
-                    rows::UPLOAD_SELECT
-                ),
+                &format!("{} WHERE account_id = ?1 AND id = ?2", rows::UPLOAD_SELECT),
                 params![account.sql(), reference],
                 rows::upload,
             )

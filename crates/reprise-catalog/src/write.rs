@@ -3,8 +3,8 @@
 //! same names) or inside [`Catalog::admit`](crate::Catalog::admit), whose
 //! transaction also counts the account's usage against its plan.
 
-use crate::rows::{InstanceRow, Sql, VolumeRow};
 use crate::db_err;
+use crate::rows::{InstanceRow, Sql, VolumeRow};
 use reprise_core::model::*;
 use reprise_core::Result;
 use rusqlite::{params, Connection};
@@ -74,7 +74,12 @@ pub fn insert_job(conn: &Connection, job: &Job) -> Result<()> {
 }
 
 /// Attach a volume to an instance at `slot`, only if it is still free.
-pub fn attach_volume(conn: &Connection, id: uuid::Uuid, instance: uuid::Uuid, slot: u32) -> Result<()> {
+pub fn attach_volume(
+    conn: &Connection,
+    id: uuid::Uuid,
+    instance: uuid::Uuid,
+    slot: u32,
+) -> Result<()> {
     let n = conn
         .execute(
             "UPDATE volumes SET instance_id = ?2, slot = ?3 WHERE id = ?1 AND instance_id IS NULL",

@@ -4,12 +4,12 @@
 
 use reprise_core::error::ErrorBody;
 use reprise_core::model::{CreateUpload, Job, JobStarted, Upload};
-use sha2::{Digest, Sha256};
-use std::io::{Read, Seek, SeekFrom};
-use std::path::Path;
 use reprise_core::{Error, ErrorKind, Result};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// Bytes sent per upload request: a failed request costs at most this.
@@ -183,9 +183,12 @@ impl Client {
                 hashed += len as u64;
             }
             let sent = self.answer(
-                self.request("PUT", &format!("/api/v1/uploads/{}/data?offset={at}", segment(&id)))
-                    .set("Content-Type", "application/octet-stream")
-                    .send_bytes(&piece[..len]),
+                self.request(
+                    "PUT",
+                    &format!("/api/v1/uploads/{}/data?offset={at}", segment(&id)),
+                )
+                .set("Content-Type", "application/octet-stream")
+                .send_bytes(&piece[..len]),
             );
             match sent.and_then(Self::parse::<Upload>) {
                 Ok(u) => upload = u,

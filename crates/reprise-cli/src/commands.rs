@@ -289,9 +289,7 @@ enum PlanCmd {
         max_concurrent_jobs: Option<u64>,
     },
     /// Delete a plan no account or instance uses (admin).
-    Delete {
-        name: String,
-    },
+    Delete { name: String },
 }
 
 #[derive(Subcommand)]
@@ -624,7 +622,9 @@ fn account_path(a: &str) -> String {
 fn account_or_me(c: &Client, account: Option<String>) -> Result<String> {
     match account {
         Some(a) => Ok(a),
-        None => c.get::<Account>("/api/v1/whoami").map(|me| me.id.to_string()),
+        None => c
+            .get::<Account>("/api/v1/whoami")
+            .map(|me| me.id.to_string()),
     }
 }
 
@@ -632,8 +632,7 @@ fn account(ctx: &Ctx, cmd: AccountCmd) -> Result<()> {
     let c = &ctx.client;
     match cmd {
         AccountCmd::Create { name, plan } => {
-            let made: AccountCreated =
-                c.post("/api/v1/accounts", &CreateAccount { name, plan })?;
+            let made: AccountCreated = c.post("/api/v1/accounts", &CreateAccount { name, plan })?;
             if ctx.json {
                 print_json(&made);
             } else {
@@ -709,7 +708,11 @@ fn show_account(ctx: &Ctx, d: &AccountDetails) {
             ("created", time(&d.account.created_at)),
         ])
     );
-    let limits = d.plan.as_ref().map(|p| p.limits.clone()).unwrap_or_default();
+    let limits = d
+        .plan
+        .as_ref()
+        .map(|p| p.limits.clone())
+        .unwrap_or_default();
     let rows: Vec<Vec<String>> = reprise_core::plan::Limit::ALL
         .iter()
         .map(|l| {
@@ -721,7 +724,9 @@ fn show_account(ctx: &Ctx, d: &AccountDetails) {
             vec![
                 l.field().to_string(),
                 show(l.used(&d.usage)),
-                l.of(&limits).map(show).unwrap_or_else(|| "unlimited".into()),
+                l.of(&limits)
+                    .map(show)
+                    .unwrap_or_else(|| "unlimited".into()),
             ]
         })
         .collect();
@@ -767,7 +772,10 @@ fn key(ctx: &Ctx, cmd: KeyCmd) -> Result<()> {
                         k.name.clone(),
                         format!("{}…", k.prefix),
                         time(&k.created_at),
-                        k.last_used_at.as_ref().map(time).unwrap_or_else(|| "-".into()),
+                        k.last_used_at
+                            .as_ref()
+                            .map(time)
+                            .unwrap_or_else(|| "-".into()),
                         k.id.to_string(),
                     ]
                 },
@@ -795,7 +803,8 @@ fn plan(ctx: &Ctx, cmd: PlanCmd) -> Result<()> {
         PlanCmd::List => {
             let plans: Vec<Plan> = c.get("/api/v1/plans")?;
             if ctx.json {
-                return Ok(print_json(&plans));
+                print_json(&plans);
+                return Ok(());
             }
             let mut headers = vec!["NAME"];
             headers.extend(Limit::ALL.iter().map(|l| l.field()));
@@ -826,7 +835,8 @@ fn plan(ctx: &Ctx, cmd: PlanCmd) -> Result<()> {
             max_snapshot_size,
             max_concurrent_jobs,
         } => {
-            let bytes = |s: Option<String>| s.map(|s| reprise_core::size::parse_size(&s)).transpose();
+            let bytes =
+                |s: Option<String>| s.map(|s| reprise_core::size::parse_size(&s)).transpose();
             let plan = Plan {
                 name,
                 limits: PlanLimits {
@@ -914,7 +924,8 @@ fn upload(ctx: &Ctx, cmd: UploadCmd) -> Result<()> {
         }
     };
     if ctx.json {
-        return Ok(print_json(&u));
+        print_json(&u);
+        return Ok(());
     }
     print!(
         "{}",
@@ -922,7 +933,10 @@ fn upload(ctx: &Ctx, cmd: UploadCmd) -> Result<()> {
             ("id", u.id.to_string()),
             ("name", u.name.clone()),
             ("state", u.state.to_string()),
-            ("size", format!("{} ({} bytes)", size(u.size_bytes), u.size_bytes)),
+            (
+                "size",
+                format!("{} ({} bytes)", size(u.size_bytes), u.size_bytes)
+            ),
             ("received", u.received_bytes.to_string()),
             ("sha256", opt(&u.sha256)),
             ("created", time(&u.created_at)),
@@ -967,10 +981,7 @@ impl Drop for Files<'_> {
     /// The daemon keeps its own copy of what it took: the uploads go.
     fn drop(&mut self) {
         for u in &self.sent {
-            let _ = self
-                .ctx
-                .client
-                .delete(&format!("/api/v1/uploads/{}", u.id));
+            let _ = self.ctx.client.delete(&format!("/api/v1/uploads/{}", u.id));
         }
     }
 }

@@ -464,7 +464,13 @@ mod tests {
         let e = refusal(Limit::VolumeBytes, "small", &l, &u);
         assert_eq!(e.code, "volume_size_limit_reached");
         assert_eq!(e.kind, crate::ErrorKind::Conflict);
-        for part in ["'small'", "max_volume_bytes", "9G", "10G", "delete a volume"] {
+        for part in [
+            "'small'",
+            "max_volume_bytes",
+            "9G",
+            "10G",
+            "delete a volume",
+        ] {
             assert!(e.message.contains(part), "{part}: {}", e.message);
         }
         let e = refusal(

@@ -8,9 +8,9 @@
 //! never judges an instance in the middle of an operation.
 
 use crate::config::Config;
+use crate::metrics::Metrics;
 use reprise_catalog::Catalog;
 use reprise_qemu::accel::HostFacts;
-use crate::metrics::Metrics;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

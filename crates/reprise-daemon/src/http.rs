@@ -54,7 +54,13 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.0.kind.http_status())
             .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let mut resp = (status, Json(ErrorBody { error: self.0.clone() })).into_response();
+        let mut resp = (
+            status,
+            Json(ErrorBody {
+                error: self.0.clone(),
+            }),
+        )
+            .into_response();
         // For [`authenticate`], which scrubs what a tenant reads.
         resp.extensions_mut().insert(self.0);
         resp
@@ -141,8 +147,7 @@ async fn authenticate(State(app): State<Arc<App>>, mut req: Request, next: Next)
             Ok(Some((account, key))) => {
                 app.touch_key(key);
                 admin = account.admin;
-                req.extensions_mut()
-                    .insert(Authenticated { account, key });
+                req.extensions_mut().insert(Authenticated { account, key });
             }
             Ok(None) => {
                 return ApiError(Error::new(
@@ -294,10 +299,7 @@ pub fn router(app: Arc<App>) -> Router {
             get(show_account).delete(delete_account),
         )
         .route("/accounts/{account}/settings", post(account_settings))
-        .route(
-            "/accounts/{account}/keys",
-            get(list_keys).post(create_key),
-        )
+        .route("/accounts/{account}/keys", get(list_keys).post(create_key))
         .route(
             "/accounts/{account}/keys/{key}",
             axum::routing::delete(revoke_key),
@@ -512,10 +514,7 @@ async fn rotate_key(
     Ok(created(accounts::rotate_key(&app, &me, key)?))
 }
 
-async fn list_plans(
-    State(app): State<Arc<App>>,
-    Caller(me): Caller,
-) -> ApiResult<Json<Vec<Plan>>> {
+async fn list_plans(State(app): State<Arc<App>>, Caller(me): Caller) -> ApiResult<Json<Vec<Plan>>> {
     Ok(Json(accounts::list_plans(&app, &me)?))
 }
 
@@ -536,10 +535,7 @@ async fn delete_plan(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn list_zones(
-    State(app): State<Arc<App>>,
-    Caller(me): Caller,
-) -> ApiResult<Json<Vec<Zone>>> {
+async fn list_zones(State(app): State<Arc<App>>, Caller(me): Caller) -> ApiResult<Json<Vec<Zone>>> {
     Ok(Json(app.catalog.list_zones()?.for_caller(&app, &me)))
 }
 
@@ -617,8 +613,7 @@ async fn list_volumes(
     Params(q): Params<VolumeQuery>,
 ) -> ApiResult<Json<Vec<Volume>>> {
     Ok(Json(
-        volumes::list(&app, &me, q.zone.as_deref(), q.instance.as_deref())?
-            .for_caller(&app, &me),
+        volumes::list(&app, &me, q.zone.as_deref(), q.instance.as_deref())?.for_caller(&app, &me),
     ))
 }
 
@@ -682,9 +677,7 @@ async fn detach_volume(
     _: IgnoredBody,
 ) -> ApiResult<Json<Volume>> {
     Ok(Json(
-        volumes::detach(&app, &me, &id)
-            .await?
-            .for_caller(&app, &me),
+        volumes::detach(&app, &me, &id).await?.for_caller(&app, &me),
     ))
 }
 
@@ -692,7 +685,9 @@ async fn list_instances(
     State(app): State<Arc<App>>,
     Caller(me): Caller,
 ) -> ApiResult<Json<Vec<Instance>>> {
-    Ok(Json(instances::list(&app, &me).await?.for_caller(&app, &me)))
+    Ok(Json(
+        instances::list(&app, &me).await?.for_caller(&app, &me),
+    ))
 }
 
 async fn create_instance(
@@ -709,9 +704,7 @@ async fn show_instance(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Instance>> {
     Ok(Json(
-        instances::show(&app, &me, &id)
-            .await?
-            .for_caller(&app, &me),
+        instances::show(&app, &me, &id).await?.for_caller(&app, &me),
     ))
 }
 
@@ -786,7 +779,9 @@ async fn list_points(
     Caller(me): Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Vec<Point>>> {
-    Ok(Json(points::list(&app, &me, &id).await?.for_caller(&app, &me)))
+    Ok(Json(
+        points::list(&app, &me, &id).await?.for_caller(&app, &me),
+    ))
 }
 
 async fn create_point(

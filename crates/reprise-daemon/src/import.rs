@@ -71,7 +71,11 @@ fn host_path_refused(app: &App, caller: &Account, field: &str, path: &str) -> Er
             "{field}: files on the daemon's host are not accepted from tenants: upload the file (POST /api/v1/uploads) and give the upload's id"
         )
     };
-    Error::new(reprise_core::ErrorKind::Forbidden, "host_path_refused", message)
+    Error::new(
+        reprise_core::ErrorKind::Forbidden,
+        "host_path_refused",
+        message,
+    )
 }
 
 /// Open what a request names for `field`: an upload of the caller's, or
@@ -97,8 +101,7 @@ pub fn open(
 /// Open a file the daemon itself keeps (an instance's own kernel, for a
 /// clone): no tenant names it.
 pub fn open_own(path: &Path, what: &str) -> Result<Opened> {
-    let file = File::open(path)
-        .map_err(io_error(format!("cannot read the instance's {what}")))?;
+    let file = File::open(path).map_err(io_error(format!("cannot read the instance's {what}")))?;
     let len = file
         .metadata()
         .map_err(io_error(format!("cannot read the instance's {what}")))?
@@ -319,7 +322,10 @@ pub fn judge(file: &File, label: &str, max_virtual: u64) -> Result<Judged> {
                 virtual_size: h.size,
             },
             Err(e) if e.code == "qcow2_corrupt" => {
-                return Err(refused("image_corrupt", format!("it is corrupt ({})", e.message)))
+                return Err(refused(
+                    "image_corrupt",
+                    format!("it is corrupt ({})", e.message),
+                ))
             }
             Err(e) => return Err(refused("image_unsafe", e.message)),
         }
@@ -385,7 +391,13 @@ pub async fn convert(app: &App, judged: Judged, src: &Path, dest: &Path) -> Resu
     if judged.format == "qcow2" {
         limited_qemu_img(
             app,
-            &["check".as_ref(), "-q".as_ref(), "-f".as_ref(), "qcow2".as_ref(), src.as_os_str()],
+            &[
+                "check".as_ref(),
+                "-q".as_ref(),
+                "-f".as_ref(),
+                "qcow2".as_ref(),
+                src.as_os_str(),
+            ],
             1 << 20,
             "image_corrupt",
         )
@@ -438,8 +450,8 @@ pub async fn import_image(
     let staged = tokio::task::spawn_blocking(move || stage(&opened, &src, u64::MAX))
         .await
         .map_err(|e| Error::internal(format!("import: {e}")))??;
-    let file = File::open(&staged.path)
-        .map_err(io_error(format!("cannot read the copy of {label}")))?;
+    let file =
+        File::open(&staged.path).map_err(io_error(format!("cannot read the copy of {label}")))?;
     let judged = judge(
         &file,
         &label,
@@ -465,7 +477,10 @@ mod tests {
     fn file_with(bytes: &[u8]) -> (tempfile::TempDir, File) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("img");
-        std::fs::File::create(&path).unwrap().write_all(bytes).unwrap();
+        std::fs::File::create(&path)
+            .unwrap()
+            .write_all(bytes)
+            .unwrap();
         (dir, File::open(path).unwrap())
     }
 
@@ -503,7 +518,11 @@ mod tests {
             }
         );
         let cases: Vec<(Vec<u8>, &str, &str)> = vec![
-            (qcow2_header(1 << 30)[..200].to_vec(), "image_corrupt", "beyond the end"),
+            (
+                qcow2_header(1 << 30)[..200].to_vec(),
+                "image_corrupt",
+                "beyond the end",
+            ),
             (qcow2_header(1 << 41), "image_too_large", "max_virtual_size"),
             (
                 {
@@ -514,7 +533,11 @@ mod tests {
                 "image_unsafe",
                 "backing file",
             ),
-            (b"KDMV and more".to_vec(), "image_format_unsupported", "VMDK"),
+            (
+                b"KDMV and more".to_vec(),
+                "image_format_unsupported",
+                "VMDK",
+            ),
             (Vec::new(), "image_corrupt", "empty"),
         ];
         for (bytes, code, words) in cases {

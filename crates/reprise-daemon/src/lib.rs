@@ -141,9 +141,9 @@ fn apply_plans(config: &Config, catalog: &Catalog) -> Result<()> {
         })?;
     }
     if let Some(p) = &config.default_plan {
-        catalog
-            .plan(p)
-            .map_err(|e| Error::invalid("config_invalid", format!("default_plan: {}", e.message)))?;
+        catalog.plan(p).map_err(|e| {
+            Error::invalid("config_invalid", format!("default_plan: {}", e.message))
+        })?;
     }
     Ok(())
 }

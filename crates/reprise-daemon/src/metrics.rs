@@ -164,7 +164,10 @@ impl Metrics {
             .inc();
         if let Some(code) = failed {
             self.job_failures
-                .get_or_create(&vec![("kind", kind.to_string()), ("code", code.to_string())])
+                .get_or_create(&vec![
+                    ("kind", kind.to_string()),
+                    ("code", code.to_string()),
+                ])
                 .inc();
         }
         self.job_seconds

@@ -92,7 +92,7 @@ pub async fn watch(app: Arc<App>) {
     loop {
         tick.tick().await;
         ticks += 1;
-        if ticks % 300 == 0 {
+        if ticks.is_multiple_of(300) {
             if let Err(e) = crate::ops::uploads::expire(&app) {
                 tracing::warn!("expiring uploads failed: {e}");
             }

@@ -255,7 +255,7 @@ mod tests {
             let (r, mut w) = stream.into_split();
             let mut r = BufReader::new(r);
             let junk = vec![b'x'; 1 << 20];
-            for _ in 0..(3 * MAX_MESSAGE >> 20) {
+            for _ in 0..((3 * MAX_MESSAGE) >> 20) {
                 w.write_all(&junk).await.unwrap();
             }
             w.write_all(b"\n").await.unwrap();

@@ -444,7 +444,10 @@ fn metrics_count_requests_and_instances() {
     let e = err_of(Client::new(&d.url, None).get_text("/metrics"));
     assert_eq!(e.code, "api_key_missing");
     let e = err_of(d.account("alice").get_text("/metrics"));
-    assert_eq!((e.kind, e.code.as_str()), (ErrorKind::Forbidden, "admin_only"));
+    assert_eq!(
+        (e.kind, e.code.as_str()),
+        (ErrorKind::Forbidden, "admin_only")
+    );
     let text = d.admin().get_text("/metrics").unwrap();
     assert!(
         text.contains("reprise_http_requests_total{method=\"GET\",status=\"200\"}"),

@@ -37,7 +37,9 @@ fn holdings(c: &Client) -> Value {
     let mut jobs = get("/api/v1/jobs?limit=1000");
     // A job's log grows while it runs; its identity and state are what count.
     for j in jobs.as_array_mut().unwrap() {
-        j.as_object_mut().unwrap().retain(|k, _| k == "id" || k == "state");
+        j.as_object_mut()
+            .unwrap()
+            .retain(|k, _| k == "id" || k == "state");
     }
     let me: Account = c.get("/api/v1/whoami").unwrap();
     let mut keys = get(&format!("/api/v1/accounts/{}/keys", me.id));
@@ -47,7 +49,10 @@ fn holdings(c: &Client) -> Value {
     let instances = get("/api/v1/instances");
     let mut points = Vec::new();
     for i in instances.as_array().unwrap() {
-        points.push(get(&format!("/api/v1/instances/{}/points", i["id"].as_str().unwrap())));
+        points.push(get(&format!(
+            "/api/v1/instances/{}/points",
+            i["id"].as_str().unwrap()
+        )));
     }
     json!({
         "volumes": get("/api/v1/volumes"),
@@ -97,9 +102,18 @@ fn a_tenant_never_names_a_host_file_and_the_admin_only_below_import_dirs() {
     let mut messages = Vec::new();
     for path in &paths {
         for (route, body) in [
-            ("/api/v1/templates/import", json!({"name": "stolen", "file": path})),
-            ("/api/v1/instances", json!({"name": "vm", "image": path, "no_start": true})),
-            ("/api/v1/instances", json!({"name": "vm", "kernel": path, "no_start": true})),
+            (
+                "/api/v1/templates/import",
+                json!({"name": "stolen", "file": path}),
+            ),
+            (
+                "/api/v1/instances",
+                json!({"name": "vm", "image": path, "no_start": true}),
+            ),
+            (
+                "/api/v1/instances",
+                json!({"name": "vm", "kernel": path, "no_start": true}),
+            ),
             (
                 "/api/v1/instances",
                 json!({"name": "vm", "root_size": "1G", "kernel": "/boot/vmlinuz", "initrd": path}),
@@ -111,7 +125,11 @@ fn a_tenant_never_names_a_host_file_and_the_admin_only_below_import_dirs() {
                 (ErrorKind::Forbidden, "host_path_refused"),
                 "{route} {body}"
             );
-            assert!(!e.message.contains(path.as_str()), "the path is not echoed: {}", e.message);
+            assert!(
+                !e.message.contains(path.as_str()),
+                "the path is not echoed: {}",
+                e.message
+            );
             messages.push(e.message.replace(path.as_str(), ""));
         }
     }
@@ -144,7 +162,10 @@ fn a_tenant_never_names_a_host_file_and_the_admin_only_below_import_dirs() {
         assert_eq!(e.code, "host_path_refused", "{path}: {}", e.message);
         assert!(e.message.contains("import_dirs"), "{}", e.message);
     }
-    assert!(admin.get::<Vec<Template>>("/api/v1/templates").unwrap().is_empty());
+    assert!(admin
+        .get::<Vec<Template>>("/api/v1/templates")
+        .unwrap()
+        .is_empty());
 
     // A path swapped between check and use: the import reads the file it
     // opened when the request came, never what the path names later.
@@ -160,8 +181,15 @@ fn a_tenant_never_names_a_host_file_and_the_admin_only_below_import_dirs() {
         .wait_job(&job.id.to_string(), Duration::from_secs(120), |_| {})
         .unwrap();
     let t: Template = admin.get("/api/v1/templates/swapped").unwrap();
-    assert_eq!(t.size_bytes, 1 << 20, "the opened file was imported, not the secret");
-    assert_eq!(t.source_snapshot, "image:disk.raw", "no host path is recorded");
+    assert_eq!(
+        t.size_bytes,
+        1 << 20,
+        "the opened file was imported, not the secret"
+    );
+    assert_eq!(
+        t.source_snapshot, "image:disk.raw",
+        "no host path is recorded"
+    );
 
     // Nothing is left in the daemon's private import directory.
     let left: Vec<_> = std::fs::read_dir(d.config.imports_dir())
@@ -178,12 +206,18 @@ fn uploads_resume_are_capped_and_stay_their_owners() {
     });
     let alice = d.account("alice");
     let bob = d.account("bob");
-    let raw = |c: &Client, method: &str, path: &str, body: &[u8]| {
-        ureq::AgentBuilder::new()
+    // A request's status and body, whatever the status.
+    let raw = |c: &Client, path: &str, body: &[u8]| -> (u16, String) {
+        let sent = ureq::AgentBuilder::new()
             .build()
-            .request(method, &format!("{}{path}", d.url))
+            .request("PUT", &format!("{}{path}", d.url))
             .set("Authorization", &format!("Bearer {}", c.key().unwrap()))
-            .send_bytes(body)
+            .send_bytes(body);
+        match sent {
+            Ok(r) => (r.status(), r.into_string().unwrap()),
+            Err(ureq::Error::Status(s, r)) => (s, r.into_string().unwrap()),
+            Err(e) => panic!("{path}: {e}"),
+        }
     };
     let data: Vec<u8> = (0..(3 << 20) + 123).map(|i| (i * 31 % 251) as u8).collect();
     let u: Upload = alice
@@ -198,26 +232,26 @@ fn uploads_resume_are_capped_and_stay_their_owners() {
     // The first half arrives; a retry from the wrong place is told where
     // to resume; the rest completes it with the file's SHA-256.
     let half = data.len() / 2;
-    let r = raw(&alice, "PUT", &format!("{data_path}?offset=0"), &data[..half]).unwrap();
-    let after: Upload = r.into_json().unwrap();
+    let (status, text) = raw(&alice, &format!("{data_path}?offset=0"), &data[..half]);
+    assert_eq!(status, 200, "{text}");
+    let after: Upload = serde_json::from_str(&text).unwrap();
     assert_eq!(after.received_bytes, half as u64);
-    match raw(&alice, "PUT", &format!("{data_path}?offset=0"), &data[..10]) {
-        Err(ureq::Error::Status(409, r)) => {
-            let text = r.into_string().unwrap();
-            assert!(text.contains("upload_offset_mismatch") && text.contains(&half.to_string()), "{text}");
-        }
-        other => panic!("{other:?}"),
-    }
+    let (status, text) = raw(&alice, &format!("{data_path}?offset=0"), &data[..10]);
+    assert_eq!(status, 409, "{text}");
+    assert!(
+        text.contains("upload_offset_mismatch") && text.contains(&half.to_string()),
+        "{text}"
+    );
     // Another account cannot write to it, nor see it.
-    assert!(matches!(
-        raw(&bob, "PUT", &format!("{data_path}?offset={half}"), &data[half..]),
-        Err(ureq::Error::Status(404, _))
-    ));
-    assert_eq!(err_of(bob.get::<Upload>(&format!("/api/v1/uploads/{}", u.id))).code, "upload_not_found");
-    let done: Upload = raw(&alice, "PUT", &format!("{data_path}?offset={half}"), &data[half..])
-        .unwrap()
-        .into_json()
-        .unwrap();
+    let (status, _) = raw(&bob, &format!("{data_path}?offset={half}"), &data[half..]);
+    assert_eq!(status, 404);
+    assert_eq!(
+        err_of(bob.get::<Upload>(&format!("/api/v1/uploads/{}", u.id))).code,
+        "upload_not_found"
+    );
+    let (status, text) = raw(&alice, &format!("{data_path}?offset={half}"), &data[half..]);
+    assert_eq!(status, 200, "{text}");
+    let done: Upload = serde_json::from_str(&text).unwrap();
     assert_eq!(done.state, UploadState::Complete);
     let local = Command::new("sha256sum")
         .stdin(std::process::Stdio::piped())
@@ -232,52 +266,59 @@ fn uploads_resume_are_capped_and_stay_their_owners() {
     let local = String::from_utf8_lossy(&local.stdout);
     assert_eq!(done.sha256.as_deref(), local.split(' ').next());
     // Complete means never written again.
-    match raw(&alice, "PUT", &format!("{data_path}?offset={}", data.len()), b"x") {
-        Err(ureq::Error::Status(409, r)) => {
-            assert!(r.into_string().unwrap().contains("upload_complete"))
-        }
-        other => panic!("{other:?}"),
-    }
+    let (status, text) = raw(&alice, &format!("{data_path}?offset={}", data.len()), b"x");
+    assert_eq!(status, 409);
+    assert!(text.contains("upload_complete"), "{text}");
 
     // More bytes than announced are refused; so is an upload above the cap,
     // and more uploads than the account may keep.
     let small: Upload = alice
-        .post("/api/v1/uploads", &json!({"name": "small", "size_bytes": 4}))
+        .post(
+            "/api/v1/uploads",
+            &json!({"name": "small", "size_bytes": 4}),
+        )
         .unwrap();
-    match raw(&alice, "PUT", &format!("/api/v1/uploads/{}/data", small.id), b"toolong") {
-        Err(ureq::Error::Status(400, r)) => {
-            assert!(r.into_string().unwrap().contains("upload_too_large"))
-        }
-        other => panic!("{other:?}"),
-    }
+    let (status, text) = raw(
+        &alice,
+        &format!("/api/v1/uploads/{}/data", small.id),
+        b"toolong",
+    );
+    assert_eq!(status, 400);
+    assert!(text.contains("upload_too_large"), "{text}");
     let e = err_of(alice.post::<_, Upload>(
         "/api/v1/uploads",
         &json!({"name": "big", "size_bytes": 9 << 20}),
     ));
     assert_eq!(e.code, "upload_too_large");
     let _: Upload = alice
-        .post("/api/v1/uploads", &json!({"name": "third", "size_bytes": 1}))
+        .post(
+            "/api/v1/uploads",
+            &json!({"name": "third", "size_bytes": 1}),
+        )
         .unwrap();
     let e = err_of(alice.post::<_, Upload>(
         "/api/v1/uploads",
         &json!({"name": "fourth", "size_bytes": 1}),
     ));
     assert_eq!(e.code, "upload_limit_reached");
-    let e = err_of(alice.post::<_, Upload>(
-        "/api/v1/uploads",
-        &json!({"name": "a/b", "size_bytes": 1}),
-    ));
+    let e = err_of(
+        alice.post::<_, Upload>("/api/v1/uploads", &json!({"name": "a/b", "size_bytes": 1})),
+    );
     assert_eq!(e.code, "name_invalid");
 
     // The client's upload: whole file, checked against its own hash.
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("image.raw");
     std::fs::write(&file, &data).unwrap();
-    alice.delete(&format!("/api/v1/uploads/{}", small.id)).unwrap();
+    alice
+        .delete(&format!("/api/v1/uploads/{}", small.id))
+        .unwrap();
     let sent = alice.upload(&file, |_, _| {}).unwrap();
     assert_eq!(sent.sha256, done.sha256);
     // Deleted, its file goes.
-    alice.delete(&format!("/api/v1/uploads/{}", sent.id)).unwrap();
+    alice
+        .delete(&format!("/api/v1/uploads/{}", sent.id))
+        .unwrap();
     assert!(!d.config.uploads_dir().join(sent.id.to_string()).exists());
     // An upload still receiving cannot be used.
     let pending: Upload = alice
@@ -297,7 +338,17 @@ fn uploads_resume_are_capped_and_stay_their_owners() {
 fn hostile_images(dir: &Path) -> Vec<(String, &'static str, &'static str)> {
     let p = |n: &str| dir.join(n).to_str().unwrap().to_string();
     std::fs::write(p("base.raw"), vec![1u8; 1 << 20]).unwrap();
-    qemu_img(&["create", "-q", "-f", "qcow2", "-b", &p("base.raw"), "-F", "raw", &p("backing.qcow2")]);
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-b",
+        &p("base.raw"),
+        "-F",
+        "raw",
+        &p("backing.qcow2"),
+    ]);
     std::fs::write(p("own-data"), b"").unwrap();
     qemu_img(&[
         "create",
@@ -347,16 +398,39 @@ fn hostile_images_are_refused_at_every_entry() {
     let d = TestDaemon::start_with(|c| c.import_dirs.push(dir.path().into()));
     let admin = d.admin();
     let alice = d.account("alice");
-    let data_file_before = std::fs::metadata(dir.path().join("own-data")).unwrap().modified().unwrap();
+    let data_file_before = std::fs::metadata(dir.path().join("own-data"))
+        .unwrap()
+        .modified()
+        .unwrap();
     let admin_before = holdings(&admin);
     for (file, code, words) in &images {
-        let upload = alice.upload(Path::new(file), |_, _| {}).unwrap().id.to_string();
+        let upload = alice
+            .upload(Path::new(file), |_, _| {})
+            .unwrap()
+            .id
+            .to_string();
         let alice_before = holdings(&alice);
         let entries = [
-            (&alice, "/api/v1/templates/import", json!({"name": "bad", "upload": upload})),
-            (&alice, "/api/v1/instances", json!({"name": "bad", "image_upload": upload, "no_start": true})),
-            (&admin, "/api/v1/templates/import", json!({"name": "bad", "file": file})),
-            (&admin, "/api/v1/instances", json!({"name": "bad", "image": file, "no_start": true})),
+            (
+                &alice,
+                "/api/v1/templates/import",
+                json!({"name": "bad", "upload": upload}),
+            ),
+            (
+                &alice,
+                "/api/v1/instances",
+                json!({"name": "bad", "image_upload": upload, "no_start": true}),
+            ),
+            (
+                &admin,
+                "/api/v1/templates/import",
+                json!({"name": "bad", "file": file}),
+            ),
+            (
+                &admin,
+                "/api/v1/instances",
+                json!({"name": "bad", "image": file, "no_start": true}),
+            ),
         ];
         for (who, route, body) in entries {
             let e = err_of(who.start_job(route, &body));
@@ -370,7 +444,10 @@ fn hostile_images_are_refused_at_every_entry() {
     }
     assert_eq!(holdings(&admin), admin_before);
     assert_eq!(
-        std::fs::metadata(dir.path().join("own-data")).unwrap().modified().unwrap(),
+        std::fs::metadata(dir.path().join("own-data"))
+            .unwrap()
+            .modified()
+            .unwrap(),
         data_file_before,
         "the data file was not touched"
     );
@@ -387,7 +464,9 @@ fn uploaded_files_boot_a_guest() {
     // An ext4 disk holding a file: the guest mounts its first disk.
     let content = dir.path().join("content");
     std::fs::create_dir(&content).unwrap();
-    let bytes: Vec<u8> = (0..(3 << 20)).map(|i: u32| (i.wrapping_mul(2654435761) >> 24) as u8).collect();
+    let bytes: Vec<u8> = (0..(3 << 20))
+        .map(|i: u32| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect();
     std::fs::write(content.join("app.bin"), &bytes).unwrap();
     let image = dir.path().join("golden.raw");
     let made = Command::new("mkfs.ext4")
@@ -405,17 +484,26 @@ fn uploaded_files_boot_a_guest() {
         &json!({"name": "golden", "upload": upload.id}),
     );
     let t: Template = alice.get("/api/v1/templates/golden").unwrap();
-    assert_eq!((t.size_bytes, t.source_snapshot.as_str()), (16 << 20, "upload:golden.raw"));
+    assert_eq!(
+        (t.size_bytes, t.source_snapshot.as_str()),
+        (16 << 20, "upload:golden.raw")
+    );
     let mut req = d.guest_instance_for(&alice, "vm", &[]);
     req.template = Some("golden".into());
     run_job(&alice, "/api/v1/instances", &req);
     let vm = instance(&alice, "vm");
     assert_eq!(vm.state, InstanceState::Running);
-    assert!(vm.qmp_socket.is_empty() && vm.pid.is_none(), "no host details: {vm:?}");
+    assert!(
+        vm.qmp_socket.is_empty() && vm.pid.is_none(),
+        "no host details: {vm:?}"
+    );
     assert_eq!(vm.kernel.as_deref(), Some("kernel"));
     let (code, out) = d.guest_sh(&vm, "md5sum /mnt/data/app.bin");
     assert_eq!(code, 0, "{out}");
-    let local = Command::new("md5sum").arg(content.join("app.bin")).output().unwrap();
+    let local = Command::new("md5sum")
+        .arg(content.join("app.bin"))
+        .output()
+        .unwrap();
     assert_eq!(
         out.split(' ').next(),
         String::from_utf8_lossy(&local.stdout).split(' ').next(),
@@ -445,10 +533,16 @@ fn plans_are_the_operators_and_every_limit_holds_atomically() {
     let admin = d.admin();
     let alice = d.account("alice");
     let me: AccountDetails = alice.get("/api/v1/accounts/alice").unwrap();
-    assert_eq!(me.account.plan.as_deref(), Some("small"), "the default plan");
+    assert_eq!(
+        me.account.plan.as_deref(),
+        Some("small"),
+        "the default plan"
+    );
 
     // A tenant neither chooses nor changes its plan, nor defines plans.
-    let e = err_of(alice.post::<_, AccountDetails>("/api/v1/accounts/alice/settings", &json!({"plan": ""})));
+    let e = err_of(
+        alice.post::<_, AccountDetails>("/api/v1/accounts/alice/settings", &json!({"plan": ""})),
+    );
     assert_eq!(e.code, "admin_only");
     let e = err_of(alice.post::<_, Value>("/api/v1/plans", &json!({"name": "free"})));
     assert_eq!(e.code, "admin_only");
@@ -462,7 +556,9 @@ fn plans_are_the_operators_and_every_limit_holds_atomically() {
 
     // Volumes: count and bytes, named in the refusal.
     for n in ["a", "b"] {
-        let _: Volume = alice.post("/api/v1/volumes", &json!({"name": n, "size": "1G"})).unwrap();
+        let _: Volume = alice
+            .post("/api/v1/volumes", &json!({"name": n, "size": "1G"}))
+            .unwrap();
     }
     let e = err_of(alice.post::<_, Volume>("/api/v1/volumes", &json!({"name": "c", "size": "2G"})));
     assert_eq!(e.code, "volume_size_limit_reached");
@@ -471,10 +567,19 @@ fn plans_are_the_operators_and_every_limit_holds_atomically() {
     }
     let e = err_of(alice.post::<_, Volume>("/api/v1/volumes/a/resize", &json!({"size": "3G"})));
     assert_eq!(e.code, "volume_size_limit_reached");
-    assert_eq!(alice.get::<Volume>("/api/v1/volumes/a").unwrap().size_bytes, 1 << 30, "not resized");
+    assert_eq!(
+        alice.get::<Volume>("/api/v1/volumes/a").unwrap().size_bytes,
+        1 << 30,
+        "not resized"
+    );
     // The instance's root volume counts too.
-    run_job(&alice, "/api/v1/instances", &json!({"name": "vm", "root_size": "512M", "no_start": true}));
-    let e = err_of(alice.post::<_, Volume>("/api/v1/volumes", &json!({"name": "c", "size": "64M"})));
+    run_job(
+        &alice,
+        "/api/v1/instances",
+        &json!({"name": "vm", "root_size": "512M", "no_start": true}),
+    );
+    let e =
+        err_of(alice.post::<_, Volume>("/api/v1/volumes", &json!({"name": "c", "size": "64M"})));
     assert_eq!(e.code, "volume_limit_reached");
     let e = err_of(alice.start_job(
         "/api/v1/instances",
@@ -488,13 +593,26 @@ fn plans_are_the_operators_and_every_limit_holds_atomically() {
     assert_eq!(e.code, "instance_limit_reached");
 
     // Recovery points: the VPS rule, one per instance.
-    run_job(&alice, "/api/v1/instances/vm/points", &json!({"name": "only"}));
+    run_job(
+        &alice,
+        "/api/v1/instances/vm/points",
+        &json!({"name": "only"}),
+    );
     let e = err_of(alice.start_job("/api/v1/instances/vm/points", &json!({})));
     assert_eq!(e.code, "point_limit_reached");
-    assert!(e.message.contains("delete the existing recovery point first"), "{}", e.message);
+    assert!(
+        e.message
+            .contains("delete the existing recovery point first"),
+        "{}",
+        e.message
+    );
 
     // Snapshots per volume.
-    run_job(&alice, "/api/v1/snapshots", &json!({"volume": "a", "name": "s1"}));
+    run_job(
+        &alice,
+        "/api/v1/snapshots",
+        &json!({"volume": "a", "name": "s1"}),
+    );
     assert_eq!(wait_snapshot(&alice, "s1").state, SnapshotState::BackedUp);
     let e = err_of(alice.start_job("/api/v1/snapshots", &json!({"volume": "a"})));
     assert_eq!(e.code, "snapshot_limit_reached");
@@ -502,7 +620,13 @@ fn plans_are_the_operators_and_every_limit_holds_atomically() {
     // The account shows its plan and usage against each limit.
     let me: AccountDetails = alice.get("/api/v1/accounts/alice").unwrap();
     assert_eq!(
-        (me.usage.volumes, me.usage.volume_bytes, me.usage.instances, me.usage.snapshots, me.usage.most_recovery_points),
+        (
+            me.usage.volumes,
+            me.usage.volume_bytes,
+            me.usage.instances,
+            me.usage.snapshots,
+            me.usage.most_recovery_points
+        ),
         (3, (2 << 30) + (512 << 20), 1, 1, 1)
     );
     // The CLI says the same.
@@ -513,12 +637,18 @@ fn plans_are_the_operators_and_every_limit_holds_atomically() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("max_volumes") && text.contains("small"), "{text}");
+    assert!(
+        text.contains("max_volumes") && text.contains("small"),
+        "{text}"
+    );
 
     // The operator lifts the account onto another plan; the tenant's next
     // request sees it.
     let _: Value = admin
-        .post("/api/v1/plans", &json!({"name": "one", "max_volumes": 5, "max_concurrent_jobs": 1}))
+        .post(
+            "/api/v1/plans",
+            &json!({"name": "one", "max_volumes": 5, "max_concurrent_jobs": 1}),
+        )
         .unwrap();
     let _: AccountDetails = admin
         .post("/api/v1/accounts/alice/settings", &json!({"plan": "one"}))
@@ -528,7 +658,10 @@ fn plans_are_the_operators_and_every_limit_holds_atomically() {
 
     // 20 concurrent requests against a limit of one: exactly one passes.
     let _: Value = admin
-        .post("/api/v1/plans", &json!({"name": "one", "max_volumes": 4, "max_concurrent_jobs": 1}))
+        .post(
+            "/api/v1/plans",
+            &json!({"name": "one", "max_volumes": 4, "max_concurrent_jobs": 1}),
+        )
         .unwrap();
     let race = |make: &(dyn Fn(&Client, usize) -> reprise_core::Result<Value> + Sync)| {
         let results: Vec<reprise_core::Result<Value>> = std::thread::scope(|s| {
@@ -540,15 +673,28 @@ fn plans_are_the_operators_and_every_limit_holds_atomically() {
                 .collect();
             handles.into_iter().map(|h| h.join().unwrap()).collect()
         });
-        let passed: Vec<Value> = results.iter().filter_map(|r| r.as_ref().ok().cloned()).collect();
-        let codes: Vec<String> = results.into_iter().filter_map(|r| r.err()).map(|e| e.code).collect();
+        let passed: Vec<Value> = results
+            .iter()
+            .filter_map(|r| r.as_ref().ok().cloned())
+            .collect();
+        let codes: Vec<String> = results
+            .into_iter()
+            .filter_map(|r| r.err())
+            .map(|e| e.code)
+            .collect();
         (passed, codes)
     };
     let (passed, codes) = race(&|c, i| {
-        c.post("/api/v1/volumes", &json!({"name": format!("race{i}"), "size": "64M"}))
+        c.post(
+            "/api/v1/volumes",
+            &json!({"name": format!("race{i}"), "size": "64M"}),
+        )
     });
     assert_eq!(passed.len(), 1, "{codes:?}");
-    assert!(codes.iter().all(|c| c == "volume_limit_reached"), "{codes:?}");
+    assert!(
+        codes.iter().all(|c| c == "volume_limit_reached"),
+        "{codes:?}"
+    );
     // Jobs at once: a backup of written data takes a while; of 20 that
     // race to start, one runs.
     let path = d
@@ -564,8 +710,11 @@ fn plans_are_the_operators_and_every_limit_holds_atomically() {
         .unwrap();
     assert!(ok.status.success(), "{ok:?}");
     let (passed, codes) = race(&|c, i| {
-        c.post::<_, JobStarted>("/api/v1/snapshots", &json!({"volume": "b", "name": format!("b{i}")}))
-            .map(|j| serde_json::to_value(j.job).unwrap())
+        c.post::<_, JobStarted>(
+            "/api/v1/snapshots",
+            &json!({"volume": "b", "name": format!("b{i}")}),
+        )
+        .map(|j| serde_json::to_value(j.job).unwrap())
     });
     assert_eq!(passed.len(), 1, "{codes:?}");
     assert!(codes.iter().all(|c| c == "job_limit_reached"), "{codes:?}");
@@ -592,36 +741,68 @@ fn keys_are_made_listed_revoked_and_rotated_and_accounts_deleted() {
     let names: Vec<&str> = keys.iter().map(|k| k.name.as_str()).collect();
     assert_eq!(names, ["default", "ci"]);
     assert!(keys.iter().all(|k| k.last_used_at.is_some()), "{keys:?}");
-    assert!(!serde_json::to_string(&keys).unwrap().contains(&made.api_key), "never shown again");
+    assert!(
+        !serde_json::to_string(&keys)
+            .unwrap()
+            .contains(&made.api_key),
+        "never shown again"
+    );
     // Another tenant sees none of them, and cannot revoke one.
-    assert_eq!(err_of(bob.get::<Vec<ApiKey>>("/api/v1/accounts/alice/keys")).code, "account_not_found");
-    assert_eq!(err_of(bob.delete("/api/v1/accounts/alice/keys/ci")).code, "account_not_found");
+    assert_eq!(
+        err_of(bob.get::<Vec<ApiKey>>("/api/v1/accounts/alice/keys")).code,
+        "account_not_found"
+    );
+    assert_eq!(
+        err_of(bob.delete("/api/v1/accounts/alice/keys/ci")).code,
+        "account_not_found"
+    );
     // Revoked: the next request fails.
     alice.delete("/api/v1/accounts/alice/keys/ci").unwrap();
     let e = err_of(ci.get::<Vec<Volume>>("/api/v1/volumes"));
-    assert_eq!((e.kind, e.code.as_str()), (ErrorKind::Unauthorized, "api_key_invalid"));
+    assert_eq!(
+        (e.kind, e.code.as_str()),
+        (ErrorKind::Unauthorized, "api_key_invalid")
+    );
     // The admin revokes any key.
     admin.delete("/api/v1/accounts/bob/keys/default").unwrap();
-    assert_eq!(err_of(bob.get::<Vec<Volume>>("/api/v1/volumes")).code, "api_key_invalid");
+    assert_eq!(
+        err_of(bob.get::<Vec<Volume>>("/api/v1/volumes")).code,
+        "api_key_invalid"
+    );
 
     // The admin key rotates without a restart; the file follows.
     let e = err_of(admin.delete("/api/v1/accounts/admin/keys/default"));
     assert_eq!(e.code, "last_admin_key");
     let rotated: ApiKeyCreated = admin.post("/api/v1/keys/rotate", &json!({})).unwrap();
-    assert_eq!(err_of(admin.get::<Account>("/api/v1/whoami")).code, "api_key_invalid");
+    assert_eq!(
+        err_of(admin.get::<Account>("/api/v1/whoami")).code,
+        "api_key_invalid"
+    );
     let admin = Client::new(&d.url, Some(rotated.api_key.clone()));
     assert!(admin.get::<Account>("/api/v1/whoami").unwrap().admin);
     assert_eq!(
-        std::fs::read_to_string(d.config.admin_key_path()).unwrap().trim(),
+        std::fs::read_to_string(d.config.admin_key_path())
+            .unwrap()
+            .trim(),
         rotated.api_key
     );
 
     // An account is deleted only empty, or with purge, through the usual
     // operations; its keys fail at once.
-    let _: Volume = alice.post("/api/v1/volumes", &json!({"name": "v", "size": "64M"})).unwrap();
-    run_job(&alice, "/api/v1/snapshots", &json!({"volume": "v", "name": "s"}));
+    let _: Volume = alice
+        .post("/api/v1/volumes", &json!({"name": "v", "size": "64M"}))
+        .unwrap();
+    run_job(
+        &alice,
+        "/api/v1/snapshots",
+        &json!({"volume": "v", "name": "s"}),
+    );
     wait_snapshot(&alice, "s");
-    run_job(&alice, "/api/v1/instances", &json!({"name": "vm", "root_size": "64M", "no_start": true}));
+    run_job(
+        &alice,
+        "/api/v1/instances",
+        &json!({"name": "vm", "root_size": "64M", "no_start": true}),
+    );
     run_job(&alice, "/api/v1/instances/vm/points", &json!({"name": "p"}));
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("f"), b"hello").unwrap();
@@ -631,20 +812,38 @@ fn keys_are_made_listed_revoked_and_rotated_and_accounts_deleted() {
     for part in ["1 instance", "volume", "1 snapshot", "1 upload"] {
         assert!(e.message.contains(part), "{part}: {}", e.message);
     }
-    assert_eq!(err_of(alice.delete("/api/v1/accounts/alice")).code, "admin_only");
-    let files_before: Vec<_> = std::fs::read_dir(d.config.default_zone_dir()).unwrap().collect();
+    assert_eq!(
+        err_of(alice.delete("/api/v1/accounts/alice")).code,
+        "admin_only"
+    );
+    let files_before: Vec<_> = std::fs::read_dir(d.config.default_zone_dir())
+        .unwrap()
+        .collect();
     assert_eq!(files_before.len(), 2);
-    let purge = admin.delete_job("/api/v1/accounts/alice?purge=true").unwrap();
+    let purge = admin
+        .delete_job("/api/v1/accounts/alice?purge=true")
+        .unwrap();
     admin
         .wait_job(&purge.id.to_string(), Duration::from_secs(120), |_| {})
         .unwrap();
-    assert_eq!(err_of(alice.get::<Account>("/api/v1/whoami")).code, "api_key_invalid");
-    assert_eq!(err_of(admin.get::<AccountDetails>("/api/v1/accounts/alice")).code, "account_not_found");
-    let left: Vec<_> = std::fs::read_dir(d.config.default_zone_dir()).unwrap().collect();
+    assert_eq!(
+        err_of(alice.get::<Account>("/api/v1/whoami")).code,
+        "api_key_invalid"
+    );
+    assert_eq!(
+        err_of(admin.get::<AccountDetails>("/api/v1/accounts/alice")).code,
+        "account_not_found"
+    );
+    let left: Vec<_> = std::fs::read_dir(d.config.default_zone_dir())
+        .unwrap()
+        .collect();
     assert!(left.is_empty(), "its volumes' files are gone: {left:?}");
     let uploads_left: Vec<_> = std::fs::read_dir(d.config.uploads_dir()).unwrap().collect();
     assert!(uploads_left.is_empty(), "{uploads_left:?}");
-    assert_eq!(err_of(admin.delete("/api/v1/accounts/admin")).code, "account_is_admin");
+    assert_eq!(
+        err_of(admin.delete("/api/v1/accounts/admin")).code,
+        "account_is_admin"
+    );
 }
 
 /// Alice's resources of every kind, and the value each path parameter
@@ -657,14 +856,35 @@ struct Alice {
 fn alice_with_everything(d: &TestDaemon) -> Alice {
     let c = d.account("alice");
     let me: Account = c.get("/api/v1/whoami").unwrap();
-    let v: Volume = c.post("/api/v1/volumes", &json!({"name": "avol", "size": "64M"})).unwrap();
-    let _: Volume = c.post("/api/v1/volumes", &json!({"name": "aspare", "size": "64M"})).unwrap();
-    run_job(&c, "/api/v1/snapshots", &json!({"volume": "avol", "name": "asnap"}));
+    let v: Volume = c
+        .post("/api/v1/volumes", &json!({"name": "avol", "size": "64M"}))
+        .unwrap();
+    let _: Volume = c
+        .post("/api/v1/volumes", &json!({"name": "aspare", "size": "64M"}))
+        .unwrap();
+    run_job(
+        &c,
+        "/api/v1/snapshots",
+        &json!({"volume": "avol", "name": "asnap"}),
+    );
     let s = wait_snapshot(&c, "asnap");
-    let t: Template = c.post("/api/v1/templates", &json!({"name": "atpl", "snapshot": "asnap"})).unwrap();
-    let job = run_job(&c, "/api/v1/instances", &json!({"name": "avm", "root_size": "64M", "no_start": true}));
+    let t: Template = c
+        .post(
+            "/api/v1/templates",
+            &json!({"name": "atpl", "snapshot": "asnap"}),
+        )
+        .unwrap();
+    let job = run_job(
+        &c,
+        "/api/v1/instances",
+        &json!({"name": "avm", "root_size": "64M", "no_start": true}),
+    );
     let vm = instance(&c, "avm");
-    run_job(&c, "/api/v1/instances/avm/points", &json!({"name": "apoint"}));
+    run_job(
+        &c,
+        "/api/v1/instances/avm/points",
+        &json!({"name": "apoint"}),
+    );
     let points: Vec<Point> = c.get("/api/v1/instances/avm/points").unwrap();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("f"), b"alice's").unwrap();
@@ -723,7 +943,9 @@ fn the_cross_tenant_matrix_covers_every_documented_route() {
     let d = TestDaemon::start();
     let alice = alice_with_everything(&d);
     let bob = d.account("bob");
-    let _: Volume = bob.post("/api/v1/volumes", &json!({"name": "bvol", "size": "64M"})).unwrap();
+    let _: Volume = bob
+        .post("/api/v1/volumes", &json!({"name": "bvol", "size": "64M"}))
+        .unwrap();
     let before = holdings(&alice.client);
     let doc: Value = bob.get("/api/v1/openapi.json").unwrap();
     let mut tried = 0;
@@ -742,7 +964,11 @@ fn the_cross_tenant_matrix_covers_every_documented_route() {
             let values = &alice.refs.iter().find(|(k, _)| *k == kind).unwrap().1;
             urls = urls
                 .iter()
-                .flat_map(|u| values.iter().map(move |v| u.replace(&format!("{{{param}}}"), v)))
+                .flat_map(|u| {
+                    values
+                        .iter()
+                        .map(move |v| u.replace(&format!("{{{param}}}"), v))
+                })
                 .collect();
         }
         for (method, _) in ops.as_object().unwrap() {
@@ -757,7 +983,10 @@ fn the_cross_tenant_matrix_covers_every_documented_route() {
                     _ => req.call(),
                 };
                 let status = match resp {
-                    Ok(r) => panic!("{method} {url}: bob got {} for alice's resource", r.status()),
+                    Ok(r) => panic!(
+                        "{method} {url}: bob got {} for alice's resource",
+                        r.status()
+                    ),
                     Err(ureq::Error::Status(s, r)) => (s, r.into_string().unwrap()),
                     Err(e) => panic!("{method} {url}: {e}"),
                 };
@@ -772,11 +1001,26 @@ fn the_cross_tenant_matrix_covers_every_documented_route() {
     // Routes without a parameter take references in their bodies.
     for (route, body) in [
         ("/api/v1/snapshots", json!({"volume": "avol"})),
-        ("/api/v1/templates", json!({"name": "t", "snapshot": "asnap"})),
-        ("/api/v1/templates/import", json!({"name": "t", "upload": alice.refs[6].1[0]})),
-        ("/api/v1/instances", json!({"name": "i", "template": "atpl", "no_start": true})),
-        ("/api/v1/instances", json!({"name": "i", "root_size": "64M", "data_volumes": ["aspare"], "no_start": true})),
-        ("/api/v1/instances", json!({"name": "i", "image_upload": alice.refs[6].1[0], "no_start": true})),
+        (
+            "/api/v1/templates",
+            json!({"name": "t", "snapshot": "asnap"}),
+        ),
+        (
+            "/api/v1/templates/import",
+            json!({"name": "t", "upload": alice.refs[6].1[0]}),
+        ),
+        (
+            "/api/v1/instances",
+            json!({"name": "i", "template": "atpl", "no_start": true}),
+        ),
+        (
+            "/api/v1/instances",
+            json!({"name": "i", "root_size": "64M", "data_volumes": ["aspare"], "no_start": true}),
+        ),
+        (
+            "/api/v1/instances",
+            json!({"name": "i", "image_upload": alice.refs[6].1[0], "no_start": true}),
+        ),
         ("/api/v1/volumes/bvol/attach", json!({"instance": "avm"})),
     ] {
         let e = err_of(bob.start_job(route, &body));
@@ -784,7 +1028,11 @@ fn the_cross_tenant_matrix_covers_every_documented_route() {
         tried += 1;
     }
     assert!(tried > 60, "{tried} requests");
-    assert_eq!(holdings(&alice.client), before, "nothing of alice's changed");
+    assert_eq!(
+        holdings(&alice.client),
+        before,
+        "nothing of alice's changed"
+    );
 }
 
 #[test]
@@ -815,15 +1063,28 @@ fn nothing_of_the_host_reaches_a_tenant() {
     }
     // Errors too: a failing resize of a volume whose file is gone names no
     // path to the tenant, while the admin's own view keeps it.
-    let v: Volume = d.admin().post("/api/v1/volumes", &json!({"name": "x", "size": "64M"})).unwrap();
-    assert!(v.path.starts_with(&data_dir), "the admin sees paths: {}", v.path);
+    let v: Volume = d
+        .admin()
+        .post("/api/v1/volumes", &json!({"name": "x", "size": "64M"}))
+        .unwrap();
+    assert!(
+        v.path.starts_with(&data_dir),
+        "the admin sees paths: {}",
+        v.path
+    );
     let avol = d.server().app.catalog.volume(alice_id(c), "avol").unwrap();
     std::fs::remove_file(&avol.path).unwrap();
     let e = err_of(c.post::<_, Volume>("/api/v1/volumes/avol/resize", &json!({"size": "128M"})));
     answers.push(("resize error".into(), format!("{e:?}")));
     for (path, text) in &answers {
-        assert!(!text.contains(&data_dir), "{path} shows a host path: {text}");
-        assert!(!text.contains("qmp.sock") && !text.contains("qga.sock"), "{path}: {text}");
+        assert!(
+            !text.contains(&data_dir),
+            "{path} shows a host path: {text}"
+        );
+        assert!(
+            !text.contains("qmp.sock") && !text.contains("qga.sock"),
+            "{path}: {text}"
+        );
     }
 }
 
@@ -841,7 +1102,13 @@ fn deletes_are_collected_together_in_the_background() {
     let v: Volume = alice
         .post("/api/v1/volumes", &json!({"name": "v", "size": "64M"}))
         .unwrap();
-    let path = d.server().app.catalog.volume(v.account_id, "v").unwrap().path;
+    let path = d
+        .server()
+        .app
+        .catalog
+        .volume(v.account_id, "v")
+        .unwrap()
+        .path;
     let chunks = || {
         d.block_on(async {
             let region = d.server().app.region().await.unwrap();
@@ -851,26 +1118,44 @@ fn deletes_are_collected_together_in_the_background() {
     };
     for round in 0..5u8 {
         let ok = Command::new("qemu-io")
-            .args(["-f", "qcow2", "-c", &format!("write -P {} 0 2M", round + 1), &path])
+            .args([
+                "-f",
+                "qcow2",
+                "-c",
+                &format!("write -P {} 0 2M", round + 1),
+                &path,
+            ])
             .output()
             .unwrap();
         assert!(ok.status.success());
         let name = format!("s{round}");
-        run_job(&alice, "/api/v1/snapshots", &json!({"volume": "v", "name": name}));
+        run_job(
+            &alice,
+            "/api/v1/snapshots",
+            &json!({"volume": "v", "name": name}),
+        );
         wait_snapshot(&alice, &name);
-        let job = alice.delete_job(&format!("/api/v1/snapshots/{name}")).unwrap();
+        let job = alice
+            .delete_job(&format!("/api/v1/snapshots/{name}"))
+            .unwrap();
         let done = alice
             .wait_job(&job.id.to_string(), Duration::from_secs(60), |_| {})
             .unwrap();
         assert!(
-            done.log.iter().any(|l| l.message.contains("next garbage collection")),
+            done.log
+                .iter()
+                .any(|l| l.message.contains("next garbage collection")),
             "{:?}",
             done.log
         );
     }
     let started = std::time::Instant::now();
     while !chunks().is_empty() {
-        assert!(started.elapsed() < Duration::from_secs(20), "never collected: {:?}", chunks());
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "never collected: {:?}",
+            chunks()
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     let metrics = d.admin().get_text("/metrics").unwrap();

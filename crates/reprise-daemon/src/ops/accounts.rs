@@ -191,10 +191,7 @@ async fn purge_resources(app: &Arc<App>, account: &Account, ctx: &jobs::JobCtx) 
         finish(app, templates::delete(app, account, &id(t.id))?).await?;
         ctx.log(format!("template '{}' deleted", t.name));
     }
-    for v in app
-        .catalog
-        .list_volumes(account.id, &Default::default())?
-    {
+    for v in app.catalog.list_volumes(account.id, &Default::default())? {
         volumes::delete(app, account, &id(v.id)).await?;
         ctx.log(format!("volume '{}' deleted", v.name));
     }

@@ -83,48 +83,48 @@ pub async fn clone(
     let app2 = app.clone();
     let account2 = account.clone();
     Ok(slot.spawn(move |ctx| async move {
-            let steps = (vols.len() * 2 + 1) as u64;
-            let cut = match app2.region().await {
-                Ok(_) => snapshots::cut(&app2, &ctx, &snaps, Mode::Auto).await,
-                Err(e) => Err(e),
-            };
-            let consistency = match cut {
-                Ok(c) => c,
-                Err(e) => {
-                    for s in &snaps {
-                        snapshots::fail(&app2, &ctx, s.id, &e.message).await;
-                    }
-                    return Err(e);
+        let steps = (vols.len() * 2 + 1) as u64;
+        let cut = match app2.region().await {
+            Ok(_) => snapshots::cut(&app2, &ctx, &snaps, Mode::Auto).await,
+            Err(e) => Err(e),
+        };
+        let consistency = match cut {
+            Ok(c) => c,
+            Err(e) => {
+                for s in &snaps {
+                    snapshots::fail(&app2, &ctx, s.id, &e.message).await;
                 }
-            };
-            let mut step = 0;
-            for (i, s) in snaps.iter().enumerate() {
-                if let Err(e) = snapshots::back_up(&app2, &ctx, s.id, consistency).await {
-                    for rest in &snaps[i..] {
-                        snapshots::fail(&app2, &ctx, rest.id, &e.message).await;
-                    }
-                    return Err(e);
-                }
-                step += 1;
-                ctx.progress(step, steps);
+                return Err(e);
             }
-            ctx.log(format!(
-                "{} volume(s) snapshotted at one instant ({consistency} consistent)",
-                snaps.len()
-            ));
-            let made = deploy(
-                &app2, &ctx, &account2, &src, &zone, &vols, &snaps, &req.name, &mut step, steps,
-            )
-            .await;
-            if made.is_err() {
-                for n in &data_names {
-                    if let Ok(v) = app2.catalog.volume(account2.id, n) {
-                        restore::remove_half_made(&app2, &v.path, v.id);
-                    }
+        };
+        let mut step = 0;
+        for (i, s) in snaps.iter().enumerate() {
+            if let Err(e) = snapshots::back_up(&app2, &ctx, s.id, consistency).await {
+                for rest in &snaps[i..] {
+                    snapshots::fail(&app2, &ctx, rest.id, &e.message).await;
+                }
+                return Err(e);
+            }
+            step += 1;
+            ctx.progress(step, steps);
+        }
+        ctx.log(format!(
+            "{} volume(s) snapshotted at one instant ({consistency} consistent)",
+            snaps.len()
+        ));
+        let made = deploy(
+            &app2, &ctx, &account2, &src, &zone, &vols, &snaps, &req.name, &mut step, steps,
+        )
+        .await;
+        if made.is_err() {
+            for n in &data_names {
+                if let Ok(v) = app2.catalog.volume(account2.id, n) {
+                    restore::remove_half_made(&app2, &v.path, v.id);
                 }
             }
-            made
-        }))
+        }
+        made
+    }))
 }
 
 /// Build the clone's data volumes, then create and start the instance with

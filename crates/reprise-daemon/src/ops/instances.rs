@@ -172,11 +172,7 @@ async fn create_with(
         ));
     }
     let image_given = req.image.is_some() || req.image_upload.is_some();
-    let sources = [
-        req.root_size.is_some(),
-        image_given,
-        req.template.is_some(),
-    ];
+    let sources = [req.root_size.is_some(), image_given, req.template.is_some()];
     if sources.iter().filter(|s| **s).count() > 1 {
         return Err(Error::invalid(
             "root_conflict",
@@ -345,20 +341,22 @@ async fn create_with(
         volume_bytes: root_size.unwrap_or(0),
         ..Default::default()
     };
-    let recorded = app.catalog.admit(account.id, Scope::default(), &demand, |c| {
-        write::insert_instance(c, &row)?;
-        let mut disk = 0;
-        if let Some(r) = &root_row {
-            write::insert_volume(c, r)?;
-            write::attach_volume(c, r.id, id, disk)?;
-            disk += 1;
-        }
-        for v in &data {
-            write::attach_volume(c, v.id, id, disk)?;
-            disk += 1;
-        }
-        Ok(())
-    });
+    let recorded = app
+        .catalog
+        .admit(account.id, Scope::default(), &demand, |c| {
+            write::insert_instance(c, &row)?;
+            let mut disk = 0;
+            if let Some(r) = &root_row {
+                write::insert_volume(c, r)?;
+                write::attach_volume(c, r.id, id, disk)?;
+                disk += 1;
+            }
+            for v in &data {
+                write::attach_volume(c, v.id, id, disk)?;
+                disk += 1;
+            }
+            Ok(())
+        });
     if let Err(e) = recorded {
         let _ = std::fs::remove_dir_all(&boot_dir);
         return Err(e);
@@ -368,28 +366,28 @@ async fn create_with(
     let steps = 1 + u64::from(start);
     let app2 = app.clone();
     Ok(slot.spawn(move |ctx| async move {
-            let app = app2;
-            let _guard = app.lock_instance(id).await;
-            if let Err(e) = make_root(&app, &ctx, root, root_row.as_ref()).await {
-                ctx.log("removing the half-made instance");
-                if let Some(r) = &root_row {
-                    let _ = std::fs::remove_file(&r.path);
-                }
-                let _ = std::fs::remove_dir_all(app.config.boot_dir(id));
-                app.catalog.delete_instance(id)?;
-                return Err(e);
+        let app = app2;
+        let _guard = app.lock_instance(id).await;
+        if let Err(e) = make_root(&app, &ctx, root, root_row.as_ref()).await {
+            ctx.log("removing the half-made instance");
+            if let Some(r) = &root_row {
+                let _ = std::fs::remove_file(&r.path);
             }
-            ctx.progress(1, steps);
-            if start {
-                app.catalog.transition_instance(
-                    id,
-                    &[InstanceState::Stopped],
-                    InstanceState::Starting,
-                )?;
-                boot(&app, &ctx, id).await?;
-                ctx.progress(2, steps);
-            }
-            Ok(())
+            let _ = std::fs::remove_dir_all(app.config.boot_dir(id));
+            app.catalog.delete_instance(id)?;
+            return Err(e);
+        }
+        ctx.progress(1, steps);
+        if start {
+            app.catalog.transition_instance(
+                id,
+                &[InstanceState::Stopped],
+                InstanceState::Starting,
+            )?;
+            boot(&app, &ctx, id).await?;
+            ctx.progress(2, steps);
+        }
+        Ok(())
     }))
 }
 
@@ -410,8 +408,7 @@ async fn make_root(app: &App, ctx: &JobCtx, root: Root, row: Option<&VolumeRow>)
                 "importing {} ({}) as the root volume",
                 opened.label, judged.format
             ));
-            crate::import::import_image(app, opened, judged, row.id, Path::new(&row.path))
-                .await?;
+            crate::import::import_image(app, opened, judged, row.id, Path::new(&row.path)).await?;
         }
         Root::Template { id, name, .. } => {
             ctx.log(format!("making the root volume from {name}"));
@@ -513,10 +510,10 @@ pub fn start(app: &Arc<App>, account: &Account, reference: &str) -> Result<Job> 
     let app2 = app.clone();
     let id = inst.id;
     Ok(slot.spawn(move |ctx| async move {
-            let _guard = app2.lock_instance(id).await;
-            boot(&app2, &ctx, id).await?;
-            ctx.progress(1, 1);
-            Ok(())
+        let _guard = app2.lock_instance(id).await;
+        boot(&app2, &ctx, id).await?;
+        ctx.progress(1, 1);
+        Ok(())
     }))
 }
 
@@ -533,10 +530,10 @@ pub fn stop(app: &Arc<App>, account: &Account, reference: &str, force: bool) -> 
     let app2 = app.clone();
     let id = inst.id;
     Ok(slot.spawn(move |ctx| async move {
-            let _guard = app2.lock_instance(id).await;
-            halt(&app2, &ctx, id, force).await?;
-            ctx.progress(1, 1);
-            Ok(())
+        let _guard = app2.lock_instance(id).await;
+        halt(&app2, &ctx, id, force).await?;
+        ctx.progress(1, 1);
+        Ok(())
     }))
 }
 
@@ -593,17 +590,14 @@ pub fn restart(app: &Arc<App>, account: &Account, reference: &str) -> Result<Job
     let app2 = app.clone();
     let id = inst.id;
     Ok(slot.spawn(move |ctx| async move {
-            let _guard = app2.lock_instance(id).await;
-            halt(&app2, &ctx, id, false).await?;
-            ctx.progress(1, 2);
-            app2.catalog.transition_instance(
-                id,
-                &[InstanceState::Stopped],
-                InstanceState::Starting,
-            )?;
-            boot(&app2, &ctx, id).await?;
-            ctx.progress(2, 2);
-            Ok(())
+        let _guard = app2.lock_instance(id).await;
+        halt(&app2, &ctx, id, false).await?;
+        ctx.progress(1, 2);
+        app2.catalog
+            .transition_instance(id, &[InstanceState::Stopped], InstanceState::Starting)?;
+        boot(&app2, &ctx, id).await?;
+        ctx.progress(2, 2);
+        Ok(())
     }))
 }
 

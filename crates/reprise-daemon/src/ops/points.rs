@@ -26,8 +26,8 @@ use crate::jobs::{self, JobCtx, Target};
 use crate::quiesce::{self, Mode};
 use crate::vm;
 use reprise_catalog::{now, write, InstanceRow, Scope};
-use reprise_core::plan::Demand;
 use reprise_core::model::*;
+use reprise_core::plan::Demand;
 use reprise_core::{Error, Result};
 use reprise_qemu::img::SnapshotAction;
 use std::path::PathBuf;
@@ -181,25 +181,25 @@ pub fn create(app: &Arc<App>, account: &Account, instance: &str, req: CreatePoin
     let app2 = app.clone();
     let pid = point.id;
     Ok(slot.spawn(move |ctx| async move {
-            let _guard = app2.lock_instance(inst.id).await;
-            let point = app2.catalog.point_by_id(pid)?;
-            match take(&app2, &ctx, &point, mode).await {
-                Ok((consistency, frozen_ms)) => {
-                    app2.catalog
-                        .point_taken(pid, point.instance_id, consistency, frozen_ms)?;
-                    ctx.progress(1, 1);
-                    Ok(())
-                }
-                Err(e) => {
-                    if let Err(left) = remove_tags(&app2, &point).await {
-                        ctx.log(format!("could not remove the half-made snapshots: {left}"));
-                    }
-                    app2.catalog
-                        .set_point_state(pid, PointState::Error, Some(&e.message))?;
-                    Err(e)
-                }
+        let _guard = app2.lock_instance(inst.id).await;
+        let point = app2.catalog.point_by_id(pid)?;
+        match take(&app2, &ctx, &point, mode).await {
+            Ok((consistency, frozen_ms)) => {
+                app2.catalog
+                    .point_taken(pid, point.instance_id, consistency, frozen_ms)?;
+                ctx.progress(1, 1);
+                Ok(())
             }
-        }))
+            Err(e) => {
+                if let Err(left) = remove_tags(&app2, &point).await {
+                    ctx.log(format!("could not remove the half-made snapshots: {left}"));
+                }
+                app2.catalog
+                    .set_point_state(pid, PointState::Error, Some(&e.message))?;
+                Err(e)
+            }
+        }
+    }))
 }
 
 /// Cut the point's snapshots; returns its consistency and freeze time.
@@ -357,15 +357,15 @@ pub fn revert(app: &Arc<App>, account: &Account, instance: &str, point: &str) ->
     }
     let app2 = app.clone();
     Ok(slot.spawn(move |ctx| async move {
-            let _guard = app2.lock_instance(p.instance_id).await;
-            let result = go_back(&app2, &ctx, &p).await;
-            app2.catalog
-                .set_point_state(p.id, PointState::Ready, None)?;
-            result?;
-            app2.catalog.set_current_point(p.instance_id, Some(p.id))?;
-            ctx.progress(1, 1);
-            Ok(())
-        }))
+        let _guard = app2.lock_instance(p.instance_id).await;
+        let result = go_back(&app2, &ctx, &p).await;
+        app2.catalog
+            .set_point_state(p.id, PointState::Ready, None)?;
+        result?;
+        app2.catalog.set_current_point(p.instance_id, Some(p.id))?;
+        ctx.progress(1, 1);
+        Ok(())
+    }))
 }
 
 async fn go_back(app: &App, ctx: &JobCtx, p: &Point) -> Result<()> {
@@ -513,24 +513,23 @@ fn spawn_delete(app: &Arc<App>, slot: jobs::Slot, inst: &InstanceRow, points: Ve
     let id = inst.id;
     let total = points.len() as u64;
     slot.spawn(move |ctx| async move {
-            let _guard = app2.lock_instance(id).await;
-            for (i, p) in points.iter().enumerate() {
-                if let Err(e) = remove_tags(&app2, p).await {
-                    let why =
-                        format!("its snapshots could not all be removed ({e}): delete it again");
-                    app2.catalog
-                        .set_point_state(p.id, PointState::Error, Some(&why))?;
-                    return Err(Error::unavailable(
-                        "point_delete_failed",
-                        format!("recovery point '{}': {why}", p.name),
-                    ));
-                }
-                app2.catalog.remove_point(p.id)?;
-                ctx.log(format!("recovery point '{}' deleted", p.name));
-                ctx.progress(i as u64 + 1, total);
+        let _guard = app2.lock_instance(id).await;
+        for (i, p) in points.iter().enumerate() {
+            if let Err(e) = remove_tags(&app2, p).await {
+                let why = format!("its snapshots could not all be removed ({e}): delete it again");
+                app2.catalog
+                    .set_point_state(p.id, PointState::Error, Some(&why))?;
+                return Err(Error::unavailable(
+                    "point_delete_failed",
+                    format!("recovery point '{}': {why}", p.name),
+                ));
             }
-            Ok(())
-        })
+            app2.catalog.remove_point(p.id)?;
+            ctx.log(format!("recovery point '{}' deleted", p.name));
+            ctx.progress(i as u64 + 1, total);
+        }
+        Ok(())
+    })
 }
 
 /// At startup: points a crash left half-made or half-deleted are settled

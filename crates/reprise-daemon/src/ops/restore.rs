@@ -71,30 +71,30 @@ pub fn create(
     super::volumes::record(app, &row)?;
     let app2 = app.clone();
     Ok(slot.spawn(move |ctx| async move {
-            ctx.log(format!(
-                "restoring snapshot '{}' into zone {}",
-                s.name, row.zone
-            ));
-            let started = std::time::Instant::now();
-            let made = build(&app2, s.id, Path::new(&row.path), |done, total| {
-                ctx.progress(done, total)
-            })
-            .await;
-            match made {
-                Ok(()) => {
-                    app2.catalog.set_volume_state(row.id, VolumeState::Ready)?;
-                    ctx.log(format!(
-                        "volume '{}' is Ready ({} ms)",
-                        row.name,
-                        started.elapsed().as_millis()
-                    ));
-                    Ok(())
-                }
-                Err(e) => {
-                    remove_half_made(app2.as_ref(), &row.path, row.id);
-                    Err(e)
-                }
+        ctx.log(format!(
+            "restoring snapshot '{}' into zone {}",
+            s.name, row.zone
+        ));
+        let started = std::time::Instant::now();
+        let made = build(&app2, s.id, Path::new(&row.path), |done, total| {
+            ctx.progress(done, total)
+        })
+        .await;
+        match made {
+            Ok(()) => {
+                app2.catalog.set_volume_state(row.id, VolumeState::Ready)?;
+                ctx.log(format!(
+                    "volume '{}' is Ready ({} ms)",
+                    row.name,
+                    started.elapsed().as_millis()
+                ));
+                Ok(())
             }
+            Err(e) => {
+                remove_half_made(app2.as_ref(), &row.path, row.id);
+                Err(e)
+            }
+        }
     }))
 }
 
@@ -185,27 +185,27 @@ pub fn revert(app: &Arc<App>, account: &Account, volume: &str, req: RevertVolume
     }
     let app2 = app.clone();
     Ok(slot.spawn(move |ctx| async move {
-            let _guard = match v.instance_id {
-                Some(i) => Some(app2.lock_instance(i).await),
-                None => None,
-            };
-            let next = revert_path(&v.path);
-            let built = build(&app2, s.id, &next, |done, total| ctx.progress(done, total)).await;
-            let swapped = built.and_then(|()| {
-                std::fs::rename(&next, &v.path).map_err(|e| {
-                    Error::unavailable("io_error", format!("cannot replace {}: {e}", v.path))
-                })
-            });
-            let _ = std::fs::remove_file(&next);
-            app2.catalog.set_volume_state(v.id, VolumeState::Ready)?;
-            swapped?;
-            // The file no longer holds the base of the next increment.
-            app2.catalog.set_volume_snapshot_base(v.id, None)?;
-            ctx.log(format!(
-                "volume '{}' holds snapshot '{}' again",
-                v.name, s.name
-            ));
-            Ok(())
+        let _guard = match v.instance_id {
+            Some(i) => Some(app2.lock_instance(i).await),
+            None => None,
+        };
+        let next = revert_path(&v.path);
+        let built = build(&app2, s.id, &next, |done, total| ctx.progress(done, total)).await;
+        let swapped = built.and_then(|()| {
+            std::fs::rename(&next, &v.path).map_err(|e| {
+                Error::unavailable("io_error", format!("cannot replace {}: {e}", v.path))
+            })
+        });
+        let _ = std::fs::remove_file(&next);
+        app2.catalog.set_volume_state(v.id, VolumeState::Ready)?;
+        swapped?;
+        // The file no longer holds the base of the next increment.
+        app2.catalog.set_volume_snapshot_base(v.id, None)?;
+        ctx.log(format!(
+            "volume '{}' holds snapshot '{}' again",
+            v.name, s.name
+        ));
+        Ok(())
     }))
 }
 

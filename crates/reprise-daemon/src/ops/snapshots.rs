@@ -26,8 +26,8 @@ use crate::quiesce::{self, Mode};
 use crate::vm;
 use reprise_backup::backup::{self as engine, Base};
 use reprise_catalog::{now, write, BackupStats, Scope, VolumeRow};
-use reprise_core::plan::Demand;
 use reprise_core::model::*;
+use reprise_core::plan::Demand;
 use reprise_core::{Error, Result};
 use reprise_qemu::img::SnapshotAction;
 use std::sync::Arc;
@@ -83,18 +83,18 @@ pub fn create(app: &Arc<App>, account: &Account, req: CreateSnapshot) -> Result<
     let snap = prepare(app, account, &v, id, req.name.as_deref())?;
     let app2 = app.clone();
     Ok(slot.spawn(move |ctx| async move {
-            let result = async {
-                // Nothing is cut while the store is unreachable.
-                app2.region().await?;
-                let consistency = cut(&app2, &ctx, &[snap], mode).await?;
-                back_up(&app2, &ctx, id, consistency).await
-            }
-            .await;
-            if let Err(e) = &result {
-                fail(&app2, &ctx, id, &e.message).await;
-            }
-            result
-        }))
+        let result = async {
+            // Nothing is cut while the store is unreachable.
+            app2.region().await?;
+            let consistency = cut(&app2, &ctx, &[snap], mode).await?;
+            back_up(&app2, &ctx, id, consistency).await
+        }
+        .await;
+        if let Err(e) = &result {
+            fail(&app2, &ctx, id, &e.message).await;
+        }
+        result
+    }))
 }
 
 /// Check that a volume can be snapshotted now and record its snapshot

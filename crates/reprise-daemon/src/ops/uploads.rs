@@ -70,7 +70,10 @@ pub fn create(app: &App, account: &Account, req: CreateUpload) -> Result<Upload>
             .mode(0o700)
             .create(&dir)
             .map_err(|e| {
-                Error::unavailable("io_error", format!("cannot create the upload directory: {e}"))
+                Error::unavailable(
+                    "io_error",
+                    format!("cannot create the upload directory: {e}"),
+                )
             })?;
     }
     let limit = app.config.uploads.max_per_account;
@@ -158,7 +161,9 @@ where
         .open(&path)
         .await
         .map_err(io("open"))?;
-    file.set_len(u.received_bytes).await.map_err(io("truncate"))?;
+    file.set_len(u.received_bytes)
+        .await
+        .map_err(io("truncate"))?;
     tokio::io::AsyncSeekExt::seek(&mut file, std::io::SeekFrom::Start(u.received_bytes))
         .await
         .map_err(io("seek"))?;
@@ -242,7 +247,8 @@ pub fn expire(app: &App) -> Result<()> {
         tracing::info!(upload = %u.id, name = u.name, "removing an upload left unfinished for {hours} h");
         remove(app, u.id)?;
     }
-    let known: std::collections::HashSet<Uuid> = app.catalog.all_upload_ids()?.into_iter().collect();
+    let known: std::collections::HashSet<Uuid> =
+        app.catalog.all_upload_ids()?.into_iter().collect();
     if let Ok(entries) = std::fs::read_dir(app.config.uploads_dir()) {
         for e in entries.flatten() {
             let owned = Uuid::parse_str(&e.file_name().to_string_lossy())

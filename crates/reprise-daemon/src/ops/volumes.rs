@@ -9,8 +9,8 @@ use super::{parse_size_field, MAX_VOLUME_SIZE};
 use crate::app::App;
 use crate::vm;
 use reprise_catalog::{now, write, Scope, VolumeFilter, VolumeRow};
-use reprise_core::plan::Demand;
 use reprise_core::model::*;
+use reprise_core::plan::Demand;
 use reprise_core::size::format_size;
 use reprise_core::{Error, Result};
 use std::path::PathBuf;
@@ -55,10 +55,12 @@ pub fn demand(size: u64) -> Demand {
 
 /// Record a new volume row if the account's plan allows it.
 pub fn record(app: &App, row: &VolumeRow) -> Result<()> {
-    app.catalog
-        .admit(row.account_id, Scope::default(), &demand(row.size_bytes), |c| {
-            write::insert_volume(c, row)
-        })
+    app.catalog.admit(
+        row.account_id,
+        Scope::default(),
+        &demand(row.size_bytes),
+        |c| write::insert_volume(c, row),
+    )
 }
 
 /// Create a blank data volume.
