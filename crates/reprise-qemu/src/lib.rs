@@ -51,3 +51,35 @@ pub async fn read_line_capped<R: tokio::io::AsyncBufRead + Unpin>(
         _ => Line::TooLong,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_line_is_read_in_capped_pieces() {
+        let mut flood = vec![b'x'; 10 << 20];
+        flood.extend_from_slice(b"\n{\"return\": 1}\n");
+        let mut reader = tokio::io::BufReader::new(&flood[..]);
+        let mut line = Vec::new();
+        let mut pieces = 0;
+        loop {
+            match read_line_capped(&mut reader, &mut line, 1 << 20).await.unwrap() {
+                Line::TooLong => {
+                    assert_eq!(line.len(), 1 << 20, "never more than the cap");
+                    pieces += 1;
+                }
+                Line::Whole if line == b"\n" => {}
+                Line::Whole => break,
+                Line::Closed => panic!("closed early"),
+            }
+        }
+        assert_eq!(pieces, 10);
+        assert_eq!(line, b"{\"return\": 1}\n");
+        let mut tail = tokio::io::BufReader::new(&b"no newline"[..]);
+        assert_eq!(
+            read_line_capped(&mut tail, &mut line, 1 << 20).await.unwrap(),
+            Line::Closed
+        );
+    }
+}

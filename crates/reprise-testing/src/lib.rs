@@ -139,29 +139,7 @@ impl TestDaemon {
             "" => self.config.instance_run_dir(instance.id).join("qga.sock"),
             s => PathBuf::from(s),
         };
-        self.block_on(async {
-            let deadline = Instant::now() + Duration::from_secs(90);
-            loop {
-                match Agent::connect(&socket, Duration::from_secs(3)).await {
-                    Ok(mut a) => {
-                        let out = a
-                            .exec("/bin/sh", &["-c", script], None, Duration::from_secs(60))
-                            .await
-                            .expect("guest-exec runs");
-                        return (
-                            out.exit_code,
-                            String::from_utf8_lossy(&out.stdout).into_owned()
-                                + &String::from_utf8_lossy(&out.stderr),
-                        );
-                    }
-                    Err(e) if Instant::now() < deadline => {
-                        let _ = e;
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                    }
-                    Err(e) => panic!("the guest agent never answered: {e}"),
-                }
-            }
-        })
+        self.block_on(agent_sh(&socket, script))
     }
 
     /// Wait until the guest agent of an instance answers a ping.
@@ -220,10 +198,99 @@ impl TestDaemon {
     }
 }
 
+/// A daemon run as its own process (`reprise serve`), for tests that kill
+/// it or measure it; killed when dropped (its VMs keep running).
+pub struct DaemonProcess {
+    pub child: std::process::Child,
+}
+
+impl Drop for DaemonProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl DaemonProcess {
+    /// The daemon's resident and peak memory (`VmRSS`, `VmHWM`), in bytes.
+    pub fn memory(&self) -> (u64, u64) {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                .unwrap_or(0)
+                * 1024
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+}
+
+/// Start `BIN serve --config CONFIG` (`BIN`: the `reprise` binary; the
+/// config's data directory is `data`), its log beside the data directory;
+/// returns it and an admin client once it listens.
+pub fn serve_process(bin: &str, config: &Path, data: &Path) -> (DaemonProcess, Client) {
+    let _ = std::fs::remove_file(data.join("daemon.addr"));
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(data.with_extension("log"))
+        .expect("daemon log");
+    let child = Command::new(bin)
+        .args(["serve", "--config", config.to_str().expect("utf-8 path")])
+        .stderr(log)
+        .spawn()
+        .expect("reprise serve starts");
+    let started = Instant::now();
+    let addr = loop {
+        if let Ok(a) = std::fs::read_to_string(data.join("daemon.addr")) {
+            break a;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the daemon did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let key = std::fs::read_to_string(data.join("admin.key")).expect("admin.key");
+    (
+        DaemonProcess { child },
+        Client::new(&format!("http://{addr}"), Some(key.trim().into())),
+    )
+}
+
 impl Drop for TestDaemon {
     fn drop(&mut self) {
         self.stop();
         kill_instances_under(&self.config.data_dir.join("run"));
+    }
+}
+
+/// Run `script` with `sh -c` in a guest through the agent at `socket`,
+/// retrying the connection until the agent answers (it starts with the
+/// guest), for at most 90 s.
+pub async fn agent_sh(socket: &Path, script: &str) -> (i64, String) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        match Agent::connect(socket, Duration::from_secs(3)).await {
+            Ok(mut a) => {
+                let out = a
+                    .exec("/bin/sh", &["-c", script], None, Duration::from_secs(60))
+                    .await
+                    .expect("guest-exec runs");
+                return (
+                    out.exit_code,
+                    String::from_utf8_lossy(&out.stdout).into_owned()
+                        + &String::from_utf8_lossy(&out.stderr),
+                );
+            }
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("the guest agent never answered: {e}"),
+        }
     }
 }
 

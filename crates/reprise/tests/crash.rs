@@ -2,54 +2,11 @@
 //! again: the guest is not left frozen, no half-made point remains, no job
 //! stays Running, and the instance is re-attached, not lost or duplicated.
 
-use reprise_cli::Client;
 use reprise_core::model::*;
 use reprise_testing::*;
 use serde_json::json;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
-
-struct Process {
-    child: Child,
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(config: &Path, data: &Path) -> (Process, Client) {
-    let _ = std::fs::remove_file(data.join("daemon.addr"));
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(data.with_extension("log"))
-        .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_reprise"))
-        .args(["serve", "--config", config.to_str().unwrap()])
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    let addr = loop {
-        if let Ok(a) = std::fs::read_to_string(data.join("daemon.addr")) {
-            break a;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the daemon did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let key = std::fs::read_to_string(data.join("admin.key")).unwrap();
-    (
-        Process { child },
-        Client::new(&format!("http://{addr}"), Some(key.trim().into())),
-    )
-}
 
 #[test]
 fn a_daemon_killed_while_the_guest_is_frozen() {
@@ -74,7 +31,7 @@ fn a_daemon_killed_while_the_guest_is_frozen() {
     }
     let _cleanup = Cleanup(run_dir);
 
-    let (mut daemon, c) = serve(&config, &data);
+    let (mut daemon, c) = serve_process(env!("CARGO_BIN_EXE_reprise"), &config, &data);
     let _: Volume = c
         .post("/api/v1/volumes", &json!({"name": "d", "size": "64M"}))
         .unwrap();
@@ -112,7 +69,7 @@ fn a_daemon_killed_while_the_guest_is_frozen() {
         "the killed daemon left it frozen"
     );
 
-    let (_daemon, c) = serve(&config, &data);
+    let (_daemon, c) = serve_process(env!("CARGO_BIN_EXE_reprise"), &config, &data);
     assert_eq!(
         freeze_status(&vm).as_deref(),
         Some("thawed"),
@@ -170,7 +127,7 @@ fn a_daemon_killed_during_a_backup_leaves_no_half_snapshot() {
             ),
         )
         .unwrap();
-        let (mut daemon, c) = serve(&config, &data);
+        let (mut daemon, c) = serve_process(env!("CARGO_BIN_EXE_reprise"), &config, &data);
         let v: Volume = c
             .post("/api/v1/volumes", &json!({"name": "d", "size": "64M"}))
             .unwrap();
@@ -196,7 +153,7 @@ fn a_daemon_killed_during_a_backup_leaves_no_half_snapshot() {
         daemon.child.kill().unwrap();
         daemon.child.wait().unwrap();
 
-        let (_daemon, c) = serve(&config, &data);
+        let (_daemon, c) = serve_process(env!("CARGO_BIN_EXE_reprise"), &config, &data);
         let s: Snapshot = c.get("/api/v1/snapshots/s").unwrap();
         assert_eq!(
             s.state,

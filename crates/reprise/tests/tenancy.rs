@@ -1170,3 +1170,68 @@ fn deletes_are_collected_together_in_the_background() {
         "{metrics}"
     );
 }
+
+/// A guest that kills its agent and floods the channel with one endless
+/// line: the daemon, asked about the agent again and again, reads it in
+/// capped pieces and stays within a stated bound of memory (its own
+/// process, measured by the kernel).
+#[test]
+fn a_guest_flooding_its_agent_channel_does_not_grow_the_daemon() {
+    const BOUND: u64 = 64 << 20;
+    let dir = tempfile::Builder::new().prefix("rp").tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = dir.path().join("reprise.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{}\"\nlisten = \"127.0.0.1:0\"\nimport_dirs = [\"{}\"]\n",
+            data.display(),
+            guest_dir().display()
+        ),
+    )
+    .unwrap();
+    let (daemon, c) = serve_process(env!("CARGO_BIN_EXE_reprise"), &config, &data);
+    let _cleanup = KillVms(data.join("run"));
+    run_job(&c, "/api/v1/instances", &guest_instance("vm", &[]));
+    let vm = instance(&c, "vm");
+    let socket = std::path::PathBuf::from(&vm.guest_agent_socket);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (code, out) = rt.block_on(agent_sh(
+        &socket,
+        "(sleep 1; kill $(pidof qemu-ga); sleep 1; yes 0123456789abcdef | tr -d '\\n' > /dev/virtio-ports/org.qemu.guest_agent.0) </dev/null >/dev/null 2>&1 &",
+    ));
+    assert_eq!(code, 0, "{out}");
+    std::thread::sleep(Duration::from_secs(3));
+    let (rss_before, peak_before) = daemon.memory();
+    let started = std::time::Instant::now();
+    let mut asked = 0;
+    while started.elapsed() < Duration::from_secs(20) {
+        let shown = instance(&c, "vm");
+        let status = shown.guest_agent.unwrap().status;
+        assert_eq!(status, "not_responding", "the flood is no answer");
+        asked += 1;
+    }
+    let (rss_after, peak_after) = daemon.memory();
+    eprintln!(
+        "agent flood: {asked} probes in 20 s; daemon RSS {} MiB -> {} MiB, peak {} MiB -> {} MiB (bound: +{} MiB)",
+        rss_before >> 20,
+        rss_after >> 20,
+        peak_before >> 20,
+        peak_after >> 20,
+        BOUND >> 20
+    );
+    assert!(asked >= 5, "{asked} probes");
+    assert!(
+        peak_after <= peak_before.max(rss_before) + BOUND,
+        "the daemon grew from {rss_before} to a peak of {peak_after} bytes"
+    );
+    run_job(&c, "/api/v1/instances/vm/stop", &json!({"force": true}));
+}
+
+struct KillVms(std::path::PathBuf);
+
+impl Drop for KillVms {
+    fn drop(&mut self) {
+        kill_instances_under(&self.0);
+    }
+}
