@@ -64,7 +64,10 @@ mod tests {
         let mut line = Vec::new();
         let mut pieces = 0;
         loop {
-            match read_line_capped(&mut reader, &mut line, 1 << 20).await.unwrap() {
+            match read_line_capped(&mut reader, &mut line, 1 << 20)
+                .await
+                .unwrap()
+            {
                 Line::TooLong => {
                     assert_eq!(line.len(), 1 << 20, "never more than the cap");
                     pieces += 1;
@@ -78,7 +81,9 @@ mod tests {
         assert_eq!(line, b"{\"return\": 1}\n");
         let mut tail = tokio::io::BufReader::new(&b"no newline"[..]);
         assert_eq!(
-            read_line_capped(&mut tail, &mut line, 1 << 20).await.unwrap(),
+            read_line_capped(&mut tail, &mut line, 1 << 20)
+                .await
+                .unwrap(),
             Line::Closed
         );
     }

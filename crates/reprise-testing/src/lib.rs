@@ -214,8 +214,8 @@ impl Drop for DaemonProcess {
 impl DaemonProcess {
     /// The daemon's resident and peak memory (`VmRSS`, `VmHWM`), in bytes.
     pub fn memory(&self) -> (u64, u64) {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
         let field = |name: &str| {
             status
                 .lines()

@@ -152,7 +152,11 @@ fn accounts_keys_and_unreachable_daemons() {
 #[test]
 fn an_instance_from_the_command_line() {
     let d = TestDaemon::start();
-    let cli = Cli::new(&d);
+    // A tenant: its kernel and initrd are uploaded from this machine.
+    let made = Cli::new(&d).json(&["account", "create", "alice"]);
+    let mut cli = Cli::new(&d);
+    cli.key = made["api_key"].as_str().unwrap().to_string();
+    let alice = reprise_cli::Client::new(&d.url, Some(cli.key.clone()));
     let g = guest();
     cli.ok(&["volume", "create", "data", "--size", "64M"]);
     let shown = cli.ok(&[
@@ -172,7 +176,14 @@ fn an_instance_from_the_command_line() {
     ]);
     assert!(shown.contains("state:        Running"), "{shown}");
     assert!(shown.contains("volumes:      data (Data, 64M)"), "{shown}");
-    let vm = instance(&d.admin(), "vm");
+    assert!(shown.contains("kernel:       kernel"), "{shown}");
+    let uploads = cli.json(&["upload", "list"]);
+    assert_eq!(
+        uploads,
+        serde_json::json!([]),
+        "the CLI's uploads are gone once used"
+    );
+    let vm = instance(&alice, "vm");
     d.wait_agent(&vm);
     let v = cli.json(&["instance", "show", "vm"]);
     assert_eq!(v["state"], "Running");
@@ -204,6 +215,110 @@ fn an_instance_from_the_command_line() {
         "{listed}"
     );
     cli.ok(&["instance", "delete", "vm"]);
+}
+
+#[test]
+fn plans_keys_uploads_and_imports_from_the_command_line() {
+    let images = tempfile::tempdir().unwrap();
+    let d = TestDaemon::start_with(|c| c.import_dirs.push(images.path().into()));
+    let admin = Cli::new(&d);
+    admin.ok(&[
+        "plan",
+        "set",
+        "small",
+        "--max-volumes",
+        "1",
+        "--max-volume-size",
+        "1G",
+    ]);
+    let plans = admin.ok(&["plan", "list"]);
+    assert!(plans.contains("small") && plans.contains("1G"), "{plans}");
+    let made = admin.json(&["account", "create", "alice", "--plan", "small"]);
+    let mut alice = Cli::new(&d);
+    alice.key = made["api_key"].as_str().unwrap().to_string();
+    alice.ok(&["volume", "create", "one", "--size", "64M"]);
+    let err = alice.fails(&["volume", "create", "two", "--size", "64M"]);
+    assert!(
+        err.contains("[volume_limit_reached]") && err.contains("'small'"),
+        "{err}"
+    );
+    let shown = alice.ok(&["account", "show"]);
+    assert!(shown.contains("plan:    small"), "{shown}");
+    assert!(
+        shown
+            .lines()
+            .any(|l| l.starts_with("max_volumes") && l.contains(" 1 ")),
+        "{shown}"
+    );
+    let err = alice.fails(&["account", "set", "alice", "--plan", ""]);
+    assert!(err.contains("[admin_only]"), "{err}");
+
+    // Keys: made, listed, revoked; the revoked one fails at once.
+    let ci = alice.json(&["account", "key", "create", "ci"]);
+    let mut with_ci = Cli::new(&d);
+    with_ci.key = ci["api_key"].as_str().unwrap().to_string();
+    with_ci.ok(&["volume", "list"]);
+    let keys = alice.ok(&["account", "key", "list"]);
+    assert!(keys.contains("default") && keys.contains("ci"), "{keys}");
+    alice.ok(&["account", "key", "revoke", "ci"]);
+    let err = with_ci.fails(&["volume", "list"]);
+    assert!(err.contains("[api_key_invalid]"), "{err}");
+
+    // A template from a file of this machine: uploaded, then imported.
+    let image = images.path().join("disk.raw");
+    std::fs::write(&image, vec![0x42u8; 3 << 20]).unwrap();
+    let t = alice.json(&[
+        "template",
+        "import",
+        "golden",
+        "--file",
+        image.to_str().unwrap(),
+    ]);
+    assert_eq!(t["source_snapshot"], "upload:disk.raw");
+    assert_eq!(t["size_bytes"], 3 << 20);
+    assert_eq!(alice.json(&["upload", "list"]), serde_json::json!([]));
+    // A tenant cannot name the daemon's files; the admin can, below import_dirs.
+    let err = alice.fails(&[
+        "template",
+        "import",
+        "host",
+        "--file",
+        image.to_str().unwrap(),
+        "--on-server",
+    ]);
+    assert!(err.contains("[host_path_refused]"), "{err}");
+    let t = admin.json(&[
+        "template",
+        "import",
+        "host",
+        "--file",
+        image.to_str().unwrap(),
+        "--on-server",
+    ]);
+    assert_eq!(t["source_snapshot"], "image:disk.raw");
+    // Uploads by hand: listed with their checksum, deleted.
+    let u = alice.json(&["upload", "create", image.to_str().unwrap()]);
+    assert_eq!(u["state"], "Complete");
+    assert_eq!(u["sha256"].as_str().unwrap().len(), 64);
+    let listed = alice.ok(&["upload", "list"]);
+    assert!(
+        listed.contains("disk.raw") && listed.contains("Complete"),
+        "{listed}"
+    );
+    alice.ok(&["upload", "delete", u["id"].as_str().unwrap()]);
+
+    // The admin rotates its own key; the old one fails, the new one works.
+    let rotated = admin.json(&["account", "key", "rotate"]);
+    let err = admin.fails(&["volume", "list"]);
+    assert!(err.contains("[api_key_invalid]"), "{err}");
+    let mut admin = Cli::new(&d);
+    admin.key = rotated["api_key"].as_str().unwrap().to_string();
+    admin.ok(&["volume", "list"]);
+    let err = admin.fails(&["account", "delete", "alice"]);
+    assert!(err.contains("[account_not_empty]"), "{err}");
+    admin.ok(&["account", "delete", "alice", "--purge"]);
+    let err = alice.fails(&["volume", "list"]);
+    assert!(err.contains("[api_key_invalid]"), "{err}");
 }
 
 #[test]
