@@ -208,9 +208,11 @@ await step('Import template: a disk image from this computer, uploaded with a pr
   await dialog().getByRole('button', { name: 'Submit' }).click();
   const bar = dialog().getByLabel('Uploading');
   await bar.waitFor();
-  await shot('template-uploading');
+  // Caught between two pieces: the bar has moved and is not full.
+  await page.waitForFunction(() => document.querySelector('dialog progress')?.value > 0);
   const seen = await bar.evaluate((el) => el.value);
-  assert.ok(seen < 1, `the bar shows the upload under way (${seen})`);
+  await shot('template-uploading');
+  assert.ok(seen > 0 && seen < 1, `the bar shows the upload under way (${seen})`);
   await dialog().waitFor({ state: 'detached', timeout: LONG });
   await page.unroute('**/api/v1/uploads/*/data*');
   await row('uploaded').waitFor({ timeout: LONG });

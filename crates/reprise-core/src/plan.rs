@@ -164,14 +164,22 @@ impl Limit {
 
     fn what(self) -> &'static str {
         match self {
-            Limit::RecoveryPoints => "recovery points on this instance",
-            Limit::SnapshotsPerVolume => "snapshots of this volume",
+            Limit::RecoveryPoints => "recovery points per instance",
+            Limit::SnapshotsPerVolume => "snapshots per volume",
             Limit::Snapshots => "volume snapshots",
             Limit::Volumes => "volumes",
             Limit::Instances => "instances",
             Limit::VolumeBytes => "of volumes",
             Limit::SnapshotBytes => "of snapshots in the region's store",
-            Limit::ConcurrentJobs => "jobs queued or running",
+            Limit::ConcurrentJobs => "jobs at once",
+        }
+    }
+
+    fn holder(self) -> &'static str {
+        match self {
+            Limit::RecoveryPoints => "this instance",
+            Limit::SnapshotsPerVolume => "this volume",
+            _ => "the account",
         }
     }
 
@@ -256,9 +264,10 @@ pub fn refusal(limit: Limit, plan: &str, limits: &PlanLimits, usage: &Usage) -> 
     crate::Error::conflict(
         limit.code(),
         format!(
-            "the account has {has} {}, and its plan '{plan}' allows {allows} ({} = {max}): {}, or ask the operator for a larger plan",
+            "plan '{plan}' allows {allows} {} ({} = {max}), and {} has {has}: {}, or ask the operator for a larger plan",
             limit.what(),
             limit.field(),
+            limit.holder(),
             limit.remedy()
         ),
     )

@@ -9,6 +9,11 @@
 //! log_format = "text"         # text | json
 //! default_zone = "zone1"
 //! stop_timeout_secs = 30      # ACPI/agent power-down, then forced
+//! # Files on the daemon's host that the admin (never a tenant) may name
+//! # for an import or a boot; everything else comes by upload.
+//! import_dirs = ["/srv/images"]
+//! default_plan = "vps"        # the plan of new accounts (none: unlimited)
+//! # metrics_listen = "127.0.0.1:9480"  # /metrics without a key, here only
 //!
 //! [qemu]
 //! system = "qemu-system-x86_64"
@@ -30,12 +35,6 @@
 //!
 //! [snapshots]
 //! freeze_timeout_secs = 10    # the watchdog thaws a frozen guest after this
-//!
-//! # Files on the daemon's host that the admin (never a tenant) may name
-//! # for an import or a boot; everything else comes by upload.
-//! import_dirs = ["/srv/images"]
-//! default_plan = "vps"        # the plan of new accounts (none: unlimited)
-//! # metrics_listen = "127.0.0.1:9480"  # /metrics without a key, here only
 //!
 //! [uploads]
 //! max_bytes = "64G"           # one upload (an image, a kernel, an initrd)
@@ -380,6 +379,43 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The ```toml block of a text (a module doc or the README), `prefix`
+    /// stripped from its lines.
+    fn toml_block(text: &str, prefix: &str) -> String {
+        let lines: Vec<&str> = text
+            .lines()
+            .map(|l| {
+                l.strip_prefix(prefix)
+                    .or_else(|| l.strip_prefix(prefix.trim_end()))
+                    .unwrap_or(l)
+            })
+            .collect();
+        let start = lines
+            .iter()
+            .position(|l| l.trim() == "```toml")
+            .expect("a toml block");
+        let end = start
+            + 1
+            + lines[start + 1..]
+                .iter()
+                .position(|l| l.trim() == "```")
+                .expect("its end");
+        lines[start + 1..end].join("\n")
+    }
+
+    #[test]
+    fn the_documented_configs_parse() {
+        let doc = toml_block(include_str!("config.rs"), "//! ");
+        let c = Config::parse(&doc).unwrap();
+        assert_eq!(c.import_dirs, [PathBuf::from("/srv/images")]);
+        assert_eq!(c.plans["vps"].max_volume_bytes, Some(200 << 30));
+        assert!(c.region.s3.is_some());
+        let readme = toml_block(include_str!("../../../README.md"), "");
+        let c = Config::parse(&readme).unwrap();
+        assert_eq!(c.plans["vps"].max_recovery_points, Some(1));
+        assert_eq!(c.uploads.max_bytes, 64 << 30);
+    }
 
     #[test]
     fn empty_config_runs_on_defaults() {
