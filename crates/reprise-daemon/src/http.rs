@@ -185,6 +185,13 @@ pub trait ForCaller: Sized {
     }
 }
 
+/// A message a tenant reads, with the host's directories scrubbed.
+fn scrub_in(app: &App, text: &mut Option<String>) {
+    if let Some(t) = text {
+        *t = app.scrub(t);
+    }
+}
+
 impl<T: ForCaller> ForCaller for Vec<T> {
     fn hide_host(self, app: &App) -> Self {
         self.into_iter().map(|t| t.hide_host(app)).collect()
@@ -208,9 +215,7 @@ impl ForCaller for Volume {
 impl ForCaller for Instance {
     fn hide_host(mut self, app: &App) -> Self {
         self.hide_host_details();
-        if let Some(e) = &mut self.last_error {
-            *e = app.scrub(e);
-        }
+        scrub_in(app, &mut self.last_error);
         self
     }
 }
@@ -224,18 +229,14 @@ impl ForCaller for Template {
 
 impl ForCaller for Snapshot {
     fn hide_host(mut self, app: &App) -> Self {
-        if let Some(e) = &mut self.error {
-            *e = app.scrub(e);
-        }
+        scrub_in(app, &mut self.error);
         self
     }
 }
 
 impl ForCaller for Point {
     fn hide_host(mut self, app: &App) -> Self {
-        if let Some(e) = &mut self.error {
-            *e = app.scrub(e);
-        }
+        scrub_in(app, &mut self.error);
         self
     }
 }

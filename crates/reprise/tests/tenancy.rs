@@ -1169,6 +1169,16 @@ fn deletes_are_collected_together_in_the_background() {
         metrics.contains("reprise_job_duration_seconds_count{kind=\"snapshot.create\"} 5"),
         "{metrics}"
     );
+    let counter = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {metrics}"))
+    };
+    assert!(counter("reprise_backup_new_bytes_total ") > 0);
+    assert!(counter("reprise_backup_read_bytes_total ") >= 5 * (2 << 20));
+    assert!(counter("reprise_gc_deleted_chunks_total ") > 0);
 }
 
 /// A guest that kills its agent and floods the channel with one endless
@@ -1234,4 +1244,94 @@ impl Drop for KillVms {
     fn drop(&mut self) {
         kill_instances_under(&self.0);
     }
+}
+
+/// An upload left unfinished is removed (with its file) once it has been
+/// idle past `uploads.expire_hours`; a complete one stays.
+#[test]
+fn unfinished_uploads_expire() {
+    let mut d = TestDaemon::start();
+    let alice = d.account("alice");
+    let pending: Upload = alice
+        .post(
+            "/api/v1/uploads",
+            &json!({"name": "half", "size_bytes": 100}),
+        )
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("whole"), b"complete").unwrap();
+    let complete = alice.upload(&dir.path().join("whole"), |_, _| {}).unwrap();
+    d.stop();
+    d.config.uploads.expire_hours = 0;
+    d.start_again();
+    let left: Vec<Upload> = alice.get("/api/v1/uploads").unwrap();
+    let ids: Vec<uuid::Uuid> = left.iter().map(|u| u.id).collect();
+    assert_eq!(ids, [complete.id], "the unfinished one is gone");
+    assert!(!d.config.uploads_dir().join(pending.id.to_string()).exists());
+    assert!(d
+        .config
+        .uploads_dir()
+        .join(complete.id.to_string())
+        .exists());
+}
+
+/// A tenant looping snapshot create/delete (each delete asking for a
+/// collection) does not keep another tenant's backup from finishing whole.
+#[test]
+fn a_tenant_looping_deletes_does_not_starve_another_s_backup() {
+    let d = TestDaemon::start_with(|c| {
+        c.gc.delay_ms = 20;
+        c.region.test_chunk_delay_ms = 100;
+    });
+    let alice = d.account("alice");
+    let bob = d.account("bob");
+    let write = |c: &Client, name: &str, mib: u32| {
+        let v: Volume = c
+            .post("/api/v1/volumes", &json!({"name": name, "size": "64M"}))
+            .unwrap();
+        let path = d
+            .server()
+            .app
+            .catalog
+            .volume(v.account_id, name)
+            .unwrap()
+            .path;
+        let ok = Command::new("qemu-io")
+            .args(["-f", "qcow2", "-c", &format!("write -P 9 0 {mib}M"), &path])
+            .output()
+            .unwrap();
+        assert!(ok.status.success());
+    };
+    write(&alice, "a", 1);
+    write(&bob, "b", 24);
+    let job = bob
+        .start_job("/api/v1/snapshots", &json!({"volume": "b", "name": "big"}))
+        .unwrap();
+    let mut loops = 0;
+    while bob.job(&job.id.to_string()).unwrap().state != JobState::Succeeded {
+        let name = format!("l{loops}");
+        run_job(
+            &alice,
+            "/api/v1/snapshots",
+            &json!({"volume": "a", "name": name}),
+        );
+        wait_snapshot(&alice, &name);
+        let del = alice
+            .delete_job(&format!("/api/v1/snapshots/{name}"))
+            .unwrap();
+        alice
+            .wait_job(&del.id.to_string(), Duration::from_secs(60), |_| {})
+            .unwrap();
+        loops += 1;
+        assert!(loops < 200, "bob's backup never ends");
+    }
+    assert!(loops >= 2, "alice looped while bob backed up ({loops})");
+    let s = wait_snapshot(&bob, "big");
+    assert_eq!(s.state, SnapshotState::BackedUp);
+    run_job(&bob, "/api/v1/snapshots/big/verify", &json!({}));
+    let s: Snapshot = bob.get("/api/v1/snapshots/big").unwrap();
+    assert!(
+        s.verified_at.is_some(),
+        "every chunk of bob's snapshot is there"
+    );
 }

@@ -280,6 +280,7 @@ pub async fn back_up(app: &App, ctx: &JobCtx, id: Uuid, consistency: &str) -> Re
     engine::commit(app.region().await?, &done.index, &mut manifest).await?;
     let previous = app.catalog.snapshot_backed_up(id, v.id, &stats)?;
     drop(done.hold);
+    app.metrics.backed_up(stats.read_bytes, stats.new_bytes);
     ctx.log("backed up: every chunk, the index and the manifest are in the region's store");
     // The previous base's tag is no longer needed.
     if let Some(prev) = previous.filter(|p| *p != id) {
