@@ -11,7 +11,7 @@
 //! resource (see `reprise_catalog::Catalog::admit`), so two concurrent
 //! requests can never both pass a limit; [`first_exceeded`] only decides.
 
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// The limits of a plan. Sizes are bytes; in the daemon's TOML config they
@@ -38,7 +38,7 @@ pub struct PlanLimits {
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        deserialize_with = "size_or_bytes"
+        deserialize_with = "crate::size::deserialize_opt_bytes"
     )]
     pub max_volume_bytes: Option<u64>,
     /// Bytes the account's snapshots take in the region's store (each
@@ -46,7 +46,7 @@ pub struct PlanLimits {
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        deserialize_with = "size_or_bytes"
+        deserialize_with = "crate::size::deserialize_opt_bytes"
     )]
     pub max_snapshot_bytes: Option<u64>,
     /// Jobs of the account queued or running at once.
@@ -271,23 +271,6 @@ pub fn refusal(limit: Limit, plan: &str, limits: &PlanLimits, usage: &Usage) -> 
             limit.remedy()
         ),
     )
-}
-
-/// A byte count written as a number or as a size string (`"100G"`).
-fn size_or_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Either {
-        Bytes(u64),
-        Text(String),
-    }
-    match Option::<Either>::deserialize(d)? {
-        None => Ok(None),
-        Some(Either::Bytes(b)) => Ok(Some(b)),
-        Some(Either::Text(t)) => crate::size::parse_size(&t)
-            .map(Some)
-            .map_err(|e| serde::de::Error::custom(e.message)),
-    }
 }
 
 #[cfg(test)]

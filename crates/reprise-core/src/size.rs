@@ -88,6 +88,38 @@ pub fn format_size(bytes: u64) -> String {
     format!("{bytes}B")
 }
 
+/// A byte count as serde reads it from a config or a body: a number of
+/// bytes, or a size string like `"100G"`.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum BytesOrSize {
+    Bytes(u64),
+    Text(String),
+}
+
+impl BytesOrSize {
+    fn bytes<E: serde::de::Error>(self) -> Result<u64, E> {
+        match self {
+            BytesOrSize::Bytes(b) => Ok(b),
+            BytesOrSize::Text(t) => parse_size(&t).map_err(|e| E::custom(e.message)),
+        }
+    }
+}
+
+/// For `#[serde(deserialize_with)]`: a byte count, as a number or a size.
+pub fn deserialize_bytes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    <BytesOrSize as serde::Deserialize>::deserialize(d)?.bytes()
+}
+
+/// For `#[serde(deserialize_with)]`: an optional byte count.
+pub fn deserialize_opt_bytes<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<u64>, D::Error> {
+    <Option<BytesOrSize> as serde::Deserialize>::deserialize(d)?
+        .map(BytesOrSize::bytes)
+        .transpose()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -97,7 +97,7 @@ pub struct Config {
 #[serde(deny_unknown_fields, default)]
 pub struct UploadConfig {
     /// The largest upload accepted, in bytes (`"64G"` in the file).
-    #[serde(deserialize_with = "size")]
+    #[serde(deserialize_with = "reprise_core::size::deserialize_bytes")]
     pub max_bytes: u64,
     pub max_per_account: u64,
     /// An upload still receiving, untouched this long, is removed.
@@ -118,7 +118,7 @@ impl Default for UploadConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct ImageConfig {
     /// The largest virtual size of an imported image.
-    #[serde(deserialize_with = "size")]
+    #[serde(deserialize_with = "reprise_core::size::deserialize_bytes")]
     pub max_virtual_size: u64,
 }
 
@@ -141,22 +141,6 @@ pub struct GcConfig {
 impl Default for GcConfig {
     fn default() -> Self {
         GcConfig { delay_ms: 2000 }
-    }
-}
-
-/// A size written as a number of bytes or like `"64G"`.
-fn size<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<u64, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Either {
-        Bytes(u64),
-        Text(String),
-    }
-    match Either::deserialize(d)? {
-        Either::Bytes(b) => Ok(b),
-        Either::Text(t) => {
-            reprise_core::size::parse_size(&t).map_err(|e| serde::de::Error::custom(e.message))
-        }
     }
 }
 

@@ -551,14 +551,8 @@ fn qemu_img(args: &[&str]) {
     );
 }
 
-fn patch(path: &std::path::Path, offset: u64, bytes: &[u8]) {
-    use std::os::unix::fs::FileExt;
-    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
-    f.write_all_at(bytes, offset).unwrap();
-}
-
 #[test]
-fn images_are_imported_as_templates_and_hostile_ones_refused() {
+fn images_are_imported_as_templates_and_deploy_equal_root_volumes() {
     let dir = tempfile::tempdir().unwrap();
     let d = TestDaemon::start_with(|c| c.import_dirs.push(dir.path().into()));
     let c = d.admin();
@@ -616,79 +610,7 @@ fn images_are_imported_as_templates_and_hostile_ones_refused() {
         assert!(same.success(), "{name}: the deployed root equals the image");
     }
 
-    // Hostile images, made with names of our own, then patched.
-    qemu_img(&[
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        "-b",
-        &p("disk.raw"),
-        "-F",
-        "raw",
-        &p("backing.qcow2"),
-    ]);
-    std::fs::write(p("own-data"), b"").unwrap();
-    qemu_img(&[
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        "-o",
-        &format!("data_file={}", p("own-data")),
-        &p("datafile.qcow2"),
-        "16M",
-    ]);
-    qemu_img(&["create", "-q", "-f", "qcow2", &p("feature.qcow2"), "16M"]);
-    patch(&dir.path().join("feature.qcow2"), 72, &[0x80]);
-    qemu_img(&["create", "-q", "-f", "qcow2", &p("huge.qcow2"), "16M"]);
-    patch(
-        &dir.path().join("huge.qcow2"),
-        24,
-        &(1u64 << 62).to_be_bytes(),
-    );
-    let jobs_before = c.get::<Vec<Job>>("/api/v1/jobs").unwrap().len();
-    let data_file_before = std::fs::metadata(p("own-data"))
-        .unwrap()
-        .modified()
-        .unwrap();
-    for (file, code, words) in [
-        (p("backing.qcow2"), "image_unsafe", "backing file"),
-        (p("datafile.qcow2"), "image_unsafe", "external data file"),
-        (p("feature.qcow2"), "image_unsafe", "incompatible feature"),
-        (p("huge.qcow2"), "image_unsafe", "virtual size"),
-        ("relative.qcow2".into(), "host_path_refused", "import_dirs"),
-        (p("missing.qcow2"), "host_path_refused", "import_dirs"),
-    ] {
-        let e = c
-            .start_job(
-                "/api/v1/templates/import",
-                &json!({"name": "bad", "file": file}),
-            )
-            .unwrap_err();
-        let text = format!("{e:?}");
-        assert!(
-            text.contains(code) && text.contains(words),
-            "{file}: {text}"
-        );
-    }
-    assert_eq!(
-        c.get::<Vec<Template>>("/api/v1/templates").unwrap().len(),
-        2
-    );
-    assert_eq!(
-        c.get::<Vec<Job>>("/api/v1/jobs").unwrap().len(),
-        jobs_before,
-        "no job started"
-    );
-    assert_eq!(
-        std::fs::metadata(p("own-data"))
-            .unwrap()
-            .modified()
-            .unwrap(),
-        data_file_before,
-        "the data file was not touched"
-    );
+    // Hostile images are refused at every entry: see tests/tenancy.rs.
 }
 
 #[test]
