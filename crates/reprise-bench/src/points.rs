@@ -2,7 +2,7 @@
 //! memory points against RAM size, and guest reads with many points.
 
 use crate::{median, ms, percentile, Section};
-use reprise_cli::Client;
+use reprise_client::Client;
 use reprise_core::model::{Instance, Point, Volume};
 use reprise_qemu::qmp::Qmp;
 use reprise_testing::*;

@@ -1,9 +1,9 @@
 //! The commands, as clap parses them, and what each one does.
 
-use crate::client::{segment, Client};
-use crate::output::{self, fields, opt, size, table, time};
+use crate::output::{self, fields, opt, out, outln, size, table, time};
 use crate::{client_config_path, ClientConfig};
 use clap::{Args, Parser, Subcommand};
+use reprise_client::{segment, Client};
 use reprise_core::model::*;
 use reprise_core::{Error, Result};
 use serde::Serialize;
@@ -178,17 +178,19 @@ enum PointCmd {
     },
 }
 
+/// What `reprise serve` is given; the binary runs the daemon with it (the
+/// CLI itself does not link the daemon).
 #[derive(Args)]
-struct ServeArgs {
+pub struct ServeArgs {
     /// TOML configuration file (every field has a default).
     #[arg(long)]
-    config: Option<PathBuf>,
+    pub config: Option<PathBuf>,
     /// Data directory (catalog, keys, default zone, region store).
     #[arg(long)]
-    data_dir: Option<PathBuf>,
+    pub data_dir: Option<PathBuf>,
     /// Address to listen on, like 127.0.0.1:7480.
     #[arg(long)]
-    listen: Option<std::net::SocketAddr>,
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Subcommand)]
@@ -489,9 +491,14 @@ fn resolve_client(cli: &Cli) -> Result<Client> {
         .url
         .clone()
         .or(file.url)
-        .unwrap_or_else(|| format!("http://{}", reprise_daemon::config::DEFAULT_LISTEN));
+        .unwrap_or_else(|| format!("http://{}", reprise_core::defaults::DEFAULT_LISTEN));
     let key = cli.api_key.clone().or(file.api_key).or_else(|| {
-        let path = reprise_daemon::config::default_data_dir().join("admin.key");
+        let data_dir = reprise_core::defaults::data_dir(
+            rustix::process::getuid().is_root(),
+            std::env::var_os("XDG_DATA_HOME").map(PathBuf::from),
+            std::env::var_os("HOME").map(PathBuf::from),
+        );
+        let path = data_dir.join("admin.key");
         std::fs::read_to_string(path)
             .ok()
             .map(|k| k.trim().to_string())
@@ -499,10 +506,12 @@ fn resolve_client(cli: &Cli) -> Result<Client> {
     Ok(Client::new(&url, key))
 }
 
-pub fn run(cli: Cli) -> Result<()> {
-    if let Command::Serve(args) = &cli.command {
-        return serve(args);
-    }
+/// Run a parsed command; `serve` runs the daemon for `reprise serve`.
+pub fn run(cli: Cli, serve: impl FnOnce(ServeArgs) -> Result<()>) -> Result<()> {
+    let cli = match cli.command {
+        Command::Serve(args) => return serve(args),
+        _ => cli,
+    };
     let ctx = Ctx {
         client: resolve_client(&cli)?,
         json: cli.json,
@@ -531,24 +540,8 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn serve(args: &ServeArgs) -> Result<()> {
-    let mut config = match &args.config {
-        Some(p) => reprise_daemon::config::Config::load(p)?,
-        None => reprise_daemon::config::Config::default(),
-    };
-    if let Some(d) = &args.data_dir {
-        config.data_dir = std::path::absolute(d).unwrap_or_else(|_| d.clone());
-    }
-    if let Some(l) = args.listen {
-        config.listen = l;
-    }
-    reprise_daemon::init_logging(config.log_format);
-    let rt = tokio::runtime::Runtime::new().map_err(|e| Error::internal(e.to_string()))?;
-    rt.block_on(reprise_daemon::run(config))
-}
-
 fn print_json<T: Serialize>(value: &T) {
-    println!(
+    outln!(
         "{}",
         serde_json::to_string_pretty(value).unwrap_or_default()
     );
@@ -564,7 +557,7 @@ fn print_list<T: Serialize>(
     if ctx.json {
         print_json(&items);
     } else {
-        print!(
+        out!(
             "{}",
             table(headers, &items.iter().map(row).collect::<Vec<_>>())
         );
@@ -603,7 +596,7 @@ fn show_zone(ctx: &Ctx, z: &Zone) {
     if ctx.json {
         return print_json(z);
     }
-    print!(
+    out!(
         "{}",
         fields(&[
             ("id", z.id.to_string()),
@@ -636,7 +629,7 @@ fn account(ctx: &Ctx, cmd: AccountCmd) -> Result<()> {
             if ctx.json {
                 print_json(&made);
             } else {
-                print!(
+                out!(
                     "{}",
                     fields(&[
                         ("id", made.account.id.to_string()),
@@ -686,7 +679,7 @@ fn account(ctx: &Ctx, cmd: AccountCmd) -> Result<()> {
                 c.delete(&account_path(&account))?;
             }
             if !ctx.json {
-                println!("account {account} deleted");
+                outln!("account {account} deleted");
             }
         }
         AccountCmd::Key(k) => key(ctx, k)?,
@@ -698,7 +691,7 @@ fn show_account(ctx: &Ctx, d: &AccountDetails) {
     if ctx.json {
         return print_json(d);
     }
-    print!(
+    out!(
         "{}",
         fields(&[
             ("id", d.account.id.to_string()),
@@ -730,8 +723,8 @@ fn show_account(ctx: &Ctx, d: &AccountDetails) {
             ]
         })
         .collect();
-    println!();
-    print!("{}", table(&["LIMIT", "USED", "ALLOWED"], &rows));
+    outln!();
+    out!("{}", table(&["LIMIT", "USED", "ALLOWED"], &rows));
 }
 
 fn key(ctx: &Ctx, cmd: KeyCmd) -> Result<()> {
@@ -740,7 +733,7 @@ fn key(ctx: &Ctx, cmd: KeyCmd) -> Result<()> {
         if ctx.json {
             print_json(made);
         } else {
-            print!(
+            out!(
                 "{}",
                 fields(&[
                     ("id", made.key.id.to_string()),
@@ -785,7 +778,7 @@ fn key(ctx: &Ctx, cmd: KeyCmd) -> Result<()> {
             let a = account_or_me(c, account)?;
             c.delete(&format!("{}/keys/{}", account_path(&a), segment(&key)))?;
             if !ctx.json {
-                println!("key {key} revoked");
+                outln!("key {key} revoked");
             }
         }
         KeyCmd::Rotate => {
@@ -822,7 +815,7 @@ fn plan(ctx: &Ctx, cmd: PlanCmd) -> Result<()> {
                     row
                 })
                 .collect();
-            print!("{}", table(&headers, &rows));
+            out!("{}", table(&headers, &rows));
         }
         PlanCmd::Set {
             name,
@@ -854,13 +847,13 @@ fn plan(ctx: &Ctx, cmd: PlanCmd) -> Result<()> {
             if ctx.json {
                 print_json(&p);
             } else {
-                println!("plan {} set", p.name);
+                outln!("plan {} set", p.name);
             }
         }
         PlanCmd::Delete { name } => {
             c.delete(&format!("/api/v1/plans/{}", segment(&name)))?;
             if !ctx.json {
-                println!("plan {name} deleted");
+                outln!("plan {name} deleted");
             }
         }
     }
@@ -918,7 +911,7 @@ fn upload(ctx: &Ctx, cmd: UploadCmd) -> Result<()> {
         UploadCmd::Delete { upload } => {
             c.delete(&path(&upload))?;
             if !ctx.json {
-                println!("upload {upload} deleted");
+                outln!("upload {upload} deleted");
             }
             return Ok(());
         }
@@ -927,7 +920,7 @@ fn upload(ctx: &Ctx, cmd: UploadCmd) -> Result<()> {
         print_json(&u);
         return Ok(());
     }
-    print!(
+    out!(
         "{}",
         fields(&[
             ("id", u.id.to_string()),
@@ -1056,7 +1049,7 @@ fn volume(ctx: &Ctx, cmd: VolumeCmd) -> Result<()> {
         VolumeCmd::Delete { volume } => {
             c.delete(&volume_path(&volume))?;
             if !ctx.json {
-                println!("volume {volume} deleted");
+                outln!("volume {volume} deleted");
             }
             return Ok(());
         }
@@ -1092,7 +1085,7 @@ fn show_volume(ctx: &Ctx, v: &Volume) {
     if ctx.json {
         return print_json(v);
     }
-    print!(
+    out!(
         "{}",
         fields(&[
             ("id", v.id.to_string()),
@@ -1230,7 +1223,7 @@ fn instance(ctx: &Ctx, cmd: InstanceCmd) -> Result<()> {
         InstanceCmd::Delete { instance } => {
             c.delete(&instance_path(&instance))?;
             if !ctx.json {
-                println!("instance {instance} deleted");
+                outln!("instance {instance} deleted");
             }
             return Ok(());
         }
@@ -1303,7 +1296,7 @@ fn show_instance(ctx: &Ctx, i: &Instance) {
     if let Some(e) = &i.last_error {
         pairs.push(("last error", e.clone()));
     }
-    print!("{}", fields(&pairs));
+    out!("{}", fields(&pairs));
 }
 
 /// Wait for a job with a progress bar, or print it with `--no-wait`.
@@ -1370,9 +1363,9 @@ fn show_job(ctx: &Ctx, j: &Job) {
     if let Some(e) = &j.error {
         pairs.push(("error", format!("{} [{}]", e.message, e.code)));
     }
-    print!("{}", fields(&pairs));
+    out!("{}", fields(&pairs));
     for line in &j.log {
-        println!("  {}  {}", output::time(&line.at), line.message);
+        outln!("  {}  {}", output::time(&line.at), line.message);
     }
 }
 
@@ -1448,9 +1441,9 @@ fn point(ctx: &Ctx, cmd: PointCmd) -> Result<()> {
             if ctx.json {
                 print_json(&points);
             } else if tree {
-                print!("{}", crate::output::point_tree(&instance, &points));
+                out!("{}", crate::output::point_tree(&instance, &points));
             } else {
-                print!(
+                out!(
                     "{}",
                     table(
                         &POINT_HEADERS,
@@ -1493,7 +1486,7 @@ fn point(ctx: &Ctx, cmd: PointCmd) -> Result<()> {
             let p: Point = c.get(&format!("{}/{}", points_path(&instance), target))?;
             show_point(ctx, &p);
         } else if !ctx.json {
-            println!("deleted");
+            outln!("deleted");
         }
     }
     Ok(())
@@ -1578,7 +1571,7 @@ fn show_point(ctx: &Ctx, p: &Point) {
     if let Some(e) = &p.error {
         pairs.push(("error", e.clone()));
     }
-    print!("{}", fields(&pairs));
+    out!("{}", fields(&pairs));
 }
 
 fn snapshot_path(s: &str) -> String {
@@ -1643,7 +1636,7 @@ fn snapshot(ctx: &Ctx, cmd: SnapshotCmd) -> Result<()> {
     if follow(ctx, job)? {
         if kind == "snapshot.delete" {
             if !ctx.json {
-                println!("deleted");
+                outln!("deleted");
             }
         } else {
             show_snapshot(ctx, &c.get(&snapshot_path(&target.to_string()))?);
@@ -1719,7 +1712,7 @@ fn show_snapshot(ctx: &Ctx, s: &Snapshot) {
     if let Some(e) = &s.error {
         pairs.push(("error", e.clone()));
     }
-    print!("{}", fields(&pairs));
+    out!("{}", fields(&pairs));
 }
 
 fn template_path(t: &str) -> String {
@@ -1780,7 +1773,7 @@ fn template(ctx: &Ctx, cmd: TemplateCmd) -> Result<()> {
         }
         TemplateCmd::Delete { template } => {
             if follow(ctx, c.delete_job(&template_path(&template))?)? && !ctx.json {
-                println!("deleted");
+                outln!("deleted");
             }
             return Ok(());
         }
@@ -1788,7 +1781,7 @@ fn template(ctx: &Ctx, cmd: TemplateCmd) -> Result<()> {
     if ctx.json {
         print_json(&shown);
     } else {
-        print!(
+        out!(
             "{}",
             fields(&[
                 ("id", shown.id.to_string()),

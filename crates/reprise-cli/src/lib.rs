@@ -3,11 +3,11 @@
 //! JSON with `--json`; errors go to stderr with a non-zero exit; long
 //! operations wait on their job with a progress bar unless `--no-wait`.
 
-pub mod client;
 mod commands;
 mod output;
 
-pub use client::Client;
+pub use commands::ServeArgs;
+pub use reprise_client::Client;
 
 use clap::Parser;
 use std::path::PathBuf;
@@ -15,9 +15,11 @@ use std::path::PathBuf;
 /// Exit code of a command that failed.
 pub const EXIT_ERROR: i32 = 1;
 
-pub fn main() -> i32 {
+/// Parse the command line and run it; `serve` runs the daemon (the binary
+/// links it, the CLI does not). Returns the exit code.
+pub fn main(serve: impl FnOnce(ServeArgs) -> reprise_core::Result<()>) -> i32 {
     let cli = commands::Cli::parse();
-    match commands::run(cli) {
+    match commands::run(cli, serve) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("error: {} [{}]", e.message, e.code);

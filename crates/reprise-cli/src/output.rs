@@ -1,7 +1,36 @@
-//! How results look to people: aligned tables and `field: value` lists.
+//! How results look to people: aligned tables and `field: value` lists;
+//! and how they are written ([`emit`], through the `out!`/`outln!` macros).
 
 use chrono::{DateTime, Utc};
 use reprise_core::size::format_size;
+
+/// Write to standard output. A closed pipe (`reprise snapshot list | head
+/// -1`, `… | grep -q Running`) ends the command quietly, as Unix tools do,
+/// instead of a panic with a backtrace.
+pub fn emit(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write the output: {e}");
+        std::process::exit(crate::EXIT_ERROR);
+    }
+}
+
+/// `print!` through [`emit`].
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::output::emit(&format!($($arg)*)) };
+}
+
+/// `println!` through [`emit`].
+macro_rules! outln {
+    () => { $crate::output::emit("\n") };
+    ($($arg:tt)*) => { $crate::output::emit(&format!("{}\n", format_args!($($arg)*))) };
+}
+
+pub(crate) use {out, outln};
 
 pub fn time(t: &DateTime<Utc>) -> String {
     t.format("%Y-%m-%d %H:%M:%S UTC").to_string()

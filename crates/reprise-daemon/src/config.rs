@@ -225,17 +225,14 @@ impl Default for RegionConfig {
 /// Where data lives when nothing says otherwise: `/var/lib/reprise` for
 /// root, `~/.local/share/reprise` for anyone else.
 pub fn default_data_dir() -> PathBuf {
-    if rustix::process::getuid().is_root() {
-        return PathBuf::from("/var/lib/reprise");
-    }
-    match std::env::var_os("XDG_DATA_HOME") {
-        Some(d) if !d.is_empty() => PathBuf::from(d).join("reprise"),
-        _ => PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| ".".into()))
-            .join(".local/share/reprise"),
-    }
+    reprise_core::defaults::data_dir(
+        rustix::process::getuid().is_root(),
+        std::env::var_os("XDG_DATA_HOME").map(PathBuf::from),
+        std::env::var_os("HOME").map(PathBuf::from),
+    )
 }
 
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:7480";
+pub use reprise_core::defaults::DEFAULT_LISTEN;
 
 impl Default for Config {
     fn default() -> Self {

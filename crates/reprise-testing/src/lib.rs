@@ -9,7 +9,7 @@
 //! - [`TestDaemon::guest_sh`]: run a shell command in a guest through its
 //!   real qemu-guest-agent.
 
-use reprise_cli::Client;
+use reprise_client::Client;
 use reprise_core::model::{CreateInstance, Instance, InstanceState, Job};
 use reprise_daemon::config::Config;
 use reprise_daemon::Server;

@@ -1,7 +1,7 @@
 //! The HTTP API without a running guest: keys, accounts, zones, volumes,
 //! bad input, the OpenAPI document, metrics and restarts of the daemon.
 
-use reprise_cli::Client;
+use reprise_client::Client;
 use reprise_core::model::*;
 use reprise_core::ErrorKind;
 use reprise_testing::*;

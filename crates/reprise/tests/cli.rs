@@ -106,6 +106,25 @@ fn volumes_from_the_command_line() {
     let err = cli.fails(&["volume", "show", "nope"]);
     assert!(err.contains("volume 'nope' not found"), "{err}");
 
+    // A pipe closed early (`| head -1`, `| grep -q`): the command ends
+    // quietly, no panic.
+    for args in [&["volume", "list"][..], &["--json", "volume", "show", "db"]] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_reprise"))
+            .args(args)
+            .env("REPRISE_URL", &d.url)
+            .env("REPRISE_API_KEY", &cli.key)
+            .env("HOME", cli.home.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert!(err.is_empty(), "{args:?}: {err}");
+    }
+
     cli.ok(&["volume", "delete", "db"]);
     assert_eq!(cli.json(&["volume", "list"]), serde_json::json!([]));
 }
@@ -156,7 +175,7 @@ fn an_instance_from_the_command_line() {
     let made = Cli::new(&d).json(&["account", "create", "alice"]);
     let mut cli = Cli::new(&d);
     cli.key = made["api_key"].as_str().unwrap().to_string();
-    let alice = reprise_cli::Client::new(&d.url, Some(cli.key.clone()));
+    let alice = reprise_client::Client::new(&d.url, Some(cli.key.clone()));
     let g = guest();
     cli.ok(&["volume", "create", "data", "--size", "64M"]);
     let shown = cli.ok(&[

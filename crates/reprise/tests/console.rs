@@ -64,7 +64,7 @@ fn the_console_does_what_the_guides_describe_in_three_languages() {
     let images = tempfile::tempdir().unwrap();
     let image = images.path().join("disk.raw");
     std::fs::write(&image, vec![0x5Au8; 20 << 20]).unwrap();
-    let alice = reprise_cli::Client::new(&d.url, Some(alice_key.clone()));
+    let alice = reprise_client::Client::new(&d.url, Some(alice_key.clone()));
     let vm = d.booted_guest(&alice, "web", "data1");
     let (code, _) = d.guest_sh(
         &vm,
@@ -136,7 +136,7 @@ fn the_console_does_what_the_guides_describe_in_three_languages() {
         "the restored and cloned volumes were deleted"
     );
     assert_eq!(instance(&alice, "web").state, InstanceState::Running);
-    let bob = reprise_cli::Client::new(&d.url, Some(bob_key));
+    let bob = reprise_client::Client::new(&d.url, Some(bob_key));
     let bobs: Vec<Snapshot> = bob.get("/api/v1/snapshots").unwrap();
     assert!(bobs.is_empty());
 }

@@ -1,7 +1,7 @@
 //! Recovery points with the real test guest: memory points that resume,
 //! quiesced disk-only points, the tree, the freeze watchdog, and the rules.
 
-use reprise_cli::Client;
+use reprise_client::Client;
 use reprise_core::model::*;
 use reprise_testing::*;
 use serde_json::json;

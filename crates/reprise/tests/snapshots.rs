@@ -3,7 +3,7 @@
 //! read only what changed across VM and daemon restarts, deduplication,
 //! garbage collection during a backup, verification, and the rules.
 
-use reprise_cli::Client;
+use reprise_client::Client;
 use reprise_core::model::*;
 use reprise_testing::*;
 use serde_json::json;

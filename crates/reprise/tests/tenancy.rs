@@ -6,7 +6,7 @@
 //! host in what a tenant reads. No guest boots here, but the upload that
 //! becomes a template and an instance does (see `uploaded_files_boot_a_guest`).
 
-use reprise_cli::Client;
+use reprise_client::Client;
 use reprise_core::model::*;
 use reprise_core::ErrorKind;
 use reprise_testing::*;
