@@ -1,25 +1,28 @@
 //! One backup: a qcow2 internal snapshot into the region's store.
 //!
-//! Steps: find the positions to read ([`crate::plan`]); for each, in
+//! Steps: find the positions to read ([`SnapshotReader::changed_grains`]);
+//! for each, in
 //! parallel (at most [`Region::parallel`] at once, so memory is bounded by
 //! that many pairs of chunk buffers whatever the volume's size): read it,
 //! skip it if it is zeros, name it, take a reference ([`Refs::hold`]), and
 //! if the store lacks it, compress, encrypt and upload it. Positions not
 //! read keep their base chunk. The index and the manifest are written by
-//! [`commit`] once the caller has recorded the references.
+//! the snapshot's transaction ([`crate::snapshot`]) once the references
+//! are recorded.
 
-use crate::plan::Snapshot;
 use crate::{chunk_key, index_key, joined, manifest_key, Hold, Refs, Region};
 use futures::StreamExt;
 use reprise_chunks::{chunk, ChunkName, Index, Manifest};
 use reprise_core::Result;
+use reprise_qcow2::{Image, SnapshotReader};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-/// The snapshot the new one is taken incrementally from: its qcow2 tag
-/// (still in the image) and its index.
+/// The snapshot the new one is taken incrementally from: its id, its
+/// qcow2 tag (still in the image) and its index.
 pub struct Base {
+    pub snapshot_id: uuid::Uuid,
     pub tag: String,
     pub index: Index,
 }
@@ -61,12 +64,12 @@ pub async fn backup(
                     format!("cannot open {}: {e}", path.display()),
                 )
             })?;
-            let img = reprise_qcow2::Image::open(file)?;
+            let img = Image::open(file)?;
             let base_l1 = match &base_tag {
                 Some(t) if img.snapshot(t).is_some() => Some(img.snapshot_l1(t)?),
                 _ => None,
             };
-            Ok((Snapshot::open(img, &tag_owned, chunk_size)?, base_l1))
+            Ok((SnapshotReader::open(img, &tag_owned)?, base_l1))
         })
         .await,
     )?;
@@ -88,7 +91,10 @@ pub async fn backup(
     let positions = {
         let snap = snap.clone();
         joined(
-            tokio::task::spawn_blocking(move || snap.positions_to_read(base_l1.as_deref())).await,
+            tokio::task::spawn_blocking(move || {
+                snap.changed_grains(base_l1.as_deref(), chunk_size as u64)
+            })
+            .await,
         )?
     };
     let total = positions.len() as u64 * chunk_size as u64;
@@ -155,17 +161,19 @@ struct Stored {
 async fn back_up_position(
     region: &Region,
     refs: &Arc<Refs>,
-    snap: &Arc<Snapshot>,
+    snap: &Arc<SnapshotReader<std::fs::File>>,
     known: &std::collections::HashSet<ChunkName>,
     pos: u64,
 ) -> Result<Done> {
     let (plain, name) = {
         let snap = snap.clone();
         let key = region.keys.names.clone();
+        let chunk_size = region.chunk_size as u64;
         joined(
             tokio::task::spawn_blocking(move || {
-                let mut buf = Vec::new();
-                snap.read_chunk(pos, &mut buf)?;
+                let start = pos * chunk_size;
+                let mut buf = vec![0; chunk_size.min(snap.volume_size() - start) as usize];
+                snap.read(start, &mut buf)?;
                 if chunk::is_zero(&buf) {
                     return Ok((buf, None));
                 }
@@ -229,7 +237,7 @@ async fn back_up_position(
 /// Write a snapshot's index, then its manifest (which pins the index's
 /// hash): from here on the snapshot is complete in the store. The caller
 /// must have checked that every chunk is durable (a finished [`backup`]).
-pub async fn commit(region: &Region, index: &Index, manifest: &mut Manifest) -> Result<()> {
+pub(crate) async fn commit(region: &Region, index: &Index, manifest: &mut Manifest) -> Result<()> {
     let object = index.encode();
     manifest.index_blake3 = blake3::hash(&object).to_hex().to_string();
     region

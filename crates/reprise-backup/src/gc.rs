@@ -7,11 +7,13 @@
 //!    chunk being in the store: before the HEAD that finds it present, and
 //!    for its base's chunks before it skips them. The hold lasts until the
 //!    snapshot's references are recorded in the catalog (or it failed).
+//!    A snapshot's transaction also holds the snapshot's id while it
+//!    records it and writes its index and manifest.
 //! 2. A sweep takes the sweep lock exclusively, so no hold is taken while
 //!    it runs; then — inside the lock — it reads the live set (every chunk
 //!    a recorded snapshot or template references, every snapshot id that
-//!    exists) and adds the held chunks; then it lists the store and deletes
-//!    what is in neither.
+//!    exists) and adds the held chunks and snapshot ids; then it lists the
+//!    store and deletes what is in neither.
 //!
 //! So a chunk deleted by a sweep was not held when the sweep began and
 //! could not be held during it: any backup that wants it afterwards finds
@@ -74,7 +76,7 @@ pub async fn gc(
     }
     for (key, _) in region.store.list("snapshots").await? {
         let id = key.split('/').nth(1).and_then(|s| Uuid::parse_str(s).ok());
-        if id.is_some_and(|id| !live.snapshots.contains(&id)) {
+        if id.is_some_and(|id| !live.snapshots.contains(&id) && !refs.is_snapshot_held(&id)) {
             region.store.delete(&key).await?;
             report.snapshot_objects_deleted += 1;
         }

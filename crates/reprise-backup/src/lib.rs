@@ -2,6 +2,9 @@
 //! and the region's object store, with no knowledge of the catalog, the
 //! API or QEMU processes.
 //!
+//! - [`snapshot`] is a snapshot's transaction, the one way a snapshot
+//!   enters the store: [`backup`], then the caller records the references,
+//!   then the index and manifest are written.
 //! - [`backup`] reads the clusters of a qcow2 snapshot that differ from a
 //!   base snapshot (or all written clusters), cuts them into fixed-size
 //!   chunks, hashes, compresses (and encrypts) them and uploads the chunks
@@ -26,8 +29,8 @@
 
 pub mod backup;
 pub mod gc;
-mod plan;
 pub mod restore;
+pub mod snapshot;
 
 use reprise_chunks::{ChunkName, Manifest, RegionInfo, RegionKeys};
 use reprise_core::{Error, ErrorKind, Result};
@@ -154,63 +157,98 @@ impl Region {
     }
 }
 
-/// The chunks that backups in progress have decided to reference, and the
-/// lock that makes a garbage-collection sweep exclusive with taking such a
-/// reference (the protocol is in `gc.rs`).
+/// The chunks that backups in progress have decided to reference, the
+/// snapshots whose objects are being written, and the lock that makes a
+/// garbage-collection sweep exclusive with taking either (the protocol is
+/// in `gc.rs`).
 #[derive(Default)]
 pub struct Refs {
     sweep: tokio::sync::RwLock<()>,
-    held: Mutex<HashMap<ChunkName, usize>>,
+    held: Mutex<Held>,
 }
 
-/// References held by one backup until its snapshot is recorded; dropping
-/// it releases them.
+#[derive(Default)]
+struct Held {
+    chunks: HashMap<ChunkName, usize>,
+    snapshots: HashMap<Uuid, usize>,
+}
+
+/// References held by one snapshot's transaction until they are recorded
+/// where garbage collection looks; dropping it releases them.
 pub struct Hold {
     refs: Arc<Refs>,
-    names: Vec<ChunkName>,
+    chunks: Vec<ChunkName>,
+    snapshots: Vec<Uuid>,
+}
+
+fn count_in<K: std::hash::Hash + Eq + Copy>(map: &mut HashMap<K, usize>, keys: &[K]) {
+    for k in keys {
+        *map.entry(*k).or_default() += 1;
+    }
+}
+
+fn count_out<K: std::hash::Hash + Eq>(map: &mut HashMap<K, usize>, keys: &[K]) {
+    for k in keys {
+        if let Some(c) = map.get_mut(k) {
+            *c -= 1;
+            if *c == 0 {
+                map.remove(k);
+            }
+        }
+    }
 }
 
 impl Refs {
     /// Reference `names` before relying on their presence in the store.
     pub async fn hold(self: &Arc<Refs>, names: impl IntoIterator<Item = ChunkName>) -> Hold {
+        self.hold_both(names.into_iter().collect(), Vec::new())
+            .await
+    }
+
+    /// Keep a snapshot's objects from being swept while they are written
+    /// and until the snapshot is recorded.
+    pub async fn hold_snapshot(self: &Arc<Refs>, id: Uuid) -> Hold {
+        self.hold_both(Vec::new(), vec![id]).await
+    }
+
+    async fn hold_both(self: &Arc<Refs>, chunks: Vec<ChunkName>, snapshots: Vec<Uuid>) -> Hold {
         let _no_sweep = self.sweep.read().await;
-        let names: Vec<ChunkName> = names.into_iter().collect();
-        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-        for n in &names {
-            *held.entry(*n).or_default() += 1;
-        }
+        let mut held = self.lock();
+        count_in(&mut held.chunks, &chunks);
+        count_in(&mut held.snapshots, &snapshots);
         Hold {
             refs: self.clone(),
-            names,
+            chunks,
+            snapshots,
         }
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, Held> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn is_held(&self, name: &ChunkName) -> bool {
-        self.held
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains_key(name)
+        self.lock().chunks.contains_key(name)
+    }
+
+    fn is_snapshot_held(&self, id: &Uuid) -> bool {
+        self.lock().snapshots.contains_key(id)
     }
 }
 
 impl Hold {
     /// Move another hold's references into this one.
     pub fn absorb(&mut self, mut other: Hold) {
-        self.names.append(&mut other.names);
+        self.chunks.append(&mut other.chunks);
+        self.snapshots.append(&mut other.snapshots);
     }
 }
 
 impl Drop for Hold {
     fn drop(&mut self) {
-        let mut held = self.refs.held.lock().unwrap_or_else(|p| p.into_inner());
-        for n in &self.names {
-            if let Some(c) = held.get_mut(n) {
-                *c -= 1;
-                if *c == 0 {
-                    held.remove(n);
-                }
-            }
-        }
+        let mut held = self.refs.lock();
+        count_out(&mut held.chunks, &self.chunks);
+        count_out(&mut held.snapshots, &self.snapshots);
     }
 }
 

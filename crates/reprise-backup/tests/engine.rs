@@ -2,17 +2,19 @@
 //! local directory and the real S3 server the test scripts start): what
 //! comes back equals `qemu-img convert` of the same snapshot, increments
 //! read only what changed, equal data is stored once, garbage collection
-//! removes exactly the unreferenced chunks and never one a running backup
-//! needs, and verification names damaged and missing chunks.
+//! removes exactly the unreferenced chunks and never one a running
+//! snapshot's transaction needs, and verification names damaged and
+//! missing chunks.
 
-use reprise_backup::backup::{commit, Base};
-use reprise_backup::{backup, chunk_key, gc, restore_raw, verify, Live, Refs, Region};
-use reprise_chunks::{ChunkName, Index, Manifest};
+use reprise_backup::backup::Base;
+use reprise_backup::snapshot::{take, Committed, Cut, Origin, References};
+use reprise_backup::{chunk_key, gc, restore_raw, verify, Live, Refs, Region};
+use reprise_chunks::{ChunkName, Index};
 use reprise_store::{S3Config, Store};
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use uuid::Uuid;
 
 const MIB: u64 = 1 << 20;
@@ -132,24 +134,60 @@ async fn regions(dir: &Path, encrypt: bool) -> Vec<(String, Region)> {
     out
 }
 
-fn manifest_for(id: Uuid, index: &Index) -> Manifest {
-    Manifest {
+/// The catalog's part in a snapshot's transaction: the references each
+/// snapshot recorded, which garbage collection keeps.
+#[derive(Clone, Default)]
+struct Catalog(Arc<Mutex<HashMap<Uuid, BTreeSet<ChunkName>>>>);
+
+impl Catalog {
+    fn record(&self) -> impl FnOnce(&References) -> reprise_core::Result<u64> + '_ {
+        |r| {
+            let mut recorded = self.0.lock().unwrap();
+            recorded.insert(r.snapshot, r.chunks.clone());
+            Ok(0)
+        }
+    }
+
+    fn forget(&self, snapshot: Uuid) {
+        self.0.lock().unwrap().remove(&snapshot);
+    }
+
+    fn live(&self) -> Live {
+        let recorded = self.0.lock().unwrap();
+        Live {
+            chunks: recorded.values().flatten().copied().collect(),
+            snapshots: recorded.keys().copied().collect(),
+        }
+    }
+}
+
+/// Snapshot `tag` of `img` through the whole transaction.
+async fn take_snapshot(
+    region: &Region,
+    refs: &Arc<Refs>,
+    catalog: &Catalog,
+    img: &Path,
+    tag: &str,
+    base: Option<Base>,
+) -> Committed {
+    let id = Uuid::new_v4();
+    let cut = Cut {
+        image: img.to_path_buf(),
+        tag: tag.into(),
+        base,
+    };
+    let origin = Origin {
         snapshot_id: id,
         name: format!("snap-{id}"),
         volume_id: Uuid::nil(),
         volume_name: "vol".into(),
         zone: "zone1".into(),
-        volume_size: index.volume_size,
-        chunk_size: index.chunk_size,
-        base_snapshot_id: None,
         consistency: "crash".into(),
         created_at: chrono::Utc::now(),
-        index_blake3: String::new(),
-        chunk_count: index.distinct().len() as u64,
-        written_bytes: index.entries.len() as u64 * index.chunk_size as u64,
-        stored_bytes: 0,
-        new_bytes: 0,
-    }
+    };
+    take(region, refs, cut, origin, catalog.record(), |_, _| {})
+        .await
+        .unwrap()
 }
 
 async fn restored(region: &Region, index: &Index, path: &Path) -> Vec<u8> {
@@ -177,11 +215,10 @@ async fn full_then_incremental_then_dedup_then_gc() {
     let img = image_with(d, "a", &data, "s1");
     for (kind, region) in regions(d, false).await {
         let refs = Arc::new(Refs::default());
+        let catalog = Catalog::default();
         // Full: every written chunk read, the result equals QEMU's export.
-        let full = backup(&region, &refs, img.clone(), "s1", None, |_, _| {})
-            .await
-            .unwrap();
-        assert!(!full.incremental);
+        let full = take_snapshot(&region, &refs, &catalog, &img, "s1", None).await;
+        assert_eq!(full.manifest.base_snapshot_id, None);
         let zero_quarters = 16 * MIB; // one block in four is zeros
         assert_eq!(
             full.read_bytes,
@@ -195,14 +232,12 @@ async fn full_then_incremental_then_dedup_then_gc() {
             "{kind}"
         );
         assert!(
-            full.new_bytes < 48 * MIB / 2,
+            full.manifest.new_bytes < 48 * MIB / 2,
             "{kind}: text compresses: {}",
-            full.new_bytes
+            full.manifest.new_bytes
         );
-        let id1 = Uuid::new_v4();
-        commit(&region, &full.index, &mut manifest_for(id1, &full.index))
-            .await
-            .unwrap();
+        let id1 = full.manifest.snapshot_id;
+        assert_eq!(region.manifest(id1).await.unwrap(), full.manifest);
 
         // Incremental after changing ~1%: only the touched chunks are read.
         let img_b = d.join(format!("{kind}-b.qcow2"));
@@ -211,13 +246,12 @@ async fn full_then_incremental_then_dedup_then_gc() {
         write(&img_b, 0x00, 40 * MIB, 128 << 10);
         snapshot(&img_b, "s2");
         let base = Base {
+            snapshot_id: id1,
             tag: "s1".into(),
             index: full.index.clone(),
         };
-        let inc = backup(&region, &refs, img_b.clone(), "s2", Some(base), |_, _| {})
-            .await
-            .unwrap();
-        assert!(inc.incremental, "{kind}");
+        let inc = take_snapshot(&region, &refs, &catalog, &img_b, "s2", Some(base)).await;
+        assert_eq!(inc.manifest.base_snapshot_id, Some(id1), "{kind}");
         assert_eq!(inc.read_bytes, 2 * MIB, "{kind}: two chunks changed");
         assert!(inc.new_chunks <= 2, "{kind}: {}", inc.new_chunks);
         let expected2 = qemu_export(&img_b, "s2", &d.join("s2.raw"));
@@ -226,36 +260,25 @@ async fn full_then_incremental_then_dedup_then_gc() {
             expected2,
             "{kind}"
         );
-        let id2 = Uuid::new_v4();
-        commit(&region, &inc.index, &mut manifest_for(id2, &inc.index))
-            .await
-            .unwrap();
+        let id2 = inc.manifest.snapshot_id;
 
         // Another volume with the first one's data: nothing new is stored.
         let img_c = image_with(d, &format!("{kind}-c"), &data, "c1");
-        let dup = backup(&region, &refs, img_c, "c1", None, |_, _| {})
-            .await
-            .unwrap();
+        let dup = take_snapshot(&region, &refs, &catalog, &img_c, "c1", None).await;
         assert_eq!(
-            (dup.new_chunks, dup.new_bytes),
+            (dup.new_chunks, dup.manifest.new_bytes),
             (0, 0),
             "{kind}: deduplicated"
         );
         assert_eq!(dup.index.entries, full.index.entries, "{kind}");
-        drop((full.hold, inc.hold, dup.hold));
 
-        // Delete snapshot 1 (and the duplicate): GC removes exactly the
-        // chunks only they referenced, and snapshot 1's objects.
+        // Delete snapshot 1 and the duplicate: GC removes exactly the
+        // chunks only they referenced, and their objects.
+        catalog.forget(id1);
+        catalog.forget(dup.manifest.snapshot_id);
         let before = stored_chunks(&region).await;
         let keep = inc.index.distinct();
-        let report = gc(&region, &refs, || {
-            Ok(Live {
-                chunks: keep.iter().copied().collect(),
-                snapshots: [id2].into(),
-            })
-        })
-        .await
-        .unwrap();
+        let report = gc(&region, &refs, || Ok(catalog.live())).await.unwrap();
         let after = stored_chunks(&region).await;
         assert_eq!(
             after,
@@ -272,8 +295,8 @@ async fn full_then_incremental_then_dedup_then_gc() {
             "{kind}: the rewritten chunk's old version goes"
         );
         assert_eq!(
-            report.snapshot_objects_deleted, 2,
-            "{kind}: index and manifest of s1"
+            report.snapshot_objects_deleted, 4,
+            "{kind}: index and manifest of s1 and of the duplicate"
         );
         assert!(region.manifest(id1).await.is_err());
         let clean = verify(&region, id2, |_, _| {}).await.unwrap();
@@ -313,29 +336,28 @@ async fn garbage_collection_running_during_a_backup_never_breaks_it() {
     for (kind, mut region) in regions(d, false).await {
         region.parallel = 2;
         let refs = Arc::new(Refs::default());
-        // A first backup, then its snapshot is deleted: its chunks are
-        // garbage exactly when a second backup of the same data wants them.
-        let first = backup(&region, &refs, img.clone(), "s1", None, |_, _| {})
-            .await
-            .unwrap();
-        drop(first.hold);
+        let catalog = Catalog::default();
+        // A first snapshot, then deleted: its chunks are garbage exactly
+        // when a second snapshot of the same data wants them.
+        let first = take_snapshot(&region, &refs, &catalog, &img, "s1", None).await;
+        catalog.forget(first.manifest.snapshot_id);
         let running = {
-            let (region, refs, img) = (region.clone(), refs.clone(), img.clone());
-            tokio::spawn(async move { backup(&region, &refs, img, "s1", None, |_, _| {}).await })
+            let (region, refs, img, catalog) =
+                (region.clone(), refs.clone(), img.clone(), catalog.clone());
+            tokio::spawn(
+                async move { take_snapshot(&region, &refs, &catalog, &img, "s1", None).await },
+            )
         };
         let mut sweeps = 0;
         let mut deleted = 0;
         while !running.is_finished() {
-            // Nothing is recorded in the catalog: only holds protect chunks.
-            let r = gc(&region, &refs, || Ok(Live::default())).await.unwrap();
+            // Holds protect the chunks until the references are recorded.
+            let r = gc(&region, &refs, || Ok(catalog.live())).await.unwrap();
             deleted += r.chunks_deleted;
             sweeps += 1;
         }
-        let second = running.await.unwrap().unwrap();
-        let id = Uuid::new_v4();
-        commit(&region, &second.index, &mut manifest_for(id, &second.index))
-            .await
-            .unwrap();
+        let second = running.await.unwrap();
+        let id = second.manifest.snapshot_id;
         let report = verify(&region, id, |_, _| {}).await.unwrap();
         assert!(
             report.is_clean(),
@@ -349,16 +371,11 @@ async fn garbage_collection_running_during_a_backup_never_breaks_it() {
             expected,
             "{kind}"
         );
-        // Once released and unrecorded, the same chunks are garbage.
-        drop(second.hold);
-        let r = gc(&region, &refs, || {
-            Ok(Live {
-                chunks: HashSet::new(),
-                snapshots: [id].into(),
-            })
-        })
-        .await
-        .unwrap();
+        // Recorded, the chunks stay with no hold; forgotten, they go.
+        let r = gc(&region, &refs, || Ok(catalog.live())).await.unwrap();
+        assert_eq!(r.chunks_deleted, 0, "{kind}");
+        catalog.forget(id);
+        let r = gc(&region, &refs, || Ok(catalog.live())).await.unwrap();
         assert_eq!(
             r.chunks_deleted as usize,
             second.index.distinct().len(),
@@ -375,9 +392,8 @@ async fn encrypted_regions_round_trip_and_refuse_a_wrong_key() {
     let img = image_with(d, "e", &data, "s1");
     for (kind, region) in regions(d, true).await {
         let refs = Arc::new(Refs::default());
-        let done = backup(&region, &refs, img.clone(), "s1", None, |_, _| {})
-            .await
-            .unwrap();
+        let catalog = Catalog::default();
+        let done = take_snapshot(&region, &refs, &catalog, &img, "s1", None).await;
         let expected = qemu_export(&img, "s1", &d.join("e.raw"));
         assert_eq!(
             restored(&region, &done.index, &d.join("r.raw")).await,
@@ -418,9 +434,7 @@ async fn a_huge_sparse_volume_costs_little() {
     snapshot(&img, "s1");
     let region = regions(dir.path(), false).await.remove(0).1;
     let refs = Arc::new(Refs::default());
-    let done = backup(&region, &refs, img, "s1", None, |_, _| {})
-        .await
-        .unwrap();
+    let done = take_snapshot(&region, &refs, &Catalog::default(), &img, "s1", None).await;
     assert_eq!(done.read_bytes, 4 * MIB);
     assert_eq!(done.index.entries.len(), 4);
     assert_eq!(done.index.distinct().len(), 2, "equal chunks share a name");

@@ -192,6 +192,7 @@ pub fn run() -> Vec<Section> {
         drop_caches();
         let started = Instant::now();
         let base = Base {
+            snapshot_id: uuid::Uuid::nil(),
             tag: "s1".into(),
             index: full.index.clone(),
         };

@@ -27,9 +27,11 @@ pub mod snapshot;
 pub mod table;
 
 mod image;
+mod reader;
 
 pub use header::Header;
 pub use image::{Image, Source};
+pub use reader::SnapshotReader;
 pub use snapshot::SnapshotEntry;
 pub use table::Mapping;
 

@@ -2,7 +2,7 @@
 //! reader equals what `qemu-img convert` extracts from the same snapshot,
 //! and the space a snapshot alone holds follows the writes made after it.
 
-use reprise_qcow2::Image;
+use reprise_qcow2::{Image, SnapshotReader};
 use std::path::Path;
 use std::process::Command;
 
@@ -47,10 +47,15 @@ fn new_image(dir: &Path, size: &str) -> std::path::PathBuf {
     img
 }
 
-/// The guest bytes of an L1 table, read through the reader.
-fn read_all(img: &Image<std::fs::File>, l1: &[u64]) -> Vec<u8> {
-    let mut out = vec![0u8; img.header.size as usize];
-    img.read_range(l1, 0, &mut out).unwrap();
+fn reader(img: &Path, tag: &str) -> SnapshotReader<std::fs::File> {
+    let image = Image::open(std::fs::File::open(img).unwrap()).unwrap();
+    SnapshotReader::open(image, tag).unwrap()
+}
+
+/// The guest bytes of an internal snapshot, read through the reader.
+fn read_all(snapshot: &SnapshotReader<std::fs::File>) -> Vec<u8> {
+    let mut out = vec![0u8; snapshot.volume_size() as usize];
+    snapshot.read(0, &mut out).unwrap();
     out
 }
 
@@ -77,7 +82,7 @@ fn snapshot_data_equals_qemu_img_convert() {
     );
     assert_eq!(image.snapshot("first").unwrap().vm_state_size, 0);
     for name in ["first", "second"] {
-        let ours = read_all(&image, &image.snapshot_l1(name).unwrap());
+        let ours = read_all(&reader(&img, name));
         let raw = dir.path().join(format!("{name}.raw"));
         qemu(
             "qemu-img",
@@ -142,33 +147,37 @@ fn changed_clusters_are_exactly_the_rewritten_ones() {
     qemu("qemu-img", &["snapshot", "-c", "next", p]);
     write(&img, 0x33, 0, 1 << 20); // after "next": not part of the diff
 
-    let image = Image::open(std::fs::File::open(&img).unwrap()).unwrap();
-    let base = image.snapshot_l1("base").unwrap();
-    let next = image.snapshot_l1("next").unwrap();
-    let changed = image.changed_clusters(&base, &next).unwrap();
+    let (base, next) = (reader(&img, "base"), reader(&img, "next"));
+    let base_l1 = base.image().snapshot_l1("base").unwrap();
     let cs = 65536u64;
+    let changed = next.changed_grains(Some(&base_l1), cs).unwrap();
     let mut want: Vec<u64> = (5 * 16..5 * 16 + 8).collect(); // 512 KiB at 5 MiB
     want.extend(700 * 16..700 * 16 + 2); // 128 KiB at 700 MiB
     want.extend(900 * 16..900 * 16 + 16); // the discarded MiB
     assert_eq!(changed, want);
-    assert!(image.changed_clusters(&next, &next).unwrap().is_empty());
+    let next_l1 = next.image().snapshot_l1("next").unwrap();
+    assert!(next.changed_grains(Some(&next_l1), cs).unwrap().is_empty());
+    // Grains of several clusters: each changed cluster's grain, once.
+    let mib_grains = next.changed_grains(Some(&base_l1), 1 << 20).unwrap();
+    assert_eq!(mib_grains, [5, 700, 900]);
+    // Without a base: every grain with data.
+    let written = base.changed_grains(None, 1 << 20).unwrap();
+    assert_eq!(written, (0..64).chain(900..908).collect::<Vec<u64>>());
+    assert!(
+        next.changed_grains(None, 1000).is_err(),
+        "grain not a whole number of clusters"
+    );
     // Reading only the changed clusters of "next" over "base" gives "next".
-    let mut rebuilt = read_all(&image, &base);
+    let mut rebuilt = read_all(&base);
     for c in &changed {
         let at = (c * cs) as usize;
-        image
-            .read_range(&next, c * cs, &mut rebuilt[at..at + cs as usize])
+        next.read(c * cs, &mut rebuilt[at..at + cs as usize])
             .unwrap();
     }
-    assert!(
-        rebuilt == read_all(&image, &next),
-        "base + changed clusters = next"
-    );
+    assert!(rebuilt == read_all(&next), "base + changed clusters = next");
     // Unaligned reads cross cluster and L2 boundaries.
     let mut piece = vec![0u8; 200_000];
-    image
-        .read_range(&next, (5 << 20) - 100_000, &mut piece)
-        .unwrap();
+    next.read((5 << 20) - 100_000, &mut piece).unwrap();
     assert!(piece[..100_000].iter().all(|b| *b == 0x11));
     assert!(piece[100_000..].iter().all(|b| *b == 0x21));
 }

@@ -25,6 +25,7 @@ use crate::jobs::{self, JobCtx, Target};
 use crate::quiesce::{self, Mode};
 use crate::vm;
 use reprise_backup::backup::{self as engine, Base};
+use reprise_backup::snapshot::{self as transaction, Cut, Origin, References};
 use reprise_catalog::{now, write, BackupStats, Scope, VolumeRow};
 use reprise_core::model::*;
 use reprise_core::plan::Demand;
@@ -221,12 +222,34 @@ pub async fn back_up(app: &App, ctx: &JobCtx, id: Uuid, consistency: &str) -> Re
     let started = std::time::Instant::now();
     // Progress goes to the catalog at most five times a second.
     let last = std::sync::Mutex::new(std::time::Instant::now());
-    let done = engine::backup(
+    let cut = Cut {
+        image: v.path.clone().into(),
+        tag: tag(id),
+        base,
+    };
+    let origin = Origin {
+        snapshot_id: id,
+        name: snap.name.clone(),
+        volume_id: snap.volume_id,
+        volume_name: snap.volume.clone(),
+        zone: snap.zone.clone(),
+        consistency: consistency.to_string(),
+        created_at: snap.created_at,
+    };
+    // The references are recorded where garbage collection looks before
+    // the index and manifest are written; then the snapshot is BackedUp.
+    let record = |r: &References| {
+        let names: Vec<[u8; 32]> = r.chunks.iter().map(|n| n.0).collect();
+        let sizes: Vec<([u8; 32], u64)> = r.sizes.iter().map(|(n, s)| (n.0, *s)).collect();
+        app.catalog.record_snapshot_chunks(id, &names, &sizes)?;
+        app.catalog.snapshot_stored_bytes(id)
+    };
+    let done = transaction::take(
         app.region().await?,
         &app.refs,
-        v.path.clone().into(),
-        &tag(id),
-        base,
+        cut,
+        origin,
+        record,
         |done, total| {
             let mut last = last.lock().unwrap_or_else(|p| p.into_inner());
             if done == 0 || done == total || last.elapsed().as_millis() >= 200 {
@@ -237,49 +260,24 @@ pub async fn back_up(app: &App, ctx: &JobCtx, id: Uuid, consistency: &str) -> Re
         },
     )
     .await?;
+    let m = &done.manifest;
     ctx.log(format!(
         "read {} MiB in {} ms; {} new chunks, {} bytes uploaded",
         done.read_bytes >> 20,
         started.elapsed().as_millis(),
         done.new_chunks,
-        done.new_bytes
+        m.new_bytes
     ));
-
-    // Record the references where garbage collection looks, then write the
-    // index and the manifest, then call it BackedUp.
-    let distinct = done.index.distinct();
-    let names: Vec<[u8; 32]> = distinct.iter().map(|n| n.0).collect();
-    let sizes: Vec<([u8; 32], u64)> = done.chunk_sizes.iter().map(|(n, s)| (n.0, *s)).collect();
-    app.catalog.record_snapshot_chunks(id, &names, &sizes)?;
     let stats = BackupStats {
-        written_bytes: done.index.entries.len() as u64 * done.index.chunk_size as u64,
-        stored_bytes: app.catalog.snapshot_stored_bytes(id)?,
-        new_bytes: done.new_bytes,
+        written_bytes: m.written_bytes,
+        stored_bytes: m.stored_bytes,
+        new_bytes: m.new_bytes,
         read_bytes: done.read_bytes,
-        chunk_count: names.len() as u64,
+        chunk_count: m.chunk_count,
         positions: done.index.entries.len() as u64,
-        base_id: base_id.filter(|_| done.incremental),
+        base_id: m.base_snapshot_id,
     };
-    let mut manifest = reprise_chunks::Manifest {
-        snapshot_id: id,
-        name: snap.name.clone(),
-        volume_id: snap.volume_id,
-        volume_name: snap.volume.clone(),
-        zone: snap.zone.clone(),
-        volume_size: done.index.volume_size,
-        chunk_size: done.index.chunk_size,
-        base_snapshot_id: stats.base_id,
-        consistency: consistency.to_string(),
-        created_at: snap.created_at,
-        index_blake3: String::new(),
-        chunk_count: stats.chunk_count,
-        written_bytes: stats.written_bytes,
-        stored_bytes: stats.stored_bytes,
-        new_bytes: stats.new_bytes,
-    };
-    engine::commit(app.region().await?, &done.index, &mut manifest).await?;
     let previous = app.catalog.snapshot_backed_up(id, v.id, &stats)?;
-    drop(done.hold);
     app.metrics.backed_up(stats.read_bytes, stats.new_bytes);
     ctx.log("backed up: every chunk, the index and the manifest are in the region's store");
     // The previous base's tag is no longer needed.
@@ -367,6 +365,7 @@ async fn load_base(app: &App, base: Uuid) -> Result<Base> {
     let manifest = app.region().await?.manifest(base).await?;
     let index = app.region().await?.index(&manifest).await?;
     Ok(Base {
+        snapshot_id: base,
         tag: tag(base),
         index,
     })

@@ -11,6 +11,7 @@
 use crate::app::App;
 use crate::jobs::{self, Target};
 use reprise_backup::backup as engine;
+use reprise_backup::snapshot::{self as transaction, Cut, Origin, References};
 use reprise_catalog::now;
 use reprise_core::model::*;
 use reprise_core::{Error, Result};
@@ -38,36 +39,36 @@ pub async fn create(app: &App, account: &Account, req: CreateTemplate) -> Result
     if s.state != SnapshotState::BackedUp {
         return Err(not_ready(&s));
     }
-    let manifest = app.region().await?.manifest(s.id).await?;
-    let index = app.region().await?.index(&manifest).await?;
-    let distinct = index.distinct();
-    let _hold = app.refs.hold(distinct.iter().copied()).await;
-    let s = app.catalog.snapshot_by_id(s.id)?;
-    if s.state != SnapshotState::BackedUp {
-        return Err(not_ready(&s));
-    }
-    let t = Template {
-        id: Uuid::new_v4(),
-        name: req.name.clone(),
-        account_id: account.id,
-        source_snapshot_id: Some(s.id),
-        source_snapshot: s.name.clone(),
-        size_bytes: s.size_bytes,
-        chunk_count: distinct.len() as u64,
-        created_at: now(),
+    let id = Uuid::new_v4();
+    // Checked again once the chunks are held: a snapshot deleted meanwhile
+    // makes no template.
+    let record = |r: &References| {
+        let s = app.catalog.snapshot_by_id(s.id)?;
+        if s.state != SnapshotState::BackedUp {
+            return Err(not_ready(&s));
+        }
+        let t = Template {
+            id,
+            name: req.name.clone(),
+            account_id: account.id,
+            source_snapshot_id: Some(s.id),
+            source_snapshot: s.name.clone(),
+            size_bytes: s.size_bytes,
+            chunk_count: r.chunks.len() as u64,
+            created_at: now(),
+        };
+        let names: Vec<[u8; 32]> = r.chunks.iter().map(|n| n.0).collect();
+        app.catalog.insert_template(&t, &names)?;
+        Ok(0)
     };
-    let names: Vec<[u8; 32]> = distinct.iter().map(|n| n.0).collect();
-    app.catalog.insert_template(&t, &names)?;
-    let mut copy = manifest.clone();
-    copy.snapshot_id = t.id;
-    copy.name = t.name.clone();
-    if let Err(e) = engine::commit(app.region().await?, &index, &mut copy).await {
-        let _ = engine::remove(app.region().await?, t.id).await;
-        app.catalog.remove_template(t.id)?;
+    let region = app.region().await?;
+    if let Err(e) = transaction::copy(region, &app.refs, s.id, id, &req.name, record).await {
+        app.catalog.remove_template(id)?;
         return Err(e);
     }
+    let t = app.catalog.template(account.id, &id.to_string())?;
     tracing::info!(template = %t.id, name = t.name, snapshot = s.name, "template created");
-    app.catalog.template(account.id, &t.id.to_string())
+    Ok(t)
 }
 
 /// Import an image as a template through the hardened import path (see
@@ -129,56 +130,46 @@ pub fn import(app: &Arc<App>, account: &Account, req: ImportTemplate) -> Result<
                 bin.snapshot(reprise_qemu::img::SnapshotAction::Create, &tmp, "import")
                     .await?;
                 ctx.log("storing it in the region");
-                let done = engine::backup(
-                    app2.region().await?,
-                    &app2.refs,
-                    tmp.clone(),
-                    "import",
-                    None,
-                    |d, t| ctx.progress(d, t),
-                )
-                .await?;
-                let distinct = done.index.distinct();
-                let t = Template {
-                    id,
+                let cut = Cut {
+                    image: tmp.clone(),
+                    tag: "import".into(),
+                    base: None,
+                };
+                let origin = Origin {
+                    snapshot_id: id,
                     name: req.name.clone(),
-                    account_id,
-                    source_snapshot_id: None,
-                    source_snapshot: source,
-                    size_bytes: done.index.volume_size,
-                    chunk_count: distinct.len() as u64,
+                    volume_id: Uuid::nil(),
+                    volume_name: req.name.clone(),
+                    zone: String::new(),
+                    consistency: "filesystem".into(),
                     created_at: now(),
                 };
-                let names: Vec<[u8; 32]> = distinct.iter().map(|n| n.0).collect();
-                app2.catalog.insert_template(&t, &names)?;
-                let mut manifest = reprise_chunks::Manifest {
-                    snapshot_id: id,
-                    name: t.name.clone(),
-                    volume_id: Uuid::nil(),
-                    volume_name: t.name.clone(),
-                    zone: String::new(),
-                    volume_size: done.index.volume_size,
-                    chunk_size: done.index.chunk_size,
-                    base_snapshot_id: None,
-                    consistency: "filesystem".into(),
-                    created_at: t.created_at,
-                    index_blake3: String::new(),
-                    chunk_count: t.chunk_count,
-                    written_bytes: done.index.entries.len() as u64 * done.index.chunk_size as u64,
-                    stored_bytes: 0,
-                    new_bytes: done.new_bytes,
+                let record = |r: &References| {
+                    let t = Template {
+                        id,
+                        name: req.name.clone(),
+                        account_id,
+                        source_snapshot_id: None,
+                        source_snapshot: source.clone(),
+                        size_bytes: r.volume_size,
+                        chunk_count: r.chunks.len() as u64,
+                        created_at: now(),
+                    };
+                    let names: Vec<[u8; 32]> = r.chunks.iter().map(|n| n.0).collect();
+                    app2.catalog.insert_template(&t, &names)?;
+                    Ok(r.sizes.values().sum())
                 };
-                if let Err(e) =
-                    engine::commit(app2.region().await?, &done.index, &mut manifest).await
-                {
-                    app2.catalog.remove_template(id)?;
-                    let _ = engine::remove(app2.region().await?, id).await;
-                    return Err(e);
-                }
-                drop(done.hold);
+                let region = app2.region().await?;
+                let progress = |d, t| ctx.progress(d, t);
+                let done = transaction::take(region, &app2.refs, cut, origin, record, progress)
+                    .await
+                    .inspect_err(|_| {
+                        let _ = app2.catalog.remove_template(id);
+                    })?;
+                let t = &done.manifest;
                 ctx.log(format!(
                     "template '{}' imported: {} chunks, {} bytes new in the store",
-                    t.name, t.chunk_count, done.new_bytes
+                    t.name, t.chunk_count, t.new_bytes
                 ));
                 Ok(())
             }
