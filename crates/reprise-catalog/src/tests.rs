@@ -1,4 +1,5 @@
 use super::*;
+use reprise_core::model::*;
 
 fn catalog_with_zone() -> (Catalog, Account, Zone) {
     let c = Catalog::open_in_memory().unwrap();

@@ -1,0 +1,123 @@
+//! Jobs: each long operation's row, its progress and log lines, and its
+//! end with the error it met.
+
+use crate::rows::{self, Sql};
+use crate::{db_err, now, write, Catalog};
+use reprise_core::model::*;
+use reprise_core::{Error, Result};
+use rusqlite::{params, OptionalExtension};
+use uuid::Uuid;
+
+impl Catalog {
+    pub fn insert_job(&self, job: &Job) -> Result<()> {
+        write::insert_job(&self.conn(), job)
+    }
+
+    /// Remove a job that never ran (its operation was refused after the
+    /// job was reserved).
+    pub fn delete_job(&self, id: Uuid) -> Result<()> {
+        self.update(
+            "delete job",
+            "DELETE FROM jobs WHERE id = ?1 AND state = 'Queued'",
+            params![id.sql()],
+        )
+    }
+
+    pub fn job_started(&self, id: Uuid) -> Result<()> {
+        self.update(
+            "job started",
+            "UPDATE jobs SET state = 'Running', started_at = ?2 WHERE id = ?1",
+            params![id.sql(), now()],
+        )
+    }
+
+    pub fn job_progress(&self, id: Uuid, done: u64, total: u64) -> Result<()> {
+        self.update(
+            "job progress",
+            "UPDATE jobs SET progress_done = ?2, progress_total = ?3 WHERE id = ?1",
+            params![id.sql(), done as i64, total as i64],
+        )
+    }
+
+    pub fn job_log(&self, id: Uuid, message: &str) -> Result<()> {
+        self.update(
+            "job log",
+            "INSERT INTO job_log (job_id, at, message) VALUES (?1, ?2, ?3)",
+            params![id.sql(), now(), message],
+        )
+    }
+
+    pub fn job_finished(&self, id: Uuid, state: JobState, error: Option<&Error>) -> Result<()> {
+        let error = error.map(|e| serde_json::to_string(e).unwrap_or_default());
+        self.update(
+            "job finished",
+            "UPDATE jobs SET state = ?2, error = ?3, finished_at = ?4 WHERE id = ?1",
+            params![id.sql(), state.as_str(), error, now()],
+        )
+    }
+
+    /// A job of `account` (any account when `None`).
+    pub fn job(&self, account: Option<Uuid>, id: &str) -> Result<Job> {
+        let conn = self.conn();
+        let mut job = conn
+            .query_row(
+                &format!(
+                    "{} WHERE id = ?1 AND (?2 IS NULL OR account_id = ?2)",
+                    rows::JOB_SELECT
+                ),
+                params![id, account.sql()],
+                rows::job,
+            )
+            .optional()
+            .map_err(db_err("job"))?
+            .ok_or_else(|| Error::not_found("job", id))?;
+        job.log = rows::query(
+            &conn,
+            "SELECT at, message FROM job_log WHERE job_id = ?1 ORDER BY rowid",
+            params![job.id.sql()],
+            |r| {
+                Ok(JobLogLine {
+                    at: r.get(0)?,
+                    message: r.get(1)?,
+                })
+            },
+        )?;
+        Ok(job)
+    }
+
+    /// The latest jobs of an account, newest first (without their logs).
+    pub fn list_jobs(&self, account: Uuid, limit: u32) -> Result<Vec<Job>> {
+        rows::query(
+            &self.conn(),
+            &format!(
+                "{} WHERE account_id = ?1 ORDER BY created_at DESC LIMIT ?2",
+                rows::JOB_SELECT
+            ),
+            params![account.sql(), limit],
+            rows::job,
+        )
+    }
+
+    /// Jobs by state across accounts, for metrics.
+    pub fn count_jobs_by_state(&self) -> Result<Vec<(String, u64)>> {
+        rows::query(
+            &self.conn(),
+            "SELECT state, COUNT(*) FROM jobs GROUP BY state",
+            [],
+            |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)),
+        )
+    }
+
+    /// Jobs that were Queued or Running when the daemon stopped.
+    pub fn unfinished_jobs(&self) -> Result<Vec<Job>> {
+        rows::query(
+            &self.conn(),
+            &format!(
+                "{} WHERE state IN ('Queued', 'Running') ORDER BY created_at",
+                rows::JOB_SELECT
+            ),
+            [],
+            rows::job,
+        )
+    }
+}

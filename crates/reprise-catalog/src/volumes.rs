@@ -1,0 +1,142 @@
+//! Volumes: lookups scoped to their account, states changed only from
+//! the states a caller names ([`Catalog::transition_volume`]), and their
+//! attachment to an instance (one slot each).
+
+use crate::rows::{self, Sql};
+use crate::{db_err, write, Catalog, VolumeFilter, VolumeRow};
+use reprise_core::model::*;
+use reprise_core::{Error, Result};
+use rusqlite::{params, OptionalExtension};
+use uuid::Uuid;
+
+impl Catalog {
+    pub fn insert_volume(&self, v: &VolumeRow) -> Result<()> {
+        write::insert_volume(&self.conn(), v)
+    }
+
+    /// A volume of `account` by name or id.
+    pub fn volume(&self, account: Uuid, reference: &str) -> Result<VolumeRow> {
+        self.conn()
+            .query_row(
+                &format!(
+                    "{} WHERE v.account_id = ?1 AND (v.id = ?2 OR v.name = ?2)",
+                    rows::VOLUME_SELECT
+                ),
+                params![account.sql(), reference],
+                rows::volume,
+            )
+            .optional()
+            .map_err(db_err("volume"))?
+            .ok_or_else(|| Error::not_found("volume", reference))
+    }
+
+    pub fn list_volumes(&self, account: Uuid, filter: &VolumeFilter) -> Result<Vec<VolumeRow>> {
+        rows::query(
+            &self.conn(),
+            &format!(
+                "{} WHERE v.account_id = ?1 AND (?2 IS NULL OR v.zone_id = ?2)
+                 AND (?3 IS NULL OR v.instance_id = ?3) ORDER BY v.created_at",
+                rows::VOLUME_SELECT
+            ),
+            params![
+                account.sql(),
+                filter.zone_id.sql(),
+                filter.instance_id.sql()
+            ],
+            rows::volume,
+        )
+    }
+
+    /// Volumes by id (any account), in no particular order.
+    pub fn list_volumes_by_id(&self, ids: &[Uuid]) -> Result<Vec<VolumeRow>> {
+        let ids: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+        rows::query(
+            &self.conn(),
+            &format!(
+                "{} WHERE v.id IN (SELECT value FROM json_each(?1))",
+                rows::VOLUME_SELECT
+            ),
+            params![serde_json::to_string(&ids).unwrap_or_default()],
+            rows::volume,
+        )
+    }
+
+    /// The volumes of an instance in guest order (by slot).
+    pub fn instance_volumes(&self, instance: Uuid) -> Result<Vec<VolumeRow>> {
+        rows::query(
+            &self.conn(),
+            &format!(
+                "{} WHERE v.instance_id = ?1 ORDER BY v.slot",
+                rows::VOLUME_SELECT
+            ),
+            params![instance.sql()],
+            rows::volume,
+        )
+    }
+
+    pub fn set_volume_state(&self, id: Uuid, state: VolumeState) -> Result<()> {
+        self.update(
+            "volume state",
+            "UPDATE volumes SET state = ?2 WHERE id = ?1",
+            params![id.sql(), state.as_str()],
+        )
+    }
+
+    /// Move a volume to `to` only from one of `from`.
+    pub fn transition_volume(
+        &self,
+        id: Uuid,
+        from: &[VolumeState],
+        to: VolumeState,
+    ) -> Result<bool> {
+        let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
+        self.guarded_transition("volumes", id, &from, to.as_str())
+    }
+
+    /// Every volume of every account (for startup checks).
+    pub fn list_all_volumes(&self) -> Result<Vec<VolumeRow>> {
+        rows::query(
+            &self.conn(),
+            &format!("{} ORDER BY v.created_at", rows::VOLUME_SELECT),
+            [],
+            rows::volume,
+        )
+    }
+
+    pub fn set_volume_size(&self, id: Uuid, size: u64) -> Result<()> {
+        self.update(
+            "volume size",
+            "UPDATE volumes SET size_bytes = ?2 WHERE id = ?1",
+            params![id.sql(), size as i64],
+        )
+    }
+
+    /// Attach a volume to an instance at `slot`, only if it is still free.
+    pub fn attach_volume(&self, id: Uuid, instance: Uuid, slot: u32) -> Result<()> {
+        write::attach_volume(&self.conn(), id, instance, slot)
+    }
+
+    pub fn set_volume_slot(&self, id: Uuid, slot: u32) -> Result<()> {
+        self.update(
+            "volume slot",
+            "UPDATE volumes SET slot = ?2 WHERE id = ?1",
+            params![id.sql(), slot],
+        )
+    }
+
+    pub fn detach_volume(&self, id: Uuid) -> Result<()> {
+        self.update(
+            "detach volume",
+            "UPDATE volumes SET instance_id = NULL, slot = NULL WHERE id = ?1",
+            params![id.sql()],
+        )
+    }
+
+    pub fn delete_volume(&self, id: Uuid) -> Result<()> {
+        self.update(
+            "delete volume",
+            "DELETE FROM volumes WHERE id = ?1",
+            params![id.sql()],
+        )
+    }
+}
