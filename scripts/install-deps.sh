@@ -11,6 +11,8 @@ command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
 command -v lz4 >/dev/null || need+=(lz4)
 command -v sha256sum >/dev/null || need+=(coreutils)
 command -v curl >/dev/null || need+=(curl)
+# Python tools for the tests go in a virtualenv (scripts/python-deps.sh).
+python3 -c "import venv, ensurepip" 2>/dev/null || need+=(python3-venv)
 # The console's browser tests: Debian's Chromium, driven from Node.js
 # (machines of this kind come with Node.js 20; Debian's is older, and
 # scripts/console-deps.sh says so).
@@ -32,7 +34,7 @@ $SUDO apt-get update -q
 v=$(apt-cache policy qemu-system-x86 | awk '/Candidate:/{print $2}')
 [ -n "$v" ] && [ "$v" != "(none)" ] || { echo "qemu-system-x86 is not available from apt" >&2; exit 1; }
 $SUDO apt-get install -y -q --allow-downgrades \
-  "qemu-system-x86=$v" "qemu-utils=$v" qemu-guest-agent e2fsprogs lz4 coreutils curl gcc libc6-dev \
+  "qemu-system-x86=$v" "qemu-utils=$v" qemu-guest-agent e2fsprogs lz4 coreutils curl gcc libc6-dev python3-venv \
   chromium "${node_pkgs[@]}"
 qemu-system-x86_64 --version | head -1
 qemu-img --version | head -1

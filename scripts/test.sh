@@ -1,13 +1,14 @@
 #!/bin/bash
 # The whole test suite, from a fresh machine: installs what it needs (QEMU,
 # the test guest's tools, Chromium and playwright-core for the console, a
-# Garage S3 server), builds the test guest, starts Garage on loopback, runs
-# every test against it and the local store.
+# Garage S3 server, Python tools in a virtualenv), builds the test guest,
+# starts Garage on loopback, runs every test against it and the local store.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 scripts/s3.sh install
 scripts/console-deps.sh
+scripts/python-deps.sh
 tests/guest/build.sh target/test-guest
 scripts/s3.sh start target/s3
 trap 'scripts/s3.sh stop target/s3' EXIT

@@ -128,7 +128,7 @@ pub async fn verify(
         match r {
             Ok(_) => {}
             Err(e) if e.kind == ErrorKind::NotFound => report.missing.push(name),
-            Err(e) if e.kind == ErrorKind::Invalid => report.damaged.push((name, e.message)),
+            Err(e) if e.kind == ErrorKind::Corrupt => report.damaged.push((name, e.message)),
             Err(e) => return Err(e),
         }
         progress(report.chunks_checked, total);

@@ -32,7 +32,7 @@ use reprise_core::{Error, ErrorKind};
 
 /// An object that is not what it claims: wrong magic, checksum, lengths.
 pub fn corrupt(what: impl std::fmt::Display) -> Error {
-    Error::new(ErrorKind::Invalid, "object_corrupt", what.to_string())
+    Error::new(ErrorKind::Corrupt, "object_corrupt", what.to_string())
 }
 
 pub(crate) fn be_u32(b: &[u8], at: usize) -> u32 {

@@ -1,10 +1,11 @@
 //! The error every reprise boundary speaks: a kind to branch on, a stable
 //! machine-readable code, and a message for people that names the problem.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// What a caller can do about an error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum ErrorKind {
@@ -19,8 +20,11 @@ pub enum ErrorKind {
     /// The key is valid but the account may not do this.
     Forbidden,
     /// Something outside reprise (QEMU, the host, storage) is missing or
-    /// failing; retrying later may help.
+    /// failing; retrying later may help (the one retryable kind).
     Unavailable,
+    /// Stored data is damaged (an object in the region's store, a qcow2
+    /// file's tables): retrying will not help; use another copy.
+    Corrupt,
     /// A bug or an unexpected failure inside reprise.
     Internal,
 }
@@ -35,14 +39,19 @@ impl ErrorKind {
             ErrorKind::Unauthorized => 401,
             ErrorKind::Forbidden => 403,
             ErrorKind::Unavailable => 503,
-            ErrorKind::Internal => 500,
+            ErrorKind::Corrupt | ErrorKind::Internal => 500,
         }
+    }
+
+    /// Whether the same request may succeed later.
+    pub fn is_retryable(self) -> bool {
+        self == ErrorKind::Unavailable
     }
 }
 
 /// An error with a kind, a stable code (`volume_not_found`, `size_invalid`…)
 /// and a message that names the problem.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error, JsonSchema)]
 #[error("{message}")]
 pub struct Error {
     pub kind: ErrorKind,
@@ -100,7 +109,7 @@ impl Error {
 }
 
 /// The JSON body of every API error: `{"error": {"code", "message", "kind"}}`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct ErrorBody {
     pub error: Error,
 }

@@ -6,13 +6,14 @@
 //! names, so renaming a variant is a catalog migration.
 
 use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 macro_rules! string_enum {
     ($(#[$meta:meta])* $name:ident { $($variant:ident),+ $(,)? }) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
         pub enum $name { $($variant),+ }
 
         impl $name {
@@ -108,7 +109,7 @@ impl InstanceState {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 pub struct Account {
     pub id: Uuid,
     pub name: String,
@@ -120,14 +121,14 @@ pub struct Account {
 }
 
 /// Returned once, when an account is created: the key is never shown again.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct AccountCreated {
     pub account: Account,
     pub api_key: String,
 }
 
 /// An account with its plan and what it uses of each limit.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 pub struct AccountDetails {
     pub account: Account,
     /// The plan's limits (`None`: no plan, nothing is limited).
@@ -136,7 +137,7 @@ pub struct AccountDetails {
 }
 
 /// The operator's settings of an account (admin).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AccountSettings {
     /// A plan's name; `""` removes the plan.
@@ -145,7 +146,7 @@ pub struct AccountSettings {
 
 /// One API key of an account. The key itself is shown once, when made;
 /// the catalog keeps only its hash.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 pub struct ApiKey {
     pub id: Uuid,
     pub account_id: Uuid,
@@ -158,13 +159,13 @@ pub struct ApiKey {
 }
 
 /// A new key, returned once.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct ApiKeyCreated {
     pub key: ApiKey,
     pub api_key: String,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateApiKey {
     pub name: String,
@@ -173,7 +174,7 @@ pub struct CreateApiKey {
 /// A file sent to the daemon over the API (an image, a kernel, an
 /// initrd), kept privately until the account deletes it. The way tenants
 /// bring files: they never name a file on the daemon's host.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 pub struct Upload {
     pub id: Uuid,
     pub account_id: Uuid,
@@ -190,7 +191,7 @@ pub struct Upload {
     pub completed_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUpload {
     pub name: String,
@@ -198,7 +199,7 @@ pub struct CreateUpload {
     pub size_bytes: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 pub struct Zone {
     pub id: Uuid,
     pub name: String,
@@ -209,7 +210,7 @@ pub struct Zone {
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 pub struct Volume {
     pub id: Uuid,
     pub name: String,
@@ -231,7 +232,7 @@ pub struct Volume {
 
 /// Whether qemu-guest-agent answers inside an instance, and what that means
 /// for a snapshot taken now.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 pub struct GuestAgentStatus {
     /// `responding`, `not_responding` or `not_running` (instance stopped).
     pub status: String,
@@ -241,7 +242,7 @@ pub struct GuestAgentStatus {
     pub message: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 pub struct Instance {
     pub id: Uuid,
     pub name: String,
@@ -282,7 +283,7 @@ pub struct Instance {
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 pub struct AttachedVolume {
     pub id: Uuid,
     pub name: String,
@@ -290,13 +291,13 @@ pub struct AttachedVolume {
     pub size_bytes: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 pub struct JobLogLine {
     pub at: DateTime<Utc>,
     pub message: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 pub struct Job {
     pub id: Uuid,
     pub account_id: Uuid,
@@ -332,7 +333,7 @@ impl Job {
 /// A recovery point: the state of every volume of an instance at one
 /// instant, and optionally its memory, kept as internal qcow2 snapshots
 /// next to the volumes.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 pub struct Point {
     pub id: Uuid,
     pub name: String,
@@ -365,7 +366,7 @@ pub struct Point {
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreatePoint {
     /// Generated from the instance name and the UTC time when empty.
@@ -381,7 +382,7 @@ pub struct CreatePoint {
 
 /// A volume snapshot: a static copy of one volume at one instant, in the
 /// region's object storage, readable from every zone.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 pub struct Snapshot {
     pub id: Uuid,
     pub name: String,
@@ -419,7 +420,7 @@ pub struct Snapshot {
     pub verified_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSnapshot {
     /// The volume, by name or id.
@@ -431,7 +432,7 @@ pub struct CreateSnapshot {
 }
 
 /// A new volume with a snapshot's content.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VolumeFromSnapshot {
     pub name: String,
@@ -442,7 +443,7 @@ pub struct VolumeFromSnapshot {
 /// A template (golden image): a volume's content, kept in the region's
 /// store from a snapshot, from which instances are deployed. It shares the
 /// snapshot's chunks and outlives it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 pub struct Template {
     pub id: Uuid,
     pub name: String,
@@ -458,7 +459,7 @@ pub struct Template {
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTemplate {
     pub name: String,
@@ -469,7 +470,7 @@ pub struct CreateTemplate {
 /// Clone an instance for troubleshooting: a new instance, in any zone,
 /// whose volumes come from snapshots of the source's volumes taken at one
 /// instant.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CloneInstance {
     pub name: String,
@@ -479,7 +480,7 @@ pub struct CloneInstance {
 
 /// Import a disk image (qcow2 or raw) as a template: an upload, or (admin
 /// only) a file below one of the daemon's `import_dirs`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImportTemplate {
     pub name: String,
@@ -490,7 +491,7 @@ pub struct ImportTemplate {
 }
 
 /// Put a volume back to a snapshot's content.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RevertVolume {
     /// The snapshot, by name or id.
@@ -498,7 +499,7 @@ pub struct RevertVolume {
 }
 
 /// What a garbage collection of the region's store did.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, JsonSchema)]
 pub struct GcResult {
     pub chunks_examined: u64,
     pub chunks_deleted: u64,
@@ -507,7 +508,7 @@ pub struct GcResult {
 }
 
 /// Operator settings of an instance (admin).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InstanceSettings {
     pub snapshots_enabled: Option<bool>,
@@ -516,12 +517,12 @@ pub struct InstanceSettings {
 }
 
 /// The answer to a request that started a long operation.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct JobStarted {
     pub job: Job,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateAccount {
     pub name: String,
@@ -529,14 +530,14 @@ pub struct CreateAccount {
     pub plan: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateZone {
     pub name: String,
     pub storage_dir: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateVolume {
     pub name: String,
@@ -545,19 +546,19 @@ pub struct CreateVolume {
     pub zone: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResizeVolume {
     pub size: String,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AttachVolume {
     pub instance: String,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateInstance {
     pub name: String,
@@ -591,7 +592,7 @@ pub struct CreateInstance {
     pub plan: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StopInstance {
     #[serde(default)]

@@ -11,12 +11,13 @@
 //! resource (see `reprise_catalog::Catalog::admit`), so two concurrent
 //! requests can never both pass a limit; [`first_exceeded`] only decides.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// The limits of a plan. Sizes are bytes; in the daemon's TOML config they
 /// may also be written like `"100G"`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlanLimits {
     /// Recovery points per instance (the VPS guide's plan: 1).
@@ -56,7 +57,7 @@ pub struct PlanLimits {
 
 /// A named plan (also the body that creates or replaces one; unknown
 /// fields are refused by [`PlanLimits`]).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Plan {
     pub name: String,
     #[serde(flatten)]
@@ -64,7 +65,7 @@ pub struct Plan {
 }
 
 /// What an account holds and runs now, as the plan's limits count it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Usage {
     pub volumes: u64,
     pub volume_bytes: u64,

@@ -39,9 +39,6 @@ use serde_json::json;
 use std::sync::Arc;
 use uuid::Uuid;
 
-/// The OpenAPI document of this API, served at `/api/v1/openapi.json`.
-pub const OPENAPI: &str = include_str!("openapi.json");
-
 pub struct ApiError(pub Error);
 
 impl From<Error> for ApiError {
@@ -405,7 +402,8 @@ async fn health(State(app): State<Arc<App>>) -> ApiResult<Json<serde_json::Value
 }
 
 async fn openapi() -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+    let doc = crate::openapi::document();
+    ([(header::CONTENT_TYPE, "application/json")], doc).into_response()
 }
 
 async fn metrics(State(app): State<Arc<App>>, Caller(me): Caller) -> ApiResult<Response> {

@@ -17,6 +17,7 @@ pub mod http;
 pub mod import;
 pub mod jobs;
 pub mod metrics;
+pub mod openapi;
 pub mod ops;
 pub mod quiesce;
 pub mod reconcile;

@@ -49,7 +49,7 @@ pub fn unsupported(what: impl std::fmt::Display) -> Error {
 /// The image's metadata is inconsistent.
 pub fn corrupt(what: impl std::fmt::Display) -> Error {
     Error::new(
-        ErrorKind::Invalid,
+        ErrorKind::Corrupt,
         "qcow2_corrupt",
         format!("qcow2: {what}"),
     )

@@ -198,7 +198,7 @@ impl Store {
         let got = self.inner.get(&path).await.map_err(|e| self.err(key, e))?;
         if got.meta.size > max {
             return Err(Error::new(
-                ErrorKind::Invalid,
+                ErrorKind::Corrupt,
                 "object_corrupt",
                 format!(
                     "object {key} is {} bytes, more than the {max} it may be",

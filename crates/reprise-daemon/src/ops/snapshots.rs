@@ -584,7 +584,7 @@ pub fn verify(app: &Arc<App>, account: &Account, reference: &str) -> Result<Job>
             app2.catalog
                 .set_snapshot_state(s.id, SnapshotState::Error, Some(&why))?;
             Err(Error::new(
-                reprise_core::ErrorKind::Invalid,
+                reprise_core::ErrorKind::Corrupt,
                 "snapshot_damaged",
                 format!("snapshot '{}': {}", s.name, report.summary()),
             ))
