@@ -3,6 +3,7 @@
 
 use crate::rows::{self, Sql};
 use crate::{db_err, write, Catalog, InstanceRow};
+use reprise_core::lifecycle::Move;
 use reprise_core::model::*;
 use reprise_core::{Error, Result};
 use rusqlite::{params, OptionalExtension};
@@ -57,14 +58,9 @@ impl Catalog {
 
     /// Move an instance to `to` only if it is in one of `from`; false if it
     /// was not (someone else moved it first).
-    pub fn transition_instance(
-        &self,
-        id: Uuid,
-        from: &[InstanceState],
-        to: InstanceState,
-    ) -> Result<bool> {
-        let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
-        self.guarded_transition("instances", id, &from, to.as_str())
+    pub fn transition_instance(&self, id: Uuid, mv: &Move<InstanceState>) -> Result<bool> {
+        let from: Vec<&str> = mv.from.iter().map(|s| s.as_str()).collect();
+        self.guarded_transition("instances", id, &from, mv.to.as_str())
     }
 
     /// `UPDATE table SET state = to WHERE id = id AND state IN from`, in one

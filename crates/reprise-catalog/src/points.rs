@@ -2,6 +2,7 @@
 
 use crate::rows::{self, Sql};
 use crate::{db_err, write, Catalog};
+use reprise_core::lifecycle::Move;
 use reprise_core::model::*;
 use reprise_core::{Error, Result};
 use rusqlite::{params, OptionalExtension};
@@ -78,9 +79,9 @@ impl Catalog {
     }
 
     /// Move a point to `to` only from one of `from`.
-    pub fn transition_point(&self, id: Uuid, from: &[PointState], to: PointState) -> Result<bool> {
-        let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
-        self.guarded_transition("points", id, &from, to.as_str())
+    pub fn transition_point(&self, id: Uuid, mv: &Move<PointState>) -> Result<bool> {
+        let from: Vec<&str> = mv.from.iter().map(|s| s.as_str()).collect();
+        self.guarded_transition("points", id, &from, mv.to.as_str())
     }
 
     /// A point was taken: it is Ready, and the instance is now at it.

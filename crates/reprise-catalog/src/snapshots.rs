@@ -14,6 +14,7 @@
 use crate::rows::{self, Sql};
 use crate::{db_err, now, Catalog};
 use chrono::{DateTime, Utc};
+use reprise_core::lifecycle::Move;
 use reprise_core::model::*;
 use reprise_core::{Error, Result};
 use rusqlite::{params, OptionalExtension};
@@ -149,14 +150,9 @@ impl Catalog {
     }
 
     /// Move a snapshot to `to` only from one of `from`.
-    pub fn transition_snapshot(
-        &self,
-        id: Uuid,
-        from: &[SnapshotState],
-        to: SnapshotState,
-    ) -> Result<bool> {
-        let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
-        self.guarded_transition("snapshots", id, &from, to.as_str())
+    pub fn transition_snapshot(&self, id: Uuid, mv: &Move<SnapshotState>) -> Result<bool> {
+        let from: Vec<&str> = mv.from.iter().map(|s| s.as_str()).collect();
+        self.guarded_transition("snapshots", id, &from, mv.to.as_str())
     }
 
     /// Record the chunks a snapshot references and the stored sizes learned

@@ -211,10 +211,10 @@ fn a_volume_is_attached_once_and_transitions_are_guarded() {
     );
     assert_eq!(c.instance_volumes(inst.id).unwrap()[0].slot, Some(0));
     assert!(c
-        .transition_instance(inst.id, &[InstanceState::Stopped], InstanceState::Starting)
+        .transition_instance(inst.id, &reprise_core::lifecycle::instance::BOOT)
         .unwrap());
     assert!(!c
-        .transition_instance(inst.id, &[InstanceState::Stopped], InstanceState::Starting)
+        .transition_instance(inst.id, &reprise_core::lifecycle::instance::BOOT)
         .unwrap());
     c.delete_instance(inst.id).unwrap();
     let v = c.volume(admin.id, "data").unwrap();

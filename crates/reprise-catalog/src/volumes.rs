@@ -4,6 +4,7 @@
 
 use crate::rows::{self, Sql};
 use crate::{db_err, write, Catalog, VolumeFilter, VolumeRow};
+use reprise_core::lifecycle::Move;
 use reprise_core::model::*;
 use reprise_core::{Error, Result};
 use rusqlite::{params, OptionalExtension};
@@ -83,14 +84,9 @@ impl Catalog {
     }
 
     /// Move a volume to `to` only from one of `from`.
-    pub fn transition_volume(
-        &self,
-        id: Uuid,
-        from: &[VolumeState],
-        to: VolumeState,
-    ) -> Result<bool> {
-        let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
-        self.guarded_transition("volumes", id, &from, to.as_str())
+    pub fn transition_volume(&self, id: Uuid, mv: &Move<VolumeState>) -> Result<bool> {
+        let from: Vec<&str> = mv.from.iter().map(|s| s.as_str()).collect();
+        self.guarded_transition("volumes", id, &from, mv.to.as_str())
     }
 
     /// Every volume of every account (for startup checks).

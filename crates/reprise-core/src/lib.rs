@@ -9,6 +9,7 @@
 pub mod codes;
 pub mod defaults;
 pub mod error;
+pub mod lifecycle;
 pub mod model;
 pub mod name;
 pub mod plan;

@@ -11,6 +11,7 @@ use crate::app::App;
 use crate::jobs::{self, JobCtx, Target};
 use crate::vm;
 use reprise_catalog::{now, write, InstanceRow, Scope, VolumeRow};
+use reprise_core::lifecycle::instance;
 use reprise_core::model::*;
 use reprise_core::{Error, Result};
 use std::path::Path;
@@ -379,11 +380,7 @@ async fn create_with(
         }
         ctx.progress(1, steps);
         if start {
-            app.catalog.transition_instance(
-                id,
-                &[InstanceState::Stopped],
-                InstanceState::Starting,
-            )?;
+            app.catalog.transition_instance(id, &instance::BOOT)?;
             boot(&app, &ctx, id).await?;
             ctx.progress(2, steps);
         }
@@ -420,8 +417,7 @@ async fn make_root(app: &App, ctx: &JobCtx, root: Root, row: Option<&VolumeRow>)
 
 /// Start a Stopped instance from within a job that holds its lock.
 pub(crate) async fn boot_stopped(app: &App, ctx: &JobCtx, id: Uuid) -> Result<()> {
-    app.catalog
-        .transition_instance(id, &[InstanceState::Stopped], InstanceState::Starting)?;
+    app.catalog.transition_instance(id, &instance::BOOT)?;
     boot(app, ctx, id).await
 }
 
@@ -500,11 +496,7 @@ pub fn start(app: &Arc<App>, account: &Account, reference: &str) -> Result<Job> 
     vm::preflight(app)?;
     require_volumes_ready(app, &inst)?;
     let slot = jobs::reserve(app, account.id, "instance.start", target(&inst), 1)?;
-    if !app.catalog.transition_instance(
-        inst.id,
-        &[InstanceState::Stopped, InstanceState::Error],
-        InstanceState::Starting,
-    )? {
+    if !app.catalog.transition_instance(inst.id, &instance::START)? {
         return Err(wrong_state(&inst, "only a Stopped instance can be started"));
     }
     let app2 = app.clone();
@@ -520,11 +512,7 @@ pub fn start(app: &Arc<App>, account: &Account, reference: &str) -> Result<Job> 
 pub fn stop(app: &Arc<App>, account: &Account, reference: &str, force: bool) -> Result<Job> {
     let inst = app.catalog.instance(account.id, reference)?;
     let slot = jobs::reserve(app, account.id, "instance.stop", target(&inst), 1)?;
-    if !app.catalog.transition_instance(
-        inst.id,
-        &[InstanceState::Running, InstanceState::Error],
-        InstanceState::Stopping,
-    )? {
+    if !app.catalog.transition_instance(inst.id, &instance::STOP)? {
         return Err(wrong_state(&inst, "only a Running instance can be stopped"));
     }
     let app2 = app.clone();
@@ -577,11 +565,10 @@ pub fn restart(app: &Arc<App>, account: &Account, reference: &str) -> Result<Job
     let inst = app.catalog.instance(account.id, reference)?;
     vm::preflight(app)?;
     let slot = jobs::reserve(app, account.id, "instance.restart", target(&inst), 2)?;
-    if !app.catalog.transition_instance(
-        inst.id,
-        &[InstanceState::Running],
-        InstanceState::Stopping,
-    )? {
+    if !app
+        .catalog
+        .transition_instance(inst.id, &instance::RESTART)?
+    {
         return Err(wrong_state(
             &inst,
             "only a Running instance can be restarted",
@@ -593,8 +580,7 @@ pub fn restart(app: &Arc<App>, account: &Account, reference: &str) -> Result<Job
         let _guard = app2.lock_instance(id).await;
         halt(&app2, &ctx, id, false).await?;
         ctx.progress(1, 2);
-        app2.catalog
-            .transition_instance(id, &[InstanceState::Stopped], InstanceState::Starting)?;
+        app2.catalog.transition_instance(id, &instance::BOOT)?;
         boot(&app2, &ctx, id).await?;
         ctx.progress(2, 2);
         Ok(())

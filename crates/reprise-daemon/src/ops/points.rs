@@ -26,6 +26,7 @@ use crate::jobs::{self, JobCtx, Target};
 use crate::quiesce::{self, Mode};
 use crate::vm;
 use reprise_catalog::{now, write, InstanceRow, Scope};
+use reprise_core::lifecycle::{instance, point};
 use reprise_core::model::*;
 use reprise_core::plan::Demand;
 use reprise_core::{Error, Result};
@@ -346,10 +347,7 @@ pub fn revert(app: &Arc<App>, account: &Account, instance: &str, point: &str) ->
         },
         1,
     )?;
-    if !app
-        .catalog
-        .transition_point(p.id, &[PointState::Ready], PointState::Reverting)?
-    {
+    if !app.catalog.transition_point(p.id, &point::REVERT)? {
         return Err(Error::conflict(
             "point_busy",
             format!("recovery point '{}' is {}, not Ready", p.name, p.state),
@@ -376,11 +374,7 @@ async fn go_back(app: &App, ctx: &JobCtx, p: &Point) -> Result<()> {
         if !was_running {
             ctx.log("starting QEMU paused to load the saved machine state");
             let accel = vm::preflight(app)?;
-            app.catalog.transition_instance(
-                inst.id,
-                &[InstanceState::Stopped],
-                InstanceState::Starting,
-            )?;
+            app.catalog.transition_instance(inst.id, &instance::BOOT)?;
             match vm::launch_with(app, &inst, accel, true).await {
                 Ok(pid) => app.catalog.set_instance_runtime(
                     inst.id,
@@ -408,11 +402,8 @@ async fn go_back(app: &App, ctx: &JobCtx, p: &Point) -> Result<()> {
     }
     if was_running {
         ctx.log("powering the instance off: a disk-only point needs a reboot");
-        app.catalog.transition_instance(
-            inst.id,
-            &[InstanceState::Running],
-            InstanceState::Stopping,
-        )?;
+        app.catalog
+            .transition_instance(inst.id, &instance::POWER_OFF)?;
         vm::power_off(app, inst.id, true, ctx).await?;
         app.catalog
             .set_instance_runtime(inst.id, InstanceState::Stopped, None, None, None)?;
@@ -444,11 +435,7 @@ pub fn delete(app: &Arc<App>, account: &Account, instance: &str, point: &str) ->
     let points = vec![p];
     let slot = reserve_delete(app, account, &inst, &points)?;
     let p = &points[0];
-    if !app.catalog.transition_point(
-        p.id,
-        &[PointState::Ready, PointState::Error],
-        PointState::Deleting,
-    )? {
+    if !app.catalog.transition_point(p.id, &point::DELETE)? {
         return Err(Error::conflict(
             "point_busy",
             format!("recovery point '{}' is {}", p.name, p.state),

@@ -17,6 +17,7 @@
 use super::volumes::{new_row, zone_or_default};
 use crate::app::App;
 use crate::jobs::{self, Target};
+use reprise_core::lifecycle::volume;
 use reprise_core::model::*;
 use reprise_core::{Error, Result};
 use std::path::{Path, PathBuf};
@@ -174,10 +175,7 @@ pub fn revert(app: &Arc<App>, account: &Account, volume: &str, req: RevertVolume
         },
         0,
     )?;
-    if !app
-        .catalog
-        .transition_volume(v.id, &[VolumeState::Ready], VolumeState::Reverting)?
-    {
+    if !app.catalog.transition_volume(v.id, &volume::REVERT)? {
         return Err(Error::conflict(
             "volume_busy",
             format!("volume '{}' is {}, not Ready", v.name, v.state),

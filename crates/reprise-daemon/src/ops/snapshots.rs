@@ -27,6 +27,7 @@ use crate::vm;
 use reprise_backup::backup::{self as engine, Base};
 use reprise_backup::snapshot::{self as transaction, Cut, Origin, References};
 use reprise_catalog::{now, write, BackupStats, Scope, VolumeRow};
+use reprise_core::lifecycle::{snapshot, volume};
 use reprise_core::model::*;
 use reprise_core::plan::Demand;
 use reprise_core::{Error, Result};
@@ -303,10 +304,7 @@ pub async fn cut(app: &App, ctx: &JobCtx, snaps: &[Snapshot], mode: Mode) -> Res
     let mut marked = Vec::new();
     let mut result = Ok(quiesce::CRASH);
     for v in &vols {
-        if !app
-            .catalog
-            .transition_volume(v.id, &[VolumeState::Ready], VolumeState::Snapshotting)?
-        {
+        if !app.catalog.transition_volume(v.id, &volume::CUT)? {
             result = Err(Error::conflict(
                 "volume_busy",
                 format!("volume '{}' is not Ready", v.name),
@@ -455,11 +453,7 @@ pub fn delete(app: &Arc<App>, account: &Account, reference: &str) -> Result<Job>
         },
         1,
     )?;
-    if !app.catalog.transition_snapshot(
-        s.id,
-        &[SnapshotState::BackedUp, SnapshotState::Error],
-        SnapshotState::Destroying,
-    )? {
+    if !app.catalog.transition_snapshot(s.id, &snapshot::DELETE)? {
         return Err(Error::conflict(
             "snapshot_busy",
             format!(
