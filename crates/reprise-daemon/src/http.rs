@@ -407,7 +407,7 @@ async fn openapi() -> Response {
 }
 
 async fn metrics(State(app): State<Arc<App>>, Caller(me): Caller) -> ApiResult<Response> {
-    accounts::require_admin(&me, "read the metrics")?;
+    crate::ops::guards::require_admin(&me, "read the metrics")?;
     open_metrics(State(app)).await
 }
 

@@ -4,7 +4,8 @@
 use crate::app::App;
 use crate::jobs::JobCtx;
 use reprise_catalog::InstanceRow;
-use reprise_core::model::GuestAgentStatus;
+use reprise_core::lifecycle::instance;
+use reprise_core::model::{GuestAgentStatus, InstanceState};
 use reprise_core::Result;
 use reprise_qemu::agent::Agent;
 use reprise_qemu::cmdline::{self, Disk, VmSpec};
@@ -302,4 +303,45 @@ pub async fn delete_tag_live(app: &App, id: Uuid, volumes: &[Uuid], tag: &str) -
         SNAPSHOT_JOB_TIMEOUT,
     )
     .await
+}
+
+/// Start a Stopped instance from within a job that holds its lock.
+pub async fn boot_stopped(app: &App, ctx: &JobCtx, id: Uuid) -> Result<()> {
+    app.catalog.transition_instance(id, &instance::BOOT)?;
+    boot(app, ctx, id).await
+}
+
+/// Launch QEMU for an instance the caller moved to Starting; on failure it
+/// goes back to Stopped with the error recorded.
+pub async fn boot(app: &App, ctx: &JobCtx, id: Uuid) -> Result<()> {
+    let inst = app.catalog.instance_by_id(id)?;
+    let result: Result<(u32, reprise_qemu::Accel)> = async {
+        let accel = preflight(app)?;
+        ctx.log(format!("starting QEMU ({})", accel.as_str()));
+        let pid = launch(app, &inst, accel).await?;
+        Ok((pid, accel))
+    }
+    .await;
+    match result {
+        Ok((pid, accel)) => {
+            ctx.log(format!("QEMU is running, pid {pid}"));
+            app.catalog.set_instance_runtime(
+                id,
+                InstanceState::Running,
+                Some(pid),
+                Some(accel.as_str()),
+                None,
+            )
+        }
+        Err(e) => {
+            app.catalog.set_instance_runtime(
+                id,
+                InstanceState::Stopped,
+                None,
+                None,
+                Some(&e.message),
+            )?;
+            Err(e)
+        }
+    }
 }

@@ -5,28 +5,17 @@
 //! the same operations a tenant would use). A tenant sees its own account,
 //! plan and usage, and manages its own keys; it never chooses its plan.
 
+use super::guards::require_admin;
 use crate::app::App;
 use crate::jobs::{self, Target};
 use reprise_catalog::Scope;
 use reprise_core::model::*;
 use reprise_core::plan::Plan;
-use reprise_core::{Error, ErrorKind, Result};
+use reprise_core::{Error, Result};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
-
-pub fn require_admin(caller: &Account, what: &str) -> Result<()> {
-    if caller.admin {
-        Ok(())
-    } else {
-        Err(Error::new(
-            ErrorKind::Forbidden,
-            "admin_only",
-            format!("only the admin account can {what}"),
-        ))
-    }
-}
 
 /// The account a caller names: any for the admin, only itself for a
 /// tenant (another account is not found, as if it did not exist).

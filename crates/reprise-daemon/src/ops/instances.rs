@@ -255,7 +255,7 @@ async fn create_with(
         ));
     }
     if let Some(plan) = &req.plan {
-        super::accounts::require_admin(
+        super::guards::require_admin(
             account,
             "choose an instance's plan (the operator assigns plans)",
         )?;
@@ -381,7 +381,7 @@ async fn create_with(
         ctx.progress(1, steps);
         if start {
             app.catalog.transition_instance(id, &instance::BOOT)?;
-            boot(&app, &ctx, id).await?;
+            vm::boot(&app, &ctx, id).await?;
             ctx.progress(2, steps);
         }
         Ok(())
@@ -413,47 +413,6 @@ async fn make_root(app: &App, ctx: &JobCtx, root: Root, row: Option<&VolumeRow>)
         }
     }
     app.catalog.set_volume_state(row.id, VolumeState::Ready)
-}
-
-/// Start a Stopped instance from within a job that holds its lock.
-pub(crate) async fn boot_stopped(app: &App, ctx: &JobCtx, id: Uuid) -> Result<()> {
-    app.catalog.transition_instance(id, &instance::BOOT)?;
-    boot(app, ctx, id).await
-}
-
-/// Launch QEMU for an instance the caller moved to Starting; on failure it
-/// goes back to Stopped with the error recorded.
-async fn boot(app: &App, ctx: &JobCtx, id: Uuid) -> Result<()> {
-    let inst = app.catalog.instance_by_id(id)?;
-    let result: Result<(u32, reprise_qemu::Accel)> = async {
-        let accel = vm::preflight(app)?;
-        ctx.log(format!("starting QEMU ({})", accel.as_str()));
-        let pid = vm::launch(app, &inst, accel).await?;
-        Ok((pid, accel))
-    }
-    .await;
-    match result {
-        Ok((pid, accel)) => {
-            ctx.log(format!("QEMU is running, pid {pid}"));
-            app.catalog.set_instance_runtime(
-                id,
-                InstanceState::Running,
-                Some(pid),
-                Some(accel.as_str()),
-                None,
-            )
-        }
-        Err(e) => {
-            app.catalog.set_instance_runtime(
-                id,
-                InstanceState::Stopped,
-                None,
-                None,
-                Some(&e.message),
-            )?;
-            Err(e)
-        }
-    }
 }
 
 fn wrong_state(inst: &InstanceRow, wanted: &str) -> Error {
@@ -503,7 +462,7 @@ pub fn start(app: &Arc<App>, account: &Account, reference: &str) -> Result<Job> 
     let id = inst.id;
     Ok(slot.spawn(move |ctx| async move {
         let _guard = app2.lock_instance(id).await;
-        boot(&app2, &ctx, id).await?;
+        crate::vm::boot(&app2, &ctx, id).await?;
         ctx.progress(1, 1);
         Ok(())
     }))
@@ -540,7 +499,7 @@ pub async fn settings(
     reference: &str,
     req: InstanceSettings,
 ) -> Result<Instance> {
-    super::accounts::require_admin(caller, "change an instance's snapshot settings")?;
+    super::guards::require_admin(caller, "change an instance's snapshot settings")?;
     let inst = app
         .catalog
         .instance(caller.id, reference)
@@ -581,7 +540,7 @@ pub fn restart(app: &Arc<App>, account: &Account, reference: &str) -> Result<Job
         halt(&app2, &ctx, id, false).await?;
         ctx.progress(1, 2);
         app2.catalog.transition_instance(id, &instance::BOOT)?;
-        boot(&app2, &ctx, id).await?;
+        crate::vm::boot(&app2, &ctx, id).await?;
         ctx.progress(2, 2);
         Ok(())
     }))
@@ -598,7 +557,7 @@ pub async fn delete(app: &App, account: &Account, reference: &str) -> Result<()>
     {
         return Err(wrong_state(&inst, "stop it before deleting it"));
     }
-    super::points::refuse_if_points(app, &inst, "deleting the instance")?;
+    super::guards::refuse_if_points(app, &inst, "deleting the instance")?;
     let root = app
         .catalog
         .instance_volumes(inst.id)?

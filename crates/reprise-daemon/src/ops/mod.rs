@@ -5,6 +5,7 @@
 
 pub mod accounts;
 pub mod clones;
+pub mod guards;
 pub mod instances;
 pub mod points;
 pub mod restore;

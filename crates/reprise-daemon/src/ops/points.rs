@@ -39,24 +39,6 @@ pub fn tag(point: Uuid) -> String {
     format!("reprise-{point}")
 }
 
-/// Refuse a change of an instance's volumes while it has points, naming
-/// them.
-pub fn refuse_if_points(app: &App, inst: &InstanceRow, what: &str) -> Result<()> {
-    let points = app.catalog.list_points(Some(inst.id))?;
-    if points.is_empty() {
-        return Ok(());
-    }
-    let names: Vec<&str> = points.iter().map(|p| p.name.as_str()).collect();
-    Err(Error::conflict(
-        "locked_by_points",
-        format!(
-            "{what} is refused while instance '{}' has recovery points ({}): every point must cover the same disks; delete them first",
-            inst.name,
-            names.join(", ")
-        ),
-    ))
-}
-
 fn volume_paths(app: &App, ids: &[Uuid]) -> Result<Vec<PathBuf>> {
     let vols = app.catalog.list_volumes_by_id(ids)?;
     Ok(ids
@@ -422,7 +404,7 @@ async fn go_back(app: &App, ctx: &JobCtx, p: &Point) -> Result<()> {
     // Whatever happened, a running instance runs again.
     if was_running {
         ctx.log("starting the instance again");
-        super::instances::boot_stopped(app, ctx, inst.id).await?;
+        crate::vm::boot_stopped(app, ctx, inst.id).await?;
     }
     applied
 }

@@ -161,9 +161,9 @@ pub fn revert(app: &Arc<App>, account: &Account, volume: &str, req: RevertVolume
                 ),
             ));
         }
-        super::points::refuse_if_points(app, &inst, &format!("reverting volume '{}'", v.name))?;
+        super::guards::refuse_if_points(app, &inst, &format!("reverting volume '{}'", v.name))?;
     }
-    super::snapshots::refuse_if_backing_up(app, &v, &format!("reverting volume '{}'", v.name))?;
+    super::guards::refuse_if_backing_up(app, &v, &format!("reverting volume '{}'", v.name))?;
     let slot = jobs::reserve(
         app,
         account.id,

@@ -20,6 +20,7 @@
 //! - One backup per volume at a time; a volume with a backup running is
 //!   not resized or deleted (its tag is being read).
 
+use super::guards::refuse_if_backing_up;
 use crate::app::App;
 use crate::jobs::{self, JobCtx, Target};
 use crate::quiesce::{self, Mode};
@@ -49,20 +50,6 @@ fn holder(app: &App, v: &VolumeRow) -> Result<Option<(reprise_catalog::InstanceR
     let inst = app.catalog.instance_by_id(id)?;
     let running = inst.state == InstanceState::Running && vm::live_pid(app, inst.id).is_some();
     Ok(Some((inst, running)))
-}
-
-/// Refuse a change of a volume while a backup reads it.
-pub fn refuse_if_backing_up(app: &App, v: &VolumeRow, what: &str) -> Result<()> {
-    match app.catalog.snapshot_in_progress(v.id)? {
-        Some(s) => Err(Error::conflict(
-            "snapshot_in_progress",
-            format!(
-                "{what} is refused while snapshot '{}' of volume '{}' is backing up: wait for it",
-                s.name, v.name
-            ),
-        )),
-        None => Ok(()),
-    }
 }
 
 /// Start a snapshot of a volume. Every rule is checked before anything
@@ -506,7 +493,7 @@ async fn destroy(app: &App, id: Uuid) -> Result<()> {
 
 /// Garbage collection as a job (admin: it covers the whole region).
 pub fn gc(app: &Arc<App>, account: &Account) -> Result<Job> {
-    super::accounts::require_admin(account, "collect the region's garbage")?;
+    super::guards::require_admin(account, "collect the region's garbage")?;
     let app2 = app.clone();
     jobs::spawn(
         app,

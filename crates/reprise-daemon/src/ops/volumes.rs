@@ -163,7 +163,7 @@ pub async fn resize(app: &App, account: &Account, reference: &str, size: &str) -
     require_ready(&v)?;
     let attached = attached_instance(app, &v).await?;
     if let Some((inst, _)) = &attached {
-        super::points::refuse_if_points(app, inst, &format!("resizing volume '{}'", v.name))?;
+        super::guards::refuse_if_points(app, inst, &format!("resizing volume '{}'", v.name))?;
         refuse_busy(inst)?;
     }
     // The new size is counted against the plan (and recorded) first; a
@@ -223,7 +223,7 @@ pub async fn delete(app: &App, account: &Account, reference: &str) -> Result<()>
             ),
         ));
     }
-    super::snapshots::refuse_if_backing_up(app, &v, &format!("deleting volume '{}'", v.name))?;
+    super::guards::refuse_if_backing_up(app, &v, &format!("deleting volume '{}'", v.name))?;
     let attached = attached_instance(app, &v).await?;
     if let Some((inst, _)) = &attached {
         if inst.state != InstanceState::Stopped && inst.state != InstanceState::Error {
@@ -288,7 +288,7 @@ pub async fn attach(
         ));
     }
     refuse_busy(&inst)?;
-    super::points::refuse_if_points(app, &inst, &format!("attaching volume '{}'", v.name))?;
+    super::guards::refuse_if_points(app, &inst, &format!("attaching volume '{}'", v.name))?;
     let used: Vec<u32> = app
         .catalog
         .instance_volumes(inst.id)?
@@ -335,7 +335,7 @@ pub async fn detach(app: &App, account: &Account, reference: &str) -> Result<Vol
         ));
     }
     refuse_busy(&inst)?;
-    super::points::refuse_if_points(app, &inst, &format!("detaching volume '{}'", v.name))?;
+    super::guards::refuse_if_points(app, &inst, &format!("detaching volume '{}'", v.name))?;
     if inst.state == InstanceState::Running {
         vm::hot_detach(app, inst.id, v.id).await?;
     }
