@@ -55,6 +55,7 @@ pub const FILESYSTEM: &str = "filesystem";
 pub const CRASH: &str = "crash";
 
 /// What a quiesced operation gives back.
+#[derive(Debug)]
 pub struct Quiesced<T> {
     pub value: T,
     pub consistency: &'static str,
@@ -117,12 +118,47 @@ async fn watchdog(path: PathBuf, shared: Shared, bound: Duration, done: Arc<Atom
     }
 }
 
-/// Run `cut` (which takes the snapshot) with the guest frozen as `mode`
-/// asks.
+/// Run `cut` (which takes the snapshot) with the instance's guest frozen
+/// as `mode` asks.
 pub async fn around<T, F, Fut>(
     app: &App,
     ctx: &JobCtx,
     id: Uuid,
+    mode: Mode,
+    cut: F,
+) -> Result<Quiesced<T>>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let guest = Guest {
+        instance: id,
+        agent: app.run_paths(id).agent(),
+        bound: Duration::from_secs(app.config.snapshots.freeze_timeout_secs.max(1)),
+        hold_frozen: Duration::from_millis(app.config.snapshots.test_hold_frozen_ms),
+    };
+    freeze_around(&guest, &|m| ctx.log(m), mode, cut).await
+}
+
+/// The guest a freeze is about, and its bound.
+pub struct Guest {
+    pub instance: Uuid,
+    /// The agent's socket.
+    pub agent: PathBuf,
+    /// The longest the guest may stay frozen.
+    pub bound: Duration,
+    /// A pause with the guest frozen before the cut (tests widen the
+    /// window with it).
+    pub hold_frozen: Duration,
+}
+
+/// Where a freeze says what it did (a job's log).
+pub type Log<'a> = &'a (dyn Fn(String) + Send + Sync);
+
+/// [`around`] without the daemon: the protocol against any agent socket.
+pub async fn freeze_around<T, F, Fut>(
+    guest: &Guest,
+    log: Log<'_>,
     mode: Mode,
     cut: F,
 ) -> Result<Quiesced<T>>
@@ -138,14 +174,13 @@ where
     if mode == Mode::Off {
         return Ok(crash(cut().await?));
     }
-    let path = app.run_paths(id).agent();
-    let bound = Duration::from_secs(app.config.snapshots.freeze_timeout_secs.max(1));
+    let (path, bound, id) = (guest.agent.clone(), guest.bound, guest.instance);
     let agent = match Agent::connect(&path, Duration::from_secs(2)).await {
         Ok(mut a) => match a.ping(Duration::from_secs(1)).await {
             Ok(()) => a,
-            Err(e) => return not_frozen(ctx, mode, e, cut).await,
+            Err(e) => return not_frozen(log, mode, e, cut).await,
         },
-        Err(e) => return not_frozen(ctx, mode, e, cut).await,
+        Err(e) => return not_frozen(log, mode, e, cut).await,
     };
     let shared: Shared = Arc::new(Mutex::new(Some(agent)));
     let done = Arc::new(AtomicBool::new(false));
@@ -178,7 +213,7 @@ where
         r
     };
     if let Err(e) = frozen {
-        ctx.log(format!("freeze failed: {e}; thawing"));
+        log(format!("freeze failed: {e}; thawing"));
         let left = bound
             .saturating_sub(started.elapsed())
             .max(Duration::from_millis(500));
@@ -191,10 +226,9 @@ where
         }
         return Ok(crash(cut().await?));
     }
-    ctx.log("the guest agent reports the guest frozen");
-    let hold = app.config.snapshots.test_hold_frozen_ms;
-    if hold > 0 {
-        tokio::time::sleep(Duration::from_millis(hold)).await;
+    log("the guest agent reports the guest frozen".into());
+    if !guest.hold_frozen.is_zero() {
+        tokio::time::sleep(guest.hold_frozen).await;
     }
     let value = cut().await;
     let cut_in_time = started.elapsed() < bound;
@@ -204,15 +238,15 @@ where
         Ok(()) => {
             done.store(true, Ordering::SeqCst);
             dog.abort();
-            ctx.log(format!("guest filesystems were frozen {frozen_ms} ms"));
+            log(format!("guest filesystems were frozen {frozen_ms} ms"));
         }
-        Err(e) => ctx.log(format!(
+        Err(e) => log(format!(
             "thaw not confirmed ({e}); the watchdog keeps at it"
         )),
     }
     let value = value?;
     if !cut_in_time {
-        ctx.log(format!(
+        log(format!(
             "the snapshot was cut after the freeze bound of {}s: it is crash-consistent",
             bound.as_secs()
         ));
@@ -234,7 +268,7 @@ where
     })
 }
 
-async fn not_frozen<T, F, Fut>(ctx: &JobCtx, mode: Mode, why: Error, cut: F) -> Result<Quiesced<T>>
+async fn not_frozen<T, F, Fut>(log: Log<'_>, mode: Mode, why: Error, cut: F) -> Result<Quiesced<T>>
 where
     F: FnOnce() -> Fut,
     Fut: Future<Output = Result<T>>,
@@ -242,7 +276,7 @@ where
     if mode == Mode::Required {
         return Err(required(why));
     }
-    ctx.log(format!(
+    log(format!(
         "the guest agent does not answer ({}): the snapshot is crash-consistent",
         why.message
     ));

@@ -8,6 +8,10 @@
 //!   by `tests/guest/build.sh` on first use.
 //! - [`TestDaemon::guest_sh`]: run a shell command in a guest through its
 //!   real qemu-guest-agent.
+//! - [`fake_agent`]: a scripted qemu-guest-agent for the daemon's unit
+//!   tests of its freeze protocol.
+
+pub mod fake_agent;
 
 use reprise_client::Client;
 use reprise_core::model::{CreateInstance, Instance, InstanceState, Job};

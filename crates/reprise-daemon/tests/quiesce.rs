@@ -1,0 +1,198 @@
+//! The freeze protocol (`quiesce::freeze_around`) against a scripted agent
+//! (`reprise_testing::fake_agent`): every outcome, in milliseconds, with
+//! faults a real guest cannot be made to show on demand. The same protocol
+//! runs against the real agent in a real guest in `tests/points.rs`.
+
+use reprise_daemon::quiesce::{freeze_around, Guest, Mode, CRASH, FILESYSTEM};
+use reprise_testing::fake_agent::{FakeAgent, Freeze, Script};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    agent: FakeAgent,
+    guest: Guest,
+    log: Mutex<Vec<String>>,
+    cuts: AtomicUsize,
+}
+
+fn setup(script: Script, bound_ms: u64) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("qga.sock");
+    let agent = FakeAgent::start(&socket, script);
+    Setup {
+        guest: Guest {
+            instance: uuid::Uuid::new_v4(),
+            agent: socket,
+            bound: Duration::from_millis(bound_ms),
+            hold_frozen: Duration::ZERO,
+        },
+        _dir: dir,
+        agent,
+        log: Mutex::new(Vec::new()),
+        cuts: AtomicUsize::new(0),
+    }
+}
+
+impl Setup {
+    /// Freeze around a cut that takes `cut_ms`; the value is whether the
+    /// guest was frozen when the cut began.
+    async fn run(&self, mode: Mode, cut_ms: u64) -> reprise_core::Result<(bool, &'static str)> {
+        let log = |m: String| self.log.lock().unwrap().push(m);
+        let q = freeze_around(&self.guest, &log, mode, || async {
+            self.cuts.fetch_add(1, Ordering::SeqCst);
+            let frozen = self.agent.frozen();
+            tokio::time::sleep(Duration::from_millis(cut_ms)).await;
+            Ok(frozen)
+        })
+        .await?;
+        Ok((q.value, q.consistency))
+    }
+
+    fn count(&self, command: &str) -> usize {
+        self.agent
+            .commands()
+            .iter()
+            .filter(|c| *c == command)
+            .count()
+    }
+}
+
+/// Wait until the fake reports the guest thawed, or fail.
+async fn thawed_within(agent: &FakeAgent, within: Duration) {
+    let until = Instant::now() + within;
+    while agent.frozen() {
+        assert!(
+            Instant::now() < until,
+            "the guest stayed frozen: {:?}",
+            agent.commands()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_working_agent_gives_a_filesystem_consistent_cut_and_a_thawed_guest() {
+    let s = setup(Script::default(), 5000);
+    let (frozen_during_cut, consistency) = s.run(Mode::Auto, 10).await.unwrap();
+    assert!(frozen_during_cut);
+    assert_eq!(consistency, FILESYSTEM);
+    assert!(!s.agent.frozen());
+    let commands = s.agent.commands();
+    let after_sync: Vec<&str> = commands
+        .iter()
+        .map(String::as_str)
+        .filter(|c| *c != "guest-sync-delimited")
+        .collect();
+    assert_eq!(
+        after_sync,
+        [
+            "guest-ping",
+            "guest-fsfreeze-freeze",
+            "guest-fsfreeze-status",
+            "guest-fsfreeze-thaw",
+            "guest-fsfreeze-status"
+        ],
+        "ping, freeze confirmed, thaw confirmed"
+    );
+    let log = s.log.lock().unwrap().join("\n");
+    assert!(log.contains("were frozen"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_freeze_is_crash_consistent_or_an_error_when_required() {
+    let script = || Script {
+        freeze: Freeze::Refused,
+        ..Script::default()
+    };
+    let s = setup(script(), 5000);
+    let (frozen, consistency) = s.run(Mode::Auto, 0).await.unwrap();
+    assert_eq!((frozen, consistency), (false, CRASH));
+    assert_eq!(s.cuts.load(Ordering::SeqCst), 1);
+
+    let s = setup(script(), 5000);
+    let e = s.run(Mode::Required, 0).await.unwrap_err();
+    assert_eq!(e.code, "quiesce_failed");
+    assert!(e.message.contains("Device busy"), "{}", e.message);
+    assert_eq!(s.cuts.load(Ordering::SeqCst), 0, "nothing is cut");
+    assert!(!s.agent.frozen());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_agent_means_a_crash_consistent_cut_and_required_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let guest = Guest {
+        instance: uuid::Uuid::new_v4(),
+        agent: dir.path().join("nobody-listens.sock"),
+        bound: Duration::from_secs(5),
+        hold_frozen: Duration::ZERO,
+    };
+    let log = |_: String| {};
+    let q = freeze_around(&guest, &log, Mode::Auto, || async { Ok(7) })
+        .await
+        .unwrap();
+    assert_eq!((q.value, q.consistency, q.frozen_ms), (7, CRASH, None));
+    let e = freeze_around(&guest, &log, Mode::Required, || async { Ok(7) })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, "quiesce_failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quiesce_off_never_talks_to_the_agent() {
+    let s = setup(Script::default(), 5000);
+    let (frozen, consistency) = s.run(Mode::Off, 0).await.unwrap();
+    assert_eq!((frozen, consistency), (false, CRASH));
+    assert!(s.agent.commands().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_freeze_is_thawed_and_the_cut_is_crash_consistent() {
+    let s = setup(
+        Script {
+            freeze: Freeze::Hangs,
+            ..Script::default()
+        },
+        300,
+    );
+    let (_, consistency) = s.run(Mode::Auto, 0).await.unwrap();
+    assert_eq!(consistency, CRASH);
+    assert_eq!(s.count("guest-fsfreeze-freeze"), 1);
+    thawed_within(&s.agent, Duration::from_secs(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_past_the_bound_is_thawed_by_the_watchdog_and_not_called_consistent() {
+    let s = setup(Script::default(), 200);
+    let started = Instant::now();
+    let (frozen_at_cut, consistency) = s.run(Mode::Auto, 600).await.unwrap();
+    assert!(frozen_at_cut);
+    assert_eq!(consistency, CRASH, "cut after the bound");
+    assert!(!s.agent.frozen());
+    assert!(started.elapsed() < Duration::from_secs(3));
+    let s = setup(Script::default(), 200);
+    let e = s.run(Mode::Required, 600).await.unwrap_err();
+    assert_eq!(e.code, "quiesce_failed");
+    assert!(!s.agent.frozen());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_thaws_are_retried_until_the_guest_is_thawed() {
+    let s = setup(
+        Script {
+            failing_thaws: 3,
+            ..Script::default()
+        },
+        300,
+    );
+    let (_, consistency) = s.run(Mode::Auto, 0).await.unwrap();
+    assert_eq!(consistency, FILESYSTEM, "cut within the bound");
+    assert!(s.agent.frozen(), "the first thaw failed");
+    thawed_within(&s.agent, Duration::from_secs(5)).await;
+    assert_eq!(
+        s.count("guest-fsfreeze-thaw"),
+        4,
+        "three failures, then the watchdog's success"
+    );
+}
