@@ -6,7 +6,8 @@
 //! host disagrees with the catalog in a way reprise cannot settle alone.
 //! A start that fails leaves the instance Stopped with `last_error`.
 
-use super::{parse_size_field, volumes};
+use super::instance_rules::{check_data_volumes, shape, RootSource, Shape};
+use super::volumes;
 use crate::app::App;
 use crate::jobs::{self, JobCtx, Target};
 use crate::vm;
@@ -17,11 +18,6 @@ use reprise_core::{Error, Result};
 use std::path::Path;
 use std::sync::Arc;
 use uuid::Uuid;
-
-const MAX_CPUS: u32 = 64;
-const MIN_MEMORY: u64 = 64 << 20;
-const MAX_MEMORY: u64 = 1 << 40;
-const DEFAULT_MEMORY: &str = "512M";
 
 pub async fn to_api(app: &App, row: &InstanceRow, with_agent: bool) -> Result<Instance> {
     let run = app.run_paths(row.id);
@@ -130,23 +126,12 @@ async fn create_with(
     stored_root: Option<(Uuid, String, u64)>,
     inherited_boot: Option<BootFiles>,
 ) -> Result<Job> {
-    reprise_core::name::validate_name("instance", &req.name)?;
+    let kernel_given = match &inherited_boot {
+        Some((kernel, _)) => kernel.is_some(),
+        None => req.kernel.is_some() || req.kernel_upload.is_some(),
+    };
+    let Shape { cpus, memory, root } = shape(&req, kernel_given, stored_root.is_some())?;
     let zone = volumes::zone_or_default(app, req.zone.as_deref())?;
-    let cpus = req.cpus.unwrap_or(1);
-    if cpus == 0 || cpus > MAX_CPUS {
-        return Err(Error::invalid(
-            "cpus_invalid",
-            format!("cpus {cpus} is out of range: 1 to {MAX_CPUS}"),
-        ));
-    }
-    let memory_text = req.memory.as_deref().unwrap_or(DEFAULT_MEMORY);
-    let memory = parse_size_field("memory", memory_text, MAX_MEMORY)?;
-    if memory < MIN_MEMORY || memory % (1 << 20) != 0 {
-        return Err(Error::invalid(
-            "memory_invalid",
-            format!("memory '{memory_text}' must be a whole number of MiB, at least 64M"),
-        ));
-    }
     let (kernel, initrd) = match inherited_boot {
         Some(boot) => boot,
         None => (
@@ -166,27 +151,13 @@ async fn create_with(
             )?,
         ),
     };
-    if kernel.is_none() && (initrd.is_some() || req.append.is_some()) {
-        return Err(Error::invalid(
-            "kernel_missing",
-            "--initrd and --append need --kernel",
-        ));
-    }
-    let image_given = req.image.is_some() || req.image_upload.is_some();
-    let sources = [req.root_size.is_some(), image_given, req.template.is_some()];
-    if sources.iter().filter(|s| **s).count() > 1 {
-        return Err(Error::invalid(
-            "root_conflict",
-            "give one of a root size, an image or a template",
-        ));
-    }
-    let root = match (&req.root_size, image_given, &req.template) {
-        _ if stored_root.is_some() => {
-            let (id, name, size) = stored_root.expect("checked");
+    let root = match root {
+        RootSource::Stored => {
+            let (id, name, size) = stored_root.expect("a stored root was given");
             Root::Template { id, name, size }
         }
-        (Some(size), _, _) => Root::Blank(parse_size_field("root size", size, super::MAX_VOLUME_SIZE)?),
-        (_, true, _) => {
+        RootSource::Blank(size) => Root::Blank(size),
+        RootSource::Image => {
             let opened = crate::import::open(
                 app,
                 account,
@@ -198,62 +169,29 @@ async fn create_with(
             let judged = crate::import::judge(
                 opened.file(),
                 &opened.label,
-                app.config.images.max_virtual_size.min(super::MAX_VOLUME_SIZE),
+                app.config
+                    .images
+                    .max_virtual_size
+                    .min(super::MAX_VOLUME_SIZE),
             )?;
             Root::Image { opened, judged }
         }
-        (_, _, Some(t)) => {
-            let t = app.catalog.template(account.id, t)?;
+        RootSource::Template(reference) => {
+            let t = app.catalog.template(account.id, &reference)?;
             Root::Template {
                 id: t.id,
                 name: format!("template '{}'", t.name),
                 size: t.size_bytes,
             }
         }
-        (None, false, None) if kernel.is_some() => Root::None,
-        (None, false, None) => {
-            return Err(Error::invalid(
-                "root_missing",
-                "an instance needs a root disk: give a root size, an image, a template, or a kernel to boot directly",
-            ))
-        }
+        RootSource::None => Root::None,
     };
-    let mut data = Vec::new();
-    for reference in &req.data_volumes {
-        let v = app.catalog.volume(account.id, reference)?;
-        if v.kind != VolumeKind::Data || v.instance_id.is_some() || v.state != VolumeState::Ready {
-            return Err(Error::conflict(
-                "volume_unavailable",
-                format!("volume '{}' is not a free, Ready data volume", v.name),
-            ));
-        }
-        if v.zone_id != zone.id {
-            return Err(Error::invalid(
-                "zone_mismatch",
-                format!(
-                    "volume '{}' is in zone '{}', not '{}'",
-                    v.name, v.zone, zone.name
-                ),
-            ));
-        }
-        if data.iter().any(|d: &VolumeRow| d.id == v.id) {
-            return Err(Error::invalid(
-                "volume_repeated",
-                format!("volume '{}' is given twice", v.name),
-            ));
-        }
-        data.push(v);
-    }
-    let disks = data.len() + usize::from(!matches!(root, Root::None));
-    if disks > reprise_qemu::cmdline::DISK_SLOTS as usize {
-        return Err(Error::invalid(
-            "too_many_volumes",
-            format!(
-                "an instance holds at most {} volumes",
-                reprise_qemu::cmdline::DISK_SLOTS
-            ),
-        ));
-    }
+    let data = req
+        .data_volumes
+        .iter()
+        .map(|reference| app.catalog.volume(account.id, reference))
+        .collect::<Result<Vec<VolumeRow>>>()?;
+    check_data_volumes((zone.id, &zone.name), &data, !matches!(root, Root::None))?;
     if let Some(plan) = &req.plan {
         super::guards::require_admin(
             account,

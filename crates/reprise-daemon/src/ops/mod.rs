@@ -6,6 +6,7 @@
 pub mod accounts;
 pub mod clones;
 pub mod guards;
+pub mod instance_rules;
 pub mod instances;
 pub mod points;
 pub mod restore;
