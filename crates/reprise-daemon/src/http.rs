@@ -599,7 +599,7 @@ async fn upload_data(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct VolumeQuery {
     zone: Option<String>,
@@ -938,7 +938,7 @@ async fn collect_garbage(
     Ok(accepted(snapshots::gc(&app, &me)?))
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct JobQuery {
     limit: Option<u32>,
@@ -979,5 +979,93 @@ async fn show_job(
             return Ok(Json(job.for_caller(&app, &me)));
         }
         let _ = tokio::time::timeout_at(deadline, finished).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn body<T: DeserializeOwned>(content_type: Option<&str>, text: &str) -> Result<T, Error> {
+        let mut req = Request::builder().method("POST").uri("/x");
+        if let Some(ct) = content_type {
+            req = req.header(header::CONTENT_TYPE, ct);
+        }
+        let req = req.body(axum::body::Body::from(text.to_string())).unwrap();
+        Body::<T>::from_request(req, &())
+            .await
+            .map(|b| b.0)
+            .map_err(|e| e.0)
+    }
+
+    async fn query<T: DeserializeOwned>(uri: &str) -> Result<T, Error> {
+        let (mut parts, _) = Request::builder().uri(uri).body(()).unwrap().into_parts();
+        Params::<T>::from_request_parts(&mut parts, &())
+            .await
+            .map(|p| p.0)
+            .map_err(|e| e.0)
+    }
+
+    const JSON: Option<&str> = Some("application/json");
+
+    #[tokio::test]
+    async fn bodies_are_typed_and_every_refusal_names_the_problem() {
+        let v: CreateVolume = body(JSON, r#"{"name": "db", "size": "10G"}"#)
+            .await
+            .unwrap();
+        assert_eq!(
+            (v.name.as_str(), v.size.as_str(), v.zone),
+            ("db", "10G", None)
+        );
+        let cases = [
+            (
+                JSON,
+                r#"{"name": "db", "sise": "10G"}"#,
+                "unknown field `sise`",
+            ),
+            (JSON, r#"{"name": "db"}"#, "missing field `size`"),
+            (JSON, r#"{"name": 7, "size": "1G"}"#, "invalid type"),
+            (JSON, r#"{"name": "db", "size": "1G""#, "EOF"),
+            (JSON, "", "EOF"),
+            (None, r#"{"name": "db", "size": "1G"}"#, "Content-Type"),
+            (
+                Some("text/plain"),
+                r#"{"name": "db", "size": "1G"}"#,
+                "Content-Type",
+            ),
+        ];
+        for (ct, text, names) in cases {
+            let e = body::<CreateVolume>(ct, text).await.unwrap_err();
+            assert_eq!(e.code, "body_invalid", "{text}");
+            assert!(e.message.contains(names), "{text}: {}", e.message);
+        }
+        let s: CreateSnapshot = body(JSON, r#"{"volume": "db", "quiesce": "required"}"#)
+            .await
+            .unwrap();
+        assert_eq!(
+            (s.volume.as_str(), s.quiesce.as_deref()),
+            ("db", Some("required"))
+        );
+        let p: CreatePoint = body(JSON, r#"{"name": "before-upgrade", "memory": true}"#)
+            .await
+            .unwrap();
+        assert!(p.memory);
+    }
+
+    #[tokio::test]
+    async fn query_parameters_are_typed_and_unknown_ones_refused() {
+        let q: VolumeQuery = query("/x?zone=zone1&instance=vm").await.unwrap();
+        assert_eq!(
+            (q.zone.as_deref(), q.instance.as_deref()),
+            (Some("zone1"), Some("vm"))
+        );
+        let q: VolumeQuery = query("/x").await.unwrap();
+        assert_eq!((q.zone, q.instance), (None, None));
+        let e = query::<VolumeQuery>("/x?zone=a&zome=b").await.unwrap_err();
+        assert_eq!(e.code, "query_invalid");
+        assert!(e.message.contains("zome"), "{}", e.message);
+        let e = query::<JobQuery>("/x?limit=many").await.unwrap_err();
+        assert_eq!(e.code, "query_invalid");
+        assert!(e.message.contains("limit"), "{}", e.message);
     }
 }
