@@ -147,6 +147,7 @@ impl Doc {
     }
 }
 
+#[rustfmt::skip] // one line per operation: a table
 fn build() -> Value {
     let d = Doc {
         gen: RefCell::new(SchemaGenerator::new(SchemaSettings::openapi3())),
@@ -156,373 +157,84 @@ fn build() -> Value {
     let binary = json!({"type": "string", "format": "binary"});
     let public = |op: Op| Op { public: true, ..op };
 
-    d.add(public(
-        Op::new("get", "/health", "meta", "Health of the daemon").answers(200, object.clone()),
-    ));
-    d.add(public(
-        Op::new("get", "/openapi.json", "meta", "This document").answers(200, object),
-    ));
+    d.add(public(Op::new("get", "/health", "meta", "Health of the daemon").answers(200, object.clone())));
+    d.add(public(Op::new("get", "/openapi.json", "meta", "This document").answers(200, object)));
 
     let t = "accounts";
-    d.add(
-        Op::new("get", "/whoami", t, "The account of the API key")
-            .answers(200, d.schema::<Account>()),
-    );
-    d.add(
-        Op::new(
-            "get",
-            "/accounts",
-            t,
-            "List accounts (admin: all; others: their own)",
-        )
-        .answers(200, d.schema::<Vec<Account>>()),
-    );
-    d.add(
-        Op::new(
-            "post",
-            "/accounts",
-            t,
-            "Create an account (admin); its key is shown once",
-        )
-        .body(d.schema::<CreateAccount>())
-        .answers(201, d.schema::<AccountCreated>()),
-    );
-    d.add(
-        Op::new(
-            "get",
-            "/accounts/{account}",
-            t,
-            "An account, its plan and its usage of each limit",
-        )
-        .answers(200, d.schema::<AccountDetails>()),
-    );
+    d.add(Op::new("get", "/whoami", t, "The account of the API key").answers(200, d.schema::<Account>()));
+    d.add(Op::new("get", "/accounts", t, "List accounts (admin: all; others: their own)").answers(200, d.schema::<Vec<Account>>()));
+    d.add(Op::new("post", "/accounts", t, "Create an account (admin); its key is shown once").body(d.schema::<CreateAccount>()).answers(201, d.schema::<AccountCreated>()));
+    d.add(Op::new("get", "/accounts/{account}", t, "An account, its plan and its usage of each limit").answers(200, d.schema::<AccountDetails>()));
     d.add(Op::new("delete", "/accounts/{account}", t, "Delete an account (admin): refused while it owns resources, unless purge=true (then a job: its keys revoked, all it owns deleted, then the account)").query("purge", "boolean", "Delete everything it owns first"));
-    d.add(
-        Op::new(
-            "post",
-            "/accounts/{account}/settings",
-            t,
-            "Assign a plan to an account (admin)",
-        )
-        .body(d.schema::<AccountSettings>())
-        .answers(200, d.schema::<AccountDetails>()),
-    );
-    d.add(
-        Op::new(
-            "get",
-            "/accounts/{account}/keys",
-            t,
-            "An account's API keys",
-        )
-        .answers(200, d.schema::<Vec<ApiKey>>()),
-    );
-    d.add(
-        Op::new(
-            "post",
-            "/accounts/{account}/keys",
-            t,
-            "Make a new API key (shown once)",
-        )
-        .body(d.schema::<CreateApiKey>())
-        .answers(201, d.schema::<ApiKeyCreated>()),
-    );
-    d.add(Op::new(
-        "delete",
-        "/accounts/{account}/keys/{key}",
-        t,
-        "Revoke a key: it fails from the next request on",
-    ));
+    d.add(Op::new("post", "/accounts/{account}/settings", t, "Assign a plan to an account (admin)").body(d.schema::<AccountSettings>()).answers(200, d.schema::<AccountDetails>()));
+    d.add(Op::new("get", "/accounts/{account}/keys", t, "An account's API keys").answers(200, d.schema::<Vec<ApiKey>>()));
+    d.add(Op::new("post", "/accounts/{account}/keys", t, "Make a new API key (shown once)").body(d.schema::<CreateApiKey>()).answers(201, d.schema::<ApiKeyCreated>()));
+    d.add(Op::new("delete", "/accounts/{account}/keys/{key}", t, "Revoke a key: it fails from the next request on"));
     d.add(Op::new("post", "/keys/rotate", t, "Replace the key this request came with by a new one of the same name (for the admin key, DATA_DIR/admin.key too)").answers(201, d.schema::<ApiKeyCreated>()));
 
     let t = "plans";
-    d.add(
-        Op::new("get", "/plans", t, "Plans (admin: all; others: their own)")
-            .answers(200, d.schema::<Vec<Plan>>()),
-    );
-    d.add(
-        Op::new("post", "/plans", t, "Define or replace a plan (admin)")
-            .body(d.schema::<Plan>())
-            .answers(200, d.schema::<Plan>()),
-    );
-    d.add(Op::new(
-        "delete",
-        "/plans/{plan}",
-        t,
-        "Delete a plan no account or instance uses (admin)",
-    ));
+    d.add(Op::new("get", "/plans", t, "Plans (admin: all; others: their own)").answers(200, d.schema::<Vec<Plan>>()));
+    d.add(Op::new("post", "/plans", t, "Define or replace a plan (admin)").body(d.schema::<Plan>()).answers(200, d.schema::<Plan>()));
+    d.add(Op::new("delete", "/plans/{plan}", t, "Delete a plan no account or instance uses (admin)"));
 
     let t = "zones";
     d.add(Op::new("get", "/zones", t, "List zones").answers(200, d.schema::<Vec<Zone>>()));
-    d.add(
-        Op::new("post", "/zones", t, "Create a zone (admin)")
-            .body(d.schema::<CreateZone>())
-            .answers(201, d.schema::<Zone>()),
-    );
+    d.add(Op::new("post", "/zones", t, "Create a zone (admin)").body(d.schema::<CreateZone>()).answers(201, d.schema::<Zone>()));
 
     let t = "uploads";
-    d.add(
-        Op::new("get", "/uploads", t, "The account's uploads")
-            .answers(200, d.schema::<Vec<Upload>>()),
-    );
-    d.add(
-        Op::new(
-            "post",
-            "/uploads",
-            t,
-            "Announce an upload: a file's name and size (at most uploads.max_bytes)",
-        )
-        .body(d.schema::<CreateUpload>())
-        .answers(201, d.schema::<Upload>()),
-    );
-    d.add(
-        Op::new(
-            "get",
-            "/uploads/{id}",
-            t,
-            "An upload: where it stands (received_bytes) and, once Complete, its SHA-256",
-        )
-        .answers(200, d.schema::<Upload>()),
-    );
-    d.add(Op::new(
-        "delete",
-        "/uploads/{id}",
-        t,
-        "Delete an upload (what was made from it keeps its own copy)",
-    ));
+    d.add(Op::new("get", "/uploads", t, "The account's uploads").answers(200, d.schema::<Vec<Upload>>()));
+    d.add(Op::new("post", "/uploads", t, "Announce an upload: a file's name and size (at most uploads.max_bytes)").body(d.schema::<CreateUpload>()).answers(201, d.schema::<Upload>()));
+    d.add(Op::new("get", "/uploads/{id}", t, "An upload: where it stands (received_bytes) and, once Complete, its SHA-256").answers(200, d.schema::<Upload>()));
+    d.add(Op::new("delete", "/uploads/{id}", t, "Delete an upload (what was made from it keeps its own copy)"));
     d.add(Op::new("put", "/uploads/{id}/data", t, "Send bytes of an upload from offset, which must be its received_bytes (an interrupted upload resumes there); the last byte completes it").query("offset", "integer", "Where these bytes go: the upload's received_bytes").body(binary).answers(200, d.schema::<Upload>()));
 
     let t = "volumes";
-    d.add(
-        Op::new("get", "/volumes", t, "List volumes")
-            .query("zone", "string", "Only this zone")
-            .query("instance", "string", "Only volumes of this instance")
-            .answers(200, d.schema::<Vec<Volume>>()),
-    );
-    d.add(
-        Op::new("post", "/volumes", t, "Create a blank data volume")
-            .body(d.schema::<CreateVolume>())
-            .answers(201, d.schema::<Volume>()),
-    );
+    d.add(Op::new("get", "/volumes", t, "List volumes").query("zone", "string", "Only this zone").query("instance", "string", "Only volumes of this instance").answers(200, d.schema::<Vec<Volume>>()));
+    d.add(Op::new("post", "/volumes", t, "Create a blank data volume").body(d.schema::<CreateVolume>()).answers(201, d.schema::<Volume>()));
     d.add(Op::new("get", "/volumes/{id}", t, "Show a volume").answers(200, d.schema::<Volume>()));
     d.add(Op::new("delete", "/volumes/{id}", t, "Delete a volume"));
-    d.add(
-        Op::new("post", "/volumes/{id}/resize", t, "Grow a volume")
-            .body(d.schema::<ResizeVolume>())
-            .answers(200, d.schema::<Volume>()),
-    );
-    d.add(
-        Op::new(
-            "post",
-            "/volumes/{id}/attach",
-            t,
-            "Attach a data volume to an instance (hot-plug when running)",
-        )
-        .body(d.schema::<AttachVolume>())
-        .answers(200, d.schema::<Volume>()),
-    );
-    d.add(
-        Op::new(
-            "post",
-            "/volumes/{id}/detach",
-            t,
-            "Detach a data volume (hot-unplug when running)",
-        )
-        .answers(200, d.schema::<Volume>()),
-    );
+    d.add(Op::new("post", "/volumes/{id}/resize", t, "Grow a volume").body(d.schema::<ResizeVolume>()).answers(200, d.schema::<Volume>()));
+    d.add(Op::new("post", "/volumes/{id}/attach", t, "Attach a data volume to an instance (hot-plug when running)").body(d.schema::<AttachVolume>()).answers(200, d.schema::<Volume>()));
+    d.add(Op::new("post", "/volumes/{id}/detach", t, "Detach a data volume (hot-unplug when running)").answers(200, d.schema::<Volume>()));
     d.add(Op::new("post", "/volumes/{id}/revert", t, "Put a volume back to a snapshot's content (its instance stopped); the volume's snapshots stay").body(d.schema::<RevertVolume>()).answers(202, d.job()));
 
     let t = "instances";
-    d.add(
-        Op::new("get", "/instances", t, "List instances").answers(200, d.schema::<Vec<Instance>>()),
-    );
-    d.add(
-        Op::new("post", "/instances", t, "Create (and start) an instance")
-            .body(d.schema::<CreateInstance>())
-            .answers(202, d.job()),
-    );
-    d.add(
-        Op::new(
-            "get",
-            "/instances/{id}",
-            t,
-            "Show an instance, with its guest agent status",
-        )
-        .answers(200, d.schema::<Instance>()),
-    );
-    d.add(Op::new(
-        "delete",
-        "/instances/{id}",
-        t,
-        "Delete a stopped instance and its root volume",
-    ));
+    d.add(Op::new("get", "/instances", t, "List instances").answers(200, d.schema::<Vec<Instance>>()));
+    d.add(Op::new("post", "/instances", t, "Create (and start) an instance").body(d.schema::<CreateInstance>()).answers(202, d.job()));
+    d.add(Op::new("get", "/instances/{id}", t, "Show an instance, with its guest agent status").answers(200, d.schema::<Instance>()));
+    d.add(Op::new("delete", "/instances/{id}", t, "Delete a stopped instance and its root volume"));
     d.add(Op::new("post", "/instances/{id}/start", t, "Start an instance").answers(202, d.job()));
-    d.add(
-        Op::new(
-            "post",
-            "/instances/{id}/stop",
-            t,
-            "Stop an instance (power-down, then forced after the timeout)",
-        )
-        .body(d.schema::<StopInstance>())
-        .answers(202, d.job()),
-    );
-    d.add(
-        Op::new("post", "/instances/{id}/restart", t, "Restart an instance").answers(202, d.job()),
-    );
-    d.add(
-        Op::new(
-            "post",
-            "/instances/{id}/settings",
-            t,
-            "Operator settings: snapshots on/off, plan (admin)",
-        )
-        .body(d.schema::<InstanceSettings>())
-        .answers(200, d.schema::<Instance>()),
-    );
+    d.add(Op::new("post", "/instances/{id}/stop", t, "Stop an instance (power-down, then forced after the timeout)").body(d.schema::<StopInstance>()).answers(202, d.job()));
+    d.add(Op::new("post", "/instances/{id}/restart", t, "Restart an instance").answers(202, d.job()));
+    d.add(Op::new("post", "/instances/{id}/settings", t, "Operator settings: snapshots on/off, plan (admin)").body(d.schema::<InstanceSettings>()).answers(200, d.schema::<Instance>()));
     d.add(Op::new("post", "/instances/{id}/clone", t, "Clone an instance for troubleshooting: its volumes snapshotted at one instant, copied into new volumes in any zone, a new instance started on them").body(d.schema::<CloneInstance>()).answers(202, d.job()));
 
     let t = "recovery points";
     d.add(Op::new("get", "/instances/{id}/points", t, "The recovery points of an instance, with parents, the current one, and the space each holds").answers(200, d.schema::<Vec<Point>>()));
-    d.add(
-        Op::new(
-            "post",
-            "/instances/{id}/points",
-            t,
-            "Create a recovery point (disk-only by default; quiesced when the agent answers)",
-        )
-        .body(d.schema::<CreatePoint>())
-        .answers(202, d.job()),
-    );
-    d.add(
-        Op::new(
-            "delete",
-            "/instances/{id}/points",
-            t,
-            "Delete every recovery point of an instance",
-        )
-        .answers(202, d.job()),
-    );
-    d.add(
-        Op::new(
-            "get",
-            "/instances/{id}/points/{point}",
-            t,
-            "Show a recovery point",
-        )
-        .answers(200, d.schema::<Point>()),
-    );
-    d.add(
-        Op::new(
-            "delete",
-            "/instances/{id}/points/{point}",
-            t,
-            "Delete a recovery point (its children move to its parent)",
-        )
-        .answers(202, d.job()),
-    );
-    d.add(
-        Op::new(
-            "post",
-            "/instances/{id}/points/{point}/revert",
-            t,
-            "Revert the instance to a recovery point, keeping the others",
-        )
-        .answers(202, d.job()),
-    );
+    d.add(Op::new("post", "/instances/{id}/points", t, "Create a recovery point (disk-only by default; quiesced when the agent answers)").body(d.schema::<CreatePoint>()).answers(202, d.job()));
+    d.add(Op::new("delete", "/instances/{id}/points", t, "Delete every recovery point of an instance").answers(202, d.job()));
+    d.add(Op::new("get", "/instances/{id}/points/{point}", t, "Show a recovery point").answers(200, d.schema::<Point>()));
+    d.add(Op::new("delete", "/instances/{id}/points/{point}", t, "Delete a recovery point (its children move to its parent)").answers(202, d.job()));
+    d.add(Op::new("post", "/instances/{id}/points/{point}/revert", t, "Revert the instance to a recovery point, keeping the others").answers(202, d.job()));
 
     let t = "volume snapshots";
-    d.add(
-        Op::new(
-            "get",
-            "/snapshots",
-            t,
-            "The account's volume snapshots, with state, progress and sizes",
-        )
-        .answers(200, d.schema::<Vec<Snapshot>>()),
-    );
-    d.add(
-        Op::new(
-            "post",
-            "/snapshots",
-            t,
-            "Snapshot a volume into the region's object store (incremental to its last snapshot)",
-        )
-        .body(d.schema::<CreateSnapshot>())
-        .answers(202, d.job()),
-    );
-    d.add(
-        Op::new("get", "/snapshots/{id}", t, "One volume snapshot")
-            .answers(200, d.schema::<Snapshot>()),
-    );
-    d.add(
-        Op::new(
-            "delete",
-            "/snapshots/{id}",
-            t,
-            "Delete a snapshot (Destroying, then gone); unreferenced chunks are collected",
-        )
-        .answers(202, d.job()),
-    );
+    d.add(Op::new("get", "/snapshots", t, "The account's volume snapshots, with state, progress and sizes").answers(200, d.schema::<Vec<Snapshot>>()));
+    d.add(Op::new("post", "/snapshots", t, "Snapshot a volume into the region's object store (incremental to its last snapshot)").body(d.schema::<CreateSnapshot>()).answers(202, d.job()));
+    d.add(Op::new("get", "/snapshots/{id}", t, "One volume snapshot").answers(200, d.schema::<Snapshot>()));
+    d.add(Op::new("delete", "/snapshots/{id}", t, "Delete a snapshot (Destroying, then gone); unreferenced chunks are collected").answers(202, d.job()));
     d.add(Op::new("post", "/snapshots/{id}/verify", t, "Re-read every chunk of a snapshot and check it; damage is named and the snapshot flagged Error").answers(202, d.job()));
-    d.add(
-        Op::new(
-            "post",
-            "/snapshots/{id}/volumes",
-            t,
-            "Make a new volume, in any zone, with a snapshot's content (Creating, then Ready)",
-        )
-        .body(d.schema::<VolumeFromSnapshot>())
-        .answers(202, d.job()),
-    );
-    d.add(
-        Op::new(
-            "post",
-            "/gc",
-            t,
-            "Remove the chunks no snapshot references from the region's store (admin)",
-        )
-        .answers(202, d.job()),
-    );
+    d.add(Op::new("post", "/snapshots/{id}/volumes", t, "Make a new volume, in any zone, with a snapshot's content (Creating, then Ready)").body(d.schema::<VolumeFromSnapshot>()).answers(202, d.job()));
+    d.add(Op::new("post", "/gc", t, "Remove the chunks no snapshot references from the region's store (admin)").answers(202, d.job()));
 
     let t = "templates";
-    d.add(
-        Op::new("get", "/templates", t, "The account's templates")
-            .answers(200, d.schema::<Vec<Template>>()),
-    );
-    d.add(
-        Op::new(
-            "post",
-            "/templates",
-            t,
-            "Make a template from a snapshot (shares its chunks; outlives it)",
-        )
-        .body(d.schema::<CreateTemplate>())
-        .answers(201, d.schema::<Template>()),
-    );
+    d.add(Op::new("get", "/templates", t, "The account's templates").answers(200, d.schema::<Vec<Template>>()));
+    d.add(Op::new("post", "/templates", t, "Make a template from a snapshot (shares its chunks; outlives it)").body(d.schema::<CreateTemplate>()).answers(201, d.schema::<Template>()));
     d.add(Op::new("post", "/templates/import", t, "Import a qcow2 or raw image as a template: an upload, or (admin) a file below import_dirs; untrusted: checked, converted under resource limits").body(d.schema::<ImportTemplate>()).answers(202, d.job()));
-    d.add(
-        Op::new("get", "/templates/{id}", t, "One template").answers(200, d.schema::<Template>()),
-    );
-    d.add(
-        Op::new(
-            "delete",
-            "/templates/{id}",
-            t,
-            "Delete a template; chunks nothing else references are collected",
-        )
-        .answers(202, d.job()),
-    );
+    d.add(Op::new("get", "/templates/{id}", t, "One template").answers(200, d.schema::<Template>()));
+    d.add(Op::new("delete", "/templates/{id}", t, "Delete a template; chunks nothing else references are collected").answers(202, d.job()));
 
     let t = "jobs";
-    d.add(
-        Op::new("get", "/jobs", t, "List the latest jobs")
-            .query(
-                "limit",
-                "integer",
-                "How many (at most 1000; 50 if not given)",
-            )
-            .answers(200, d.schema::<Vec<Job>>()),
-    );
+    d.add(Op::new("get", "/jobs", t, "List the latest jobs").query("limit", "integer", "How many (at most 1000; 50 if not given)").answers(200, d.schema::<Vec<Job>>()));
     d.add(Op::new("get", "/jobs/{id}", t, "Show a job with its log").query("wait_ms", "integer", "Long-poll: answer as soon as the job ends, or after this many milliseconds (at most 30000)").answers(200, d.schema::<Job>()));
 
     let mut schemas = Map::new();
