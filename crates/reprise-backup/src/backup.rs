@@ -63,6 +63,7 @@ pub async fn backup(
                     "io_error",
                     format!("cannot open {}: {e}", path.display()),
                 )
+                .with_source(e)
             })?;
             let img = Image::open(file)?;
             let base_l1 = match &base_tag {

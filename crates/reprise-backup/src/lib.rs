@@ -254,5 +254,5 @@ impl Drop for Hold {
 
 /// Map a failed blocking task to an error.
 pub(crate) fn joined<T>(r: std::result::Result<Result<T>, tokio::task::JoinError>) -> Result<T> {
-    r.map_err(|e| Error::internal(format!("worker: {e}")))?
+    r.map_err(|e| Error::internal(format!("worker: {e}")).with_source(e))?
 }

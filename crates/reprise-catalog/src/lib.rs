@@ -62,8 +62,9 @@ pub(crate) fn db_err(what: &str) -> impl Fn(rusqlite::Error) -> Error + '_ {
                 && msg.as_deref().unwrap_or("").contains("UNIQUE") =>
         {
             Error::conflict("name_taken", format!("{what}: the name is already taken"))
+                .with_source(e)
         }
-        _ => Error::internal(format!("catalog: {what}: {e}")),
+        _ => Error::internal(format!("catalog: {what}: {e}")).with_source(e),
     }
 }
 
@@ -92,6 +93,7 @@ impl Catalog {
                 "catalog_unavailable",
                 format!("cannot open catalog {}: {e}", path.display()),
             )
+            .with_source(e)
         })?;
         Self::with_connection(conn)
     }

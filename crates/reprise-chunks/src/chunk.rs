@@ -152,8 +152,8 @@ pub fn encode(plain: &[u8], level: i32, keys: &RegionKeys) -> Result<Vec<u8>> {
             plain.len()
         )));
     }
-    let compressed =
-        zstd::bulk::compress(plain, level).map_err(|e| Error::internal(format!("zstd: {e}")))?;
+    let compressed = zstd::bulk::compress(plain, level)
+        .map_err(|e| Error::internal(format!("zstd: {e}")).with_source(e))?;
     let (codec, body): (u8, &[u8]) = if compressed.len() < plain.len() {
         (CODEC_ZSTD, &compressed)
     } else {
@@ -269,7 +269,7 @@ pub fn decode(object: &[u8], keys: &RegionKeys) -> Result<Vec<u8>> {
     let plain = match object[5] {
         CODEC_STORED => body.to_vec(),
         CODEC_ZSTD => zstd::bulk::decompress(body, plain_len as usize)
-            .map_err(|e| corrupt(format!("chunk does not decompress: {e}")))?,
+            .map_err(|e| corrupt(format!("chunk does not decompress: {e}")).with_source(e))?,
         other => return Err(corrupt(format!("chunk codec {other} is not supported"))),
     };
     if plain.len() != plain_len as usize {

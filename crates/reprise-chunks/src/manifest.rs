@@ -56,7 +56,8 @@ impl Manifest {
                 "snapshot manifest version {version} is not supported"
             )));
         }
-        serde_json::from_slice(body).map_err(|e| corrupt(format!("snapshot manifest: {e}")))
+        serde_json::from_slice(body)
+            .map_err(|e| corrupt(format!("snapshot manifest: {e}")).with_source(e))
     }
 }
 
@@ -89,7 +90,8 @@ impl RegionInfo {
                 "region object version {version} is not supported"
             )));
         }
-        serde_json::from_slice(body).map_err(|e| corrupt(format!("region object: {e}")))
+        serde_json::from_slice(body)
+            .map_err(|e| corrupt(format!("region object: {e}")).with_source(e))
     }
 }
 

@@ -50,13 +50,43 @@ impl ErrorKind {
 }
 
 /// An error with a kind, a stable code (`volume_not_found`, `size_invalid`…)
-/// and a message that names the problem.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error, JsonSchema)]
-#[error("{message}")]
+/// and a message that names the problem. The failure underneath (an I/O,
+/// SQLite, S3 or JSON error) is kept as its `source` for the logs; the
+/// wire format (`ErrorBody`) carries only kind, code and message.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct Error {
     pub kind: ErrorKind,
     pub code: String,
     pub message: String,
+    #[serde(skip)]
+    #[schemars(skip)]
+    source: Option<Cause>,
+}
+
+/// A cause, shared so that errors stay cheap to clone.
+type Cause = std::sync::Arc<dyn std::error::Error + Send + Sync>;
+
+impl PartialEq for Error {
+    /// Errors are equal when a caller would act on them alike.
+    fn eq(&self, other: &Error) -> bool {
+        (self.kind, &self.code, &self.message) == (other.kind, &other.code, &other.message)
+    }
+}
+
+impl Eq for Error {}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|c| c as &(dyn std::error::Error + 'static))
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -67,6 +97,7 @@ impl Error {
             kind,
             code: code.into(),
             message: message.into(),
+            source: None,
         }
     }
 
@@ -101,6 +132,28 @@ impl Error {
         self
     }
 
+    /// Keep the failure underneath, for the logs.
+    pub fn with_source(mut self, cause: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(std::sync::Arc::new(cause));
+        self
+    }
+
+    /// The message and every cause under it, for the logs:
+    /// `message (caused by: cause: its cause)`.
+    pub fn chain(&self) -> String {
+        let mut causes = Vec::new();
+        let mut next = std::error::Error::source(self);
+        while let Some(cause) = next {
+            causes.push(cause.to_string());
+            next = cause.source();
+        }
+        if causes.is_empty() {
+            self.message.clone()
+        } else {
+            format!("{} (caused by: {})", self.message, causes.join(": "))
+        }
+    }
+
     /// Prefix the message with what was being done, keeping kind and code.
     pub fn context(mut self, what: impl std::fmt::Display) -> Self {
         self.message = format!("{what}: {}", self.message);
@@ -112,4 +165,25 @@ impl Error {
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct ErrorBody {
     pub error: Error,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cause_is_kept_for_the_logs_and_never_sent() {
+        let io = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "denied");
+        let e = Error::unavailable("io_error", "cannot open /x").with_source(io);
+        assert_eq!(e.chain(), "cannot open /x (caused by: denied)");
+        assert!(std::error::Error::source(&e).is_some());
+        let wire = serde_json::to_value(ErrorBody { error: e.clone() }).unwrap();
+        assert_eq!(
+            wire,
+            serde_json::json!({"error": {"kind": "unavailable", "code": "io_error", "message": "cannot open /x"}})
+        );
+        let back: ErrorBody = serde_json::from_value(wire).unwrap();
+        assert_eq!(back.error, e, "equal without the cause");
+        assert_eq!(Error::internal("x").chain(), "x");
+    }
 }

@@ -48,9 +48,14 @@ impl From<Error> for ApiError {
 }
 
 impl IntoResponse for ApiError {
+    /// The edge: the error goes out as kind, code and message; a server-side
+    /// failure is logged here with its causes, which never leave the host.
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.0.kind.http_status())
             .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if status.is_server_error() {
+            tracing::warn!(code = self.0.code, "request failed: {}", self.0.chain());
+        }
         let mut resp = (
             status,
             Json(ErrorBody {

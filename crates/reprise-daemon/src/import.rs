@@ -206,7 +206,7 @@ impl Drop for Staged {
 }
 
 fn io_error(what: String) -> impl FnOnce(std::io::Error) -> Error {
-    move |e| Error::unavailable("io_error", format!("{what}: {e}"))
+    move |e| Error::unavailable("io_error", format!("{what}: {e}")).with_source(e)
 }
 
 fn private_dir(dir: &Path) -> Result<()> {

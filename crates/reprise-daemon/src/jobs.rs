@@ -167,7 +167,7 @@ where
                 let _ = catalog.job_finished(ctx.id, JobState::Succeeded, None);
             }
             Err(e) => {
-                tracing::warn!(job = %ctx.id, kind, "failed: {e}");
+                tracing::warn!(job = %ctx.id, kind, "failed: {}", e.chain());
                 ctx.log(format!("failed: {e}"));
                 let _ = catalog.job_finished(ctx.id, JobState::Failed, Some(&e));
             }

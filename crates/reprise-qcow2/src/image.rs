@@ -15,7 +15,7 @@ pub trait Source {
 }
 
 fn io(e: std::io::Error) -> Error {
-    Error::unavailable("io_error", format!("reading the image: {e}"))
+    Error::unavailable("io_error", format!("reading the image: {e}")).with_source(e)
 }
 
 impl Source for std::fs::File {

@@ -70,6 +70,7 @@ pub(crate) fn missing_or(program: &Path, e: std::io::Error) -> Error {
             "qemu_failed",
             format!("cannot run {}: {e}", program.display()),
         )
+        .with_source(e)
     }
 }
 

@@ -81,6 +81,7 @@ impl Store {
                     dir.display()
                 ),
             )
+            .with_source(e)
         })?;
         let fs = LocalFileSystem::new_with_prefix(dir)
             .map_err(|e| self::map_err(&dir.display().to_string(), e))?;
@@ -283,11 +284,13 @@ fn map_err(place: &str, e: object_store::Error) -> Error {
             ErrorKind::NotFound,
             "object_not_found",
             format!("no object at {place}"),
-        ),
+        )
+        .with_source(e),
         other => Error::unavailable(
             "object_store_unavailable",
             format!("object store {place}: {other}"),
-        ),
+        )
+        .with_source(other),
     }
 }
 
