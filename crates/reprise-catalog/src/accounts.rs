@@ -70,7 +70,7 @@ fn load_plan(conn: &Connection, name: &str) -> Result<Plan> {
         )
     })?;
     let limits: PlanLimits = serde_json::from_str(&limits)
-        .map_err(|e| Error::internal(format!("catalog: plan '{name}': {e}")))?;
+        .map_err(|e| Error::internal(format!("catalog: plan '{name}': {e}")).with_source(e))?;
     Ok(Plan {
         name: name.to_string(),
         limits,
@@ -395,8 +395,8 @@ impl Catalog {
             .ok_or_else(|| Error::not_found("key", &key.to_string()))?;
         tx.execute("DELETE FROM api_keys WHERE id = ?1", [key.sql()])
             .map_err(db_err("rotate key"))?;
-        let account =
-            Uuid::parse_str(&account).map_err(|e| Error::internal(format!("catalog: {e}")))?;
+        let account = Uuid::parse_str(&account)
+            .map_err(|e| Error::internal(format!("catalog: {e}")).with_source(e))?;
         let made = insert_key(&tx, account, &name)?;
         tx.commit().map_err(db_err("rotate key"))?;
         Ok(made)
@@ -417,7 +417,7 @@ impl Catalog {
     pub fn put_plan(&self, plan: &Plan) -> Result<()> {
         reprise_core::name::validate_name("plan", &plan.name)?;
         let limits = serde_json::to_string(&plan.limits)
-            .map_err(|e| Error::internal(format!("plan: {e}")))?;
+            .map_err(|e| Error::internal(format!("plan: {e}")).with_source(e))?;
         self.update(
             "plan",
             "INSERT INTO plans (name, limits, created_at) VALUES (?1, ?2, ?3)

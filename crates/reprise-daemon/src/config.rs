@@ -260,7 +260,7 @@ impl Default for Config {
 impl Config {
     pub fn parse(text: &str) -> Result<Config> {
         let config: Config = toml::from_str(text)
-            .map_err(|e| Error::invalid("config_invalid", format!("config: {e}")))?;
+            .map_err(|e| Error::invalid("config_invalid", format!("config: {e}")).with_source(e))?;
         config.validate()?;
         Ok(config)
     }
@@ -271,6 +271,7 @@ impl Config {
                 "config_invalid",
                 format!("cannot read config {}: {e}", path.display()),
             )
+            .with_source(e)
         })?;
         Self::parse(&text).map_err(|e| e.context(path.display()))
     }

@@ -741,7 +741,7 @@ async fn stop_instance(
         false
     } else {
         serde_json::from_slice::<StopInstance>(&body)
-            .map_err(|e| Error::invalid("body_invalid", format!("stop: {e}")))?
+            .map_err(|e| Error::invalid("body_invalid", format!("stop: {e}")).with_source(e))?
             .force
     };
     Ok(accepted(instances::stop(&app, &me, &id, force)?))

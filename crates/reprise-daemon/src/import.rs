@@ -131,6 +131,7 @@ fn open_upload(app: &App, caller: &Account, field: &str, reference: &str) -> Res
             "upload_unavailable",
             format!("{field}: upload '{}' cannot be read: {e}", u.name),
         )
+        .with_source(e)
     })?;
     Ok(Opened {
         file,
@@ -449,7 +450,7 @@ pub async fn import_image(
     let label = opened.label.clone();
     let staged = tokio::task::spawn_blocking(move || stage(&opened, &src, u64::MAX))
         .await
-        .map_err(|e| Error::internal(format!("import: {e}")))??;
+        .map_err(|e| Error::internal(format!("import: {e}")).with_source(e))??;
     let file =
         File::open(&staged.path).map_err(io_error(format!("cannot read the copy of {label}")))?;
     let judged = judge(

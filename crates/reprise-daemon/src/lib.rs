@@ -247,6 +247,7 @@ pub async fn start(config: Config) -> Result<Server> {
                 "listen_failed",
                 format!("cannot listen on {}: {e}", app.config.listen),
             )
+            .with_source(e)
         })?;
     let addr = listener
         .local_addr()
@@ -270,6 +271,7 @@ pub async fn start(config: Config) -> Result<Server> {
                 "listen_failed",
                 format!("cannot listen for metrics on {addr}: {e}"),
             )
+            .with_source(e)
         })?;
         tracing::info!(%addr, "metrics served here without a key");
         let router = http::metrics_router(app.clone());

@@ -24,6 +24,7 @@ pub async fn launch(binary: &Path, spec: &VmSpec) -> Result<u32> {
             "run_dir_failed",
             format!("cannot create {}: {e}", run.dir.display()),
         )
+        .with_source(e)
     })?;
     for stale in [run.qmp(), run.agent(), run.pidfile()] {
         let _ = std::fs::remove_file(stale);

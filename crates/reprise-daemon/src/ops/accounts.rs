@@ -302,6 +302,7 @@ pub fn create_zone(app: &App, caller: &Account, req: CreateZone) -> Result<Zone>
             "storage_dir_invalid",
             format!("cannot create storage directory {}: {e}", dir.display()),
         )
+        .with_source(e)
     })?;
     let zone = app
         .catalog

@@ -116,6 +116,7 @@ pub(crate) async fn build(
         .open(&raw)
         .map_err(|e| {
             Error::unavailable("io_error", format!("cannot create {}: {e}", raw.display()))
+                .with_source(e)
         })?;
     let restored = reprise_backup::restore_raw(app.region().await?, &index, file, progress).await;
     if restored.is_ok() {
@@ -192,6 +193,7 @@ pub fn revert(app: &Arc<App>, account: &Account, volume: &str, req: RevertVolume
         let swapped = built.and_then(|()| {
             std::fs::rename(&next, &v.path).map_err(|e| {
                 Error::unavailable("io_error", format!("cannot replace {}: {e}", v.path))
+                    .with_source(e)
             })
         });
         let _ = std::fs::remove_file(&next);

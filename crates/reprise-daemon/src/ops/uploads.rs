@@ -74,6 +74,7 @@ pub fn create(app: &App, account: &Account, req: CreateUpload) -> Result<Upload>
                     "io_error",
                     format!("cannot create the upload directory: {e}"),
                 )
+                .with_source(e)
             })?;
     }
     let limit = app.config.uploads.max_per_account;
