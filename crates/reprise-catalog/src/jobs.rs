@@ -3,6 +3,7 @@
 
 use crate::rows::{self, Sql};
 use crate::{db_err, now, write, Catalog};
+use reprise_core::error::WireError;
 use reprise_core::model::*;
 use reprise_core::{Error, Result};
 use rusqlite::{params, OptionalExtension};
@@ -48,7 +49,7 @@ impl Catalog {
     }
 
     pub fn job_finished(&self, id: Uuid, state: JobState, error: Option<&Error>) -> Result<()> {
-        let error = error.map(|e| serde_json::to_string(e).unwrap_or_default());
+        let error = error.map(|e| serde_json::to_string(&WireError::from(e)).unwrap_or_default());
         self.update(
             "job finished",
             "UPDATE jobs SET state = ?2, error = ?3, finished_at = ?4 WHERE id = ?1",

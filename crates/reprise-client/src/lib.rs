@@ -95,7 +95,7 @@ impl Client {
             Err(ureq::Error::Status(status, resp)) => {
                 let text = resp.into_string().unwrap_or_default();
                 match serde_json::from_str::<ErrorBody>(&text) {
-                    Ok(body) => Err(body.error),
+                    Ok(body) => Err(body.error.into()),
                     Err(_) => Err(Error::new(
                         if status >= 500 { ErrorKind::Unavailable } else { ErrorKind::Invalid },
                         "http_error",
@@ -233,7 +233,7 @@ impl Client {
             seen(&job);
             if job.state.is_final() {
                 return match job.error {
-                    Some(e) => Err(e),
+                    Some(e) => Err(e.into()),
                     None => Ok(job),
                 };
             }

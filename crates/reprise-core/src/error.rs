@@ -52,15 +52,46 @@ impl ErrorKind {
 /// An error with a kind, a stable code (`volume_not_found`, `size_invalid`…)
 /// and a message that names the problem. The failure underneath (an I/O,
 /// SQLite, S3 or JSON error) is kept as its `source` for the logs; the
-/// wire format (`ErrorBody`) carries only kind, code and message.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+/// wire format ([`WireError`]) carries only kind, code and message.
+#[derive(Debug, Clone)]
 pub struct Error {
     pub kind: ErrorKind,
     pub code: String,
     pub message: String,
-    #[serde(skip)]
-    #[schemars(skip)]
     source: Option<Cause>,
+}
+
+/// An error as the API shows it (and as a job's row keeps it): what a
+/// client acts on, nothing of the host. Made from an [`Error`] at the edge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(rename = "Error")]
+pub struct WireError {
+    pub kind: ErrorKind,
+    /// Stable machine-readable code, e.g. `volume_not_found`.
+    pub code: String,
+    pub message: String,
+}
+
+impl From<&Error> for WireError {
+    fn from(e: &Error) -> WireError {
+        WireError {
+            kind: e.kind,
+            code: e.code.clone(),
+            message: e.message.clone(),
+        }
+    }
+}
+
+impl From<WireError> for Error {
+    fn from(w: WireError) -> Error {
+        Error::new(w.kind, w.code, w.message)
+    }
+}
+
+impl std::fmt::Display for WireError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
 }
 
 /// A cause, shared so that errors stay cheap to clone.
@@ -164,7 +195,7 @@ impl Error {
 /// The JSON body of every API error: `{"error": {"code", "message", "kind"}}`.
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct ErrorBody {
-    pub error: Error,
+    pub error: WireError,
 }
 
 #[cfg(test)]
@@ -177,13 +208,13 @@ mod tests {
         let e = Error::unavailable("io_error", "cannot open /x").with_source(io);
         assert_eq!(e.chain(), "cannot open /x (caused by: denied)");
         assert!(std::error::Error::source(&e).is_some());
-        let wire = serde_json::to_value(ErrorBody { error: e.clone() }).unwrap();
+        let wire = serde_json::to_value(ErrorBody { error: (&e).into() }).unwrap();
         assert_eq!(
             wire,
             serde_json::json!({"error": {"kind": "unavailable", "code": "io_error", "message": "cannot open /x"}})
         );
         let back: ErrorBody = serde_json::from_value(wire).unwrap();
-        assert_eq!(back.error, e, "equal without the cause");
+        assert_eq!(Error::from(back.error), e, "equal without the cause");
         assert_eq!(Error::internal("x").chain(), "x");
     }
 }

@@ -310,7 +310,7 @@ pub struct Job {
     /// Work done and work to do, in the job's own unit (bytes or steps).
     pub progress_done: u64,
     pub progress_total: u64,
-    pub error: Option<crate::Error>,
+    pub error: Option<crate::error::WireError>,
     pub log: Vec<JobLogLine>,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,

@@ -59,7 +59,7 @@ impl IntoResponse for ApiError {
         let mut resp = (
             status,
             Json(ErrorBody {
-                error: self.0.clone(),
+                error: (&self.0).into(),
             }),
         )
             .into_response();

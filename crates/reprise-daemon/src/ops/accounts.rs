@@ -150,7 +150,9 @@ async fn finish(app: &App, job: Job) -> Result<()> {
         let now = app.catalog.job(None, &job.id.to_string())?;
         if now.state.is_final() {
             return match now.error {
-                Some(e) => Err(e.context(format!("{} of '{}'", job.kind, job.target_name))),
+                Some(e) => {
+                    Err(Error::from(e).context(format!("{} of '{}'", job.kind, job.target_name)))
+                }
                 None => Ok(()),
             };
         }

@@ -180,7 +180,7 @@ async fn deploy(
         let j = app.catalog.job(None, &job.id.to_string())?;
         if j.state.is_final() {
             if let Some(e) = j.error {
-                return Err(e);
+                return Err(e.into());
             }
             break;
         }
