@@ -19,34 +19,34 @@ use reprise_core::Result;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// What an instance's row should say given the QEMU process found for it
+/// (`live`: its pid), or `None` when the row is right: a live process
+/// means Running with that pid (re-attached, never started twice), no
+/// process means Stopped.
+fn settled(
+    state: InstanceState,
+    recorded_pid: Option<u32>,
+    live: Option<u32>,
+) -> Option<(InstanceState, Option<u32>)> {
+    match live {
+        Some(pid) if state != InstanceState::Running || recorded_pid != Some(pid) => {
+            Some((InstanceState::Running, Some(pid)))
+        }
+        None if state != InstanceState::Stopped => Some((InstanceState::Stopped, None)),
+        _ => None,
+    }
+}
+
 /// Settle one instance's state from its process. Returns whether it
 /// changed.
 fn settle(app: &App, inst: &InstanceRow) -> Result<bool> {
-    match vm::live_pid(app, inst.id) {
-        Some(pid) if inst.state != InstanceState::Running || inst.pid != Some(pid) => {
-            tracing::info!(instance = %inst.id, name = inst.name, pid, was = %inst.state, "QEMU is running: instance re-attached");
-            app.catalog.set_instance_runtime(
-                inst.id,
-                InstanceState::Running,
-                Some(pid),
-                None,
-                inst.last_error.as_deref(),
-            )?;
-            Ok(true)
-        }
-        None if inst.state != InstanceState::Stopped => {
-            tracing::info!(instance = %inst.id, name = inst.name, was = %inst.state, "no QEMU process: instance is Stopped");
-            app.catalog.set_instance_runtime(
-                inst.id,
-                InstanceState::Stopped,
-                None,
-                None,
-                inst.last_error.as_deref(),
-            )?;
-            Ok(true)
-        }
-        _ => Ok(false),
-    }
+    let Some((state, pid)) = settled(inst.state, inst.pid, vm::live_pid(app, inst.id)) else {
+        return Ok(false);
+    };
+    tracing::info!(instance = %inst.id, name = inst.name, ?pid, was = %inst.state, now = %state, "instance settled from its QEMU process");
+    app.catalog
+        .set_instance_runtime(inst.id, state, pid, None, inst.last_error.as_deref())?;
+    Ok(true)
 }
 
 /// The startup pass. Runs before any job can, so nothing is locked.
@@ -118,6 +118,37 @@ pub async fn watch(app: Arc<App>) {
             if let Err(e) = settle(&app, &inst) {
                 tracing::warn!(instance = %inst.id, "reconcile failed: {e}");
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use InstanceState::*;
+
+    #[test]
+    fn every_state_settles_from_the_process_found() {
+        let cases = [
+            // (row says, row's pid, process found) → row becomes
+            (Running, Some(10), Some(10), None),
+            (Running, Some(10), Some(11), Some((Running, Some(11)))),
+            (Running, Some(10), None, Some((Stopped, None))),
+            (Stopped, None, None, None),
+            (Stopped, None, Some(12), Some((Running, Some(12)))),
+            (Starting, None, Some(13), Some((Running, Some(13)))),
+            (Starting, None, None, Some((Stopped, None))),
+            (Stopping, Some(14), Some(14), Some((Running, Some(14)))),
+            (Stopping, Some(14), None, Some((Stopped, None))),
+            (Error, None, None, Some((Stopped, None))),
+            (Error, None, Some(15), Some((Running, Some(15)))),
+        ];
+        for (state, pid, live, want) in cases {
+            assert_eq!(
+                settled(state, pid, live),
+                want,
+                "{state} pid {pid:?}, found {live:?}"
+            );
         }
     }
 }
