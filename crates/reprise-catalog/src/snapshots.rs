@@ -150,6 +150,26 @@ impl Catalog {
     }
 
     /// Move a snapshot to `to` only from one of `from`.
+    /// Start deleting a snapshot (`lifecycle::snapshot::DELETE`) unless a
+    /// backup in progress uses it as its base, in one statement: a backup
+    /// records its base before it checks that the base is BackedUp, so of
+    /// a delete and a backup that race, either the delete is refused or
+    /// the backup does without the base.
+    pub fn start_snapshot_delete(&self, id: Uuid) -> Result<bool> {
+        let mv = &reprise_core::lifecycle::snapshot::DELETE;
+        let from: Vec<&str> = mv.from.iter().map(|s| s.as_str()).collect();
+        let n = self
+            .conn()
+            .execute(
+                "UPDATE snapshots SET state = ?2 WHERE id = ?1
+                   AND state IN (SELECT value FROM json_each(?3))
+                   AND NOT EXISTS (SELECT 1 FROM snapshots WHERE base_id = ?1 AND state = 'BackingUp')",
+                params![id.sql(), mv.to.as_str(), serde_json::to_string(&from).unwrap_or_default()],
+            )
+            .map_err(db_err("start snapshot delete"))?;
+        Ok(n == 1)
+    }
+
     pub fn transition_snapshot(&self, id: Uuid, mv: &Move<SnapshotState>) -> Result<bool> {
         let from: Vec<&str> = mv.from.iter().map(|s| s.as_str()).collect();
         self.guarded_transition("snapshots", id, &from, mv.to.as_str())

@@ -102,6 +102,7 @@ pub const CODES: &[Code] = &[
     c("snapshot_busy", Conflict, "the snapshot is in a state that forbids this now"),
     c("snapshot_damaged", Corrupt, "verification found missing or damaged chunks"),
     c("snapshot_in_progress", Conflict, "a snapshot of the volume is backing up"),
+    c("snapshot_is_base", Conflict, "the snapshot is the base of a backup in progress"),
     c("snapshot_limit_reached", Conflict, "the plan allows no more snapshots"),
     c("snapshot_not_found", NotFound, "no such snapshot (or not yours)"),
     c("snapshot_size_limit_reached", Conflict, "the plan allows no more snapshot bytes"),

@@ -235,6 +235,38 @@ fn detached_volumes_deduplicate_gc_runs_during_a_backup_and_bad_input_changes_no
         run_job(&c, "/api/v1/snapshots/b1/verify", &json!({}));
         assert_exact(&d, &b1, &volume(&c, "b").path, kind);
 
+        // A base cannot go while a backup reads it: the delete is refused
+        // by name, the base stays whole, and the next snapshot is still an
+        // increment of it.
+        qemu_io_write(&volume(&c, "b").path, 0x63, 0, MIB);
+        let job = c
+            .start_job("/api/v1/snapshots", &json!({"volume": "b", "name": "b2"}))
+            .unwrap();
+        let started = Instant::now();
+        while c
+            .get::<Snapshot>("/api/v1/snapshots/b2")
+            .unwrap()
+            .progress_total
+            == 0
+        {
+            assert!(started.elapsed() < Duration::from_secs(30), "{kind}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let e = c.delete_job("/api/v1/snapshots/b1").unwrap_err();
+        assert_eq!(e.code, "snapshot_is_base", "{kind}: {e:?}");
+        assert!(e.message.contains("'b1'"), "{kind}: {}", e.message);
+        let still: Snapshot = c.get("/api/v1/snapshots/b1").unwrap();
+        assert_eq!(still.state, SnapshotState::BackedUp, "{kind}");
+        c.wait_job(&job.id.to_string(), Duration::from_secs(120), |_| {})
+            .unwrap();
+        let b2: Snapshot = c.get("/api/v1/snapshots/b2").unwrap();
+        assert_eq!(
+            (b2.state, b2.base_id, b2.read_bytes),
+            (SnapshotState::BackedUp, Some(b1.id), Some(MIB)),
+            "{kind}: an increment of b1"
+        );
+        assert_exact(&d, &b2, &volume(&c, "b").path, kind);
+
         // Bad input: named, and nothing changes.
         let before: Vec<Snapshot> = c.get("/api/v1/snapshots").unwrap();
         for (body, code) in [
@@ -264,8 +296,9 @@ fn detached_volumes_deduplicate_gc_runs_during_a_backup_and_bad_input_changes_no
         let after: Vec<Snapshot> = c.get("/api/v1/snapshots").unwrap();
         assert_eq!(before, after, "{kind}");
 
-        // Deleting both frees exactly their chunks.
-        for s in ["b1", first.name.as_str()] {
+        // Deleting them all (b1 first: no backup reads it now) frees
+        // exactly their chunks.
+        for s in ["b1", "b2", first.name.as_str()] {
             delete(&c, s);
         }
         run_job(&c, "/api/v1/gc", &json!({}));

@@ -28,7 +28,7 @@ use crate::vm;
 use reprise_backup::backup::{self as engine, Base};
 use reprise_backup::snapshot::{self as transaction, Cut, Origin, References};
 use reprise_catalog::{now, write, BackupStats, Scope, VolumeRow};
-use reprise_core::lifecycle::{snapshot, volume};
+use reprise_core::lifecycle::volume;
 use reprise_core::model::*;
 use reprise_core::plan::Demand;
 use reprise_core::{Error, Result};
@@ -440,7 +440,16 @@ pub fn delete(app: &Arc<App>, account: &Account, reference: &str) -> Result<Job>
         },
         1,
     )?;
-    if !app.catalog.transition_snapshot(s.id, &snapshot::DELETE)? {
+    if !app.catalog.start_snapshot_delete(s.id)? {
+        if app.catalog.snapshot_is_running_base(s.id)? {
+            return Err(Error::conflict(
+                "snapshot_is_base",
+                format!(
+                    "snapshot '{}' is the base of a backup of volume '{}' in progress: delete it once that backup ends",
+                    s.name, s.volume
+                ),
+            ));
+        }
         return Err(Error::conflict(
             "snapshot_busy",
             format!(
