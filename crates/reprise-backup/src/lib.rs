@@ -133,7 +133,15 @@ impl Region {
             .get(&manifest_key(snapshot), 64 << 10)
             .await
             .map_err(|e| e.context(format!("snapshot {snapshot}")))?;
-        Manifest::decode(&bytes)
+        let manifest = Manifest::decode(&bytes)?;
+        // A manifest copied over another snapshot's restores the wrong data.
+        if manifest.snapshot_id != snapshot {
+            return Err(reprise_chunks::corrupt(format!(
+                "the manifest stored for snapshot {snapshot} is that of snapshot {}",
+                manifest.snapshot_id
+            )));
+        }
+        Ok(manifest)
     }
 
     /// A snapshot's index, checked against the hash its manifest pins. Its

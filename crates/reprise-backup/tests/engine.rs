@@ -8,7 +8,7 @@
 
 use reprise_backup::backup::Base;
 use reprise_backup::snapshot::{take, Committed, Cut, Origin, References};
-use reprise_backup::{chunk_key, gc, restore_raw, verify, Live, Refs, Region};
+use reprise_backup::{chunk_key, gc, manifest_key, restore_raw, verify, Live, Refs, Region};
 use reprise_chunks::{ChunkName, Index};
 use reprise_store::{S3Config, Store};
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -416,6 +416,45 @@ async fn encrypted_regions_round_trip_and_refuse_a_wrong_key() {
             .await
             .unwrap_err();
         assert_eq!(unencrypted.code, "config_invalid", "{kind}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_copied_over_another_snapshots_is_refused_as_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let img_a = image_with(d, "a", &mixed_data(4 * MIB as usize, 5), "s1");
+    let img_b = image_with(d, "b", &mixed_data(4 * MIB as usize, 6), "s1");
+    for (kind, region) in regions(d, true).await {
+        let (refs, catalog) = (Arc::new(Refs::default()), Catalog::default());
+        let a = take_snapshot(&region, &refs, &catalog, &img_a, "s1", None).await;
+        let b = take_snapshot(&region, &refs, &catalog, &img_b, "s1", None).await;
+        let (a_id, b_id) = (a.manifest.snapshot_id, b.manifest.snapshot_id);
+        // An intact envelope with a valid checksum, under the wrong name.
+        let a_manifest = region
+            .store
+            .get(&manifest_key(a_id), 1 << 20)
+            .await
+            .unwrap();
+        region
+            .store
+            .put(&manifest_key(b_id), a_manifest)
+            .await
+            .unwrap();
+        let e = region.manifest(b_id).await.unwrap_err();
+        assert_eq!(
+            (e.kind, e.code.as_str()),
+            (reprise_core::ErrorKind::Corrupt, "object_corrupt"),
+            "{kind}: {}",
+            e.message
+        );
+        assert!(
+            e.message.contains(&a_id.to_string()),
+            "{kind}: {}",
+            e.message
+        );
+        assert!(verify(&region, b_id, |_, _| {}).await.is_err(), "{kind}");
+        assert!(region.manifest(a_id).await.is_ok(), "{kind}");
     }
 }
 

@@ -15,6 +15,10 @@ use uuid::Uuid;
 pub const MAGIC: &[u8; 4] = b"RPMF";
 pub const VERSION: u16 = 1;
 const MAX_BODY: u64 = 64 << 10;
+/// Bounds a manifest's geometry is checked against before anything is
+/// sized from it (the index read is capped by volume and chunk size).
+pub const MIN_CHUNK_SIZE: u32 = 4 << 10;
+pub const MAX_VOLUME_SIZE: u64 = 1 << 50;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -56,8 +60,17 @@ impl Manifest {
                 "snapshot manifest version {version} is not supported"
             )));
         }
-        serde_json::from_slice(body)
-            .map_err(|e| corrupt(format!("snapshot manifest: {e}")).with_source(e))
+        let m: Manifest = serde_json::from_slice(body)
+            .map_err(|e| corrupt(format!("snapshot manifest: {e}")).with_source(e))?;
+        let chunk_ok = m.chunk_size.is_power_of_two()
+            && (MIN_CHUNK_SIZE..=crate::chunk::MAX_CHUNK).contains(&m.chunk_size);
+        if !chunk_ok || m.volume_size > MAX_VOLUME_SIZE {
+            return Err(corrupt(format!(
+                "snapshot manifest of {}: a {}-byte volume in {}-byte chunks is out of bounds",
+                m.snapshot_id, m.volume_size, m.chunk_size
+            )));
+        }
+        Ok(m)
     }
 }
 
@@ -124,5 +137,16 @@ mod tests {
         bad[20] ^= 1;
         assert_eq!(Manifest::decode(&bad).unwrap_err().code, "object_corrupt");
         assert!(RegionInfo::decode(&obj).is_err(), "kinds are not mixed up");
+        // Geometry out of bounds, under a valid envelope: refused before
+        // anything is sized from it.
+        for (volume_size, chunk_size) in [(8 << 30, 3), (8 << 30, 1 << 30), (u64::MAX, 1 << 20)] {
+            let odd = Manifest {
+                volume_size,
+                chunk_size,
+                ..m.clone()
+            };
+            let e = Manifest::decode(&odd.encode()).unwrap_err();
+            assert_eq!(e.code, "object_corrupt", "{volume_size} {chunk_size}");
+        }
     }
 }
