@@ -128,17 +128,30 @@ impl Catalog {
         )
     }
 
-    pub fn set_snapshot_state(
+    /// Settle a snapshot by `mv` with `error` as its reason, only from the
+    /// states the move leaves; false when it was in another (a delete
+    /// started meanwhile, say).
+    pub fn settle_snapshot(
         &self,
         id: Uuid,
-        state: SnapshotState,
+        mv: &Move<SnapshotState>,
         error: Option<&str>,
-    ) -> Result<()> {
-        self.update(
-            "snapshot state",
-            "UPDATE snapshots SET state = ?2, error = ?3 WHERE id = ?1",
-            params![id.sql(), state.as_str(), error],
-        )
+    ) -> Result<bool> {
+        let from: Vec<&str> = mv.from.iter().map(|s| s.as_str()).collect();
+        let n = self
+            .conn()
+            .execute(
+                "UPDATE snapshots SET state = ?2, error = ?3
+                   WHERE id = ?1 AND state IN (SELECT value FROM json_each(?4))",
+                params![
+                    id.sql(),
+                    mv.to.as_str(),
+                    error,
+                    serde_json::to_string(&from).unwrap_or_default()
+                ],
+            )
+            .map_err(db_err("settle snapshot"))?;
+        Ok(n == 1)
     }
 
     pub fn set_snapshot_consistency(&self, id: Uuid, consistency: &str) -> Result<()> {

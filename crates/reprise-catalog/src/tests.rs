@@ -394,6 +394,14 @@ fn one_backup_per_volume_references_and_bases() {
     let second = snapshot_of(&v, "s2", Some(first.id));
     assert!(c.insert_snapshot(&second).unwrap());
     assert!(c.snapshot_is_running_base(first.id).unwrap());
+    assert!(
+        !c.start_snapshot_delete(first.id).unwrap(),
+        "the base of a running backup is not deleted"
+    );
+    assert_eq!(
+        c.snapshot_by_id(first.id).unwrap().state,
+        SnapshotState::BackedUp
+    );
     c.record_snapshot_chunks(second.id, &[[2; 32], [3; 32]], &[([3; 32], 10)])
         .unwrap();
     let (live, ids) = c.live_references().unwrap();
@@ -406,6 +414,18 @@ fn one_backup_per_volume_references_and_bases() {
         "the previous base is returned, for its tag to go"
     );
     assert!(!c.snapshot_is_running_base(first.id).unwrap());
+
+    // A verdict never lands over a delete that started meanwhile.
+    use reprise_core::lifecycle::snapshot::{DAMAGED, VERIFIED};
+    assert!(c.start_snapshot_delete(first.id).unwrap());
+    assert!(!c.settle_snapshot(first.id, &DAMAGED, Some("x")).unwrap());
+    assert!(!c.settle_snapshot(first.id, &VERIFIED, None).unwrap());
+    let s = c.snapshot_by_id(first.id).unwrap();
+    assert_eq!((s.state, s.error), (SnapshotState::Destroying, None));
+    assert!(c
+        .settle_snapshot(second.id, &DAMAGED, Some("chunk missing"))
+        .unwrap());
+    assert!(c.settle_snapshot(second.id, &VERIFIED, None).unwrap());
 
     // Removing the first leaves the second's references whole.
     c.remove_snapshot(first.id).unwrap();

@@ -109,13 +109,20 @@ pub mod snapshot {
     pub const DELETE: Move<SnapshotState> = request("delete", &[BackedUp, Error], Destroying);
     pub const BACKED_UP: Move<SnapshotState> = settle("backed up", &[BackingUp], BackedUp);
     pub const BACKUP_FAILED: Move<SnapshotState> = settle("backup failed", &[BackingUp], Error);
-    /// A delete that failed leaves it to be deleted again; a verification
-    /// that found damage flags it.
-    pub const FLAGGED: Move<SnapshotState> = settle("flagged", &[Destroying, BackedUp], Error);
+    /// A delete that failed leaves it to be deleted again.
+    pub const DELETE_FAILED: Move<SnapshotState> = settle("delete failed", &[Destroying], Error);
+    /// A verification's verdict; never over a delete that started meanwhile.
+    pub const DAMAGED: Move<SnapshotState> = settle("damaged", &[BackedUp, Error], Error);
     pub const VERIFIED: Move<SnapshotState> = settle("verified", &[BackedUp, Error], BackedUp);
 
-    pub const ALL: &[&Move<SnapshotState>] =
-        &[&DELETE, &BACKED_UP, &BACKUP_FAILED, &FLAGGED, &VERIFIED];
+    pub const ALL: &[&Move<SnapshotState>] = &[
+        &DELETE,
+        &BACKED_UP,
+        &BACKUP_FAILED,
+        &DELETE_FAILED,
+        &DAMAGED,
+        &VERIFIED,
+    ];
 }
 
 pub mod point {

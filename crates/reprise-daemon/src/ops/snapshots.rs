@@ -28,7 +28,7 @@ use crate::vm;
 use reprise_backup::backup::{self as engine, Base};
 use reprise_backup::snapshot::{self as transaction, Cut, Origin, References};
 use reprise_catalog::{now, write, BackupStats, Scope, VolumeRow};
-use reprise_core::lifecycle::volume;
+use reprise_core::lifecycle::{snapshot, volume};
 use reprise_core::model::*;
 use reprise_core::plan::Demand;
 use reprise_core::{Error, Result};
@@ -373,7 +373,7 @@ pub async fn fail(app: &App, ctx: &JobCtx, id: Uuid, why: &str) {
     }
     let _ = app
         .catalog
-        .set_snapshot_state(id, SnapshotState::Error, Some(why));
+        .settle_snapshot(id, &snapshot::BACKUP_FAILED, Some(why));
 }
 
 /// Remove a tag from a volume if it holds it: over QMP while its instance
@@ -476,9 +476,9 @@ pub fn delete(app: &Arc<App>, account: &Account, reference: &str) -> Result<Job>
 async fn destroy_or_flag(app: &App, id: Uuid) -> Result<()> {
     let result = destroy(app, id).await;
     if let Err(e) = &result {
-        app.catalog.set_snapshot_state(
+        app.catalog.settle_snapshot(
             id,
-            SnapshotState::Error,
+            &snapshot::DELETE_FAILED,
             Some(&format!(
                 "deleting it failed ({}): delete it again",
                 e.message
@@ -554,25 +554,36 @@ pub fn verify(app: &Arc<App>, account: &Account, reference: &str) -> Result<Job>
                 ctx.progress(done, total)
             })
             .await;
+            // The verdict is recorded only over BackedUp or Error: a delete
+            // that started meanwhile keeps its Destroying.
+            let settle = |mv, why: Option<&str>| {
+                if !app2.catalog.settle_snapshot(s.id, mv, why)? {
+                    ctx.log("the snapshot is being deleted: the verdict is not recorded");
+                }
+                Ok::<_, Error>(())
+            };
             let report = match report {
                 Ok(r) => r,
+                // The store could not be read: nothing is known of the data.
+                Err(e) if e.kind.is_retryable() => return Err(e),
                 Err(e) => {
-                    let why = format!("verification failed: {e}");
-                    app2.catalog
-                        .set_snapshot_state(s.id, SnapshotState::Error, Some(&why))?;
+                    settle(
+                        &snapshot::DAMAGED,
+                        Some(&format!("verification failed: {e}")),
+                    )?;
                     return Err(e.with_code("snapshot_damaged"));
                 }
             };
             if report.is_clean() {
                 app2.catalog.set_snapshot_verified(s.id, now())?;
-                app2.catalog
-                    .set_snapshot_state(s.id, SnapshotState::BackedUp, None)?;
+                settle(&snapshot::VERIFIED, None)?;
                 ctx.log(report.summary());
                 return Ok(());
             }
-            let why = format!("verification: {}", report.summary());
-            app2.catalog
-                .set_snapshot_state(s.id, SnapshotState::Error, Some(&why))?;
+            settle(
+                &snapshot::DAMAGED,
+                Some(&format!("verification: {}", report.summary())),
+            )?;
             Err(Error::new(
                 reprise_core::ErrorKind::Corrupt,
                 "snapshot_damaged",
@@ -591,9 +602,9 @@ pub async fn reconcile_at_startup(app: &App) -> Result<()> {
             SnapshotState::BackingUp => {
                 tracing::warn!(snapshot = %s.id, name = s.name, "the daemon stopped during this backup: marked Error and cleaned");
                 app.catalog.drop_snapshot_chunks(s.id)?;
-                app.catalog.set_snapshot_state(
+                app.catalog.settle_snapshot(
                     s.id,
-                    SnapshotState::Error,
+                    &snapshot::BACKUP_FAILED,
                     Some("the daemon stopped during the backup; take a new snapshot"),
                 )?;
                 // Its objects, if any were written, go now or with the
