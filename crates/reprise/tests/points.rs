@@ -470,6 +470,11 @@ fn plans_locks_and_the_snapshot_switch() {
     assert_eq!(e.code, "locked_by_points");
     let e = c.delete("/api/v1/instances/vps1").unwrap_err();
     assert_eq!(e.code, "locked_by_points");
+    let e = c.delete("/api/v1/volumes/vps1-data").unwrap_err();
+    assert_eq!(
+        e.code, "locked_by_points",
+        "an attached disk a point covers"
+    );
     let data: Volume = c.get("/api/v1/volumes/vps1-data").unwrap();
     assert_eq!(
         (data.size_bytes, data.instance.as_deref()),

@@ -112,18 +112,20 @@ pub async fn clone(
             "{} volume(s) snapshotted at one instant ({consistency} consistent)",
             snaps.len()
         ));
-        let made = deploy(
+        // The volumes this clone made, by id: a failure removes those and
+        // never another volume that happens to bear the same name.
+        let mut made = Vec::new();
+        let deployed = deploy(
             &app2, &ctx, &account2, &src, &zone, &vols, &snaps, &req.name, &mut step, steps,
+            &mut made,
         )
         .await;
-        if made.is_err() {
-            for n in &data_names {
-                if let Ok(v) = app2.catalog.volume(account2.id, n) {
-                    restore::remove_half_made(&app2, &v.path, v.id);
-                }
+        if deployed.is_err() {
+            for (id, path) in &made {
+                restore::remove_half_made(&app2, path, *id);
             }
         }
-        made
+        deployed
     }))
 }
 
@@ -141,6 +143,7 @@ async fn deploy(
     name: &str,
     step: &mut u64,
     steps: u64,
+    made: &mut Vec<(uuid::Uuid, String)>,
 ) -> Result<()> {
     let mut data_volumes = Vec::new();
     let mut root = None;
@@ -157,6 +160,7 @@ async fn deploy(
             s.size_bytes,
         );
         volumes::record(app, &row)?;
+        made.push((row.id, row.path.clone()));
         restore::build(app, s.id, Path::new(&row.path), |_, _| {}).await?;
         app.catalog.set_volume_state(row.id, VolumeState::Ready)?;
         ctx.log(format!("volume '{}' made in zone {}", row.name, zone.name));

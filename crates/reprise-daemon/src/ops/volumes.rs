@@ -223,9 +223,17 @@ pub async fn delete(app: &App, account: &Account, reference: &str) -> Result<()>
             ),
         ));
     }
+    if !matches!(v.state, VolumeState::Ready | VolumeState::Error) {
+        return Err(Error::conflict(
+            "volume_busy",
+            format!("volume '{}' is {}: wait for it to finish", v.name, v.state),
+        ));
+    }
     super::guards::refuse_if_backing_up(app, &v, &format!("deleting volume '{}'", v.name))?;
     let attached = attached_instance(app, &v).await?;
     if let Some((inst, _)) = &attached {
+        // Every recovery point covers the instance's disks as they are.
+        super::guards::refuse_if_points(app, inst, &format!("deleting volume '{}'", v.name))?;
         if inst.state != InstanceState::Stopped && inst.state != InstanceState::Error {
             return Err(Error::conflict(
                 "volume_in_use",
