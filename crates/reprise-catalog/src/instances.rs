@@ -63,6 +63,25 @@ impl Catalog {
         self.guarded_transition("instances", id, &from, mv.to.as_str())
     }
 
+    /// [`Catalog::guarded_transition`] that also sets the row's `error`.
+    pub(crate) fn guarded_settle(
+        &self,
+        table: &str,
+        id: Uuid,
+        from: &[&str],
+        to: &str,
+        error: Option<&str>,
+    ) -> Result<bool> {
+        let n = self
+            .conn()
+            .execute(
+                &format!("UPDATE {table} SET state = ?2, error = ?3 WHERE id = ?1 AND state IN (SELECT value FROM json_each(?4))"),
+                params![id.sql(), to, error, serde_json::to_string(from).unwrap_or_default()],
+            )
+            .map_err(db_err("state settle"))?;
+        Ok(n == 1)
+    }
+
     /// `UPDATE table SET state = to WHERE id = id AND state IN from`, in one
     /// statement so that of two concurrent requests only one moves the row.
     pub(crate) fn guarded_transition(

@@ -70,6 +70,20 @@ impl Catalog {
             .map_err(db_err("point name"))
     }
 
+    /// Settle a point by `mv` with `error` as its reason, only from the
+    /// states the move leaves.
+    pub fn settle_point(
+        &self,
+        id: Uuid,
+        mv: &Move<PointState>,
+        error: Option<&str>,
+    ) -> Result<bool> {
+        let from: Vec<&str> = mv.from.iter().map(|s| s.as_str()).collect();
+        self.guarded_settle("points", id, &from, mv.to.as_str(), error)
+    }
+
+    /// What startup reconciliation found the point to be (the facts of
+    /// its qcow2 tags), whatever the row said.
     pub fn set_point_state(&self, id: Uuid, state: PointState, error: Option<&str>) -> Result<()> {
         self.update(
             "point state",

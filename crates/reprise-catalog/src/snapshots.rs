@@ -138,20 +138,7 @@ impl Catalog {
         error: Option<&str>,
     ) -> Result<bool> {
         let from: Vec<&str> = mv.from.iter().map(|s| s.as_str()).collect();
-        let n = self
-            .conn()
-            .execute(
-                "UPDATE snapshots SET state = ?2, error = ?3
-                   WHERE id = ?1 AND state IN (SELECT value FROM json_each(?4))",
-                params![
-                    id.sql(),
-                    mv.to.as_str(),
-                    error,
-                    serde_json::to_string(&from).unwrap_or_default()
-                ],
-            )
-            .map_err(db_err("settle snapshot"))?;
-        Ok(n == 1)
+        self.guarded_settle("snapshots", id, &from, mv.to.as_str(), error)
     }
 
     pub fn set_snapshot_consistency(&self, id: Uuid, consistency: &str) -> Result<()> {

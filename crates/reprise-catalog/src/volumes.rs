@@ -75,14 +75,6 @@ impl Catalog {
         )
     }
 
-    pub fn set_volume_state(&self, id: Uuid, state: VolumeState) -> Result<()> {
-        self.update(
-            "volume state",
-            "UPDATE volumes SET state = ?2 WHERE id = ?1",
-            params![id.sql(), state.as_str()],
-        )
-    }
-
     /// Move a volume to `to` only from one of `from`.
     pub fn transition_volume(&self, id: Uuid, mv: &Move<VolumeState>) -> Result<bool> {
         let from: Vec<&str> = mv.from.iter().map(|s| s.as_str()).collect();

@@ -59,7 +59,11 @@ pub async fn at_startup(app: &App) -> Result<()> {
         for v in app.catalog.instance_volumes(inst.id)? {
             if v.state == VolumeState::Creating && v.kind == VolumeKind::Root {
                 tracing::warn!(volume = %v.id, "root volume was being made when the daemon stopped: marked Error");
-                app.catalog.set_volume_state(v.id, VolumeState::Error)?;
+                crate::ops::volumes::settle(
+                    app,
+                    v.id,
+                    &reprise_core::lifecycle::volume::MAKING_FAILED,
+                )?;
             }
         }
     }

@@ -162,7 +162,7 @@ async fn deploy(
         volumes::record(app, &row)?;
         made.push((row.id, row.path.clone()));
         restore::build(app, s.id, Path::new(&row.path), |_, _| {}).await?;
-        app.catalog.set_volume_state(row.id, VolumeState::Ready)?;
+        volumes::settle(app, row.id, &reprise_core::lifecycle::volume::MADE)?;
         ctx.log(format!("volume '{}' made in zone {}", row.name, zone.name));
         data_volumes.push(row.name);
         *step += 1;

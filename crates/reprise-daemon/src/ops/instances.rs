@@ -350,7 +350,7 @@ async fn make_root(app: &App, ctx: &JobCtx, root: Root, row: Option<&VolumeRow>)
             super::restore::build(app, id, Path::new(&row.path), |_, _| {}).await?;
         }
     }
-    app.catalog.set_volume_state(row.id, VolumeState::Ready)
+    super::volumes::settle(app, row.id, &reprise_core::lifecycle::volume::MADE)
 }
 
 fn wrong_state(inst: &InstanceRow, wanted: &str) -> Error {

@@ -178,7 +178,7 @@ pub fn create(app: &Arc<App>, account: &Account, instance: &str, req: CreatePoin
                     ctx.log(format!("could not remove the half-made snapshots: {left}"));
                 }
                 app2.catalog
-                    .set_point_state(pid, PointState::Error, Some(&e.message))?;
+                    .settle_point(pid, &point::FAILED, Some(&e.message))?;
                 Err(e)
             }
         }
@@ -339,8 +339,7 @@ pub fn revert(app: &Arc<App>, account: &Account, instance: &str, point: &str) ->
     Ok(slot.spawn(move |ctx| async move {
         let _guard = app2.lock_instance(p.instance_id).await;
         let result = go_back(&app2, &ctx, &p).await;
-        app2.catalog
-            .set_point_state(p.id, PointState::Ready, None)?;
+        app2.catalog.settle_point(p.id, &point::REVERTED, None)?;
         result?;
         app2.catalog.set_current_point(p.instance_id, Some(p.id))?;
         ctx.progress(1, 1);
@@ -442,8 +441,7 @@ pub fn delete_all(app: &Arc<App>, account: &Account, instance: &str) -> Result<J
     }
     let slot = reserve_delete(app, account, &inst, &points)?;
     for p in &points {
-        app.catalog
-            .set_point_state(p.id, PointState::Deleting, None)?;
+        app.catalog.settle_point(p.id, &point::DELETE, None)?;
     }
     Ok(spawn_delete(app, slot, &inst, points))
 }
@@ -487,7 +485,7 @@ fn spawn_delete(app: &Arc<App>, slot: jobs::Slot, inst: &InstanceRow, points: Ve
             if let Err(e) = remove_tags(&app2, p).await {
                 let why = format!("its snapshots could not all be removed ({e}): delete it again");
                 app2.catalog
-                    .set_point_state(p.id, PointState::Error, Some(&why))?;
+                    .settle_point(p.id, &point::FAILED, Some(&why))?;
                 return Err(Error::unavailable(
                     "point_delete_failed",
                     format!("recovery point '{}': {why}", p.name),

@@ -83,7 +83,7 @@ pub fn create(
         .await;
         match made {
             Ok(()) => {
-                app2.catalog.set_volume_state(row.id, VolumeState::Ready)?;
+                super::volumes::settle(&app2, row.id, &volume::MADE)?;
                 ctx.log(format!(
                     "volume '{}' is Ready ({} ms)",
                     row.name,
@@ -197,7 +197,7 @@ pub fn revert(app: &Arc<App>, account: &Account, volume: &str, req: RevertVolume
             })
         });
         let _ = std::fs::remove_file(&next);
-        app2.catalog.set_volume_state(v.id, VolumeState::Ready)?;
+        super::volumes::settle(&app2, v.id, &volume::REVERTED)?;
         swapped?;
         // The file no longer holds the base of the next increment.
         app2.catalog.set_volume_snapshot_base(v.id, None)?;
@@ -224,7 +224,7 @@ pub fn settle_interrupted(app: &App, v: &reprise_catalog::VolumeRow) -> Result<(
             let _ = std::fs::remove_file(raw_path(&next.to_string_lossy()));
             let _ = std::fs::remove_file(&next);
             app.catalog.set_volume_snapshot_base(v.id, None)?;
-            app.catalog.set_volume_state(v.id, VolumeState::Ready)?;
+            super::volumes::settle(app, v.id, &volume::REVERTED)?;
         }
         _ => {}
     }

@@ -333,7 +333,7 @@ pub async fn cut(app: &App, ctx: &JobCtx, snaps: &[Snapshot], mode: Mode) -> Res
         .await;
     }
     for id in marked {
-        app.catalog.set_volume_state(id, VolumeState::Ready)?;
+        super::volumes::settle(app, id, &volume::CUT_DONE)?;
     }
     result
 }
@@ -630,7 +630,7 @@ pub async fn reconcile_at_startup(app: &App) -> Result<()> {
     let bin = app.config.binaries();
     for v in app.catalog.list_all_volumes()? {
         if v.state == VolumeState::Snapshotting {
-            app.catalog.set_volume_state(v.id, VolumeState::Ready)?;
+            super::volumes::settle(app, v.id, &volume::CUT_DONE)?;
         }
         let base = app.catalog.volume_snapshot_base(v.id)?.map(tag);
         let Ok(tags) = bin.snapshot_tags(v.path.as_ref()).await else {

@@ -9,6 +9,7 @@ use super::{parse_size_field, MAX_VOLUME_SIZE};
 use crate::app::App;
 use crate::vm;
 use reprise_catalog::{now, write, Scope, VolumeFilter, VolumeRow};
+use reprise_core::lifecycle::{volume, Move};
 use reprise_core::model::*;
 use reprise_core::plan::Demand;
 use reprise_core::size::format_size;
@@ -80,7 +81,7 @@ pub async fn create(app: &App, account: &Account, req: CreateVolume) -> Result<V
         app.catalog.delete_volume(row.id)?;
         return Err(e);
     }
-    app.catalog.set_volume_state(row.id, VolumeState::Ready)?;
+    settle(app, row.id, &volume::MADE)?;
     tracing::info!(volume = %row.id, name = row.name, size, "volume created");
     Ok(app
         .catalog
@@ -350,4 +351,13 @@ pub async fn detach(app: &App, account: &Account, reference: &str) -> Result<Vol
     app.catalog.detach_volume(v.id)?;
     tracing::info!(volume = %v.id, instance = %inst.id, "volume detached");
     show(app, account, &v.id.to_string())
+}
+
+/// Settle a volume by `mv`, saying so in the log when it was no longer in
+/// a state the move leaves (something else moved it meanwhile).
+pub fn settle(app: &App, id: uuid::Uuid, mv: &Move<VolumeState>) -> Result<()> {
+    if !app.catalog.transition_volume(id, mv)? {
+        tracing::warn!(volume = %id, "volume not settled '{}': it was no longer {:?}", mv.name, mv.from);
+    }
+    Ok(())
 }
