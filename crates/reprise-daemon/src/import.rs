@@ -98,6 +98,26 @@ pub fn open(
     }
 }
 
+/// The disk image a request names (an upload, or for the admin a host
+/// file), opened and judged by its bytes against the daemon's size cap.
+pub fn open_image(
+    app: &App,
+    caller: &Account,
+    upload: Option<&str>,
+    host_path: Option<&str>,
+) -> Result<Option<(Opened, Judged)>> {
+    let Some(opened) = open(app, caller, "image", upload, host_path)? else {
+        return Ok(None);
+    };
+    let cap = app
+        .config
+        .images
+        .max_virtual_size
+        .min(crate::ops::MAX_VOLUME_SIZE);
+    let judged = judge(opened.file(), &opened.label, cap)?;
+    Ok(Some((opened, judged)))
+}
+
 /// Open a file the daemon itself keeps (an instance's own kernel, for a
 /// clone): no tenant names it.
 pub fn open_own(path: &Path, what: &str) -> Result<Opened> {

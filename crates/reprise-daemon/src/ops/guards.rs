@@ -50,3 +50,18 @@ pub fn refuse_if_backing_up(app: &App, v: &VolumeRow, what: &str) -> Result<()> 
         None => Ok(()),
     }
 }
+
+/// Refuse a snapshot or recovery point of an instance whose snapshots an
+/// operator disabled.
+pub fn refuse_if_snapshots_disabled(inst: &InstanceRow) -> Result<()> {
+    if inst.snapshots_enabled {
+        return Ok(());
+    }
+    Err(Error::conflict(
+        "snapshots_disabled",
+        format!(
+            "snapshots are disabled for instance '{}': an operator can enable them",
+            inst.name
+        ),
+    ))
+}

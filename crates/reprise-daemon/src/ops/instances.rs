@@ -158,22 +158,13 @@ async fn create_with(
         }
         RootSource::Blank(size) => Root::Blank(size),
         RootSource::Image => {
-            let opened = crate::import::open(
+            let (opened, judged) = crate::import::open_image(
                 app,
                 account,
-                "image",
                 req.image_upload.as_deref(),
                 req.image.as_deref(),
             )?
             .expect("an image was given");
-            let judged = crate::import::judge(
-                opened.file(),
-                &opened.label,
-                app.config
-                    .images
-                    .max_virtual_size
-                    .min(super::MAX_VOLUME_SIZE),
-            )?;
             Root::Image { opened, judged }
         }
         RootSource::Template(reference) => {

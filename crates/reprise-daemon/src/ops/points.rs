@@ -72,15 +72,7 @@ fn settled(inst: &InstanceRow) -> Result<()> {
 pub fn create(app: &Arc<App>, account: &Account, instance: &str, req: CreatePoint) -> Result<Job> {
     let inst = app.catalog.instance(account.id, instance)?;
     let mode = Mode::parse(req.quiesce.as_deref())?;
-    if !inst.snapshots_enabled {
-        return Err(Error::conflict(
-            "snapshots_disabled",
-            format!(
-                "snapshots are disabled for instance '{}': an operator can enable them",
-                inst.name
-            ),
-        ));
-    }
+    super::guards::refuse_if_snapshots_disabled(&inst)?;
     settled(&inst)?;
     let volumes = app.catalog.instance_volumes(inst.id)?;
     if volumes.is_empty() {

@@ -103,15 +103,7 @@ pub fn prepare(
         ));
     }
     if let Some((inst, _)) = holder(app, v)? {
-        if !inst.snapshots_enabled {
-            return Err(Error::conflict(
-                "snapshots_disabled",
-                format!(
-                    "snapshots are disabled for instance '{}': an operator can enable them",
-                    inst.name
-                ),
-            ));
-        }
+        super::guards::refuse_if_snapshots_disabled(&inst)?;
         if !matches!(inst.state, InstanceState::Running | InstanceState::Stopped) {
             return Err(Error::conflict(
                 "instance_busy",

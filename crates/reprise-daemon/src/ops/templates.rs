@@ -82,10 +82,9 @@ pub fn import(app: &Arc<App>, account: &Account, req: ImportTemplate) -> Result<
             format!("a template named '{}' already exists", req.name),
         ));
     }
-    let opened = crate::import::open(
+    let (opened, judged) = crate::import::open_image(
         app,
         account,
-        "image",
         req.upload.as_deref(),
         req.file.as_deref(),
     )?
@@ -95,14 +94,6 @@ pub fn import(app: &Arc<App>, account: &Account, req: ImportTemplate) -> Result<
             "give the image to import: an upload's id (or, admin only, a file below import_dirs)",
         )
     })?;
-    let judged = crate::import::judge(
-        opened.file(),
-        &opened.label,
-        app.config
-            .images
-            .max_virtual_size
-            .min(super::MAX_VOLUME_SIZE),
-    )?;
     let id = Uuid::new_v4();
     let app2 = app.clone();
     let account_id = account.id;
