@@ -82,18 +82,11 @@ pub fn import(app: &Arc<App>, account: &Account, req: ImportTemplate) -> Result<
             format!("a template named '{}' already exists", req.name),
         ));
     }
-    let (opened, judged) = crate::import::open_image(
-        app,
-        account,
-        req.upload.as_deref(),
-        req.file.as_deref(),
-    )?
-    .ok_or_else(|| {
-        Error::invalid(
-            "image_missing",
-            "give the image to import: an upload's id (or, admin only, a file below import_dirs)",
-        )
-    })?;
+    const NO_IMAGE: &str =
+        "give the image to import: an upload's id (or, admin only, a file below import_dirs)";
+    let upload = req.upload.as_deref();
+    let (opened, judged) = crate::import::open_image(app, account, upload, req.file.as_deref())?
+        .ok_or_else(|| Error::invalid("image_missing", NO_IMAGE))?;
     let id = Uuid::new_v4();
     let app2 = app.clone();
     let account_id = account.id;
