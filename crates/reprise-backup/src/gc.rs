@@ -10,10 +10,12 @@
 //!    A snapshot's transaction also holds the snapshot's id while it
 //!    records it and writes its index and manifest.
 //! 2. A sweep takes the sweep lock exclusively, so no hold is taken while
-//!    it runs; then — inside the lock — it reads the live set (every chunk
-//!    a recorded snapshot or template references, every snapshot id that
-//!    exists) and adds the held chunks and snapshot ids; then it lists the
-//!    store and deletes what is in neither.
+//!    it runs; then — inside the lock — it reads the held chunks and
+//!    snapshot ids *as of that moment*, then the live set (every chunk a
+//!    recorded snapshot or template references, every snapshot id that
+//!    exists); then it lists the store and deletes what is in neither. A
+//!    hold released during the sweep still counts: its references were
+//!    recorded just before, maybe after the live set was read.
 //!
 //! So a chunk deleted by a sweep was not held when the sweep began and
 //! could not be held during it: any backup that wants it afterwards finds
@@ -51,6 +53,11 @@ pub async fn gc(
     live: impl FnOnce() -> Result<Live>,
 ) -> Result<GcReport> {
     let _sweeping = refs.sweep.write().await;
+    // The holds as of now, read before the live set, and not as the sweep
+    // goes: a hold released later was released after its references were
+    // recorded, which the live set read below may already miss. No hold
+    // can be taken while the sweep runs.
+    let (held_chunks, held_snapshots) = refs.held_now();
     let live = live()?;
     let mut report = GcReport::default();
     for (key, size) in region.store.list("chunks").await? {
@@ -66,7 +73,7 @@ pub async fn gc(
             );
             continue;
         };
-        if live.chunks.contains(&name) || refs.is_held(&name) {
+        if live.chunks.contains(&name) || held_chunks.contains(&name) {
             continue;
         }
         region.store.delete(&key).await?;
@@ -76,7 +83,7 @@ pub async fn gc(
     }
     for (key, _) in region.store.list("snapshots").await? {
         let id = key.split('/').nth(1).and_then(|s| Uuid::parse_str(s).ok());
-        if id.is_some_and(|id| !live.snapshots.contains(&id) && !refs.is_snapshot_held(&id)) {
+        if id.is_some_and(|id| !live.snapshots.contains(&id) && !held_snapshots.contains(&id)) {
             region.store.delete(&key).await?;
             report.snapshot_objects_deleted += 1;
         }

@@ -35,7 +35,7 @@ pub mod snapshot;
 use reprise_chunks::{ChunkName, Manifest, RegionInfo, RegionKeys};
 use reprise_core::{Error, ErrorKind, Result};
 use reprise_store::Store;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use uuid::Uuid;
 
@@ -235,12 +235,13 @@ impl Refs {
         self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn is_held(&self, name: &ChunkName) -> bool {
-        self.lock().chunks.contains_key(name)
-    }
-
-    fn is_snapshot_held(&self, id: &Uuid) -> bool {
-        self.lock().snapshots.contains_key(id)
+    /// Everything held now: what a sweep spares, as of its start.
+    fn held_now(&self) -> (HashSet<ChunkName>, HashSet<Uuid>) {
+        let held = self.lock();
+        (
+            held.chunks.keys().copied().collect(),
+            held.snapshots.keys().copied().collect(),
+        )
     }
 }
 

@@ -419,6 +419,49 @@ async fn encrypted_regions_round_trip_and_refuse_a_wrong_key() {
     }
 }
 
+/// The window the GC test above found: a snapshot's references recorded
+/// and its holds released just after a sweep read the live set. The sweep
+/// must still spare what the holds guarded when it began.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hold_released_during_a_sweep_still_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let region = regions(dir.path(), false).await.remove(0).1;
+    let refs = Arc::new(Refs::default());
+    let name = ChunkName([7; 32]);
+    let snapshot = Uuid::new_v4();
+    region
+        .store
+        .put(&chunk_key(&name), b"chunk".to_vec())
+        .await
+        .unwrap();
+    region
+        .store
+        .put(&manifest_key(snapshot), b"manifest".to_vec())
+        .await
+        .unwrap();
+    let mut hold = refs.hold([name]).await;
+    hold.absorb(refs.hold_snapshot(snapshot).await);
+    // The live set the sweep reads misses both; the hold goes as it reads.
+    let report = gc(&region, &refs, move || {
+        drop(hold);
+        Ok(Live::default())
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        (report.chunks_deleted, report.snapshot_objects_deleted),
+        (0, 0)
+    );
+    assert!(region.store.exists(&chunk_key(&name)).await.unwrap());
+    assert!(region.store.exists(&manifest_key(snapshot)).await.unwrap());
+    // The next sweep, with nothing held or live, removes them.
+    let report = gc(&region, &refs, || Ok(Live::default())).await.unwrap();
+    assert_eq!(
+        (report.chunks_deleted, report.snapshot_objects_deleted),
+        (1, 1)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_manifest_copied_over_another_snapshots_is_refused_as_corrupt() {
     let dir = tempfile::tempdir().unwrap();
