@@ -59,45 +59,42 @@ impl Catalog {
     /// Move an instance to `to` only if it is in one of `from`; false if it
     /// was not (someone else moved it first).
     pub fn transition_instance(&self, id: Uuid, mv: &Move<InstanceState>) -> Result<bool> {
-        let from: Vec<&str> = mv.from.iter().map(|s| s.as_str()).collect();
-        self.guarded_transition("instances", id, &from, mv.to.as_str())
+        self.guarded_transition("instances", id, mv)
     }
 
-    /// [`Catalog::guarded_transition`] that also sets the row's `error`.
-    pub(crate) fn guarded_settle(
+    /// `UPDATE table SET state = to WHERE id = id AND state IN from`, in one
+    /// statement so that of two concurrent requests only one moves the row.
+    pub(crate) fn guarded_transition<S: StateName>(
         &self,
         table: &str,
         id: Uuid,
-        from: &[&str],
-        to: &str,
+        mv: &Move<S>,
+    ) -> Result<bool> {
+        let n = self
+            .conn()
+            .execute(
+                &format!("UPDATE {table} SET state = ?2 WHERE id = ?1 AND state IN (SELECT value FROM json_each(?3))"),
+                params![id.sql(), mv.to.name(), from_states(mv)],
+            )
+            .map_err(db_err("state transition"))?;
+        Ok(n == 1)
+    }
+
+    /// [`Catalog::guarded_transition`] that also sets the row's `error`.
+    pub(crate) fn guarded_settle<S: StateName>(
+        &self,
+        table: &str,
+        id: Uuid,
+        mv: &Move<S>,
         error: Option<&str>,
     ) -> Result<bool> {
         let n = self
             .conn()
             .execute(
                 &format!("UPDATE {table} SET state = ?2, error = ?3 WHERE id = ?1 AND state IN (SELECT value FROM json_each(?4))"),
-                params![id.sql(), to, error, serde_json::to_string(from).unwrap_or_default()],
+                params![id.sql(), mv.to.name(), error, from_states(mv)],
             )
             .map_err(db_err("state settle"))?;
-        Ok(n == 1)
-    }
-
-    /// `UPDATE table SET state = to WHERE id = id AND state IN from`, in one
-    /// statement so that of two concurrent requests only one moves the row.
-    pub(crate) fn guarded_transition(
-        &self,
-        table: &str,
-        id: Uuid,
-        from: &[&str],
-        to: &str,
-    ) -> Result<bool> {
-        let n = self
-            .conn()
-            .execute(
-                &format!("UPDATE {table} SET state = ?2 WHERE id = ?1 AND state IN (SELECT value FROM json_each(?3))"),
-                params![id.sql(), to, serde_json::to_string(from).unwrap_or_default()],
-            )
-            .map_err(db_err("state transition"))?;
         Ok(n == 1)
     }
 
@@ -178,4 +175,10 @@ impl Catalog {
         }
         Ok(())
     }
+}
+
+/// The states a move leaves, as the JSON array `json_each` reads.
+pub(crate) fn from_states<S: StateName>(mv: &Move<S>) -> String {
+    let names: Vec<&str> = mv.from.iter().map(|s| s.name()).collect();
+    serde_json::to_string(&names).unwrap_or_default()
 }

@@ -78,8 +78,7 @@ impl Catalog {
         mv: &Move<PointState>,
         error: Option<&str>,
     ) -> Result<bool> {
-        let from: Vec<&str> = mv.from.iter().map(|s| s.as_str()).collect();
-        self.guarded_settle("points", id, &from, mv.to.as_str(), error)
+        self.guarded_settle("points", id, mv, error)
     }
 
     /// What startup reconciliation found the point to be (the facts of
@@ -94,8 +93,7 @@ impl Catalog {
 
     /// Move a point to `to` only from one of `from`.
     pub fn transition_point(&self, id: Uuid, mv: &Move<PointState>) -> Result<bool> {
-        let from: Vec<&str> = mv.from.iter().map(|s| s.as_str()).collect();
-        self.guarded_transition("points", id, &from, mv.to.as_str())
+        self.guarded_transition("points", id, mv)
     }
 
     /// A point was taken: it is Ready, and the instance is now at it.

@@ -137,8 +137,7 @@ impl Catalog {
         mv: &Move<SnapshotState>,
         error: Option<&str>,
     ) -> Result<bool> {
-        let from: Vec<&str> = mv.from.iter().map(|s| s.as_str()).collect();
-        self.guarded_settle("snapshots", id, &from, mv.to.as_str(), error)
+        self.guarded_settle("snapshots", id, mv, error)
     }
 
     pub fn set_snapshot_consistency(&self, id: Uuid, consistency: &str) -> Result<()> {
@@ -157,22 +156,20 @@ impl Catalog {
     /// the backup does without the base.
     pub fn start_snapshot_delete(&self, id: Uuid) -> Result<bool> {
         let mv = &reprise_core::lifecycle::snapshot::DELETE;
-        let from: Vec<&str> = mv.from.iter().map(|s| s.as_str()).collect();
         let n = self
             .conn()
             .execute(
                 "UPDATE snapshots SET state = ?2 WHERE id = ?1
                    AND state IN (SELECT value FROM json_each(?3))
                    AND NOT EXISTS (SELECT 1 FROM snapshots WHERE base_id = ?1 AND state = 'BackingUp')",
-                params![id.sql(), mv.to.as_str(), serde_json::to_string(&from).unwrap_or_default()],
+                params![id.sql(), mv.to.as_str(), crate::instances::from_states(mv)],
             )
             .map_err(db_err("start snapshot delete"))?;
         Ok(n == 1)
     }
 
     pub fn transition_snapshot(&self, id: Uuid, mv: &Move<SnapshotState>) -> Result<bool> {
-        let from: Vec<&str> = mv.from.iter().map(|s| s.as_str()).collect();
-        self.guarded_transition("snapshots", id, &from, mv.to.as_str())
+        self.guarded_transition("snapshots", id, mv)
     }
 
     /// Record the chunks a snapshot references and the stored sizes learned

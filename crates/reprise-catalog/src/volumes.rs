@@ -77,8 +77,7 @@ impl Catalog {
 
     /// Move a volume to `to` only from one of `from`.
     pub fn transition_volume(&self, id: Uuid, mv: &Move<VolumeState>) -> Result<bool> {
-        let from: Vec<&str> = mv.from.iter().map(|s| s.as_str()).collect();
-        self.guarded_transition("volumes", id, &from, mv.to.as_str())
+        self.guarded_transition("volumes", id, mv)
     }
 
     /// Every volume of every account (for startup checks).

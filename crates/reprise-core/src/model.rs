@@ -10,6 +10,11 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+/// A state stored in the catalog by its name.
+pub trait StateName: Copy + PartialEq + 'static {
+    fn name(self) -> &'static str;
+}
+
 macro_rules! string_enum {
     ($(#[$meta:meta])* $name:ident { $($variant:ident),+ $(,)? }) => {
         $(#[$meta])*
@@ -21,6 +26,12 @@ macro_rules! string_enum {
 
             pub fn as_str(self) -> &'static str {
                 match self { $($name::$variant => stringify!($variant)),+ }
+            }
+        }
+
+        impl StateName for $name {
+            fn name(self) -> &'static str {
+                self.as_str()
             }
         }
 
