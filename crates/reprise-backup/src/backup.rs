@@ -185,8 +185,8 @@ async fn back_up_position(
         )?
     };
     let read = plain.len() as u64;
-    if !region.test_chunk_delay.is_zero() {
-        tokio::time::sleep(region.test_chunk_delay).await;
+    if !region.chunk_pause.is_zero() {
+        tokio::time::sleep(region.chunk_pause).await;
     }
     let Some(name) = name else {
         return Ok(Done {

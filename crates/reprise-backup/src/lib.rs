@@ -57,9 +57,10 @@ pub struct Region {
     pub level: i32,
     /// Chunks in flight at once (each holds at most two chunk-sized buffers).
     pub parallel: usize,
-    /// Fault injection for tests: a pause after reading each chunk, so a
-    /// backup lasts long enough to be interrupted.
-    pub test_chunk_delay: std::time::Duration,
+    /// A pause after reading each chunk: a seam for tests, so a backup
+    /// lasts long enough to be interrupted (zero in the product; the
+    /// daemon sets it only from its `Seams`, never from a config file).
+    pub chunk_pause: std::time::Duration,
 }
 
 pub fn chunk_key(name: &ChunkName) -> String {
@@ -123,7 +124,7 @@ impl Region {
             chunk_size: info.chunk_size,
             level: 3,
             parallel: 8,
-            test_chunk_delay: std::time::Duration::ZERO,
+            chunk_pause: std::time::Duration::ZERO,
         })
     }
 

@@ -38,6 +38,19 @@ pub struct App {
     pub gc_wanted: tokio::sync::Notify,
     /// Held while a collection runs: one at a time.
     pub gc_running: AsyncMutex<()>,
+    pub seams: Seams,
+}
+
+/// Where tests widen a daemon's windows. The product runs with the
+/// default (no pause anywhere); no config file can set these: only code
+/// that starts the daemon ([`crate::start_with_seams`]).
+#[derive(Clone, Debug, Default)]
+pub struct Seams {
+    /// A pause after each chunk a backup reads, so it lasts long enough to
+    /// be raced or interrupted.
+    pub chunk_pause: Duration,
+    /// A pause with the guest frozen, before the cut.
+    pub hold_frozen: Duration,
 }
 
 /// How often a key's last use is written: a busy client is not a write per
@@ -49,11 +62,15 @@ pub struct RegionSpec {
     pub store: reprise_store::Store,
     pub secret: [u8; 32],
     pub encrypt: bool,
-    pub test_chunk_delay: std::time::Duration,
 }
 
 impl App {
-    pub fn new(config: Config, catalog: Catalog, region_spec: RegionSpec) -> Arc<App> {
+    pub fn new(
+        config: Config,
+        catalog: Catalog,
+        region_spec: RegionSpec,
+        seams: Seams,
+    ) -> Arc<App> {
         Arc::new(App {
             config,
             catalog,
@@ -67,6 +84,7 @@ impl App {
             key_touches: Mutex::new(HashMap::new()),
             gc_wanted: tokio::sync::Notify::new(),
             gc_running: AsyncMutex::new(()),
+            seams,
         })
     }
 
@@ -81,7 +99,7 @@ impl App {
                 let mut region =
                     reprise_backup::Region::open(spec.store.clone(), &spec.secret, spec.encrypt)
                         .await?;
-                region.test_chunk_delay = spec.test_chunk_delay;
+                region.chunk_pause = self.seams.chunk_pause;
                 tracing::info!(
                     store = region.store.label(),
                     encrypted = spec.encrypt,

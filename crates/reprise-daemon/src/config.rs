@@ -150,16 +150,12 @@ pub struct SnapshotConfig {
     /// The bound on a guest filesystem freeze: the watchdog thaws the guest
     /// once it is reached, whatever happens to the snapshot.
     pub freeze_timeout_secs: u64,
-    /// Fault injection for tests: keep the guest frozen this long before
-    /// cutting the snapshot.
-    pub test_hold_frozen_ms: u64,
 }
 
 impl Default for SnapshotConfig {
     fn default() -> Self {
         SnapshotConfig {
             freeze_timeout_secs: 10,
-            test_hold_frozen_ms: 0,
         }
     }
 }
@@ -194,8 +190,6 @@ pub struct RegionConfig {
     pub key_file: Option<PathBuf>,
     /// Encrypt chunks (XChaCha20-Poly1305). Fixed for a store at creation.
     pub encrypt: bool,
-    /// Fault injection for tests: pause this long after each chunk.
-    pub test_chunk_delay_ms: u64,
 }
 
 impl Default for QemuConfig {
@@ -217,7 +211,6 @@ impl Default for RegionConfig {
             prefix: None,
             key_file: None,
             encrypt: false,
-            test_chunk_delay_ms: 0,
         }
     }
 }

@@ -24,6 +24,7 @@ pub mod reconcile;
 pub mod vm;
 
 use app::App;
+pub use app::Seams;
 use config::{Config, LogFormat};
 use reprise_catalog::Catalog;
 use reprise_core::{Error, Result};
@@ -209,12 +210,16 @@ fn region_spec(config: &Config) -> Result<app::RegionSpec> {
         store,
         secret,
         encrypt: config.region.encrypt,
-        test_chunk_delay: std::time::Duration::from_millis(config.region.test_chunk_delay_ms),
     })
 }
 
 /// Prepare everything and start serving on `config.listen`.
 pub async fn start(config: Config) -> Result<Server> {
+    start_with_seams(config, Seams::default()).await
+}
+
+/// [`start`], with tests' pauses (see [`Seams`]).
+pub async fn start_with_seams(config: Config, seams: Seams) -> Result<Server> {
     std::fs::create_dir_all(&config.data_dir).map_err(io_err(format!(
         "cannot create {}",
         config.data_dir.display()
@@ -227,7 +232,7 @@ pub async fn start(config: Config) -> Result<Server> {
     apply_plans(&config, &catalog)?;
     ensure_admin(&config, &catalog)?;
     let spec = region_spec(&config)?;
-    let app = App::new(config, catalog, spec);
+    let app = App::new(config, catalog, spec, seams);
     // A wrong key or setting stops the daemon here; an unreachable store
     // does not: it is opened again when a snapshot needs it.
     match app.region().await {
@@ -306,7 +311,12 @@ pub async fn start(config: Config) -> Result<Server> {
 
 /// Serve until SIGINT or SIGTERM.
 pub async fn run(config: Config) -> Result<()> {
-    let server = start(config).await?;
+    run_with_seams(config, Seams::default()).await
+}
+
+/// [`run`], with tests' pauses (see [`Seams`]).
+pub async fn run_with_seams(config: Config, seams: Seams) -> Result<()> {
+    let server = start_with_seams(config, seams).await?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| Error::internal(e.to_string()))?;
     tokio::select! {

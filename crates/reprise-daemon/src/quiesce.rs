@@ -135,7 +135,7 @@ where
         instance: id,
         agent: app.run_paths(id).agent(),
         bound: Duration::from_secs(app.config.snapshots.freeze_timeout_secs.max(1)),
-        hold_frozen: Duration::from_millis(app.config.snapshots.test_hold_frozen_ms),
+        hold_frozen: app.seams.hold_frozen,
     };
     freeze_around(&guest, &|m| ctx.log(m), mode, cut).await
 }

@@ -398,66 +398,14 @@ mod tests {
         assert_eq!(outside.len(), 2, "{outside:?}");
     }
 
-    /// A proxy in front of the S3 server that answers the first `refuse`
-    /// connections with `503 Slow Down` (what a busy S3 says), then passes
-    /// everything through. Returns its endpoint and the refusal count.
-    async fn flaky_proxy(
-        upstream: &str,
-        refuse: usize,
-    ) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let upstream = upstream.trim_start_matches("http://").to_string();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let refused = Arc::new(AtomicUsize::new(0));
-        let count = refused.clone();
-        tokio::spawn(async move {
-            loop {
-                let (mut client, _) = listener.accept().await.unwrap();
-                if count.fetch_add(1, Ordering::SeqCst) < refuse {
-                    // Read the whole request, as a server would, then refuse.
-                    let mut seen = Vec::new();
-                    let mut buf = [0u8; 8192];
-                    while let Ok(n) = client.read(&mut buf).await {
-                        if n == 0 {
-                            break;
-                        }
-                        seen.extend_from_slice(&buf[..n]);
-                        let text = String::from_utf8_lossy(&seen).to_ascii_lowercase();
-                        if let Some(end) = text.find("\r\n\r\n") {
-                            let body: usize = text[..end]
-                                .lines()
-                                .find_map(|l| l.strip_prefix("content-length:"))
-                                .and_then(|v| v.trim().parse().ok())
-                                .unwrap_or(0);
-                            if seen.len() >= end + 4 + body {
-                                break;
-                            }
-                        }
-                    }
-                    let _ = client
-                        .write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-                        .await;
-                    continue;
-                }
-                let upstream = upstream.clone();
-                tokio::spawn(async move {
-                    let mut server = tokio::net::TcpStream::connect(upstream).await.unwrap();
-                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                });
-            }
-        });
-        (format!("http://{addr}"), refused)
-    }
-
     #[tokio::test]
     async fn transient_s3_errors_are_retried() {
         let Some(mut config) = S3Config::from_test_env() else {
             return;
         };
-        let (endpoint, refused) = flaky_proxy(&config.endpoint, 3).await;
-        config.endpoint = endpoint;
+        let proxy = reprise_testing::s3_proxy::S3Proxy::start(&config.endpoint);
+        proxy.refuse(3);
+        config.endpoint = proxy.endpoint.clone();
         let store = Store::s3(&config)
             .unwrap()
             .with_prefix(&format!("flaky-{}", std::process::id()))
@@ -465,10 +413,7 @@ mod tests {
         // The first requests meet 503s; retried with backoff, they succeed.
         store.put("a", b"kept".to_vec()).await.unwrap();
         assert_eq!(store.get("a", 10).await.unwrap(), b"kept");
-        assert!(
-            refused.load(std::sync::atomic::Ordering::SeqCst) >= 3,
-            "the proxy refused requests"
-        );
+        assert_eq!(proxy.refused(), 3, "the proxy refused requests");
         store.delete("a").await.unwrap();
     }
 

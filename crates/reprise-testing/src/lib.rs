@@ -10,12 +10,18 @@
 //!   real qemu-guest-agent.
 //! - [`fake_agent`]: a scripted qemu-guest-agent for the daemon's unit
 //!   tests of its freeze protocol.
+//! - [`s3_proxy`]: an S3 that refuses connections when told to.
+//! - [`Seams`] ([`chunk_pause`], [`hold_frozen`]): windows widened in a
+//!   daemon, in this process ([`TestDaemon::start_seamed`]) or in its own
+//!   ([`serve_seamed_process`]).
 
 pub mod fake_agent;
+pub mod s3_proxy;
 
 use reprise_client::Client;
 use reprise_core::model::{CreateInstance, Instance, InstanceState, Job};
 use reprise_daemon::config::Config;
+pub use reprise_daemon::Seams;
 use reprise_daemon::Server;
 use reprise_qemu::agent::Agent;
 use std::path::{Path, PathBuf};
@@ -26,6 +32,8 @@ use std::time::{Duration, Instant};
 pub struct TestDaemon {
     pub dir: tempfile::TempDir,
     pub config: Config,
+    /// The pauses it runs with (kept across restarts).
+    pub seams: Seams,
     pub url: String,
     pub admin_key: String,
     rt: tokio::runtime::Runtime,
@@ -42,6 +50,12 @@ impl TestDaemon {
     /// Start with a config adjusted by `adjust` (data dir and listen
     /// address are the test's own).
     pub fn start_with(adjust: impl FnOnce(&mut Config)) -> TestDaemon {
+        Self::start_seamed(Seams::default(), adjust)
+    }
+
+    /// [`TestDaemon::start_with`], with windows widened by `seams` (a
+    /// backup that pauses after each chunk, a guest held frozen).
+    pub fn start_seamed(seams: Seams, adjust: impl FnOnce(&mut Config)) -> TestDaemon {
         let dir = tempfile::Builder::new()
             .prefix("rp")
             .tempdir()
@@ -61,7 +75,10 @@ impl TestDaemon {
             .build()
             .expect("runtime");
         let server = rt
-            .block_on(reprise_daemon::start(config.clone()))
+            .block_on(reprise_daemon::start_with_seams(
+                config.clone(),
+                seams.clone(),
+            ))
             .expect("daemon starts");
         let url = format!("http://{}", server.addr);
         let admin_key = std::fs::read_to_string(config.admin_key_path())
@@ -71,6 +88,7 @@ impl TestDaemon {
         TestDaemon {
             dir,
             config,
+            seams,
             url,
             admin_key,
             rt,
@@ -101,7 +119,7 @@ impl TestDaemon {
             .expect("address");
         let server = self
             .rt
-            .block_on(reprise_daemon::start(config))
+            .block_on(reprise_daemon::start_with_seams(config, self.seams.clone()))
             .expect("daemon restarts");
         self.server = Some(server);
     }
@@ -236,17 +254,42 @@ impl DaemonProcess {
 /// config's data directory is `data`), its log beside the data directory;
 /// returns it and an admin client once it listens.
 pub fn serve_process(bin: &str, config: &Path, data: &Path) -> (DaemonProcess, Client) {
+    let mut command = Command::new(bin);
+    command.args(["serve", "--config", config.to_str().expect("utf-8 path")]);
+    spawn_daemon(command, data)
+}
+
+/// [`serve_process`] with `seams`: runs the `seamed_serve` example (built
+/// by `cargo test` beside the test binaries), since the product binary
+/// takes no seams.
+pub fn serve_seamed_process(config: &Path, data: &Path, seams: &Seams) -> (DaemonProcess, Client) {
+    let test_binary = std::env::current_exe().expect("test binary path");
+    // target/<profile>/deps/<test> → target/<profile>/examples/seamed_serve
+    let bin = test_binary
+        .parent()
+        .and_then(Path::parent)
+        .expect("target directory")
+        .join("examples/seamed_serve");
+    assert!(
+        bin.exists(),
+        "{} is missing: `cargo test` builds it (or `cargo build -p reprise --example seamed_serve`)",
+        bin.display()
+    );
+    let mut command = Command::new(bin);
+    command
+        .arg(config)
+        .args([seams.chunk_pause, seams.hold_frozen].map(|d| d.as_millis().to_string()));
+    spawn_daemon(command, data)
+}
+
+fn spawn_daemon(mut command: Command, data: &Path) -> (DaemonProcess, Client) {
     let _ = std::fs::remove_file(data.join("daemon.addr"));
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(data.with_extension("log"))
         .expect("daemon log");
-    let child = Command::new(bin)
-        .args(["serve", "--config", config.to_str().expect("utf-8 path")])
-        .stderr(log)
-        .spawn()
-        .expect("reprise serve starts");
+    let child = command.stderr(log).spawn().expect("the daemon starts");
     let started = Instant::now();
     let addr = loop {
         if let Ok(a) = std::fs::read_to_string(data.join("daemon.addr")) {
@@ -519,4 +562,20 @@ pub fn qcow2_tags(path: &str) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Seams that pause a backup `ms` after each chunk it reads.
+pub fn chunk_pause(ms: u64) -> Seams {
+    Seams {
+        chunk_pause: Duration::from_millis(ms),
+        ..Default::default()
+    }
+}
+
+/// Seams that hold a guest frozen `ms` before each cut.
+pub fn hold_frozen(ms: u64) -> Seams {
+    Seams {
+        hold_frozen: Duration::from_millis(ms),
+        ..Default::default()
+    }
 }

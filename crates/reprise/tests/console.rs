@@ -42,7 +42,7 @@ fn the_console_does_what_the_guides_describe_in_three_languages() {
     );
 
     // Slow chunks a little, so the browser sees BackingUp and its progress.
-    let d = TestDaemon::start_with(|c| c.region.test_chunk_delay_ms = 700);
+    let d = TestDaemon::start_seamed(chunk_pause(700), |_| {});
     let alice_key = account_key(&d, "alice");
     let bob_key = account_key(&d, "bob");
     // alice's plan, shown on her Account tab.

@@ -16,7 +16,7 @@ fn a_daemon_killed_while_the_guest_is_frozen() {
     std::fs::write(
         &config,
         format!(
-            "data_dir = \"{}\"\nlisten = \"127.0.0.1:0\"\nimport_dirs = [\"{}\"]\n[snapshots]\nfreeze_timeout_secs = 60\ntest_hold_frozen_ms = 20000\n",
+            "data_dir = \"{}\"\nlisten = \"127.0.0.1:0\"\nimport_dirs = [\"{}\"]\n[snapshots]\nfreeze_timeout_secs = 60\n",
             data.display(),
             guest_dir().display()
         ),
@@ -31,7 +31,8 @@ fn a_daemon_killed_while_the_guest_is_frozen() {
     }
     let _cleanup = Cleanup(run_dir);
 
-    let (mut daemon, c) = serve_process(env!("CARGO_BIN_EXE_reprise"), &config, &data);
+    // The guest stays frozen 20 s before the cut: the kill lands inside.
+    let (mut daemon, c) = serve_seamed_process(&config, &data, &hold_frozen(20_000));
     let _: Volume = c
         .post("/api/v1/volumes", &json!({"name": "d", "size": "64M"}))
         .unwrap();
@@ -98,7 +99,7 @@ fn region_toml(s3: &Option<reprise_store::S3Config>) -> String {
     match s3 {
         None => String::new(),
         Some(s) => format!(
-            "[region]\nstore = \"s3\"\nprefix = \"crash-{}\"\ntest_chunk_delay_ms = 1000\n[region.s3]\nendpoint = \"{}\"\nbucket = \"{}\"\nregion = \"{}\"\naccess_key_id = \"{}\"\nsecret_access_key = \"{}\"\n",
+            "[region]\nstore = \"s3\"\nprefix = \"crash-{}\"\n[region.s3]\nendpoint = \"{}\"\nbucket = \"{}\"\nregion = \"{}\"\naccess_key_id = \"{}\"\nsecret_access_key = \"{}\"\n",
             uuid::Uuid::new_v4(),
             s.endpoint,
             s.bucket,
@@ -115,10 +116,7 @@ fn a_daemon_killed_during_a_backup_leaves_no_half_snapshot() {
         let dir = tempfile::Builder::new().prefix("rp").tempdir().unwrap();
         let data: PathBuf = dir.path().join("data");
         let config = dir.path().join("reprise.toml");
-        let region = match &s3 {
-            None => "[region]\ntest_chunk_delay_ms = 1000\n".to_string(),
-            Some(_) => region_toml(&s3),
-        };
+        let region = region_toml(&s3);
         std::fs::write(
             &config,
             format!(
@@ -127,7 +125,8 @@ fn a_daemon_killed_during_a_backup_leaves_no_half_snapshot() {
             ),
         )
         .unwrap();
-        let (mut daemon, c) = serve_process(env!("CARGO_BIN_EXE_reprise"), &config, &data);
+        // A second after each chunk: the kill lands inside the backup.
+        let (mut daemon, c) = serve_seamed_process(&config, &data, &chunk_pause(1000));
         let v: Volume = c
             .post("/api/v1/volumes", &json!({"name": "d", "size": "64M"}))
             .unwrap();

@@ -116,7 +116,7 @@ fn a_memory_point_resumes_the_guest_without_a_reboot() {
 /// filesystem checks clean.
 #[test]
 fn a_quiesced_disk_point_reverts_files_and_the_fs_is_clean() {
-    let d = TestDaemon::start_with(|c| c.snapshots.test_hold_frozen_ms = 1500);
+    let d = TestDaemon::start_seamed(hold_frozen(1500), |_| {});
     let c = d.admin();
     let vm = booted(&d, "files");
     d.guest_sh(&vm, "echo before > /mnt/data/before.txt && sync");
@@ -276,9 +276,8 @@ fn max_tick_gap(d: &TestDaemon, vm: &Instance) -> f64 {
 /// and the point is crash-consistent — or an error when quiesce is required.
 #[test]
 fn the_watchdog_thaws_a_freeze_that_outlasts_its_bound() {
-    let d = TestDaemon::start_with(|c| {
+    let d = TestDaemon::start_seamed(hold_frozen(5000), |c| {
         c.snapshots.freeze_timeout_secs = 2;
-        c.snapshots.test_hold_frozen_ms = 5000;
     });
     let c = d.admin();
     let vm = booted(&d, "hang");
@@ -335,9 +334,8 @@ fn the_watchdog_thaws_a_freeze_that_outlasts_its_bound() {
 /// it, the guest is thawed, the VM runs and the point is taken.
 #[test]
 fn a_killed_agent_does_not_leave_the_guest_frozen() {
-    let d = TestDaemon::start_with(|c| {
+    let d = TestDaemon::start_seamed(hold_frozen(2500), |c| {
         c.snapshots.freeze_timeout_secs = 6;
-        c.snapshots.test_hold_frozen_ms = 2500;
     });
     let c = d.admin();
     let vm = booted(&d, "killed");

@@ -166,10 +166,7 @@ fn qemu_io_write(path: &str, pattern: u8, offset: u64, len: u64) {
 #[test]
 fn detached_volumes_deduplicate_gc_runs_during_a_backup_and_bad_input_changes_nothing() {
     for (kind, s3) in region_stores() {
-        let d = TestDaemon::start_with(|c| {
-            use_store(c, &s3);
-            c.region.test_chunk_delay_ms = 1000;
-        });
+        let d = TestDaemon::start_seamed(chunk_pause(1000), |c| use_store(c, &s3));
         let c = d.admin();
         for name in ["a", "b"] {
             let v: Volume = c
@@ -710,4 +707,46 @@ fn a_clone_in_another_zone_runs_on_copies_taken_at_one_instant() {
     for vm in ["prod", "debug"] {
         run_job(&c, &format!("/api/v1/instances/{vm}/stop"), &json!({}));
     }
+}
+
+/// An S3 that answers `503` to a few connections in the middle of a
+/// backup (as a busy one does) costs retries, not the snapshot: it ends
+/// `BackedUp` and reads back exact.
+#[test]
+fn a_busy_s3_in_the_middle_of_a_backup_is_retried() {
+    let Some(s3) = reprise_store::S3Config::from_test_env() else {
+        return; // REPRISE_TEST_S3=off, said out loud
+    };
+    let proxy = s3_proxy::S3Proxy::start(&s3.endpoint);
+    let through_proxy = reprise_store::S3Config {
+        endpoint: proxy.endpoint.clone(),
+        ..s3
+    };
+    let d = TestDaemon::start_with(|c| use_store(c, &Some(through_proxy)));
+    let c = d.admin();
+    let v: Volume = c
+        .post("/api/v1/volumes", &json!({"name": "v", "size": "64M"}))
+        .unwrap();
+    // Distinct chunks, each uploaded on its own: many connections.
+    let ok = Command::new("qemu-io")
+        .args(["-f", "qcow2", "-c", "write -P 3 0 40M", &v.path])
+        .output()
+        .unwrap();
+    assert!(ok.status.success());
+    let pattern_breaks: Vec<String> = (0..40)
+        .map(|i| format!("write -P {} {}M 4k", 10 + i, i))
+        .collect();
+    for cmd in &pattern_breaks {
+        assert!(Command::new("qemu-io")
+            .args(["-f", "qcow2", "-c", cmd, &v.path])
+            .output()
+            .unwrap()
+            .status
+            .success());
+    }
+    proxy.refuse(4);
+    let s = snapshot(&c, json!({"volume": "v", "name": "s"}));
+    assert_eq!(s.state, SnapshotState::BackedUp, "{:?}", s.error);
+    assert!(proxy.refused() > 0, "the proxy refused no connection");
+    assert_exact(&d, &s, &v.path, "s3 behind a busy proxy");
 }

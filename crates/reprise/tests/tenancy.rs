@@ -520,9 +520,8 @@ fn uploaded_files_boot_a_guest() {
 
 #[test]
 fn plans_are_the_operators_and_every_limit_holds_atomically() {
-    let d = TestDaemon::start_with(|c| {
-        // Backups slow enough for requests to race a running job.
-        c.region.test_chunk_delay_ms = 200;
+    // Backups slow enough for requests to race a running job.
+    let d = TestDaemon::start_seamed(chunk_pause(200), |c| {
         c.plans.insert(
             "small".into(),
             reprise_core::plan::PlanLimits {
@@ -1285,9 +1284,8 @@ fn unfinished_uploads_expire() {
 /// collection) does not keep another tenant's backup from finishing whole.
 #[test]
 fn a_tenant_looping_deletes_does_not_starve_another_s_backup() {
-    let d = TestDaemon::start_with(|c| {
+    let d = TestDaemon::start_seamed(chunk_pause(100), |c| {
         c.gc.delay_ms = 20;
-        c.region.test_chunk_delay_ms = 100;
     });
     let alice = d.account("alice");
     let bob = d.account("bob");
