@@ -33,7 +33,9 @@ pub async fn restore_raw(
     file: std::fs::File,
     progress: impl Fn(u64, u64),
 ) -> Result<()> {
-    let io = |e: std::io::Error| Error::unavailable("io_error", format!("writing the image: {e}"));
+    let io = |e: std::io::Error| {
+        Error::unavailable("io_error", format!("writing the image: {e}")).with_source(e)
+    };
     file.set_len(index.volume_size).map_err(io)?;
     let file = Arc::new(file);
     let total = index.entries.len() as u64;

@@ -428,6 +428,7 @@ pub async fn convert(app: &App, judged: Judged, src: &Path, dest: &Path) -> Resu
                 "image_corrupt",
                 format!("the image's qcow2 metadata is damaged: {}", e.message),
             )
+            .with_source(e)
         })?;
     }
     limited_qemu_img(

@@ -158,7 +158,7 @@ where
         let outcome = tokio::spawn(work(ctx.clone())).await;
         let result = match outcome {
             Ok(r) => r,
-            Err(e) => Err(Error::internal(format!("the job's work crashed: {e}"))),
+            Err(e) => Err(Error::internal(format!("the job's work crashed: {e}")).with_source(e)),
         };
         let failed = result.as_ref().err().map(|e| e.code.clone());
         match result {

@@ -74,7 +74,7 @@ pub fn init_logging(format: LogFormat) {
 }
 
 fn io_err(what: String) -> impl FnOnce(std::io::Error) -> Error {
-    move |e| Error::unavailable("data_dir_unavailable", format!("{what}: {e}"))
+    move |e| Error::unavailable("data_dir_unavailable", format!("{what}: {e}")).with_source(e)
 }
 
 /// Take the data directory for this daemon alone.
@@ -144,7 +144,7 @@ fn apply_plans(config: &Config, catalog: &Catalog) -> Result<()> {
     }
     if let Some(p) = &config.default_plan {
         catalog.plan(p).map_err(|e| {
-            Error::invalid("config_invalid", format!("default_plan: {}", e.message))
+            Error::invalid("config_invalid", format!("default_plan: {}", e.message)).with_source(e)
         })?;
     }
     Ok(())
@@ -256,7 +256,7 @@ pub async fn start_with_seams(config: Config, seams: Seams) -> Result<Server> {
         })?;
     let addr = listener
         .local_addr()
-        .map_err(|e| Error::internal(e.to_string()))?;
+        .map_err(|e| Error::internal(format!("the listener's address: {e}")).with_source(e))?;
     // Tests and scripts that listen on port 0 learn the port here.
     let _ = std::fs::write(app.config.data_dir.join("daemon.addr"), addr.to_string());
     tracing::info!(
@@ -318,7 +318,7 @@ pub async fn run(config: Config) -> Result<()> {
 pub async fn run_with_seams(config: Config, seams: Seams) -> Result<()> {
     let server = start_with_seams(config, seams).await?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| Error::internal(e.to_string()))?;
+        .map_err(|e| Error::internal(format!("cannot watch SIGTERM: {e}")).with_source(e))?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {},
         _ = term.recv() => {},

@@ -211,6 +211,8 @@ pub fn render(app: &App) -> Result<String> {
             .set(n as i64);
     }
     let mut out = String::new();
-    encode(&mut out, &m.registry).map_err(|e| reprise_core::Error::internal(e.to_string()))?;
+    encode(&mut out, &m.registry).map_err(|e| {
+        reprise_core::Error::internal(format!("encoding the metrics: {e}")).with_source(e)
+    })?;
     Ok(out)
 }

@@ -49,7 +49,9 @@ impl Agent {
         let stream = timeout_at(deadline, UnixStream::connect(path))
             .await
             .map_err(|_| not_responding("connect timed out"))?
-            .map_err(|e| not_responding(format!("cannot connect to {}: {e}", path.display())))?;
+            .map_err(|e| {
+                not_responding(format!("cannot connect to {}: {e}", path.display())).with_source(e)
+            })?;
         let (r, w) = stream.into_split();
         let mut agent = Agent {
             reader: BufReader::new(r),

@@ -146,6 +146,7 @@ impl Binaries {
                 "image_invalid",
                 format!("qemu-img info of {}: {e}", path.display()),
             )
+            .with_source(e)
         })
     }
 

@@ -112,6 +112,7 @@ impl Store {
                     "config_invalid",
                     format!("region S3 store {}: {e}", c.endpoint),
                 )
+                .with_source(e)
             })?;
         let mut store = Store::from_object_store(
             Arc::new(s3),

@@ -22,6 +22,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         config.listen = l;
     }
     reprise_daemon::init_logging(config.log_format);
-    let rt = tokio::runtime::Runtime::new().map_err(|e| Error::internal(e.to_string()))?;
+    let rt = tokio::runtime::Runtime::new()
+        .map_err(|e| Error::internal(format!("cannot start the runtime: {e}")).with_source(e))?;
     rt.block_on(reprise_daemon::run(config))
 }

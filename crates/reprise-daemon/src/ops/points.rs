@@ -257,7 +257,7 @@ pub async fn list(app: &App, account: &Account, instance: &str) -> Result<Vec<Po
     // Reading qcow2 metadata is blocking file I/O.
     let sizes = tokio::task::spawn_blocking(move || space_held(&paths, &tags))
         .await
-        .map_err(|e| Error::internal(e.to_string()))?;
+        .map_err(|e| Error::internal(format!("reading the points' sizes: {e}")).with_source(e))?;
     for (p, (held, vmstate)) in points.iter_mut().zip(sizes) {
         p.size_bytes = held;
         p.vm_state_bytes = vmstate;

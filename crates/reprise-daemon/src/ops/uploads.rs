@@ -117,7 +117,7 @@ fn remove(app: &App, id: Uuid) -> Result<()> {
 }
 
 fn io(what: &str) -> impl Fn(std::io::Error) -> Error + '_ {
-    move |e| Error::unavailable("io_error", format!("upload: {what}: {e}"))
+    move |e| Error::unavailable("io_error", format!("upload: {what}: {e}")).with_source(e)
 }
 
 /// Write the bytes of `body` at `offset` of an upload; completes it when
@@ -216,7 +216,7 @@ where
     if received == u.size_bytes {
         let sha = tokio::task::spawn_blocking(move || sha256_of(&path))
             .await
-            .map_err(|e| Error::internal(e.to_string()))??;
+            .map_err(|e| Error::internal(format!("hashing the upload: {e}")).with_source(e))??;
         app.catalog.complete_upload(u.id, &sha)?;
         tracing::info!(upload = %u.id, name = u.name, bytes = u.size_bytes, "upload complete");
     }
