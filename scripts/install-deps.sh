@@ -19,6 +19,8 @@ python3 -c "import venv, ensurepip" 2>/dev/null || need+=(python3-venv)
 [ -x /usr/bin/chromium ] || need+=(chromium)
 node_pkgs=()
 command -v npm >/dev/null || { node_pkgs=(nodejs npm); need+=(nodejs); }
+# PostgreSQL 15 for the region's catalog (tests run a private server).
+[ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql)
 # gcc with static glibc builds the test guest's benchmark tool.
 command -v gcc >/dev/null && [ -f /usr/lib/x86_64-linux-gnu/libc.a ] || need+=(gcc libc6-dev)
 # qemu-img must come from the same QEMU release as qemu-system-x86: a newer
@@ -35,7 +37,7 @@ v=$(apt-cache policy qemu-system-x86 | awk '/Candidate:/{print $2}')
 [ -n "$v" ] && [ "$v" != "(none)" ] || { echo "qemu-system-x86 is not available from apt" >&2; exit 1; }
 $SUDO apt-get install -y -q --allow-downgrades \
   "qemu-system-x86=$v" "qemu-utils=$v" qemu-guest-agent e2fsprogs lz4 coreutils curl gcc libc6-dev python3-venv \
-  chromium "${node_pkgs[@]}"
+  chromium postgresql "${node_pkgs[@]}"
 qemu-system-x86_64 --version | head -1
 qemu-img --version | head -1
 chromium --version

@@ -1,8 +1,9 @@
 #!/bin/bash
 # The whole test suite, from a fresh machine: installs what it needs (QEMU,
 # the test guest's tools, Chromium and playwright-core for the console, a
-# Garage S3 server, Python tools in a virtualenv), builds the test guest,
-# starts Garage on loopback, runs every test against it and the local store.
+# Garage S3 server, PostgreSQL, Python tools in a virtualenv), builds the
+# test guest, starts Garage and a private PostgreSQL on loopback, runs every
+# test against them and the embedded defaults.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
@@ -11,7 +12,10 @@ scripts/console-deps.sh
 scripts/python-deps.sh
 tests/guest/build.sh target/test-guest
 scripts/s3.sh start target/s3
-trap 'scripts/s3.sh stop target/s3' EXIT
+scripts/postgres.sh start target/pg
+trap 'scripts/s3.sh stop target/s3; scripts/postgres.sh stop target/pg' EXIT
 # shellcheck source=/dev/null
 source target/s3/env
+# shellcheck source=/dev/null
+source target/pg/env
 cargo test --workspace --locked "$@"

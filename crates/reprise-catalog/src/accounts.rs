@@ -11,12 +11,12 @@
 //!   IMMEDIATE transaction on the one connection: no two requests can both
 //!   pass a limit, whatever the interleaving.
 
+use crate::db::{params, Db, DbExt, Optional};
 use crate::rows::{self, Sql};
 use crate::{db_err, hash_key, now, Catalog};
 use reprise_core::model::*;
 use reprise_core::plan::{self, Demand, Plan, PlanLimits, Usage};
 use reprise_core::{Error, Result};
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use uuid::Uuid;
 
 const ACCOUNT_SELECT: &str = "SELECT id, name, admin, plan, created_at FROM accounts";
@@ -34,7 +34,7 @@ fn prefix_of(secret: &str) -> String {
     secret.chars().take(8).collect()
 }
 
-fn insert_key(conn: &Connection, account: Uuid, name: &str) -> Result<ApiKeyCreated> {
+fn insert_key(conn: &dyn Db, account: Uuid, name: &str) -> Result<ApiKeyCreated> {
     reprise_core::name::validate_name("key", name)?;
     let secret = new_secret();
     let key = ApiKey {
@@ -56,11 +56,13 @@ fn insert_key(conn: &Connection, account: Uuid, name: &str) -> Result<ApiKeyCrea
     })
 }
 
-fn load_plan(conn: &Connection, name: &str) -> Result<Plan> {
+fn load_plan(conn: &dyn Db, name: &str) -> Result<Plan> {
     let limits: Option<String> = conn
-        .query_row("SELECT limits FROM plans WHERE name = ?1", [name], |r| {
-            r.get(0)
-        })
+        .query_row(
+            "SELECT limits FROM plans WHERE name = ?1",
+            params![name],
+            |r| r.get(0),
+        )
         .optional()
         .map_err(db_err("plan"))?;
     let limits = limits.ok_or_else(|| {
@@ -87,31 +89,31 @@ pub struct Scope {
     pub volume: Option<Uuid>,
 }
 
-fn usage_on(conn: &Connection, account: Uuid, scope: Scope) -> Result<Usage> {
+fn usage_on(conn: &dyn Db, account: Uuid, scope: Scope) -> Result<Usage> {
     conn.query_row(
         "SELECT
             (SELECT COUNT(*) FROM volumes WHERE account_id = ?1),
-            (SELECT COALESCE(SUM(size_bytes), 0) FROM volumes WHERE account_id = ?1),
+            (SELECT CAST(COALESCE(SUM(size_bytes), 0) AS BIGINT) FROM volumes WHERE account_id = ?1),
             (SELECT COUNT(*) FROM instances WHERE account_id = ?1),
             (SELECT COUNT(*) FROM snapshots WHERE account_id = ?1),
-            (SELECT COALESCE(SUM(stored_size), 0) FROM chunks WHERE name IN (
+            (SELECT CAST(COALESCE(SUM(stored_size), 0) AS BIGINT) FROM chunks WHERE name IN (
                 SELECT sc.name FROM snapshot_chunks sc JOIN snapshots s ON s.id = sc.snapshot_id
                  WHERE s.account_id = ?1
                 UNION
                 SELECT tc.name FROM template_chunks tc JOIN templates t ON t.id = tc.template_id
                  WHERE t.account_id = ?1)),
             (SELECT COUNT(*) FROM jobs WHERE account_id = ?1 AND state IN ('Queued', 'Running')),
-            CASE WHEN ?2 IS NULL
+            CASE WHEN CAST(?2 AS TEXT) IS NULL
                 THEN (SELECT COALESCE(MAX(n), 0) FROM
-                        (SELECT COUNT(*) AS n FROM points WHERE account_id = ?1 GROUP BY instance_id))
+                        (SELECT COUNT(*) AS n FROM points WHERE account_id = ?1 GROUP BY instance_id) AS per_instance)
                 ELSE (SELECT COUNT(*) FROM points WHERE instance_id = ?2) END,
-            CASE WHEN ?3 IS NULL
+            CASE WHEN CAST(?3 AS TEXT) IS NULL
                 THEN (SELECT COALESCE(MAX(n), 0) FROM
-                        (SELECT COUNT(*) AS n FROM snapshots WHERE account_id = ?1 GROUP BY volume_id))
+                        (SELECT COUNT(*) AS n FROM snapshots WHERE account_id = ?1 GROUP BY volume_id) AS per_volume)
                 ELSE (SELECT COUNT(*) FROM snapshots WHERE volume_id = ?3) END",
         params![account.sql(), scope.instance.sql(), scope.volume.sql()],
         |r| {
-            let n = |i: usize| r.get::<_, i64>(i).map(|v| v.max(0) as u64);
+            let n = |i: usize| r.get::<i64>(i).map(|v| v.max(0) as u64);
             Ok(Usage {
                 volumes: n(0)?,
                 volume_bytes: n(1)?,
@@ -129,11 +131,11 @@ fn usage_on(conn: &Connection, account: Uuid, scope: Scope) -> Result<Usage> {
 
 /// The plan that applies: the account's, with the recovery-point limit of
 /// the instance's own plan when it has one. `None`: unlimited.
-fn effective_plan(conn: &Connection, account: Uuid, scope: Scope) -> Result<Option<Plan>> {
+fn effective_plan(conn: &dyn Db, account: Uuid, scope: Scope) -> Result<Option<Plan>> {
     let account_plan: Option<String> = conn
         .query_row(
             "SELECT plan FROM accounts WHERE id = ?1",
-            [account.sql()],
+            params![account.sql()],
             |r| r.get(0),
         )
         .optional()
@@ -141,9 +143,11 @@ fn effective_plan(conn: &Connection, account: Uuid, scope: Scope) -> Result<Opti
         .flatten();
     let instance_plan: Option<String> = match scope.instance {
         Some(i) => conn
-            .query_row("SELECT plan FROM instances WHERE id = ?1", [i.sql()], |r| {
-                r.get(0)
-            })
+            .query_row(
+                "SELECT plan FROM instances WHERE id = ?1",
+                params![i.sql()],
+                |r| r.get(0),
+            )
             .optional()
             .map_err(db_err("instance plan"))?
             .flatten(),
@@ -197,7 +201,7 @@ impl Catalog {
             plan: plan.map(str::to_string),
             created_at: now(),
         };
-        let mut conn = self.conn();
+        let conn = self.conn();
         let tx = conn.transaction().map_err(db_err("create account"))?;
         if let Some(p) = plan {
             load_plan(&tx, p)?;
@@ -227,7 +231,7 @@ impl Catalog {
             .query_row(
                 "SELECT a.id, a.name, a.admin, a.plan, a.created_at, k.id
                    FROM api_keys k JOIN accounts a ON a.id = k.account_id WHERE k.hash = ?1",
-                [hash_key(key)],
+                params![hash_key(key)],
                 |r| Ok((rows::account(r)?, rows::uuid(r, 5)?)),
             )
             .optional()
@@ -238,7 +242,7 @@ impl Catalog {
         rows::query(
             &self.conn(),
             &format!("{ACCOUNT_SELECT} ORDER BY created_at"),
-            [],
+            params![],
             rows::account,
         )
     }
@@ -248,7 +252,7 @@ impl Catalog {
         self.conn()
             .query_row(
                 &format!("{ACCOUNT_SELECT} WHERE id = ?1 OR name = ?1"),
-                [reference],
+                params![reference],
                 rows::account,
             )
             .optional()
@@ -260,7 +264,7 @@ impl Catalog {
         self.conn()
             .query_row(
                 "SELECT EXISTS(SELECT 1 FROM accounts WHERE admin)",
-                [],
+                params![],
                 |r| r.get(0),
             )
             .map_err(db_err("admin exists"))
@@ -296,7 +300,7 @@ impl Catalog {
             let n: i64 = conn
                 .query_row(
                     &format!("SELECT COUNT(*) FROM {table} WHERE account_id = ?1"),
-                    [account.sql()],
+                    params![account.sql()],
                     |r| r.get(0),
                 )
                 .map_err(db_err("account resources"))?;
@@ -317,19 +321,22 @@ impl Catalog {
                 "the account still owns resources",
             ));
         }
-        let mut conn = self.conn();
+        let conn = self.conn();
         let tx = conn.transaction().map_err(db_err("delete account"))?;
-        tx.execute("DELETE FROM jobs WHERE account_id = ?1", [account.sql()])
-            .map_err(db_err("delete account"))?;
+        tx.execute(
+            "DELETE FROM jobs WHERE account_id = ?1",
+            params![account.sql()],
+        )
+        .map_err(db_err("delete account"))?;
         tx.execute(
             "DELETE FROM api_keys WHERE account_id = ?1",
-            [account.sql()],
+            params![account.sql()],
         )
         .map_err(db_err("delete account"))?;
         let n = tx
             .execute(
                 "DELETE FROM accounts WHERE id = ?1 AND NOT admin",
-                [account.sql()],
+                params![account.sql()],
             )
             .map_err(db_err("delete account"))?;
         if n == 0 {
@@ -352,7 +359,7 @@ impl Catalog {
         rows::query(
             &self.conn(),
             &format!("{KEY_SELECT} WHERE account_id = ?1 ORDER BY created_at"),
-            [account.sql()],
+            params![account.sql()],
             rows::api_key,
         )
     }
@@ -375,25 +382,25 @@ impl Catalog {
         self.update(
             "revoke key",
             "DELETE FROM api_keys WHERE id = ?1",
-            [key.sql()],
+            params![key.sql()],
         )
     }
 
     /// Replace a key by a new one with the same name, in one transaction:
     /// the old one fails from the next request on.
     pub fn rotate_key(&self, key: Uuid) -> Result<ApiKeyCreated> {
-        let mut conn = self.conn();
+        let conn = self.conn();
         let tx = conn.transaction().map_err(db_err("rotate key"))?;
         let (account, name): (String, String) = tx
             .query_row(
                 "SELECT account_id, name FROM api_keys WHERE id = ?1",
-                [key.sql()],
+                params![key.sql()],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()
             .map_err(db_err("rotate key"))?
             .ok_or_else(|| Error::not_found("key", &key.to_string()))?;
-        tx.execute("DELETE FROM api_keys WHERE id = ?1", [key.sql()])
+        tx.execute("DELETE FROM api_keys WHERE id = ?1", params![key.sql()])
             .map_err(db_err("rotate key"))?;
         let account = Uuid::parse_str(&account)
             .map_err(|e| Error::internal(format!("catalog: {e}")).with_source(e))?;
@@ -434,7 +441,7 @@ impl Catalog {
         let names: Vec<String> = rows::query(
             &self.conn(),
             "SELECT name FROM plans ORDER BY name",
-            [],
+            params![],
             |r| r.get(0),
         )?;
         names.iter().map(|n| self.plan(n)).collect()
@@ -448,7 +455,7 @@ impl Catalog {
             &conn,
             "SELECT 'account ' || name FROM accounts WHERE plan = ?1
              UNION ALL SELECT 'instance ' || name FROM instances WHERE plan = ?1",
-            [name],
+            params![name],
             |r| r.get(0),
         )?;
         if !users.is_empty() {
@@ -460,7 +467,7 @@ impl Catalog {
                 ),
             ));
         }
-        conn.execute("DELETE FROM plans WHERE name = ?1", [name])
+        conn.execute("DELETE FROM plans WHERE name = ?1", params![name])
             .map_err(db_err("delete plan"))?;
         Ok(())
     }
@@ -487,12 +494,10 @@ impl Catalog {
         account: Uuid,
         scope: Scope,
         demand: &Demand,
-        write: impl FnOnce(&Connection) -> Result<T>,
+        write: impl FnOnce(&dyn Db) -> Result<T>,
     ) -> Result<T> {
-        let mut conn = self.conn();
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(db_err("quota"))?;
+        let conn = self.conn();
+        let tx = conn.transaction().map_err(db_err("quota"))?;
         if let Some(p) = effective_plan(&tx, account, scope)? {
             let usage = usage_on(&tx, account, scope)?;
             if let Some(limit) = plan::first_exceeded(&p.limits, &usage, demand) {

@@ -1,12 +1,12 @@
 //! Instances: lookups scoped to their account, guarded state changes, and
 //! what the daemon records of a running QEMU.
 
+use crate::db::{params, Db, DbExt, Optional};
 use crate::rows::{self, Sql};
 use crate::{db_err, write, Catalog, InstanceRow};
 use reprise_core::lifecycle::Move;
 use reprise_core::model::*;
 use reprise_core::{Error, Result};
-use rusqlite::{params, OptionalExtension};
 use uuid::Uuid;
 
 impl Catalog {
@@ -48,7 +48,7 @@ impl Catalog {
         rows::query(
             &self.conn(),
             &format!(
-                "{} WHERE (?1 IS NULL OR i.account_id = ?1) ORDER BY i.created_at",
+                "{} WHERE (CAST(?1 AS TEXT) IS NULL OR i.account_id = ?1) ORDER BY i.created_at",
                 rows::INSTANCE_SELECT
             ),
             params![account.sql()],
@@ -73,8 +73,11 @@ impl Catalog {
         let n = self
             .conn()
             .execute(
-                &format!("UPDATE {table} SET state = ?2 WHERE id = ?1 AND state IN (SELECT value FROM json_each(?3))"),
-                params![id.sql(), mv.to.name(), from_states(mv)],
+                &format!(
+                    "UPDATE {table} SET state = ?2 WHERE id = ?1 AND state IN ({})",
+                    from_states(mv)
+                ),
+                params![id.sql(), mv.to.name()],
             )
             .map_err(db_err("state transition"))?;
         Ok(n == 1)
@@ -91,8 +94,11 @@ impl Catalog {
         let n = self
             .conn()
             .execute(
-                &format!("UPDATE {table} SET state = ?2, error = ?3 WHERE id = ?1 AND state IN (SELECT value FROM json_each(?4))"),
-                params![id.sql(), mv.to.name(), error, from_states(mv)],
+                &format!(
+                    "UPDATE {table} SET state = ?2, error = ?3 WHERE id = ?1 AND state IN ({})",
+                    from_states(mv)
+                ),
+                params![id.sql(), mv.to.name(), error],
             )
             .map_err(db_err("state settle"))?;
         Ok(n == 1)
@@ -118,7 +124,7 @@ impl Catalog {
     /// Delete an instance; its data volumes are detached, its root volume
     /// deleted with it (the caller removes the files).
     pub fn delete_instance(&self, id: Uuid) -> Result<()> {
-        let mut conn = self.conn();
+        let conn = self.conn();
         let tx = conn.transaction().map_err(db_err("delete instance"))?;
         tx.execute(
             "UPDATE volumes SET instance_id = NULL, slot = NULL WHERE instance_id = ?1 AND kind = 'Data'",
@@ -177,8 +183,9 @@ impl Catalog {
     }
 }
 
-/// The states a move leaves, as the JSON array `json_each` reads.
+/// The states a move leaves, as an SQL list (`'Ready', 'Error'`): the
+/// lifecycle tables' own names, never user input.
 pub(crate) fn from_states<S: StateName>(mv: &Move<S>) -> String {
-    let names: Vec<&str> = mv.from.iter().map(|s| s.name()).collect();
-    serde_json::to_string(&names).unwrap_or_default()
+    let names: Vec<&'static str> = mv.from.iter().map(|s| s.name()).collect();
+    crate::db::literal_list(&names)
 }

@@ -1,12 +1,12 @@
 //! Jobs: each long operation's row, its progress and log lines, and its
 //! end with the error it met.
 
+use crate::db::{params, DbExt, Optional};
 use crate::rows::{self, Sql};
 use crate::{db_err, now, write, Catalog};
 use reprise_core::error::WireError;
 use reprise_core::model::*;
 use reprise_core::{Error, Result};
-use rusqlite::{params, OptionalExtension};
 use uuid::Uuid;
 
 impl Catalog {
@@ -63,7 +63,7 @@ impl Catalog {
         let mut job = conn
             .query_row(
                 &format!(
-                    "{} WHERE id = ?1 AND (?2 IS NULL OR account_id = ?2)",
+                    "{} WHERE id = ?1 AND (CAST(?2 AS TEXT) IS NULL OR account_id = ?2)",
                     rows::JOB_SELECT
                 ),
                 params![id, account.sql()],
@@ -104,8 +104,8 @@ impl Catalog {
         rows::query(
             &self.conn(),
             "SELECT state, COUNT(*) FROM jobs GROUP BY state",
-            [],
-            |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)),
+            params![],
+            |r| Ok((r.get(0)?, r.get::<i64>(1)? as u64)),
         )
     }
 
@@ -117,7 +117,7 @@ impl Catalog {
                 "{} WHERE state IN ('Queued', 'Running') ORDER BY created_at",
                 rows::JOB_SELECT
             ),
-            [],
+            params![],
             rows::job,
         )
     }

@@ -1,5 +1,6 @@
 //! The catalog: what reprise knows of its accounts, zones, volumes,
-//! instances and jobs, in an embedded SQLite database.
+//! instances and jobs: an embedded SQLite database, or PostgreSQL for a
+//! region of many hosts (see [`db`] for the dialect both run).
 //!
 //! Invariants kept here:
 //! - Every resource has a UUID, an owner account and a creation time; names
@@ -14,8 +15,8 @@
 //! - A volume belongs to at most one instance (`volumes.instance_id`), and no
 //!   two volumes of an instance share a PCIe slot (`UNIQUE(instance_id,
 //!   slot)`).
-//! - The schema is versioned with `PRAGMA user_version`; `migrations`
-//!   lists every step, applied in order and in one transaction each.
+//! - The schema is versioned; `migrations` lists every step of each
+//!   engine, applied in order and in one transaction each.
 //!
 //! One module per section, each an `impl Catalog`: `accounts` (keys,
 //! plans, admission), `zones`, `volumes`, `instances`, `points`,
@@ -23,45 +24,52 @@
 //! types, `write` holds the statements used inside transactions, and
 //! `migrations` the schema.
 //!
-//! The connection sits behind a mutex: statements are short, and SQLite
-//! serialises writers anyway.
+//! The connection sits behind a mutex: statements are short, and
+//! transactions are serialised anyway ([`db::Db::begin`]).
 
 mod accounts;
+pub mod db;
 mod instances;
 mod jobs;
 mod migrations;
 mod points;
+mod postgres;
 mod rows;
 mod snapshots;
+mod sqlite;
+pub mod testing;
 mod uploads;
 mod volumes;
 pub mod write;
 mod zones;
 
 use chrono::{DateTime, Utc};
+use db::{Db, DbError, DbErrorKind};
 use reprise_core::{Error, Result};
-use rusqlite::Connection;
 use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use uuid::Uuid;
 
 pub use accounts::Scope;
+pub use migrations::LATEST as SCHEMA_VERSION;
 pub use rows::{InstanceRow, VolumeRow};
 pub use snapshots::BackupStats;
 
 pub struct Catalog {
-    conn: Mutex<Connection>,
+    conn: Mutex<Box<dyn Db + Send>>,
 }
 
-/// Map a SQLite error: a broken `UNIQUE` is a name taken, the rest internal.
-pub(crate) fn db_err(what: &str) -> impl Fn(rusqlite::Error) -> Error + '_ {
-    move |e| match &e {
-        rusqlite::Error::SqliteFailure(f, msg)
-            if f.code == rusqlite::ErrorCode::ConstraintViolation
-                && msg.as_deref().unwrap_or("").contains("UNIQUE") =>
-        {
+/// Map an engine's error: a broken `UNIQUE` is a name taken, a lost
+/// connection is unavailable, the rest internal.
+pub(crate) fn db_err(what: &str) -> impl Fn(DbError) -> Error + '_ {
+    move |e| match e.kind {
+        DbErrorKind::Unique => {
             Error::conflict("name_taken", format!("{what}: the name is already taken"))
+                .with_source(e)
+        }
+        DbErrorKind::Unavailable => {
+            Error::unavailable("catalog_unavailable", format!("catalog: {what}: {e}"))
                 .with_source(e)
         }
         _ => Error::internal(format!("catalog: {what}: {e}")).with_source(e),
@@ -86,53 +94,43 @@ pub struct VolumeFilter {
 }
 
 impl Catalog {
-    /// Open (creating if needed) the catalog at `path` and migrate it.
+    /// Open (creating if needed) the SQLite catalog at `path` and migrate it.
     pub fn open(path: &Path) -> Result<Catalog> {
-        let conn = Connection::open(path).map_err(|e| {
-            Error::unavailable(
-                "catalog_unavailable",
-                format!("cannot open catalog {}: {e}", path.display()),
-            )
-            .with_source(e)
-        })?;
-        Self::with_connection(conn)
+        Ok(Self::on(Box::new(sqlite::Sqlite::open(path)?)))
+    }
+
+    /// Connect to the PostgreSQL catalog at `url` (a region's, shared by
+    /// its daemons) and migrate it.
+    pub fn connect(url: &str) -> Result<Catalog> {
+        Ok(Self::on(Box::new(postgres::Postgres::connect(url)?)))
     }
 
     pub fn open_in_memory() -> Result<Catalog> {
-        Self::with_connection(Connection::open_in_memory().map_err(db_err("open"))?)
+        Ok(Self::on(Box::new(sqlite::Sqlite::in_memory()?)))
     }
 
-    fn with_connection(mut conn: Connection) -> Result<Catalog> {
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(db_err("journal_mode"))?;
-        conn.pragma_update(None, "foreign_keys", "ON")
-            .map_err(db_err("foreign_keys"))?;
-        conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(db_err("synchronous"))?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(db_err("busy_timeout"))?;
-        migrations::migrate(&mut conn)?;
-        Ok(Catalog {
-            conn: Mutex::new(conn),
-        })
+    fn on(db: Box<dyn Db + Send>) -> Catalog {
+        Catalog {
+            conn: Mutex::new(db),
+        }
     }
 
-    pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {
+    pub(crate) fn conn(&self) -> MutexGuard<'_, Box<dyn Db + Send>> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn schema_version(&self) -> Result<u32> {
         self.conn()
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(db_err("user_version"))
+            .schema_version()
+            .map_err(db_err("schema version"))
     }
 
-    pub(crate) fn update(
-        &self,
-        what: &str,
-        sql: &str,
-        params: impl rusqlite::Params,
-    ) -> Result<()> {
+    /// Which engine holds the catalog: `sqlite` or `postgres`.
+    pub fn engine(&self) -> &'static str {
+        self.conn().engine()
+    }
+
+    pub(crate) fn update(&self, what: &str, sql: &str, params: &[db::Value]) -> Result<()> {
         self.conn().execute(sql, params).map_err(db_err(what))?;
         Ok(())
     }

@@ -1,11 +1,11 @@
-//! Versioned schema migrations. Step N takes `user_version` from N-1 to N;
-//! steps are only ever appended, never edited once released.
+//! The catalog's schema, one list of steps per engine. Step N takes the
+//! schema from version N-1 to N; steps are only ever appended, never
+//! edited once released. The two lists describe the same tables (SQLite's
+//! history, PostgreSQL's starting at what SQLite's step 5 made); a change
+//! is a step appended to both.
 
-use crate::db_err;
-use reprise_core::{Error, Result};
-use rusqlite::Connection;
-
-pub(crate) const STEPS: &[&str] = &[
+/// SQLite's steps (the version is `PRAGMA user_version`).
+pub(crate) const SQLITE: &[&str] = &[
     // 1: accounts, zones, volumes, instances, jobs.
     r#"
     CREATE TABLE accounts (
@@ -214,50 +214,195 @@ pub(crate) const STEPS: &[&str] = &[
 ];
 
 /// The schema version this build writes.
-pub const LATEST: u32 = STEPS.len() as u32;
+pub const LATEST: u32 = SQLITE.len() as u32;
 
-pub(crate) fn migrate(conn: &mut Connection) -> Result<()> {
-    let current: u32 = conn
-        .pragma_query_value(None, "user_version", |r| r.get(0))
-        .map_err(db_err("user_version"))?;
-    if current > LATEST {
-        return Err(Error::unavailable(
-            "catalog_too_new",
-            format!(
-                "the catalog has schema version {current}, newer than this reprise ({LATEST}): \
-                 run a newer reprise"
-            ),
-        ));
-    }
-    if current == LATEST {
-        return Ok(());
-    }
-    // Steps that rebuild a table need foreign keys off, and the pragma is
-    // a no-op inside a transaction; each step checks them before commit.
-    conn.pragma_update(None, "foreign_keys", "OFF")
-        .map_err(db_err("migration"))?;
-    let migrated = (|| {
-        for (i, step) in STEPS.iter().enumerate().skip(current as usize) {
-            let version = i as u32 + 1;
-            let tx = conn.transaction().map_err(db_err("migration"))?;
-            tx.execute_batch(step).map_err(db_err("migration"))?;
-            let broken: i64 = tx
-                .query_row("SELECT COUNT(*) FROM pragma_foreign_key_check", [], |r| {
-                    r.get(0)
-                })
-                .map_err(db_err("migration"))?;
-            if broken > 0 {
-                return Err(Error::internal(format!(
-                    "catalog migration {version} would break {broken} references"
-                )));
-            }
-            tx.pragma_update(None, "user_version", version)
-                .map_err(db_err("migration"))?;
-            tx.commit().map_err(db_err("migration"))?;
-        }
-        Ok(())
-    })();
-    conn.pragma_update(None, "foreign_keys", "ON")
-        .map_err(db_err("migration"))?;
-    migrated
-}
+/// PostgreSQL's steps, numbered as SQLite's so that a version means the
+/// same tables on both: PostgreSQL catalogs start at version 5 (steps 1–4
+/// are empty), with the tables SQLite's first five steps made. Integers
+/// are `BIGINT`, flags `BOOLEAN`, chunk names `BYTEA`; tables listed in
+/// insertion order get a `rowid BIGSERIAL` (SQLite's implicit column).
+/// The version is in `reprise_schema`.
+pub(crate) const POSTGRES: &[&str] = &[
+    "",
+    "",
+    "",
+    "",
+    r#"
+    CREATE TABLE plans (
+        name TEXT PRIMARY KEY,
+        limits TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE accounts (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        admin BOOLEAN NOT NULL,
+        plan TEXT REFERENCES plans(name),
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE api_keys (
+        id TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        hash TEXT NOT NULL UNIQUE,
+        prefix TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        last_used_at TEXT,
+        UNIQUE (account_id, name)
+    );
+    CREATE TABLE zones (
+        id TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL REFERENCES accounts(id),
+        name TEXT NOT NULL UNIQUE,
+        storage_dir TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE instances (
+        id TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL REFERENCES accounts(id),
+        name TEXT NOT NULL,
+        zone_id TEXT NOT NULL REFERENCES zones(id),
+        state TEXT NOT NULL,
+        cpus BIGINT NOT NULL,
+        memory_bytes BIGINT NOT NULL,
+        root_volume_id TEXT,
+        kernel TEXT,
+        initrd TEXT,
+        append TEXT,
+        accel TEXT,
+        pid BIGINT,
+        last_error TEXT,
+        created_at TEXT NOT NULL,
+        current_point_id TEXT,
+        snapshots_enabled BOOLEAN NOT NULL DEFAULT TRUE,
+        plan TEXT,
+        UNIQUE (account_id, name)
+    );
+    CREATE TABLE volumes (
+        id TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL REFERENCES accounts(id),
+        name TEXT NOT NULL,
+        zone_id TEXT NOT NULL REFERENCES zones(id),
+        kind TEXT NOT NULL,
+        state TEXT NOT NULL,
+        size_bytes BIGINT NOT NULL,
+        path TEXT NOT NULL UNIQUE,
+        instance_id TEXT REFERENCES instances(id),
+        slot BIGINT,
+        created_at TEXT NOT NULL,
+        snapshot_base_id TEXT,
+        UNIQUE (account_id, name),
+        UNIQUE (instance_id, slot)
+    );
+    CREATE TABLE jobs (
+        id TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL REFERENCES accounts(id),
+        kind TEXT NOT NULL,
+        target_kind TEXT NOT NULL,
+        target_id TEXT NOT NULL,
+        target_name TEXT NOT NULL,
+        state TEXT NOT NULL,
+        progress_done BIGINT NOT NULL,
+        progress_total BIGINT NOT NULL,
+        error TEXT,
+        created_at TEXT NOT NULL,
+        started_at TEXT,
+        finished_at TEXT
+    );
+    CREATE INDEX jobs_by_account ON jobs (account_id, created_at);
+    CREATE INDEX jobs_by_state ON jobs (account_id, state);
+    CREATE TABLE job_log (
+        rowid BIGSERIAL,
+        job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+        at TEXT NOT NULL,
+        message TEXT NOT NULL
+    );
+    CREATE INDEX job_log_by_job ON job_log (job_id);
+    CREATE TABLE points (
+        rowid BIGSERIAL,
+        id TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL REFERENCES accounts(id),
+        instance_id TEXT NOT NULL REFERENCES instances(id),
+        name TEXT NOT NULL,
+        description TEXT NOT NULL,
+        parent_id TEXT,
+        state TEXT NOT NULL,
+        memory BOOLEAN NOT NULL,
+        consistency TEXT NOT NULL,
+        frozen_ms BIGINT,
+        volume_ids TEXT NOT NULL,
+        error TEXT,
+        created_at TEXT NOT NULL,
+        UNIQUE (account_id, name)
+    );
+    CREATE INDEX points_by_instance ON points (instance_id);
+    CREATE TABLE snapshots (
+        rowid BIGSERIAL,
+        id TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL REFERENCES accounts(id),
+        name TEXT NOT NULL,
+        volume_id TEXT NOT NULL,
+        volume_name TEXT NOT NULL,
+        zone TEXT NOT NULL,
+        state TEXT NOT NULL,
+        size_bytes BIGINT NOT NULL,
+        consistency TEXT NOT NULL,
+        base_id TEXT,
+        progress_done BIGINT NOT NULL DEFAULT 0,
+        progress_total BIGINT NOT NULL DEFAULT 0,
+        written_bytes BIGINT,
+        stored_bytes BIGINT,
+        new_bytes BIGINT,
+        read_bytes BIGINT,
+        chunk_count BIGINT,
+        positions BIGINT,
+        error TEXT,
+        created_at TEXT NOT NULL,
+        completed_at TEXT,
+        verified_at TEXT,
+        UNIQUE (account_id, name)
+    );
+    CREATE INDEX snapshots_by_volume ON snapshots (volume_id);
+    CREATE TABLE chunks (
+        name BYTEA PRIMARY KEY,
+        stored_size BIGINT NOT NULL
+    );
+    CREATE TABLE snapshot_chunks (
+        snapshot_id TEXT NOT NULL REFERENCES snapshots(id) ON DELETE CASCADE,
+        name BYTEA NOT NULL,
+        PRIMARY KEY (snapshot_id, name)
+    );
+    CREATE INDEX snapshot_chunks_by_name ON snapshot_chunks (name);
+    CREATE TABLE templates (
+        rowid BIGSERIAL,
+        id TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL REFERENCES accounts(id),
+        name TEXT NOT NULL,
+        source_snapshot_id TEXT,
+        source_snapshot TEXT NOT NULL,
+        size_bytes BIGINT NOT NULL,
+        chunk_count BIGINT NOT NULL,
+        created_at TEXT NOT NULL,
+        UNIQUE (account_id, name)
+    );
+    CREATE TABLE template_chunks (
+        template_id TEXT NOT NULL REFERENCES templates(id) ON DELETE CASCADE,
+        name BYTEA NOT NULL,
+        PRIMARY KEY (template_id, name)
+    );
+    CREATE INDEX template_chunks_by_name ON template_chunks (name);
+    CREATE TABLE uploads (
+        id TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL REFERENCES accounts(id),
+        name TEXT NOT NULL,
+        state TEXT NOT NULL,
+        size_bytes BIGINT NOT NULL,
+        received_bytes BIGINT NOT NULL,
+        sha256 TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        completed_at TEXT
+    );
+    CREATE INDEX uploads_by_account ON uploads (account_id);
+    "#,
+];

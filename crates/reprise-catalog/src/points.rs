@@ -1,11 +1,11 @@
 //! Recovery points of instances, and each instance's current point.
 
+use crate::db::{params, Db, DbExt, Optional};
 use crate::rows::{self, Sql};
 use crate::{db_err, write, Catalog};
 use reprise_core::lifecycle::Move;
 use reprise_core::model::*;
 use reprise_core::{Error, Result};
-use rusqlite::{params, OptionalExtension};
 use uuid::Uuid;
 
 impl Catalog {
@@ -51,7 +51,7 @@ impl Catalog {
         rows::query(
             &self.conn(),
             &format!(
-                "{} WHERE (?1 IS NULL OR p.instance_id = ?1) ORDER BY p.created_at, p.rowid",
+                "{} WHERE (CAST(?1 AS TEXT) IS NULL OR p.instance_id = ?1) ORDER BY p.created_at, p.rowid",
                 rows::POINT_SELECT
             ),
             params![instance.sql()],
@@ -104,7 +104,7 @@ impl Catalog {
         consistency: &str,
         frozen_ms: Option<u64>,
     ) -> Result<()> {
-        let mut conn = self.conn();
+        let conn = self.conn();
         let tx = conn.transaction().map_err(db_err("point taken"))?;
         tx.execute(
             "UPDATE points SET state = 'Ready', error = NULL, consistency = ?2, frozen_ms = ?3 WHERE id = ?1",
@@ -130,7 +130,7 @@ impl Catalog {
     /// Remove a point from the tree: its children move to its parent, and
     /// an instance standing at it moves to its parent too.
     pub fn remove_point(&self, id: Uuid) -> Result<()> {
-        let mut conn = self.conn();
+        let conn = self.conn();
         let tx = conn.transaction().map_err(db_err("remove point"))?;
         let parent: Option<String> = tx
             .query_row(

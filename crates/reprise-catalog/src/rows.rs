@@ -1,11 +1,11 @@
 //! Catalog rows and their mapping from SQL. Ids are stored as text UUIDs so
 //! a lookup by "name or id" is one indexed comparison.
 
+use crate::db::{Db, DbError, DbErrorKind, DbExt, DbResult, Row, Value};
 use crate::db_err;
 use chrono::{DateTime, Utc};
 use reprise_core::model::*;
 use reprise_core::Result;
-use rusqlite::{Connection, Row};
 use uuid::Uuid;
 
 /// Ids go into SQL as text.
@@ -28,44 +28,34 @@ impl Sql for Option<Uuid> {
     }
 }
 
-pub(crate) fn uuid(r: &Row, i: usize) -> rusqlite::Result<Uuid> {
+pub(crate) fn uuid(r: &Row, i: usize) -> DbResult<Uuid> {
     let s: String = r.get(i)?;
-    Uuid::parse_str(&s).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
-    })
+    Uuid::parse_str(&s).map_err(|e| DbError::caused_by(DbErrorKind::Decode, e))
 }
 
-fn opt_uuid(r: &Row, i: usize) -> rusqlite::Result<Option<Uuid>> {
-    match r.get::<_, Option<String>>(i)? {
+fn opt_uuid(r: &Row, i: usize) -> DbResult<Option<Uuid>> {
+    match r.get::<Option<String>>(i)? {
         None => Ok(None),
         Some(_) => uuid(r, i).map(Some),
     }
 }
 
-fn parsed<T: std::str::FromStr>(r: &Row, i: usize) -> rusqlite::Result<T> {
+fn parsed<T: std::str::FromStr>(r: &Row, i: usize) -> DbResult<T> {
     let s: String = r.get(i)?;
-    s.parse().map_err(|_| {
-        rusqlite::Error::FromSqlConversionFailure(
-            i,
-            rusqlite::types::Type::Text,
-            format!("bad value {s:?}").into(),
-        )
-    })
+    s.parse()
+        .map_err(|_| DbError::new(DbErrorKind::Decode, format!("column {i}: bad value {s:?}")))
 }
 
-pub(crate) fn query<T, P: rusqlite::Params>(
-    conn: &Connection,
+pub(crate) fn query<T>(
+    conn: &dyn Db,
     sql: &str,
-    params: P,
-    map: impl FnMut(&Row) -> rusqlite::Result<T>,
+    params: &[Value],
+    map: impl FnMut(&Row) -> DbResult<T>,
 ) -> Result<Vec<T>> {
-    let mut stmt = conn.prepare_cached(sql).map_err(db_err("prepare"))?;
-    let rows = stmt.query_map(params, map).map_err(db_err("query"))?;
-    rows.collect::<rusqlite::Result<Vec<T>>>()
-        .map_err(db_err("read"))
+    conn.query_map(sql, params, map).map_err(db_err("query"))
 }
 
-pub(crate) fn account(r: &Row) -> rusqlite::Result<Account> {
+pub(crate) fn account(r: &Row) -> DbResult<Account> {
     Ok(Account {
         id: uuid(r, 0)?,
         name: r.get(1)?,
@@ -75,7 +65,7 @@ pub(crate) fn account(r: &Row) -> rusqlite::Result<Account> {
     })
 }
 
-pub(crate) fn api_key(r: &Row) -> rusqlite::Result<ApiKey> {
+pub(crate) fn api_key(r: &Row) -> DbResult<ApiKey> {
     Ok(ApiKey {
         id: uuid(r, 0)?,
         account_id: uuid(r, 1)?,
@@ -88,21 +78,21 @@ pub(crate) fn api_key(r: &Row) -> rusqlite::Result<ApiKey> {
 
 pub(crate) const UPLOAD_SELECT: &str = "SELECT id, account_id, name, state, size_bytes, received_bytes, sha256, created_at, completed_at FROM uploads";
 
-pub(crate) fn upload(r: &Row) -> rusqlite::Result<Upload> {
+pub(crate) fn upload(r: &Row) -> DbResult<Upload> {
     Ok(Upload {
         id: uuid(r, 0)?,
         account_id: uuid(r, 1)?,
         name: r.get(2)?,
         state: parsed(r, 3)?,
-        size_bytes: r.get::<_, i64>(4)? as u64,
-        received_bytes: r.get::<_, i64>(5)? as u64,
+        size_bytes: r.get::<i64>(4)? as u64,
+        received_bytes: r.get::<i64>(5)? as u64,
         sha256: r.get(6)?,
         created_at: r.get(7)?,
         completed_at: r.get(8)?,
     })
 }
 
-pub(crate) fn zone(r: &Row) -> rusqlite::Result<Zone> {
+pub(crate) fn zone(r: &Row) -> DbResult<Zone> {
     Ok(Zone {
         id: uuid(r, 0)?,
         name: r.get(1)?,
@@ -162,7 +152,7 @@ pub(crate) const VOLUME_SELECT: &str =
         v.instance_id, i.name, v.slot, v.created_at
    FROM volumes v JOIN zones z ON z.id = v.zone_id LEFT JOIN instances i ON i.id = v.instance_id";
 
-pub(crate) fn volume(r: &Row) -> rusqlite::Result<VolumeRow> {
+pub(crate) fn volume(r: &Row) -> DbResult<VolumeRow> {
     Ok(VolumeRow {
         id: uuid(r, 0)?,
         account_id: uuid(r, 1)?,
@@ -171,7 +161,7 @@ pub(crate) fn volume(r: &Row) -> rusqlite::Result<VolumeRow> {
         zone: r.get(4)?,
         kind: parsed(r, 5)?,
         state: parsed(r, 6)?,
-        size_bytes: r.get::<_, i64>(7)? as u64,
+        size_bytes: r.get::<i64>(7)? as u64,
         path: r.get(8)?,
         instance_id: opt_uuid(r, 9)?,
         instance: r.get(10)?,
@@ -210,7 +200,7 @@ pub(crate) const INSTANCE_SELECT: &str =
         i.current_point_id, i.snapshots_enabled, i.plan
    FROM instances i JOIN zones z ON z.id = i.zone_id";
 
-pub(crate) fn instance(r: &Row) -> rusqlite::Result<InstanceRow> {
+pub(crate) fn instance(r: &Row) -> DbResult<InstanceRow> {
     Ok(InstanceRow {
         id: uuid(r, 0)?,
         account_id: uuid(r, 1)?,
@@ -219,7 +209,7 @@ pub(crate) fn instance(r: &Row) -> rusqlite::Result<InstanceRow> {
         zone: r.get(4)?,
         state: parsed(r, 5)?,
         cpus: r.get(6)?,
-        memory_bytes: r.get::<_, i64>(7)? as u64,
+        memory_bytes: r.get::<i64>(7)? as u64,
         root_volume_id: opt_uuid(r, 8)?,
         kernel: r.get(9)?,
         initrd: r.get(10)?,
@@ -239,7 +229,7 @@ pub(crate) const POINT_SELECT: &str = "SELECT p.id, p.name, p.description, p.acc
         p.frozen_ms, p.volume_ids, p.error, p.created_at
    FROM points p JOIN instances i ON i.id = p.instance_id";
 
-pub(crate) fn point(r: &Row) -> rusqlite::Result<Point> {
+pub(crate) fn point(r: &Row) -> DbResult<Point> {
     let volumes: String = r.get(12)?;
     Ok(Point {
         id: uuid(r, 0)?,
@@ -253,10 +243,9 @@ pub(crate) fn point(r: &Row) -> rusqlite::Result<Point> {
         state: parsed(r, 8)?,
         memory: r.get(9)?,
         consistency: r.get(10)?,
-        frozen_ms: r.get::<_, Option<i64>>(11)?.map(|v| v as u64),
-        volume_ids: serde_json::from_str(&volumes).map_err(|e| {
-            rusqlite::Error::FromSqlConversionFailure(12, rusqlite::types::Type::Text, Box::new(e))
-        })?,
+        frozen_ms: r.get::<Option<i64>>(11)?.map(|v| v as u64),
+        volume_ids: serde_json::from_str(&volumes)
+            .map_err(|e| DbError::caused_by(DbErrorKind::Decode, e))?,
         size_bytes: None,
         vm_state_bytes: None,
         error: r.get(13)?,
@@ -268,7 +257,7 @@ pub(crate) const JOB_SELECT: &str =
     "SELECT id, account_id, kind, target_kind, target_id, target_name, state,
         progress_done, progress_total, error, created_at, started_at, finished_at FROM jobs";
 
-pub(crate) fn job(r: &Row) -> rusqlite::Result<Job> {
+pub(crate) fn job(r: &Row) -> DbResult<Job> {
     let error: Option<String> = r.get(9)?;
     Ok(Job {
         id: uuid(r, 0)?,
@@ -278,8 +267,8 @@ pub(crate) fn job(r: &Row) -> rusqlite::Result<Job> {
         target_id: uuid(r, 4)?,
         target_name: r.get(5)?,
         state: parsed(r, 6)?,
-        progress_done: r.get::<_, i64>(7)? as u64,
-        progress_total: r.get::<_, i64>(8)? as u64,
+        progress_done: r.get::<i64>(7)? as u64,
+        progress_total: r.get::<i64>(8)? as u64,
         error: error.and_then(|e| serde_json::from_str(&e).ok()),
         log: Vec::new(),
         created_at: r.get(10)?,
@@ -294,8 +283,8 @@ pub(crate) const SNAPSHOT_SELECT: &str =
             positions, error, created_at, completed_at, verified_at
        FROM snapshots";
 
-pub(crate) fn snapshot(r: &Row) -> rusqlite::Result<Snapshot> {
-    let opt_u64 = |i: usize| r.get::<_, Option<i64>>(i).map(|v| v.map(|v| v as u64));
+pub(crate) fn snapshot(r: &Row) -> DbResult<Snapshot> {
+    let opt_u64 = |i: usize| r.get::<Option<i64>>(i).map(|v| v.map(|v| v as u64));
     let chunk_count = opt_u64(16)?;
     let positions = opt_u64(17)?;
     Ok(Snapshot {
@@ -306,11 +295,11 @@ pub(crate) fn snapshot(r: &Row) -> rusqlite::Result<Snapshot> {
         volume: r.get(4)?,
         zone: r.get(5)?,
         state: parsed(r, 6)?,
-        size_bytes: r.get::<_, i64>(7)? as u64,
+        size_bytes: r.get::<i64>(7)? as u64,
         consistency: r.get(8)?,
         base_id: opt_uuid(r, 9)?,
-        progress_done: r.get::<_, i64>(10)? as u64,
-        progress_total: r.get::<_, i64>(11)? as u64,
+        progress_done: r.get::<i64>(10)? as u64,
+        progress_total: r.get::<i64>(11)? as u64,
         written_bytes: opt_u64(12)?,
         stored_bytes: opt_u64(13)?,
         new_bytes: opt_u64(14)?,
@@ -331,15 +320,15 @@ pub(crate) const TEMPLATE_SELECT: &str =
     "SELECT t.id, t.name, t.account_id, s.id, t.source_snapshot, t.size_bytes, t.chunk_count, t.created_at
        FROM templates t LEFT JOIN snapshots s ON s.id = t.source_snapshot_id";
 
-pub(crate) fn template(r: &Row) -> rusqlite::Result<Template> {
+pub(crate) fn template(r: &Row) -> DbResult<Template> {
     Ok(Template {
         id: uuid(r, 0)?,
         name: r.get(1)?,
         account_id: uuid(r, 2)?,
         source_snapshot_id: opt_uuid(r, 3)?,
         source_snapshot: r.get(4)?,
-        size_bytes: r.get::<_, i64>(5)? as u64,
-        chunk_count: r.get::<_, i64>(6)? as u64,
+        size_bytes: r.get::<i64>(5)? as u64,
+        chunk_count: r.get::<i64>(6)? as u64,
         created_at: r.get(7)?,
     })
 }

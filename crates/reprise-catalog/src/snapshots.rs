@@ -11,13 +11,13 @@
 //!   whose internal qcow2 snapshot is kept in the volume's file as the base
 //!   of the next increment.
 
+use crate::db::{params, Db, DbExt, Optional};
 use crate::rows::{self, Sql};
 use crate::{db_err, now, Catalog};
 use chrono::{DateTime, Utc};
 use reprise_core::lifecycle::Move;
 use reprise_core::model::*;
 use reprise_core::{Error, Result};
-use rusqlite::{params, OptionalExtension};
 use std::collections::HashSet;
 use uuid::Uuid;
 
@@ -87,7 +87,7 @@ impl Catalog {
         rows::query(
             &self.conn(),
             &format!(
-                "{} WHERE (?1 IS NULL OR account_id = ?1) ORDER BY created_at, rowid",
+                "{} WHERE (CAST(?1 AS TEXT) IS NULL OR account_id = ?1) ORDER BY created_at, rowid",
                 rows::SNAPSHOT_SELECT
             ),
             params![account.sql()],
@@ -159,10 +159,13 @@ impl Catalog {
         let n = self
             .conn()
             .execute(
-                "UPDATE snapshots SET state = ?2 WHERE id = ?1
-                   AND state IN (SELECT value FROM json_each(?3))
-                   AND NOT EXISTS (SELECT 1 FROM snapshots WHERE base_id = ?1 AND state = 'BackingUp')",
-                params![id.sql(), mv.to.as_str(), crate::instances::from_states(mv)],
+                &format!(
+                    "UPDATE snapshots SET state = ?2 WHERE id = ?1
+                       AND state IN ({})
+                       AND NOT EXISTS (SELECT 1 FROM snapshots WHERE base_id = ?1 AND state = 'BackingUp')",
+                    crate::instances::from_states(mv)
+                ),
+                params![id.sql(), mv.to.as_str()],
             )
             .map_err(db_err("start snapshot delete"))?;
         Ok(n == 1)
@@ -180,26 +183,22 @@ impl Catalog {
         names: &[[u8; 32]],
         sizes: &[([u8; 32], u64)],
     ) -> Result<()> {
-        let mut conn = self.conn();
+        let conn = self.conn();
         let tx = conn.transaction().map_err(db_err("snapshot chunks"))?;
-        {
-            let mut size = tx
-                .prepare_cached("INSERT OR REPLACE INTO chunks (name, stored_size) VALUES (?1, ?2)")
-                .map_err(db_err("snapshot chunks"))?;
-            for (name, s) in sizes {
-                size.execute(params![&name[..], *s as i64])
-                    .map_err(db_err("snapshot chunks"))?;
-            }
-            let mut refer = tx
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO snapshot_chunks (snapshot_id, name) VALUES (?1, ?2)",
-                )
-                .map_err(db_err("snapshot chunks"))?;
-            for name in names {
-                refer
-                    .execute(params![id.sql(), &name[..]])
-                    .map_err(db_err("snapshot chunks"))?;
-            }
+        for (name, s) in sizes {
+            tx.execute(
+                "INSERT INTO chunks (name, stored_size) VALUES (?1, ?2)
+                 ON CONFLICT (name) DO UPDATE SET stored_size = excluded.stored_size",
+                params![&name[..], *s as i64],
+            )
+            .map_err(db_err("snapshot chunks"))?;
+        }
+        for name in names {
+            tx.execute(
+                "INSERT INTO snapshot_chunks (snapshot_id, name) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                params![id.sql(), &name[..]],
+            )
+            .map_err(db_err("snapshot chunks"))?;
         }
         tx.commit().map_err(db_err("snapshot chunks"))
     }
@@ -208,10 +207,10 @@ impl Catalog {
     pub fn snapshot_stored_bytes(&self, id: Uuid) -> Result<u64> {
         self.conn()
             .query_row(
-                "SELECT COALESCE(SUM(c.stored_size), 0) FROM snapshot_chunks s
+                "SELECT CAST(COALESCE(SUM(c.stored_size), 0) AS BIGINT) FROM snapshot_chunks s
                    JOIN chunks c ON c.name = s.name WHERE s.snapshot_id = ?1",
                 params![id.sql()],
-                |r| r.get::<_, i64>(0),
+                |r| r.get::<i64>(0),
             )
             .map(|v| v as u64)
             .map_err(db_err("snapshot stored bytes"))
@@ -225,7 +224,7 @@ impl Catalog {
         volume: Uuid,
         stats: &BackupStats,
     ) -> Result<Option<Uuid>> {
-        let mut conn = self.conn();
+        let conn = self.conn();
         let tx = conn.transaction().map_err(db_err("snapshot backed up"))?;
         let previous: Option<String> = tx
             .query_row(
@@ -266,7 +265,7 @@ impl Catalog {
     /// Forget a snapshot and the chunks it referenced (garbage collection
     /// decides what goes from the store); a volume based on it loses its base.
     pub fn remove_snapshot(&self, id: Uuid) -> Result<()> {
-        let mut conn = self.conn();
+        let conn = self.conn();
         let tx = conn.transaction().map_err(db_err("remove snapshot"))?;
         tx.execute(
             "DELETE FROM snapshot_chunks WHERE snapshot_id = ?1",
@@ -322,8 +321,8 @@ impl Catalog {
         let chunks = rows::query(
             &conn,
             "SELECT name FROM snapshot_chunks UNION SELECT name FROM template_chunks",
-            [],
-            |r| r.get::<_, Vec<u8>>(0),
+            params![],
+            |r| r.get::<Vec<u8>>(0),
         )?
         .into_iter()
         .filter_map(|v| v.try_into().ok())
@@ -331,8 +330,8 @@ impl Catalog {
         let ids = rows::query(
             &conn,
             "SELECT id FROM snapshots UNION SELECT id FROM templates",
-            [],
-            |r| r.get::<_, String>(0),
+            params![],
+            |r| r.get::<String>(0),
         )?
         .into_iter()
         .filter_map(|s| Uuid::parse_str(&s).ok())
@@ -344,7 +343,7 @@ impl Catalog {
 
     /// Record a template and the chunks it references, in one transaction.
     pub fn insert_template(&self, t: &Template, names: &[[u8; 32]]) -> Result<()> {
-        let mut conn = self.conn();
+        let conn = self.conn();
         let what = format!("template '{}'", t.name);
         let tx = conn.transaction().map_err(db_err(&what))?;
         tx.execute(
@@ -355,17 +354,12 @@ impl Catalog {
                     t.size_bytes as i64, t.chunk_count as i64, t.created_at],
         )
         .map_err(db_err(&what))?;
-        {
-            let mut refer = tx
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO template_chunks (template_id, name) VALUES (?1, ?2)",
-                )
-                .map_err(db_err(&what))?;
-            for n in names {
-                refer
-                    .execute(params![t.id.sql(), &n[..]])
-                    .map_err(db_err(&what))?;
-            }
+        for n in names {
+            tx.execute(
+                "INSERT INTO template_chunks (template_id, name) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                params![t.id.sql(), &n[..]],
+            )
+            .map_err(db_err(&what))?;
         }
         tx.commit().map_err(db_err(&what))
     }
@@ -400,7 +394,7 @@ impl Catalog {
     /// Forget a template and its references (garbage collection decides
     /// what goes from the store).
     pub fn remove_template(&self, id: Uuid) -> Result<()> {
-        let mut conn = self.conn();
+        let conn = self.conn();
         let tx = conn.transaction().map_err(db_err("remove template"))?;
         tx.execute(
             "DELETE FROM template_chunks WHERE template_id = ?1",
@@ -414,16 +408,11 @@ impl Catalog {
 
     /// Chunks deleted from the store: their sizes are no longer known.
     pub fn forget_chunks(&self, names: &[[u8; 32]]) -> Result<()> {
-        let mut conn = self.conn();
+        let conn = self.conn();
         let tx = conn.transaction().map_err(db_err("forget chunks"))?;
-        {
-            let mut del = tx
-                .prepare_cached("DELETE FROM chunks WHERE name = ?1")
+        for n in names {
+            tx.execute("DELETE FROM chunks WHERE name = ?1", params![&n[..]])
                 .map_err(db_err("forget chunks"))?;
-            for n in names {
-                del.execute(params![&n[..]])
-                    .map_err(db_err("forget chunks"))?;
-            }
         }
         tx.commit().map_err(db_err("forget chunks"))
     }

@@ -1,11 +1,17 @@
 use super::*;
+use db::DbExt;
 use reprise_core::model::*;
 
-fn catalog_with_zone() -> (Catalog, Account, Zone) {
-    let c = Catalog::open_in_memory().unwrap();
-    let admin = c.create_account("admin", true).unwrap().account;
-    let zone = c.create_zone(admin.id, "zone1", "/srv/zone1").unwrap();
-    (c, admin, zone)
+/// An empty catalog on each engine, with an admin and a zone.
+fn catalogs_with_zone() -> Vec<(Catalog, Account, Zone)> {
+    testing::catalogs()
+        .into_iter()
+        .map(|(_, c)| {
+            let admin = c.create_account("admin", true).unwrap().account;
+            let zone = c.create_zone(admin.id, "zone1", "/srv/zone1").unwrap();
+            (c, admin, zone)
+        })
+        .collect()
 }
 
 fn volume_row(account: Uuid, zone: &Zone, name: &str) -> VolumeRow {
@@ -65,46 +71,47 @@ fn migrations_reach_the_latest_version_and_reopen() {
 
 #[test]
 fn keys_are_stored_hashed_and_found_by_hash() {
-    let c = Catalog::open_in_memory().unwrap();
-    let made = c.create_account("alice", false).unwrap();
-    assert!(made.api_key.starts_with("rpk_"));
-    let (found, first_key) = c.account_by_key(&made.api_key).unwrap().unwrap();
-    assert_eq!(found, made.account);
-    assert!(c.account_by_key("rpk_wrong").unwrap().is_none());
-    let stored: String = c
-        .conn()
-        .query_row("SELECT hash FROM api_keys", [], |r| r.get(0))
-        .unwrap();
-    assert_ne!(stored, made.api_key);
-    assert_eq!(
-        c.create_account("alice", false).unwrap_err().code,
-        "name_taken"
-    );
+    for (_, c) in testing::catalogs() {
+        let made = c.create_account("alice", false).unwrap();
+        assert!(made.api_key.starts_with("rpk_"));
+        let (found, first_key) = c.account_by_key(&made.api_key).unwrap().unwrap();
+        assert_eq!(found, made.account);
+        assert!(c.account_by_key("rpk_wrong").unwrap().is_none());
+        let stored: String = c
+            .conn()
+            .query_row("SELECT hash FROM api_keys", db::params![], |r| r.get(0))
+            .unwrap();
+        assert_ne!(stored, made.api_key);
+        assert_eq!(
+            c.create_account("alice", false).unwrap_err().code,
+            "name_taken"
+        );
 
-    // Several keys, each revocable; a rotation replaces one under its name.
-    let second = c.create_key(found.id, "ci").unwrap();
-    assert_eq!(second.key.prefix, &second.api_key[..8]);
-    assert_eq!(c.create_key(found.id, "ci").unwrap_err().code, "name_taken");
-    let names: Vec<String> = c
-        .list_keys(found.id)
-        .unwrap()
-        .into_iter()
-        .map(|k| k.name)
-        .collect();
-    assert_eq!(names, ["default", "ci"]);
-    c.revoke_key(first_key).unwrap();
-    assert!(c.account_by_key(&made.api_key).unwrap().is_none());
-    let rotated = c.rotate_key(second.key.id).unwrap();
-    assert_eq!(rotated.key.name, "ci");
-    assert!(c.account_by_key(&second.api_key).unwrap().is_none());
-    assert_eq!(
-        c.account_by_key(&rotated.api_key).unwrap().unwrap().1,
-        rotated.key.id
-    );
-    assert_eq!(
-        c.key(found.id, "default").unwrap_err().code,
-        "key_not_found"
-    );
+        // Several keys, each revocable; a rotation replaces one under its name.
+        let second = c.create_key(found.id, "ci").unwrap();
+        assert_eq!(second.key.prefix, &second.api_key[..8]);
+        assert_eq!(c.create_key(found.id, "ci").unwrap_err().code, "name_taken");
+        let names: Vec<String> = c
+            .list_keys(found.id)
+            .unwrap()
+            .into_iter()
+            .map(|k| k.name)
+            .collect();
+        assert_eq!(names, ["default", "ci"]);
+        c.revoke_key(first_key).unwrap();
+        assert!(c.account_by_key(&made.api_key).unwrap().is_none());
+        let rotated = c.rotate_key(second.key.id).unwrap();
+        assert_eq!(rotated.key.name, "ci");
+        assert!(c.account_by_key(&second.api_key).unwrap().is_none());
+        assert_eq!(
+            c.account_by_key(&rotated.api_key).unwrap().unwrap().1,
+            rotated.key.id
+        );
+        assert_eq!(
+            c.key(found.id, "default").unwrap_err().code,
+            "key_not_found"
+        );
+    }
 }
 
 #[test]
@@ -112,7 +119,7 @@ fn a_v4_catalog_keeps_its_keys_through_the_tenancy_migration() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("catalog.db");
     let conn = rusqlite::Connection::open(&path).unwrap();
-    for step in &migrations::STEPS[..4] {
+    for step in &migrations::SQLITE[..4] {
         conn.execute_batch(step).unwrap();
     }
     conn.pragma_update(None, "user_version", 4).unwrap();
@@ -136,201 +143,206 @@ fn a_v4_catalog_keeps_its_keys_through_the_tenancy_migration() {
     assert_eq!(c.zone("zone1").unwrap().id, zone, "references survive");
     let fk: bool = c
         .conn()
-        .pragma_query_value(None, "foreign_keys", |r| r.get(0))
+        .query_row("PRAGMA foreign_keys", db::params![], |r| r.get(0))
         .unwrap();
     assert!(fk, "foreign keys are on again");
 }
 
 #[test]
 fn plans_are_put_assigned_and_kept_while_used() {
-    let (c, _admin, _zone) = catalog_with_zone();
-    let vps = reprise_core::plan::Plan {
-        name: "vps".into(),
-        limits: reprise_core::plan::PlanLimits {
-            max_recovery_points: Some(1),
-            ..Default::default()
-        },
-    };
-    c.put_plan(&vps).unwrap();
-    assert_eq!(c.plan("vps").unwrap(), vps);
-    assert_eq!(c.plan("gold").unwrap_err().code, "plan_not_found");
-    let alice = c
-        .create_account_with_plan("alice", false, Some("vps"))
-        .unwrap()
-        .account;
-    assert_eq!(alice.plan.as_deref(), Some("vps"));
-    assert_eq!(
-        c.create_account_with_plan("bob", false, Some("gold"))
-            .unwrap_err()
-            .code,
-        "plan_not_found"
-    );
-    assert_eq!(c.delete_plan("vps").unwrap_err().code, "plan_in_use");
-    c.set_account_plan(alice.id, None).unwrap();
-    c.delete_plan("vps").unwrap();
-    assert!(c.list_plans().unwrap().is_empty());
+    for (c, _admin, _zone) in catalogs_with_zone() {
+        let vps = reprise_core::plan::Plan {
+            name: "vps".into(),
+            limits: reprise_core::plan::PlanLimits {
+                max_recovery_points: Some(1),
+                ..Default::default()
+            },
+        };
+        c.put_plan(&vps).unwrap();
+        assert_eq!(c.plan("vps").unwrap(), vps);
+        assert_eq!(c.plan("gold").unwrap_err().code, "plan_not_found");
+        let alice = c
+            .create_account_with_plan("alice", false, Some("vps"))
+            .unwrap()
+            .account;
+        assert_eq!(alice.plan.as_deref(), Some("vps"));
+        assert_eq!(
+            c.create_account_with_plan("bob", false, Some("gold"))
+                .unwrap_err()
+                .code,
+            "plan_not_found"
+        );
+        assert_eq!(c.delete_plan("vps").unwrap_err().code, "plan_in_use");
+        c.set_account_plan(alice.id, None).unwrap();
+        c.delete_plan("vps").unwrap();
+        assert!(c.list_plans().unwrap().is_empty());
+    }
 }
 
 #[test]
 fn names_are_unique_per_account_and_invisible_across_accounts() {
-    let (c, admin, zone) = catalog_with_zone();
-    let bob = c.create_account("bob", false).unwrap().account;
-    c.insert_volume(&volume_row(admin.id, &zone, "db")).unwrap();
-    // Same name in another account is fine…
-    c.insert_volume(&volume_row(bob.id, &zone, "db")).unwrap();
-    // …twice in one account is not.
-    let err = c
-        .insert_volume(&volume_row(bob.id, &zone, "db"))
-        .unwrap_err();
-    assert_eq!(err.code, "name_taken");
-    let admins = c.volume(admin.id, "db").unwrap();
-    assert_eq!(
-        c.volume(bob.id, &admins.id.to_string()).unwrap_err().code,
-        "volume_not_found"
-    );
-    assert_eq!(
-        c.list_volumes(bob.id, &VolumeFilter::default())
-            .unwrap()
-            .len(),
-        1
-    );
+    for (c, admin, zone) in catalogs_with_zone() {
+        let bob = c.create_account("bob", false).unwrap().account;
+        c.insert_volume(&volume_row(admin.id, &zone, "db")).unwrap();
+        // Same name in another account is fine…
+        c.insert_volume(&volume_row(bob.id, &zone, "db")).unwrap();
+        // …twice in one account is not.
+        let err = c
+            .insert_volume(&volume_row(bob.id, &zone, "db"))
+            .unwrap_err();
+        assert_eq!(err.code, "name_taken");
+        let admins = c.volume(admin.id, "db").unwrap();
+        assert_eq!(
+            c.volume(bob.id, &admins.id.to_string()).unwrap_err().code,
+            "volume_not_found"
+        );
+        assert_eq!(
+            c.list_volumes(bob.id, &VolumeFilter::default())
+                .unwrap()
+                .len(),
+            1
+        );
+    }
 }
 
 #[test]
 fn a_volume_is_attached_once_and_transitions_are_guarded() {
-    let (c, admin, zone) = catalog_with_zone();
-    let inst = instance_row(admin.id, &zone, "vm", None);
-    c.insert_instance(&inst).unwrap();
-    assert_eq!(c.instance(admin.id, "vm").unwrap(), inst, "rows round-trip");
-    let v = volume_row(admin.id, &zone, "data");
-    c.insert_volume(&v).unwrap();
-    c.attach_volume(v.id, inst.id, 0).unwrap();
-    assert_eq!(
-        c.attach_volume(v.id, inst.id, 1).unwrap_err().code,
-        "volume_attached"
-    );
-    assert_eq!(c.instance_volumes(inst.id).unwrap()[0].slot, Some(0));
-    assert!(c
-        .transition_instance(inst.id, &reprise_core::lifecycle::instance::BOOT)
-        .unwrap());
-    assert!(!c
-        .transition_instance(inst.id, &reprise_core::lifecycle::instance::BOOT)
-        .unwrap());
-    c.delete_instance(inst.id).unwrap();
-    let v = c.volume(admin.id, "data").unwrap();
-    assert_eq!(v.instance_id, None, "data volumes survive their instance");
+    for (c, admin, zone) in catalogs_with_zone() {
+        let inst = instance_row(admin.id, &zone, "vm", None);
+        c.insert_instance(&inst).unwrap();
+        assert_eq!(c.instance(admin.id, "vm").unwrap(), inst, "rows round-trip");
+        let v = volume_row(admin.id, &zone, "data");
+        c.insert_volume(&v).unwrap();
+        c.attach_volume(v.id, inst.id, 0).unwrap();
+        assert_eq!(
+            c.attach_volume(v.id, inst.id, 1).unwrap_err().code,
+            "volume_attached"
+        );
+        assert_eq!(c.instance_volumes(inst.id).unwrap()[0].slot, Some(0));
+        assert!(c
+            .transition_instance(inst.id, &reprise_core::lifecycle::instance::BOOT)
+            .unwrap());
+        assert!(!c
+            .transition_instance(inst.id, &reprise_core::lifecycle::instance::BOOT)
+            .unwrap());
+        c.delete_instance(inst.id).unwrap();
+        let v = c.volume(admin.id, "data").unwrap();
+        assert_eq!(v.instance_id, None, "data volumes survive their instance");
+    }
 }
 
 #[test]
 fn jobs_keep_progress_log_and_error() {
-    let (c, admin, _) = catalog_with_zone();
-    let job = Job {
-        id: Uuid::new_v4(),
-        account_id: admin.id,
-        kind: "instance.start".into(),
-        target_kind: "instance".into(),
-        target_id: Uuid::new_v4(),
-        target_name: "vm".into(),
-        state: JobState::Queued,
-        progress_done: 0,
-        progress_total: 3,
-        error: None,
-        log: vec![],
-        created_at: now(),
-        started_at: None,
-        finished_at: None,
-    };
-    c.insert_job(&job).unwrap();
-    c.job_started(job.id).unwrap();
-    c.job_progress(job.id, 2, 3).unwrap();
-    c.job_log(job.id, "launched QEMU").unwrap();
-    assert_eq!(c.unfinished_jobs().unwrap().len(), 1);
-    let err = Error::unavailable("qemu_failed", "boom");
-    c.job_finished(job.id, JobState::Failed, Some(&err))
-        .unwrap();
-    let got = c.job(Some(admin.id), &job.id.to_string()).unwrap();
-    assert_eq!(got.state, JobState::Failed);
-    assert_eq!(got.progress_done, 2);
-    assert_eq!(got.error.unwrap().code, "qemu_failed");
-    assert_eq!(got.log[0].message, "launched QEMU");
-    assert!(c.unfinished_jobs().unwrap().is_empty());
-    let other = c.create_account("eve", false).unwrap().account;
-    assert_eq!(
-        c.job(Some(other.id), &job.id.to_string()).unwrap_err().code,
-        "job_not_found"
-    );
+    for (c, admin, _) in catalogs_with_zone() {
+        let job = Job {
+            id: Uuid::new_v4(),
+            account_id: admin.id,
+            kind: "instance.start".into(),
+            target_kind: "instance".into(),
+            target_id: Uuid::new_v4(),
+            target_name: "vm".into(),
+            state: JobState::Queued,
+            progress_done: 0,
+            progress_total: 3,
+            error: None,
+            log: vec![],
+            created_at: now(),
+            started_at: None,
+            finished_at: None,
+        };
+        c.insert_job(&job).unwrap();
+        c.job_started(job.id).unwrap();
+        c.job_progress(job.id, 2, 3).unwrap();
+        c.job_log(job.id, "launched QEMU").unwrap();
+        assert_eq!(c.unfinished_jobs().unwrap().len(), 1);
+        let err = Error::unavailable("qemu_failed", "boom");
+        c.job_finished(job.id, JobState::Failed, Some(&err))
+            .unwrap();
+        let got = c.job(Some(admin.id), &job.id.to_string()).unwrap();
+        assert_eq!(got.state, JobState::Failed);
+        assert_eq!(got.progress_done, 2);
+        assert_eq!(got.error.unwrap().code, "qemu_failed");
+        assert_eq!(got.log[0].message, "launched QEMU");
+        assert!(c.unfinished_jobs().unwrap().is_empty());
+        let other = c.create_account("eve", false).unwrap().account;
+        assert_eq!(
+            c.job(Some(other.id), &job.id.to_string()).unwrap_err().code,
+            "job_not_found"
+        );
+    }
 }
 
 #[test]
 fn a_plan_limit_holds_in_the_transaction_that_records() {
-    let (c, admin, zone) = catalog_with_zone();
-    c.put_plan(&reprise_core::plan::Plan {
-        name: "vps".into(),
-        limits: reprise_core::plan::PlanLimits {
-            max_recovery_points: Some(1),
-            ..Default::default()
-        },
-    })
-    .unwrap();
-    let inst = instance_row(admin.id, &zone, "vps", Some("vps"));
-    c.insert_instance(&inst).unwrap();
-    let point = |name: &str| Point {
-        id: Uuid::new_v4(),
-        name: name.into(),
-        description: String::new(),
-        account_id: admin.id,
-        instance_id: inst.id,
-        instance: inst.name.clone(),
-        parent_id: None,
-        current: false,
-        state: PointState::Creating,
-        memory: false,
-        consistency: "crash".into(),
-        frozen_ms: None,
-        volume_ids: vec![],
-        size_bytes: None,
-        vm_state_bytes: None,
-        error: None,
-        created_at: now(),
-    };
-    let one_point = reprise_core::plan::Demand {
-        recovery_points: 1,
-        ..Default::default()
-    };
-    let scope = Scope {
-        instance: Some(inst.id),
-        volume: None,
-    };
-    c.admit(admin.id, scope, &one_point, |conn| {
-        write::insert_point(conn, &point("one"))
-    })
-    .unwrap();
-    let e = c
-        .admit(admin.id, scope, &one_point, |conn| {
-            write::insert_point(conn, &point("two"))
+    for (c, admin, zone) in catalogs_with_zone() {
+        c.put_plan(&reprise_core::plan::Plan {
+            name: "vps".into(),
+            limits: reprise_core::plan::PlanLimits {
+                max_recovery_points: Some(1),
+                ..Default::default()
+            },
         })
-        .unwrap_err();
-    assert_eq!(e.code, "point_limit_reached");
-    assert!(e.message.contains("'vps'"), "{}", e.message);
-    assert!(c.point(inst.id, "two").is_err(), "nothing written");
-    // The instance's plan gone, the account has none: no limit.
-    c.set_instance_settings(inst.id, None, Some(None)).unwrap();
-    c.admit(admin.id, scope, &one_point, |conn| {
-        write::insert_point(conn, &point("three"))
-    })
-    .unwrap();
-    assert_eq!(c.usage(admin.id, scope).unwrap().most_recovery_points, 2);
-    let first = c.point(inst.id, "one").unwrap();
-    c.point_taken(first.id, inst.id, "filesystem", Some(40))
         .unwrap();
-    let third = c.point(inst.id, "three").unwrap();
-    assert_eq!(
-        c.instance_by_id(inst.id).unwrap().current_point_id,
-        Some(first.id)
-    );
-    c.remove_point(first.id).unwrap();
-    assert_eq!(c.instance_by_id(inst.id).unwrap().current_point_id, None);
-    assert_eq!(c.list_points(Some(inst.id)).unwrap(), vec![third]);
+        let inst = instance_row(admin.id, &zone, "vps", Some("vps"));
+        c.insert_instance(&inst).unwrap();
+        let point = |name: &str| Point {
+            id: Uuid::new_v4(),
+            name: name.into(),
+            description: String::new(),
+            account_id: admin.id,
+            instance_id: inst.id,
+            instance: inst.name.clone(),
+            parent_id: None,
+            current: false,
+            state: PointState::Creating,
+            memory: false,
+            consistency: "crash".into(),
+            frozen_ms: None,
+            volume_ids: vec![],
+            size_bytes: None,
+            vm_state_bytes: None,
+            error: None,
+            created_at: now(),
+        };
+        let one_point = reprise_core::plan::Demand {
+            recovery_points: 1,
+            ..Default::default()
+        };
+        let scope = Scope {
+            instance: Some(inst.id),
+            volume: None,
+        };
+        c.admit(admin.id, scope, &one_point, |conn| {
+            write::insert_point(conn, &point("one"))
+        })
+        .unwrap();
+        let e = c
+            .admit(admin.id, scope, &one_point, |conn| {
+                write::insert_point(conn, &point("two"))
+            })
+            .unwrap_err();
+        assert_eq!(e.code, "point_limit_reached");
+        assert!(e.message.contains("'vps'"), "{}", e.message);
+        assert!(c.point(inst.id, "two").is_err(), "nothing written");
+        // The instance's plan gone, the account has none: no limit.
+        c.set_instance_settings(inst.id, None, Some(None)).unwrap();
+        c.admit(admin.id, scope, &one_point, |conn| {
+            write::insert_point(conn, &point("three"))
+        })
+        .unwrap();
+        assert_eq!(c.usage(admin.id, scope).unwrap().most_recovery_points, 2);
+        let first = c.point(inst.id, "one").unwrap();
+        c.point_taken(first.id, inst.id, "filesystem", Some(40))
+            .unwrap();
+        let third = c.point(inst.id, "three").unwrap();
+        assert_eq!(
+            c.instance_by_id(inst.id).unwrap().current_point_id,
+            Some(first.id)
+        );
+        c.remove_point(first.id).unwrap();
+        assert_eq!(c.instance_by_id(inst.id).unwrap().current_point_id, None);
+        assert_eq!(c.list_points(Some(inst.id)).unwrap(), vec![third]);
+    }
 }
 
 fn snapshot_of(v: &VolumeRow, name: &str, base: Option<Uuid>) -> Snapshot {
@@ -362,76 +374,77 @@ fn snapshot_of(v: &VolumeRow, name: &str, base: Option<Uuid>) -> Snapshot {
 
 #[test]
 fn one_backup_per_volume_references_and_bases() {
-    let (c, admin, zone) = catalog_with_zone();
-    let v = volume_row(admin.id, &zone, "db");
-    c.insert_volume(&v).unwrap();
-    let first = snapshot_of(&v, "s1", None);
-    assert!(c.insert_snapshot(&first).unwrap());
-    assert!(
-        !c.insert_snapshot(&snapshot_of(&v, "s2", None)).unwrap(),
-        "a second backup of the volume is refused while one runs"
-    );
-    c.record_snapshot_chunks(
-        first.id,
-        &[[1; 32], [2; 32]],
-        &[([1; 32], 100), ([2; 32], 50)],
-    )
-    .unwrap();
-    let stats = BackupStats {
-        chunk_count: 2,
-        positions: 3,
-        stored_bytes: c.snapshot_stored_bytes(first.id).unwrap(),
-        ..Default::default()
-    };
-    assert_eq!(stats.stored_bytes, 150);
-    assert_eq!(c.snapshot_backed_up(first.id, v.id, &stats).unwrap(), None);
-    assert_eq!(c.volume_snapshot_base(v.id).unwrap(), Some(first.id));
-    let shown = c.snapshot(admin.id, "s1").unwrap();
-    assert_eq!(shown.state, SnapshotState::BackedUp);
-    assert_eq!(shown.dedup_ratio, Some(1.5));
-
-    // The next one is incremental to the first, which cannot go meanwhile.
-    let second = snapshot_of(&v, "s2", Some(first.id));
-    assert!(c.insert_snapshot(&second).unwrap());
-    assert!(c.snapshot_is_running_base(first.id).unwrap());
-    assert!(
-        !c.start_snapshot_delete(first.id).unwrap(),
-        "the base of a running backup is not deleted"
-    );
-    assert_eq!(
-        c.snapshot_by_id(first.id).unwrap().state,
-        SnapshotState::BackedUp
-    );
-    c.record_snapshot_chunks(second.id, &[[2; 32], [3; 32]], &[([3; 32], 10)])
+    for (c, admin, zone) in catalogs_with_zone() {
+        let v = volume_row(admin.id, &zone, "db");
+        c.insert_volume(&v).unwrap();
+        let first = snapshot_of(&v, "s1", None);
+        assert!(c.insert_snapshot(&first).unwrap());
+        assert!(
+            !c.insert_snapshot(&snapshot_of(&v, "s2", None)).unwrap(),
+            "a second backup of the volume is refused while one runs"
+        );
+        c.record_snapshot_chunks(
+            first.id,
+            &[[1; 32], [2; 32]],
+            &[([1; 32], 100), ([2; 32], 50)],
+        )
         .unwrap();
-    let (live, ids) = c.live_references().unwrap();
-    assert_eq!(live.len(), 3);
-    assert_eq!(ids.len(), 2);
-    assert_eq!(
-        c.snapshot_backed_up(second.id, v.id, &BackupStats::default())
-            .unwrap(),
-        Some(first.id),
-        "the previous base is returned, for its tag to go"
-    );
-    assert!(!c.snapshot_is_running_base(first.id).unwrap());
+        let stats = BackupStats {
+            chunk_count: 2,
+            positions: 3,
+            stored_bytes: c.snapshot_stored_bytes(first.id).unwrap(),
+            ..Default::default()
+        };
+        assert_eq!(stats.stored_bytes, 150);
+        assert_eq!(c.snapshot_backed_up(first.id, v.id, &stats).unwrap(), None);
+        assert_eq!(c.volume_snapshot_base(v.id).unwrap(), Some(first.id));
+        let shown = c.snapshot(admin.id, "s1").unwrap();
+        assert_eq!(shown.state, SnapshotState::BackedUp);
+        assert_eq!(shown.dedup_ratio, Some(1.5));
 
-    // A verdict never lands over a delete that started meanwhile.
-    use reprise_core::lifecycle::snapshot::{DAMAGED, VERIFIED};
-    assert!(c.start_snapshot_delete(first.id).unwrap());
-    assert!(!c.settle_snapshot(first.id, &DAMAGED, Some("x")).unwrap());
-    assert!(!c.settle_snapshot(first.id, &VERIFIED, None).unwrap());
-    let s = c.snapshot_by_id(first.id).unwrap();
-    assert_eq!((s.state, s.error), (SnapshotState::Destroying, None));
-    assert!(c
-        .settle_snapshot(second.id, &DAMAGED, Some("chunk missing"))
-        .unwrap());
-    assert!(c.settle_snapshot(second.id, &VERIFIED, None).unwrap());
+        // The next one is incremental to the first, which cannot go meanwhile.
+        let second = snapshot_of(&v, "s2", Some(first.id));
+        assert!(c.insert_snapshot(&second).unwrap());
+        assert!(c.snapshot_is_running_base(first.id).unwrap());
+        assert!(
+            !c.start_snapshot_delete(first.id).unwrap(),
+            "the base of a running backup is not deleted"
+        );
+        assert_eq!(
+            c.snapshot_by_id(first.id).unwrap().state,
+            SnapshotState::BackedUp
+        );
+        c.record_snapshot_chunks(second.id, &[[2; 32], [3; 32]], &[([3; 32], 10)])
+            .unwrap();
+        let (live, ids) = c.live_references().unwrap();
+        assert_eq!(live.len(), 3);
+        assert_eq!(ids.len(), 2);
+        assert_eq!(
+            c.snapshot_backed_up(second.id, v.id, &BackupStats::default())
+                .unwrap(),
+            Some(first.id),
+            "the previous base is returned, for its tag to go"
+        );
+        assert!(!c.snapshot_is_running_base(first.id).unwrap());
 
-    // Removing the first leaves the second's references whole.
-    c.remove_snapshot(first.id).unwrap();
-    let (live, _) = c.live_references().unwrap();
-    assert_eq!(live, [[2u8; 32], [3u8; 32]].into_iter().collect());
-    c.remove_snapshot(second.id).unwrap();
-    assert_eq!(c.volume_snapshot_base(v.id).unwrap(), None);
-    assert!(c.list_snapshots(None).unwrap().is_empty());
+        // A verdict never lands over a delete that started meanwhile.
+        use reprise_core::lifecycle::snapshot::{DAMAGED, VERIFIED};
+        assert!(c.start_snapshot_delete(first.id).unwrap());
+        assert!(!c.settle_snapshot(first.id, &DAMAGED, Some("x")).unwrap());
+        assert!(!c.settle_snapshot(first.id, &VERIFIED, None).unwrap());
+        let s = c.snapshot_by_id(first.id).unwrap();
+        assert_eq!((s.state, s.error), (SnapshotState::Destroying, None));
+        assert!(c
+            .settle_snapshot(second.id, &DAMAGED, Some("chunk missing"))
+            .unwrap());
+        assert!(c.settle_snapshot(second.id, &VERIFIED, None).unwrap());
+
+        // Removing the first leaves the second's references whole.
+        c.remove_snapshot(first.id).unwrap();
+        let (live, _) = c.live_references().unwrap();
+        assert_eq!(live, [[2u8; 32], [3u8; 32]].into_iter().collect());
+        c.remove_snapshot(second.id).unwrap();
+        assert_eq!(c.volume_snapshot_base(v.id).unwrap(), None);
+        assert!(c.list_snapshots(None).unwrap().is_empty());
+    }
 }

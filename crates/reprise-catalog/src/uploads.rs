@@ -6,12 +6,12 @@
 //! raised after the bytes are written; a `Complete` upload is never written
 //! again (users of it may hard-link its file).
 
+use crate::db::{params, Db, DbExt, Optional};
 use crate::rows::{self, Sql};
 use crate::{db_err, now, Catalog};
 use chrono::{DateTime, Utc};
 use reprise_core::model::*;
 use reprise_core::{Error, Result};
-use rusqlite::{params, OptionalExtension};
 use uuid::Uuid;
 
 impl Catalog {
@@ -22,7 +22,7 @@ impl Catalog {
             .conn()
             .execute(
                 "INSERT INTO uploads (id, account_id, name, state, size_bytes, received_bytes, created_at, updated_at)
-                 SELECT ?1, ?2, ?3, ?4, ?5, 0, ?6, ?6
+                 SELECT ?1, ?2, ?3, ?4, CAST(?5 AS BIGINT), 0, ?6, ?6
                  WHERE (SELECT COUNT(*) FROM uploads WHERE account_id = ?2) < ?7",
                 params![u.id.sql(), u.account_id.sql(), u.name, u.state.as_str(), u.size_bytes as i64, u.created_at, max as i64],
             )
@@ -97,7 +97,7 @@ impl Catalog {
 
     /// Every upload id, for the startup sweep of the upload directory.
     pub fn all_upload_ids(&self) -> Result<Vec<Uuid>> {
-        rows::query(&self.conn(), "SELECT id FROM uploads", [], |r| {
+        rows::query(&self.conn(), "SELECT id FROM uploads", params![], |r| {
             rows::uuid(r, 0)
         })
     }

@@ -2,12 +2,12 @@
 //! the states a caller names ([`Catalog::transition_volume`]), and their
 //! attachment to an instance (one slot each).
 
+use crate::db::{params, placeholders, DbExt, Optional, ToValue, Value};
 use crate::rows::{self, Sql};
 use crate::{db_err, write, Catalog, VolumeFilter, VolumeRow};
 use reprise_core::lifecycle::Move;
 use reprise_core::model::*;
 use reprise_core::{Error, Result};
-use rusqlite::{params, OptionalExtension};
 use uuid::Uuid;
 
 impl Catalog {
@@ -35,8 +35,8 @@ impl Catalog {
         rows::query(
             &self.conn(),
             &format!(
-                "{} WHERE v.account_id = ?1 AND (?2 IS NULL OR v.zone_id = ?2)
-                 AND (?3 IS NULL OR v.instance_id = ?3) ORDER BY v.created_at",
+                "{} WHERE v.account_id = ?1 AND (CAST(?2 AS TEXT) IS NULL OR v.zone_id = ?2)
+                 AND (CAST(?3 AS TEXT) IS NULL OR v.instance_id = ?3) ORDER BY v.created_at",
                 rows::VOLUME_SELECT
             ),
             params![
@@ -50,14 +50,18 @@ impl Catalog {
 
     /// Volumes by id (any account), in no particular order.
     pub fn list_volumes_by_id(&self, ids: &[Uuid]) -> Result<Vec<VolumeRow>> {
-        let ids: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let params: Vec<Value> = ids.iter().map(ToValue::to_value).collect();
         rows::query(
             &self.conn(),
             &format!(
-                "{} WHERE v.id IN (SELECT value FROM json_each(?1))",
-                rows::VOLUME_SELECT
+                "{} WHERE v.id IN ({})",
+                rows::VOLUME_SELECT,
+                placeholders(1, ids.len())
             ),
-            params![serde_json::to_string(&ids).unwrap_or_default()],
+            &params,
             rows::volume,
         )
     }
@@ -85,7 +89,7 @@ impl Catalog {
         rows::query(
             &self.conn(),
             &format!("{} ORDER BY v.created_at", rows::VOLUME_SELECT),
-            [],
+            params![],
             rows::volume,
         )
     }

@@ -3,13 +3,13 @@
 //! same names) or inside [`Catalog::admit`](crate::Catalog::admit), whose
 //! transaction also counts the account's usage against its plan.
 
+use crate::db::{params, Db};
 use crate::db_err;
 use crate::rows::{InstanceRow, Sql, VolumeRow};
 use reprise_core::model::*;
 use reprise_core::Result;
-use rusqlite::{params, Connection};
 
-pub fn insert_volume(conn: &Connection, v: &VolumeRow) -> Result<()> {
+pub fn insert_volume(conn: &dyn Db, v: &VolumeRow) -> Result<()> {
     conn.execute(
         "INSERT INTO volumes (id, account_id, name, zone_id, kind, state, size_bytes, path, instance_id, slot, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
@@ -19,7 +19,7 @@ pub fn insert_volume(conn: &Connection, v: &VolumeRow) -> Result<()> {
     Ok(())
 }
 
-pub fn insert_instance(conn: &Connection, i: &InstanceRow) -> Result<()> {
+pub fn insert_instance(conn: &dyn Db, i: &InstanceRow) -> Result<()> {
     conn.execute(
         "INSERT INTO instances (id, account_id, name, zone_id, state, cpus, memory_bytes, root_volume_id,
                                 kernel, initrd, append, accel, pid, last_error, created_at,
@@ -32,7 +32,7 @@ pub fn insert_instance(conn: &Connection, i: &InstanceRow) -> Result<()> {
     Ok(())
 }
 
-pub fn insert_point(conn: &Connection, p: &Point) -> Result<()> {
+pub fn insert_point(conn: &dyn Db, p: &Point) -> Result<()> {
     conn.execute(
         "INSERT INTO points (id, account_id, instance_id, name, description, parent_id, state, memory,
                              consistency, frozen_ms, volume_ids, error, created_at)
@@ -48,12 +48,12 @@ pub fn insert_point(conn: &Connection, p: &Point) -> Result<()> {
 /// Record a snapshot, unless a backup of its volume is running: the check
 /// and the insert are one statement, so two requests cannot both start
 /// one. Returns whether it was recorded.
-pub fn insert_snapshot(conn: &Connection, s: &Snapshot) -> Result<bool> {
+pub fn insert_snapshot(conn: &dyn Db, s: &Snapshot) -> Result<bool> {
     let n = conn
         .execute(
             "INSERT INTO snapshots (id, account_id, name, volume_id, volume_name, zone, state, size_bytes,
                                     consistency, base_id, created_at)
-             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, CAST(?8 AS BIGINT), ?9, ?10, ?11
              WHERE NOT EXISTS (SELECT 1 FROM snapshots WHERE volume_id = ?4 AND state = 'BackingUp')",
             params![s.id.sql(), s.account_id.sql(), s.name, s.volume_id.sql(), s.volume, s.zone,
                     s.state.as_str(), s.size_bytes as i64, s.consistency, s.base_id.sql(), s.created_at],
@@ -62,7 +62,7 @@ pub fn insert_snapshot(conn: &Connection, s: &Snapshot) -> Result<bool> {
     Ok(n == 1)
 }
 
-pub fn insert_job(conn: &Connection, job: &Job) -> Result<()> {
+pub fn insert_job(conn: &dyn Db, job: &Job) -> Result<()> {
     conn.execute(
         "INSERT INTO jobs (id, account_id, kind, target_kind, target_id, target_name, state,
                            progress_done, progress_total, error, created_at, started_at, finished_at)
@@ -74,12 +74,7 @@ pub fn insert_job(conn: &Connection, job: &Job) -> Result<()> {
 }
 
 /// Attach a volume to an instance at `slot`, only if it is still free.
-pub fn attach_volume(
-    conn: &Connection,
-    id: uuid::Uuid,
-    instance: uuid::Uuid,
-    slot: u32,
-) -> Result<()> {
+pub fn attach_volume(conn: &dyn Db, id: uuid::Uuid, instance: uuid::Uuid, slot: u32) -> Result<()> {
     let n = conn
         .execute(
             "UPDATE volumes SET instance_id = ?2, slot = ?3 WHERE id = ?1 AND instance_id IS NULL",
@@ -95,7 +90,7 @@ pub fn attach_volume(
     Ok(())
 }
 
-pub fn set_volume_size(conn: &Connection, id: uuid::Uuid, size: u64) -> Result<()> {
+pub fn set_volume_size(conn: &dyn Db, id: uuid::Uuid, size: u64) -> Result<()> {
     conn.execute(
         "UPDATE volumes SET size_bytes = ?2 WHERE id = ?1",
         params![id.sql(), size as i64],

@@ -1,11 +1,11 @@
 //! Zones: named places that hold volumes, shared by every account of the
 //! region; names unique in the region.
 
+use crate::db::{params, Db, DbExt, Optional};
 use crate::rows::{self, Sql};
 use crate::{db_err, now, Catalog};
 use reprise_core::model::*;
 use reprise_core::{Error, Result};
-use rusqlite::{params, OptionalExtension};
 use uuid::Uuid;
 
 impl Catalog {
@@ -30,7 +30,7 @@ impl Catalog {
         rows::query(
             &self.conn(),
             "SELECT id, name, storage_dir, created_at FROM zones ORDER BY created_at",
-            [],
+            params![],
             rows::zone,
         )
     }
@@ -40,7 +40,7 @@ impl Catalog {
         self.conn()
             .query_row(
                 "SELECT id, name, storage_dir, created_at FROM zones WHERE id = ?1 OR name = ?1",
-                [reference],
+                params![reference],
                 rows::zone,
             )
             .optional()

@@ -1,0 +1,379 @@
+//! The region's engine: PostgreSQL, shared by every daemon of a region.
+//!
+//! The `postgres` client runs its own small runtime and must not be
+//! called from inside the daemon's, so the connection lives on a thread
+//! of its own: each statement is sent there and its answer waited for, as
+//! SQLite's calls block the caller today. A lost connection is opened
+//! again at the next statement (a transaction it was in is gone; the
+//! caller sees `catalog_unavailable`).
+//!
+//! Transactions take one transaction-scoped advisory lock
+//! ([`TX_LOCK`]) before anything else: catalog transactions are
+//! serialised across every daemon of the region, as SQLite's `BEGIN
+//! IMMEDIATE` serialises them on one host, so a limit checked in a
+//! transaction holds when its write commits. They are short (a few
+//! statements); single statements outside them run concurrently.
+
+use crate::db::{Db, DbError, DbErrorKind, DbResult, Row, Value};
+use crate::migrations::{LATEST, POSTGRES as STEPS};
+use postgres::types::{to_sql_checked, IsNull, ToSql, Type};
+use postgres::{Client, NoTls, Statement};
+use reprise_core::{Error, Result};
+use std::collections::HashMap;
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// The advisory lock key every catalog transaction takes ("reprise").
+pub(crate) const TX_LOCK: i64 = 0x0072_6570_7269_7365;
+
+enum Op {
+    Execute(String, Vec<Value>),
+    Query(String, Vec<Value>),
+    Batch(String),
+}
+
+enum Reply {
+    Count(usize),
+    Rows(Vec<Row>),
+    Done,
+}
+
+type Request = (Op, mpsc::Sender<DbResult<Reply>>);
+
+pub(crate) struct Postgres {
+    requests: mpsc::Sender<Request>,
+}
+
+/// Where the catalog is, without the password, for messages.
+fn place(config: &postgres::Config) -> String {
+    let host = config
+        .get_hosts()
+        .first()
+        .map(|h| match h {
+            postgres::config::Host::Tcp(name) => name.clone(),
+            postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .unwrap_or_default();
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!(
+        "postgres://{host}:{port}/{}",
+        config.get_dbname().unwrap_or("")
+    )
+}
+
+fn err(e: postgres::Error) -> DbError {
+    let kind = if e.is_closed() {
+        DbErrorKind::Unavailable
+    } else {
+        match e.code() {
+            Some(c) if *c == postgres::error::SqlState::UNIQUE_VIOLATION => DbErrorKind::Unique,
+            Some(_) => DbErrorKind::Other,
+            // No SQL state: the connection or the server failed.
+            None => DbErrorKind::Unavailable,
+        }
+    };
+    // The client's own message is only "db error": say the server's.
+    let message = match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => e.to_string(),
+    };
+    DbError::caused_by(kind, e).with_message(message)
+}
+
+impl Postgres {
+    /// Connect to the catalog at `url` (`postgres://user:password@host:port/db`)
+    /// and migrate it.
+    pub(crate) fn connect(url: &str) -> Result<Postgres> {
+        let mut config: postgres::Config = url.parse().map_err(|e| {
+            Error::invalid(
+                "config_invalid",
+                format!("[catalog] url is not a PostgreSQL URL: {e}"),
+            )
+            .with_source(e)
+        })?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(5));
+        }
+        let where_ = place(&config);
+        let (requests, incoming) = mpsc::channel::<Request>();
+        let (ready, started) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("catalog-postgres".into())
+            .spawn(move || match config.connect(NoTls) {
+                Ok(client) => {
+                    let _ = ready.send(Ok(()));
+                    serve(config, client, incoming);
+                }
+                Err(e) => {
+                    let _ = ready.send(Err(e));
+                }
+            })
+            .map_err(|e| Error::internal(format!("catalog thread: {e}")).with_source(e))?;
+        started
+            .recv()
+            .map_err(|e| Error::internal(format!("catalog thread: {e}")).with_source(e))?
+            .map_err(|e| {
+                Error::unavailable(
+                    "catalog_unavailable",
+                    format!("cannot connect to the catalog at {where_}: {e}"),
+                )
+                .with_source(e)
+            })?;
+        let db = Postgres { requests };
+        migrate(&db).map_err(|e| {
+            Error::unavailable(
+                "catalog_unavailable",
+                format!("catalog at {where_}: migration: {e}"),
+            )
+            .with_source(e)
+        })?;
+        Ok(db)
+    }
+
+    fn ask(&self, op: Op) -> DbResult<Reply> {
+        let (reply, answer) = mpsc::channel();
+        self.requests
+            .send((op, reply))
+            .map_err(|_| DbError::new(DbErrorKind::Unavailable, "the catalog thread stopped"))?;
+        answer
+            .recv()
+            .map_err(|_| DbError::new(DbErrorKind::Unavailable, "the catalog thread stopped"))?
+    }
+}
+
+/// The connection's thread: one request at a time, in order.
+fn serve(config: postgres::Config, mut client: Client, requests: mpsc::Receiver<Request>) {
+    let mut prepared: HashMap<String, Statement> = HashMap::new();
+    for (op, reply) in requests {
+        if client.is_closed() {
+            match config.connect(NoTls) {
+                Ok(c) => {
+                    client = c;
+                    prepared.clear();
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(err(e)));
+                    continue;
+                }
+            }
+        }
+        let _ = reply.send(run(&mut client, &mut prepared, op));
+    }
+}
+
+fn run(client: &mut Client, prepared: &mut HashMap<String, Statement>, op: Op) -> DbResult<Reply> {
+    let (sql, params, query) = match op {
+        Op::Batch(sql) => return client.batch_execute(&sql).map(|_| Reply::Done).map_err(err),
+        Op::Execute(sql, params) => (sql, params, false),
+        Op::Query(sql, params) => (sql, params, true),
+    };
+    let statement = match prepared.get(&sql) {
+        Some(s) => s.clone(),
+        None => {
+            let s = client.prepare(&numbered(&sql)).map_err(err)?;
+            prepared.insert(sql, s.clone());
+            s
+        }
+    };
+    let params: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as _).collect();
+    if query {
+        let rows = client.query(&statement, &params).map_err(err)?;
+        rows.iter()
+            .map(|r| {
+                (0..r.len())
+                    .map(|i| value(r, i))
+                    .collect::<DbResult<Vec<_>>>()
+                    .map(Row)
+            })
+            .collect::<DbResult<Vec<Row>>>()
+            .map(Reply::Rows)
+    } else {
+        let n = client.execute(&statement, &params).map_err(err)?;
+        Ok(Reply::Count(n as usize))
+    }
+}
+
+/// `?1` → `$1`, outside quoted strings.
+fn numbered(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut quoted = false;
+    for c in sql.chars() {
+        match c {
+            '\'' => {
+                quoted = !quoted;
+                out.push(c);
+            }
+            '?' if !quoted => out.push('$'),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+fn value(row: &postgres::Row, i: usize) -> DbResult<Value> {
+    let ty = row.columns()[i].type_();
+    let decode = |e: postgres::Error| DbError::caused_by(DbErrorKind::Decode, e);
+    let v = if *ty == Type::BOOL {
+        row.try_get::<_, Option<bool>>(i)
+            .map_err(decode)?
+            .map(|b| Value::Int(i64::from(b)))
+    } else if *ty == Type::INT8 {
+        row.try_get::<_, Option<i64>>(i)
+            .map_err(decode)?
+            .map(Value::Int)
+    } else if *ty == Type::INT4 {
+        row.try_get::<_, Option<i32>>(i)
+            .map_err(decode)?
+            .map(|n| Value::Int(n.into()))
+    } else if *ty == Type::INT2 {
+        row.try_get::<_, Option<i16>>(i)
+            .map_err(decode)?
+            .map(|n| Value::Int(n.into()))
+    } else if *ty == Type::BYTEA {
+        row.try_get::<_, Option<Vec<u8>>>(i)
+            .map_err(decode)?
+            .map(Value::Blob)
+    } else if [Type::TEXT, Type::VARCHAR, Type::NAME, Type::BPCHAR].contains(ty) {
+        row.try_get::<_, Option<String>>(i)
+            .map_err(decode)?
+            .map(Value::Text)
+    } else {
+        return Err(DbError::new(
+            DbErrorKind::Decode,
+            format!("column {i} is a {ty}, a type the catalog does not read"),
+        ));
+    };
+    Ok(v.unwrap_or(Value::Null))
+}
+
+/// A value as the type the server expects for its parameter.
+impl ToSql for Value {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> std::result::Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match self {
+            Value::Null => Ok(IsNull::Yes),
+            Value::Int(n) if *ty == Type::INT8 => n.to_sql(ty, out),
+            Value::Int(n) if *ty == Type::INT4 => i32::try_from(*n)?.to_sql(ty, out),
+            Value::Int(n) if *ty == Type::INT2 => i16::try_from(*n)?.to_sql(ty, out),
+            Value::Int(n) if *ty == Type::BOOL => (*n != 0).to_sql(ty, out),
+            Value::Int(n) if *ty == Type::TEXT || *ty == Type::VARCHAR => {
+                n.to_string().to_sql(ty, out)
+            }
+            Value::Text(s) => s.as_str().to_sql(ty, out),
+            Value::Blob(b) => b.as_slice().to_sql(ty, out),
+            Value::Int(_) => Err(format!("an integer where the statement wants a {ty}").into()),
+        }
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+
+    to_sql_checked!();
+}
+
+impl Db for Postgres {
+    fn execute(&self, sql: &str, params: &[Value]) -> DbResult<usize> {
+        match self.ask(Op::Execute(sql.into(), params.to_vec()))? {
+            Reply::Count(n) => Ok(n),
+            _ => Err(DbError::new(DbErrorKind::Other, "unexpected reply")),
+        }
+    }
+
+    fn query(&self, sql: &str, params: &[Value]) -> DbResult<Vec<Row>> {
+        match self.ask(Op::Query(sql.into(), params.to_vec()))? {
+            Reply::Rows(rows) => Ok(rows),
+            _ => Err(DbError::new(DbErrorKind::Other, "unexpected reply")),
+        }
+    }
+
+    fn execute_batch(&self, sql: &str) -> DbResult<()> {
+        self.ask(Op::Batch(sql.into())).map(|_| ())
+    }
+
+    fn begin(&self) -> DbResult<()> {
+        self.execute_batch(&format!("BEGIN; SELECT pg_advisory_xact_lock({TX_LOCK})"))
+    }
+
+    fn commit(&self) -> DbResult<()> {
+        self.execute_batch("COMMIT")
+    }
+
+    fn rollback(&self) -> DbResult<()> {
+        self.execute_batch("ROLLBACK")
+    }
+
+    fn schema_version(&self) -> DbResult<u32> {
+        let rows = self.query("SELECT version FROM reprise_schema", &[])?;
+        let v: i64 = rows.first().map(|r| r.get(0)).transpose()?.unwrap_or(0);
+        Ok(v as u32)
+    }
+
+    fn engine(&self) -> &'static str {
+        "postgres"
+    }
+}
+
+/// Bring the schema to [`LATEST`], each step in a transaction under the
+/// catalog's lock: daemons starting together migrate once.
+fn migrate(db: &Postgres) -> DbResult<()> {
+    db.execute_batch("CREATE TABLE IF NOT EXISTS reprise_schema (version BIGINT NOT NULL)")?;
+    loop {
+        db.begin()?;
+        let step = (|| {
+            let current = db.schema_version()?;
+            if current > LATEST {
+                return Err(DbError::new(
+                    DbErrorKind::Other,
+                    format!(
+                        "the catalog has schema version {current}, newer than this reprise \
+                         ({LATEST}): run a newer reprise"
+                    ),
+                ));
+            }
+            if current == LATEST {
+                return Ok(false);
+            }
+            // A new catalog starts at the first step with tables in it.
+            let next = STEPS
+                .iter()
+                .enumerate()
+                .skip(current as usize)
+                .find(|(_, s)| !s.trim().is_empty())
+                .map(|(i, _)| i as u32 + 1)
+                .unwrap_or(LATEST);
+            db.execute_batch(STEPS[next as usize - 1])?;
+            db.execute("DELETE FROM reprise_schema", &[])?;
+            db.execute(
+                "INSERT INTO reprise_schema (version) VALUES (?1)",
+                &[Value::Int(next.into())],
+            )?;
+            Ok(true)
+        })();
+        match step {
+            Ok(true) => db.commit()?,
+            Ok(false) => {
+                db.commit()?;
+                return Ok(());
+            }
+            Err(e) => {
+                let _ = db.rollback();
+                return Err(e);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn parameters_are_numbered_outside_quotes() {
+        assert_eq!(
+            super::numbered("SELECT '?1', x FROM t WHERE a = ?1 AND b = ?12"),
+            "SELECT '?1', x FROM t WHERE a = $1 AND b = $12"
+        );
+    }
+}
