@@ -19,3 +19,5 @@ source target/s3/env
 # shellcheck source=/dev/null
 source target/pg/env
 cargo test --workspace --locked "$@"
+# The API and CLI tests again, each daemon's catalog in PostgreSQL.
+REPRISE_TEST_CATALOG=postgres cargo test -p reprise --locked --test api --test cli "$@"

@@ -7,12 +7,18 @@
 //! again at the next statement (a transaction it was in is gone; the
 //! caller sees `catalog_unavailable`).
 //!
-//! Transactions take one transaction-scoped advisory lock
-//! ([`TX_LOCK`]) before anything else: catalog transactions are
-//! serialised across every daemon of the region, as SQLite's `BEGIN
-//! IMMEDIATE` serialises them on one host, so a limit checked in a
-//! transaction holds when its write commits. They are short (a few
-//! statements); single statements outside them run concurrently.
+//! Advisory locks, keyed by the catalog's schema (so catalogs in several
+//! schemas of one database, as the tests make, do not meet):
+//! - every transaction takes [`TX_LOCK`] before anything else: catalog
+//!   transactions are serialised across every daemon, as SQLite's `BEGIN
+//!   IMMEDIATE` serialises them on one host, so a limit checked in a
+//!   transaction holds when its write commits. They are short (a few
+//!   statements); single statements outside them run concurrently.
+//! - the daemon holds [`SOLE_DAEMON`] for as long as its connection lives:
+//!   until the region's hosts share work safely (garbage collection
+//!   assumes one daemon), a second daemon on the same catalog is refused
+//!   at start, and after a reconnection the catalog answers only if the
+//!   lock is taken again.
 
 use crate::db::{Db, DbError, DbErrorKind, DbResult, Row, Value};
 use crate::migrations::{LATEST, POSTGRES as STEPS};
@@ -23,8 +29,10 @@ use std::collections::HashMap;
 use std::sync::mpsc;
 use std::time::Duration;
 
-/// The advisory lock key every catalog transaction takes ("reprise").
-pub(crate) const TX_LOCK: i64 = 0x0072_6570_7269_7365;
+/// The (class, key) of the lock every transaction takes.
+const TX_LOCK: &str = "1, hashtext(current_schema())";
+/// The (class, key) of the lock the one daemon of a catalog holds.
+const SOLE_DAEMON: &str = "2, hashtext(current_schema())";
 
 enum Op {
     Execute(String, Vec<Value>),
@@ -67,6 +75,8 @@ fn err(e: postgres::Error) -> DbError {
     } else {
         match e.code() {
             Some(c) if *c == postgres::error::SqlState::UNIQUE_VIOLATION => DbErrorKind::Unique,
+            // Connection exceptions, an operator's shutdown, no resources.
+            Some(c) if ["08", "53", "57"].contains(&&c.code()[..2]) => DbErrorKind::Unavailable,
             Some(_) => DbErrorKind::Other,
             // No SQL state: the connection or the server failed.
             None => DbErrorKind::Unavailable,
@@ -94,12 +104,15 @@ impl Postgres {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(5));
         }
+        if config.get_application_name().is_none() {
+            config.application_name("reprise");
+        }
         let where_ = place(&config);
         let (requests, incoming) = mpsc::channel::<Request>();
         let (ready, started) = mpsc::channel();
         std::thread::Builder::new()
             .name("catalog-postgres".into())
-            .spawn(move || match config.connect(NoTls) {
+            .spawn(move || match claimed(&config) {
                 Ok(client) => {
                     let _ = ready.send(Ok(()));
                     serve(config, client, incoming);
@@ -112,12 +125,19 @@ impl Postgres {
         started
             .recv()
             .map_err(|e| Error::internal(format!("catalog thread: {e}")).with_source(e))?
-            .map_err(|e| {
-                Error::unavailable(
+            .map_err(|e| match e.kind {
+                DbErrorKind::Unique => Error::conflict(
+                    "catalog_in_use",
+                    format!(
+                        "another reprise daemon serves the catalog at {where_}: stop it first \
+                         (a region's hosts cannot share one catalog yet)"
+                    ),
+                ),
+                _ => Error::unavailable(
                     "catalog_unavailable",
                     format!("cannot connect to the catalog at {where_}: {e}"),
                 )
-                .with_source(e)
+                .with_source(e),
             })?;
         let db = Postgres { requests };
         migrate(&db).map_err(|e| {
@@ -141,23 +161,48 @@ impl Postgres {
     }
 }
 
+/// A connection holding the catalog's [`SOLE_DAEMON`] lock; a lock held
+/// by another daemon is reported as [`DbErrorKind::Unique`].
+fn claimed(config: &postgres::Config) -> DbResult<Client> {
+    let mut client = config.connect(NoTls).map_err(err)?;
+    let row = client
+        .query_one(&format!("SELECT pg_try_advisory_lock({SOLE_DAEMON})"), &[])
+        .map_err(err)?;
+    if row.get::<_, bool>(0) {
+        Ok(client)
+    } else {
+        Err(DbError::new(
+            DbErrorKind::Unique,
+            "another daemon holds the catalog",
+        ))
+    }
+}
+
 /// The connection's thread: one request at a time, in order.
 fn serve(config: postgres::Config, mut client: Client, requests: mpsc::Receiver<Request>) {
     let mut prepared: HashMap<String, Statement> = HashMap::new();
+    // After a failure of the connection itself, the next request opens a
+    // new one (the client does not always notice a cut socket).
+    let mut broken = false;
     for (op, reply) in requests {
-        if client.is_closed() {
-            match config.connect(NoTls) {
+        if broken || client.is_closed() {
+            match claimed(&config) {
                 Ok(c) => {
                     client = c;
                     prepared.clear();
                 }
-                Err(e) => {
-                    let _ = reply.send(Err(err(e)));
+                Err(mut e) => {
+                    if e.kind == DbErrorKind::Unique {
+                        e.kind = DbErrorKind::Unavailable;
+                    }
+                    let _ = reply.send(Err(e));
                     continue;
                 }
             }
         }
-        let _ = reply.send(run(&mut client, &mut prepared, op));
+        let outcome = run(&mut client, &mut prepared, op);
+        broken = matches!(&outcome, Err(e) if e.kind == DbErrorKind::Unavailable);
+        let _ = reply.send(outcome);
     }
 }
 

@@ -31,7 +31,8 @@ pub fn fresh_postgres_url(url: &str) -> String {
         .batch_execute(&format!("CREATE SCHEMA {schema}"))
         .expect("create a schema");
     let separator = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{separator}options=-c%20search_path%3D{schema}")
+    // Its connections carry the schema's name, for tests that cut them.
+    format!("{url}{separator}options=-c%20search_path%3D{schema}&application_name={schema}")
 }
 
 /// One empty catalog per engine, named.

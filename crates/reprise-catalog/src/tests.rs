@@ -448,3 +448,70 @@ fn one_backup_per_volume_references_and_bases() {
         assert!(c.list_snapshots(None).unwrap().is_empty());
     }
 }
+
+#[test]
+fn a_postgres_catalog_serves_one_daemon_at_a_time() {
+    let Some(url) = testing::postgres_url() else {
+        return;
+    };
+    let url = testing::fresh_postgres_url(&url);
+    let first = Catalog::connect(&url).unwrap();
+    assert_eq!(first.engine(), "postgres");
+    first.create_account("a", false).unwrap();
+    let refused = Catalog::connect(&url).err().expect("a second daemon");
+    assert_eq!(refused.code, "catalog_in_use", "{}", refused.message);
+    assert!(!refused.message.contains('@'), "{}", refused.message);
+    drop(first);
+    // The lock goes with the first connection, once the server sees it closed.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let again = loop {
+        match Catalog::connect(&url) {
+            Ok(c) => break c,
+            Err(e) if e.code == "catalog_in_use" && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(100))
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(again.schema_version().unwrap(), migrations::LATEST);
+    assert_eq!(again.list_accounts().unwrap().len(), 1, "kept");
+}
+
+#[test]
+fn both_engines_number_their_migrations_alike() {
+    assert_eq!(migrations::SQLITE.len(), migrations::POSTGRES.len());
+}
+
+/// The server cuts the daemon's connection: the statement in flight fails
+/// as unavailable and changes nothing; the next one connects again.
+#[test]
+fn a_lost_postgres_connection_fails_one_statement_then_reconnects() {
+    let Some(server) = testing::postgres_url() else {
+        return;
+    };
+    let url = testing::fresh_postgres_url(&server);
+    let c = Catalog::connect(&url).unwrap();
+    c.create_account("a", false).unwrap();
+    let name = url.rsplit("application_name=").next().unwrap().to_string();
+    let mut admin = ::postgres::Client::connect(&server, ::postgres::NoTls).unwrap();
+    let cut = admin
+        .query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+            &[&name],
+        )
+        .unwrap();
+    assert_eq!(cut.len(), 1, "the catalog's one connection");
+    let e = c.create_account("b", false).unwrap_err();
+    assert_eq!(e.code, "catalog_unavailable", "{}", e.message);
+    let names: Vec<String> = c
+        .list_accounts()
+        .unwrap()
+        .into_iter()
+        .map(|a| a.name)
+        .collect();
+    assert_eq!(
+        names,
+        ["a"],
+        "reconnected, and the failed write left nothing"
+    );
+}

@@ -15,6 +15,9 @@
 //! default_plan = "vps"        # the plan of new accounts (none: unlimited)
 //! # metrics_listen = "127.0.0.1:9480"  # /metrics without a key, here only
 //!
+//! [catalog]                   # what reprise knows; none: DATA_DIR/catalog.db (SQLite)
+//! # url = "postgres://reprise:secret@db.example:5432/reprise"   # PostgreSQL
+//!
 //! [qemu]
 //! system = "qemu-system-x86_64"
 //! img = "qemu-img"
@@ -88,6 +91,7 @@ pub struct Config {
     pub uploads: UploadConfig,
     pub images: ImageConfig,
     pub gc: GcConfig,
+    pub catalog: CatalogConfig,
     /// Plans, applied to the catalog at every start (the config wins over
     /// a plan of the same name changed through the API).
     pub plans: std::collections::BTreeMap<String, PlanLimits>,
@@ -141,6 +145,27 @@ pub struct GcConfig {
 impl Default for GcConfig {
     fn default() -> Self {
         GcConfig { delay_ms: 2000 }
+    }
+}
+
+/// Where the catalog is: SQLite in the data directory (the embedded
+/// default) or a PostgreSQL database (a region's, see docs/region.md).
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CatalogConfig {
+    /// `postgres://user:password@host:port/database`.
+    pub url: Option<String>,
+}
+
+impl std::fmt::Debug for CatalogConfig {
+    // The URL may hold a password: never in a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let engine = if self.url.is_some() {
+            "postgres"
+        } else {
+            "sqlite"
+        };
+        write!(f, "CatalogConfig({engine})")
     }
 }
 
@@ -245,6 +270,7 @@ impl Default for Config {
             uploads: UploadConfig::default(),
             images: ImageConfig::default(),
             gc: GcConfig::default(),
+            catalog: CatalogConfig::default(),
             plans: Default::default(),
         }
     }

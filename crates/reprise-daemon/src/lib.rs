@@ -228,7 +228,10 @@ pub async fn start_with_seams(config: Config, seams: Seams) -> Result<Server> {
         io_err(format!("cannot restrict {}", config.data_dir.display())),
     )?;
     let lock = lock_data_dir(&config)?;
-    let catalog = Catalog::open(&config.catalog_path())?;
+    let catalog = match &config.catalog.url {
+        Some(url) => Catalog::connect(url)?,
+        None => Catalog::open(&config.catalog_path())?,
+    };
     apply_plans(&config, &catalog)?;
     ensure_admin(&config, &catalog)?;
     let spec = region_spec(&config)?;

@@ -69,6 +69,9 @@ impl TestDaemon {
             ..Config::default()
         };
         adjust(&mut config);
+        if config.catalog.url.is_none() {
+            config.catalog.url = test_catalog_url();
+        }
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -562,6 +565,21 @@ pub fn qcow2_tags(path: &str) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// With `REPRISE_TEST_CATALOG=postgres`, every [`TestDaemon`] keeps its
+/// catalog in a fresh schema of the test PostgreSQL (so the same tests run
+/// on both engines); otherwise SQLite in its data directory.
+pub fn test_catalog_url() -> Option<String> {
+    match std::env::var("REPRISE_TEST_CATALOG").as_deref() {
+        Ok("postgres") => {
+            let url = reprise_catalog::testing::postgres_url()
+                .expect("REPRISE_TEST_CATALOG=postgres needs REPRISE_TEST_POSTGRES");
+            Some(reprise_catalog::testing::fresh_postgres_url(&url))
+        }
+        Ok("sqlite") | Err(_) => None,
+        Ok(other) => panic!("REPRISE_TEST_CATALOG={other}: sqlite or postgres"),
+    }
 }
 
 /// Seams that pause a backup `ms` after each chunk it reads.

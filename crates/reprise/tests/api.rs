@@ -43,11 +43,14 @@ fn admin_key_is_written_for_its_owner_only() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o600);
-    // The catalog holds no key in clear.
-    let db = std::fs::read(d.config.catalog_path()).unwrap();
-    assert!(!db
-        .windows(d.admin_key.len())
-        .any(|w| w == d.admin_key.as_bytes()));
+    // The catalog holds no key in clear (on PostgreSQL, the catalog's own
+    // tests read the stored hashes).
+    if d.config.catalog.url.is_none() {
+        let db = std::fs::read(d.config.catalog_path()).unwrap();
+        assert!(!db
+            .windows(d.admin_key.len())
+            .any(|w| w == d.admin_key.as_bytes()));
+    }
 }
 
 #[test]
