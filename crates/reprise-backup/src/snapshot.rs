@@ -16,6 +16,14 @@
 //!
 //! A failure at step 3 removes what step 3 wrote; the caller undoes its
 //! own record (it knows what it wrote).
+//!
+//! Durability, the commit order: every chunk, then the index, then the
+//! manifest is durable when its `put` returns (the store's contract); the
+//! caller marks the snapshot `BackedUp` in the catalog (a durable commit:
+//! SQLite `synchronous=FULL`, or PostgreSQL) only after this returns. A
+//! power cut at any point leaves either a snapshot not yet `BackedUp`
+//! (settled as failed at the next start, its objects collected) or one
+//! whose every object is on disk.
 
 use crate::backup::{backup, commit, remove, Base};
 use crate::{Refs, Region};

@@ -296,6 +296,9 @@ pub trait Db {
     fn schema_version(&self) -> DbResult<u32>;
     /// Which engine: `sqlite` or `postgres`.
     fn engine(&self) -> &'static str;
+    /// Let the catalog go (PostgreSQL: close the connection, and with it
+    /// the daemon's lock); later statements fail as unavailable.
+    fn close(&self) {}
 }
 
 /// What every connection offers on top of [`Db`].
@@ -382,6 +385,9 @@ macro_rules! delegate {
         }
         fn engine(&self) -> &'static str {
             self.$via().engine()
+        }
+        fn close(&self) {
+            self.$via().close()
         }
     };
 }

@@ -125,6 +125,11 @@ impl Catalog {
             .map_err(db_err("schema version"))
     }
 
+    /// Stop using the catalog: a daemon stopping lets another take it.
+    pub fn close(&self) {
+        self.conn().close()
+    }
+
     /// Which engine holds the catalog: `sqlite` or `postgres`.
     pub fn engine(&self) -> &'static str {
         self.conn().engine()

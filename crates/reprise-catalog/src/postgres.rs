@@ -38,6 +38,8 @@ enum Op {
     Execute(String, Vec<Value>),
     Query(String, Vec<Value>),
     Batch(String),
+    /// Close the connection and end the thread.
+    Close,
 }
 
 enum Reply {
@@ -112,7 +114,7 @@ impl Postgres {
         let (ready, started) = mpsc::channel();
         std::thread::Builder::new()
             .name("catalog-postgres".into())
-            .spawn(move || match claimed(&config) {
+            .spawn(move || match claimed_within(&config, CLAIM_WAIT) {
                 Ok(client) => {
                     let _ = ready.send(Ok(()));
                     serve(config, client, incoming);
@@ -178,6 +180,22 @@ fn claimed(config: &postgres::Config) -> DbResult<Client> {
     }
 }
 
+/// How long a starting daemon waits for the catalog's previous daemon to
+/// let go (its server process exits just after its connection closes).
+const CLAIM_WAIT: Duration = Duration::from_secs(3);
+
+fn claimed_within(config: &postgres::Config, wait: Duration) -> DbResult<Client> {
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        match claimed(config) {
+            Err(e) if e.kind == DbErrorKind::Unique && std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(100))
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
 /// The connection's thread: one request at a time, in order.
 fn serve(config: postgres::Config, mut client: Client, requests: mpsc::Receiver<Request>) {
     let mut prepared: HashMap<String, Statement> = HashMap::new();
@@ -185,6 +203,11 @@ fn serve(config: postgres::Config, mut client: Client, requests: mpsc::Receiver<
     // new one (the client does not always notice a cut socket).
     let mut broken = false;
     for (op, reply) in requests {
+        if matches!(op, Op::Close) {
+            drop(client);
+            let _ = reply.send(Ok(Reply::Done));
+            return;
+        }
         if broken || client.is_closed() {
             match claimed(&config) {
                 Ok(c) => {
@@ -211,6 +234,7 @@ fn run(client: &mut Client, prepared: &mut HashMap<String, Statement>, op: Op) -
         Op::Batch(sql) => return client.batch_execute(&sql).map(|_| Reply::Done).map_err(err),
         Op::Execute(sql, params) => (sql, params, false),
         Op::Query(sql, params) => (sql, params, true),
+        Op::Close => return Ok(Reply::Done),
     };
     let statement = match prepared.get(&sql) {
         Some(s) => s.clone(),
@@ -359,6 +383,12 @@ impl Db for Postgres {
 
     fn engine(&self) -> &'static str {
         "postgres"
+    }
+
+    fn close(&self) {
+        // Waits for the thread's answer: the connection is closed (and the
+        // lock released) when this returns.
+        let _ = self.ask(Op::Close);
     }
 }
 

@@ -81,7 +81,9 @@ impl Sqlite {
             .map_err(open_err("journal_mode"))?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(open_err("foreign_keys"))?;
-        conn.pragma_update(None, "synchronous", "NORMAL")
+        // FULL: a commit is on disk when it returns (NORMAL may lose the
+        // last commits at a power cut, and a state the user saw with them).
+        conn.pragma_update(None, "synchronous", "FULL")
             .map_err(open_err("synchronous"))?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(open_err("busy_timeout"))?;

@@ -26,7 +26,13 @@ use uuid::Uuid;
 pub struct JobCtx {
     pub app: Arc<App>,
     pub id: Uuid,
+    /// When progress was last written (see [`JobCtx::progress`]).
+    progress_written: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
 }
+
+/// Progress is written at most this often (the first and the last
+/// always): each write is a durable commit.
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
 
 impl JobCtx {
     pub fn log(&self, message: impl AsRef<str>) {
@@ -37,6 +43,17 @@ impl JobCtx {
     }
 
     pub fn progress(&self, done: u64, total: u64) {
+        {
+            let mut last = self
+                .progress_written
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let due = last.is_none_or(|t| t.elapsed() >= PROGRESS_EVERY);
+            if !due && done < total {
+                return;
+            }
+            *last = Some(std::time::Instant::now());
+        }
         if let Err(e) = self.app.catalog.job_progress(self.id, done, total) {
             tracing::warn!(job = %self.id, "cannot record progress: {e}");
         }
@@ -148,6 +165,7 @@ where
     let ctx = JobCtx {
         app: app.clone(),
         id: job.id,
+        progress_written: Default::default(),
     };
     let kind = job.kind.clone();
     tokio::spawn(async move {

@@ -58,6 +58,9 @@ impl Server {
             task.abort();
             let _ = task.await;
         }
+        // Jobs still running lose the catalog; a daemon started next on it
+        // (a restart) finds it free.
+        self.app.catalog.close();
     }
 }
 
@@ -114,7 +117,8 @@ pub(crate) fn write_private(path: &std::path::Path, secret: &str) -> Result<()> 
     writeln!(f, "{secret}")
         .and_then(|_| f.sync_all())
         .map_err(io_err(format!("cannot write {}", tmp.display())))?;
-    std::fs::rename(&tmp, path).map_err(io_err(format!("cannot write {}", path.display())))
+    std::fs::rename(&tmp, path).map_err(io_err(format!("cannot write {}", path.display())))?;
+    reprise_qemu::img::sync_file_and_dir(path)
 }
 
 /// Create the admin account at first start and write its key, readable by

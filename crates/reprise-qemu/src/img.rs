@@ -129,8 +129,8 @@ impl Binaries {
             os_args!["create", "-q", "-f", "qcow2", "-o", &cluster, path, &size],
             "qemu_img_failed",
         )
-        .await
-        .map(|_| ())
+        .await?;
+        durable(path).await
     }
 
     /// `qemu-img info`; `-U` lets it read a file a running QEMU holds.
@@ -158,8 +158,8 @@ impl Binaries {
             os_args!["resize", "-q", "-f", "qcow2", path, &size],
             "qemu_img_failed",
         )
-        .await
-        .map(|_| ())
+        .await?;
+        durable(path).await
     }
 
     /// `qemu-img snapshot -c|-a|-d TAG` on a qcow2 no QEMU holds: create,
@@ -175,8 +175,8 @@ impl Binaries {
             os_args!["snapshot", "-q", flag, tag, path],
             "qemu_img_failed",
         )
-        .await
-        .map(|_| ())
+        .await?;
+        durable(path).await
     }
 
     /// The internal snapshot tags of a qcow2 (readable while QEMU runs it).
@@ -194,7 +194,39 @@ impl Binaries {
             os_args!["convert", "-q", "-f", format, "-O", "qcow2", "-o", &cluster, src, dst],
             "qemu_img_failed",
         )
-        .await
-        .map(|_| ())
+        .await?;
+        durable(dst).await
     }
+}
+
+/// Make a file qemu-img wrote, and its directory entry, durable: fsync the
+/// file (qemu-img's default cache mode for `convert` never flushes) and
+/// the directory that names it. Every `qemu-img` call here that writes
+/// returns only once its output would survive a power cut, so a state
+/// that says a volume is whole is written after the volume is.
+pub async fn durable(path: &Path) -> Result<()> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || sync_file_and_dir(&path))
+        .await
+        .map_err(|e| Error::internal(format!("fsync: {e}")).with_source(e))?
+}
+
+/// [`durable`], blocking.
+pub fn sync_file_and_dir(path: &Path) -> Result<()> {
+    let io = |what: &Path| {
+        let what = what.display().to_string();
+        move |e: std::io::Error| {
+            Error::unavailable("io_error", format!("cannot sync {what}: {e}")).with_source(e)
+        }
+    };
+    std::fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(io(path))?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(dir))
 }

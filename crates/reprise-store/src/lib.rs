@@ -5,7 +5,9 @@
 //! Contract (what the engine relies on, and what [`conformance`] checks
 //! against every backend):
 //! - `put` is atomic: a reader sees the whole new object or the old one,
-//!   never a part.
+//!   never a part. It is durable when it returns: the local directory
+//!   fsyncs the file and the directories it changed before the rename
+//!   that publishes it; an S3 server answers only once it has stored it.
 //! - `put_if_absent` writes only when nothing is at the key and says
 //!   whether it wrote: a present chunk costs no upload. Where the store
 //!   creates atomically ([`Store::creates_atomically`]) two writers never
@@ -83,8 +85,11 @@ impl Store {
             )
             .with_source(e)
         })?;
+        // Every write is durable when it returns: the file and each
+        // directory it changed are fsynced before the rename publishes it.
         let fs = LocalFileSystem::new_with_prefix(dir)
-            .map_err(|e| self::map_err(&dir.display().to_string(), e))?;
+            .map_err(|e| self::map_err(&dir.display().to_string(), e))?
+            .with_fsync(true);
         Ok(Store::from_object_store(
             Arc::new(fs),
             format!("directory {}", dir.display()),

@@ -190,11 +190,14 @@ pub fn revert(app: &Arc<App>, account: &Account, volume: &str, req: RevertVolume
         };
         let next = revert_path(&v.path);
         let built = build(&app2, s.id, &next, |done, total| ctx.progress(done, total)).await;
+        // `build` returns with `next` durable; the rename is made durable
+        // too before the volume is Ready again.
         let swapped = built.and_then(|()| {
             std::fs::rename(&next, &v.path).map_err(|e| {
                 Error::unavailable("io_error", format!("cannot replace {}: {e}", v.path))
                     .with_source(e)
-            })
+            })?;
+            reprise_qemu::img::sync_file_and_dir(Path::new(&v.path))
         });
         let _ = std::fs::remove_file(&next);
         super::volumes::settle(&app2, v.id, &volume::REVERTED)?;
