@@ -80,6 +80,15 @@ pub fn live_pid(app: &App, id: Uuid) -> Option<u32> {
     process::find(&app.run_paths(id).pidfile(), id)
 }
 
+/// Whether an instance's QEMU runs. Under the instance's lock this is
+/// what decides between QMP and `qemu-img` on its disks — never the
+/// recorded state, which a start or stop request changes (Starting,
+/// Stopping) before its job takes the lock: a point queued before a stop
+/// still meets a live QEMU, and must not open its disks with qemu-img.
+pub fn is_live(app: &App, id: Uuid) -> bool {
+    live_pid(app, id).is_some()
+}
+
 pub async fn qmp(app: &App, id: Uuid) -> Result<Qmp> {
     Qmp::connect(&app.run_paths(id).qmp(), Duration::from_secs(5)).await
 }

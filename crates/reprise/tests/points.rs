@@ -535,3 +535,60 @@ fn plans_locks_and_the_snapshot_switch() {
         .unwrap_err();
     assert_eq!(e.code, "point_not_found");
 }
+
+/// A stop requested while a point waits for the instance: the point runs
+/// first (it was asked first) against the live QEMU, not with qemu-img on
+/// disks QEMU still holds, and the stop follows.
+#[test]
+fn a_point_queued_before_a_stop_snapshots_the_live_instance() {
+    let d = TestDaemon::start_seamed(hold_frozen(2000), |_| {});
+    let c = d.admin();
+    let vm = booted(&d, "queued");
+    let first = c
+        .start_job("/api/v1/instances/queued/points", &json!({"name": "first"}))
+        .unwrap();
+    let second = c
+        .start_job(
+            "/api/v1/instances/queued/points",
+            &json!({"name": "second"}),
+        )
+        .unwrap();
+    // The stop is recorded at once (Stopping) and waits for both points.
+    let stop = c
+        .start_job("/api/v1/instances/queued/stop", &json!({"force": true}))
+        .unwrap();
+    assert_eq!(instance(&c, "queued").state, InstanceState::Stopping);
+    for job in [&first, &second, &stop] {
+        let done = c
+            .wait_job(&job.id.to_string(), Duration::from_secs(120), |_| {})
+            .unwrap_or_else(|e| panic!("{}: {e:?}", job.kind));
+        assert_eq!(done.state, JobState::Succeeded, "{}", job.kind);
+    }
+    for job in [&first, &second] {
+        let log: Vec<String> = c
+            .job(&job.id.to_string())
+            .unwrap()
+            .log
+            .into_iter()
+            .map(|l| l.message)
+            .collect();
+        assert!(
+            log.iter().any(|m| m.contains("reports the guest frozen")),
+            "cut in the live guest: {log:?}"
+        );
+        assert!(
+            !log.iter().any(|m| m.contains("with qemu-img")),
+            "not with qemu-img under a live QEMU: {log:?}"
+        );
+    }
+    let taken = points(&c, "queued");
+    assert_eq!(taken.len(), 2);
+    for p in &taken {
+        assert_eq!(p.state, PointState::Ready, "{}: {:?}", p.name, p.error);
+    }
+    assert_eq!(instance(&c, "queued").state, InstanceState::Stopped);
+    let data: Volume = c.get("/api/v1/volumes/queued-data").unwrap();
+    let tags = qcow2_tags(&data.path);
+    assert_eq!(tags.len(), 2, "both points in the data disk: {tags:?}");
+    let _ = vm;
+}

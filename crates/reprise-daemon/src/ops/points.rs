@@ -51,8 +51,10 @@ fn volume_paths(app: &App, ids: &[Uuid]) -> Result<Vec<PathBuf>> {
         .collect())
 }
 
+/// Whether its QEMU runs: the process decides, not the recorded state
+/// (see [`vm::is_live`]).
 fn is_running(app: &App, inst: &InstanceRow) -> bool {
-    inst.state == InstanceState::Running && vm::live_pid(app, inst.id).is_some()
+    vm::is_live(app, inst.id)
 }
 
 fn settled(inst: &InstanceRow) -> Result<()> {

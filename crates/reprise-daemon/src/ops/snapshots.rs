@@ -48,7 +48,7 @@ fn holder(app: &App, v: &VolumeRow) -> Result<Option<(reprise_catalog::InstanceR
         return Ok(None);
     };
     let inst = app.catalog.instance_by_id(id)?;
-    let running = inst.state == InstanceState::Running && vm::live_pid(app, inst.id).is_some();
+    let running = vm::is_live(app, inst.id);
     Ok(Some((inst, running)))
 }
 

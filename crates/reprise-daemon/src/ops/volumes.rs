@@ -180,7 +180,7 @@ pub async fn resize(app: &App, account: &Account, reference: &str, size: &str) -
     let resized = async {
         super::snapshots::drop_base_for_resize(app, &v).await?;
         match &attached {
-            Some((inst, _)) if inst.state == InstanceState::Running => {
+            Some((inst, _)) if vm::is_live(app, inst.id) => {
                 vm::hot_resize(app, inst.id, v.id, new_size).await
             }
             _ => {
@@ -316,7 +316,7 @@ pub async fn attach(
                 ),
             )
         })?;
-    if inst.state == InstanceState::Running {
+    if vm::is_live(app, inst.id) {
         vm::hot_attach(app, inst.id, v.id, v.path.as_ref(), slot).await?;
     }
     app.catalog.attach_volume(v.id, inst.id, slot)?;
@@ -345,7 +345,7 @@ pub async fn detach(app: &App, account: &Account, reference: &str) -> Result<Vol
     }
     refuse_busy(&inst)?;
     super::guards::refuse_if_points(app, &inst, &format!("detaching volume '{}'", v.name))?;
-    if inst.state == InstanceState::Running {
+    if vm::is_live(app, inst.id) {
         vm::hot_detach(app, inst.id, v.id).await?;
     }
     app.catalog.detach_volume(v.id)?;
