@@ -592,3 +592,180 @@ fn a_point_queued_before_a_stop_snapshots_the_live_instance() {
     assert_eq!(tags.len(), 2, "both points in the data disk: {tags:?}");
     let _ = vm;
 }
+
+/// The raw content of a stopped disk, hashed.
+fn disk_sha(path: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("d.raw");
+    let ok = std::process::Command::new("qemu-img")
+        .args(["convert", "-f", "qcow2", "-O", "raw", path])
+        .arg(&raw)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "qemu-img convert {path}");
+    let out = std::process::Command::new("sha256sum")
+        .arg(&raw)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+fn point_disks(c: &Client, p: &Point) -> Vec<String> {
+    p.volume_ids
+        .iter()
+        .map(|id| {
+            c.get::<Volume>(&format!("/api/v1/volumes/{id}"))
+                .unwrap()
+                .path
+        })
+        .collect()
+}
+
+/// A guest written after a disk-only point, stopped: the point, its disks
+/// and their content now.
+fn stopped_after_a_point(d: &TestDaemon, name: &str) -> (Point, Vec<String>, Vec<String>) {
+    let c = d.admin();
+    let disks = [format!("{name}-data"), format!("{name}-more")];
+    for disk in &disks {
+        let _: Volume = c
+            .post("/api/v1/volumes", &json!({"name": disk, "size": "64M"}))
+            .unwrap();
+    }
+    let names: Vec<&str> = disks.iter().map(String::as_str).collect();
+    run_job(
+        &c,
+        "/api/v1/instances",
+        &d.guest_instance_for(&c, name, &names),
+    );
+    let vm = instance(&c, name);
+    d.wait_agent(&vm);
+    let p = take(&c, name, json!({"name": "before"}));
+    assert_eq!(p.state, PointState::Ready, "{:?}", p.error);
+    let (code, _) = d.guest_sh(&vm, "echo after > /mnt/data/after.txt && sync");
+    assert_eq!(code, 0);
+    run_job(
+        &c,
+        &format!("/api/v1/instances/{name}/stop"),
+        &json!({"force": true}),
+    );
+    let disks = point_disks(&c, &p);
+    assert_eq!(disks.len(), 2, "two data disks");
+    let now = disks.iter().map(|p| disk_sha(p)).collect();
+    (p, disks, now)
+}
+
+fn undo_tags(disks: &[String]) -> Vec<String> {
+    disks
+        .iter()
+        .flat_map(|d| qcow2_tags(d))
+        .filter(|t| t.starts_with("reprise-undo-"))
+        .collect()
+}
+
+/// A disk-only revert that cannot move one disk moves none: the disk that
+/// had moved is put back, the instance stays stopped and says why.
+#[test]
+fn a_revert_that_fails_on_one_disk_leaves_every_disk_as_it_was() {
+    let d = TestDaemon::start();
+    let c = d.admin();
+    let (p, disks, before) = stopped_after_a_point(&d, "pair");
+    // The point's snapshot is gone from the last disk (damage).
+    let tag = format!("reprise-{}", p.id);
+    let ok = std::process::Command::new("qemu-img")
+        .args(["snapshot", "-d", &tag, disks.last().unwrap()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let job = c
+        .start_job(
+            &format!("/api/v1/instances/pair/points/{}/revert", p.id),
+            &json!({}),
+        )
+        .unwrap();
+    let e = c
+        .wait_job(&job.id.to_string(), Duration::from_secs(120), |_| {})
+        .unwrap_err();
+    assert!(format!("{e:?}").contains("qemu_img_failed"), "{e:?}");
+    let log: Vec<String> = c
+        .job(&job.id.to_string())
+        .unwrap()
+        .log
+        .into_iter()
+        .map(|l| l.message)
+        .collect();
+    assert!(
+        log.iter().any(|m| m.contains("putting the others back")),
+        "the first disk had moved and went back: {log:?}"
+    );
+    let after: Vec<String> = disks.iter().map(|p| disk_sha(p)).collect();
+    assert_eq!(after, before, "every disk as it was");
+    assert!(undo_tags(&disks).is_empty(), "{:?}", undo_tags(&disks));
+    let vm = instance(&c, "pair");
+    assert_eq!(vm.state, InstanceState::Stopped);
+    assert!(
+        vm.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("failed and was undone")),
+        "{:?}",
+        vm.last_error
+    );
+}
+
+/// A daemon that stopped in the middle of a revert (one disk moved, the
+/// other not) puts every disk back at its next start.
+#[test]
+fn a_revert_interrupted_half_way_is_undone_at_the_next_start() {
+    let mut d = TestDaemon::start();
+    let c = d.admin();
+    let (p, disks, before) = stopped_after_a_point(&d, "half");
+    let tag = format!("reprise-{}", p.id);
+    let undo = format!("reprise-undo-{}", p.id);
+    d.stop();
+    // What a crash after the first disk moved leaves: every disk kept, the
+    // first at the point, the point Reverting, the instance at no point.
+    let img = |args: &[&str]| {
+        assert!(std::process::Command::new("qemu-img")
+            .args(args)
+            .status()
+            .unwrap()
+            .success())
+    };
+    for disk in &disks {
+        img(&["snapshot", "-c", &undo, disk]);
+    }
+    img(&["snapshot", "-a", &tag, &disks[0]]);
+    assert_ne!(disk_sha(&disks[0]), before[0], "the first disk moved");
+    let catalog = match &d.config.catalog.url {
+        Some(url) => reprise_catalog::Catalog::connect(url).unwrap(),
+        None => reprise_catalog::Catalog::open(&d.config.catalog_path()).unwrap(),
+    };
+    catalog
+        .set_point_state(p.id, PointState::Reverting, None)
+        .unwrap();
+    catalog.set_current_point(p.instance_id, None).unwrap();
+    catalog.close();
+    drop(catalog);
+    d.start_again();
+    let after: Vec<String> = disks.iter().map(|p| disk_sha(p)).collect();
+    assert_eq!(after, before, "every disk back as it was");
+    assert!(undo_tags(&disks).is_empty(), "{:?}", undo_tags(&disks));
+    let vm = instance(&c, "half");
+    assert_eq!(vm.state, InstanceState::Stopped);
+    assert!(
+        vm.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("was interrupted")),
+        "{:?}",
+        vm.last_error
+    );
+    let p = c
+        .get::<Point>(&format!("/api/v1/instances/half/points/{}", p.id))
+        .unwrap();
+    assert_eq!(p.state, PointState::Ready, "the point itself is whole");
+}

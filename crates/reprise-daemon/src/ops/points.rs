@@ -20,6 +20,9 @@
 //!   volumes the instance has.
 //! - Nothing touches a qcow2 that a running QEMU holds except QEMU itself
 //!   (QMP); `qemu-img` only runs on stopped instances.
+//! - A disk-only revert moves every disk to the point or none: see
+//!   [`move_every_disk`]; a crash in the middle is settled at startup to
+//!   one of the two ([`settle_interrupted_revert`]).
 
 use crate::app::App;
 use crate::jobs::{self, JobCtx, Target};
@@ -37,6 +40,12 @@ use uuid::Uuid;
 
 pub fn tag(point: Uuid) -> String {
     format!("reprise-{point}")
+}
+
+/// The snapshot that keeps a disk as it was before a revert to `point`,
+/// for as long as the revert is not done on every disk.
+fn undo_tag(point: Uuid) -> String {
+    format!("reprise-undo-{point}")
 }
 
 fn volume_paths(app: &App, ids: &[Uuid]) -> Result<Vec<PathBuf>> {
@@ -383,23 +392,140 @@ async fn go_back(app: &App, ctx: &JobCtx, p: &Point) -> Result<()> {
         app.catalog
             .set_instance_runtime(inst.id, InstanceState::Stopped, None, None, None)?;
     }
-    let bin = app.config.binaries();
-    let mut applied = Ok(());
-    for path in volume_paths(app, &p.volume_ids)? {
-        applied = bin.snapshot(SnapshotAction::Apply, &path, &tag).await;
-        if applied.is_err() {
-            break;
-        }
+    // While the disks move the instance stands at no point: at startup,
+    // a current point equal to this one means every disk got there.
+    app.catalog.set_current_point(inst.id, None)?;
+    let paths = volume_paths(app, &p.volume_ids)?;
+    if let Err(e) = move_every_disk(app, ctx, &paths, &tag, &undo_tag(p.id)).await {
+        app.catalog
+            .set_current_point(inst.id, inst.current_point_id)?;
+        let reason = format!(
+            "the revert to recovery point '{}' failed and was undone: {}",
+            p.name, e.message
+        );
+        ctx.log(format!("{reason}; the instance stays stopped"));
+        app.catalog.set_instance_runtime(
+            inst.id,
+            InstanceState::Stopped,
+            None,
+            None,
+            Some(&reason),
+        )?;
+        return Err(e);
     }
-    if applied.is_ok() {
-        ctx.log("every volume is back at the recovery point");
-    }
-    // Whatever happened, a running instance runs again.
+    app.catalog.set_current_point(inst.id, Some(p.id))?;
+    drop_tag(app, &paths, &undo_tag(p.id)).await;
+    ctx.log("every volume is back at the recovery point");
     if was_running {
         ctx.log("starting the instance again");
         crate::vm::boot_stopped(app, ctx, inst.id).await?;
     }
-    applied
+    Ok(())
+}
+
+/// Move every disk of a stopped instance to `tag`, or none: each disk is
+/// first kept as it is (`undo`), then each moves; if one cannot, those
+/// that moved go back to `undo`. The undo snapshots stay when this
+/// returns Ok (the caller records the move, then drops them) and go when
+/// it fails; when even going back fails they stay, for the startup pass.
+async fn move_every_disk(
+    app: &App,
+    ctx: &JobCtx,
+    paths: &[PathBuf],
+    tag: &str,
+    undo: &str,
+) -> Result<()> {
+    let bin = app.config.binaries();
+    for (i, path) in paths.iter().enumerate() {
+        if let Err(e) = bin.snapshot(SnapshotAction::Create, path, undo).await {
+            drop_tag(app, &paths[..i], undo).await;
+            return Err(e);
+        }
+    }
+    for (i, path) in paths.iter().enumerate() {
+        let Err(e) = bin.snapshot(SnapshotAction::Apply, path, tag).await else {
+            continue;
+        };
+        ctx.log(format!(
+            "disk {} of {} could not be reverted ({}): putting the others back",
+            i + 1,
+            paths.len(),
+            e.message
+        ));
+        for back in &paths[..=i] {
+            if let Err(stuck) = bin.snapshot(SnapshotAction::Apply, back, undo).await {
+                return Err(Error::internal(format!(
+                    "a revert failed ({}) and a disk could not be put back ({}): the next start of the daemon puts every disk back",
+                    e.message, stuck.message
+                ))
+                .with_code("revert_stuck"));
+            }
+        }
+        drop_tag(app, paths, undo).await;
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Remove `tag` from the disks that have it; what cannot be removed is
+/// left for the startup pass.
+async fn drop_tag(app: &App, paths: &[PathBuf], tag: &str) {
+    let bin = app.config.binaries();
+    for path in paths {
+        let has = bin
+            .snapshot_tags(path)
+            .await
+            .map(|t| t.iter().any(|x| x == tag))
+            .unwrap_or(false);
+        if has {
+            if let Err(e) = bin.snapshot(SnapshotAction::Delete, path, tag).await {
+                tracing::warn!(path = %path.display(), tag, "left for the next start: {e}");
+            }
+        }
+    }
+}
+
+/// At startup, a disk-only revert a crash interrupted: if the catalog says
+/// it reached the point, every disk did (leftover undo snapshots go);
+/// otherwise every disk goes back to how it was before it (when each was
+/// kept) and the instance says why it stays stopped.
+async fn settle_interrupted_revert(app: &App, p: &Point) -> Result<()> {
+    let inst = app.catalog.instance_by_id(p.instance_id)?;
+    let paths = volume_paths(app, &p.volume_ids)?;
+    let undo = undo_tag(p.id);
+    let bin = app.config.binaries();
+    let mut kept = 0;
+    for path in &paths {
+        if bin.snapshot_tags(path).await?.contains(&undo) {
+            kept += 1;
+        }
+    }
+    if inst.current_point_id == Some(p.id) {
+        tracing::warn!(point = %p.id, "an interrupted revert had reached every disk");
+        drop_tag(app, &paths, &undo).await;
+        return Ok(());
+    }
+    if kept == paths.len() && kept > 0 {
+        for path in &paths {
+            bin.snapshot(SnapshotAction::Apply, path, &undo).await?;
+        }
+    }
+    drop_tag(app, &paths, &undo).await;
+    let reason = format!(
+        "the revert to recovery point '{}' was interrupted: every disk is as it was before it",
+        p.name
+    );
+    tracing::warn!(point = %p.id, instance = %inst.id, "{reason}");
+    if !vm::is_live(app, inst.id) {
+        app.catalog.set_instance_runtime(
+            inst.id,
+            InstanceState::Stopped,
+            None,
+            None,
+            Some(&reason),
+        )?;
+    }
+    Ok(())
 }
 
 /// Delete one point (its children move to its parent).
@@ -499,6 +625,9 @@ fn spawn_delete(app: &Arc<App>, slot: jobs::Slot, inst: &InstanceRow, points: Ve
 pub async fn reconcile_at_startup(app: &App) -> Result<()> {
     let bin = app.config.binaries();
     for p in app.catalog.list_points(None)? {
+        if p.state == PointState::Reverting && !p.memory {
+            settle_interrupted_revert(app, &p).await?;
+        }
         let tag = tag(p.id);
         let mut present = 0;
         let paths = volume_paths(app, &p.volume_ids)?;
