@@ -247,7 +247,10 @@ pub(crate) async fn commit(region: &Region, index: &Index, manifest: &mut Manife
         .await?;
     region
         .store
-        .put(&manifest_key(manifest.snapshot_id), manifest.encode())
+        .put(
+            &manifest_key(manifest.snapshot_id),
+            manifest.encode(&region.keys),
+        )
         .await
 }
 

@@ -53,6 +53,9 @@ pub struct Region {
     pub store: Store,
     pub keys: RegionKeys,
     pub chunk_size: u32,
+    /// Whether unsealed (version 1) manifests are read: only in a region
+    /// made before manifests were sealed.
+    pub unsealed_manifests: bool,
     /// zstd level for chunks.
     pub level: i32,
     /// Chunks in flight at once (each holds at most two chunk-sized buffers).
@@ -91,6 +94,7 @@ impl Region {
                     encrypted: encrypt,
                     key_check: keys.check_value(),
                     created_at: chrono::Utc::now(),
+                    manifests_sealed: true,
                 };
                 store.put_if_absent(REGION_KEY, info.encode()).await?;
                 // Another daemon may have won the race: read what is there.
@@ -121,6 +125,7 @@ impl Region {
         Ok(Region {
             store,
             keys,
+            unsealed_manifests: !info.manifests_sealed,
             chunk_size: info.chunk_size,
             level: 3,
             parallel: 8,
@@ -134,7 +139,7 @@ impl Region {
             .get(&manifest_key(snapshot), 64 << 10)
             .await
             .map_err(|e| e.context(format!("snapshot {snapshot}")))?;
-        let manifest = Manifest::decode(&bytes)?;
+        let manifest = Manifest::decode(&bytes, &self.keys, self.unsealed_manifests)?;
         // A manifest copied over another snapshot's restores the wrong data.
         if manifest.snapshot_id != snapshot {
             return Err(reprise_chunks::corrupt(format!(
@@ -148,6 +153,13 @@ impl Region {
     /// A snapshot's index, checked against the hash its manifest pins. Its
     /// size is capped by what the manifest's volume can need.
     pub async fn index(&self, manifest: &Manifest) -> Result<reprise_chunks::Index> {
+        // A region has one chunk size: an index cut otherwise is not its own.
+        if manifest.chunk_size != self.chunk_size {
+            return Err(reprise_chunks::corrupt(format!(
+                "snapshot {} claims {}-byte chunks in a region of {}-byte chunks",
+                manifest.snapshot_id, manifest.chunk_size, self.chunk_size
+            )));
+        }
         let positions = manifest
             .volume_size
             .div_ceil(manifest.chunk_size.max(1) as u64);

@@ -8,7 +8,9 @@
 
 use reprise_backup::backup::Base;
 use reprise_backup::snapshot::{take, Committed, Cut, Origin, References};
-use reprise_backup::{chunk_key, gc, manifest_key, restore_raw, verify, Live, Refs, Region};
+use reprise_backup::{
+    chunk_key, gc, index_key, manifest_key, restore_raw, verify, Live, Refs, Region,
+};
 use reprise_chunks::{ChunkName, Index};
 use reprise_store::{S3Config, Store};
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -498,6 +500,22 @@ async fn a_manifest_copied_over_another_snapshots_is_refused_as_corrupt() {
         );
         assert!(verify(&region, b_id, |_, _| {}).await.is_err(), "{kind}");
         assert!(region.manifest(a_id).await.is_ok(), "{kind}");
+
+        // Whoever can write to the store but lacks the region's secret
+        // cannot forge one either: b's manifest, rewritten to pin a's
+        // index under b's id, with a valid unkeyed checksum.
+        let mut forged = b.manifest.clone();
+        forged.index_blake3 = a.manifest.index_blake3.clone();
+        let a_index = region.store.get(&index_key(a_id), 1 << 20).await.unwrap();
+        region.store.put(&index_key(b_id), a_index).await.unwrap();
+        let body = serde_json::to_vec(&forged).unwrap();
+        for version in [1u16, 2] {
+            let object =
+                reprise_chunks::envelope::seal(reprise_chunks::manifest::MAGIC, version, &body);
+            region.store.put(&manifest_key(b_id), object).await.unwrap();
+            let e = region.manifest(b_id).await.unwrap_err();
+            assert_eq!(e.code, "object_corrupt", "{kind} v{version}: {}", e.message);
+        }
     }
 }
 

@@ -57,6 +57,8 @@ pub struct RegionKeys {
     pub names: ChunkKey,
     cipher: Option<XChaCha20Poly1305>,
     check: [u8; 32],
+    /// Keys the checksum of manifests (see `manifest`).
+    seal: [u8; 32],
 }
 
 impl std::fmt::Debug for RegionKeys {
@@ -76,7 +78,13 @@ impl RegionKeys {
             names: ChunkKey(names),
             cipher,
             check: blake3::derive_key("reprise 2026-11 key check", secret),
+            seal: blake3::derive_key("reprise 2026-12 manifest seal", secret),
         }
+    }
+
+    /// The key of a manifest's checksum.
+    pub fn seal_key(&self) -> &[u8; 32] {
+        &self.seal
     }
 
     pub fn encrypts(&self) -> bool {
@@ -303,6 +311,7 @@ mod tests {
             names: KEY,
             cipher: None,
             check: [0; 32],
+            seal: [0; 32],
         }
     }
 

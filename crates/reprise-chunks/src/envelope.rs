@@ -7,7 +7,10 @@
 //!      6     2  reserved, zero
 //!      8     8  body length, at most the kind's cap
 //!     16     n  body
-//!   16+n    32  checksum: BLAKE3 of bytes 0..16+n
+//!   16+n    32  checksum: BLAKE3 of bytes 0..16+n, keyed with the
+//!               region's seal key for kinds that are sealed (manifests
+//!               from version 2), so only a holder of the region's
+//!               secret can write one that opens
 //! ```
 
 use crate::{be_u64, corrupt};
@@ -18,15 +21,33 @@ pub const CHECKSUM_LEN: usize = 32;
 
 /// Wrap `body` in an envelope of kind `magic`.
 pub fn seal(magic: &[u8; 4], version: u16, body: &[u8]) -> Vec<u8> {
+    seal_with(magic, version, body, None)
+}
+
+/// [`seal`], the checksum keyed with `key` when given.
+pub fn seal_with(magic: &[u8; 4], version: u16, body: &[u8], key: Option<&[u8; 32]>) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_LEN + body.len() + CHECKSUM_LEN);
     out.extend_from_slice(magic);
     out.extend_from_slice(&version.to_be_bytes());
     out.extend_from_slice(&[0, 0]);
     out.extend_from_slice(&(body.len() as u64).to_be_bytes());
     out.extend_from_slice(body);
-    let sum = blake3::hash(&out);
-    out.extend_from_slice(sum.as_bytes());
+    let sum = checksum(&out, key);
+    out.extend_from_slice(&sum);
     out
+}
+
+fn checksum(bytes: &[u8], key: Option<&[u8; 32]>) -> [u8; 32] {
+    match key {
+        Some(k) => *blake3::keyed_hash(k, bytes).as_bytes(),
+        None => *blake3::hash(bytes).as_bytes(),
+    }
+}
+
+/// The version an envelope claims, before anything is checked (to choose
+/// how to check it).
+pub fn claimed_version(object: &[u8]) -> Option<u16> {
+    (object.len() >= HEADER_LEN).then(|| u16::from_be_bytes([object[4], object[5]]))
 }
 
 /// Check an envelope of kind `magic` and return its version and body;
@@ -36,6 +57,17 @@ pub fn open<'a>(
     what: &str,
     object: &'a [u8],
     max_body: u64,
+) -> Result<(u16, &'a [u8])> {
+    open_with(magic, what, object, max_body, None)
+}
+
+/// [`open`], the checksum keyed with `key` when given.
+pub fn open_with<'a>(
+    magic: &[u8; 4],
+    what: &str,
+    object: &'a [u8],
+    max_body: u64,
+    key: Option<&[u8; 32]>,
 ) -> Result<(u16, &'a [u8])> {
     if object.len() < HEADER_LEN + CHECKSUM_LEN {
         return Err(corrupt(format!(
@@ -64,9 +96,17 @@ pub fn open<'a>(
             HEADER_LEN + len + CHECKSUM_LEN
         )));
     }
-    if blake3::hash(&object[..HEADER_LEN + len]).as_bytes()[..] != object[HEADER_LEN + len..] {
+    // Compared in constant time: a keyed checksum is a MAC.
+    let expected = blake3::Hash::from(checksum(&object[..HEADER_LEN + len], key));
+    let found: [u8; 32] = object[HEADER_LEN + len..].try_into().expect("32 bytes");
+    if expected != blake3::Hash::from(found) {
         return Err(corrupt(format!(
-            "{what}: checksum mismatch, the object is damaged"
+            "{what}: checksum mismatch, the object is damaged{}",
+            if key.is_some() {
+                " or was not written with this region's key"
+            } else {
+                ""
+            }
         )));
     }
     Ok((version, &object[HEADER_LEN..HEADER_LEN + len]))

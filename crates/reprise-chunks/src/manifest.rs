@@ -3,9 +3,17 @@
 //! durable, so a manifest in the store means a complete snapshot.
 //!
 //! Body: JSON (fields below) in an [`envelope`](crate::envelope) of kind
-//! "RPMF", version 1. JSON keeps it readable with standard tools; the
-//! envelope gives it a magic, a version and a checksum.
+//! "RPMF". JSON keeps it readable with standard tools; the envelope gives
+//! it a magic, a version and a checksum.
+//!
+//! Version 2 (written since 2026-12) is *sealed*: its checksum is keyed
+//! with the region's seal key, so a manifest written by anyone without the
+//! region's secret (the store may be shared and is not trusted) does not
+//! open — and since a manifest pins its index by hash, neither does a
+//! forged index. Version 1 (an unkeyed checksum) is read only in regions
+//! made before sealing ([`RegionInfo::manifests_sealed`] false).
 
+use crate::chunk::RegionKeys;
 use crate::{corrupt, envelope};
 use chrono::{DateTime, Utc};
 use reprise_core::Result;
@@ -13,7 +21,11 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 pub const MAGIC: &[u8; 4] = b"RPMF";
-pub const VERSION: u16 = 1;
+/// Manifests are written sealed (see the module's docs).
+pub const VERSION: u16 = 2;
+const UNSEALED: u16 = 1;
+/// The region object's version.
+const REGION_VERSION: u16 = 1;
 const MAX_BODY: u64 = 64 << 10;
 /// Bounds a manifest's geometry is checked against before anything is
 /// sized from it (the index read is capped by volume and chunk size).
@@ -48,18 +60,34 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    pub fn encode(&self) -> Vec<u8> {
+    /// The manifest, sealed with the region's key.
+    pub fn encode(&self, keys: &RegionKeys) -> Vec<u8> {
         let body = serde_json::to_vec(self).expect("a manifest serialises");
-        envelope::seal(MAGIC, VERSION, &body)
+        envelope::seal_with(MAGIC, VERSION, &body, Some(keys.seal_key()))
     }
 
-    pub fn decode(object: &[u8]) -> Result<Manifest> {
-        let (version, body) = envelope::open(MAGIC, "snapshot manifest", object, MAX_BODY)?;
-        if version != VERSION {
-            return Err(corrupt(format!(
-                "snapshot manifest version {version} is not supported"
-            )));
-        }
+    /// Open a manifest sealed with the region's key; an unsealed one
+    /// (version 1) only if `unsealed_ok` (a region made before sealing).
+    pub fn decode(object: &[u8], keys: &RegionKeys, unsealed_ok: bool) -> Result<Manifest> {
+        let what = "snapshot manifest";
+        let body = match envelope::claimed_version(object) {
+            Some(UNSEALED) if unsealed_ok => envelope::open(MAGIC, what, object, MAX_BODY)?.1,
+            Some(UNSEALED) => {
+                return Err(corrupt(
+                    "an unsealed snapshot manifest in a region whose manifests are sealed: \
+                     not written by this region"
+                        .to_string(),
+                ))
+            }
+            Some(VERSION) | None => {
+                envelope::open_with(MAGIC, what, object, MAX_BODY, Some(keys.seal_key()))?.1
+            }
+            Some(version) => {
+                return Err(corrupt(format!(
+                    "snapshot manifest version {version} is not supported"
+                )))
+            }
+        };
         let m: Manifest = serde_json::from_slice(body)
             .map_err(|e| corrupt(format!("snapshot manifest: {e}")).with_source(e))?;
         let chunk_ok = m.chunk_size.is_power_of_two()
@@ -86,6 +114,10 @@ pub struct RegionInfo {
     /// of the region's secret: a daemon with another secret is refused.
     pub key_check: String,
     pub created_at: DateTime<Utc>,
+    /// Whether every manifest of the region is sealed (regions made since
+    /// 2026-12); older regions also read their unsealed manifests.
+    #[serde(default)]
+    pub manifests_sealed: bool,
 }
 
 pub const REGION_MAGIC: &[u8; 4] = b"RPRG";
@@ -93,12 +125,12 @@ pub const REGION_MAGIC: &[u8; 4] = b"RPRG";
 impl RegionInfo {
     pub fn encode(&self) -> Vec<u8> {
         let body = serde_json::to_vec(self).expect("region info serialises");
-        envelope::seal(REGION_MAGIC, VERSION, &body)
+        envelope::seal(REGION_MAGIC, REGION_VERSION, &body)
     }
 
     pub fn decode(object: &[u8]) -> Result<RegionInfo> {
         let (version, body) = envelope::open(REGION_MAGIC, "region object", object, MAX_BODY)?;
-        if version != VERSION {
+        if version != REGION_VERSION {
             return Err(corrupt(format!(
                 "region object version {version} is not supported"
             )));
@@ -131,11 +163,15 @@ mod tests {
             stored_bytes: 1000,
             new_bytes: 1000,
         };
-        let obj = m.encode();
-        assert_eq!(Manifest::decode(&obj).unwrap(), m);
+        let keys = RegionKeys::derive(&[7; 32], false);
+        let obj = m.encode(&keys);
+        assert_eq!(Manifest::decode(&obj, &keys, false).unwrap(), m);
         let mut bad = obj.clone();
         bad[20] ^= 1;
-        assert_eq!(Manifest::decode(&bad).unwrap_err().code, "object_corrupt");
+        assert_eq!(
+            Manifest::decode(&bad, &keys, false).unwrap_err().code,
+            "object_corrupt"
+        );
         assert!(RegionInfo::decode(&obj).is_err(), "kinds are not mixed up");
         // Geometry out of bounds, under a valid envelope: refused before
         // anything is sized from it.
@@ -145,8 +181,47 @@ mod tests {
                 chunk_size,
                 ..m.clone()
             };
-            let e = Manifest::decode(&odd.encode()).unwrap_err();
+            let e = Manifest::decode(&odd.encode(&keys), &keys, false).unwrap_err();
             assert_eq!(e.code, "object_corrupt", "{volume_size} {chunk_size}");
         }
+    }
+
+    /// Without the region's secret, no manifest can be written that opens:
+    /// not with another key, not unsealed (version 1) in a sealed region.
+    #[test]
+    fn only_the_regions_key_writes_a_manifest_that_opens() {
+        let m = Manifest {
+            snapshot_id: Uuid::new_v4(),
+            name: "forged".into(),
+            volume_id: Uuid::new_v4(),
+            volume_name: "db".into(),
+            zone: "zone1".into(),
+            volume_size: 1 << 30,
+            chunk_size: 1 << 20,
+            base_snapshot_id: None,
+            consistency: "crash".into(),
+            created_at: Utc::now(),
+            index_blake3: "11".repeat(32),
+            chunk_count: 1,
+            written_bytes: 1 << 20,
+            stored_bytes: 10,
+            new_bytes: 10,
+        };
+        let region = RegionKeys::derive(&[1; 32], true);
+        let other = RegionKeys::derive(&[2; 32], true);
+        let e = Manifest::decode(&m.encode(&other), &region, false).unwrap_err();
+        assert_eq!(e.code, "object_corrupt");
+        assert!(e.message.contains("this region's key"), "{}", e.message);
+        let body = serde_json::to_vec(&m).unwrap();
+        let unsealed = envelope::seal(MAGIC, UNSEALED, &body);
+        let e = Manifest::decode(&unsealed, &region, false).unwrap_err();
+        assert!(e.message.contains("unsealed"), "{}", e.message);
+        // A region made before sealing still reads its own old manifests.
+        assert_eq!(Manifest::decode(&unsealed, &region, true).unwrap(), m);
+        assert_eq!(
+            Manifest::decode(&m.encode(&region), &region, true).unwrap(),
+            m,
+            "and the sealed ones it writes now"
+        );
     }
 }
