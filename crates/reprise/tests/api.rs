@@ -671,3 +671,32 @@ fn the_console_is_served_beside_the_api() {
     assert_eq!(get("/console/nothing.js").status(), 404);
     assert_eq!(get("/api/v1/volumes").status(), 401);
 }
+
+/// What a crash leaves beside a volume (a restore's raw image, a revert's
+/// copy) goes at the next start; the volume stays.
+#[test]
+fn a_crash_s_leftovers_beside_volumes_go_at_the_next_start() {
+    let mut d = TestDaemon::start();
+    let c = d.admin();
+    let v: Volume = c
+        .post("/api/v1/volumes", &json!({"name": "v", "size": "16M"}))
+        .unwrap();
+    d.stop();
+    let leftovers = [
+        format!("{}.restoring.raw", v.path),
+        format!("{}.reverting.qcow2", v.path),
+        format!("{}.reverting.qcow2.restoring.raw", v.path),
+    ];
+    for l in &leftovers {
+        std::fs::write(l, b"half-made").unwrap();
+    }
+    d.start_again();
+    for l in &leftovers {
+        assert!(!std::path::Path::new(l).exists(), "{l} is still there");
+    }
+    assert_eq!(qemu_img_check(&v.path), 0, "the volume is intact");
+    assert_eq!(
+        c.get::<Volume>("/api/v1/volumes/v").unwrap().state,
+        VolumeState::Ready
+    );
+}

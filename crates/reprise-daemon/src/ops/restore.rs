@@ -214,8 +214,17 @@ pub fn revert(app: &Arc<App>, account: &Account, volume: &str, req: RevertVolume
 
 /// At startup: a data volume a restore was making is removed with its
 /// files; a revert that was interrupted leaves the volume as its file is
-/// (whole, before or after the rename), without a base.
+/// (whole, before or after the rename), without a base; the raw images
+/// and revert copies a crash left beside any volume go.
 pub fn settle_interrupted(app: &App, v: &reprise_catalog::VolumeRow) -> Result<()> {
+    // Nothing is being built at startup: a raw image or a revert's copy
+    // next to any volume is a crash's leftover.
+    let next = revert_path(&v.path);
+    for leftover in [raw_path(&v.path), raw_path(&next.to_string_lossy()), next] {
+        if std::fs::remove_file(&leftover).is_ok() {
+            tracing::warn!(volume = %v.id, path = %leftover.display(), "a crash's leftover removed");
+        }
+    }
     match (v.state, v.kind) {
         (VolumeState::Creating, VolumeKind::Data) => {
             tracing::warn!(volume = %v.id, name = v.name, "data volume was being made when the daemon stopped: removed");
@@ -223,9 +232,6 @@ pub fn settle_interrupted(app: &App, v: &reprise_catalog::VolumeRow) -> Result<(
         }
         (VolumeState::Reverting, _) => {
             tracing::warn!(volume = %v.id, name = v.name, "a revert was interrupted: the volume is Ready as its file is");
-            let next = revert_path(&v.path);
-            let _ = std::fs::remove_file(raw_path(&next.to_string_lossy()));
-            let _ = std::fs::remove_file(&next);
             app.catalog.set_volume_snapshot_base(v.id, None)?;
             super::volumes::settle(app, v.id, &volume::REVERTED)?;
         }
