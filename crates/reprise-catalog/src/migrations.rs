@@ -211,14 +211,21 @@ pub(crate) const SQLITE: &[&str] = &[
     CREATE INDEX uploads_by_account ON uploads (account_id);
     CREATE INDEX jobs_by_state ON jobs (account_id, state);
     "#,
+    // 6: a template is Creating until its index and manifest are in the
+    // store (a crash in between is removed at the next start).
+    TEMPLATE_STATE,
 ];
+
+const TEMPLATE_STATE: &str =
+    "ALTER TABLE templates ADD COLUMN state TEXT NOT NULL DEFAULT 'Ready';";
 
 /// The schema version this build writes.
 pub const LATEST: u32 = SQLITE.len() as u32;
 
 /// PostgreSQL's steps, numbered as SQLite's so that a version means the
 /// same tables on both: PostgreSQL catalogs start at version 5 (steps 1–4
-/// are empty), with the tables SQLite's first five steps made. Integers
+/// are empty), with the tables SQLite's first five steps made; later
+/// steps are the same on both. Integers
 /// are `BIGINT`, flags `BOOLEAN`, chunk names `BYTEA`; tables listed in
 /// insertion order get a `rowid BIGSERIAL` (SQLite's implicit column).
 /// The version is in `reprise_schema`.
@@ -405,4 +412,5 @@ pub(crate) const POSTGRES: &[&str] = &[
     );
     CREATE INDEX uploads_by_account ON uploads (account_id);
     "#,
+    TEMPLATE_STATE,
 ];

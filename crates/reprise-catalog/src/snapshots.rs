@@ -340,6 +340,10 @@ impl Catalog {
     }
 
     // ---- templates -----------------------------------------------------
+    //
+    // A template is recorded `Creating` (with its chunk references, where
+    // garbage collection looks) before its index and manifest are written,
+    // and made `Ready` after: only Ready templates are seen or deployed.
 
     /// Record a template and the chunks it references, in one transaction.
     pub fn insert_template(&self, t: &Template, names: &[[u8; 32]]) -> Result<()> {
@@ -348,8 +352,8 @@ impl Catalog {
         let tx = conn.transaction().map_err(db_err(&what))?;
         tx.execute(
             "INSERT INTO templates (id, account_id, name, source_snapshot_id, source_snapshot, size_bytes,
-                                    chunk_count, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                                    chunk_count, created_at, state)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'Creating')",
             params![t.id.sql(), t.account_id.sql(), t.name, t.source_snapshot_id.sql(), t.source_snapshot,
                     t.size_bytes as i64, t.chunk_count as i64, t.created_at],
         )
@@ -368,7 +372,7 @@ impl Catalog {
         self.conn()
             .query_row(
                 &format!(
-                    "{} WHERE t.account_id = ?1 AND (t.id = ?2 OR t.name = ?2)",
+                    "{} WHERE t.account_id = ?1 AND (t.id = ?2 OR t.name = ?2) AND t.state = 'Ready'",
                     rows::TEMPLATE_SELECT
                 ),
                 params![account.sql(), reference],
@@ -383,11 +387,31 @@ impl Catalog {
         rows::query(
             &self.conn(),
             &format!(
-                "{} WHERE t.account_id = ?1 ORDER BY t.created_at, t.rowid",
+                "{} WHERE t.account_id = ?1 AND t.state = 'Ready' ORDER BY t.created_at, t.rowid",
                 rows::TEMPLATE_SELECT
             ),
             params![account.sql()],
             rows::template,
+        )
+    }
+
+    /// Its index and manifest are in the store: the template can be seen.
+    pub fn template_ready(&self, id: Uuid) -> Result<()> {
+        self.update(
+            "template ready",
+            "UPDATE templates SET state = 'Ready' WHERE id = ?1",
+            params![id.sql()],
+        )
+    }
+
+    /// Templates a crash left Creating: their ids (at startup, when none
+    /// is being made).
+    pub fn unfinished_templates(&self) -> Result<Vec<Uuid>> {
+        rows::query(
+            &self.conn(),
+            "SELECT id FROM templates WHERE state = 'Creating'",
+            params![],
+            |r| rows::uuid(r, 0),
         )
     }
 

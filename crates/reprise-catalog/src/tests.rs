@@ -508,3 +508,37 @@ fn a_lost_postgres_connection_fails_one_statement_then_reconnects() {
         "reconnected, and the failed write left nothing"
     );
 }
+
+/// A template is unseen until its objects are written, its chunks count
+/// for garbage collection from the start, and one a crash left unfinished
+/// is found.
+#[test]
+fn a_template_is_seen_only_once_ready() {
+    for (c, admin, _) in catalogs_with_zone() {
+        let t = Template {
+            id: Uuid::new_v4(),
+            name: "golden".into(),
+            account_id: admin.id,
+            source_snapshot_id: None,
+            source_snapshot: "upload:disk.raw".into(),
+            size_bytes: 1 << 30,
+            chunk_count: 1,
+            created_at: now(),
+        };
+        c.insert_template(&t, &[[9; 32]]).unwrap();
+        assert_eq!(
+            c.template(admin.id, "golden").unwrap_err().code,
+            "template_not_found"
+        );
+        assert!(c.list_templates(admin.id).unwrap().is_empty());
+        assert_eq!(c.unfinished_templates().unwrap(), [t.id]);
+        let (live, _) = c.live_references().unwrap();
+        assert!(
+            live.contains(&[9; 32]),
+            "its chunk is live while it is made"
+        );
+        c.template_ready(t.id).unwrap();
+        assert_eq!(c.template(admin.id, "golden").unwrap(), t);
+        assert!(c.unfinished_templates().unwrap().is_empty());
+    }
+}

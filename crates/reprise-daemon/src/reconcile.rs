@@ -74,6 +74,7 @@ pub async fn at_startup(app: &App) -> Result<()> {
     let _ = std::fs::remove_dir_all(app.config.imports_dir());
     crate::ops::uploads::expire(app)?;
     crate::ops::points::reconcile_at_startup(app).await?;
+    crate::ops::templates::reconcile_at_startup(app)?;
     crate::ops::snapshots::reconcile_at_startup(app).await?;
     for inst in app.catalog.list_instances(None)? {
         if inst.state == InstanceState::Running {

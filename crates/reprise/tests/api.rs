@@ -673,7 +673,8 @@ fn the_console_is_served_beside_the_api() {
 }
 
 /// What a crash leaves beside a volume (a restore's raw image, a revert's
-/// copy) goes at the next start; the volume stays.
+/// copy) goes at the next start, and so does a template it left half-made;
+/// the volume stays.
 #[test]
 fn a_crash_s_leftovers_beside_volumes_go_at_the_next_start() {
     let mut d = TestDaemon::start();
@@ -690,7 +691,35 @@ fn a_crash_s_leftovers_beside_volumes_go_at_the_next_start() {
     for l in &leftovers {
         std::fs::write(l, b"half-made").unwrap();
     }
+    // A template recorded, its manifest never written.
+    let catalog = match &d.config.catalog.url {
+        Some(url) => reprise_catalog::Catalog::connect(url).unwrap(),
+        None => reprise_catalog::Catalog::open(&d.config.catalog_path()).unwrap(),
+    };
+    let admin = catalog.account("admin").unwrap();
+    let half = Template {
+        id: uuid::Uuid::new_v4(),
+        name: "half".into(),
+        account_id: admin.id,
+        source_snapshot_id: None,
+        source_snapshot: "upload:x".into(),
+        size_bytes: 1 << 20,
+        chunk_count: 1,
+        created_at: reprise_catalog::now(),
+    };
+    catalog.insert_template(&half, &[[3; 32]]).unwrap();
+    catalog.close();
+    drop(catalog);
     d.start_again();
+    assert!(
+        d.server()
+            .app
+            .catalog
+            .unfinished_templates()
+            .unwrap()
+            .is_empty(),
+        "the unfinished template is forgotten"
+    );
     for l in &leftovers {
         assert!(!std::path::Path::new(l).exists(), "{l} is still there");
     }

@@ -66,6 +66,7 @@ pub async fn create(app: &App, account: &Account, req: CreateTemplate) -> Result
         app.catalog.remove_template(id)?;
         return Err(e);
     }
+    app.catalog.template_ready(id)?;
     let t = app.catalog.template(account.id, &id.to_string())?;
     tracing::info!(template = %t.id, name = t.name, snapshot = s.name, "template created");
     Ok(t)
@@ -150,6 +151,7 @@ pub fn import(app: &Arc<App>, account: &Account, req: ImportTemplate) -> Result<
                     .inspect_err(|_| {
                         let _ = app2.catalog.remove_template(id);
                     })?;
+                app2.catalog.template_ready(id)?;
                 let t = &done.manifest;
                 ctx.log(format!(
                     "template '{}' imported: {} chunks, {} bytes new in the store",
@@ -162,6 +164,17 @@ pub fn import(app: &Arc<App>, account: &Account, req: ImportTemplate) -> Result<
             result
         },
     )
+}
+
+/// At startup: a template a crash left Creating (recorded, its manifest
+/// maybe not written) is forgotten; garbage collection removes whatever of
+/// it reached the store.
+pub fn reconcile_at_startup(app: &App) -> Result<()> {
+    for id in app.catalog.unfinished_templates()? {
+        tracing::warn!(template = %id, "a template was being made when the daemon stopped: removed");
+        app.catalog.remove_template(id)?;
+    }
+    Ok(())
 }
 
 pub fn list(app: &App, account: &Account) -> Result<Vec<Template>> {
