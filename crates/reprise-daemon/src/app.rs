@@ -39,6 +39,8 @@ pub struct App {
     /// Held while a collection runs: one at a time.
     pub gc_running: AsyncMutex<()>,
     pub seams: Seams,
+    /// Where freezes' guards run (see [`crate::quiesce::Guard`]).
+    pub freeze_guard: crate::quiesce::Guard,
 }
 
 /// Where tests widen a daemon's windows. The product runs with the
@@ -85,6 +87,7 @@ impl App {
             gc_wanted: tokio::sync::Notify::new(),
             gc_running: AsyncMutex::new(()),
             seams,
+            freeze_guard: crate::quiesce::default_guard(),
         })
     }
 

@@ -37,7 +37,7 @@
 //! secret_access_key = "..."
 //!
 //! [snapshots]
-//! freeze_timeout_secs = 10    # the watchdog thaws a frozen guest after this
+//! freeze_timeout_secs = 10    # the freeze's guard thaws a frozen guest after this
 //!
 //! [uploads]
 //! max_bytes = "64G"           # one upload (an image, a kernel, an initrd)
@@ -172,7 +172,7 @@ impl std::fmt::Debug for CatalogConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SnapshotConfig {
-    /// The bound on a guest filesystem freeze: the watchdog thaws the guest
+    /// The bound on a guest filesystem freeze: the freeze's guard thaws the guest
     /// once it is reached, whatever happens to the snapshot.
     pub freeze_timeout_secs: u64,
 }

@@ -1,19 +1,31 @@
 //! Freezing a guest's filesystems around a snapshot, with a thaw that is
-//! guaranteed.
+//! guaranteed — even if the daemon dies, hangs or is stopped while the
+//! guest is frozen.
 //!
-//! Protocol: the agent must answer a ping first; a watchdog is armed
-//! *before* `guest-fsfreeze-freeze` is sent (a freeze that hangs may still
-//! freeze); the snapshot is cut; `guest-fsfreeze-thaw` is sent and
-//! confirmed with `guest-fsfreeze-status`. If the bound
-//! (`snapshots.freeze_timeout_secs`) is reached first — a daemon error, a
-//! QEMU error, a hung or restarted agent — the watchdog thaws and keeps
-//! trying until the status says `thawed`. A snapshot counts as
-//! `filesystem`-consistent only if the freeze succeeded and the snapshot was
-//! cut before the bound; otherwise it is `crash`-consistent, or an error
-//! when the caller required quiescing. The agent channel is not held while
-//! the snapshot is cut: the one session (freeze and thaw share it, a
-//! reconnect costs a sync round trip) sits behind a lock the watchdog takes
-//! too, and every call made under that lock has a deadline.
+//! The agent session of a freeze belongs to a *guard*: a process of its
+//! own (the daemon's executable run as `__freeze-guard AGENT BOUND_MS`,
+//! in its own process group), or a task of the daemon where the
+//! executable cannot be one (the daemon embedded in a test). The daemon
+//! talks to it by lines on its stdin and stdout:
+//!
+//! ```text
+//! guard  → frozen | unreachable <why> | failed <why>
+//! daemon → thaw            (or closes the pipe: it died)
+//! guard  → thawed <ms frozen> | stuck <why>
+//! ```
+//!
+//! The guard connects and pings the agent (`unreachable` if it cannot),
+//! sends `guest-fsfreeze-freeze` and confirms it with
+//! `guest-fsfreeze-status`, under the bound (`snapshots.freeze_timeout_secs`);
+//! then it thaws when the daemon says so, when its input closes (the
+//! daemon died), or when the bound is reached (the daemon hangs or is
+//! stopped) — and keeps thawing, reconnecting, until the status says
+//! `thawed` (ten minutes at most). A freeze that failed or hung is thawed
+//! too: a freeze that hangs may still freeze. A snapshot counts as
+//! `filesystem`-consistent only if the freeze succeeded and the snapshot
+//! was cut before the bound; otherwise it is `crash`-consistent, or an
+//! error when the caller required quiescing. A daemon that starts thaws any
+//! guest it finds frozen ([`thaw_if_frozen`]), a second line of defence.
 
 use crate::app::App;
 use crate::jobs::JobCtx;
@@ -21,9 +33,9 @@ use reprise_core::{Error, Result};
 use reprise_qemu::agent::Agent;
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
@@ -69,9 +81,9 @@ fn required(why: impl std::fmt::Display) -> Error {
     )
 }
 
-/// The agent session shared by the snapshot path and the watchdog: one
-/// connection for freeze and thaw (a new connection costs a sync round
-/// trip, tens of milliseconds in a busy guest), replaced when it fails.
+/// A guard's agent session: one connection for freeze and thaw (a new
+/// connection costs a sync round trip, tens of milliseconds in a busy
+/// guest), replaced when it fails.
 type Shared = Arc<Mutex<Option<Agent>>>;
 
 /// Thaw and confirm through the shared session (reconnecting if there is
@@ -99,21 +111,205 @@ async fn thaw_confirmed(path: &Path, shared: &Shared, within: Duration) -> Resul
     result
 }
 
-/// After `bound`, thaw until the agent confirms, unless `done` is set.
-async fn watchdog(path: PathBuf, shared: Shared, bound: Duration, done: Arc<AtomicBool>, id: Uuid) {
-    tokio::time::sleep(bound).await;
+/// Thaw until the agent confirms (reconnecting as needed), for up to ten
+/// minutes: a guest is never given up on sooner.
+async fn thaw_until_confirmed(path: &Path, shared: &Shared) -> Result<()> {
     let give_up = Instant::now() + Duration::from_secs(600);
-    while !done.load(Ordering::SeqCst) && Instant::now() < give_up {
-        tracing::warn!(instance = %id, "freeze bound reached: the watchdog thaws the guest");
-        match thaw_confirmed(&path, &shared, Duration::from_secs(3)).await {
-            Ok(()) => {
-                tracing::info!(instance = %id, "watchdog: guest thawed");
-                done.store(true, Ordering::SeqCst);
-            }
+    loop {
+        match thaw_confirmed(path, shared, Duration::from_secs(3)).await {
+            Ok(()) => return Ok(()),
+            Err(e) if Instant::now() >= give_up => return Err(e),
             Err(e) => {
-                tracing::warn!(instance = %id, "watchdog: thaw failed ({e}); retrying");
+                eprintln!("freeze guard: thaw failed ({e}); retrying");
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
+        }
+    }
+}
+
+/// The guard's side: hold the agent session for one freeze, in the
+/// daemon or in a process of its own (see [`Guard`]), speaking the line
+/// protocol of the module's docs on `input`/`output`.
+pub async fn run_guard<R, W>(agent: &Path, bound: Duration, input: R, mut output: W)
+where
+    R: AsyncBufRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut send = Vec::new();
+    macro_rules! tell {
+        ($($arg:tt)*) => {{
+            send.clear();
+            send.extend_from_slice(format!($($arg)*).as_bytes());
+            send.push(b'\n');
+            let _ = output.write_all(&send).await;
+            let _ = output.flush().await;
+        }};
+    }
+    let session = match Agent::connect(agent, Duration::from_secs(2)).await {
+        Ok(mut a) => match a.ping(Duration::from_secs(1)).await {
+            Ok(()) => a,
+            Err(e) => {
+                tell!("unreachable {}", one_line(&e.message));
+                return;
+            }
+        },
+        Err(e) => {
+            tell!("unreachable {}", one_line(&e.message));
+            return;
+        }
+    };
+    let shared: Shared = Arc::new(Mutex::new(Some(session)));
+    let started = Instant::now();
+    let deadline = tokio::time::Instant::from_std(started + bound);
+    // The freeze is sent under the bound: a freeze that hangs may still
+    // freeze, so whatever it answers the guest is thawed below.
+    let frozen = tokio::time::timeout_at(deadline, async {
+        let mut slot = shared.lock().await;
+        let agent = slot.as_mut().expect("connected above");
+        let r = async {
+            agent.freeze(bound).await?;
+            // Confirm: an agent that says it froze must also report it.
+            match agent.freeze_status(bound).await?.as_str() {
+                "frozen" => Ok(()),
+                s => Err(Error::unavailable(
+                    "freeze_unconfirmed",
+                    format!("the agent reports '{s}' after a freeze"),
+                )),
+            }
+        }
+        .await;
+        if r.is_err() {
+            *slot = None;
+        }
+        r
+    })
+    .await
+    .unwrap_or_else(|_| {
+        Err(Error::unavailable(
+            "freeze_timeout",
+            "the freeze did not finish within the bound",
+        ))
+    });
+    match frozen {
+        Ok(()) => {
+            tell!("frozen");
+            // Until the daemon says thaw, closes the pipe (it died), or
+            // the bound is reached (it hangs, or is stopped).
+            let mut lines = input.lines();
+            let _ = tokio::time::timeout_at(deadline, lines.next_line()).await;
+        }
+        Err(e) => tell!("failed {}", one_line(&e.message)),
+    }
+    match thaw_until_confirmed(agent, &shared).await {
+        Ok(()) => tell!("thawed {}", started.elapsed().as_millis()),
+        Err(e) => tell!("stuck {}", one_line(&e.message)),
+    }
+}
+
+fn one_line(text: &str) -> String {
+    text.replace('\n', " ")
+}
+
+/// Where a freeze's guard runs.
+#[derive(Debug, Clone, Default)]
+pub enum Guard {
+    /// A task of the daemon: a daemon that stops or hangs while the guest
+    /// is frozen leaves the thaw to the next start.
+    #[default]
+    InProcess,
+    /// A process of its own (this executable, `__freeze-guard`): the guest
+    /// is thawed by the bound whatever happens to the daemon.
+    Process(PathBuf),
+}
+
+/// The argument that makes a reprise binary a freeze guard.
+pub const GUARD_ARG: &str = "__freeze-guard";
+
+static CAN_GUARD: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+
+/// Called first in a daemon binary's `main`: run as a freeze guard when
+/// started as one (and exit), else note that this executable can start
+/// guards of its own.
+pub fn guard_if_asked() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) != Some(GUARD_ARG) {
+        let _ = CAN_GUARD.set(());
+        return;
+    }
+    let (Some(agent), Some(bound)) = (args.get(2), args.get(3).and_then(|b| b.parse().ok())) else {
+        eprintln!("usage: {GUARD_ARG} AGENT_SOCKET BOUND_MS");
+        std::process::exit(2);
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    rt.block_on(run_guard(
+        Path::new(agent),
+        Duration::from_millis(bound),
+        tokio::io::BufReader::new(tokio::io::stdin()),
+        tokio::io::stdout(),
+    ));
+    std::process::exit(0);
+}
+
+/// The guard this daemon's freezes use: a process when the executable
+/// can be one ([`guard_if_asked`] ran), else a task.
+pub fn default_guard() -> Guard {
+    match (CAN_GUARD.get(), std::env::current_exe()) {
+        (Some(()), Ok(exe)) => Guard::Process(exe),
+        _ => Guard::InProcess,
+    }
+}
+
+type Reader = tokio::io::Lines<tokio::io::BufReader<Box<dyn AsyncRead + Send + Unpin>>>;
+type Writer = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// Start a guard for one freeze; the daemon's ends of its pipes.
+fn start_guard(guard: &Guard, agent: &Path, bound: Duration) -> Result<(Writer, Reader)> {
+    match guard {
+        Guard::InProcess => {
+            let (to_guard, guard_in) = tokio::io::duplex(256);
+            let (guard_out, from_guard) = tokio::io::duplex(256);
+            let agent = agent.to_path_buf();
+            tokio::spawn(async move {
+                run_guard(
+                    &agent,
+                    bound,
+                    tokio::io::BufReader::new(guard_in),
+                    guard_out,
+                )
+                .await
+            });
+            let from: Box<dyn AsyncRead + Send + Unpin> = Box::new(from_guard);
+            Ok((Box::new(to_guard), tokio::io::BufReader::new(from).lines()))
+        }
+        Guard::Process(exe) => {
+            let mut child = tokio::process::Command::new(exe)
+                .arg(GUARD_ARG)
+                .arg(agent)
+                .arg(bound.as_millis().to_string())
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                // Its own group: a signal to the daemon's is not for it.
+                .process_group(0)
+                .spawn()
+                .map_err(|e| {
+                    Error::unavailable(
+                        "quiesce_failed",
+                        format!("cannot start the freeze guard {}: {e}", exe.display()),
+                    )
+                    .with_source(e)
+                })?;
+            let (Some(to), Some(from)) = (child.stdin.take(), child.stdout.take()) else {
+                return Err(Error::internal("the freeze guard has no pipes"));
+            };
+            // Reaped when it exits; it outlives the daemon if it must.
+            tokio::spawn(async move {
+                let _ = child.wait().await;
+            });
+            let from: Box<dyn AsyncRead + Send + Unpin> = Box::new(from);
+            Ok((Box::new(to), tokio::io::BufReader::new(from).lines()))
         }
     }
 }
@@ -136,6 +332,7 @@ where
         agent: app.run_paths(id).agent(),
         bound: Duration::from_secs(app.config.snapshots.freeze_timeout_secs.max(1)),
         hold_frozen: app.seams.hold_frozen,
+        guard: app.freeze_guard.clone(),
     };
     freeze_around(&guest, &|m| ctx.log(m), mode, cut).await
 }
@@ -150,6 +347,8 @@ pub struct Guest {
     /// A pause with the guest frozen before the cut (tests widen the
     /// window with it).
     pub hold_frozen: Duration,
+    /// Where the freeze's guard runs.
+    pub guard: Guard,
 }
 
 /// Where a freeze says what it did (a job's log).
@@ -174,57 +373,29 @@ where
     if mode == Mode::Off {
         return Ok(crash(cut().await?));
     }
-    let (path, bound, id) = (guest.agent.clone(), guest.bound, guest.instance);
-    let agent = match Agent::connect(&path, Duration::from_secs(2)).await {
-        Ok(mut a) => match a.ping(Duration::from_secs(1)).await {
-            Ok(()) => a,
-            Err(e) => return not_frozen(log, mode, e, cut).await,
-        },
-        Err(e) => return not_frozen(log, mode, e, cut).await,
-    };
-    let shared: Shared = Arc::new(Mutex::new(Some(agent)));
-    let done = Arc::new(AtomicBool::new(false));
-    let dog = tokio::spawn(watchdog(
-        path.clone(),
-        shared.clone(),
-        bound,
-        done.clone(),
-        id,
-    ));
+    let bound = guest.bound;
     let started = Instant::now();
-    let frozen = {
-        let mut slot = shared.lock().await;
-        let agent = slot.as_mut().expect("connected above");
-        let mut r = agent.freeze(bound).await;
-        if r.is_ok() {
-            // Confirm: an agent that says it froze must also report it.
-            r = match agent.freeze_status(bound).await {
-                Ok(s) if s == "frozen" => r,
-                Ok(s) => Err(Error::unavailable(
-                    "freeze_unconfirmed",
-                    format!("the agent reports '{s}' after a freeze"),
-                )),
-                Err(e) => Err(e),
-            };
+    let (mut to_guard, mut from_guard) = start_guard(&guest.guard, &guest.agent, bound)?;
+    // The guard answers within the bound (plus its connect and ping).
+    let first = tokio::time::timeout(bound + Duration::from_secs(4), from_guard.next_line())
+        .await
+        .ok()
+        .and_then(|l| l.ok().flatten())
+        .unwrap_or_else(|| "failed the freeze guard did not answer".into());
+    let (word, why) = first.split_once(' ').unwrap_or((first.as_str(), ""));
+    match word {
+        "frozen" => {}
+        "unreachable" => {
+            let e = Error::unavailable("guest_agent_not_responding", why.to_string());
+            return not_frozen(log, mode, e, cut).await;
         }
-        if r.is_err() {
-            *slot = None;
+        _ => {
+            log(format!("freeze failed: {why}; thawing"));
+            if mode == Mode::Required {
+                return Err(required(why));
+            }
+            return Ok(crash(cut().await?));
         }
-        r
-    };
-    if let Err(e) = frozen {
-        log(format!("freeze failed: {e}; thawing"));
-        let left = bound
-            .saturating_sub(started.elapsed())
-            .max(Duration::from_millis(500));
-        if thaw_confirmed(&path, &shared, left).await.is_ok() {
-            done.store(true, Ordering::SeqCst);
-            dog.abort();
-        }
-        if mode == Mode::Required {
-            return Err(required(e));
-        }
-        return Ok(crash(cut().await?));
     }
     log("the guest agent reports the guest frozen".into());
     if !guest.hold_frozen.is_zero() {
@@ -232,18 +403,25 @@ where
     }
     let value = cut().await;
     let cut_in_time = started.elapsed() < bound;
-    let thawed = thaw_confirmed(&path, &shared, Duration::from_secs(3)).await;
-    let frozen_ms = started.elapsed().as_millis() as u64;
-    match thawed {
-        Ok(()) => {
-            done.store(true, Ordering::SeqCst);
-            dog.abort();
-            log(format!("guest filesystems were frozen {frozen_ms} ms"));
+    let _ = to_guard.write_all(b"thaw\n").await;
+    let _ = to_guard.flush().await;
+    let thawed = tokio::time::timeout(Duration::from_secs(3), from_guard.next_line())
+        .await
+        .ok()
+        .and_then(|l| l.ok().flatten())
+        .unwrap_or_default();
+    let frozen_ms = match thawed.strip_prefix("thawed ").map(str::parse::<u64>) {
+        Some(Ok(ms)) => {
+            log(format!("guest filesystems were frozen {ms} ms"));
+            ms
         }
-        Err(e) => log(format!(
-            "thaw not confirmed ({e}); the watchdog keeps at it"
-        )),
-    }
+        _ => {
+            log(format!(
+                "thaw not confirmed ({thawed}); the freeze guard keeps at it"
+            ));
+            started.elapsed().as_millis() as u64
+        }
+    };
     let value = value?;
     if !cut_in_time {
         log(format!(

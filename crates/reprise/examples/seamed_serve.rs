@@ -12,6 +12,7 @@ use reprise_daemon::Seams;
 use std::time::Duration;
 
 fn main() {
+    reprise_daemon::quiesce::guard_if_asked();
     let args: Vec<String> = std::env::args().collect();
     let [_, config, chunk_pause, hold_frozen] = &args[..] else {
         eprintln!("usage: seamed_serve CONFIG CHUNK_PAUSE_MS HOLD_FROZEN_MS");

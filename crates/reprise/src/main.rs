@@ -6,6 +6,8 @@ use reprise_core::{Error, Result};
 use reprise_daemon::config::Config;
 
 fn main() {
+    // A freeze's guard runs as this binary (see reprise_daemon::quiesce).
+    reprise_daemon::quiesce::guard_if_asked();
     std::process::exit(reprise_cli::main(serve));
 }
 

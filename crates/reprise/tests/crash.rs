@@ -1,6 +1,8 @@
-//! The daemon killed (SIGKILL) in the middle of an operation, then started
-//! again: the guest is not left frozen, no half-made point remains, no job
-//! stays Running, and the instance is re-attached, not lost or duplicated.
+//! The daemon killed (SIGKILL) or stopped (SIGSTOP) in the middle of an
+//! operation, then started again: the guest is not left frozen (its
+//! freeze's guard thaws it, without the daemon), no half-made point
+//! remains, no job stays Running, and the instance is re-attached, not
+//! lost or duplicated.
 
 use reprise_core::model::*;
 use reprise_testing::*;
@@ -64,17 +66,23 @@ fn a_daemon_killed_while_the_guest_is_frozen() {
     }
     daemon.child.kill().unwrap();
     daemon.child.wait().unwrap();
-    assert_eq!(
-        freeze_status(&vm).as_deref(),
-        Some("frozen"),
-        "the killed daemon left it frozen"
-    );
+    // The freeze's guard, a process of its own, saw the daemon go and
+    // thawed the guest at once, with no daemon at all.
+    let killed = Instant::now();
+    while freeze_status(&vm).as_deref() != Some("thawed") {
+        assert!(
+            killed.elapsed() < Duration::from_secs(10),
+            "the guest stayed frozen after the daemon died"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("thawed {:?} after the daemon was killed", killed.elapsed());
 
     let (_daemon, c) = serve_process(env!("CARGO_BIN_EXE_reprise"), &config, &data);
     assert_eq!(
         freeze_status(&vm).as_deref(),
         Some("thawed"),
-        "the restarted daemon thawed it"
+        "still thawed"
     );
     let again = instance(&c, "vm");
     assert_eq!(
@@ -92,6 +100,91 @@ fn a_daemon_killed_while_the_guest_is_frozen() {
         qemu_img_info(&d.path).get("snapshots").is_none(),
         "no stray snapshot in the qcow2"
     );
+}
+
+/// A daemon stopped (SIGSTOP) while the guest is frozen cannot thaw it:
+/// the freeze's guard does, at the bound, and the point the daemon
+/// finishes once it runs again says it is only crash-consistent.
+#[test]
+fn a_daemon_stopped_while_the_guest_is_frozen() {
+    let dir = tempfile::Builder::new().prefix("rp").tempdir().unwrap();
+    let data: PathBuf = dir.path().join("data");
+    let config = dir.path().join("reprise.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{}\"\nlisten = \"127.0.0.1:0\"\nimport_dirs = [\"{}\"]\n[snapshots]\nfreeze_timeout_secs = 3\n",
+            data.display(),
+            guest_dir().display()
+        ),
+    )
+    .unwrap();
+    struct Cleanup(PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            kill_instances_under(&self.0);
+        }
+    }
+    let _cleanup = Cleanup(data.join("run"));
+    // The guest stays frozen 8 s before the cut: past the 3 s bound.
+    let (daemon, c) = serve_seamed_process(&config, &data, &hold_frozen(8_000));
+    let _: Volume = c
+        .post("/api/v1/volumes", &json!({"name": "d", "size": "64M"}))
+        .unwrap();
+    run_job(&c, "/api/v1/instances", &guest_instance("vm", &["d"]));
+    let vm = instance(&c, "vm");
+    let agent_ready = Instant::now();
+    while freeze_status(&vm).is_none() {
+        assert!(agent_ready.elapsed() < Duration::from_secs(90), "no agent");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let job = c
+        .start_job("/api/v1/instances/vm/points", &json!({"name": "p"}))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !c
+        .job(&job.id.to_string())
+        .unwrap()
+        .log
+        .iter()
+        .any(|l| l.message.contains("reports the guest frozen"))
+    {
+        assert!(Instant::now() < deadline, "the guest was never frozen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let pid = daemon.child.id().to_string();
+    let signal = |sig: &str| {
+        assert!(std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap()
+            .success())
+    };
+    signal("-STOP");
+    let stopped = Instant::now();
+    while freeze_status(&vm).as_deref() != Some("thawed") {
+        assert!(
+            stopped.elapsed() < Duration::from_secs(10),
+            "the guest stayed frozen while the daemon was stopped"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!(
+        "thawed {:?} after the daemon was stopped",
+        stopped.elapsed()
+    );
+    assert!(
+        stopped.elapsed() < Duration::from_secs(5),
+        "thawed by the 3 s bound, not later"
+    );
+    signal("-CONT");
+    let done = c
+        .wait_job(&job.id.to_string(), Duration::from_secs(60), |_| {})
+        .unwrap();
+    assert_eq!(done.state, JobState::Succeeded);
+    let p: Point = c.get("/api/v1/instances/vm/points/p").unwrap();
+    assert_eq!(p.state, PointState::Ready);
+    assert_eq!(p.consistency, "crash", "cut after the bound");
 }
 
 /// The region part of a config file for one of the test stores.
