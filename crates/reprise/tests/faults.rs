@@ -1,0 +1,322 @@
+//! The fault campaign: the daemon killed (SIGKILL) at a random moment of a
+//! random operation on a running guest — a volume snapshot, a recovery
+//! point, a revert, a volume restored from a snapshot, a template, a
+//! snapshot deleted — then started again, round after round, and after
+//! each start everything it says checked against what is on disk:
+//!
+//! - no job is left Queued or Running, and no resource in a passing state
+//!   (BackingUp, Destroying, Creating, Reverting, Deleting, Snapshotting);
+//! - the guest is not frozen;
+//! - every volume that no QEMU holds is a clean qcow2 (`qemu-img check`),
+//!   and no half-made file is left beside a volume;
+//! - every recovery point shown Ready has its snapshot in each of its
+//!   volumes, and every template shown can be read;
+//! - at the end, every BackedUp snapshot verifies (each chunk read back,
+//!   decrypted and checked against its name).
+//!
+//! It prints its figures: rounds, kills per operation, the violations found
+//! (the test fails on any). CI runs `REPRISE_FAULT_ROUNDS` rounds (6 by
+//! default); `scripts/faults.sh N` runs a long campaign. The seed is
+//! printed, and `REPRISE_FAULT_SEED` replays one.
+
+use reprise_client::Client;
+use reprise_core::model::*;
+use reprise_testing::*;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// A small, seedable generator (xorshift64*): the campaign replays.
+struct Dice(u64);
+
+impl Dice {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// The operations a round may start (snapshots twice as often: the
+/// others need one).
+const OPS: &[&str] = &[
+    "snapshot",
+    "snapshot",
+    "point",
+    "revert",
+    "restore",
+    "template",
+    "delete snapshot",
+];
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+struct Campaign {
+    config: PathBuf,
+    data: PathBuf,
+    seams: Seams,
+    violations: Vec<String>,
+}
+
+impl Campaign {
+    fn serve(&self) -> (DaemonProcess, Client) {
+        serve_seamed_process(&self.config, &self.data, &self.seams)
+    }
+
+    fn violation(&mut self, round: usize, what: String) {
+        eprintln!("round {round}: VIOLATION {what}");
+        self.violations.push(format!("round {round}: {what}"));
+    }
+
+    /// Everything the daemon says, checked against the disks.
+    fn check(&mut self, round: usize, c: &Client) {
+        for j in c.jobs(1000).unwrap() {
+            if matches!(j.state, JobState::Queued | JobState::Running) {
+                self.violation(round, format!("job {} {} is {:?}", j.kind, j.id, j.state));
+            }
+        }
+        for s in c.snapshots().unwrap() {
+            if !matches!(s.state, SnapshotState::BackedUp | SnapshotState::Error) {
+                self.violation(round, format!("snapshot {} is {}", s.name, s.state));
+            }
+        }
+        let instances = c.instances().unwrap();
+        let running: Vec<uuid::Uuid> = instances
+            .iter()
+            .filter(|i| i.state == InstanceState::Running)
+            .map(|i| i.id)
+            .collect();
+        for i in &instances {
+            if !matches!(i.state, InstanceState::Running | InstanceState::Stopped) {
+                self.violation(round, format!("instance {} is {}", i.name, i.state));
+            }
+            if i.state == InstanceState::Running && freeze_status(i).as_deref() == Some("frozen") {
+                self.violation(round, format!("instance {} is frozen", i.name));
+            }
+            for p in c.points(&i.name).unwrap() {
+                if !matches!(p.state, PointState::Ready | PointState::Error) {
+                    self.violation(round, format!("point {} is {}", p.name, p.state));
+                }
+                if p.state == PointState::Ready {
+                    let tag = format!("reprise-{}", p.id);
+                    for v in &p.volume_ids {
+                        let path = c.volume(&v.to_string()).unwrap().path;
+                        if !qcow2_tags(&path).contains(&tag) {
+                            self.violation(
+                                round,
+                                format!("Ready point {} lacks {tag} in {path}", p.name),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        for v in c.volumes(None, None).unwrap() {
+            if v.state != VolumeState::Ready && v.state != VolumeState::Error {
+                self.violation(round, format!("volume {} is {}", v.name, v.state));
+            }
+            for leftover in [".restoring.raw", ".reverting.qcow2"] {
+                if Path::new(&format!("{}{leftover}", v.path)).exists() {
+                    self.violation(
+                        round,
+                        format!("{}{leftover} left beside {}", v.path, v.name),
+                    );
+                }
+            }
+            let held = v.instance_id.is_some_and(|i| running.contains(&i));
+            if !held && qemu_img_check(&v.path) != 0 {
+                self.violation(round, format!("volume {} fails qemu-img check", v.name));
+            }
+        }
+        for t in c.templates().unwrap() {
+            if c.template(&t.id.to_string()).is_err() {
+                self.violation(round, format!("template {} cannot be read", t.name));
+            }
+        }
+    }
+}
+
+/// Start `op` (round `n`); what it started, for the log.
+fn start(c: &Client, op: &str, n: usize, dice: &mut Dice) -> String {
+    let backed_up: Vec<Snapshot> = c
+        .snapshots()
+        .unwrap()
+        .into_iter()
+        .filter(|s| s.state == SnapshotState::BackedUp)
+        .collect();
+    let pick = |dice: &mut Dice| {
+        backed_up[dice.below(backed_up.len() as u64) as usize]
+            .name
+            .clone()
+    };
+    let r = match op {
+        "snapshot" => c
+            .start_job(
+                "/api/v1/snapshots",
+                &json!({"volume": "d", "name": format!("s{n}")}),
+            )
+            .map(|j| j.kind),
+        "point" => c
+            .start_job(
+                "/api/v1/instances/vm/points",
+                &json!({"name": format!("p{n}")}),
+            )
+            .map(|j| j.kind),
+        "revert" => match c
+            .points("vm")
+            .unwrap()
+            .into_iter()
+            .find(|p| p.state == PointState::Ready)
+        {
+            Some(p) => c.revert_point("vm", &p.name).map(|j| j.kind),
+            None => return "revert: no point yet".into(),
+        },
+        _ if backed_up.is_empty() => return format!("{op}: no snapshot yet"),
+        "delete snapshot" if backed_up.len() < 2 => return format!("{op}: keeps the last one"),
+        "restore" => c
+            .volume_from_snapshot(
+                &pick(dice),
+                &VolumeFromSnapshot {
+                    name: format!("r{n}"),
+                    zone: None,
+                },
+            )
+            .map(|j| j.kind),
+        "template" => c
+            .create_template(&CreateTemplate {
+                name: format!("t{n}"),
+                snapshot: pick(dice),
+            })
+            .map(|t| t.name),
+        "delete snapshot" => c.delete_snapshot(&pick(dice)).map(|j| j.kind),
+        other => panic!("unknown operation {other}"),
+    };
+    match r {
+        Ok(what) => format!("{op}: {what}"),
+        Err(e) => format!("{op}: refused ({})", e.code),
+    }
+}
+
+#[test]
+fn the_daemon_killed_at_random_moments_loses_nothing() {
+    let rounds = env_u64("REPRISE_FAULT_ROUNDS", 6) as usize;
+    let seed = env_u64(
+        "REPRISE_FAULT_SEED",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
+            | 1,
+    );
+    eprintln!("fault campaign: {rounds} rounds, seed {seed} (REPRISE_FAULT_SEED replays it)");
+    let mut dice = Dice(seed);
+    let dir = tempfile::Builder::new().prefix("rp").tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = dir.path().join("reprise.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{}\"\nlisten = \"127.0.0.1:0\"\nimport_dirs = [\"{}\"]\n[gc]\ndelay_ms = 50\n",
+            data.display(),
+            guest_dir().display()
+        ),
+    )
+    .unwrap();
+    struct Cleanup(PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            kill_instances_under(&self.0);
+        }
+    }
+    let _cleanup = Cleanup(data.join("run"));
+    // Backups pause 30 ms a chunk and freezes hold 300 ms: windows wide
+    // enough for kills to land inside them.
+    let mut campaign = Campaign {
+        config,
+        data: data.clone(),
+        seams: Seams {
+            chunk_pause: Duration::from_millis(30),
+            hold_frozen: Duration::from_millis(300),
+        },
+        violations: Vec::new(),
+    };
+    let (mut daemon, mut c) = campaign.serve();
+    let _: Volume = c
+        .post("/api/v1/volumes", &json!({"name": "d", "size": "64M"}))
+        .unwrap();
+    run_job(&c, "/api/v1/instances", &guest_instance("vm", &["d"]));
+    // Something for every operation to act on from the first round.
+    run_job(
+        &c,
+        "/api/v1/snapshots",
+        &json!({"volume": "d", "name": "s0"}),
+    );
+    run_job(&c, "/api/v1/instances/vm/points", &json!({"name": "p0"}));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let socket = |c: &Client| {
+        let vm = c.instance("vm").unwrap();
+        data.join("run").join(vm.id.to_string()).join("qga.sock")
+    };
+    let started = Instant::now();
+    let mut kills: BTreeMap<&str, usize> = BTreeMap::new();
+    for round in 1..=rounds {
+        // New data in the guest, when it runs: increments have work.
+        if c.instance("vm").unwrap().state == InstanceState::Running {
+            let script = format!(
+                "dd if=/dev/urandom of=/mnt/data/f{round} bs=64k count=64 2>/dev/null; sync"
+            );
+            rt.block_on(agent_sh(&socket(&c), &script));
+        }
+        let op = OPS[dice.below(OPS.len() as u64) as usize];
+        let what = start(&c, op, round, &mut dice);
+        let wait = Duration::from_millis(dice.below(1500));
+        std::thread::sleep(wait);
+        daemon.child.kill().unwrap();
+        daemon.child.wait().unwrap();
+        let started_one = !what.contains(": no ") && !what.contains("keeps the last");
+        *kills
+            .entry(if started_one { op } else { "nothing started" })
+            .or_default() += 1;
+        eprintln!("round {round}: {what}; killed after {wait:?}");
+        (daemon, c) = campaign.serve();
+        campaign.check(round, &c);
+        // A revert may have left the instance stopped: it runs again.
+        if c.instance("vm").unwrap().state == InstanceState::Stopped {
+            let _ = c
+                .start_instance("vm")
+                .and_then(|j| c.wait_job(&j.id.to_string(), Duration::from_secs(120), |_| {}));
+        }
+    }
+    // Every snapshot the daemon calls BackedUp reads back whole.
+    let mut verified = 0;
+    for s in c.snapshots().unwrap() {
+        if s.state != SnapshotState::BackedUp {
+            continue;
+        }
+        let job = c.verify_snapshot(&s.name).unwrap();
+        match c.wait_job(&job.id.to_string(), Duration::from_secs(120), |_| {}) {
+            Ok(_) => verified += 1,
+            Err(e) => campaign.violation(
+                rounds,
+                format!("snapshot {} does not verify: {e:?}", s.name),
+            ),
+        }
+    }
+    eprintln!(
+        "fault campaign: {rounds} rounds in {:?}, kills per operation {kills:?}, {verified} snapshots verified, {} violations",
+        started.elapsed(),
+        campaign.violations.len()
+    );
+    assert!(campaign.violations.is_empty(), "{:#?}", campaign.violations);
+}

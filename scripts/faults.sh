@@ -1,0 +1,24 @@
+#!/bin/bash
+# The long fault campaign: the daemon killed at random moments of random
+# operations on a running guest, ROUNDS times (default 100), each start
+# checked against the disks (see crates/reprise/tests/faults.rs). CI runs a
+# short one (6 rounds) as part of scripts/test.sh.
+#
+#   scripts/faults.sh [ROUNDS] [SEED]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rounds=${1:-100}
+scripts/install-deps.sh
+scripts/s3.sh install
+tests/guest/build.sh target/test-guest
+scripts/s3.sh start target/s3
+scripts/postgres.sh start target/pg
+trap 'scripts/s3.sh stop target/s3; scripts/postgres.sh stop target/pg' EXIT
+# shellcheck source=/dev/null
+source target/s3/env
+# shellcheck source=/dev/null
+source target/pg/env
+cargo build --locked -p reprise --example seamed_serve
+export REPRISE_FAULT_ROUNDS=$rounds
+[ -n "${2:-}" ] && export REPRISE_FAULT_SEED=$2
+cargo test --locked -p reprise --test faults -- --nocapture 2>&1 | grep -E "round|fault campaign|VIOLATION|test result|panicked"
