@@ -33,10 +33,8 @@ use reprise_core::{Error, Result};
 use reprise_qemu::agent::Agent;
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::sync::Mutex;
 use uuid::Uuid;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,13 +81,12 @@ fn required(why: impl std::fmt::Display) -> Error {
 
 /// A guard's agent session: one connection for freeze and thaw (a new
 /// connection costs a sync round trip, tens of milliseconds in a busy
-/// guest), replaced when it fails.
-type Shared = Arc<Mutex<Option<Agent>>>;
+/// guest), dropped when it fails and made again when needed.
+type Session = Option<Agent>;
 
 /// Thaw and confirm through the shared session (reconnecting if there is
 /// none), within `within`.
-async fn thaw_confirmed(path: &Path, shared: &Shared, within: Duration) -> Result<()> {
-    let mut slot = shared.lock().await;
+async fn thaw_confirmed(path: &Path, slot: &mut Session, within: Duration) -> Result<()> {
     if slot.is_none() {
         *slot = Some(Agent::connect(path, within).await?);
     }
@@ -113,10 +110,10 @@ async fn thaw_confirmed(path: &Path, shared: &Shared, within: Duration) -> Resul
 
 /// Thaw until the agent confirms (reconnecting as needed), for up to ten
 /// minutes: a guest is never given up on sooner.
-async fn thaw_until_confirmed(path: &Path, shared: &Shared) -> Result<()> {
+async fn thaw_until_confirmed(path: &Path, session: &mut Session) -> Result<()> {
     let give_up = Instant::now() + Duration::from_secs(600);
     loop {
-        match thaw_confirmed(path, shared, Duration::from_secs(3)).await {
+        match thaw_confirmed(path, session, Duration::from_secs(3)).await {
             Ok(()) => return Ok(()),
             Err(e) if Instant::now() >= give_up => return Err(e),
             Err(e) => {
@@ -135,37 +132,24 @@ where
     R: AsyncBufRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut send = Vec::new();
-    macro_rules! tell {
-        ($($arg:tt)*) => {{
-            send.clear();
-            send.extend_from_slice(format!($($arg)*).as_bytes());
-            send.push(b'\n');
-            let _ = output.write_all(&send).await;
-            let _ = output.flush().await;
-        }};
-    }
-    let session = match Agent::connect(agent, Duration::from_secs(2)).await {
-        Ok(mut a) => match a.ping(Duration::from_secs(1)).await {
-            Ok(()) => a,
-            Err(e) => {
-                tell!("unreachable {}", one_line(&e.message));
-                return;
-            }
-        },
+    let connected = async {
+        let mut a = Agent::connect(agent, Duration::from_secs(2)).await?;
+        a.ping(Duration::from_secs(1)).await?;
+        Ok::<_, Error>(a)
+    };
+    let mut session: Session = match connected.await {
+        Ok(a) => Some(a),
         Err(e) => {
-            tell!("unreachable {}", one_line(&e.message));
+            tell(&mut output, format!("unreachable {}", one_line(&e.message))).await;
             return;
         }
     };
-    let shared: Shared = Arc::new(Mutex::new(Some(session)));
     let started = Instant::now();
     let deadline = tokio::time::Instant::from_std(started + bound);
     // The freeze is sent under the bound: a freeze that hangs may still
     // freeze, so whatever it answers the guest is thawed below.
     let frozen = tokio::time::timeout_at(deadline, async {
-        let mut slot = shared.lock().await;
-        let agent = slot.as_mut().expect("connected above");
+        let agent = session.as_mut().expect("connected above");
         let r = async {
             agent.freeze(bound).await?;
             // Confirm: an agent that says it froze must also report it.
@@ -179,7 +163,7 @@ where
         }
         .await;
         if r.is_err() {
-            *slot = None;
+            session = None;
         }
         r
     })
@@ -192,18 +176,26 @@ where
     });
     match frozen {
         Ok(()) => {
-            tell!("frozen");
+            tell(&mut output, "frozen".into()).await;
             // Until the daemon says thaw, closes the pipe (it died), or
             // the bound is reached (it hangs, or is stopped).
             let mut lines = input.lines();
             let _ = tokio::time::timeout_at(deadline, lines.next_line()).await;
         }
-        Err(e) => tell!("failed {}", one_line(&e.message)),
+        Err(e) => tell(&mut output, format!("failed {}", one_line(&e.message))).await,
     }
-    match thaw_until_confirmed(agent, &shared).await {
-        Ok(()) => tell!("thawed {}", started.elapsed().as_millis()),
-        Err(e) => tell!("stuck {}", one_line(&e.message)),
-    }
+    let line = match thaw_until_confirmed(agent, &mut session).await {
+        Ok(()) => format!("thawed {}", started.elapsed().as_millis()),
+        Err(e) => format!("stuck {}", one_line(&e.message)),
+    };
+    tell(&mut output, line).await;
+}
+
+/// One line of the guard's protocol (a daemon gone is not the guard's
+/// concern: it thaws all the same).
+async fn tell<W: AsyncWrite + Unpin>(output: &mut W, line: String) {
+    let _ = output.write_all(format!("{line}\n").as_bytes()).await;
+    let _ = output.flush().await;
 }
 
 fn one_line(text: &str) -> String {
@@ -474,7 +466,6 @@ pub async fn thaw_if_frozen(app: &App, id: Uuid) {
     };
     if agent.freeze_status(Duration::from_secs(2)).await.as_deref() == Ok("frozen") {
         tracing::warn!(instance = %id, "guest found frozen at startup: thawing");
-        let shared: Shared = Arc::new(Mutex::new(Some(agent)));
-        let _ = thaw_confirmed(&path, &shared, Duration::from_secs(5)).await;
+        let _ = thaw_confirmed(&path, &mut Some(agent), Duration::from_secs(5)).await;
     }
 }
