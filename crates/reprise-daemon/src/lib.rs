@@ -236,6 +236,8 @@ pub async fn start_with_seams(config: Config, seams: Seams) -> Result<Server> {
         Some(url) => Catalog::connect(url)?,
         None => Catalog::open(&config.catalog_path())?,
     };
+    // Before anything else that can fail (a wrong region key, a bad plan).
+    quiesce::thaw_frozen_guests(&config, &catalog).await;
     apply_plans(&config, &catalog)?;
     ensure_admin(&config, &catalog)?;
     let spec = region_spec(&config)?;

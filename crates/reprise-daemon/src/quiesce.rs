@@ -457,15 +457,29 @@ where
     })
 }
 
-/// At daemon start: a guest left frozen by a daemon that died mid-snapshot
-/// is thawed.
-pub async fn thaw_if_frozen(app: &App, id: Uuid) {
-    let path = app.run_paths(id).agent();
-    let Ok(mut agent) = Agent::connect(&path, Duration::from_secs(2)).await else {
+/// At daemon start, first of all (before anything that can fail): every
+/// guest found frozen is thawed — a second line of defence behind the
+/// freeze's guard.
+pub async fn thaw_frozen_guests(
+    config: &crate::config::Config,
+    catalog: &reprise_catalog::Catalog,
+) {
+    let Ok(instances) = catalog.list_instances(None) else {
+        return;
+    };
+    for inst in instances {
+        let run = reprise_qemu::cmdline::RunPaths::new(config.instance_run_dir(inst.id));
+        thaw_if_frozen(&run.agent(), inst.id).await;
+    }
+}
+
+/// Thaw a guest if its agent says it is frozen.
+async fn thaw_if_frozen(path: &Path, id: Uuid) {
+    let Ok(mut agent) = Agent::connect(path, Duration::from_secs(2)).await else {
         return;
     };
     if agent.freeze_status(Duration::from_secs(2)).await.as_deref() == Ok("frozen") {
         tracing::warn!(instance = %id, "guest found frozen at startup: thawing");
-        let _ = thaw_confirmed(&path, &mut Some(agent), Duration::from_secs(5)).await;
+        let _ = thaw_confirmed(path, &mut Some(agent), Duration::from_secs(5)).await;
     }
 }

@@ -76,11 +76,6 @@ pub async fn at_startup(app: &App) -> Result<()> {
     crate::ops::points::reconcile_at_startup(app).await?;
     crate::ops::templates::reconcile_at_startup(app)?;
     crate::ops::snapshots::reconcile_at_startup(app).await?;
-    for inst in app.catalog.list_instances(None)? {
-        if inst.state == InstanceState::Running {
-            crate::quiesce::thaw_if_frozen(app, inst.id).await;
-        }
-    }
     tracing::info!(
         instances = instances.len(),
         changed,

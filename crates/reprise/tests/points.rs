@@ -769,3 +769,40 @@ fn a_revert_interrupted_half_way_is_undone_at_the_next_start() {
         .unwrap();
     assert_eq!(p.state, PointState::Ready, "the point itself is whole");
 }
+
+/// A guest found frozen when the daemon starts is thawed first of all:
+/// even a start that then fails (a wrong region key) leaves it thawed.
+#[test]
+fn a_start_that_fails_still_thaws_a_frozen_guest() {
+    let mut d = TestDaemon::start();
+    let vm = booted(&d, "icy");
+    d.stop();
+    // Frozen behind the daemon's back, as a dead daemon could leave it.
+    let socket = d.config.instance_run_dir(vm.id).join("qga.sock");
+    d.block_on(async {
+        let mut a = reprise_qemu::agent::Agent::connect(&socket, Duration::from_secs(5))
+            .await
+            .unwrap();
+        a.freeze(Duration::from_secs(10)).await.unwrap();
+    });
+    let frozen = Instance {
+        guest_agent_socket: socket.to_string_lossy().into_owned(),
+        ..vm.clone()
+    };
+    assert_eq!(freeze_status(&frozen).as_deref(), Some("frozen"));
+    let key_file = d.config.data_dir.join("region.key");
+    let key = std::fs::read_to_string(&key_file).unwrap();
+    std::fs::write(&key_file, format!("{}\n", "cd".repeat(32))).unwrap();
+    let e = d
+        .block_on(reprise_daemon::start(d.config.clone()))
+        .err()
+        .expect("a wrong region key stops the start");
+    assert_eq!(e.code, "region_key_wrong");
+    assert_eq!(
+        freeze_status(&frozen).as_deref(),
+        Some("thawed"),
+        "thawed before the start failed"
+    );
+    std::fs::write(&key_file, key).unwrap();
+    d.start_again();
+}
