@@ -223,6 +223,16 @@ impl TestDaemon {
     }
 }
 
+/// Kills the QEMUs under a run directory when dropped: a test whose daemon
+/// runs as its own process (and leaves its VMs running) leaks none.
+pub struct KillInstancesOnDrop(pub PathBuf);
+
+impl Drop for KillInstancesOnDrop {
+    fn drop(&mut self) {
+        kill_instances_under(&self.0);
+    }
+}
+
 /// A daemon run as its own process (`reprise serve`), for tests that kill
 /// it or measure it; killed when dropped (its VMs keep running).
 pub struct DaemonProcess {

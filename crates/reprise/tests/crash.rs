@@ -10,31 +10,35 @@ use serde_json::json;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-#[test]
-fn a_daemon_killed_while_the_guest_is_frozen() {
+/// A daemon in its own process (with `hold` of the guest frozen before
+/// each cut, and `bound` seconds of freeze at most) whose point job `p` on
+/// instance `vm` has just frozen the guest.
+struct FrozenInAPoint {
+    config: PathBuf,
+    data: PathBuf,
+    daemon: DaemonProcess,
+    c: reprise_client::Client,
+    vm: Instance,
+    job: Job,
+    _vms: KillInstancesOnDrop,
+    _dir: tempfile::TempDir,
+}
+
+fn frozen_in_a_point(bound_secs: u64, hold_ms: u64) -> FrozenInAPoint {
     let dir = tempfile::Builder::new().prefix("rp").tempdir().unwrap();
     let data: PathBuf = dir.path().join("data");
     let config = dir.path().join("reprise.toml");
     std::fs::write(
         &config,
         format!(
-            "data_dir = \"{}\"\nlisten = \"127.0.0.1:0\"\nimport_dirs = [\"{}\"]\n[snapshots]\nfreeze_timeout_secs = 60\n",
+            "data_dir = \"{}\"\nlisten = \"127.0.0.1:0\"\nimport_dirs = [\"{}\"]\n[snapshots]\nfreeze_timeout_secs = {bound_secs}\n",
             data.display(),
             guest_dir().display()
         ),
     )
     .unwrap();
-    let run_dir = data.join("run");
-    struct Cleanup(PathBuf);
-    impl Drop for Cleanup {
-        fn drop(&mut self) {
-            kill_instances_under(&self.0);
-        }
-    }
-    let _cleanup = Cleanup(run_dir);
-
-    // The guest stays frozen 20 s before the cut: the kill lands inside.
-    let (mut daemon, c) = serve_seamed_process(&config, &data, &hold_frozen(20_000));
+    let vms = KillInstancesOnDrop(data.join("run"));
+    let (daemon, c) = serve_seamed_process(&config, &data, &hold_frozen(hold_ms));
     let _: Volume = c
         .post("/api/v1/volumes", &json!({"name": "d", "size": "64M"}))
         .unwrap();
@@ -51,8 +55,7 @@ fn a_daemon_killed_while_the_guest_is_frozen() {
     let job = c
         .start_job("/api/v1/instances/vm/points", &json!({"name": "p"}))
         .unwrap();
-    // The daemon holds the agent's channel while the guest is frozen: its
-    // job log says when the freeze is done.
+    // The job's log says when the freeze is done.
     let deadline = Instant::now() + Duration::from_secs(20);
     while !c
         .job(&job.id.to_string())
@@ -64,6 +67,31 @@ fn a_daemon_killed_while_the_guest_is_frozen() {
         assert!(Instant::now() < deadline, "the guest was never frozen");
         std::thread::sleep(Duration::from_millis(50));
     }
+    FrozenInAPoint {
+        config,
+        data,
+        daemon,
+        c,
+        vm,
+        job,
+        _vms: vms,
+        _dir: dir,
+    }
+}
+
+#[test]
+fn a_daemon_killed_while_the_guest_is_frozen() {
+    // The guest stays frozen 20 s before the cut: the kill lands inside.
+    // (Fields moved out one by one: the rest, its directory included, lives
+    // to the end of the test.)
+    let f = frozen_in_a_point(60, 20_000);
+    let (config, data, vm, job) = (
+        f.config.clone(),
+        f.data.clone(),
+        f.vm.clone(),
+        f.job.clone(),
+    );
+    let mut daemon = f.daemon;
     daemon.child.kill().unwrap();
     daemon.child.wait().unwrap();
     // The freeze's guard, a process of its own, saw the daemon go and
@@ -107,51 +135,10 @@ fn a_daemon_killed_while_the_guest_is_frozen() {
 /// finishes once it runs again says it is only crash-consistent.
 #[test]
 fn a_daemon_stopped_while_the_guest_is_frozen() {
-    let dir = tempfile::Builder::new().prefix("rp").tempdir().unwrap();
-    let data: PathBuf = dir.path().join("data");
-    let config = dir.path().join("reprise.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "data_dir = \"{}\"\nlisten = \"127.0.0.1:0\"\nimport_dirs = [\"{}\"]\n[snapshots]\nfreeze_timeout_secs = 3\n",
-            data.display(),
-            guest_dir().display()
-        ),
-    )
-    .unwrap();
-    struct Cleanup(PathBuf);
-    impl Drop for Cleanup {
-        fn drop(&mut self) {
-            kill_instances_under(&self.0);
-        }
-    }
-    let _cleanup = Cleanup(data.join("run"));
     // The guest stays frozen 8 s before the cut: past the 3 s bound.
-    let (daemon, c) = serve_seamed_process(&config, &data, &hold_frozen(8_000));
-    let _: Volume = c
-        .post("/api/v1/volumes", &json!({"name": "d", "size": "64M"}))
-        .unwrap();
-    run_job(&c, "/api/v1/instances", &guest_instance("vm", &["d"]));
-    let vm = instance(&c, "vm");
-    let agent_ready = Instant::now();
-    while freeze_status(&vm).is_none() {
-        assert!(agent_ready.elapsed() < Duration::from_secs(90), "no agent");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let job = c
-        .start_job("/api/v1/instances/vm/points", &json!({"name": "p"}))
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !c
-        .job(&job.id.to_string())
-        .unwrap()
-        .log
-        .iter()
-        .any(|l| l.message.contains("reports the guest frozen"))
-    {
-        assert!(Instant::now() < deadline, "the guest was never frozen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let f = frozen_in_a_point(3, 8_000);
+    let (c, vm, job) = (&f.c, f.vm.clone(), f.job.clone());
+    let daemon = &f.daemon;
     let pid = daemon.child.id().to_string();
     let signal = |sig: &str| {
         assert!(std::process::Command::new("kill")

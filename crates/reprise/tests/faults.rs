@@ -233,13 +233,7 @@ fn the_daemon_killed_at_random_moments_loses_nothing() {
         ),
     )
     .unwrap();
-    struct Cleanup(PathBuf);
-    impl Drop for Cleanup {
-        fn drop(&mut self) {
-            kill_instances_under(&self.0);
-        }
-    }
-    let _cleanup = Cleanup(data.join("run"));
+    let _vms = KillInstancesOnDrop(data.join("run"));
     // Backups pause 30 ms a chunk and freezes hold 300 ms: windows wide
     // enough for kills to land inside them.
     let mut campaign = Campaign {

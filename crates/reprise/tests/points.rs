@@ -703,15 +703,19 @@ fn a_revert_that_fails_on_one_disk_leaves_every_disk_as_it_was() {
         log.iter().any(|m| m.contains("putting the others back")),
         "the first disk had moved and went back: {log:?}"
     );
+    left_as_before(&c, "pair", &disks, &before, "failed and was undone");
+}
+
+/// Every disk as it was before the revert, no undo snapshot left, the
+/// instance stopped and saying `why`.
+fn left_as_before(c: &Client, vm: &str, disks: &[String], before: &[String], why: &str) {
     let after: Vec<String> = disks.iter().map(|p| disk_sha(p)).collect();
     assert_eq!(after, before, "every disk as it was");
-    assert!(undo_tags(&disks).is_empty(), "{:?}", undo_tags(&disks));
-    let vm = instance(&c, "pair");
+    assert!(undo_tags(disks).is_empty(), "{:?}", undo_tags(disks));
+    let vm = instance(c, vm);
     assert_eq!(vm.state, InstanceState::Stopped);
     assert!(
-        vm.last_error
-            .as_deref()
-            .is_some_and(|e| e.contains("failed and was undone")),
+        vm.last_error.as_deref().is_some_and(|e| e.contains(why)),
         "{:?}",
         vm.last_error
     );
@@ -752,18 +756,7 @@ fn a_revert_interrupted_half_way_is_undone_at_the_next_start() {
     catalog.close();
     drop(catalog);
     d.start_again();
-    let after: Vec<String> = disks.iter().map(|p| disk_sha(p)).collect();
-    assert_eq!(after, before, "every disk back as it was");
-    assert!(undo_tags(&disks).is_empty(), "{:?}", undo_tags(&disks));
-    let vm = instance(&c, "half");
-    assert_eq!(vm.state, InstanceState::Stopped);
-    assert!(
-        vm.last_error
-            .as_deref()
-            .is_some_and(|e| e.contains("was interrupted")),
-        "{:?}",
-        vm.last_error
-    );
+    left_as_before(&c, "half", &disks, &before, "was interrupted");
     let p = c
         .get::<Point>(&format!("/api/v1/instances/half/points/{}", p.id))
         .unwrap();
