@@ -17,6 +17,16 @@ fn take(c: &Client, vm: &str, body: serde_json::Value) -> Point {
         .unwrap()
 }
 
+/// A job's log, its messages only.
+fn job_log(c: &Client, job: &Job) -> Vec<String> {
+    c.job(&job.id.to_string())
+        .unwrap()
+        .log
+        .into_iter()
+        .map(|l| l.message)
+        .collect()
+}
+
 fn revert(c: &Client, vm: &str, point: &str) -> Job {
     run_job(
         c,
@@ -565,13 +575,7 @@ fn a_point_queued_before_a_stop_snapshots_the_live_instance() {
         assert_eq!(done.state, JobState::Succeeded, "{}", job.kind);
     }
     for job in [&first, &second] {
-        let log: Vec<String> = c
-            .job(&job.id.to_string())
-            .unwrap()
-            .log
-            .into_iter()
-            .map(|l| l.message)
-            .collect();
+        let log = job_log(&c, job);
         assert!(
             log.iter().any(|m| m.contains("reports the guest frozen")),
             "cut in the live guest: {log:?}"
@@ -692,13 +696,7 @@ fn a_revert_that_fails_on_one_disk_leaves_every_disk_as_it_was() {
         .wait_job(&job.id.to_string(), Duration::from_secs(120), |_| {})
         .unwrap_err();
     assert!(format!("{e:?}").contains("qemu_img_failed"), "{e:?}");
-    let log: Vec<String> = c
-        .job(&job.id.to_string())
-        .unwrap()
-        .log
-        .into_iter()
-        .map(|l| l.message)
-        .collect();
+    let log = job_log(&c, &job);
     assert!(
         log.iter().any(|m| m.contains("putting the others back")),
         "the first disk had moved and went back: {log:?}"
