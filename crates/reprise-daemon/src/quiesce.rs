@@ -150,22 +150,15 @@ where
     // freeze, so whatever it answers the guest is thawed below.
     let frozen = tokio::time::timeout_at(deadline, async {
         let agent = session.as_mut().expect("connected above");
-        let r = async {
-            agent.freeze(bound).await?;
-            // Confirm: an agent that says it froze must also report it.
-            match agent.freeze_status(bound).await?.as_str() {
-                "frozen" => Ok(()),
-                s => Err(Error::unavailable(
-                    "freeze_unconfirmed",
-                    format!("the agent reports '{s}' after a freeze"),
-                )),
-            }
+        agent.freeze(bound).await?;
+        // Confirm: an agent that says it froze must also report it.
+        match agent.freeze_status(bound).await?.as_str() {
+            "frozen" => Ok(()),
+            s => Err(Error::unavailable(
+                "freeze_unconfirmed",
+                format!("the agent reports '{s}' after a freeze"),
+            )),
         }
-        .await;
-        if r.is_err() {
-            session = None;
-        }
-        r
     })
     .await
     .unwrap_or_else(|_| {
@@ -174,6 +167,11 @@ where
             "the freeze did not finish within the bound",
         ))
     });
+    if frozen.is_err() {
+        // A session with a request unanswered is not reused: the thaw
+        // below connects again.
+        session = None;
+    }
     match frozen {
         Ok(()) => {
             tell(&mut output, "frozen".into()).await;

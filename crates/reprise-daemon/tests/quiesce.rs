@@ -199,3 +199,71 @@ async fn failing_thaws_are_retried_until_the_guest_is_thawed() {
         "three failures, then the guard's success"
     );
 }
+
+/// Many freezes, each with a fault drawn at random (none, a cut past the
+/// bound, a refused freeze, a hung freeze, failing thaws): every guest is
+/// thawed, none later than the bound plus a second. Prints its figures;
+/// `REPRISE_FREEZE_TRIALS` sets how many (30 by default, about 10 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn freezes_with_random_faults_all_end_thawed() {
+    let trials: u64 = std::env::var("REPRISE_FREEZE_TRIALS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30);
+    let bound = Duration::from_millis(150);
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut roll = |n: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    };
+    let mut by_fault = std::collections::BTreeMap::new();
+    let mut worst = Duration::ZERO;
+    for _ in 0..trials {
+        let (fault, script, cut_ms) = match roll(5) {
+            0 => ("none", Script::default(), roll(100)),
+            1 => ("cut past the bound", Script::default(), 200 + roll(100)),
+            2 => (
+                "freeze refused",
+                Script {
+                    freeze: Freeze::Refused,
+                    ..Script::default()
+                },
+                roll(50),
+            ),
+            3 => (
+                "freeze hangs",
+                Script {
+                    freeze: Freeze::Hangs,
+                    ..Script::default()
+                },
+                roll(50),
+            ),
+            _ => (
+                "thaws fail",
+                Script {
+                    failing_thaws: 1 + roll(3) as usize,
+                    ..Script::default()
+                },
+                roll(100),
+            ),
+        };
+        let s = setup(script, bound.as_millis() as u64);
+        let started = Instant::now();
+        let _ = s.run(Mode::Auto, cut_ms).await;
+        thawed_within(&s.agent, bound + Duration::from_secs(3)).await;
+        let over = started.elapsed().saturating_sub(bound);
+        assert!(
+            over < Duration::from_millis(cut_ms) + Duration::from_secs(1) || fault == "thaws fail",
+            "{fault}: thawed {over:?} past the bound"
+        );
+        if fault != "cut past the bound" {
+            worst = worst.max(over);
+        }
+        *by_fault.entry(fault).or_insert(0) += 1;
+    }
+    eprintln!(
+        "{trials} freezes, faults {by_fault:?}: all thawed; at most {worst:?} past the bound (cuts past the bound aside)"
+    );
+}
