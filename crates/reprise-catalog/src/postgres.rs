@@ -4,8 +4,10 @@
 //! called from inside the daemon's, so the connection lives on a thread
 //! of its own: each statement is sent there and its answer waited for, as
 //! SQLite's calls block the caller today. A lost connection is opened
-//! again at the next statement (a transaction it was in is gone; the
-//! caller sees `catalog_unavailable`).
+//! again at the next statement; a transaction it was in is gone (the
+//! server rolled it back), so every later statement of that transaction,
+//! its commit included, fails as `catalog_unavailable` instead of running
+//! alone on the new connection.
 //!
 //! Advisory locks, keyed by the catalog's schema (so catalogs in several
 //! schemas of one database, as the tests make, do not meet):
@@ -38,8 +40,21 @@ enum Op {
     Execute(String, Vec<Value>),
     Query(String, Vec<Value>),
     Batch(String),
+    Begin,
+    Commit,
+    Rollback,
     /// Close the connection and end the thread.
     Close,
+}
+
+/// Where the connection's thread stands in a transaction.
+#[derive(PartialEq)]
+enum InTx {
+    No,
+    Open,
+    /// The connection was lost inside it: the server rolled it back, and
+    /// every statement fails until the caller ends it.
+    Lost,
 }
 
 enum Reply {
@@ -197,21 +212,27 @@ fn claimed_within(config: &postgres::Config, wait: Duration) -> DbResult<Client>
 }
 
 /// The connection's thread: one request at a time, in order.
-fn serve(config: postgres::Config, mut client: Client, requests: mpsc::Receiver<Request>) {
+fn serve(config: postgres::Config, client: Client, requests: mpsc::Receiver<Request>) {
     let mut prepared: HashMap<String, Statement> = HashMap::new();
-    // After a failure of the connection itself, the next request opens a
-    // new one (the client does not always notice a cut socket).
-    let mut broken = false;
+    // None after a failure of the connection itself: the next request
+    // opens a new one (the client does not always notice a cut socket).
+    let mut client = Some(client);
+    let mut tx = InTx::No;
     for (op, reply) in requests {
         if matches!(op, Op::Close) {
-            drop(client);
+            drop(client.take());
             let _ = reply.send(Ok(Reply::Done));
             return;
         }
-        if broken || client.is_closed() {
-            match claimed(&config) {
+        if client.as_ref().is_none_or(Client::is_closed) {
+            drop(client.take());
+            if tx == InTx::Open {
+                tx = InTx::Lost;
+            }
+            // The old server process may still hold the lock a moment.
+            match claimed_within(&config, CLAIM_WAIT) {
                 Ok(c) => {
-                    client = c;
+                    client = Some(c);
                     prepared.clear();
                 }
                 Err(mut e) => {
@@ -223,15 +244,54 @@ fn serve(config: postgres::Config, mut client: Client, requests: mpsc::Receiver<
                 }
             }
         }
-        let outcome = run(&mut client, &mut prepared, op);
-        broken = matches!(&outcome, Err(e) if e.kind == DbErrorKind::Unavailable);
+        let connection = client.as_mut().expect("connected above");
+        let lost = || {
+            Err(DbError::new(
+                DbErrorKind::Unavailable,
+                "the connection to the catalog was lost inside a transaction: none of it was committed",
+            ))
+        };
+        let outcome = match (&op, &tx) {
+            (Op::Rollback, InTx::Lost) => {
+                tx = InTx::No;
+                Ok(Reply::Done)
+            }
+            (Op::Commit, InTx::Lost) => {
+                tx = InTx::No;
+                lost()
+            }
+            (Op::Begin, _) | (_, InTx::No | InTx::Open) => {
+                let begins = matches!(op, Op::Begin);
+                let ends = matches!(op, Op::Commit | Op::Rollback);
+                let outcome = run(connection, &mut prepared, op);
+                if matches!(&outcome, Err(e) if e.kind == DbErrorKind::Unavailable) {
+                    client = None;
+                }
+                if begins && outcome.is_ok() {
+                    tx = InTx::Open;
+                }
+                if ends {
+                    tx = InTx::No;
+                }
+                outcome
+            }
+            (_, InTx::Lost) => lost(),
+        };
         let _ = reply.send(outcome);
     }
 }
 
 fn run(client: &mut Client, prepared: &mut HashMap<String, Statement>, op: Op) -> DbResult<Reply> {
     let (sql, params, query) = match op {
-        Op::Batch(sql) => return client.batch_execute(&sql).map(|_| Reply::Done).map_err(err),
+        Op::Batch(sql) => return batch(client, &sql),
+        Op::Begin => {
+            return batch(
+                client,
+                &format!("BEGIN; SELECT pg_advisory_xact_lock({TX_LOCK})"),
+            )
+        }
+        Op::Commit => return batch(client, "COMMIT"),
+        Op::Rollback => return batch(client, "ROLLBACK"),
         Op::Execute(sql, params) => (sql, params, false),
         Op::Query(sql, params) => (sql, params, true),
         Op::Close => return Ok(Reply::Done),
@@ -260,6 +320,10 @@ fn run(client: &mut Client, prepared: &mut HashMap<String, Statement>, op: Op) -
         let n = client.execute(&statement, &params).map_err(err)?;
         Ok(Reply::Count(n as usize))
     }
+}
+
+fn batch(client: &mut Client, sql: &str) -> DbResult<Reply> {
+    client.batch_execute(sql).map(|_| Reply::Done).map_err(err)
 }
 
 /// `?1` → `$1`, outside quoted strings.
@@ -364,15 +428,15 @@ impl Db for Postgres {
     }
 
     fn begin(&self) -> DbResult<()> {
-        self.execute_batch(&format!("BEGIN; SELECT pg_advisory_xact_lock({TX_LOCK})"))
+        self.ask(Op::Begin).map(|_| ())
     }
 
     fn commit(&self) -> DbResult<()> {
-        self.execute_batch("COMMIT")
+        self.ask(Op::Commit).map(|_| ())
     }
 
     fn rollback(&self) -> DbResult<()> {
-        self.execute_batch("ROLLBACK")
+        self.ask(Op::Rollback).map(|_| ())
     }
 
     fn schema_version(&self) -> DbResult<u32> {

@@ -507,6 +507,28 @@ fn a_lost_postgres_connection_fails_one_statement_then_reconnects() {
         ["a"],
         "reconnected, and the failed write left nothing"
     );
+
+    // Cut inside a transaction: the statements after the cut fail too
+    // (they would otherwise run alone on the new connection), and so does
+    // the commit; nothing of the transaction stays.
+    let insert = "INSERT INTO plans (name, limits, created_at) VALUES (?1, '{}', '2026-01-01')";
+    {
+        let conn = c.conn();
+        let tx = conn.transaction().unwrap();
+        tx.execute(insert, db::params!["first"]).unwrap();
+        let cut = admin
+            .query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+                &[&name],
+            )
+            .unwrap();
+        assert_eq!(cut.len(), 1);
+        assert!(tx.execute(insert, db::params!["second"]).is_err());
+        let e = tx.execute(insert, db::params!["third"]).unwrap_err();
+        assert_eq!(e.kind, db::DbErrorKind::Unavailable, "{e}");
+        assert!(tx.commit().is_err(), "the commit says it did not commit");
+    }
+    assert!(c.list_plans().unwrap().is_empty(), "none of it stayed");
 }
 
 /// A template is unseen until its objects are written, its chunks count
