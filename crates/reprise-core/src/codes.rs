@@ -42,6 +42,7 @@ pub const CODES: &[Code] = &[
     c("detach_timeout", Unavailable, "the guest did not release the volume in time"),
     c("file_too_large", Invalid, "(client) the file is larger than the daemon accepts"),
     c("file_unreadable", Invalid, "(client) a local file cannot be read"),
+    c("freeze_timeout", Unavailable, "the guest's freeze did not finish within its bound"),
     c("freeze_unconfirmed", Unavailable, "the guest agent did not confirm its filesystems froze"),
     c("guest_agent_error", Conflict, "the guest agent refused a command"),
     c("guest_agent_not_responding", Unavailable, "the guest agent does not answer"),
