@@ -368,13 +368,7 @@ async fn go_back(app: &App, ctx: &JobCtx, p: &Point) -> Result<()> {
                     None,
                 )?,
                 Err(e) => {
-                    app.catalog.set_instance_runtime(
-                        inst.id,
-                        InstanceState::Stopped,
-                        None,
-                        None,
-                        Some(&e.message),
-                    )?;
+                    stopped_because(app, inst.id, &e.message)?;
                     return Err(e);
                 }
             }
@@ -404,13 +398,7 @@ async fn go_back(app: &App, ctx: &JobCtx, p: &Point) -> Result<()> {
             p.name, e.message
         );
         ctx.log(format!("{reason}; the instance stays stopped"));
-        app.catalog.set_instance_runtime(
-            inst.id,
-            InstanceState::Stopped,
-            None,
-            None,
-            Some(&reason),
-        )?;
+        stopped_because(app, inst.id, &reason)?;
         return Err(e);
     }
     app.catalog.set_current_point(inst.id, Some(p.id))?;
@@ -467,6 +455,12 @@ async fn move_every_disk(
     Ok(())
 }
 
+/// The instance is stopped, and says why.
+fn stopped_because(app: &App, id: Uuid, reason: &str) -> Result<()> {
+    app.catalog
+        .set_instance_runtime(id, InstanceState::Stopped, None, None, Some(reason))
+}
+
 /// Remove `tag` from the disks that have it; what cannot be removed is
 /// left for the startup pass.
 async fn drop_tag(app: &App, paths: &[PathBuf], tag: &str) {
@@ -517,13 +511,7 @@ async fn settle_interrupted_revert(app: &App, p: &Point) -> Result<()> {
     );
     tracing::warn!(point = %p.id, instance = %inst.id, "{reason}");
     if !vm::is_live(app, inst.id) {
-        app.catalog.set_instance_runtime(
-            inst.id,
-            InstanceState::Stopped,
-            None,
-            None,
-            Some(&reason),
-        )?;
+        stopped_because(app, inst.id, &reason)?;
     }
     Ok(())
 }
