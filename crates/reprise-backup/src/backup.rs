@@ -86,7 +86,7 @@ pub async fn backup(
     };
     // Hold the base's chunks before relying on them being in the store.
     let known: std::collections::HashSet<ChunkName> = start_index.distinct().into_iter().collect();
-    let mut hold = refs.hold(known.iter().copied()).await;
+    let mut hold = refs.hold(known.iter().copied()).await?;
     let snap = Arc::new(snap);
     let base_l1 = base.as_ref().and(base_l1);
     let positions = {
@@ -196,7 +196,7 @@ async fn back_up_position(
             hold: None,
         });
     };
-    let hold = refs.hold([name]).await;
+    let hold = refs.hold([name]).await?;
     let stored = if known.contains(&name) {
         // The base references it: it is in the store, no request needed.
         Stored {

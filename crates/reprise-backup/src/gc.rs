@@ -1,7 +1,7 @@
 //! Garbage collection: delete the chunks no snapshot (or template) needs,
 //! and the objects of snapshots that no longer exist.
 //!
-//! The protocol, with one daemon per region store:
+//! The protocol, in one daemon (and across a region's daemons below):
 //!
 //! 1. A backup *holds* a chunk ([`Refs::hold`]) before it relies on the
 //!    chunk being in the store: before the HEAD that finds it present, and
@@ -21,6 +21,18 @@
 //! could not be held during it: any backup that wants it afterwards finds
 //! it absent and uploads it again. A chunk a backup holds is never deleted.
 //! A crash loses only holds, whose backups it also ends.
+//!
+//! Across the daemons of a region (one catalog, one store), the region's
+//! sweep lock (a PostgreSQL advisory lock) stands for step 2's lock: a
+//! daemon shares it for as long as it holds anything, and a sweep takes it
+//! alone, after this daemon's own sweep lock. So a sweep starts only when
+//! every other daemon's holds are released — their references recorded
+//! in the shared catalog, which the live set then reads — and no other
+//! daemon takes a hold until it ends. The lock lives as long as its
+//! connection: a sweep checks it still holds it at least every 500 ms
+//! before a delete, and a snapshot checks, before its references are
+//! recorded, that its holds were never broken (else it fails and is taken
+//! again).
 
 use crate::{Refs, Region};
 use reprise_chunks::ChunkName;
@@ -53,6 +65,9 @@ pub async fn gc(
     live: impl FnOnce() -> Result<Live>,
 ) -> Result<GcReport> {
     let _sweeping = refs.sweep.write().await;
+    // Other daemons' backups: none holds anything from here on.
+    let alone = refs.region_alone().await?;
+    let mut checked = std::time::Instant::now();
     // The holds as of now, read before the live set, and not as the sweep
     // goes: a hold released later was released after its references were
     // recorded, which the live set read below may already miss. No hold
@@ -75,6 +90,13 @@ pub async fn gc(
         };
         if live.chunks.contains(&name) || held_chunks.contains(&name) {
             continue;
+        }
+        // A lost lock lets other daemons hold chunks again: stop deleting.
+        if let Some(alone) = &alone {
+            if checked.elapsed() > std::time::Duration::from_millis(500) {
+                alone.check().await?;
+                checked = std::time::Instant::now();
+            }
         }
         region.store.delete(&key).await?;
         report.chunks_deleted += 1;

@@ -181,17 +181,40 @@ impl Region {
 /// The chunks that backups in progress have decided to reference, the
 /// snapshots whose objects are being written, and the lock that makes a
 /// garbage-collection sweep exclusive with taking either (the protocol is
-/// in `gc.rs`).
+/// in `gc.rs`); in a region, also the region's sweep lock, which this
+/// daemon shares while it holds anything.
 #[derive(Default)]
 pub struct Refs {
     sweep: tokio::sync::RwLock<()>,
     held: Mutex<Held>,
+    region: Option<Arc<dyn RegionSweepLock>>,
+    /// Taken while the region's lock is being shared: one request at a time.
+    sharing: tokio::sync::Mutex<()>,
+}
+
+/// The region's sweep lock, for daemons that share a region's store: its
+/// calls block (they are run off the async runtime). A generation names
+/// one unbroken holding of the lock.
+pub trait RegionSweepLock: Send + Sync + 'static {
+    /// Share it, waiting while a sweep holds it.
+    fn share(&self) -> Result<u64>;
+    /// Stop sharing it.
+    fn unshare(&self);
+    /// Take it alone, waiting until no other daemon shares it.
+    fn exclusive(&self) -> Result<u64>;
+    fn unexclusive(&self);
+    /// Whether it was held without a break since `generation` was given.
+    fn still_held(&self, generation: u64) -> bool;
 }
 
 #[derive(Default)]
 struct Held {
     chunks: HashMap<ChunkName, usize>,
     snapshots: HashMap<Uuid, usize>,
+    /// Live [`Hold`]s: the region's lock is shared while there are any.
+    holds: usize,
+    /// The generation of the region's lock they share.
+    generation: u64,
 }
 
 /// References held by one snapshot's transaction until they are recorded
@@ -200,6 +223,8 @@ pub struct Hold {
     refs: Arc<Refs>,
     chunks: Vec<ChunkName>,
     snapshots: Vec<Uuid>,
+    /// The generation of the region's lock it was taken under.
+    generation: u64,
 }
 
 fn count_in<K: std::hash::Hash + Eq + Copy>(map: &mut HashMap<K, usize>, keys: &[K]) {
@@ -220,27 +245,107 @@ fn count_out<K: std::hash::Hash + Eq>(map: &mut HashMap<K, usize>, keys: &[K]) {
 }
 
 impl Refs {
+    /// References kept for the sweeps of this daemon and, through
+    /// `region`, of every daemon sharing the region's store.
+    pub fn shared_with(region: Arc<dyn RegionSweepLock>) -> Refs {
+        Refs {
+            region: Some(region),
+            ..Default::default()
+        }
+    }
+
     /// Reference `names` before relying on their presence in the store.
-    pub async fn hold(self: &Arc<Refs>, names: impl IntoIterator<Item = ChunkName>) -> Hold {
+    pub async fn hold(
+        self: &Arc<Refs>,
+        names: impl IntoIterator<Item = ChunkName>,
+    ) -> Result<Hold> {
         self.hold_both(names.into_iter().collect(), Vec::new())
             .await
     }
 
     /// Keep a snapshot's objects from being swept while they are written
     /// and until the snapshot is recorded.
-    pub async fn hold_snapshot(self: &Arc<Refs>, id: Uuid) -> Hold {
+    pub async fn hold_snapshot(self: &Arc<Refs>, id: Uuid) -> Result<Hold> {
         self.hold_both(Vec::new(), vec![id]).await
     }
 
-    async fn hold_both(self: &Arc<Refs>, chunks: Vec<ChunkName>, snapshots: Vec<Uuid>) -> Hold {
+    async fn hold_both(
+        self: &Arc<Refs>,
+        chunks: Vec<ChunkName>,
+        snapshots: Vec<Uuid>,
+    ) -> Result<Hold> {
         let _no_sweep = self.sweep.read().await;
+        let generation = self.share_region().await?;
         let mut held = self.lock();
         count_in(&mut held.chunks, &chunks);
         count_in(&mut held.snapshots, &snapshots);
-        Hold {
+        Ok(Hold {
             refs: self.clone(),
             chunks,
             snapshots,
+            generation,
+        })
+    }
+
+    /// Count one more hold, sharing the region's lock first if it is the
+    /// only one.
+    async fn share_region(&self) -> Result<u64> {
+        let Some(region) = &self.region else {
+            self.lock().holds += 1;
+            return Ok(0);
+        };
+        {
+            let mut held = self.lock();
+            if held.holds > 0 {
+                held.holds += 1;
+                return Ok(held.generation);
+            }
+        }
+        let _one = self.sharing.lock().await;
+        {
+            let mut held = self.lock();
+            if held.holds > 0 {
+                held.holds += 1;
+                return Ok(held.generation);
+            }
+        }
+        let region = region.clone();
+        let generation = joined(tokio::task::spawn_blocking(move || region.share()).await)?;
+        let mut held = self.lock();
+        held.holds += 1;
+        held.generation = generation;
+        Ok(generation)
+    }
+
+    /// Take the region's sweep lock alone (none on one host): every other
+    /// daemon's holds are released and recorded, and none is taken until
+    /// the guard drops.
+    pub(crate) async fn region_alone(&self) -> Result<Option<RegionAlone>> {
+        let Some(region) = self.region.clone() else {
+            return Ok(None);
+        };
+        let lock = region.clone();
+        let generation = joined(tokio::task::spawn_blocking(move || lock.exclusive()).await)?;
+        Ok(Some(RegionAlone { region, generation }))
+    }
+
+    /// Fail unless the region's lock was held without a break since
+    /// `hold` was taken: a break let other daemons sweep meanwhile.
+    pub async fn check_unbroken(&self, hold: &Hold) -> Result<()> {
+        let Some(region) = self.region.clone() else {
+            return Ok(());
+        };
+        let generation = hold.generation;
+        let held =
+            joined(tokio::task::spawn_blocking(move || Ok(region.still_held(generation))).await)?;
+        if held {
+            Ok(())
+        } else {
+            Err(Error::unavailable(
+                "sweep_lock_lost",
+                "the connection that kept the region's other daemons from sweeping this \
+                 snapshot's chunks was lost while it was taken: take it again",
+            ))
         }
     }
 
@@ -258,6 +363,36 @@ impl Refs {
     }
 }
 
+/// The region's sweep lock, held alone until dropped.
+pub(crate) struct RegionAlone {
+    region: Arc<dyn RegionSweepLock>,
+    generation: u64,
+}
+
+impl RegionAlone {
+    /// Fail unless it is still held without a break.
+    pub(crate) async fn check(&self) -> Result<()> {
+        let (region, generation) = (self.region.clone(), self.generation);
+        let held =
+            joined(tokio::task::spawn_blocking(move || Ok(region.still_held(generation))).await)?;
+        if held {
+            Ok(())
+        } else {
+            Err(Error::unavailable(
+                "sweep_lock_lost",
+                "the connection that kept the region's other daemons' backups out of this sweep \
+                 was lost: the sweep stopped, the next one goes on",
+            ))
+        }
+    }
+}
+
+impl Drop for RegionAlone {
+    fn drop(&mut self) {
+        self.region.unexclusive();
+    }
+}
+
 impl Hold {
     /// Move another hold's references into this one.
     pub fn absorb(&mut self, mut other: Hold) {
@@ -271,6 +406,14 @@ impl Drop for Hold {
         let mut held = self.refs.lock();
         count_out(&mut held.chunks, &self.chunks);
         count_out(&mut held.snapshots, &self.snapshots);
+        held.holds -= 1;
+        if held.holds == 0 {
+            // Sent while counted out under the lock: a later share is
+            // asked after it, in order.
+            if let Some(region) = &self.refs.region {
+                region.unshare();
+            }
+        }
     }
 }
 

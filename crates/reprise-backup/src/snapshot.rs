@@ -131,7 +131,7 @@ pub async fn copy(
 ) -> Result<Committed> {
     let mut manifest = region.manifest(from).await?;
     let index = region.index(&manifest).await?;
-    let _hold = refs.hold(index.distinct()).await;
+    let _hold = refs.hold(index.distinct()).await?;
     manifest.snapshot_id = to;
     manifest.name = name.to_string();
     manifest.new_bytes = 0;
@@ -152,7 +152,10 @@ async fn finish(
     sizes: &HashMap<ChunkName, u64>,
     record: impl Recorder,
 ) -> Result<Committed> {
-    let _objects = refs.hold_snapshot(snapshot.manifest.snapshot_id).await;
+    let objects = refs.hold_snapshot(snapshot.manifest.snapshot_id).await?;
+    // Every hold of this snapshot shares the generation of this one (the
+    // region's lock stayed shared while any was held).
+    refs.check_unbroken(&objects).await?;
     let chunks = snapshot.index.distinct();
     snapshot.manifest.chunk_count = chunks.len() as u64;
     snapshot.manifest.stored_bytes = record(&References {

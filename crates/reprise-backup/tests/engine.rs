@@ -441,8 +441,8 @@ async fn a_hold_released_during_a_sweep_still_counts() {
         .put(&manifest_key(snapshot), b"manifest".to_vec())
         .await
         .unwrap();
-    let mut hold = refs.hold([name]).await;
-    hold.absorb(refs.hold_snapshot(snapshot).await);
+    let mut hold = refs.hold([name]).await.unwrap();
+    hold.absorb(refs.hold_snapshot(snapshot).await.unwrap());
     // The live set the sweep reads misses both; the hold goes as it reads.
     let report = gc(&region, &refs, move || {
         drop(hold);

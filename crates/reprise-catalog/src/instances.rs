@@ -44,6 +44,19 @@ impl Catalog {
 
     /// Instances of one account, or of all accounts (`None`, for the
     /// daemon's own reconciliation).
+    /// The instances on this daemon's host.
+    pub fn local_instances(&self) -> Result<Vec<InstanceRow>> {
+        rows::query(
+            &self.conn(),
+            &format!(
+                "{} WHERE i.host = ?1 ORDER BY i.created_at",
+                rows::INSTANCE_SELECT
+            ),
+            params![self.host],
+            rows::instance,
+        )
+    }
+
     pub fn list_instances(&self, account: Option<Uuid>) -> Result<Vec<InstanceRow>> {
         rows::query(
             &self.conn(),

@@ -110,14 +110,15 @@ impl Catalog {
     }
 
     /// Jobs that were Queued or Running when the daemon stopped.
+    /// The jobs of this daemon's host left Queued or Running.
     pub fn unfinished_jobs(&self) -> Result<Vec<Job>> {
         rows::query(
             &self.conn(),
             &format!(
-                "{} WHERE state IN ('Queued', 'Running') ORDER BY created_at",
+                "{} WHERE state IN ('Queued', 'Running') AND host = ?1 ORDER BY created_at",
                 rows::JOB_SELECT
             ),
-            params![],
+            params![self.host],
             rows::job,
         )
     }

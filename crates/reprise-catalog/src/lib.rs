@@ -29,6 +29,7 @@
 
 mod accounts;
 pub mod db;
+mod hosts;
 mod instances;
 mod jobs;
 mod migrations;
@@ -52,13 +53,23 @@ use std::sync::{Mutex, MutexGuard};
 use uuid::Uuid;
 
 pub use accounts::Scope;
+pub use hosts::HostRow;
 pub use migrations::LATEST as SCHEMA_VERSION;
+pub use postgres::SweepLock;
 pub use rows::{InstanceRow, VolumeRow};
 pub use snapshots::BackupStats;
 
 pub struct Catalog {
     conn: Mutex<Box<dyn Db + Send>>,
+    /// PostgreSQL's URL (a region's catalog), for connections of its own.
+    url: Option<String>,
+    /// The host this daemon is: what it starts, settles and expires is
+    /// what lives on it.
+    host: String,
 }
+
+/// The host name of a daemon not configured as a host of a region.
+pub const DEFAULT_HOST: &str = "local";
 
 /// Map an engine's error: a broken `UNIQUE` is a name taken, a lost
 /// connection is unavailable, the rest internal.
@@ -100,9 +111,30 @@ impl Catalog {
     }
 
     /// Connect to the PostgreSQL catalog at `url` (a region's, shared by
-    /// its daemons) and migrate it.
-    pub fn connect(url: &str) -> Result<Catalog> {
-        Ok(Self::on(Box::new(postgres::Postgres::connect(url)?)))
+    /// its daemons) as the daemon of `host`, and migrate it.
+    pub fn connect(url: &str, host: &str) -> Result<Catalog> {
+        let mut catalog = Self::on(Box::new(postgres::Postgres::connect(url, host)?));
+        catalog.url = Some(url.to_string());
+        catalog.host = host.to_string();
+        Ok(catalog)
+    }
+
+    /// The catalog as seen by the daemon of `host` (SQLite: one daemon,
+    /// whatever its name).
+    pub fn with_host(mut self, host: &str) -> Catalog {
+        self.host = host.to_string();
+        self
+    }
+
+    /// The host this catalog's daemon is.
+    pub fn host_name(&self) -> &str {
+        &self.host
+    }
+
+    /// The region's sweep lock, when other daemons share the catalog
+    /// (PostgreSQL); none for SQLite, whose catalog has one daemon.
+    pub fn sweep_lock(&self) -> Result<Option<SweepLock>> {
+        self.url.as_deref().map(SweepLock::connect).transpose()
     }
 
     pub fn open_in_memory() -> Result<Catalog> {
@@ -112,6 +144,8 @@ impl Catalog {
     fn on(db: Box<dyn Db + Send>) -> Catalog {
         Catalog {
             conn: Mutex::new(db),
+            url: None,
+            host: DEFAULT_HOST.to_string(),
         }
     }
 

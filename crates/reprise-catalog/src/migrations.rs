@@ -214,10 +214,32 @@ pub(crate) const SQLITE: &[&str] = &[
     // 6: a template is Creating until its index and manifest are in the
     // store (a crash in between is removed at the next start).
     TEMPLATE_STATE,
+    // 7: the region's hosts, and the host each volume and instance lives on.
+    HOSTS,
 ];
 
 const TEMPLATE_STATE: &str =
     "ALTER TABLE templates ADD COLUMN state TEXT NOT NULL DEFAULT 'Ready';";
+
+/// The host each volume, instance, job, template and upload lives on (the
+/// daemon that does its work). Rows made before hosts existed have host
+/// `''`: the first daemon that starts takes them (it was the only one).
+const HOSTS: &str = r#"
+    CREATE TABLE hosts (
+        name TEXT PRIMARY KEY,
+        address TEXT NOT NULL,
+        zones TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        heartbeat_at TEXT NOT NULL
+    );
+    ALTER TABLE volumes ADD COLUMN host TEXT NOT NULL DEFAULT '';
+    ALTER TABLE instances ADD COLUMN host TEXT NOT NULL DEFAULT '';
+    ALTER TABLE jobs ADD COLUMN host TEXT NOT NULL DEFAULT '';
+    ALTER TABLE templates ADD COLUMN host TEXT NOT NULL DEFAULT '';
+    ALTER TABLE uploads ADD COLUMN host TEXT NOT NULL DEFAULT '';
+    CREATE INDEX volumes_by_host ON volumes (host);
+    CREATE INDEX instances_by_host ON instances (host);
+"#;
 
 /// The schema version this build writes.
 pub const LATEST: u32 = SQLITE.len() as u32;
@@ -413,4 +435,5 @@ pub(crate) const POSTGRES: &[&str] = &[
     CREATE INDEX uploads_by_account ON uploads (account_id);
     "#,
     TEMPLATE_STATE,
+    HOSTS,
 ];

@@ -16,11 +16,13 @@
 //!   IMMEDIATE` serialises them on one host, so a limit checked in a
 //!   transaction holds when its write commits. They are short (a few
 //!   statements); single statements outside them run concurrently.
-//! - the daemon holds [`SOLE_DAEMON`] for as long as its connection lives:
-//!   until the region's hosts share work safely (garbage collection
-//!   assumes one daemon), a second daemon on the same catalog is refused
-//!   at start, and after a reconnection the catalog answers only if the
+//! - a daemon holds [`HOST_LOCK`] for its host name for as long as its
+//!   connection lives: a second daemon started as the same host is
+//!   refused, and after a reconnection the catalog answers only if the
 //!   lock is taken again.
+//! - [`SWEEP_LOCK`], on a connection of its own ([`SweepLock`]): every
+//!   daemon with a backup in progress shares it, a garbage-collection
+//!   sweep takes it alone (the protocol is in `reprise_backup::gc`).
 
 use crate::db::{Db, DbError, DbErrorKind, DbResult, Row, Value};
 use crate::migrations::{LATEST, POSTGRES as STEPS};
@@ -33,8 +35,10 @@ use std::time::Duration;
 
 /// The (class, key) of the lock every transaction takes.
 const TX_LOCK: &str = "1, hashtext(current_schema())";
-/// The (class, key) of the lock the one daemon of a catalog holds.
-const SOLE_DAEMON: &str = "2, hashtext(current_schema())";
+/// The (class, key) of the lock the daemon of host `$1` holds.
+const HOST_LOCK: &str = "2, hashtext(current_schema() || '/' || $1)";
+/// The (class, key) of the lock shared by backups, taken alone by sweeps.
+const SWEEP_LOCK: &str = "3, hashtext(current_schema())";
 
 enum Op {
     Execute(String, Vec<Value>),
@@ -67,6 +71,24 @@ type Request = (Op, mpsc::Sender<DbResult<Reply>>);
 
 pub(crate) struct Postgres {
     requests: mpsc::Sender<Request>,
+}
+
+/// How to connect, parsed from the catalog's URL with reprise's defaults.
+fn parse_url(url: &str) -> Result<postgres::Config> {
+    let mut config: postgres::Config = url.parse().map_err(|e| {
+        Error::invalid(
+            "config_invalid",
+            format!("[catalog] url is not a PostgreSQL URL: {e}"),
+        )
+        .with_source(e)
+    })?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(Duration::from_secs(5));
+    }
+    if config.get_application_name().is_none() {
+        config.application_name("reprise");
+    }
+    Ok(config)
 }
 
 /// Where the catalog is, without the password, for messages.
@@ -109,30 +131,20 @@ fn err(e: postgres::Error) -> DbError {
 
 impl Postgres {
     /// Connect to the catalog at `url` (`postgres://user:password@host:port/db`)
-    /// and migrate it.
-    pub(crate) fn connect(url: &str) -> Result<Postgres> {
-        let mut config: postgres::Config = url.parse().map_err(|e| {
-            Error::invalid(
-                "config_invalid",
-                format!("[catalog] url is not a PostgreSQL URL: {e}"),
-            )
-            .with_source(e)
-        })?;
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(Duration::from_secs(5));
-        }
-        if config.get_application_name().is_none() {
-            config.application_name("reprise");
-        }
+    /// as the daemon of `host`, and migrate it.
+    pub(crate) fn connect(url: &str, host: &str) -> Result<Postgres> {
+        let config = parse_url(url)?;
+        let host = host.to_string();
         let where_ = place(&config);
+        let host_name = host.clone();
         let (requests, incoming) = mpsc::channel::<Request>();
         let (ready, started) = mpsc::channel();
         std::thread::Builder::new()
             .name("catalog-postgres".into())
-            .spawn(move || match claimed_within(&config, CLAIM_WAIT) {
+            .spawn(move || match claimed_within(&config, &host, CLAIM_WAIT) {
                 Ok(client) => {
                     let _ = ready.send(Ok(()));
-                    serve(config, client, incoming);
+                    serve(config, &host, client, incoming);
                 }
                 Err(e) => {
                     let _ = ready.send(Err(e));
@@ -146,8 +158,8 @@ impl Postgres {
                 DbErrorKind::Unique => Error::conflict(
                     "catalog_in_use",
                     format!(
-                        "another reprise daemon serves the catalog at {where_}: stop it first \
-                         (a region's hosts cannot share one catalog yet)"
+                        "another reprise daemon serves host '{host_name}' of the catalog at {where_}: \
+                         stop it first, or give this daemon its own [host] name"
                     ),
                 ),
                 _ => Error::unavailable(
@@ -178,12 +190,15 @@ impl Postgres {
     }
 }
 
-/// A connection holding the catalog's [`SOLE_DAEMON`] lock; a lock held
-/// by another daemon is reported as [`DbErrorKind::Unique`].
-fn claimed(config: &postgres::Config) -> DbResult<Client> {
+/// A connection holding the [`HOST_LOCK`] of `host`; a lock held by
+/// another daemon is reported as [`DbErrorKind::Unique`].
+fn claimed(config: &postgres::Config, host: &str) -> DbResult<Client> {
     let mut client = config.connect(NoTls).map_err(err)?;
     let row = client
-        .query_one(&format!("SELECT pg_try_advisory_lock({SOLE_DAEMON})"), &[])
+        .query_one(
+            &format!("SELECT pg_try_advisory_lock({HOST_LOCK})"),
+            &[&host],
+        )
         .map_err(err)?;
     if row.get::<_, bool>(0) {
         Ok(client)
@@ -199,10 +214,10 @@ fn claimed(config: &postgres::Config) -> DbResult<Client> {
 /// let go (its server process exits just after its connection closes).
 const CLAIM_WAIT: Duration = Duration::from_secs(3);
 
-fn claimed_within(config: &postgres::Config, wait: Duration) -> DbResult<Client> {
+fn claimed_within(config: &postgres::Config, host: &str, wait: Duration) -> DbResult<Client> {
     let deadline = std::time::Instant::now() + wait;
     loop {
-        match claimed(config) {
+        match claimed(config, host) {
             Err(e) if e.kind == DbErrorKind::Unique && std::time::Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(100))
             }
@@ -212,7 +227,7 @@ fn claimed_within(config: &postgres::Config, wait: Duration) -> DbResult<Client>
 }
 
 /// The connection's thread: one request at a time, in order.
-fn serve(config: postgres::Config, client: Client, requests: mpsc::Receiver<Request>) {
+fn serve(config: postgres::Config, host: &str, client: Client, requests: mpsc::Receiver<Request>) {
     let mut prepared: HashMap<String, Statement> = HashMap::new();
     // None after a failure of the connection itself: the next request
     // opens a new one (the client does not always notice a cut socket).
@@ -230,7 +245,7 @@ fn serve(config: postgres::Config, client: Client, requests: mpsc::Receiver<Requ
                 tx = InTx::Lost;
             }
             // The old server process may still hold the lock a moment.
-            match claimed_within(&config, CLAIM_WAIT) {
+            match claimed_within(&config, host, CLAIM_WAIT) {
                 Ok(c) => {
                     client = Some(c);
                     prepared.clear();
@@ -453,6 +468,163 @@ impl Db for Postgres {
         // Waits for the thread's answer: the connection is closed (and the
         // lock released) when this returns.
         let _ = self.ask(Op::Close);
+    }
+}
+
+/// The region's sweep lock ([`SWEEP_LOCK`]), on a connection of its own
+/// so that waiting for it never holds up the catalog's statements. Its
+/// calls block: the caller runs them off the async runtime.
+///
+/// Each connection has a *generation*; a lock taken under one generation
+/// is held exactly as long as that connection lives. While it holds the
+/// lock the thread checks its connection every second, so that a cut is
+/// noticed (and the generation moves on) even when nobody asks.
+pub struct SweepLock {
+    requests: mpsc::Sender<(LockOp, mpsc::Sender<DbResult<u64>>)>,
+}
+
+enum LockOp {
+    Share,
+    Unshare,
+    Exclusive,
+    Unexclusive,
+    /// Whether the lock taken under this generation is still held.
+    Check(u64),
+}
+
+impl SweepLock {
+    pub(crate) fn connect(url: &str) -> Result<SweepLock> {
+        let config = parse_url(url)?;
+        let (requests, incoming) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("catalog-sweep-lock".into())
+            .spawn(move || hold_sweep_lock(config, incoming))
+            .map_err(|e| Error::internal(format!("sweep lock thread: {e}")).with_source(e))?;
+        Ok(SweepLock { requests })
+    }
+
+    fn ask(&self, op: LockOp) -> DbResult<u64> {
+        let (reply, answer) = mpsc::channel();
+        let stopped = || DbError::new(DbErrorKind::Unavailable, "the sweep lock's thread stopped");
+        self.requests.send((op, reply)).map_err(|_| stopped())?;
+        answer.recv().map_err(|_| stopped())?
+    }
+
+    /// Share the lock (wait while a sweep holds it); the generation it is
+    /// held under.
+    pub fn share(&self) -> DbResult<u64> {
+        self.ask(LockOp::Share)
+    }
+
+    /// Stop sharing it (does not wait).
+    pub fn unshare(&self) {
+        let (reply, _) = mpsc::channel();
+        let _ = self.requests.send((LockOp::Unshare, reply));
+    }
+
+    /// Take it alone (wait until no other daemon shares it).
+    pub fn exclusive(&self) -> DbResult<u64> {
+        self.ask(LockOp::Exclusive)
+    }
+
+    /// Let go of it alone (does not wait).
+    pub fn unexclusive(&self) {
+        let (reply, _) = mpsc::channel();
+        let _ = self.requests.send((LockOp::Unexclusive, reply));
+    }
+
+    /// Whether the lock taken under `generation` has been held without a
+    /// break until now (a round trip to the server).
+    pub fn still_held(&self, generation: u64) -> bool {
+        self.ask(LockOp::Check(generation)).is_ok()
+    }
+}
+
+fn hold_sweep_lock(
+    config: postgres::Config,
+    requests: mpsc::Receiver<(LockOp, mpsc::Sender<DbResult<u64>>)>,
+) {
+    let mut client: Option<Client> = None;
+    let mut generation = 0u64;
+    // How many ways it is held: shared (0/1) and alone (0/1).
+    let (mut shared, mut alone) = (false, false);
+    let lost = |client: &mut Option<Client>, shared: &mut bool, alone: &mut bool| {
+        *client = None;
+        *shared = false;
+        *alone = false;
+    };
+    loop {
+        let next = if shared || alone {
+            match requests.recv_timeout(Duration::from_secs(1)) {
+                Ok(request) => Some(request),
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+        } else {
+            match requests.recv() {
+                Ok(request) => Some(request),
+                Err(_) => return,
+            }
+        };
+        let alive = |client: &mut Option<Client>| {
+            client
+                .as_mut()
+                .is_some_and(|c| c.simple_query("SELECT 1").is_ok())
+        };
+        let Some((op, reply)) = next else {
+            if !alive(&mut client) {
+                lost(&mut client, &mut shared, &mut alone);
+            }
+            continue;
+        };
+        let mut take = |sql: &str, client: &mut Option<Client>| -> DbResult<u64> {
+            if client.as_ref().is_none_or(Client::is_closed) {
+                *client = Some(config.connect(NoTls).map_err(err)?);
+                generation += 1;
+            }
+            let c = client.as_mut().expect("connected above");
+            c.batch_execute(sql).map_err(err)?;
+            Ok(generation)
+        };
+        let outcome = match op {
+            LockOp::Share => take(
+                &format!("SELECT pg_advisory_lock_shared({SWEEP_LOCK})"),
+                &mut client,
+            )
+            .inspect(|_| shared = true),
+            LockOp::Exclusive => take(
+                &format!("SELECT pg_advisory_lock({SWEEP_LOCK})"),
+                &mut client,
+            )
+            .inspect(|_| alone = true),
+            LockOp::Unshare | LockOp::Unexclusive => {
+                let (flag, sql) = match op {
+                    LockOp::Unshare => (&mut shared, "pg_advisory_unlock_shared"),
+                    _ => (&mut alone, "pg_advisory_unlock"),
+                };
+                if *flag {
+                    *flag = false;
+                    if let Some(c) = client.as_mut() {
+                        let _ = c.batch_execute(&format!("SELECT {sql}({SWEEP_LOCK})"));
+                    }
+                }
+                Ok(generation)
+            }
+            LockOp::Check(g) => {
+                if g == generation && (shared || alone) && alive(&mut client) {
+                    Ok(g)
+                } else {
+                    Err(DbError::new(
+                        DbErrorKind::Unavailable,
+                        "the sweep lock was lost with its connection",
+                    ))
+                }
+            }
+        };
+        if matches!(&outcome, Err(e) if e.kind == DbErrorKind::Unavailable) {
+            lost(&mut client, &mut shared, &mut alone);
+        }
+        let _ = reply.send(outcome);
     }
 }
 

@@ -117,6 +117,8 @@ pub struct VolumeRow {
     pub instance: Option<String>,
     pub slot: Option<u32>,
     pub created_at: DateTime<Utc>,
+    /// The host whose disk holds its file.
+    pub host: String,
 }
 
 impl VolumeRow {
@@ -133,6 +135,7 @@ impl VolumeRow {
             path: self.path.clone(),
             instance_id: self.instance_id,
             instance: self.instance.clone(),
+            host: self.host.clone(),
             created_at: self.created_at,
         }
     }
@@ -149,7 +152,7 @@ impl VolumeRow {
 
 pub(crate) const VOLUME_SELECT: &str =
     "SELECT v.id, v.account_id, v.name, v.zone_id, z.name, v.kind, v.state, v.size_bytes, v.path,
-        v.instance_id, i.name, v.slot, v.created_at
+        v.instance_id, i.name, v.slot, v.created_at, v.host
    FROM volumes v JOIN zones z ON z.id = v.zone_id LEFT JOIN instances i ON i.id = v.instance_id";
 
 pub(crate) fn volume(r: &Row) -> DbResult<VolumeRow> {
@@ -167,6 +170,7 @@ pub(crate) fn volume(r: &Row) -> DbResult<VolumeRow> {
         instance: r.get(10)?,
         slot: r.get(11)?,
         created_at: r.get(12)?,
+        host: r.get(13)?,
     })
 }
 
@@ -192,12 +196,14 @@ pub struct InstanceRow {
     pub current_point_id: Option<Uuid>,
     pub snapshots_enabled: bool,
     pub plan: Option<String>,
+    /// The host it runs on (the host of its volumes).
+    pub host: String,
 }
 
 pub(crate) const INSTANCE_SELECT: &str =
     "SELECT i.id, i.account_id, i.name, i.zone_id, z.name, i.state, i.cpus, i.memory_bytes,
         i.root_volume_id, i.kernel, i.initrd, i.append, i.accel, i.pid, i.last_error, i.created_at,
-        i.current_point_id, i.snapshots_enabled, i.plan
+        i.current_point_id, i.snapshots_enabled, i.plan, i.host
    FROM instances i JOIN zones z ON z.id = i.zone_id";
 
 pub(crate) fn instance(r: &Row) -> DbResult<InstanceRow> {
@@ -221,6 +227,7 @@ pub(crate) fn instance(r: &Row) -> DbResult<InstanceRow> {
         current_point_id: opt_uuid(r, 16)?,
         snapshots_enabled: r.get(17)?,
         plan: r.get(18)?,
+        host: r.get(19)?,
     })
 }
 
@@ -255,7 +262,7 @@ pub(crate) fn point(r: &Row) -> DbResult<Point> {
 
 pub(crate) const JOB_SELECT: &str =
     "SELECT id, account_id, kind, target_kind, target_id, target_name, state,
-        progress_done, progress_total, error, created_at, started_at, finished_at FROM jobs";
+        progress_done, progress_total, error, created_at, started_at, finished_at, host FROM jobs";
 
 pub(crate) fn job(r: &Row) -> DbResult<Job> {
     let error: Option<String> = r.get(9)?;
@@ -274,6 +281,7 @@ pub(crate) fn job(r: &Row) -> DbResult<Job> {
         created_at: r.get(10)?,
         started_at: r.get(11)?,
         finished_at: r.get(12)?,
+        host: r.get(13)?,
     })
 }
 

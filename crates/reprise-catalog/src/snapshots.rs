@@ -352,10 +352,10 @@ impl Catalog {
         let tx = conn.transaction().map_err(db_err(&what))?;
         tx.execute(
             "INSERT INTO templates (id, account_id, name, source_snapshot_id, source_snapshot, size_bytes,
-                                    chunk_count, created_at, state)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'Creating')",
+                                    chunk_count, created_at, state, host)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'Creating', ?9)",
             params![t.id.sql(), t.account_id.sql(), t.name, t.source_snapshot_id.sql(), t.source_snapshot,
-                    t.size_bytes as i64, t.chunk_count as i64, t.created_at],
+                    t.size_bytes as i64, t.chunk_count as i64, t.created_at, self.host],
         )
         .map_err(db_err(&what))?;
         for n in names {
@@ -409,8 +409,8 @@ impl Catalog {
     pub fn unfinished_templates(&self) -> Result<Vec<Uuid>> {
         rows::query(
             &self.conn(),
-            "SELECT id FROM templates WHERE state = 'Creating'",
-            params![],
+            "SELECT id FROM templates WHERE state = 'Creating' AND host = ?1",
+            params![self.host],
             |r| rows::uuid(r, 0),
         )
     }

@@ -40,7 +40,10 @@ pub fn catalogs() -> Vec<(&'static str, Catalog)> {
     let mut out = vec![("sqlite", Catalog::open_in_memory().expect("sqlite"))];
     if let Some(url) = postgres_url() {
         let fresh = fresh_postgres_url(&url);
-        out.push(("postgres", Catalog::connect(&fresh).expect("postgres")));
+        out.push((
+            "postgres",
+            Catalog::connect(&fresh, "local").expect("postgres"),
+        ));
     }
     out
 }

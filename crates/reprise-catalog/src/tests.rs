@@ -30,6 +30,7 @@ fn volume_row(account: Uuid, zone: &Zone, name: &str) -> VolumeRow {
         instance: None,
         slot: None,
         created_at: now(),
+        host: "local".into(),
     }
 }
 
@@ -54,6 +55,7 @@ fn instance_row(account: Uuid, zone: &Zone, name: &str, plan: Option<&str>) -> I
         current_point_id: None,
         snapshots_enabled: true,
         plan: plan.map(str::to_string),
+        host: "local".into(),
     }
 }
 
@@ -246,11 +248,19 @@ fn jobs_keep_progress_log_and_error() {
             progress_total: 3,
             error: None,
             log: vec![],
+            host: "local".into(),
             created_at: now(),
             started_at: None,
             finished_at: None,
         };
         c.insert_job(&job).unwrap();
+        // Another host's job is that host's to settle.
+        c.insert_job(&Job {
+            id: Uuid::new_v4(),
+            host: "host2".into(),
+            ..job.clone()
+        })
+        .unwrap();
         c.job_started(job.id).unwrap();
         c.job_progress(job.id, 2, 3).unwrap();
         c.job_log(job.id, "launched QEMU").unwrap();
@@ -455,17 +465,19 @@ fn a_postgres_catalog_serves_one_daemon_at_a_time() {
         return;
     };
     let url = testing::fresh_postgres_url(&url);
-    let first = Catalog::connect(&url).unwrap();
+    let first = Catalog::connect(&url, "local").unwrap();
     assert_eq!(first.engine(), "postgres");
     first.create_account("a", false).unwrap();
-    let refused = Catalog::connect(&url).err().expect("a second daemon");
+    let refused = Catalog::connect(&url, "local")
+        .err()
+        .expect("a second daemon");
     assert_eq!(refused.code, "catalog_in_use", "{}", refused.message);
     assert!(!refused.message.contains('@'), "{}", refused.message);
     // A daemon that stops closes its catalog: the next one takes it.
     first.close();
     let e = first.list_accounts().unwrap_err();
     assert_eq!(e.code, "catalog_unavailable", "closed");
-    let again = Catalog::connect(&url).unwrap();
+    let again = Catalog::connect(&url, "local").unwrap();
     assert_eq!(again.schema_version().unwrap(), migrations::LATEST);
     assert_eq!(again.list_accounts().unwrap().len(), 1, "kept");
 }
@@ -483,7 +495,7 @@ fn a_lost_postgres_connection_fails_one_statement_then_reconnects() {
         return;
     };
     let url = testing::fresh_postgres_url(&server);
-    let c = Catalog::connect(&url).unwrap();
+    let c = Catalog::connect(&url, "local").unwrap();
     c.create_account("a", false).unwrap();
     let name = url.rsplit("application_name=").next().unwrap().to_string();
     let mut admin = ::postgres::Client::connect(&server, ::postgres::NoTls).unwrap();
@@ -562,5 +574,41 @@ fn a_template_is_seen_only_once_ready() {
         c.template_ready(t.id).unwrap();
         assert_eq!(c.template(admin.id, "golden").unwrap(), t);
         assert!(c.unfinished_templates().unwrap().is_empty());
+    }
+}
+
+#[test]
+fn hosts_register_beat_and_own_what_lives_on_them() {
+    for (c, admin, zone) in catalogs_with_zone() {
+        // A row made before hosts existed goes to the first host that starts.
+        let mut old = volume_row(admin.id, &zone, "old");
+        old.host = String::new();
+        c.insert_volume(&old).unwrap();
+        let first = c.register_host("local", "http://127.0.0.1:1", &[]).unwrap();
+        assert_eq!(c.volume(admin.id, "old").unwrap().host, "local");
+        let mut elsewhere = volume_row(admin.id, &zone, "elsewhere");
+        elsewhere.host = "host2".into();
+        c.insert_volume(&elsewhere).unwrap();
+        c.register_host("host2", "http://127.0.0.1:2", &["zone1".to_string()])
+            .unwrap();
+        // Only this host's rows are its own.
+        let local: Vec<String> = c
+            .local_volumes()
+            .unwrap()
+            .into_iter()
+            .map(|v| v.name)
+            .collect();
+        assert_eq!(local, vec!["old"]);
+        let usage = c.host_usage().unwrap();
+        assert_eq!(usage["host2"].volumes, 1);
+        assert_eq!(usage["host2"].volume_bytes, 1 << 30);
+        let beat = c.heartbeat("local").unwrap();
+        let hosts = c.list_hosts().unwrap();
+        assert_eq!(hosts.len(), 2);
+        assert_eq!(hosts[0].name, "host2");
+        assert_eq!(hosts[0].zones, vec!["zone1".to_string()]);
+        assert_eq!(hosts[1].heartbeat_at, beat);
+        assert_eq!(hosts[1].started_at, first.started_at);
+        assert_eq!(c.host("nope").unwrap_err().code, "host_not_found");
     }
 }

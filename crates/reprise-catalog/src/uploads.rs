@@ -21,10 +21,10 @@ impl Catalog {
         let n = self
             .conn()
             .execute(
-                "INSERT INTO uploads (id, account_id, name, state, size_bytes, received_bytes, created_at, updated_at)
-                 SELECT ?1, ?2, ?3, ?4, CAST(?5 AS BIGINT), 0, ?6, ?6
+                "INSERT INTO uploads (id, account_id, name, state, size_bytes, received_bytes, created_at, updated_at, host)
+                 SELECT ?1, ?2, ?3, ?4, CAST(?5 AS BIGINT), 0, ?6, ?6, ?8
                  WHERE (SELECT COUNT(*) FROM uploads WHERE account_id = ?2) < ?7",
-                params![u.id.sql(), u.account_id.sql(), u.name, u.state.as_str(), u.size_bytes as i64, u.created_at, max as i64],
+                params![u.id.sql(), u.account_id.sql(), u.name, u.state.as_str(), u.size_bytes as i64, u.created_at, max as i64, self.host],
             )
             .map_err(db_err("upload"))?;
         Ok(n == 1)
@@ -87,18 +87,34 @@ impl Catalog {
         rows::query(
             &self.conn(),
             &format!(
-                "{} WHERE state = 'Receiving' AND updated_at < ?1",
+                "{} WHERE state = 'Receiving' AND updated_at < ?1 AND host = ?2",
                 rows::UPLOAD_SELECT
             ),
-            params![before],
+            params![before, self.host],
             rows::upload,
         )
     }
 
-    /// Every upload id, for the startup sweep of the upload directory.
+    /// Every upload id of this host, for the sweep of its upload directory.
     pub fn all_upload_ids(&self) -> Result<Vec<Uuid>> {
-        rows::query(&self.conn(), "SELECT id FROM uploads", params![], |r| {
-            rows::uuid(r, 0)
-        })
+        rows::query(
+            &self.conn(),
+            "SELECT id FROM uploads WHERE host = ?1",
+            params![self.host],
+            |r| rows::uuid(r, 0),
+        )
+    }
+
+    /// The host that holds an upload's bytes.
+    pub fn upload_host(&self, account: Uuid, id: &str) -> Result<String> {
+        self.conn()
+            .query_row(
+                "SELECT host FROM uploads WHERE account_id = ?1 AND id = ?2",
+                params![account.sql(), id],
+                |r| r.get::<String>(0),
+            )
+            .optional()
+            .map_err(db_err("upload"))?
+            .ok_or_else(|| Error::not_found("upload", id))
     }
 }

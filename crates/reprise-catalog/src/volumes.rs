@@ -85,11 +85,15 @@ impl Catalog {
     }
 
     /// Every volume of every account (for startup checks).
-    pub fn list_all_volumes(&self) -> Result<Vec<VolumeRow>> {
+    /// The volumes on this daemon's host.
+    pub fn local_volumes(&self) -> Result<Vec<VolumeRow>> {
         rows::query(
             &self.conn(),
-            &format!("{} ORDER BY v.created_at", rows::VOLUME_SELECT),
-            params![],
+            &format!(
+                "{} WHERE v.host = ?1 ORDER BY v.created_at",
+                rows::VOLUME_SELECT
+            ),
+            params![self.host],
             rows::volume,
         )
     }

@@ -11,9 +11,9 @@ use reprise_core::Result;
 
 pub fn insert_volume(conn: &dyn Db, v: &VolumeRow) -> Result<()> {
     conn.execute(
-        "INSERT INTO volumes (id, account_id, name, zone_id, kind, state, size_bytes, path, instance_id, slot, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-        params![v.id.sql(), v.account_id.sql(), v.name, v.zone_id.sql(), v.kind.as_str(), v.state.as_str(), v.size_bytes as i64, v.path, v.instance_id.sql(), v.slot, v.created_at],
+        "INSERT INTO volumes (id, account_id, name, zone_id, kind, state, size_bytes, path, instance_id, slot, created_at, host)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        params![v.id.sql(), v.account_id.sql(), v.name, v.zone_id.sql(), v.kind.as_str(), v.state.as_str(), v.size_bytes as i64, v.path, v.instance_id.sql(), v.slot, v.created_at, v.host],
     )
     .map_err(db_err(&format!("volume '{}'", v.name)))?;
     Ok(())
@@ -23,10 +23,10 @@ pub fn insert_instance(conn: &dyn Db, i: &InstanceRow) -> Result<()> {
     conn.execute(
         "INSERT INTO instances (id, account_id, name, zone_id, state, cpus, memory_bytes, root_volume_id,
                                 kernel, initrd, append, accel, pid, last_error, created_at,
-                                current_point_id, snapshots_enabled, plan)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+                                current_point_id, snapshots_enabled, plan, host)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
         params![i.id.sql(), i.account_id.sql(), i.name, i.zone_id.sql(), i.state.as_str(), i.cpus, i.memory_bytes as i64, i.root_volume_id.sql(), i.kernel, i.initrd, i.append, i.accel, i.pid, i.last_error, i.created_at,
-                i.current_point_id.sql(), i.snapshots_enabled, i.plan],
+                i.current_point_id.sql(), i.snapshots_enabled, i.plan, i.host],
     )
     .map_err(db_err(&format!("instance '{}'", i.name)))?;
     Ok(())
@@ -65,9 +65,9 @@ pub fn insert_snapshot(conn: &dyn Db, s: &Snapshot) -> Result<bool> {
 pub fn insert_job(conn: &dyn Db, job: &Job) -> Result<()> {
     conn.execute(
         "INSERT INTO jobs (id, account_id, kind, target_kind, target_id, target_name, state,
-                           progress_done, progress_total, error, created_at, started_at, finished_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL, ?10, NULL, NULL)",
-        params![job.id.sql(), job.account_id.sql(), job.kind, job.target_kind, job.target_id.sql(), job.target_name, job.state.as_str(), job.progress_done as i64, job.progress_total as i64, job.created_at],
+                           progress_done, progress_total, error, created_at, started_at, finished_at, host)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL, ?10, NULL, NULL, ?11)",
+        params![job.id.sql(), job.account_id.sql(), job.kind, job.target_kind, job.target_id.sql(), job.target_name, job.state.as_str(), job.progress_done as i64, job.progress_total as i64, job.created_at, job.host],
     )
     .map_err(db_err("insert job"))?;
     Ok(())

@@ -119,6 +119,10 @@ impl Client {
 
     // ---- zones, uploads --------------------------------------------------
 
+    pub fn hosts(&self) -> Result<Vec<Host>> {
+        self.get(&format!("{V1}/hosts"))
+    }
+
     pub fn zones(&self) -> Result<Vec<Zone>> {
         self.get(&format!("{V1}/zones"))
     }

@@ -54,7 +54,9 @@ pub mod instance {
     /// but nothing writes it today: a failed boot or stop settles Stopped
     /// (with `last_error`), a lost QEMU is reconciled to Stopped.
     pub const RESTING: &[InstanceState] = &[Stopped, Running, Error];
-    pub const NEVER_WRITTEN: &[InstanceState] = &[Error];
+    /// `Unknown` is only shown (an instance whose host is down), never
+    /// stored.
+    pub const NEVER_WRITTEN: &[InstanceState] = &[Error, Unknown];
 
     pub const START: Move<InstanceState> = request("start", &[Stopped, Error], Starting);
     pub const STOP: Move<InstanceState> = request("stop", &[Running, Error], Stopping);

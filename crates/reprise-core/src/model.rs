@@ -58,8 +58,9 @@ macro_rules! string_enum {
 }
 
 string_enum!(
-    /// The run state of an instance.
-    InstanceState { Stopped, Starting, Running, Stopping, Error }
+    /// The run state of an instance. `Unknown` is never stored: it is
+    /// what an instance shows while its host is `Down`.
+    InstanceState { Stopped, Starting, Running, Stopping, Error, Unknown }
 );
 
 string_enum!(
@@ -94,6 +95,12 @@ string_enum!(
     /// The state of an upload: `Receiving` until all its bytes are in,
     /// then `Complete` (read-only, its SHA-256 known).
     UploadState { Receiving, Complete }
+);
+
+string_enum!(
+    /// A host is `Up` while its heartbeats arrive within its lease, `Down`
+    /// after.
+    HostState { Up, Down }
 );
 
 string_enum!(
@@ -221,6 +228,27 @@ pub struct Zone {
     pub created_at: DateTime<Utc>,
 }
 
+/// A host of the region: a daemon, the zones it serves, and what lives on
+/// it (admin only).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
+pub struct Host {
+    pub name: String,
+    pub state: HostState,
+    /// Where the other daemons send it the work on its volumes and
+    /// instances.
+    pub address: String,
+    /// The zones it serves; empty: every zone.
+    pub zones: Vec<String>,
+    pub instances: u64,
+    pub volumes: u64,
+    /// The virtual size of its volumes.
+    pub volume_bytes: u64,
+    pub started_at: DateTime<Utc>,
+    pub last_heartbeat: DateTime<Utc>,
+    /// Whether this is the daemon that answered.
+    pub this_daemon: bool,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 pub struct Volume {
     pub id: Uuid,
@@ -238,6 +266,9 @@ pub struct Volume {
     pub path: String,
     pub instance_id: Option<Uuid>,
     pub instance: Option<String>,
+    /// The host whose disk holds it (shown to the admin only).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub host: String,
     pub created_at: DateTime<Utc>,
 }
 
@@ -291,6 +322,9 @@ pub struct Instance {
     /// where it is now in the tree.
     pub current_point_id: Option<Uuid>,
     pub last_error: Option<String>,
+    /// The host it runs on (shown to the admin only).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub host: String,
     pub created_at: DateTime<Utc>,
 }
 
@@ -323,6 +357,9 @@ pub struct Job {
     pub progress_total: u64,
     pub error: Option<crate::error::WireError>,
     pub log: Vec<JobLogLine>,
+    /// The host whose daemon runs it (shown to the admin only).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub host: String,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
@@ -449,6 +486,8 @@ pub struct VolumeFromSnapshot {
     pub name: String,
     /// Any zone of the region; the default zone when absent.
     pub zone: Option<String>,
+    /// Admin only: the host of the zone that gets it (placement otherwise).
+    pub host: Option<String>,
 }
 
 /// A template (golden image): a volume's content, kept in the region's
@@ -555,6 +594,8 @@ pub struct CreateVolume {
     /// Like `10G`.
     pub size: String,
     pub zone: Option<String>,
+    /// Admin only: the host of the zone that gets it (placement otherwise).
+    pub host: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
@@ -574,6 +615,10 @@ pub struct AttachVolume {
 pub struct CreateInstance {
     pub name: String,
     pub zone: Option<String>,
+    /// Admin only: the host of the zone it runs on (placement otherwise;
+    /// an instance made from an upload or with data volumes goes beside
+    /// them).
+    pub host: Option<String>,
     pub cpus: Option<u32>,
     /// Like `512M`.
     pub memory: Option<String>,
@@ -623,9 +668,10 @@ impl Zone {
 }
 
 impl Volume {
-    /// What a tenant may see: no host path.
+    /// What a tenant may see: no host or host path.
     pub fn hide_host_details(&mut self) {
         self.path.clear();
+        self.host.clear();
     }
 }
 
@@ -634,6 +680,7 @@ impl Instance {
     /// kernel and initrd by their file names.
     pub fn hide_host_details(&mut self) {
         self.pid = None;
+        self.host.clear();
         self.qmp_socket.clear();
         self.guest_agent_socket.clear();
         self.console_log.clear();

@@ -10,6 +10,7 @@
 use crate::config::Config;
 use crate::metrics::Metrics;
 use reprise_catalog::Catalog;
+use reprise_core::{Error, Result};
 use reprise_qemu::accel::HostFacts;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -41,6 +42,8 @@ pub struct App {
     pub seams: Seams,
     /// Where freezes' guards run (see [`crate::quiesce::Guard`]).
     pub freeze_guard: crate::quiesce::Guard,
+    /// The client that sends requests on to other hosts ([`crate::forward`]).
+    forwarder: std::sync::OnceLock<reqwest::Client>,
 }
 
 /// Where tests widen a daemon's windows. The product runs with the
@@ -59,6 +62,35 @@ pub struct Seams {
 /// request.
 const KEY_TOUCH_EVERY: Duration = Duration::from_secs(60);
 
+/// The catalog's sweep lock as garbage collection uses it.
+struct SweepLockOf(reprise_catalog::SweepLock);
+
+impl reprise_backup::RegionSweepLock for SweepLockOf {
+    fn share(&self) -> Result<u64> {
+        self.0.share().map_err(lock_err)
+    }
+    fn unshare(&self) {
+        self.0.unshare()
+    }
+    fn exclusive(&self) -> Result<u64> {
+        self.0.exclusive().map_err(lock_err)
+    }
+    fn unexclusive(&self) {
+        self.0.unexclusive()
+    }
+    fn still_held(&self, generation: u64) -> bool {
+        self.0.still_held(generation)
+    }
+}
+
+fn lock_err(e: reprise_catalog::db::DbError) -> Error {
+    Error::unavailable(
+        "catalog_unavailable",
+        format!("the region's sweep lock: {e}"),
+    )
+    .with_source(e)
+}
+
 /// What opening the region's store takes.
 pub struct RegionSpec {
     pub store: reprise_store::Store,
@@ -72,13 +104,17 @@ impl App {
         catalog: Catalog,
         region_spec: RegionSpec,
         seams: Seams,
-    ) -> Arc<App> {
-        Arc::new(App {
+    ) -> Result<Arc<App>> {
+        let refs = match catalog.sweep_lock()? {
+            Some(lock) => reprise_backup::Refs::shared_with(Arc::new(SweepLockOf(lock))),
+            None => reprise_backup::Refs::default(),
+        };
+        Ok(Arc::new(App {
             config,
             catalog,
             region: tokio::sync::OnceCell::new(),
             region_spec,
-            refs: Default::default(),
+            refs: Arc::new(refs),
             host: HostFacts::probe(),
             locks: Mutex::new(HashMap::new()),
             metrics: Metrics::default(),
@@ -88,7 +124,26 @@ impl App {
             gc_running: AsyncMutex::new(()),
             seams,
             freeze_guard: crate::quiesce::default_guard(),
-        })
+            forwarder: std::sync::OnceLock::new(),
+        }))
+    }
+
+    /// The key of the marks on requests sent between the region's daemons
+    /// (derived from the region's secret, which every daemon has).
+    pub fn forward_key(&self) -> [u8; 32] {
+        blake3::derive_key(
+            "reprise 2026-12 request sent on to its host",
+            &self.region_spec.secret,
+        )
+    }
+
+    pub fn forwarder(&self) -> &reqwest::Client {
+        self.forwarder.get_or_init(reqwest::Client::new)
+    }
+
+    /// The name of this daemon's host.
+    pub fn host_name(&self) -> &str {
+        &self.config.host.name
     }
 
     /// The region's store, opened (and its settings and key checked) on

@@ -18,6 +18,12 @@
 //! [catalog]                   # what reprise knows; none: DATA_DIR/catalog.db (SQLite)
 //! # url = "postgres://reprise:secret@db.example:5432/reprise"   # PostgreSQL
 //!
+//! [host]                      # this daemon as a host of a region (docs/region.md)
+//! name = "local"              # unique in the region
+//! # address = "http://10.0.0.1:7480"  # where other daemons reach it; none: http://LISTEN
+//! # zones = ["zone1"]         # the zones it serves; none: every zone
+//! lease_secs = 6              # Down after this long without a heartbeat (sent every lease/3)
+//!
 //! [qemu]
 //! system = "qemu-system-x86_64"
 //! img = "qemu-img"
@@ -92,6 +98,7 @@ pub struct Config {
     pub images: ImageConfig,
     pub gc: GcConfig,
     pub catalog: CatalogConfig,
+    pub host: HostConfig,
     /// Plans, applied to the catalog at every start (the config wins over
     /// a plan of the same name changed through the API).
     pub plans: std::collections::BTreeMap<String, PlanLimits>,
@@ -145,6 +152,34 @@ pub struct GcConfig {
 impl Default for GcConfig {
     fn default() -> Self {
         GcConfig { delay_ms: 2000 }
+    }
+}
+
+/// This daemon as a host of its region.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HostConfig {
+    /// Unique in the region: the catalog refuses a second daemon of the
+    /// same name.
+    pub name: String,
+    /// Where the other daemons send this host its work (`http://host:port`);
+    /// none: `http://` and the address it listens on.
+    pub address: Option<String>,
+    /// The zones it serves (new volumes and instances of these zones may
+    /// be placed here); empty: every zone.
+    pub zones: Vec<String>,
+    /// A host whose last heartbeat is older than this is `Down`.
+    pub lease_secs: u64,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        HostConfig {
+            name: reprise_catalog::DEFAULT_HOST.into(),
+            address: None,
+            zones: Vec::new(),
+            lease_secs: 6,
+        }
     }
 }
 
@@ -271,6 +306,7 @@ impl Default for Config {
             images: ImageConfig::default(),
             gc: GcConfig::default(),
             catalog: CatalogConfig::default(),
+            host: HostConfig::default(),
             plans: Default::default(),
         }
     }
@@ -297,6 +333,26 @@ impl Config {
 
     fn validate(&self) -> Result<()> {
         reprise_core::name::validate_name("zone", &self.default_zone)?;
+        reprise_core::name::validate_name("host", &self.host.name)
+            .map_err(|e| e.context("[host] name"))?;
+        for zone in &self.host.zones {
+            reprise_core::name::validate_name("zone", zone)
+                .map_err(|e| e.context("[host] zones"))?;
+        }
+        if self.host.lease_secs < 3 {
+            return Err(Error::invalid(
+                "config_invalid",
+                "[host] lease_secs must be at least 3 (a heartbeat goes every third of it)",
+            ));
+        }
+        if let Some(a) = &self.host.address {
+            if !(a.starts_with("http://") || a.starts_with("https://")) {
+                return Err(Error::invalid(
+                    "config_invalid",
+                    format!("[host] address must be an http:// or https:// URL, not '{a}'"),
+                ));
+            }
+        }
         for plan in self.plans.keys() {
             reprise_core::name::validate_name("plan", plan)
                 .map_err(|e| Error::invalid("config_invalid", format!("plans: {}", e.message)))?;

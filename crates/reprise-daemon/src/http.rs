@@ -78,8 +78,8 @@ type IgnoredBody = axum::body::Bytes;
 
 /// Who a request comes from: set by [`authenticate`] when a valid key came.
 #[derive(Clone)]
-struct Authenticated {
-    account: Account,
+pub(crate) struct Authenticated {
+    pub(crate) account: Account,
     key: Uuid,
 }
 
@@ -355,8 +355,13 @@ pub fn router(app: Arc<App>) -> Router {
             get(show_template).delete(delete_template),
         )
         .route("/gc", post(collect_garbage))
+        .route("/hosts", get(list_hosts))
         .route("/jobs", get(list_jobs))
-        .route("/jobs/{id}", get(show_job));
+        .route("/jobs/{id}", get(show_job))
+        .layer(middleware::from_fn_with_state(
+            app.clone(),
+            crate::forward::to_owner,
+        ));
     Router::new()
         .nest("/api/v1", api)
         .route("/metrics", get(metrics))
@@ -426,6 +431,10 @@ async fn open_metrics(State(app): State<Arc<App>>) -> ApiResult<Response> {
         text,
     )
         .into_response())
+}
+
+async fn list_hosts(State(app): State<Arc<App>>, Caller(me): Caller) -> ApiResult<Json<Vec<Host>>> {
+    Ok(Json(crate::hosts::list(&app, &me)?))
 }
 
 async fn whoami(Caller(me): Caller) -> Json<Account> {

@@ -95,6 +95,7 @@ pub fn reserve(
         progress_total: steps,
         error: None,
         log: Vec::new(),
+        host: app.host_name().to_string(),
         created_at: now(),
         started_at: None,
         finished_at: None,

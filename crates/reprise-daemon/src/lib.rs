@@ -12,7 +12,9 @@
 
 pub mod app;
 pub mod config;
+pub mod forward;
 pub mod gc;
+pub mod hosts;
 pub mod http;
 pub mod import;
 pub mod jobs;
@@ -233,15 +235,15 @@ pub async fn start_with_seams(config: Config, seams: Seams) -> Result<Server> {
     )?;
     let lock = lock_data_dir(&config)?;
     let catalog = match &config.catalog.url {
-        Some(url) => Catalog::connect(url)?,
-        None => Catalog::open(&config.catalog_path())?,
+        Some(url) => Catalog::connect(url, &config.host.name)?,
+        None => Catalog::open(&config.catalog_path())?.with_host(&config.host.name),
     };
     // Before anything else that can fail (a wrong region key, a bad plan).
     quiesce::thaw_frozen_guests(&config, &catalog).await;
     apply_plans(&config, &catalog)?;
     ensure_admin(&config, &catalog)?;
     let spec = region_spec(&config)?;
-    let app = App::new(config, catalog, spec, seams);
+    let app = App::new(config, catalog, spec, seams)?;
     // A wrong key or setting stops the daemon here; an unreachable store
     // does not: it is opened again when a snapshot needs it.
     match app.region().await {
@@ -252,7 +254,6 @@ pub async fn start_with_seams(config: Config, seams: Seams) -> Result<Server> {
         Err(e) => return Err(e),
     }
     ensure_default_zone(&app)?;
-    reconcile::at_startup(&app).await?;
 
     let listener = tokio::net::TcpListener::bind(app.config.listen)
         .await
@@ -266,6 +267,8 @@ pub async fn start_with_seams(config: Config, seams: Seams) -> Result<Server> {
     let addr = listener
         .local_addr()
         .map_err(|e| Error::internal(format!("the listener's address: {e}")).with_source(e))?;
+    hosts::register(&app, addr)?;
+    reconcile::at_startup(&app).await?;
     // Tests and scripts that listen on port 0 learn the port here.
     let _ = std::fs::write(app.config.data_dir.join("daemon.addr"), addr.to_string());
     tracing::info!(
@@ -278,6 +281,7 @@ pub async fn start_with_seams(config: Config, seams: Seams) -> Result<Server> {
     let mut background = vec![
         tokio::spawn(reconcile::watch(app.clone())),
         tokio::spawn(gc::run_when_asked(app.clone())),
+        tokio::spawn(hosts::heartbeat(app.clone())),
     ];
     if let Some(addr) = app.config.metrics_listen {
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {

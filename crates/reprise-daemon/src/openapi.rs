@@ -180,6 +180,7 @@ fn build() -> Value {
     let t = "zones";
     d.add(Op::new("get", "/zones", t, "List zones").answers(200, d.schema::<Vec<Zone>>()));
     d.add(Op::new("post", "/zones", t, "Create a zone (admin)").body(d.schema::<CreateZone>()).answers(201, d.schema::<Zone>()));
+    d.add(Op::new("get", "/hosts", t, "The region's hosts (admin): state (Up, or Down past its lease), zones served, what lives on each, last heartbeat").answers(200, d.schema::<Vec<Host>>()));
 
     let t = "uploads";
     d.add(Op::new("get", "/uploads", t, "The account's uploads").answers(200, d.schema::<Vec<Upload>>()));

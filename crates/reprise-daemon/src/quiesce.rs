@@ -462,7 +462,7 @@ pub async fn thaw_frozen_guests(
     config: &crate::config::Config,
     catalog: &reprise_catalog::Catalog,
 ) {
-    let Ok(instances) = catalog.list_instances(None) else {
+    let Ok(instances) = catalog.local_instances() else {
         return;
     };
     for inst in instances {

@@ -53,7 +53,7 @@ fn settle(app: &App, inst: &InstanceRow) -> Result<bool> {
 pub async fn at_startup(app: &App) -> Result<()> {
     let failed = crate::jobs::fail_interrupted(app)?;
     let mut changed = 0;
-    let instances = app.catalog.list_instances(None)?;
+    let instances = app.catalog.local_instances()?;
     for inst in &instances {
         changed += usize::from(settle(app, inst)?);
         for v in app.catalog.instance_volumes(inst.id)? {
@@ -67,7 +67,7 @@ pub async fn at_startup(app: &App) -> Result<()> {
             }
         }
     }
-    for v in app.catalog.list_all_volumes()? {
+    for v in app.catalog.local_volumes()? {
         crate::ops::restore::settle_interrupted(app, &v)?;
     }
     // No import survives a restart: its private copies go.
@@ -97,7 +97,7 @@ pub async fn watch(app: Arc<App>) {
                 tracing::warn!("expiring uploads failed: {e}");
             }
         }
-        let Ok(instances) = app.catalog.list_instances(None) else {
+        let Ok(instances) = app.catalog.local_instances() else {
             continue;
         };
         for inst in instances {

@@ -535,6 +535,7 @@ fn one_daemon_per_data_dir_and_restarts_fail_interrupted_jobs() {
         progress_total: 1,
         error: None,
         log: vec![],
+        host: "local".into(),
         created_at: chrono_now(),
         started_at: None,
         finished_at: None,
@@ -693,7 +694,7 @@ fn a_crash_s_leftovers_beside_volumes_go_at_the_next_start() {
     }
     // A template recorded, its manifest never written.
     let catalog = match &d.config.catalog.url {
-        Some(url) => reprise_catalog::Catalog::connect(url).unwrap(),
+        Some(url) => reprise_catalog::Catalog::connect(url, "local").unwrap(),
         None => reprise_catalog::Catalog::open(&d.config.catalog_path()).unwrap(),
     };
     let admin = catalog.account("admin").unwrap();

@@ -190,6 +190,7 @@ fn start(c: &Client, op: &str, n: usize, dice: &mut Dice) -> String {
                 &VolumeFromSnapshot {
                     name: format!("r{n}"),
                     zone: None,
+                    host: None,
                 },
             )
             .map(|j| j.kind),

@@ -744,7 +744,7 @@ fn a_revert_interrupted_half_way_is_undone_at_the_next_start() {
     img(&["snapshot", "-a", &tag, &disks[0]]);
     assert_ne!(disk_sha(&disks[0]), before[0], "the first disk moved");
     let catalog = match &d.config.catalog.url {
-        Some(url) => reprise_catalog::Catalog::connect(url).unwrap(),
+        Some(url) => reprise_catalog::Catalog::connect(url, "local").unwrap(),
         None => reprise_catalog::Catalog::open(&d.config.catalog_path()).unwrap(),
     };
     catalog

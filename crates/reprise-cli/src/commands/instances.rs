@@ -60,6 +60,9 @@ pub(super) struct CreateInstanceArgs {
     name: String,
     #[arg(long)]
     zone: Option<String>,
+    /// Admin: the host of the zone it runs on (placement otherwise).
+    #[arg(long)]
+    host: Option<String>,
     #[arg(long)]
     cpus: Option<u32>,
     /// Like 512M, 2G.
@@ -111,6 +114,7 @@ pub(super) fn run(ctx: &Ctx, cmd: InstanceCmd) -> Result<()> {
             let req = CreateInstance {
                 name: a.name,
                 zone: a.zone,
+                host: a.host,
                 cpus: a.cpus,
                 memory: a.memory,
                 root_size: a.root_size,
@@ -233,6 +237,7 @@ pub(super) fn show_instance(ctx: &Ctx, i: &Instance) {
         ("name", i.name.clone()),
         ("state", i.state.to_string()),
         ("zone", i.zone.clone()),
+        ("host", i.host.clone()),
         ("cpus", i.cpus.to_string()),
         ("memory", size(i.memory_bytes)),
         (

@@ -30,7 +30,7 @@ use std::path::PathBuf;
 use templates::TemplateCmd;
 use uploads::UploadCmd;
 use volumes::VolumeCmd;
-use zones::ZoneCmd;
+use zones::{HostCmd, ZoneCmd};
 
 #[derive(Parser)]
 #[command(
@@ -62,6 +62,9 @@ enum Command {
     /// Zones: each has its own primary storage.
     #[command(subcommand)]
     Zone(ZoneCmd),
+    /// The region's hosts: which are up, their zones, what lives on each.
+    #[command(subcommand)]
+    Host(HostCmd),
     /// Accounts, their plans and API keys.
     #[command(subcommand)]
     Account(AccountCmd),
@@ -162,6 +165,7 @@ pub fn run(cli: Cli, serve: impl FnOnce(ServeArgs) -> Result<()>) -> Result<()> 
     match cli.command {
         Command::Serve(_) => unreachable!("handled above"),
         Command::Zone(c) => zones::run(&ctx, c),
+        Command::Host(c) => zones::run_host(&ctx, c),
         Command::Account(c) => accounts::account(&ctx, c),
         Command::Plan(c) => accounts::plan(&ctx, c),
         Command::Upload(c) => uploads::run(&ctx, c),

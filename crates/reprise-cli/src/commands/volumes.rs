@@ -24,6 +24,9 @@ pub(super) enum VolumeCmd {
         from_snapshot: Option<String>,
         #[arg(long)]
         zone: Option<String>,
+        /// Admin: the host of the zone that gets it (placement otherwise).
+        #[arg(long)]
+        host: Option<String>,
     },
     List {
         #[arg(long)]
@@ -67,16 +70,24 @@ pub(super) fn run(ctx: &Ctx, cmd: VolumeCmd) -> Result<()> {
             name,
             size: Some(size),
             zone,
+            host,
             ..
-        } => c.create_volume(&CreateVolume { name, size, zone })?,
+        } => c.create_volume(&CreateVolume {
+            name,
+            size,
+            zone,
+            host,
+        })?,
         VolumeCmd::Create {
             name,
             from_snapshot,
             zone,
+            host,
             ..
         } => {
             let snapshot = from_snapshot.unwrap_or_default();
-            let job = c.volume_from_snapshot(&snapshot, &VolumeFromSnapshot { name, zone })?;
+            let job =
+                c.volume_from_snapshot(&snapshot, &VolumeFromSnapshot { name, zone, host })?;
             let id = job.target_id;
             if !follow(ctx, job)? {
                 return Ok(());
@@ -156,6 +167,7 @@ pub(super) fn show_volume(ctx: &Ctx, v: &Volume) {
             ),
             ("zone", v.zone.clone()),
             ("instance", opt(&v.instance)),
+            ("host", v.host.clone()),
             ("path", v.path.clone()),
             ("created", time(&v.created_at)),
         ])

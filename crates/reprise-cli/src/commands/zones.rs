@@ -1,7 +1,7 @@
 //! `reprise zone`: zones and their primary storage.
 
 use super::{print_json, print_list, Ctx};
-use crate::output::{fields, out, time};
+use crate::output::{fields, out, size, time};
 use clap::Subcommand;
 use reprise_core::model::*;
 use reprise_core::Result;
@@ -16,6 +16,58 @@ pub(super) enum ZoneCmd {
         storage: Option<String>,
     },
     List,
+}
+
+/// `reprise host`: the region's hosts (admin).
+#[derive(Subcommand)]
+pub(super) enum HostCmd {
+    /// Each host's state, zones, what lives on it and its last heartbeat.
+    List,
+}
+
+pub(super) fn run_host(ctx: &Ctx, cmd: HostCmd) -> Result<()> {
+    match cmd {
+        HostCmd::List => {
+            let hosts = ctx.client.hosts()?;
+            print_list(
+                ctx,
+                &hosts,
+                &[
+                    "NAME",
+                    "STATE",
+                    "ZONES",
+                    "INSTANCES",
+                    "VOLUMES",
+                    "ALLOCATED",
+                    "HEARTBEAT",
+                    "ADDRESS",
+                ],
+                |h| {
+                    let zones = if h.zones.is_empty() {
+                        "(all)".to_string()
+                    } else {
+                        h.zones.join(",")
+                    };
+                    let name = if h.this_daemon {
+                        format!("{} *", h.name)
+                    } else {
+                        h.name.clone()
+                    };
+                    vec![
+                        name,
+                        h.state.to_string(),
+                        zones,
+                        h.instances.to_string(),
+                        h.volumes.to_string(),
+                        size(h.volume_bytes),
+                        time(&h.last_heartbeat),
+                        h.address.clone(),
+                    ]
+                },
+            );
+        }
+    }
+    Ok(())
 }
 
 pub(super) fn run(ctx: &Ctx, cmd: ZoneCmd) -> Result<()> {

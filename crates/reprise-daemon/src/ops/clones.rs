@@ -153,12 +153,13 @@ async fn deploy(
             continue;
         }
         let row = volumes::new_row(
+            app,
             account.id,
             &format!("{name}-{}", v.name),
             zone,
             VolumeKind::Data,
             s.size_bytes,
-        );
+        )?;
         volumes::record(app, &row)?;
         made.push((row.id, row.path.clone()));
         restore::build(app, s.id, Path::new(&row.path), |_, _| {}).await?;

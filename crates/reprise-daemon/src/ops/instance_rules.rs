@@ -250,6 +250,7 @@ mod tests {
             instance: None,
             slot: None,
             created_at: chrono::Utc::now(),
+            host: "local".into(),
         }
     }
 

@@ -28,7 +28,12 @@ pub async fn to_api(app: &App, row: &InstanceRow, with_agent: bool) -> Result<In
         account_id: row.account_id,
         zone_id: row.zone_id,
         zone: row.zone.clone(),
-        state: row.state,
+        // Nobody can say while its host is down.
+        state: if crate::hosts::is_down(app, &row.host) {
+            InstanceState::Unknown
+        } else {
+            row.state
+        },
         cpus: row.cpus,
         memory_bytes: row.memory_bytes,
         root_volume_id: row.root_volume_id,
@@ -51,6 +56,7 @@ pub async fn to_api(app: &App, row: &InstanceRow, with_agent: bool) -> Result<In
         snapshots_enabled: row.snapshots_enabled,
         plan: row.plan.clone(),
         current_point_id: row.current_point_id,
+        host: row.host.clone(),
     })
 }
 
@@ -132,6 +138,8 @@ async fn create_with(
     };
     let Shape { cpus, memory, root } = shape(&req, kernel_given, stored_root.is_some())?;
     let zone = volumes::zone_or_default(app, req.zone.as_deref())?;
+    crate::hosts::check_wanted(app, account, req.host.as_deref())?;
+    crate::hosts::check_here(app, &zone)?;
     let (kernel, initrd) = match inherited_boot {
         Some(boot) => boot,
         None => (
@@ -200,15 +208,18 @@ async fn create_with(
         Root::Blank(size) | Root::Template { size, .. } => Some(*size),
         Root::Image { judged, .. } => Some(judged.virtual_size),
     };
-    let root_row = root_size.map(|size| {
-        volumes::new_row(
-            account.id,
-            &format!("{}-root", req.name),
-            &zone,
-            VolumeKind::Root,
-            size,
-        )
-    });
+    let root_row = root_size
+        .map(|size| {
+            volumes::new_row(
+                app,
+                account.id,
+                &format!("{}-root", req.name),
+                &zone,
+                VolumeKind::Root,
+                size,
+            )
+        })
+        .transpose()?;
     let slot = jobs::reserve(
         app,
         account.id,
@@ -262,6 +273,7 @@ async fn create_with(
         current_point_id: None,
         snapshots_enabled: true,
         plan: req.plan.clone(),
+        host: app.host_name().to_string(),
     };
     // The instance, its root volume and every attachment in one
     // transaction, counted against the account's plan.

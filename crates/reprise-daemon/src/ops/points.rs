@@ -612,7 +612,16 @@ fn spawn_delete(app: &Arc<App>, slot: jobs::Slot, inst: &InstanceRow, points: Ve
 /// gone are flagged.
 pub async fn reconcile_at_startup(app: &App) -> Result<()> {
     let bin = app.config.binaries();
+    let here: std::collections::HashSet<Uuid> = app
+        .catalog
+        .local_instances()?
+        .iter()
+        .map(|i| i.id)
+        .collect();
     for p in app.catalog.list_points(None)? {
+        if !here.contains(&p.instance_id) {
+            continue; // another host's
+        }
         if p.state == PointState::Reverting && !p.memory {
             settle_interrupted_revert(app, &p).await?;
         }

@@ -57,7 +57,15 @@ pub fn create(
     let s = backed_up(app, account, snapshot)?;
     reprise_core::name::validate_name("volume", &req.name)?;
     let zone = zone_or_default(app, req.zone.as_deref())?;
-    let row = new_row(account.id, &req.name, &zone, VolumeKind::Data, s.size_bytes);
+    crate::hosts::check_wanted(app, account, req.host.as_deref())?;
+    let row = new_row(
+        app,
+        account.id,
+        &req.name,
+        &zone,
+        VolumeKind::Data,
+        s.size_bytes,
+    )?;
     let slot = jobs::reserve(
         app,
         account.id,

@@ -589,7 +589,17 @@ pub fn verify(app: &Arc<App>, account: &Account, reference: &str) -> Result<Job>
 /// Error and cleaned; a delete it was doing is finished; a volume left
 /// Snapshotting is Ready; a tag no snapshot needs is removed.
 pub async fn reconcile_at_startup(app: &App) -> Result<()> {
+    let volumes = app.catalog.local_volumes()?;
+    let here: std::collections::HashSet<Uuid> = volumes.iter().map(|v| v.id).collect();
     for s in app.catalog.list_snapshots(None)? {
+        // A backup runs on its volume's host; the delete of a snapshot
+        // whose volume is gone is finished by any host (it is idempotent).
+        let settles_here = here.contains(&s.volume_id)
+            || (s.state == SnapshotState::Destroying
+                && app.catalog.list_volumes_by_id(&[s.volume_id])?.is_empty());
+        if !settles_here {
+            continue;
+        }
         match s.state {
             SnapshotState::BackingUp => {
                 tracing::warn!(snapshot = %s.id, name = s.name, "the daemon stopped during this backup: marked Error and cleaned");
@@ -620,7 +630,7 @@ pub async fn reconcile_at_startup(app: &App) -> Result<()> {
         }
     }
     let bin = app.config.binaries();
-    for v in app.catalog.list_all_volumes()? {
+    for v in volumes {
         if v.state == VolumeState::Snapshotting {
             super::volumes::settle(app, v.id, &volume::CUT_DONE)?;
         }

@@ -25,10 +25,19 @@ pub fn volume_path(zone: &Zone, id: Uuid) -> PathBuf {
     PathBuf::from(&zone.storage_dir).join(format!("{id}.qcow2"))
 }
 
-/// A new volume row (state `Creating`) of `size` bytes in `zone`.
-pub fn new_row(account: Uuid, name: &str, zone: &Zone, kind: VolumeKind, size: u64) -> VolumeRow {
+/// A new volume row (state `Creating`) of `size` bytes in `zone`, on
+/// this daemon's host (which must serve the zone).
+pub fn new_row(
+    app: &App,
+    account: Uuid,
+    name: &str,
+    zone: &Zone,
+    kind: VolumeKind,
+    size: u64,
+) -> Result<VolumeRow> {
+    crate::hosts::check_here(app, zone)?;
     let id = Uuid::new_v4();
-    VolumeRow {
+    Ok(VolumeRow {
         id,
         account_id: account,
         name: name.to_string(),
@@ -42,7 +51,8 @@ pub fn new_row(account: Uuid, name: &str, zone: &Zone, kind: VolumeKind, size: u
         instance: None,
         slot: None,
         created_at: now(),
-    }
+        host: app.host_name().to_string(),
+    })
 }
 
 /// What a new volume of `size` bytes takes of its account's plan.
@@ -69,7 +79,8 @@ pub async fn create(app: &App, account: &Account, req: CreateVolume) -> Result<V
     reprise_core::name::validate_name("volume", &req.name)?;
     let size = parse_size_field("size", &req.size, MAX_VOLUME_SIZE)?;
     let zone = zone_or_default(app, req.zone.as_deref())?;
-    let row = new_row(account.id, &req.name, &zone, VolumeKind::Data, size);
+    crate::hosts::check_wanted(app, account, req.host.as_deref())?;
+    let row = new_row(app, account.id, &req.name, &zone, VolumeKind::Data, size)?;
     record(app, &row)?;
     if let Err(e) = app
         .config

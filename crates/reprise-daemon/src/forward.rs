@@ -1,0 +1,253 @@
+//! Work on a resource runs on the host that holds it. Any daemon of a
+//! region answers any request: reads come from the shared catalog, and a
+//! request that must touch a host (a volume's file, an instance's QEMU or
+//! guest agent, an upload's bytes) is sent on, unchanged, to the daemon of
+//! the resource's host, whose answer goes back as it comes. A new volume
+//! or instance goes where [`hosts::place`] says.
+//!
+//! A request sent on carries [`MARK`]: the sender's host and a keyed hash
+//! of the method and path under the region's secret (every daemon of a
+//! region has it), so the receiver handles it itself — no request is sent
+//! on twice, and a client cannot send a request past its placement by
+//! setting the header.
+
+use crate::app::App;
+use crate::hosts;
+use crate::http::{ApiError, Authenticated};
+use axum::body::Body;
+use axum::extract::{OriginalUri, Request, State};
+use axum::http::{header, Method};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use reprise_catalog::HostRow;
+use reprise_core::model::{Account, HostState};
+use reprise_core::{Error, ErrorKind, Result};
+use std::sync::Arc;
+
+/// The header of a request sent on by another daemon of the region.
+pub const MARK: &str = "x-reprise-forwarded";
+
+/// The most a create request's JSON body may be when it is read here to
+/// choose a host (the real ones are a few hundred bytes).
+const BODY_PEEK_MAX: usize = 1 << 20;
+
+/// The middleware: handle here, or send on to the resource's host.
+pub async fn to_owner(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    let path_and_query = original_path(&req);
+    if let Some(mark) = req.headers().get(MARK) {
+        if mark.to_str().ok() == Some(expected_mark(&app, req.method(), &path_and_query).as_str()) {
+            return next.run(req).await;
+        }
+        return ApiError(Error::new(
+            ErrorKind::Unauthorized,
+            "forward_invalid",
+            format!("the {MARK} header is not one this region's daemons make"),
+        ))
+        .into_response();
+    }
+    let Some(account) = req
+        .extensions()
+        .get::<Authenticated>()
+        .map(|a| a.account.clone())
+    else {
+        return next.run(req).await;
+    };
+    let (req, owner) = match owner(&app, &account, req).await {
+        Ok(found) => found,
+        Err(e) => return ApiError(e).into_response(),
+    };
+    let Some(host) = owner.filter(|h| h.name != app.config.host.name) else {
+        return next.run(req).await;
+    };
+    if hosts::state(&app, &host) == HostState::Down {
+        return ApiError(hosts::down(&host)).into_response();
+    }
+    send_on(&app, &host, req, &path_and_query).await
+}
+
+fn original_path(req: &Request) -> String {
+    let uri = req
+        .extensions()
+        .get::<OriginalUri>()
+        .map(|u| &u.0)
+        .unwrap_or(req.uri());
+    uri.path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into())
+}
+
+fn expected_mark(app: &App, method: &Method, path_and_query: &str) -> String {
+    let mut h = blake3::Hasher::new_keyed(&app.forward_key());
+    h.update(method.as_str().as_bytes());
+    h.update(b"\n");
+    h.update(path_and_query.as_bytes());
+    h.finalize().to_hex().to_string()
+}
+
+/// The host whose daemon must handle `req` (none: any daemon), and the
+/// request again (its body may have been read to decide). A reference
+/// that does not resolve is left to the handler, which names the problem.
+async fn owner(app: &App, me: &Account, req: Request) -> Result<(Request, Option<HostRow>)> {
+    let path = req.uri().path().trim_start_matches("/api/v1").to_string();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let method = req.method().clone();
+    let post = method == Method::POST;
+    let reads = method == Method::GET;
+    let host_of = |name: Option<String>| -> Result<Option<HostRow>> {
+        match name {
+            Some(n) => app.catalog.host(&n).map(Some),
+            None => Ok(None),
+        }
+    };
+    let volume_host = |reference: &str| app.catalog.volume(me.id, reference).ok().map(|v| v.host);
+    let instance_host =
+        |reference: &str| app.catalog.instance(me.id, reference).ok().map(|i| i.host);
+    let upload_host = |id: &str| app.catalog.upload_host(me.id, id).ok();
+    Ok(match segments.as_slice() {
+        ["volumes"] if post => {
+            let (req, body) = peek(req).await?;
+            let zone = zone_named(app, &body, "zone")?;
+            let host = hosts::place(app, &zone, str_field(&body, "host"))?;
+            (req, Some(host))
+        }
+        ["instances"] if post => {
+            let (req, body) = peek(req).await?;
+            let beside = ["image_upload", "kernel_upload", "initrd_upload"]
+                .iter()
+                .find_map(|f| str_field(&body, f).and_then(upload_host))
+                .or_else(|| {
+                    body.get("data_volumes")
+                        .and_then(|v| v.as_array())
+                        .and_then(|v| v.first())
+                        .and_then(|v| v.as_str())
+                        .and_then(volume_host)
+                });
+            let host = match beside {
+                Some(name) => host_of(Some(name))?,
+                None => {
+                    let zone = zone_named(app, &body, "zone")?;
+                    Some(hosts::place(app, &zone, str_field(&body, "host"))?)
+                }
+            };
+            (req, host)
+        }
+        ["snapshots"] if post => {
+            let (req, body) = peek(req).await?;
+            let host = str_field(&body, "volume").and_then(volume_host);
+            (req, host_of(host)?)
+        }
+        ["snapshots", _, "volumes"] if post => {
+            let (req, body) = peek(req).await?;
+            let zone = match str_field(&body, "zone") {
+                Some(z) => app.catalog.zone(z).ok(),
+                None => app.catalog.zone(&app.config.default_zone).ok(),
+            };
+            let host = match zone {
+                Some(z) => Some(hosts::place(app, &z, str_field(&body, "host"))?),
+                None => None,
+            };
+            (req, host)
+        }
+        ["snapshots", id] if method == Method::DELETE => {
+            let host = app
+                .catalog
+                .snapshot(me.id, id)
+                .ok()
+                .and_then(|s| app.catalog.list_volumes_by_id(&[s.volume_id]).ok())
+                .and_then(|v| v.into_iter().next())
+                .map(|v| v.host);
+            (req, host_of(host)?)
+        }
+        ["templates", "import"] if post => {
+            let (req, body) = peek(req).await?;
+            let host = str_field(&body, "upload").and_then(upload_host);
+            (req, host_of(host)?)
+        }
+        ["uploads", id, ..] if !reads => {
+            let host = upload_host(id);
+            (req, host_of(host)?)
+        }
+        ["volumes", id, ..] if !reads => {
+            let host = volume_host(id);
+            (req, host_of(host)?)
+        }
+        // `show` asks the guest agent, on the instance's host.
+        ["instances", id] => {
+            let host = instance_host(id);
+            (req, host_of(host)?)
+        }
+        ["instances", id, ..] if !reads => {
+            let host = instance_host(id);
+            (req, host_of(host)?)
+        }
+        _ => (req, None),
+    })
+}
+
+/// Read a create request's JSON body (and put it back): what the host is
+/// chosen by. A body that is not JSON is left to the handler.
+async fn peek(req: Request) -> Result<(Request, serde_json::Value)> {
+    let (parts, body) = req.into_parts();
+    let bytes = axum::body::to_bytes(body, BODY_PEEK_MAX)
+        .await
+        .map_err(|e| Error::invalid("body_invalid", format!("the request's body: {e}")))?;
+    let value = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    Ok((Request::from_parts(parts, Body::from(bytes)), value))
+}
+
+fn str_field<'a>(body: &'a serde_json::Value, name: &str) -> Option<&'a str> {
+    body.get(name).and_then(|v| v.as_str())
+}
+
+/// The zone a create request names in `field`, or the default zone.
+fn zone_named(
+    app: &App,
+    body: &serde_json::Value,
+    field: &str,
+) -> Result<reprise_core::model::Zone> {
+    app.catalog
+        .zone(str_field(body, field).unwrap_or(&app.config.default_zone))
+}
+
+/// Send `req` to `host`'s daemon and stream its answer back.
+async fn send_on(app: &App, host: &HostRow, req: Request, path_and_query: &str) -> Response {
+    let (parts, body) = req.into_parts();
+    let url = format!("{}{path_and_query}", host.address.trim_end_matches('/'));
+    let mut out = app.forwarder().request(parts.method.clone(), &url);
+    for (name, value) in &parts.headers {
+        if name != header::HOST && name != header::CONTENT_LENGTH {
+            out = out.header(name, value);
+        }
+    }
+    if let Some(length) = parts.headers.get(header::CONTENT_LENGTH) {
+        out = out.header(header::CONTENT_LENGTH, length);
+    }
+    let out = out
+        .header(MARK, expected_mark(app, &parts.method, path_and_query))
+        .body(reqwest::Body::wrap_stream(body.into_data_stream()));
+    match out.send().await {
+        Ok(answer) => {
+            let mut back = Response::builder().status(answer.status());
+            for (name, value) in answer.headers() {
+                if name != header::TRANSFER_ENCODING && name != header::CONNECTION {
+                    back = back.header(name, value);
+                }
+            }
+            back.body(Body::from_stream(answer.bytes_stream()))
+                .unwrap_or_else(|e| {
+                    ApiError(Error::internal(format!("forwarded answer: {e}"))).into_response()
+                })
+        }
+        Err(e) => ApiError(
+            Error::unavailable(
+                "host_unreachable",
+                format!(
+                    "host '{}' (at {}) did not answer: {e}",
+                    host.name, host.address
+                ),
+            )
+            .with_source(e),
+        )
+        .into_response(),
+    }
+}

@@ -1,0 +1,195 @@
+//! The region's hosts: this daemon's registration and heartbeat, which
+//! hosts are up, and where new volumes and instances go.
+//!
+//! A host is `Up` while its last heartbeat is younger than the lease
+//! (`[host] lease_secs`), `Down` after: nobody marks a dead host, every
+//! reader judges. Heartbeats go every third of the lease, so a host that
+//! dies shows `Down` within one lease of its last heartbeat. The hosts'
+//! clocks are compared with each other: keep them in sync (NTP).
+//!
+//! Placement: a new volume or instance of zone Z goes to the `Up` host
+//! serving Z with the least volume bytes (ties by name), or to the host
+//! the admin names; what must sit beside something else (an instance
+//! beside its upload or its data volumes) goes to that thing's host.
+
+use crate::app::App;
+use chrono::Utc;
+use reprise_catalog::HostRow;
+use reprise_core::model::{Account, Host, HostState, Zone};
+use reprise_core::{Error, Result};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Record this daemon as its host, reachable at `listening` unless the
+/// config names an address.
+pub fn register(app: &App, listening: SocketAddr) -> Result<()> {
+    let h = &app.config.host;
+    let address = h
+        .address
+        .clone()
+        .unwrap_or_else(|| format!("http://{listening}"));
+    app.catalog.register_host(&h.name, &address, &h.zones)?;
+    tracing::info!(host = h.name, address, zones = ?h.zones, "registered as a host of the region");
+    Ok(())
+}
+
+/// Say this host is alive every third of the lease, for as long as the
+/// daemon runs.
+pub async fn heartbeat(app: Arc<App>) {
+    let every = Duration::from_secs(app.config.host.lease_secs) / 3;
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = app.catalog.heartbeat(&app.config.host.name) {
+            tracing::warn!("heartbeat not recorded: {e}");
+        }
+    }
+}
+
+/// Whether a host is up, judged now against this daemon's lease.
+pub fn state(app: &App, host: &HostRow) -> HostState {
+    let lease = chrono::Duration::seconds(app.config.host.lease_secs as i64);
+    if Utc::now() - host.heartbeat_at <= lease {
+        HostState::Up
+    } else {
+        HostState::Down
+    }
+}
+
+/// Whether `host` serves `zone`.
+pub fn serves(host: &HostRow, zone: &str) -> bool {
+    host.zones.is_empty() || host.zones.iter().any(|z| z == zone)
+}
+
+/// The hosts of the region (admin only).
+pub fn list(app: &App, me: &Account) -> Result<Vec<Host>> {
+    crate::ops::guards::require_admin(me, "list the region's hosts")?;
+    let usage = app.catalog.host_usage()?;
+    Ok(app
+        .catalog
+        .list_hosts()?
+        .into_iter()
+        .map(|h| {
+            let used = usage.get(&h.name).cloned().unwrap_or_default();
+            Host {
+                state: state(app, &h),
+                this_daemon: h.name == app.config.host.name,
+                address: h.address,
+                zones: h.zones,
+                instances: used.instances,
+                volumes: used.volumes,
+                volume_bytes: used.volume_bytes,
+                started_at: h.started_at,
+                last_heartbeat: h.heartbeat_at,
+                name: h.name,
+            }
+        })
+        .collect())
+}
+
+/// The host a new volume or instance of `zone` goes to: `wanted` (an
+/// admin's choice) if it is up and serves the zone, else the up host
+/// serving it with the least volume bytes.
+pub fn place(app: &App, zone: &Zone, wanted: Option<&str>) -> Result<HostRow> {
+    if let Some(name) = wanted {
+        let host = app.catalog.host(name)?;
+        check_can_take(app, &host, zone)?;
+        return Ok(host);
+    }
+    let usage = app.catalog.host_usage()?;
+    app.catalog
+        .list_hosts()?
+        .into_iter()
+        .filter(|h| serves(h, &zone.name) && state(app, h) == HostState::Up)
+        .min_by_key(|h| {
+            let bytes = usage.get(&h.name).map_or(0, |u| u.volume_bytes);
+            (bytes, h.name.clone())
+        })
+        .ok_or_else(|| {
+            Error::unavailable(
+                "no_host_up",
+                format!("no host serving zone '{}' is up", zone.name),
+            )
+        })
+}
+
+/// Refuse a host that is down or does not serve `zone`.
+pub fn check_can_take(app: &App, host: &HostRow, zone: &Zone) -> Result<()> {
+    if !serves(host, &zone.name) {
+        return Err(Error::invalid(
+            "zone_not_served",
+            format!(
+                "host '{}' does not serve zone '{}' (it serves {})",
+                host.name,
+                zone.name,
+                host.zones.join(", ")
+            ),
+        ));
+    }
+    if state(app, host) == HostState::Down {
+        return Err(down(host));
+    }
+    Ok(())
+}
+
+/// What a request for a resource of a `Down` host answers.
+pub fn down(host: &HostRow) -> Error {
+    let silent = (Utc::now() - host.heartbeat_at).num_seconds();
+    Error::unavailable(
+        "host_down",
+        format!(
+            "host '{}' is down (no heartbeat for {silent} s): its instances and volumes wait for it; \
+             its volumes' snapshots can be restored into another zone",
+            host.name
+        ),
+    )
+}
+
+/// Whether a resource on `host` is out of reach: its host is another,
+/// and `Down` (or unknown to the catalog).
+pub fn is_down(app: &App, host: &str) -> bool {
+    host != app.config.host.name
+        && app
+            .catalog
+            .host(host)
+            .map_or(true, |h| state(app, &h) == HostState::Down)
+}
+
+/// Check a host a request names: the admin's alone, and it must be this
+/// daemon's (the request was sent here for it, unless something else
+/// decided the host).
+pub fn check_wanted(app: &App, me: &Account, wanted: Option<&str>) -> Result<()> {
+    let Some(name) = wanted else { return Ok(()) };
+    crate::ops::guards::require_admin(me, "choose a host")?;
+    if name != app.host_name() {
+        return Err(Error::invalid(
+            "host_conflict",
+            format!(
+                "it goes on host '{}' (beside what it is made from), not on '{name}'",
+                app.host_name()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuse to make a volume or instance of `zone` on this daemon's host
+/// when it does not serve that zone.
+pub fn check_here(app: &App, zone: &Zone) -> Result<()> {
+    let me = app.catalog.host(&app.config.host.name)?;
+    if serves(&me, &zone.name) {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            "zone_not_served",
+            format!(
+                "host '{}' does not serve zone '{}' (it serves {})",
+                me.name,
+                zone.name,
+                me.zones.join(", ")
+            ),
+        ))
+    }
+}

@@ -1,0 +1,248 @@
+//! A region of two hosts on one machine: one PostgreSQL catalog, one S3
+//! store, two daemons each serving a zone. Any daemon answers; work on a
+//! volume or instance runs on its host; a sweep on one host never takes a
+//! chunk the other's backup relies on; a stopped host shows `Down`, its
+//! instances `Unknown`, and its snapshots restore into the other zone.
+//!
+//! Needs the test PostgreSQL and S3 (`scripts/test.sh` starts both); on a
+//! machine without them the test says so and fails.
+
+use reprise_core::model::*;
+use reprise_testing::{chunk_pause, use_store, TestDaemon};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const WAIT: Duration = Duration::from_secs(120);
+
+/// Host `name` of a region whose catalog is `catalog` and whose store and
+/// key are `first`'s (none: this is the first host).
+fn host(
+    name: &str,
+    zone: &str,
+    catalog: &str,
+    s3: &reprise_store::S3Config,
+    first: Option<&TestDaemon>,
+    seams: reprise_daemon::Seams,
+) -> TestDaemon {
+    let name = name.to_string();
+    let zone = zone.to_string();
+    TestDaemon::start_seamed(seams, |c| {
+        c.catalog.url = Some(catalog.to_string());
+        c.host.name = name;
+        c.host.zones = vec![zone.clone()];
+        c.host.lease_secs = 3;
+        c.default_zone = zone;
+        match first {
+            Some(d) => {
+                // The region's store and key, and the admin's key (made
+                // by the first host), are the region's.
+                c.region = d.config.region.clone();
+                c.region.key_file = Some(d.config.region_key_path());
+                std::fs::create_dir_all(&c.data_dir).unwrap();
+                std::fs::copy(d.config.admin_key_path(), c.admin_key_path()).unwrap();
+            }
+            None => use_store(c, &Some(s3.clone())),
+        }
+    })
+}
+
+fn wait_job(c: &reprise_client::Client, job: Job) -> Job {
+    c.wait_job(&job.id.to_string(), WAIT, |_| {})
+        .unwrap_or_else(|e| panic!("{} failed: {e:?}", job.kind))
+}
+
+fn hosts(d: &TestDaemon) -> Vec<Host> {
+    d.admin().hosts().unwrap()
+}
+
+fn qemu_io_write(path: &str, pattern: u8, offset: u64, len: u64) {
+    let ok = Command::new("qemu-io")
+        .args(["-f", "qcow2", "-c"])
+        .arg(format!("write -P {pattern} {offset} {len}"))
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(ok.status.success(), "qemu-io: {ok:?}");
+}
+
+fn same_content(a: &str, b: &str) -> bool {
+    Command::new("qemu-img")
+        .args(["compare", "-q", a, b])
+        .status()
+        .unwrap()
+        .success()
+}
+
+#[test]
+fn two_hosts_share_one_catalog_and_one_store() {
+    let base = reprise_catalog::testing::postgres_url()
+        .expect("this test needs REPRISE_TEST_POSTGRES (scripts/test.sh starts PostgreSQL)");
+    let s3 = reprise_store::S3Config::from_test_env()
+        .expect("this test needs the test S3 (scripts/test.sh starts it)");
+    let catalog = reprise_catalog::testing::fresh_postgres_url(&base);
+    // h1's backups pause after each chunk: long enough to sweep during one.
+    let mut h1 = host("h1", "zone1", &catalog, &s3, None, chunk_pause(150));
+    let h2 = host("h2", "zone2", &catalog, &s3, Some(&h1), Default::default());
+
+    // A second daemon as an existing host is refused.
+    let refused = reprise_daemon::config::Config {
+        data_dir: h2.dir.path().join("third"),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        catalog: h1.config.catalog.clone(),
+        host: h1.config.host.clone(),
+        region: h2.config.region.clone(),
+        ..Default::default()
+    };
+    let e = h2
+        .block_on(reprise_daemon::start(refused))
+        .err()
+        .expect("a second h1 is refused");
+    assert_eq!(e.code, "catalog_in_use", "{e}");
+
+    // Both hosts, as either daemon sees them.
+    for d in [&h1, &h2] {
+        let seen = hosts(d);
+        let names: Vec<(&str, HostState)> =
+            seen.iter().map(|h| (h.name.as_str(), h.state)).collect();
+        assert_eq!(names, [("h1", HostState::Up), ("h2", HostState::Up)]);
+        assert_eq!(seen[1].zones, ["zone2"]);
+    }
+
+    // Asked of h2, a volume of zone1 is made on h1, in h1's zone directory.
+    let via_h2 = h2.admin();
+    let v = via_h2
+        .create_volume(&CreateVolume {
+            name: "data".into(),
+            size: "64M".into(),
+            zone: Some("zone1".into()),
+            host: None,
+        })
+        .unwrap();
+    assert_eq!((v.host.as_str(), v.zone.as_str()), ("h1", "zone1"));
+    assert!(v
+        .path
+        .starts_with(&h1.config.data_dir.to_string_lossy().into_owned()));
+    qemu_io_write(&v.path, 0xab, 0, 40 << 20);
+    qemu_io_write(&v.path, 0x5c, 50 << 20, 2 << 20);
+    // A host that does not serve the zone is refused when named.
+    let e = via_h2
+        .create_volume(&CreateVolume {
+            name: "wrong".into(),
+            size: "16M".into(),
+            zone: Some("zone1".into()),
+            host: Some("h2".into()),
+        })
+        .unwrap_err();
+    assert_eq!(e.code, "zone_not_served", "{e}");
+
+    // A snapshot asked of h2 is taken by h1 (it reads h1's file). While it
+    // backs up, h2 sweeps the store: the sweep waits for the backup's
+    // references, so the snapshot verifies whole.
+    let job = via_h2
+        .create_snapshot(&CreateSnapshot {
+            volume: "data".into(),
+            name: Some("s1".into()),
+            quiesce: None,
+        })
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let backing_up = via_h2.snapshot("s1").unwrap();
+    assert_eq!(backing_up.state, SnapshotState::BackingUp);
+    let gc = via_h2
+        .start_job("/api/v1/gc", &serde_json::json!({}))
+        .unwrap();
+    let gc = wait_job(&via_h2, gc);
+    let job = wait_job(&via_h2, job);
+    assert_eq!((job.host.as_str(), gc.host.as_str()), ("h1", "h2"));
+    // Nothing else is in this region's store: every chunk the sweep could
+    // have removed was the backup's.
+    let log: Vec<&str> = gc.log.iter().map(|l| l.message.as_str()).collect();
+    assert!(
+        log.iter().any(|l| l.contains("removed 0 (0 bytes)")),
+        "the sweep took nothing of the backup: {log:?}"
+    );
+    let verified = wait_job(&via_h2, via_h2.verify_snapshot("s1").unwrap());
+    assert_eq!(verified.state, JobState::Succeeded);
+    assert_eq!(
+        via_h2.snapshot("s1").unwrap().state,
+        SnapshotState::BackedUp
+    );
+
+    // An instance of zone1 lives on h1; asked of h2, it is shown by h1.
+    let inst = wait_job(
+        &via_h2,
+        via_h2
+            .create_instance(&CreateInstance {
+                name: "vm".into(),
+                zone: Some("zone1".into()),
+                root_size: Some("16M".into()),
+                no_start: true,
+                ..Default::default()
+            })
+            .unwrap(),
+    );
+    assert_eq!(inst.host, "h1");
+    assert_eq!(via_h2.instance("vm").unwrap().host, "h1");
+
+    // A tenant sees no host.
+    let tenant = h2.account("ann");
+    let mine = tenant
+        .create_volume(&CreateVolume {
+            name: "t".into(),
+            size: "8M".into(),
+            zone: Some("zone1".into()),
+            host: None,
+        })
+        .unwrap();
+    assert!(mine.host.is_empty() && mine.path.is_empty());
+    let e = tenant
+        .create_volume(&CreateVolume {
+            name: "t2".into(),
+            size: "8M".into(),
+            zone: Some("zone1".into()),
+            host: Some("h1".into()),
+        })
+        .unwrap_err();
+    assert_eq!(e.code, "admin_only", "{e}");
+
+    // h1 stops: within its lease h2 shows it Down, its instance Unknown;
+    // work on its volume is refused by name; its snapshot restores into
+    // zone2, on h2, with the same bytes.
+    h1.stop();
+    let stopped = Instant::now();
+    while hosts(&h2)[0].state != HostState::Down {
+        assert!(
+            stopped.elapsed() < Duration::from_secs(10),
+            "h1 never shown Down"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    println!("h1 shown Down {:?} after it stopped", stopped.elapsed());
+    let listed = via_h2.instances().unwrap();
+    assert_eq!(listed[0].state, InstanceState::Unknown);
+    let e = via_h2.delete_volume("data").unwrap_err();
+    assert_eq!(e.code, "host_down", "{e}");
+    let restored = wait_job(
+        &via_h2,
+        via_h2
+            .volume_from_snapshot(
+                "s1",
+                &VolumeFromSnapshot {
+                    name: "rescued".into(),
+                    zone: Some("zone2".into()),
+                    host: None,
+                },
+            )
+            .unwrap(),
+    );
+    let rescued = via_h2.volume(&restored.target_id.to_string()).unwrap();
+    assert_eq!(rescued.host, "h2");
+    assert!(same_content(&rescued.path, &v.path));
+
+    // h1 comes back and rejoins: Up, its instance Stopped as it was.
+    h1.start_again();
+    assert_eq!(hosts(&h2)[0].state, HostState::Up);
+    assert_eq!(via_h2.instance("vm").unwrap().state, InstanceState::Stopped);
+    via_h2.delete_volume("data").unwrap();
+    assert!(!std::path::Path::new(&v.path).exists());
+}
