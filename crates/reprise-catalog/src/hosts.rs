@@ -109,6 +109,58 @@ impl Catalog {
             .ok_or_else(|| Error::not_found("host", name))
     }
 
+    /// Take lease `name` for `holder` until `ttl` from now, or renew it:
+    /// whether `holder` holds it now. A lease another holds is taken only
+    /// once it has expired (its holder stopped renewing it).
+    pub fn take_lease(&self, name: &str, holder: &str, ttl: std::time::Duration) -> Result<bool> {
+        let at = now();
+        let until = at + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
+        let n = self
+            .conn()
+            .execute(
+                "INSERT INTO leases (name, holder, expires_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (name) DO UPDATE SET holder = ?2, expires_at = ?3
+                 WHERE leases.holder = ?2 OR leases.expires_at < ?4",
+                params![name, holder, until, at],
+            )
+            .map_err(db_err(&format!("lease '{name}'")))?;
+        Ok(n == 1)
+    }
+
+    /// Claim the run of periodic work `name` when it is due (its last run
+    /// by anyone began `every` ago or more; the first is due `every` after
+    /// it is first asked for): one claimer wins each time.
+    pub fn claim_due(&self, name: &str, holder: &str, every: std::time::Duration) -> Result<bool> {
+        let at = now();
+        let next = at + chrono::Duration::from_std(every).unwrap_or(chrono::Duration::MAX);
+        let conn = self.conn();
+        let what = format!("periodic work '{name}'");
+        conn.execute(
+            "INSERT INTO leases (name, holder, expires_at) VALUES (?1, ?2, ?3) ON CONFLICT (name) DO NOTHING",
+            params![name, holder, next],
+        )
+        .map_err(db_err(&what))?;
+        let n = conn
+            .execute(
+                "UPDATE leases SET holder = ?2, expires_at = ?3 WHERE name = ?1 AND expires_at < ?4",
+                params![name, holder, next, at],
+            )
+            .map_err(db_err(&what))?;
+        Ok(n == 1)
+    }
+
+    /// Who holds lease `name` (an expired holder included), and until when.
+    pub fn lease(&self, name: &str) -> Result<Option<(String, DateTime<Utc>)>> {
+        self.conn()
+            .query_row(
+                "SELECT holder, expires_at FROM leases WHERE name = ?1",
+                params![name],
+                |r| Ok((r.get::<String>(0)?, r.get::<DateTime<Utc>>(1)?)),
+            )
+            .optional()
+            .map_err(db_err("lease"))
+    }
+
     /// What lives on each host, by host name.
     pub fn host_usage(&self) -> Result<HashMap<String, HostUsage>> {
         let conn = self.conn();

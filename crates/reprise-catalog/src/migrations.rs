@@ -221,8 +221,9 @@ pub(crate) const SQLITE: &[&str] = &[
 const TEMPLATE_STATE: &str =
     "ALTER TABLE templates ADD COLUMN state TEXT NOT NULL DEFAULT 'Ready';";
 
-/// The host each volume, instance, job, template and upload lives on (the
-/// daemon that does its work). Rows made before hosts existed have host
+/// The hosts of a region and their leases; the host each volume,
+/// instance, job, template and upload lives on (the daemon that does its
+/// work). Rows made before hosts existed have host
 /// `''`: the first daemon that starts takes them (it was the only one).
 const HOSTS: &str = r#"
     CREATE TABLE hosts (
@@ -237,6 +238,11 @@ const HOSTS: &str = r#"
     ALTER TABLE jobs ADD COLUMN host TEXT NOT NULL DEFAULT '';
     ALTER TABLE templates ADD COLUMN host TEXT NOT NULL DEFAULT '';
     ALTER TABLE uploads ADD COLUMN host TEXT NOT NULL DEFAULT '';
+    CREATE TABLE leases (
+        name TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        expires_at TEXT NOT NULL
+    );
     CREATE INDEX volumes_by_host ON volumes (host);
     CREATE INDEX instances_by_host ON instances (host);
 "#;

@@ -612,3 +612,37 @@ fn hosts_register_beat_and_own_what_lives_on_them() {
         assert_eq!(c.host("nope").unwrap_err().code, "host_not_found");
     }
 }
+
+#[test]
+fn a_lease_is_taken_from_its_holder_only_once_expired() {
+    use std::time::Duration;
+    for (c, _, _) in catalogs_with_zone() {
+        assert!(c
+            .take_lease("region", "h1", Duration::from_millis(300))
+            .unwrap());
+        assert!(!c
+            .take_lease("region", "h2", Duration::from_secs(5))
+            .unwrap());
+        // Its holder renews it.
+        assert!(c
+            .take_lease("region", "h1", Duration::from_millis(300))
+            .unwrap());
+        assert_eq!(c.lease("region").unwrap().unwrap().0, "h1");
+        std::thread::sleep(Duration::from_millis(400));
+        assert!(c
+            .take_lease("region", "h2", Duration::from_secs(5))
+            .unwrap());
+        assert!(!c
+            .take_lease("region", "h1", Duration::from_secs(5))
+            .unwrap());
+        assert_eq!(c.lease("region").unwrap().unwrap().0, "h2");
+        assert_eq!(c.lease("other").unwrap(), None);
+        // Periodic work: first due one period after it is asked for, then
+        // claimed once per period, by one claimer.
+        assert!(!c.claim_due("gc", "h1", Duration::from_millis(300)).unwrap());
+        assert!(!c.claim_due("gc", "h2", Duration::from_millis(300)).unwrap());
+        std::thread::sleep(Duration::from_millis(400));
+        assert!(c.claim_due("gc", "h2", Duration::from_millis(300)).unwrap());
+        assert!(!c.claim_due("gc", "h1", Duration::from_millis(300)).unwrap());
+    }
+}

@@ -49,6 +49,7 @@ pub const CODES: &[Code] = &[
     c("guest_agent_not_responding", Unavailable, "the guest agent does not answer"),
     c("host_conflict", Invalid, "the named host is not where the new resource must go"),
     c("host_down", Unavailable, "the resource's host is down: its snapshots can be restored elsewhere"),
+    c("host_mismatch", Invalid, "the volume is on another host than the instance"),
     c("host_not_found", NotFound, "no such host in the region"),
     c("host_path_refused", Forbidden, "a host path outside the import directories, or not the admin's to give"),
     c("host_unreachable", Unavailable, "the resource's host did not answer"),

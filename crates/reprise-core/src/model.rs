@@ -247,6 +247,9 @@ pub struct Host {
     pub last_heartbeat: DateTime<Utc>,
     /// Whether this is the daemon that answered.
     pub this_daemon: bool,
+    /// Whether it leads the region's periodic work (garbage collection),
+    /// under a lease another host takes over when it stops.
+    pub leader: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]

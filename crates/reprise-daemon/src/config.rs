@@ -55,6 +55,7 @@
 //!
 //! [gc]
 //! delay_ms = 2000             # deletes are collected together, this long after the last
+//! every_hours = 24            # and the region's leader collects this often (0: never)
 //!
 //! [plans.vps]                 # plans: set by the operator, assigned to accounts
 //! max_recovery_points = 1     # per instance
@@ -147,11 +148,17 @@ pub struct GcConfig {
     /// Deletes ask for a collection; it runs this long after the last ask,
     /// in the background, one at a time.
     pub delay_ms: u64,
+    /// Also collect this often, on the region's leader (0: only after
+    /// deletes): what a crashed delete left is collected in the end.
+    pub every_hours: u64,
 }
 
 impl Default for GcConfig {
     fn default() -> Self {
-        GcConfig { delay_ms: 2000 }
+        GcConfig {
+            delay_ms: 2000,
+            every_hours: 24,
+        }
     }
 }
 

@@ -34,17 +34,61 @@ pub fn register(app: &App, listening: SocketAddr) -> Result<()> {
     Ok(())
 }
 
+/// The lease of the region's leader: the one daemon that runs the
+/// region's periodic work.
+pub const LEADER_LEASE: &str = "region-leader";
+
 /// Say this host is alive every third of the lease, for as long as the
-/// daemon runs.
+/// daemon runs; take or renew the leader's lease each time, and, as the
+/// leader, start the region's periodic work when it is due.
 pub async fn heartbeat(app: Arc<App>) {
-    let every = Duration::from_secs(app.config.host.lease_secs) / 3;
-    let mut tick = tokio::time::interval(every);
+    let lease = Duration::from_secs(app.config.host.lease_secs);
+    let mut tick = tokio::time::interval(lease / 3);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let me = app.config.host.name.clone();
+    let mut leading = false;
     loop {
         tick.tick().await;
-        if let Err(e) = app.catalog.heartbeat(&app.config.host.name) {
+        if let Err(e) = app.catalog.heartbeat(&me) {
             tracing::warn!("heartbeat not recorded: {e}");
         }
+        let now_leading = app
+            .catalog
+            .take_lease(LEADER_LEASE, &me, lease)
+            .unwrap_or(false);
+        if now_leading != leading {
+            leading = now_leading;
+            tracing::info!(
+                leader = leading,
+                "{}",
+                if leading {
+                    "this host leads the region's periodic work"
+                } else {
+                    "another host leads the region's periodic work"
+                }
+            );
+        }
+        if leading {
+            run_periodic_work(&app, &me);
+        }
+    }
+}
+
+/// The region's periodic work, each piece claimed when due (one claimer
+/// wins, whoever leads): a garbage collection every `[gc] every_hours`.
+fn run_periodic_work(app: &Arc<App>, me: &str) {
+    let hours = app.config.gc.every_hours;
+    if hours == 0 {
+        return;
+    }
+    let every = Duration::from_secs(hours * 3600);
+    if app
+        .catalog
+        .claim_due("periodic-gc", me, every)
+        .unwrap_or(false)
+    {
+        tracing::info!("periodic garbage collection of the region's store");
+        app.request_gc();
     }
 }
 
@@ -67,6 +111,11 @@ pub fn serves(host: &HostRow, zone: &str) -> bool {
 pub fn list(app: &App, me: &Account) -> Result<Vec<Host>> {
     crate::ops::guards::require_admin(me, "list the region's hosts")?;
     let usage = app.catalog.host_usage()?;
+    let leader = app
+        .catalog
+        .lease(LEADER_LEASE)?
+        .filter(|(_, until)| *until >= Utc::now())
+        .map(|(holder, _)| holder);
     Ok(app
         .catalog
         .list_hosts()?
@@ -75,6 +124,7 @@ pub fn list(app: &App, me: &Account) -> Result<Vec<Host>> {
             let used = usage.get(&h.name).cloned().unwrap_or_default();
             Host {
                 state: state(app, &h),
+                leader: leader.as_deref() == Some(h.name.as_str()),
                 this_daemon: h.name == app.config.host.name,
                 address: h.address,
                 zones: h.zones,

@@ -106,6 +106,8 @@ fn two_hosts_share_one_catalog_and_one_store() {
             seen.iter().map(|h| (h.name.as_str(), h.state)).collect();
         assert_eq!(names, [("h1", HostState::Up), ("h2", HostState::Up)]);
         assert_eq!(seen[1].zones, ["zone2"]);
+        // The first host leads the region's periodic work.
+        assert_eq!((seen[0].leader, seen[1].leader), (true, false));
     }
 
     // Asked of h2, a volume of zone1 is made on h1, in h1's zone directory.
@@ -218,6 +220,14 @@ fn two_hosts_share_one_catalog_and_one_store() {
         std::thread::sleep(Duration::from_millis(200));
     }
     println!("h1 shown Down {:?} after it stopped", stopped.elapsed());
+    // h2 takes the lead over once h1's lease ran out.
+    while !hosts(&h2)[1].leader {
+        assert!(
+            stopped.elapsed() < Duration::from_secs(10),
+            "h2 never took the lead"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let listed = via_h2.instances().unwrap();
     assert_eq!(listed[0].state, InstanceState::Unknown);
     let e = via_h2.delete_volume("data").unwrap_err();
@@ -239,9 +249,12 @@ fn two_hosts_share_one_catalog_and_one_store() {
     assert_eq!(rescued.host, "h2");
     assert!(same_content(&rescued.path, &v.path));
 
-    // h1 comes back and rejoins: Up, its instance Stopped as it was.
+    // h1 comes back and rejoins: Up, its instance Stopped as it was; h2
+    // keeps the lead it renews.
     h1.start_again();
-    assert_eq!(hosts(&h2)[0].state, HostState::Up);
+    let back = hosts(&h2);
+    assert_eq!(back[0].state, HostState::Up);
+    assert_eq!((back[0].leader, back[1].leader), (false, true));
     assert_eq!(via_h2.instance("vm").unwrap().state, InstanceState::Stopped);
     via_h2.delete_volume("data").unwrap();
     assert!(!std::path::Path::new(&v.path).exists());

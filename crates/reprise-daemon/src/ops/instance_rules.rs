@@ -87,9 +87,31 @@ pub fn shape(req: &CreateInstance, kernel_given: bool, stored_root: bool) -> Res
     Ok(Shape { cpus, memory, root })
 }
 
+/// A volume is attached on its own host: the instance's QEMU opens its
+/// file there.
+pub fn check_same_host(v: &VolumeRow, host: &str) -> Result<()> {
+    if v.host == host {
+        return Ok(());
+    }
+    Err(Error::invalid(
+        "host_mismatch",
+        format!(
+            "volume '{}' is on host '{}', the instance on '{host}': a volume is attached on its own host \
+             (make a snapshot of it and a volume from the snapshot on the instance's host)",
+            v.name, v.host
+        ),
+    ))
+}
+
 /// Check the data volumes a request names (looked up in the caller's
-/// account, in the order given) against the instance's zone and its slots.
-pub fn check_data_volumes(zone: (Uuid, &str), volumes: &[VolumeRow], has_root: bool) -> Result<()> {
+/// account, in the order given) against the instance's zone, its host
+/// and its slots.
+pub fn check_data_volumes(
+    zone: (Uuid, &str),
+    host: &str,
+    volumes: &[VolumeRow],
+    has_root: bool,
+) -> Result<()> {
     for (i, v) in volumes.iter().enumerate() {
         if v.kind != VolumeKind::Data || v.instance_id.is_some() || v.state != VolumeState::Ready {
             return Err(Error::conflict(
@@ -106,6 +128,7 @@ pub fn check_data_volumes(zone: (Uuid, &str), volumes: &[VolumeRow], has_root: b
                 ),
             ));
         }
+        check_same_host(v, host)?;
         if volumes[..i].iter().any(|d| d.id == v.id) {
             return Err(Error::invalid(
                 "volume_repeated",
@@ -259,8 +282,14 @@ mod tests {
         let zone = Uuid::new_v4();
         let z = (zone, "z");
         let a = volume("a", zone);
-        assert!(check_data_volumes(z, std::slice::from_ref(&a), true).is_ok());
-        let code = |vols: &[VolumeRow], root| check_data_volumes(z, vols, root).unwrap_err().code;
+        assert!(check_data_volumes(z, "local", std::slice::from_ref(&a), true).is_ok());
+        let code =
+            |vols: &[VolumeRow], root| check_data_volumes(z, "local", vols, root).unwrap_err().code;
+        let elsewhere = VolumeRow {
+            host: "h2".into(),
+            ..a.clone()
+        };
+        assert_eq!(code(&[elsewhere], true), "host_mismatch");
         let busy = VolumeRow {
             state: VolumeState::Snapshotting,
             ..a.clone()
@@ -279,7 +308,7 @@ mod tests {
         assert_eq!(code(&[volume("b", Uuid::new_v4())], true), "zone_mismatch");
         assert_eq!(code(&[a.clone(), a.clone()], true), "volume_repeated");
         let eight: Vec<VolumeRow> = (0..8).map(|i| volume(&format!("v{i}"), zone)).collect();
-        assert!(check_data_volumes(z, &eight, false).is_ok());
+        assert!(check_data_volumes(z, "local", &eight, false).is_ok());
         assert_eq!(code(&eight, true), "too_many_volumes");
     }
 }

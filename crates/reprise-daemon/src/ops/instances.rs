@@ -190,7 +190,12 @@ async fn create_with(
         .iter()
         .map(|reference| app.catalog.volume(account.id, reference))
         .collect::<Result<Vec<VolumeRow>>>()?;
-    check_data_volumes((zone.id, &zone.name), &data, !matches!(root, Root::None))?;
+    check_data_volumes(
+        (zone.id, &zone.name),
+        app.host_name(),
+        &data,
+        !matches!(root, Root::None),
+    )?;
     if let Some(plan) = &req.plan {
         super::guards::require_admin(
             account,

@@ -307,6 +307,7 @@ pub async fn attach(
             ),
         ));
     }
+    super::instance_rules::check_same_host(&v, &inst.host)?;
     refuse_busy(&inst)?;
     super::guards::refuse_if_points(app, &inst, &format!("attaching volume '{}'", v.name))?;
     let used: Vec<u32> = app
