@@ -12,10 +12,15 @@ scripts/console-deps.sh
 scripts/python-deps.sh
 tests/guest/build.sh target/test-guest
 scripts/s3.sh start target/s3
+# A region's store: three Garage nodes, one per zone, replication 3.
+REPRISE_S3_PORT=3920 REPRISE_S3_NODES=3 REPRISE_S3_ENV=REPRISE_TEST_CLUSTER \
+  scripts/s3.sh start target/s3-cluster
 scripts/postgres.sh start target/pg
-trap 'scripts/s3.sh stop target/s3; scripts/postgres.sh stop target/pg' EXIT
+trap 'scripts/s3.sh stop target/s3; scripts/s3.sh stop target/s3-cluster; scripts/postgres.sh stop target/pg' EXIT
 # shellcheck source=/dev/null
 source target/s3/env
+# shellcheck source=/dev/null
+source target/s3-cluster/env
 # shellcheck source=/dev/null
 source target/pg/env
 cargo test --workspace --locked "$@"

@@ -2,7 +2,7 @@
 // playwright-core. Run by crates/reprise/tests/console.rs, which starts a
 // daemon with account alice (volume data1 attached to a running guest,
 // "web") and an empty account bob, and passes:
-//   CONSOLE_URL, ALICE_KEY, BOB_KEY, SHOTS (screenshot directory), CHROMIUM,
+//   CONSOLE_URL, ALICE_KEY, BOB_KEY, ADMIN_KEY, SHOTS (screenshot directory), CHROMIUM,
 //   GUEST_KERNEL, GUEST_INITRD, GUEST_APPEND (files of this machine the
 //   browser uploads) and TEMPLATE_IMAGE (a raw disk image to import).
 // alice's plan is "standard" (2 recovery points per instance).
@@ -16,7 +16,7 @@ import { chromium } from 'playwright-core';
 
 const AXE = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
 
-const { CONSOLE_URL, ALICE_KEY, BOB_KEY, SHOTS, CHROMIUM } = process.env;
+const { CONSOLE_URL, ALICE_KEY, BOB_KEY, ADMIN_KEY, SHOTS, CHROMIUM } = process.env;
 const LONG = 180_000;
 
 const browser = await chromium.launch({
@@ -501,12 +501,31 @@ await step('bob signs in and sees none of alice\'s resources', async () => {
   }
   await openTab('Jobs');
   await page.getByText('No jobs.').waitFor();
+  assert.equal(await tab('Hosts').count(), 0, 'a tenant has no Hosts tab');
   const body = await page.locator('body').innerText();
   for (const word of ['web', 'data1', 'nightly', 'before-upgrade']) {
     assert.ok(!body.includes(word), `bob sees ${word}`);
   }
   await shot('other-account');
   await checkAccessibility('other-account');
+});
+
+await step('the admin sees the region\'s hosts, and where each instance lives', async () => {
+  await page.getByRole('button', { name: 'Sign out' }).click();
+  await page.getByLabel('API key').fill(ADMIN_KEY);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByText('Account: admin').waitFor();
+  await openTab('Hosts');
+  await waitState(row('local'), 'Up');
+  assert.match(await row('local').innerText(), /this daemon/);
+  assert.match(await row('local').innerText(), /leader/);
+  await shot('hosts');
+  await checkAccessibility('hosts');
+  await page.getByLabel('Language').selectOption('fr');
+  await openTab('Hôtes');
+  assert.equal(await stateIn(row('local')).innerText(), 'En service');
+  await page.getByLabel('Langue').selectOption('en');
+  await tab('Hosts').waitFor();
 });
 
 await step('every word exists in every language; the page raised no script errors', async () => {

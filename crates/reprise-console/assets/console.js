@@ -607,8 +607,9 @@ function route() {
   return { view, id };
 }
 
-function table({ label, columns, rows, empty, rowKey }) {
+function table({ label, columns: maybe, rows, empty, rowKey }) {
   if (rows.length === 0) return h('p', { class: 'empty' }, empty);
+  const columns = maybe.filter(Boolean);
   return h('div', { class: 'table-wrap' }, h('table', {},
     h('caption', { class: 'visually-hidden' }, label),
     h('thead', {}, h('tr', {}, columns.map((c) => h('th', { scope: 'col' }, c.label)))),
@@ -621,6 +622,10 @@ function heading(title, ...tools) {
 }
 
 const created = { class: 'nowrap', cell: (r) => timeCell(r.created_at) };
+
+// Where a resource lives: shown to the admin only (a tenant's answers
+// carry no host).
+const hostColumn = () => (me?.admin ? { label: t('host'), cell: (r) => r.host || '—' } : null);
 
 const VIEWS = {
   instances: {
@@ -636,6 +641,7 @@ const VIEWS = {
           { label: t('name'), cell: (vm) => h('a', { href: `#/instance/${vm.id}` }, vm.name) },
           { label: t('state'), cell: (vm) => badge('instance', vm.state) },
           { label: t('zone'), cell: (vm) => vm.zone },
+          hostColumn(),
           { label: t('cpus'), cell: (vm) => vm.cpus },
           { label: t('memory'), cell: (vm) => fmtBytes(vm.memory_bytes) },
           { label: t('volumes'), cell: (vm) => vm.volumes.map((v) => v.name).join(', ') || '—' },
@@ -661,6 +667,7 @@ const VIEWS = {
       h('dl', { class: 'facts' },
         fact(t('state'), badge('instance', vm.state)),
         fact(t('zone'), vm.zone),
+        vm.host ? fact(t('host'), vm.host) : null,
         fact(t('cpus'), vm.cpus),
         fact(t('memory'), fmtBytes(vm.memory_bytes)),
         fact(t('guestAgent'), vm.guest_agent ? t(`agent.${vm.guest_agent.status}`) : '—'),
@@ -759,6 +766,30 @@ const VIEWS = {
     draw: drawAccount,
   },
 
+  hosts: {
+    tab: 'hosts',
+    load: async () => ({ hosts: await api('GET', '/hosts') }),
+    draw: ({ hosts }) => [
+      heading(t('hosts')),
+      h('p', { class: 'lead' }, t('hostsLead')),
+      table({
+        label: t('hosts'),
+        empty: t('noHosts'),
+        rows: hosts,
+        rowKey: (host) => host.name,
+        columns: [
+          { label: t('name'), cell: (host) => (host.this_daemon ? [host.name, ' ', h('small', {}, t('thisDaemon'))] : host.name) },
+          { label: t('state'), cell: (host) => [badge('host', host.state), host.leader ? [' ', h('small', {}, t('leader'))] : null] },
+          { label: t('zonesServed'), cell: (host) => host.zones.join(', ') || t('allZones') },
+          { label: t('instances'), cell: (host) => host.instances },
+          { label: t('volumes'), cell: (host) => `${host.volumes} (${fmtBytes(host.volume_bytes)})` },
+          { label: t('lastHeartbeat'), class: 'nowrap', cell: (host) => timeCell(host.last_heartbeat) },
+          { label: t('address'), cell: (host) => host.address },
+        ],
+      }),
+    ],
+  },
+
   jobs: {
     tab: 'jobs',
     load: async () => ({ jobs: await api('GET', '/jobs?limit=100') }),
@@ -831,6 +862,7 @@ function volumeTable(volumes, focusPrefix) {
       { label: t('kind'), cell: (v) => t(`kind.${v.kind}`) },
       { label: t('size'), cell: (v) => fmtBytes(v.size_bytes) },
       { label: t('zone'), cell: (v) => v.zone },
+      hostColumn(),
       { label: t('attachedTo'), cell: (v) => v.instance ?? '—' },
       { label: t('created'), ...created },
       {
@@ -1014,7 +1046,8 @@ function createKey() {
 function drawTabs(current) {
   const nav = document.getElementById('tabs');
   nav.setAttribute('aria-label', t('resources'));
-  nav.replaceChildren(h('ul', {}, ['instances', 'volumes', 'snapshots', 'points', 'templates', 'jobs', 'account'].map((name) =>
+  const tabs = ['instances', 'volumes', 'snapshots', 'points', 'templates', 'jobs', me?.admin ? 'hosts' : null, 'account'];
+  nav.replaceChildren(h('ul', {}, tabs.filter(Boolean).map((name) =>
     h('li', {}, h('a', { href: `#/${name}`, 'aria-current': name === current ? 'page' : null }, t(name))))));
 }
 

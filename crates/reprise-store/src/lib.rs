@@ -266,21 +266,27 @@ impl S3Config {
             eprintln!("REPRISE_TEST_S3=off: the S3 half of this test does not run");
             return None;
         }
+        Some(Self::from_env("REPRISE_TEST_S3"))
+    }
+
+    /// The S3 that `scripts/s3.sh` started and described in variables
+    /// named `{prefix}_ENDPOINT`, `_BUCKET`, … (panics naming a missing one).
+    pub fn from_env(prefix: &str) -> S3Config {
         let var = |name: &str| {
-            std::env::var(format!("REPRISE_TEST_S3_{name}")).unwrap_or_else(|_| {
+            std::env::var(format!("{prefix}_{name}")).unwrap_or_else(|_| {
                 panic!(
-                    "REPRISE_TEST_S3_{name} is not set: run the tests with scripts/test.sh \
-                     (it starts a Garage S3 server), or set REPRISE_TEST_S3=off"
+                    "{prefix}_{name} is not set: run the tests with scripts/test.sh \
+                     (it starts the Garage S3 servers)"
                 )
             })
         };
-        Some(S3Config {
+        S3Config {
             endpoint: var("ENDPOINT"),
             bucket: var("BUCKET"),
             region: var("REGION"),
             access_key_id: var("ACCESS_KEY_ID"),
             secret_access_key: var("SECRET_ACCESS_KEY"),
-        })
+        }
     }
 }
 

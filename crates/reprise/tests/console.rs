@@ -79,6 +79,7 @@ fn the_console_does_what_the_guides_describe_in_three_languages() {
         .env("CONSOLE_URL", &d.url)
         .env("ALICE_KEY", &alice_key)
         .env("BOB_KEY", &bob_key)
+        .env("ADMIN_KEY", &d.admin_key)
         .env("SHOTS", &shots)
         .env("CHROMIUM", &chromium)
         .env("GUEST_KERNEL", &guest().kernel)

@@ -1,11 +1,13 @@
-//! A region of two hosts on one machine: one PostgreSQL catalog, one S3
-//! store, two daemons each serving a zone. Any daemon answers; work on a
+//! A region of two hosts on one machine: one PostgreSQL catalog, a
+//! three-node Garage cluster as the store (each host talks to its own
+//! node), two daemons each serving a zone. Any daemon answers; work on a
 //! volume or instance runs on its host; a sweep on one host never takes a
 //! chunk the other's backup relies on; a stopped host shows `Down`, its
-//! instances `Unknown`, and its snapshots restore into the other zone.
+//! instances `Unknown`, and its snapshots restore into the other zone; a
+//! stopped Garage node stops nothing.
 //!
-//! Needs the test PostgreSQL and S3 (`scripts/test.sh` starts both); on a
-//! machine without them the test says so and fails.
+//! Needs the test PostgreSQL and Garage cluster (`scripts/test.sh` starts
+//! both); on a machine without them the test says so and fails.
 
 use reprise_core::model::*;
 use reprise_testing::{chunk_pause, use_store, TestDaemon};
@@ -14,13 +16,14 @@ use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(120);
 
-/// Host `name` of a region whose catalog is `catalog` and whose store and
-/// key are `first`'s (none: this is the first host).
+/// Host `name` of a region whose catalog is `catalog`, on the store `s3`
+/// (its own node of the cluster) under `first`'s prefix and key (none:
+/// this is the first host).
 fn host(
     name: &str,
     zone: &str,
     catalog: &str,
-    s3: &reprise_store::S3Config,
+    s3: reprise_store::S3Config,
     first: Option<&TestDaemon>,
     seams: reprise_daemon::Seams,
 ) -> TestDaemon {
@@ -37,11 +40,12 @@ fn host(
                 // The region's store and key, and the admin's key (made
                 // by the first host), are the region's.
                 c.region = d.config.region.clone();
+                c.region.s3 = Some(s3);
                 c.region.key_file = Some(d.config.region_key_path());
                 std::fs::create_dir_all(&c.data_dir).unwrap();
                 std::fs::copy(d.config.admin_key_path(), c.admin_key_path()).unwrap();
             }
-            None => use_store(c, &Some(s3.clone())),
+            None => use_store(c, &Some(s3)),
         }
     })
 }
@@ -77,12 +81,25 @@ fn same_content(a: &str, b: &str) -> bool {
 fn two_hosts_share_one_catalog_and_one_store() {
     let base = reprise_catalog::testing::postgres_url()
         .expect("this test needs REPRISE_TEST_POSTGRES (scripts/test.sh starts PostgreSQL)");
-    let s3 = reprise_store::S3Config::from_test_env()
-        .expect("this test needs the test S3 (scripts/test.sh starts it)");
+    let cluster = Cluster::from_env();
     let catalog = reprise_catalog::testing::fresh_postgres_url(&base);
     // h1's backups pause after each chunk: long enough to sweep during one.
-    let mut h1 = host("h1", "zone1", &catalog, &s3, None, chunk_pause(150));
-    let h2 = host("h2", "zone2", &catalog, &s3, Some(&h1), Default::default());
+    let mut h1 = host(
+        "h1",
+        "zone1",
+        &catalog,
+        cluster.node(0),
+        None,
+        chunk_pause(150),
+    );
+    let h2 = host(
+        "h2",
+        "zone2",
+        &catalog,
+        cluster.node(1),
+        Some(&h1),
+        Default::default(),
+    );
 
     // A second daemon as an existing host is refused.
     let refused = reprise_daemon::config::Config {
@@ -258,4 +275,104 @@ fn two_hosts_share_one_catalog_and_one_store() {
     assert_eq!(via_h2.instance("vm").unwrap().state, InstanceState::Stopped);
     via_h2.delete_volume("data").unwrap();
     assert!(!std::path::Path::new(&v.path).exists());
+
+    // The third Garage node stops: a backup on h1 (through node 0) and a
+    // restore on h2 (through node 1) go on, on two copies of three.
+    cluster.stop(2);
+    let v2 = via_h2
+        .create_volume(&CreateVolume {
+            name: "data2".into(),
+            size: "16M".into(),
+            zone: Some("zone1".into()),
+            host: None,
+        })
+        .unwrap();
+    qemu_io_write(&v2.path, 0x77, 1 << 20, 3 << 20);
+    wait_job(
+        &via_h2,
+        via_h2
+            .create_snapshot(&CreateSnapshot {
+                volume: "data2".into(),
+                name: Some("s2".into()),
+                quiesce: None,
+            })
+            .unwrap(),
+    );
+    let job = wait_job(
+        &via_h2,
+        via_h2
+            .volume_from_snapshot(
+                "s2",
+                &VolumeFromSnapshot {
+                    name: "copy2".into(),
+                    zone: Some("zone2".into()),
+                    host: None,
+                },
+            )
+            .unwrap(),
+    );
+    let copy = via_h2.volume(&job.target_id.to_string()).unwrap();
+    assert!(same_content(&copy.path, &v2.path));
+    cluster.start(2);
+}
+
+/// The test's Garage cluster (`scripts/s3.sh` with three nodes).
+struct Cluster {
+    s3: reprise_store::S3Config,
+    nodes: Vec<String>,
+    dir: std::path::PathBuf,
+    garage: String,
+}
+
+impl Cluster {
+    fn from_env() -> Cluster {
+        let var = |name: &str| {
+            std::env::var(format!("REPRISE_TEST_CLUSTER_{name}")).unwrap_or_else(|_| {
+                panic!("REPRISE_TEST_CLUSTER_{name} is not set: scripts/test.sh starts the test's Garage cluster")
+            })
+        };
+        Cluster {
+            s3: reprise_store::S3Config::from_env("REPRISE_TEST_CLUSTER"),
+            nodes: var("NODES").split(' ').map(str::to_string).collect(),
+            dir: var("DIR").into(),
+            garage: var("GARAGE"),
+        }
+    }
+
+    /// The store as reached through node `i`.
+    fn node(&self, i: usize) -> reprise_store::S3Config {
+        reprise_store::S3Config {
+            endpoint: self.nodes[i].clone(),
+            ..self.s3.clone()
+        }
+    }
+
+    fn stop(&self, i: usize) {
+        let pid_file = self.dir.join(format!("node{i}/pid"));
+        let pid = std::fs::read_to_string(&pid_file).unwrap();
+        Command::new("kill").arg(pid.trim()).status().unwrap();
+        while Command::new("kill")
+            .args(["-0", pid.trim()])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn start(&self, i: usize) {
+        let node = self.dir.join(format!("node{i}"));
+        let child = Command::new(&self.garage)
+            .arg("-c")
+            .arg(node.join("garage.toml"))
+            .arg("server")
+            .env("RUST_LOG", "warn")
+            .stdout(std::fs::File::create(node.join("garage.log")).unwrap())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::fs::write(node.join("pid"), child.id().to_string()).unwrap();
+    }
 }
