@@ -1,7 +1,7 @@
 #!/bin/bash
 # Run every benchmark of reprise on this machine and rewrite docs/BENCHMARKS.md
 # with the figures and ratios measured in this run. REPRISE_BENCH=points,
-# =snapshots or =deploy runs one group and keeps the other sections.
+# =snapshots, =deploy or =region runs one group and keeps the other sections.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
@@ -15,4 +15,13 @@ fi
 RUSTIC_ROOT=$HOME/.cache/rustic
 [ -x "$RUSTIC_ROOT/bin/rustic" ] || cargo install rustic-rs --locked --quiet --root "$RUSTIC_ROOT"
 export PATH="$RUSTIC_ROOT/bin:$PATH"
+# A region's catalog and store: PostgreSQL and a three-node Garage cluster.
+REPRISE_PG_PORT=55452 scripts/postgres.sh start target/bench-pg
+REPRISE_S3_PORT=3980 REPRISE_S3_NODES=3 REPRISE_S3_ENV=REPRISE_TEST_CLUSTER \
+  scripts/s3.sh start target/bench-s3-cluster
+trap 'scripts/s3.sh stop target/bench-s3-cluster; scripts/postgres.sh stop target/bench-pg' EXIT
+# shellcheck source=/dev/null
+source target/bench-pg/env
+# shellcheck source=/dev/null
+source target/bench-s3-cluster/env
 cargo run --release --locked -p reprise-bench -- docs/BENCHMARKS.md

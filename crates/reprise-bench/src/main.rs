@@ -5,6 +5,7 @@
 
 mod deploy;
 mod points;
+mod region;
 mod snapshots;
 
 use std::fmt::Write;
@@ -80,7 +81,7 @@ fn main() {
     let out = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "docs/BENCHMARKS.md".into());
-    // `REPRISE_BENCH=points`, `=snapshots` or `=deploy` measures one group; the
+    // `REPRISE_BENCH=points`, `=snapshots`, `=deploy` or `=region` measures one group; the
     // other sections of the report are kept as they were.
     let only = std::env::var("REPRISE_BENCH").unwrap_or_default();
     let started = std::time::Instant::now();
@@ -96,6 +97,9 @@ fn main() {
     }
     if only.is_empty() || only == "deploy" {
         sections.extend(deploy::run());
+    }
+    if only.is_empty() || only == "region" {
+        sections.extend(region::run());
     }
     let stamp = format!(
         "_Measured by `bench/run.sh` on {} UTC in a {:.0} s run, on: {}._\n",

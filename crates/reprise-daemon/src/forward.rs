@@ -60,6 +60,11 @@ pub async fn to_owner(State(app): State<Arc<App>>, req: Request, next: Next) -> 
         return next.run(req).await;
     };
     if hosts::state(&app, &host) == HostState::Down {
+        // What the catalog knows is still shown (an instance `Unknown`);
+        // nothing is done.
+        if req.method() == Method::GET {
+            return next.run(req).await;
+        }
         return ApiError(hosts::down(&host)).into_response();
     }
     send_on(&app, &host, req, &path_and_query).await

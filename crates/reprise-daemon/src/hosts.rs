@@ -30,6 +30,9 @@ pub fn register(app: &App, listening: SocketAddr) -> Result<()> {
         .clone()
         .unwrap_or_else(|| format!("http://{listening}"));
     app.catalog.register_host(&h.name, &address, &h.zones)?;
+    // The first host of a region leads it from its start.
+    app.catalog
+        .take_lease(LEADER_LEASE, &h.name, Duration::from_secs(h.lease_secs))?;
     tracing::info!(host = h.name, address, zones = ?h.zones, "registered as a host of the region");
     Ok(())
 }

@@ -125,6 +125,28 @@ fn volumes_from_the_command_line() {
         assert!(err.is_empty(), "{args:?}: {err}");
     }
 
+    // Where it lives, and the region's hosts: this daemon alone, Up, leading.
+    assert!(cli
+        .ok(&["volume", "show", "db"])
+        .contains("host:     local"));
+    let hosts = cli.ok(&["host", "list"]);
+    let mut lines = hosts.lines();
+    let header = lines.next().unwrap();
+    assert!(
+        header.starts_with("NAME     STATE  ZONES  INSTANCES  VOLUMES  ALLOCATED  HEARTBEAT"),
+        "{header}"
+    );
+    let me = lines.next().unwrap();
+    assert!(
+        me.starts_with("local *  Up     (all)  0          1        1G"),
+        "{me}"
+    );
+    let h = cli.json(&["host", "list"]);
+    assert_eq!(
+        (h[0]["leader"].as_bool(), h[0]["volume_bytes"].as_u64()),
+        (Some(true), Some(1 << 30))
+    );
+
     cli.ok(&["volume", "delete", "db"]);
     assert_eq!(cli.json(&["volume", "list"]), serde_json::json!([]));
 }

@@ -247,6 +247,16 @@ fn two_hosts_share_one_catalog_and_one_store() {
     }
     let listed = via_h2.instances().unwrap();
     assert_eq!(listed[0].state, InstanceState::Unknown);
+    // Shown from the catalog; changed by nothing.
+    let shown = via_h2.instance("vm").unwrap();
+    assert_eq!(
+        (shown.state, shown.guest_agent),
+        (InstanceState::Unknown, None)
+    );
+    let e = via_h2
+        .start_job("/api/v1/instances/vm/start", &serde_json::json!({}))
+        .unwrap_err();
+    assert_eq!(e.code, "host_down", "{e}");
     let e = via_h2.delete_volume("data").unwrap_err();
     assert_eq!(e.code, "host_down", "{e}");
     let restored = wait_job(

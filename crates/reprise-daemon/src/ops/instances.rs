@@ -46,7 +46,8 @@ pub async fn to_api(app: &App, row: &InstanceRow, with_agent: bool) -> Result<In
         qmp_socket: run.qmp().to_string_lossy().into_owned(),
         guest_agent_socket: run.agent().to_string_lossy().into_owned(),
         console_log: run.console().to_string_lossy().into_owned(),
-        guest_agent: if with_agent {
+        // The agent's socket is on the instance's host.
+        guest_agent: if with_agent && row.host == app.host_name() {
             Some(vm::agent_status(app, row).await)
         } else {
             None
