@@ -286,6 +286,18 @@ fn two_hosts_share_one_catalog_and_one_store() {
     via_h2.delete_volume("data").unwrap();
     assert!(!std::path::Path::new(&v.path).exists());
 
+    // A purge runs on one host: ann's volume lives on h1, so h2 refuses to
+    // purge her, and h1 does it.
+    let file = h1
+        .config
+        .default_zone_dir()
+        .join(format!("{}.qcow2", mine.id));
+    let e = via_h2.purge_account("ann").unwrap_err();
+    assert_eq!(e.code, "account_on_other_hosts", "{e}");
+    assert!(file.exists());
+    wait_job(&h1.admin(), h1.admin().purge_account("ann").unwrap());
+    assert!(!file.exists());
+
     // The third Garage node stops: a backup on h1 (through node 0) and a
     // restore on h2 (through node 1) go on, on two copies of three.
     cluster.stop(2);

@@ -116,6 +116,7 @@ pub fn delete(
         tracing::info!(account = %account.id, name = account.name, "account deleted");
         return Ok(None);
     }
+    refuse_purge_elsewhere(app, &account)?;
     let app2 = app.clone();
     let name = account.name.clone();
     let job = jobs::spawn(
@@ -140,6 +141,40 @@ pub fn delete(
         },
     )?;
     Ok(Some(job))
+}
+
+/// A purge runs on one daemon, which stops and removes what lives on its
+/// own host only: what the account has on other hosts is deleted first,
+/// through any daemon (each request goes to its host).
+fn refuse_purge_elsewhere(app: &App, account: &Account) -> Result<()> {
+    let me = app.host_name();
+    let mut elsewhere: Vec<String> = app
+        .catalog
+        .list_instances(Some(account.id))?
+        .into_iter()
+        .map(|i| i.host)
+        .chain(
+            app.catalog
+                .list_volumes(account.id, &Default::default())?
+                .into_iter()
+                .map(|v| v.host),
+        )
+        .filter(|h| h != me)
+        .collect();
+    elsewhere.sort();
+    elsewhere.dedup();
+    if elsewhere.is_empty() {
+        return Ok(());
+    }
+    Err(Error::conflict(
+        "account_on_other_hosts",
+        format!(
+            "account '{}' has instances or volumes on host {}: delete them first (any daemon sends each \
+             request to its host), or purge it through the daemon of that host",
+            account.name,
+            elsewhere.join(", ")
+        ),
+    ))
 }
 
 /// Wait for a job started on the account's behalf; its failure fails the
