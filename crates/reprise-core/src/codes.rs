@@ -107,6 +107,7 @@ pub const CODES: &[Code] = &[
     c("root_missing", Invalid, "give a root: a size, an image or a template"),
     c("route_not_found", NotFound, "no such API route"),
     c("run_dir_failed", Unavailable, "the runtime directory cannot be made"),
+    c("schedule_invalid", Invalid, "a schedule or cron expression that cannot be read, or never fires"),
     c("size_invalid", Invalid, "a size that cannot be read or is out of range"),
     c("size_mismatch", Invalid, "the snapshot's volume size differs from the volume's"),
     c("size_not_larger", Invalid, "a volume only grows"),

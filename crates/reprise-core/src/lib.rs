@@ -13,6 +13,8 @@ pub mod lifecycle;
 pub mod model;
 pub mod name;
 pub mod plan;
+pub mod retention;
+pub mod schedule;
 pub mod size;
 
 pub use error::{Error, ErrorKind, Result};

@@ -44,6 +44,8 @@ pub struct App {
     pub freeze_guard: crate::quiesce::Guard,
     /// The client that sends requests on to other hosts ([`crate::forward`]).
     forwarder: std::sync::OnceLock<reqwest::Client>,
+    /// The region's hosts as last read, and when ([`crate::hosts::known`]).
+    pub(crate) hosts_seen: Mutex<Option<(Instant, Vec<reprise_catalog::HostRow>)>>,
 }
 
 /// Where tests widen a daemon's windows. The product runs with the
@@ -125,6 +127,7 @@ impl App {
             seams,
             freeze_guard: crate::quiesce::default_guard(),
             forwarder: std::sync::OnceLock::new(),
+            hosts_seen: Mutex::new(None),
         }))
     }
 

@@ -104,7 +104,7 @@ async fn owner(app: &App, me: &Account, req: Request) -> Result<(Request, Option
     let reads = method == Method::GET;
     let host_of = |name: Option<String>| -> Result<Option<HostRow>> {
         match name {
-            Some(n) => app.catalog.host(&n).map(Some),
+            Some(n) => hosts::known(app, &n).map(Some),
             None => Ok(None),
         }
     };

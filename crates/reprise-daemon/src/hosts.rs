@@ -119,9 +119,10 @@ pub fn list(app: &App, me: &Account) -> Result<Vec<Host>> {
         .lease(LEADER_LEASE)?
         .filter(|(_, until)| *until >= Utc::now())
         .map(|(holder, _)| holder);
-    Ok(app
-        .catalog
-        .list_hosts()?
+    let rows = app.catalog.list_hosts()?;
+    *app.hosts_seen.lock().unwrap_or_else(|p| p.into_inner()) =
+        Some((std::time::Instant::now(), rows.clone()));
+    Ok(rows
         .into_iter()
         .map(|h| {
             let used = usage.get(&h.name).cloned().unwrap_or_default();
@@ -147,7 +148,7 @@ pub fn list(app: &App, me: &Account) -> Result<Vec<Host>> {
 /// serving it with the least volume bytes.
 pub fn place(app: &App, zone: &Zone, wanted: Option<&str>) -> Result<HostRow> {
     if let Some(name) = wanted {
-        let host = app.catalog.host(name)?;
+        let host = known(app, name)?;
         check_can_take(app, &host, zone)?;
         return Ok(host);
     }
@@ -200,14 +201,33 @@ pub fn down(host: &HostRow) -> Error {
     )
 }
 
+/// How long the hosts read from the catalog are used before they are read
+/// again: a second, against leases of seconds.
+const HOSTS_FRESH: Duration = Duration::from_secs(1);
+
+/// Host `name` as the catalog said at most a second ago (requests ask
+/// where their resource lives; that need not cost each a round trip).
+pub fn known(app: &App, name: &str) -> Result<HostRow> {
+    let mut seen = app.hosts_seen.lock().unwrap_or_else(|p| p.into_inner());
+    let stale = seen.as_ref().is_none_or(|(at, hosts)| {
+        at.elapsed() > HOSTS_FRESH || !hosts.iter().any(|h| h.name == name)
+    });
+    if stale {
+        *seen = Some((std::time::Instant::now(), app.catalog.list_hosts()?));
+    }
+    let (_, hosts) = seen.as_ref().expect("read above");
+    hosts
+        .iter()
+        .find(|h| h.name == name)
+        .cloned()
+        .ok_or_else(|| Error::not_found("host", name))
+}
+
 /// Whether a resource on `host` is out of reach: its host is another,
 /// and `Down` (or unknown to the catalog).
 pub fn is_down(app: &App, host: &str) -> bool {
     host != app.config.host.name
-        && app
-            .catalog
-            .host(host)
-            .map_or(true, |h| state(app, &h) == HostState::Down)
+        && known(app, host).map_or(true, |h| state(app, &h) == HostState::Down)
 }
 
 /// Check a host a request names: the admin's alone, and it must be this
@@ -231,7 +251,7 @@ pub fn check_wanted(app: &App, me: &Account, wanted: Option<&str>) -> Result<()>
 /// Refuse to make a volume or instance of `zone` on this daemon's host
 /// when it does not serve that zone.
 pub fn check_here(app: &App, zone: &Zone) -> Result<()> {
-    let me = app.catalog.host(&app.config.host.name)?;
+    let me = known(app, &app.config.host.name)?;
     if serves(&me, &zone.name) {
         Ok(())
     } else {
