@@ -378,6 +378,41 @@ await step('Jobs: every job with its state and time', async () => {
   await checkAccessibility('jobs');
 });
 
+await step('Policies: add one on a volume, see its next run, disable it, delete it', async () => {
+  await openTab('Policies');
+  await page.getByText('No policies.').waitFor();
+  await page.getByRole('button', { name: 'Add policy' }).click();
+  await dialog().getByLabel('Of').selectOption({ label: 'snapshots of volume data1' });
+  await dialog().getByLabel('Schedule').fill('daily 02:30');
+  await dialog().getByLabel('Time zone').fill('Europe/Paris');
+  await dialog().getByRole('button', { name: 'Submit' }).click();
+  await row('data1-daily').waitFor();
+  const text = await row('data1-daily').innerText();
+  assert.match(text, /daily 02:30/);
+  assert.match(text, /Europe\/Paris/);
+  assert.match(text, /last 7/);
+  assert.ok(await row('data1-daily').locator('time').count() >= 1, 'the next run is shown');
+  await shot('policies');
+  await checkAccessibility('policies');
+  // A bad schedule is refused with the reason, the form stays open.
+  await page.getByRole('button', { name: 'Add policy' }).click();
+  await dialog().getByLabel('Schedule').fill('daily 25:00');
+  await dialog().getByRole('button', { name: 'Submit' }).click();
+  await dialog().getByRole('alert').filter({ hasText: "hour '25'" }).waitFor();
+  await dialog().getByRole('button', { name: 'Cancel' }).click();
+  await menuFor('data1-daily', 'Disable');
+  await row('data1-daily').getByText('(disabled)').waitFor();
+  // The instance's page lists it too, under Policies.
+  await openTab('Instances');
+  await row('web').getByRole('link', { name: 'web' }).click();
+  await page.getByRole('heading', { level: 2, name: 'Policies' }).waitFor();
+  await row('data1-daily').waitFor();
+  await openTab('Policies');
+  await menuFor('data1-daily', 'Delete');
+  await dialog().getByRole('button', { name: 'Delete' }).click();
+  await page.getByText('No policies.').waitFor();
+});
+
 await step('at phone width every tab fits without scrolling sideways', async () => {
   await page.setViewportSize({ width: 390, height: 844 });
   const screens = [

@@ -144,6 +144,13 @@ impl Catalog {
             params![id.sql()],
         )
         .map_err(db_err("delete instance"))?;
+        // Its policies, and its root volume's, go with it.
+        tx.execute(
+            "DELETE FROM policies WHERE instance_id = ?1
+               OR volume_id IN (SELECT id FROM volumes WHERE instance_id = ?1 AND kind = 'Root')",
+            params![id.sql()],
+        )
+        .map_err(db_err("delete instance"))?;
         tx.execute(
             "DELETE FROM volumes WHERE instance_id = ?1 AND kind = 'Root'",
             params![id.sql()],

@@ -34,6 +34,7 @@ mod instances;
 mod jobs;
 mod migrations;
 mod points;
+mod policies;
 mod postgres;
 mod rows;
 mod snapshots;

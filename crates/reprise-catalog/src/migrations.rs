@@ -216,6 +216,31 @@ pub(crate) const SQLITE: &[&str] = &[
     TEMPLATE_STATE,
     // 7: the region's hosts, and the host each volume and instance lives on.
     HOSTS,
+    // 8: snapshot policies (a schedule and retention on a volume or an
+    // instance).
+    r#"
+    CREATE TABLE policies (
+        id TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL REFERENCES accounts(id),
+        name TEXT NOT NULL,
+        volume_id TEXT,
+        instance_id TEXT,
+        schedule TEXT NOT NULL,
+        timezone TEXT NOT NULL,
+        keep TEXT NOT NULL,
+        quiesce TEXT,
+        memory INTEGER NOT NULL,
+        enabled INTEGER NOT NULL,
+        running INTEGER NOT NULL,
+        next_run_at TEXT,
+        last_run_at TEXT,
+        last_result TEXT,
+        created_at TEXT NOT NULL,
+        UNIQUE (account_id, name)
+    );
+    "#,
+    // 9: the policy that made each snapshot and point.
+    POLICY_COLUMNS,
 ];
 
 const TEMPLATE_STATE: &str =
@@ -245,6 +270,13 @@ const HOSTS: &str = r#"
     );
     CREATE INDEX volumes_by_host ON volumes (host);
     CREATE INDEX instances_by_host ON instances (host);
+"#;
+
+/// The policy that made a snapshot or a recovery point (none: by hand).
+const POLICY_COLUMNS: &str = r#"
+    ALTER TABLE snapshots ADD COLUMN policy_id TEXT;
+    ALTER TABLE points ADD COLUMN policy_id TEXT;
+    CREATE INDEX snapshots_by_policy ON snapshots (policy_id);
 "#;
 
 /// The schema version this build writes.
@@ -442,4 +474,26 @@ pub(crate) const POSTGRES: &[&str] = &[
     "#,
     TEMPLATE_STATE,
     HOSTS,
+    r#"
+    CREATE TABLE policies (
+        id TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL REFERENCES accounts(id),
+        name TEXT NOT NULL,
+        volume_id TEXT,
+        instance_id TEXT,
+        schedule TEXT NOT NULL,
+        timezone TEXT NOT NULL,
+        keep TEXT NOT NULL,
+        quiesce TEXT,
+        memory BOOLEAN NOT NULL,
+        enabled BOOLEAN NOT NULL,
+        running BOOLEAN NOT NULL,
+        next_run_at TEXT,
+        last_run_at TEXT,
+        last_result TEXT,
+        created_at TEXT NOT NULL,
+        UNIQUE (account_id, name)
+    );
+    "#,
+    POLICY_COLUMNS,
 ];

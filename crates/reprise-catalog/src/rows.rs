@@ -233,7 +233,7 @@ pub(crate) fn instance(r: &Row) -> DbResult<InstanceRow> {
 
 pub(crate) const POINT_SELECT: &str = "SELECT p.id, p.name, p.description, p.account_id, p.instance_id, i.name, p.parent_id,
         (i.current_point_id IS NOT NULL AND i.current_point_id = p.id), p.state, p.memory, p.consistency,
-        p.frozen_ms, p.volume_ids, p.error, p.created_at
+        p.frozen_ms, p.volume_ids, p.error, p.created_at, p.policy_id
    FROM points p JOIN instances i ON i.id = p.instance_id";
 
 pub(crate) fn point(r: &Row) -> DbResult<Point> {
@@ -257,6 +257,7 @@ pub(crate) fn point(r: &Row) -> DbResult<Point> {
         vm_state_bytes: None,
         error: r.get(13)?,
         created_at: r.get(14)?,
+        policy_id: opt_uuid(r, 15)?,
     })
 }
 
@@ -288,7 +289,7 @@ pub(crate) fn job(r: &Row) -> DbResult<Job> {
 pub(crate) const SNAPSHOT_SELECT: &str =
     "SELECT id, name, account_id, volume_id, volume_name, zone, state, size_bytes, consistency, base_id,
             progress_done, progress_total, written_bytes, stored_bytes, new_bytes, read_bytes, chunk_count,
-            positions, error, created_at, completed_at, verified_at
+            positions, error, created_at, completed_at, verified_at, policy_id
        FROM snapshots";
 
 pub(crate) fn snapshot(r: &Row) -> DbResult<Snapshot> {
@@ -321,6 +322,7 @@ pub(crate) fn snapshot(r: &Row) -> DbResult<Snapshot> {
         created_at: r.get(19)?,
         completed_at: r.get(20)?,
         verified_at: r.get(21)?,
+        policy_id: opt_uuid(r, 22)?,
     })
 }
 

@@ -312,6 +312,7 @@ fn a_plan_limit_holds_in_the_transaction_that_records() {
             size_bytes: None,
             vm_state_bytes: None,
             error: None,
+            policy_id: None,
             created_at: now(),
         };
         let one_point = reprise_core::plan::Demand {
@@ -376,6 +377,7 @@ fn snapshot_of(v: &VolumeRow, name: &str, base: Option<Uuid>) -> Snapshot {
         chunk_count: None,
         dedup_ratio: None,
         error: None,
+        policy_id: None,
         created_at: now(),
         completed_at: None,
         verified_at: None,
@@ -644,5 +646,77 @@ fn a_lease_is_taken_from_its_holder_only_once_expired() {
         std::thread::sleep(Duration::from_millis(400));
         assert!(c.claim_due("gc", "h2", Duration::from_millis(300)).unwrap());
         assert!(!c.claim_due("gc", "h1", Duration::from_millis(300)).unwrap());
+    }
+}
+
+#[test]
+fn a_policy_run_is_claimed_once_and_only_on_its_host() {
+    use chrono::Duration;
+    for (c, admin, zone) in catalogs_with_zone() {
+        c.register_host("local", "http://127.0.0.1:1", &[]).unwrap();
+        let v = volume_row(admin.id, &zone, "db");
+        c.insert_volume(&v).unwrap();
+        let mut elsewhere = volume_row(admin.id, &zone, "far");
+        elsewhere.host = "host2".into();
+        c.insert_volume(&elsewhere).unwrap();
+        let t0 = now();
+        let policy = |name: &str, volume: Uuid| Policy {
+            id: Uuid::new_v4(),
+            name: name.into(),
+            account_id: admin.id,
+            volume_id: Some(volume),
+            volume: None,
+            instance_id: None,
+            instance: None,
+            schedule: "hourly 00".into(),
+            interval_type: None,
+            cloudstack_schedule: None,
+            timezone: "UTC".into(),
+            keep: reprise_core::retention::Keep {
+                last: 2,
+                ..Default::default()
+            },
+            quiesce: None,
+            memory: false,
+            enabled: true,
+            next_run_at: Some(t0),
+            last_run_at: None,
+            last_result: None,
+            created_at: t0,
+        };
+        let p = policy("db-hourly", v.id);
+        c.insert_policy(&p).unwrap();
+        c.insert_policy(&policy("far-hourly", elsewhere.id))
+            .unwrap();
+        let later = t0 + Duration::seconds(1);
+        // Only this host's policy is due here.
+        let due = c.due_policies(later).unwrap();
+        assert_eq!(due.len(), 1);
+        assert_eq!(
+            (due[0].name.as_str(), due[0].volume.as_deref()),
+            ("db-hourly", Some("db"))
+        );
+        assert_eq!(due[0].keep.last, 2);
+        let next = Some(t0 + Duration::hours(1));
+        assert!(c.claim_policy_run(p.id, t0, later, next).unwrap());
+        // A second claim of the same slot (another tick, another daemon) loses.
+        assert!(!c.claim_policy_run(p.id, t0, later, next).unwrap());
+        assert!(
+            c.due_policies(later).unwrap().is_empty(),
+            "running, and not due"
+        );
+        c.end_interrupted_policy_runs().unwrap();
+        let after = c.policy(admin.id, "db-hourly").unwrap();
+        assert_eq!(after.next_run_at, next);
+        assert_eq!(after.last_run_at, Some(later));
+        assert!(after.last_result.unwrap().starts_with("interrupted"));
+        c.policy_run_ended(p.id, "took snapshot 's1'").unwrap();
+        assert_eq!(c.list_policies(admin.id, Some(v.id)).unwrap().len(), 1);
+        // A volume's policies go with it.
+        c.delete_volume(v.id).unwrap();
+        assert_eq!(
+            c.policy(admin.id, "db-hourly").unwrap_err().code,
+            "policy_not_found"
+        );
     }
 }

@@ -127,7 +127,9 @@ impl Catalog {
         )
     }
 
+    /// Delete a volume's row, and its policies with it.
     pub fn delete_volume(&self, id: Uuid) -> Result<()> {
+        self.delete_policies_of(id)?;
         self.update(
             "delete volume",
             "DELETE FROM volumes WHERE id = ?1",

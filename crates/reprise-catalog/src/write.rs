@@ -35,11 +35,12 @@ pub fn insert_instance(conn: &dyn Db, i: &InstanceRow) -> Result<()> {
 pub fn insert_point(conn: &dyn Db, p: &Point) -> Result<()> {
     conn.execute(
         "INSERT INTO points (id, account_id, instance_id, name, description, parent_id, state, memory,
-                             consistency, frozen_ms, volume_ids, error, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                             consistency, frozen_ms, volume_ids, error, created_at, policy_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
         params![p.id.sql(), p.account_id.sql(), p.instance_id.sql(), p.name, p.description, p.parent_id.sql(),
                 p.state.as_str(), p.memory, p.consistency, p.frozen_ms.map(|v| v as i64),
-                serde_json::to_string(&p.volume_ids).unwrap_or_default(), p.error, p.created_at],
+                serde_json::to_string(&p.volume_ids).unwrap_or_default(), p.error, p.created_at,
+                p.policy_id.sql()],
     )
     .map_err(db_err(&format!("recovery point '{}'", p.name)))?;
     Ok(())
@@ -52,11 +53,12 @@ pub fn insert_snapshot(conn: &dyn Db, s: &Snapshot) -> Result<bool> {
     let n = conn
         .execute(
             "INSERT INTO snapshots (id, account_id, name, volume_id, volume_name, zone, state, size_bytes,
-                                    consistency, base_id, created_at)
-             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, CAST(?8 AS BIGINT), ?9, ?10, ?11
+                                    consistency, base_id, created_at, policy_id)
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, CAST(?8 AS BIGINT), ?9, ?10, ?11, ?12
              WHERE NOT EXISTS (SELECT 1 FROM snapshots WHERE volume_id = ?4 AND state = 'BackingUp')",
             params![s.id.sql(), s.account_id.sql(), s.name, s.volume_id.sql(), s.volume, s.zone,
-                    s.state.as_str(), s.size_bytes as i64, s.consistency, s.base_id.sql(), s.created_at],
+                    s.state.as_str(), s.size_bytes as i64, s.consistency, s.base_id.sql(), s.created_at,
+                    s.policy_id.sql()],
         )
         .map_err(db_err(&format!("snapshot '{}'", s.name)))?;
     Ok(n == 1)

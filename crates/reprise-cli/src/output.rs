@@ -170,6 +170,7 @@ mod tests {
             size_bytes: Some(1 << 20),
             vm_state_bytes: None,
             error: None,
+            policy_id: None,
             created_at: at,
         };
         let a = mk("a", None, false);

@@ -41,6 +41,10 @@ fn snapshot(reference: &str) -> String {
     one("snapshots", reference)
 }
 
+fn policy(reference: &str) -> String {
+    one("policies", reference)
+}
+
 /// `?a=x&b=y` from the parameters given, or nothing.
 fn query(params: &[(&str, Option<&str>)]) -> String {
     let given: Vec<String> = params
@@ -255,8 +259,39 @@ impl Client {
 
     // ---- volume snapshots, templates, the region -------------------------
 
-    pub fn snapshots(&self) -> Result<Vec<Snapshot>> {
-        self.get(&format!("{V1}/snapshots"))
+    pub fn snapshots(&self, filter: &SnapshotFilter) -> Result<Vec<Snapshot>> {
+        let q = query(&[
+            ("volume", filter.volume.as_deref()),
+            ("zone", filter.zone.as_deref()),
+            ("policy", filter.policy.as_deref()),
+        ]);
+        self.get(&format!("{V1}/snapshots{q}"))
+    }
+
+    /// Policies of the account; of one volume or instance when given.
+    pub fn policies(&self, volume: Option<&str>, instance: Option<&str>) -> Result<Vec<Policy>> {
+        let q = query(&[("volume", volume), ("instance", instance)]);
+        self.get(&format!("{V1}/policies{q}"))
+    }
+
+    pub fn policy(&self, reference: &str) -> Result<Policy> {
+        self.get(&policy(reference))
+    }
+
+    pub fn create_policy(&self, req: &CreatePolicy) -> Result<Policy> {
+        self.post(&format!("{V1}/policies"), req)
+    }
+
+    pub fn update_policy(&self, reference: &str, req: &UpdatePolicy) -> Result<Policy> {
+        self.post(&policy(reference), req)
+    }
+
+    pub fn delete_policy(&self, reference: &str) -> Result<()> {
+        self.delete(&policy(reference))
+    }
+
+    pub fn simulate_policy(&self, reference: &str) -> Result<PolicySimulation> {
+        self.get(&format!("{}/simulate", policy(reference)))
     }
 
     pub fn snapshot(&self, reference: &str) -> Result<Snapshot> {

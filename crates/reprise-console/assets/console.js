@@ -595,6 +595,73 @@ function instanceActions(vm) {
   ];
 }
 
+// ---------------------------------------------------------------- policies
+
+// A new policy on one of `targets` ({kind: 'volume'|'instance', id, name}).
+function addPolicy(targets) {
+  const zone = Intl.DateTimeFormat().resolvedOptions().timeZone || 'UTC';
+  formDialog({
+    title: t('addPolicy'),
+    intro: t('addPolicyIntro'),
+    fields: [
+      {
+        name: 'target', label: t('policyTarget'), type: 'select',
+        options: targets.map((x) => ({ value: `${x.kind}:${x.id}`, label: t(`policyOf.${x.kind}`, { name: x.name }) })),
+      },
+      { name: 'schedule', label: t('schedule'), required: true, value: 'daily 02:30', help: t('scheduleHelp') },
+      { name: 'timezone', label: t('timezone'), required: true, value: zone },
+      { name: 'last', label: t('keepRule.last'), type: 'number', value: '7' },
+      { name: 'daily', label: t('keepRule.daily'), type: 'number', value: '' },
+      { name: 'weekly', label: t('keepRule.weekly'), type: 'number', value: '' },
+    ],
+    submit: async (v) => {
+      const [kind, id] = v.target.split(':');
+      const keep = {};
+      for (const rule of ['last', 'daily', 'weekly']) if (v[rule]) keep[rule] = Number(v[rule]);
+      const made = await api('POST', '/policies', { [kind]: id, schedule: v.schedule, timezone: v.timezone, keep });
+      say(t('policyCreated', { name: made.name }), 'ok');
+      refreshSoon();
+    },
+  });
+}
+
+function keepText(keep) {
+  const rules = ['last', 'hourly', 'daily', 'weekly', 'monthly', 'yearly'].filter((r) => keep[r] > 0);
+  return rules.map((r) => `${t(`keepRule.${r}`)} ${keep[r]}`).join(', ') || t('keepEverything');
+}
+
+function policyTable(policies) {
+  return table({
+    label: t('policies'),
+    empty: t('noPolicies'),
+    rows: policies,
+    columns: [
+      { label: t('name'), cell: (p) => p.name },
+      { label: t('policyTarget'), cell: (p) => (p.volume ? t('policyOf.volume', { name: p.volume }) : t('policyOf.instance', { name: p.instance })) },
+      { label: t('schedule'), cell: (p) => [p.schedule, ' ', h('small', {}, p.timezone), p.enabled ? null : [' ', h('small', {}, t('disabled'))]] },
+      { label: t('keep'), cell: (p) => keepText(p.keep) },
+      { label: t('nextRun'), class: 'nowrap', cell: (p) => (p.enabled ? timeCell(p.next_run_at) : '—') },
+      { label: t('lastResult'), cell: (p) => (p.last_result ? h('span', { class: p.last_result.startsWith('failed') ? 'error-text' : null }, p.last_result) : '—') },
+      {
+        label: t('actions'),
+        cell: (p) => actionMenu(p.name, [
+          {
+            label: t(p.enabled ? 'disable' : 'enable'),
+            run: async () => {
+              await api('POST', `/policies/${p.id}`, { enabled: !p.enabled });
+              refreshSoon();
+            },
+          },
+          {
+            label: t('delete'), danger: true,
+            run: () => deleteThing({ title: t('deletePolicy'), message: t('deletePolicyWarning', { name: p.name }), path: `/policies/${p.id}` }),
+          },
+        ], `p:${p.id}`),
+      },
+    ],
+  });
+}
+
 // ---------------------------------------------------------------- views
 
 function go(hash) {
@@ -654,11 +721,13 @@ const VIEWS = {
 
   instance: {
     tab: 'instances',
-    load: async (id) => ({
-      vm: await api('GET', `/instances/${id}`),
-      volumes: await api('GET', `/volumes?instance=${encodeURIComponent(id)}`),
-    }),
-    draw: ({ vm, volumes }) => [
+    load: async (id) => {
+      const volumes = await api('GET', `/volumes?instance=${encodeURIComponent(id)}`);
+      const policies = await api('GET', `/policies?instance=${encodeURIComponent(id)}`);
+      for (const v of volumes) policies.push(...await api('GET', `/policies?volume=${v.id}`));
+      return { vm: await api('GET', `/instances/${id}`), volumes, policies };
+    },
+    draw: ({ vm, volumes, policies }) => [
       h('p', { class: 'crumbs' }, h('a', { href: '#/instances' }, t('instances')), ' / ', vm.name),
       heading(vm.name,
         h('button', { type: 'button', onclick: () => createPoint(vm) }, t('createPoint')),
@@ -677,6 +746,32 @@ const VIEWS = {
         vm.last_error ? fact(t('error'), vm.last_error) : null),
       h('h2', {}, t('volumes')),
       volumeTable(volumes, 'iv'),
+      h('div', { class: 'heading' }, h('h2', {}, t('policies')),
+        h('div', { class: 'tools' }, h('button', {
+          type: 'button',
+          onclick: () => addPolicy([{ kind: 'instance', id: vm.id, name: vm.name }, ...volumes.map((v) => ({ kind: 'volume', id: v.id, name: v.name }))]),
+        }, t('addPolicy')))),
+      policyTable(policies),
+    ],
+  },
+
+  policies: {
+    tab: 'policies',
+    load: async () => ({
+      policies: await api('GET', '/policies'),
+      volumes: await api('GET', '/volumes'),
+      instances: await api('GET', '/instances'),
+    }),
+    draw: ({ policies, volumes, instances }) => [
+      heading(t('policies'), h('button', {
+        type: 'button',
+        onclick: () => addPolicy([
+          ...volumes.map((v) => ({ kind: 'volume', id: v.id, name: v.name })),
+          ...instances.map((i) => ({ kind: 'instance', id: i.id, name: i.name })),
+        ]),
+      }, t('addPolicy'))),
+      h('p', { class: 'lead' }, t('policiesLead')),
+      policyTable(policies),
     ],
   },
 
@@ -1046,7 +1141,7 @@ function createKey() {
 function drawTabs(current) {
   const nav = document.getElementById('tabs');
   nav.setAttribute('aria-label', t('resources'));
-  const tabs = ['instances', 'volumes', 'snapshots', 'points', 'templates', 'jobs', me?.admin ? 'hosts' : null, 'account'];
+  const tabs = ['instances', 'volumes', 'snapshots', 'points', 'policies', 'templates', 'jobs', me?.admin ? 'hosts' : null, 'account'];
   nav.replaceChildren(h('ul', {}, tabs.filter(Boolean).map((name) =>
     h('li', {}, h('a', { href: `#/${name}`, 'aria-current': name === current ? 'page' : null }, t(name))))));
 }

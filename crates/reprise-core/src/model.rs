@@ -414,6 +414,9 @@ pub struct Point {
     /// Bytes of saved RAM and device state (memory points).
     pub vm_state_bytes: Option<u64>,
     pub error: Option<String>,
+    /// The policy that took it (none: taken by hand).
+    #[serde(default)]
+    pub policy_id: Option<Uuid>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -429,6 +432,106 @@ pub struct CreatePoint {
     /// `auto` (default: freeze when the agent answers), `required` (fail
     /// if it cannot freeze) or `none`.
     pub quiesce: Option<String>,
+}
+
+/// Which snapshots a list shows: all of the account's, or those of one
+/// volume, zone or policy (each given by name or id).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotFilter {
+    pub volume: Option<String>,
+    pub zone: Option<String>,
+    pub policy: Option<String>,
+}
+
+/// A snapshot policy: volume snapshots of a volume, or recovery points of
+/// an instance, taken on a schedule and pruned by its retention rules
+/// (see `docs/schedules.md`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
+pub struct Policy {
+    pub id: Uuid,
+    pub name: String,
+    pub account_id: Uuid,
+    /// Volume snapshots of this volume…
+    pub volume_id: Option<Uuid>,
+    pub volume: Option<String>,
+    /// …or recovery points of this instance.
+    pub instance_id: Option<Uuid>,
+    pub instance: Option<String>,
+    /// `hourly MM`, `daily HH:MM`, `weekly DAY HH:MM`, `monthly DD HH:MM`
+    /// or `cron …`.
+    pub schedule: String,
+    /// CloudStack's `intervaltype` and `schedule` (none for cron).
+    pub interval_type: Option<String>,
+    pub cloudstack_schedule: Option<String>,
+    /// An IANA time zone, like `Europe/Paris`.
+    pub timezone: String,
+    pub keep: crate::retention::Keep,
+    /// As for a snapshot taken by hand: `auto`, `required` or `none`.
+    pub quiesce: Option<String>,
+    /// Recovery points: with memory.
+    pub memory: bool,
+    pub enabled: bool,
+    pub next_run_at: Option<DateTime<Utc>>,
+    pub last_run_at: Option<DateTime<Utc>>,
+    /// What its last run did, or why it failed.
+    pub last_result: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePolicy {
+    /// Made from the target and the schedule when absent.
+    pub name: Option<String>,
+    /// The volume (volume snapshots) or the instance (recovery points).
+    pub volume: Option<String>,
+    pub instance: Option<String>,
+    pub schedule: String,
+    /// `UTC` when absent.
+    pub timezone: Option<String>,
+    #[serde(default)]
+    pub keep: crate::retention::Keep,
+    pub quiesce: Option<String>,
+    #[serde(default)]
+    pub memory: bool,
+    /// `true` when absent.
+    pub enabled: Option<bool>,
+}
+
+/// What to change in a policy; absent fields stay.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdatePolicy {
+    pub schedule: Option<String>,
+    pub timezone: Option<String>,
+    pub keep: Option<crate::retention::Keep>,
+    pub quiesce: Option<String>,
+    pub memory: Option<bool>,
+    pub enabled: Option<bool>,
+}
+
+/// What a policy's retention would do now with the snapshots (or points)
+/// it made; those taken by hand are never touched.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
+pub struct PolicySimulation {
+    pub policy: String,
+    pub keep: crate::retention::Keep,
+    /// Newest first.
+    pub items: Vec<SimulatedItem>,
+    /// Snapshots (or points) of the same target taken by hand: left alone.
+    pub untouched: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
+pub struct SimulatedItem {
+    pub id: Uuid,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+    pub keep: bool,
+    /// The rules that keep it (`last`, `daily 2026-12-03`…); none when it
+    /// would be removed.
+    pub kept_by: Vec<String>,
 }
 
 /// A volume snapshot: a static copy of one volume at one instant, in the
@@ -465,6 +568,10 @@ pub struct Snapshot {
     /// Chunk positions referenced per distinct chunk (1.0: no duplicates).
     pub dedup_ratio: Option<f64>,
     pub error: Option<String>,
+    /// The policy that took it (none: taken by hand; only a policy's own
+    /// snapshots are pruned by its retention).
+    #[serde(default)]
+    pub policy_id: Option<Uuid>,
     pub created_at: DateTime<Utc>,
     pub completed_at: Option<DateTime<Utc>>,
     /// When a verification last found every chunk intact.

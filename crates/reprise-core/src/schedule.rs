@@ -19,7 +19,17 @@
 
 use crate::{Error, Result};
 use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveDateTime, TimeZone, Utc, Weekday};
-use chrono_tz::Tz;
+pub use chrono_tz::Tz;
+
+/// A time zone by its IANA name (`Europe/Paris`, `UTC`).
+pub fn timezone(name: &str) -> Result<Tz> {
+    name.parse().map_err(|_| {
+        Error::invalid(
+            "timezone_invalid",
+            format!("'{name}' is not a time zone (say an IANA name like Europe/Paris, or UTC)"),
+        )
+    })
+}
 
 /// When a policy fires.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -20,7 +20,7 @@
 
 use crate::app::App;
 use crate::ops::{
-    accounts, clones, instances, points, restore, snapshots, templates, uploads, volumes,
+    accounts, clones, instances, points, policies, restore, snapshots, templates, uploads, volumes,
 };
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;
@@ -354,6 +354,12 @@ pub fn router(app: Arc<App>) -> Router {
             "/templates/{id}",
             get(show_template).delete(delete_template),
         )
+        .route("/policies", get(list_policies).post(create_policy))
+        .route(
+            "/policies/{id}",
+            get(show_policy).post(update_policy).delete(delete_policy),
+        )
+        .route("/policies/{id}/simulate", get(simulate_policy))
         .route("/gc", post(collect_garbage))
         .route("/hosts", get(list_hosts))
         .route("/jobs", get(list_jobs))
@@ -846,8 +852,69 @@ async fn revert_point(
 async fn list_snapshots(
     State(app): State<Arc<App>>,
     Caller(me): Caller,
+    Params(filter): Params<SnapshotFilter>,
 ) -> ApiResult<Json<Vec<Snapshot>>> {
-    Ok(Json(snapshots::list(&app, &me)?.for_caller(&app, &me)))
+    Ok(Json(
+        snapshots::list(&app, &me, &filter)?.for_caller(&app, &me),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyQuery {
+    volume: Option<String>,
+    instance: Option<String>,
+}
+
+async fn list_policies(
+    State(app): State<Arc<App>>,
+    Caller(me): Caller,
+    Params(q): Params<PolicyQuery>,
+) -> ApiResult<Json<Vec<Policy>>> {
+    let target = q.volume.or(q.instance);
+    Ok(Json(policies::list(&app, &me, target.as_deref())?))
+}
+
+async fn create_policy(
+    State(app): State<Arc<App>>,
+    Caller(me): Caller,
+    Body(req): Body<CreatePolicy>,
+) -> ApiResult<Response> {
+    Ok(created(policies::create(&app, &me, req)?))
+}
+
+async fn show_policy(
+    State(app): State<Arc<App>>,
+    Caller(me): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Policy>> {
+    Ok(Json(policies::show(&app, &me, &id)?))
+}
+
+async fn update_policy(
+    State(app): State<Arc<App>>,
+    Caller(me): Caller,
+    Path(id): Path<String>,
+    Body(req): Body<UpdatePolicy>,
+) -> ApiResult<Json<Policy>> {
+    Ok(Json(policies::update(&app, &me, &id, req)?))
+}
+
+async fn delete_policy(
+    State(app): State<Arc<App>>,
+    Caller(me): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    policies::delete(&app, &me, &id)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn simulate_policy(
+    State(app): State<Arc<App>>,
+    Caller(me): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<PolicySimulation>> {
+    Ok(Json(policies::simulate(&app, &me, &id)?))
 }
 
 async fn create_snapshot(

@@ -198,6 +198,30 @@ where
     });
 }
 
+/// Wait until `job` ends; its failure, named, is the caller's.
+pub async fn finished(app: &App, job: &Job) -> Result<()> {
+    loop {
+        let ended = app.job_finished.notified();
+        let now = app.catalog.job(None, &job.id.to_string())?;
+        if now.state.is_final() {
+            return match now.error {
+                Some(e) => {
+                    Err(Error::from(e).context(format!("{} of '{}'", job.kind, job.target_name)))
+                }
+                None => Ok(()),
+            };
+        }
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), ended).await;
+    }
+}
+
+/// Say in a job's log that a policy started it.
+pub fn log_by_policy(app: &App, job: Uuid, policy: &str) {
+    let _ = app
+        .catalog
+        .job_log(job, &format!("started by policy '{policy}'"));
+}
+
 /// Fail the jobs a previous run of the daemon left unfinished.
 pub fn fail_interrupted(app: &App) -> Result<usize> {
     let jobs = app.catalog.unfinished_jobs()?;

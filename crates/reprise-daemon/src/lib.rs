@@ -23,6 +23,7 @@ pub mod openapi;
 pub mod ops;
 pub mod quiesce;
 pub mod reconcile;
+pub mod schedules;
 pub mod vm;
 
 use app::App;
@@ -282,6 +283,7 @@ pub async fn start_with_seams(config: Config, seams: Seams) -> Result<Server> {
         tokio::spawn(reconcile::watch(app.clone())),
         tokio::spawn(gc::run_when_asked(app.clone())),
         tokio::spawn(hosts::heartbeat(app.clone())),
+        tokio::spawn(schedules::run(app.clone())),
     ];
     if let Some(addr) = app.config.metrics_listen {
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {

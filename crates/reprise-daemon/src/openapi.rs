@@ -219,7 +219,13 @@ fn build() -> Value {
     d.add(Op::new("post", "/instances/{id}/points/{point}/revert", t, "Revert the instance to a recovery point, keeping the others").answers(202, d.job()));
 
     let t = "volume snapshots";
-    d.add(Op::new("get", "/snapshots", t, "The account's volume snapshots, with state, progress and sizes").answers(200, d.schema::<Vec<Snapshot>>()));
+    d.add(Op::new("get", "/snapshots", t, "The account's volume snapshots, with state, progress and sizes").query("volume", "string", "Only this volume's (name or id)").query("zone", "string", "Only this zone's").query("policy", "string", "Only those this policy took").answers(200, d.schema::<Vec<Snapshot>>()));
+    d.add(Op::new("get", "/policies", t, "The account's snapshot policies").query("volume", "string", "Only this volume's").query("instance", "string", "Only this instance's").answers(200, d.schema::<Vec<Policy>>()));
+    d.add(Op::new("post", "/policies", t, "Create a snapshot policy: volume snapshots of a volume or recovery points of an instance, on a schedule, with retention").body(d.schema::<CreatePolicy>()).answers(201, d.schema::<Policy>()));
+    d.add(Op::new("get", "/policies/{id}", t, "A policy, with its next run and its last run's result").answers(200, d.schema::<Policy>()));
+    d.add(Op::new("post", "/policies/{id}", t, "Change a policy's schedule, time zone, retention or switches").body(d.schema::<UpdatePolicy>()).answers(200, d.schema::<Policy>()));
+    d.add(Op::new("delete", "/policies/{id}", t, "Delete a policy (the snapshots it took stay)"));
+    d.add(Op::new("get", "/policies/{id}/simulate", t, "What the policy's retention would keep and remove now, and why").answers(200, d.schema::<PolicySimulation>()));
     d.add(Op::new("post", "/snapshots", t, "Snapshot a volume into the region's object store (incremental to its last snapshot)").body(d.schema::<CreateSnapshot>()).answers(202, d.job()));
     d.add(Op::new("get", "/snapshots/{id}", t, "One volume snapshot").answers(200, d.schema::<Snapshot>()));
     d.add(Op::new("delete", "/snapshots/{id}", t, "Delete a snapshot (Destroying, then gone); unreferenced chunks are collected").answers(202, d.job()));

@@ -76,6 +76,7 @@ pub async fn at_startup(app: &App) -> Result<()> {
     crate::ops::points::reconcile_at_startup(app).await?;
     crate::ops::templates::reconcile_at_startup(app)?;
     crate::ops::snapshots::reconcile_at_startup(app).await?;
+    app.catalog.end_interrupted_policy_runs()?;
     tracing::info!(
         instances = instances.len(),
         changed,

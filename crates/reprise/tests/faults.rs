@@ -86,7 +86,7 @@ impl Campaign {
                 self.violation(round, format!("job {} {} is {:?}", j.kind, j.id, j.state));
             }
         }
-        for s in c.snapshots().unwrap() {
+        for s in c.snapshots(&Default::default()).unwrap() {
             if !matches!(s.state, SnapshotState::BackedUp | SnapshotState::Error) {
                 self.violation(round, format!("snapshot {} is {}", s.name, s.state));
             }
@@ -150,7 +150,7 @@ impl Campaign {
 /// Start `op` (round `n`); what it started, for the log.
 fn start(c: &Client, op: &str, n: usize, dice: &mut Dice) -> String {
     let backed_up: Vec<Snapshot> = c
-        .snapshots()
+        .snapshots(&Default::default())
         .unwrap()
         .into_iter()
         .filter(|s| s.state == SnapshotState::BackedUp)
@@ -295,7 +295,7 @@ fn the_daemon_killed_at_random_moments_loses_nothing() {
     }
     // Every snapshot the daemon calls BackedUp reads back whole.
     let mut verified = 0;
-    for s in c.snapshots().unwrap() {
+    for s in c.snapshots(&Default::default()).unwrap() {
         if s.state != SnapshotState::BackedUp {
             continue;
         }

@@ -750,3 +750,210 @@ fn a_busy_s3_in_the_middle_of_a_backup_is_retried() {
     assert!(proxy.refused() > 0, "the proxy refused no connection");
     assert_exact(&d, &s, &v.path, "s3 behind a busy proxy");
 }
+
+/// Snapshot policies on running guests, one firing every minute: a volume
+/// policy with keep-last 2 took three quiesced snapshots and left the two
+/// newest, each exact; a recovery-point policy under a plan of one point
+/// replaced its point and said so; a snapshot taken by hand stayed.
+#[test]
+fn policies_take_and_prune_on_their_schedule() {
+    let d = TestDaemon::start();
+    let c = d.admin();
+    let _: serde_json::Value = c
+        .post(
+            "/api/v1/plans",
+            &json!({"name": "one-point", "max_recovery_points": 1}),
+        )
+        .unwrap();
+    let web = d.booted_guest(&c, "web", "data");
+    let db = d.booted_guest(&c, "db", "dbdata");
+    let _: AccountDetails = c
+        .post(
+            "/api/v1/accounts/admin/settings",
+            &json!({"plan": "one-point"}),
+        )
+        .unwrap();
+    let manual = snapshot(&c, json!({"volume": "data", "name": "by-hand"}));
+    // Bad policies are refused, naming the problem.
+    for (body, code) in [
+        (
+            json!({"volume": "data", "schedule": "daily 25:00"}),
+            "schedule_invalid",
+        ),
+        (
+            json!({"volume": "data", "schedule": "hourly 00", "timezone": "Mars/Olympus"}),
+            "timezone_invalid",
+        ),
+        (json!({"schedule": "hourly 00"}), "policy_target_invalid"),
+        (
+            json!({"volume": "data", "schedule": "hourly 00", "memory": true}),
+            "policy_target_invalid",
+        ),
+        (
+            json!({"volume": "data", "schedule": "hourly 00", "keep": {"last": -1}}),
+            "body_invalid",
+        ),
+    ] {
+        let e = c.post::<_, Policy>("/api/v1/policies", &body).unwrap_err();
+        assert_eq!(e.code, code, "{body}: {e}");
+    }
+    let snaps: Policy = c
+        .post(
+            "/api/v1/policies",
+            &json!({"volume": "data", "schedule": "cron * * * * *", "timezone": "Europe/Paris",
+                    "keep": {"last": 2}, "quiesce": "required"}),
+        )
+        .unwrap();
+    assert_eq!(
+        (snaps.name.as_str(), snaps.interval_type.as_deref()),
+        ("data-cron", None)
+    );
+    let points: Policy = c
+        .post(
+            "/api/v1/policies",
+            &json!({"instance": "db", "schedule": "* * * * *", "keep": {"last": 1}}),
+        )
+        .unwrap();
+    // The daily form speaks CloudStack too.
+    let daily: Policy = c
+        .post(
+            "/api/v1/policies",
+            &json!({"volume": "dbdata", "schedule": "daily 02:30", "timezone": "Europe/Paris", "enabled": false}),
+        )
+        .unwrap();
+    assert_eq!(
+        (
+            daily.interval_type.as_deref(),
+            daily.cloudstack_schedule.as_deref()
+        ),
+        (Some("DAILY"), Some("30:02"))
+    );
+
+    // Three runs of the snapshot policy, each writing new data first.
+    let started = Instant::now();
+    let taken = |c: &Client| -> usize {
+        let jobs: Vec<Job> = c.get("/api/v1/jobs?limit=200").unwrap();
+        jobs.iter()
+            // The policy's are named after the volume; "by-hand" is not.
+            .filter(|j| {
+                j.kind == "snapshot.create"
+                    && j.state == JobState::Succeeded
+                    && j.target_name == "data"
+            })
+            .count()
+    };
+    let mut seen = 0;
+    while seen < 3 {
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "three runs in five minutes"
+        );
+        let now = taken(&c);
+        if now > seen {
+            seen = now;
+            let (code, _) = d.guest_sh(
+                &web,
+                &format!(
+                    "dd if=/dev/urandom of=/mnt/data/run{seen} bs=1M count=2 2>/dev/null && sync"
+                ),
+            );
+            assert_eq!(code, 0);
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    // Its retention ran after the third: the two newest stay, quiesced
+    // and exact; the hand-made one too.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mine = loop {
+        let mine = c
+            .snapshots(&SnapshotFilter {
+                policy: Some("data-cron".into()),
+                ..Default::default()
+            })
+            .unwrap();
+        if mine.len() == 2
+            && c.policy("data-cron")
+                .unwrap()
+                .last_result
+                .is_some_and(|r| r.contains("removed"))
+        {
+            break mine;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "retention left {} snapshots",
+            mine.len()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let path = volume(&c, "data").path;
+    for s in &mine {
+        assert_eq!(
+            (s.state, s.consistency.as_str()),
+            (SnapshotState::BackedUp, "filesystem")
+        );
+        assert_eq!(s.policy_id, Some(snaps.id));
+        let verified = run_job(
+            &c,
+            &format!("/api/v1/snapshots/{}/verify", s.id),
+            &json!({}),
+        );
+        assert_eq!(verified.state, JobState::Succeeded);
+    }
+    // The newest is still tagged in the volume (the next one's base):
+    // its bytes are QEMU's.
+    let newest = mine.iter().max_by_key(|s| s.created_at).unwrap();
+    assert_exact(&d, newest, &path, "policy");
+    assert_eq!(c.snapshot("by-hand").unwrap().id, manual.id);
+    let sim = c.simulate_policy("data-cron").unwrap();
+    assert_eq!(sim.items.len(), 2);
+    assert!(sim.items.iter().all(|i| i.keep && i.kept_by == ["last"]));
+    assert_eq!(sim.untouched, 1);
+
+    // The points policy: one point at a time, the plan's limit; the run
+    // that met it replaced the old point and said so.
+    let deadline = Instant::now() + Duration::from_secs(150);
+    loop {
+        let p = c.policy(&points.id.to_string()).unwrap();
+        if p.last_result
+            .as_deref()
+            .is_some_and(|r| r.contains("replaced recovery point"))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no replacing run: {:?}",
+            p.last_result
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let pts: Vec<Point> = c.get("/api/v1/instances/db/points").unwrap();
+    assert_eq!(pts.len(), 1);
+    assert_eq!(pts[0].policy_id, Some(points.id));
+    assert_eq!(pts[0].state, PointState::Ready);
+
+    // Switched off, a policy stops; deleted, its snapshots stay.
+    let off = c
+        .update_policy(
+            "data-cron",
+            &UpdatePolicy {
+                enabled: Some(false),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert!(!off.enabled);
+    c.delete_policy("data-cron").unwrap();
+    assert_eq!(
+        c.snapshots(&SnapshotFilter {
+            volume: Some("data".into()),
+            ..Default::default()
+        })
+        .unwrap()
+        .len(),
+        3
+    );
+    assert_eq!(c.policy("data-cron").unwrap_err().code, "policy_not_found");
+    let _ = db;
+}

@@ -9,6 +9,7 @@ mod accounts;
 mod instances;
 mod jobs;
 mod points;
+mod policies;
 mod snapshots;
 mod templates;
 mod uploads;
@@ -89,6 +90,9 @@ enum Command {
     /// Templates: golden images made from snapshots, to deploy instances.
     #[command(subcommand)]
     Template(TemplateCmd),
+    /// Policies: snapshots or recovery points on a schedule, with retention.
+    #[command(subcommand)]
+    Policy(policies::PolicyCmd),
     /// Remove the chunks no snapshot references from the region's store
     /// (admin; also runs after every snapshot delete).
     Gc,
@@ -165,6 +169,7 @@ pub fn run(cli: Cli, serve: impl FnOnce(ServeArgs) -> Result<()>) -> Result<()> 
     match cli.command {
         Command::Serve(_) => unreachable!("handled above"),
         Command::Zone(c) => zones::run(&ctx, c),
+        Command::Policy(c) => policies::run(&ctx, c),
         Command::Host(c) => zones::run_host(&ctx, c),
         Command::Account(c) => accounts::account(&ctx, c),
         Command::Plan(c) => accounts::plan(&ctx, c),

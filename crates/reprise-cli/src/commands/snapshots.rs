@@ -24,7 +24,15 @@ pub(super) enum SnapshotCmd {
         #[arg(long, num_args = 0..=1, default_missing_value = "required")]
         quiesce: Option<String>,
     },
-    List,
+    /// The account's snapshots; of one volume, zone or policy.
+    List {
+        #[arg(long)]
+        volume: Option<String>,
+        #[arg(long)]
+        zone: Option<String>,
+        #[arg(long)]
+        policy: Option<String>,
+    },
     Show {
         snapshot: String,
     },
@@ -50,8 +58,16 @@ pub(super) fn run(ctx: &Ctx, cmd: SnapshotCmd) -> Result<()> {
             name,
             quiesce,
         })?,
-        SnapshotCmd::List => {
-            let list = c.snapshots()?;
+        SnapshotCmd::List {
+            volume,
+            zone,
+            policy,
+        } => {
+            let list = c.snapshots(&SnapshotFilter {
+                volume,
+                zone,
+                policy,
+            })?;
             print_list(
                 ctx,
                 &list,

@@ -14,7 +14,6 @@ use reprise_core::plan::Plan;
 use reprise_core::{Error, Result};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 use uuid::Uuid;
 
 /// The account a caller names: any for the admin, only itself for a
@@ -177,44 +176,26 @@ fn refuse_purge_elsewhere(app: &App, account: &Account) -> Result<()> {
     ))
 }
 
-/// Wait for a job started on the account's behalf; its failure fails the
-/// purge, named.
-async fn finish(app: &App, job: Job) -> Result<()> {
-    loop {
-        let ended = app.job_finished.notified();
-        let now = app.catalog.job(None, &job.id.to_string())?;
-        if now.state.is_final() {
-            return match now.error {
-                Some(e) => {
-                    Err(Error::from(e).context(format!("{} of '{}'", job.kind, job.target_name)))
-                }
-                None => Ok(()),
-            };
-        }
-        let _ = tokio::time::timeout(Duration::from_secs(1), ended).await;
-    }
-}
-
 async fn purge_resources(app: &Arc<App>, account: &Account, ctx: &jobs::JobCtx) -> Result<()> {
     use super::{instances, points, snapshots, templates, uploads, volumes};
     let id = |u: Uuid| u.to_string();
     for inst in app.catalog.list_instances(Some(account.id))? {
         let fresh = app.catalog.instance_by_id(inst.id)?;
         if fresh.state != InstanceState::Stopped {
-            finish(app, instances::stop(app, account, &id(inst.id), true)?).await?;
+            jobs::finished(app, &instances::stop(app, account, &id(inst.id), true)?).await?;
         }
         if !app.catalog.list_points(Some(inst.id))?.is_empty() {
-            finish(app, points::delete_all(app, account, &id(inst.id))?).await?;
+            jobs::finished(app, &points::delete_all(app, account, &id(inst.id))?).await?;
         }
         instances::delete(app, account, &id(inst.id)).await?;
         ctx.log(format!("instance '{}' deleted", inst.name));
     }
     for s in app.catalog.list_snapshots(Some(account.id))? {
-        finish(app, snapshots::delete(app, account, &id(s.id))?).await?;
+        jobs::finished(app, &snapshots::delete(app, account, &id(s.id))?).await?;
         ctx.log(format!("snapshot '{}' deleted", s.name));
     }
     for t in app.catalog.list_templates(account.id)? {
-        finish(app, templates::delete(app, account, &id(t.id))?).await?;
+        jobs::finished(app, &templates::delete(app, account, &id(t.id))?).await?;
         ctx.log(format!("template '{}' deleted", t.name));
     }
     for v in app.catalog.list_volumes(account.id, &Default::default())? {

@@ -9,6 +9,7 @@ pub mod guards;
 pub mod instance_rules;
 pub mod instances;
 pub mod points;
+pub mod policies;
 pub mod restore;
 pub mod snapshots;
 pub mod templates;

@@ -81,6 +81,17 @@ fn settled(inst: &InstanceRow) -> Result<()> {
 
 /// Start taking a point. Every rule is checked before anything changes.
 pub fn create(app: &Arc<App>, account: &Account, instance: &str, req: CreatePoint) -> Result<Job> {
+    create_for(app, account, instance, req, None)
+}
+
+/// [`create`], for `policy` when a policy takes it.
+pub fn create_for(
+    app: &Arc<App>,
+    account: &Account,
+    instance: &str,
+    req: CreatePoint,
+    policy: Option<Uuid>,
+) -> Result<Job> {
     let inst = app.catalog.instance(account.id, instance)?;
     let mode = Mode::parse(req.quiesce.as_deref())?;
     super::guards::refuse_if_snapshots_disabled(&inst)?;
@@ -138,6 +149,7 @@ pub fn create(app: &Arc<App>, account: &Account, instance: &str, req: CreatePoin
         size_bytes: None,
         vm_state_bytes: None,
         error: None,
+        policy_id: policy,
         created_at: now(),
     };
     let slot = jobs::reserve(

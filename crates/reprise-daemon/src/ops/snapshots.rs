@@ -55,6 +55,16 @@ fn holder(app: &App, v: &VolumeRow) -> Result<Option<(reprise_catalog::InstanceR
 /// Start a snapshot of a volume. Every rule is checked before anything
 /// changes.
 pub fn create(app: &Arc<App>, account: &Account, req: CreateSnapshot) -> Result<Job> {
+    create_for(app, account, req, None)
+}
+
+/// [`create`], for `policy` when a policy takes it.
+pub fn create_for(
+    app: &Arc<App>,
+    account: &Account,
+    req: CreateSnapshot,
+    policy: Option<Uuid>,
+) -> Result<Job> {
     let v = app.catalog.volume(account.id, &req.volume)?;
     let mode = Mode::parse(req.quiesce.as_deref())?;
     let id = Uuid::new_v4();
@@ -69,7 +79,7 @@ pub fn create(app: &Arc<App>, account: &Account, req: CreateSnapshot) -> Result<
         },
         0,
     )?;
-    let snap = prepare(app, account, &v, id, req.name.as_deref())?;
+    let snap = prepare(app, account, &v, id, req.name.as_deref(), policy)?;
     let app2 = app.clone();
     Ok(slot.spawn(move |ctx| async move {
         let result = async {
@@ -95,6 +105,7 @@ pub fn prepare(
     v: &VolumeRow,
     id: Uuid,
     name: Option<&str>,
+    policy: Option<Uuid>,
 ) -> Result<Snapshot> {
     if v.state != VolumeState::Ready {
         return Err(Error::conflict(
@@ -143,6 +154,7 @@ pub fn prepare(
         chunk_count: None,
         dedup_ratio: None,
         error: None,
+        policy_id: policy,
         created_at: now(),
         completed_at: None,
         verified_at: None,
@@ -409,8 +421,36 @@ pub async fn drop_base_for_resize(app: &App, v: &VolumeRow) -> Result<()> {
     Ok(())
 }
 
-pub fn list(app: &App, account: &Account) -> Result<Vec<Snapshot>> {
-    app.catalog.list_snapshots(Some(account.id))
+/// The account's snapshots, of one volume, zone or policy when asked. A
+/// volume is matched by id or by the name it had when each was taken (a
+/// deleted volume's snapshots stay listed under its name).
+pub fn list(app: &App, account: &Account, filter: &SnapshotFilter) -> Result<Vec<Snapshot>> {
+    let volume = filter
+        .volume
+        .as_deref()
+        .map(|v| app.catalog.volume(account.id, v).map(|row| row.id).ok());
+    let zone = filter
+        .zone
+        .as_deref()
+        .map(|z| app.catalog.zone(z).map(|z| z.name))
+        .transpose()?;
+    let policy = filter
+        .policy
+        .as_deref()
+        .map(|p| app.catalog.policy(account.id, p).map(|p| p.id))
+        .transpose()?;
+    Ok(app
+        .catalog
+        .list_snapshots(Some(account.id))?
+        .into_iter()
+        .filter(|s| match (&filter.volume, volume) {
+            (None, _) => true,
+            (Some(_), Some(Some(id))) => s.volume_id == id,
+            (Some(name), _) => s.volume == *name || s.volume_id.to_string() == *name,
+        })
+        .filter(|s| zone.as_ref().is_none_or(|z| s.zone == *z))
+        .filter(|s| policy.is_none_or(|p| s.policy_id == Some(p)))
+        .collect())
 }
 
 pub fn show(app: &App, account: &Account, reference: &str) -> Result<Snapshot> {
