@@ -9,6 +9,23 @@ use reprise_core::model::*;
 use reprise_core::{Error, Result};
 use uuid::Uuid;
 
+/// The longest text a job's log line or error keeps: what a guest agent
+/// or QEMU answers can be megabytes, and a job is read whole.
+pub const JOB_TEXT_MAX: usize = 4096;
+
+/// `text`, cut at [`JOB_TEXT_MAX`] bytes (on a character boundary) with
+/// what was cut said.
+pub fn capped(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.len() <= JOB_TEXT_MAX {
+        return text.into();
+    }
+    let mut end = JOB_TEXT_MAX;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} more bytes cut)", &text[..end], text.len() - end).into()
+}
+
 impl Catalog {
     pub fn insert_job(&self, job: &Job) -> Result<()> {
         write::insert_job(&self.conn(), job)
@@ -44,12 +61,16 @@ impl Catalog {
         self.update(
             "job log",
             "INSERT INTO job_log (job_id, at, message) VALUES (?1, ?2, ?3)",
-            params![id.sql(), now(), message],
+            params![id.sql(), now(), capped(message).as_ref()],
         )
     }
 
     pub fn job_finished(&self, id: Uuid, state: JobState, error: Option<&Error>) -> Result<()> {
-        let error = error.map(|e| serde_json::to_string(&WireError::from(e)).unwrap_or_default());
+        let error = error.map(|e| {
+            let mut wire = WireError::from(e);
+            wire.message = capped(&wire.message).into_owned();
+            serde_json::to_string(&wire).unwrap_or_default()
+        });
         self.update(
             "job finished",
             "UPDATE jobs SET state = ?2, error = ?3, finished_at = ?4 WHERE id = ?1",

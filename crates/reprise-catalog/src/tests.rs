@@ -720,3 +720,44 @@ fn a_policy_run_is_claimed_once_and_only_on_its_host() {
         );
     }
 }
+
+#[test]
+fn a_job_keeps_at_most_a_few_kilobytes_of_any_text() {
+    use crate::jobs::{capped, JOB_TEXT_MAX};
+    // Two-byte characters: the cut falls inside one and moves back.
+    let huge = "é".repeat(3 << 20);
+    let cut = capped(&huge);
+    assert!(cut.len() < JOB_TEXT_MAX + 64, "{}", cut.len());
+    assert!(cut.ends_with(&format!("({} more bytes cut)", huge.len() - JOB_TEXT_MAX)));
+    assert_eq!(capped("short"), "short");
+    for (c, admin, _) in catalogs_with_zone() {
+        let job = Job {
+            id: Uuid::new_v4(),
+            account_id: admin.id,
+            kind: "point.create".into(),
+            target_kind: "instance".into(),
+            target_id: Uuid::new_v4(),
+            target_name: "vm".into(),
+            state: JobState::Running,
+            progress_done: 0,
+            progress_total: 1,
+            error: None,
+            log: vec![],
+            host: "local".into(),
+            created_at: now(),
+            started_at: None,
+            finished_at: None,
+        };
+        c.insert_job(&job).unwrap();
+        c.job_log(job.id, &huge).unwrap();
+        c.job_finished(
+            job.id,
+            JobState::Failed,
+            Some(&Error::unavailable("guest_agent_error", huge.clone())),
+        )
+        .unwrap();
+        let got = c.job(Some(admin.id), &job.id.to_string()).unwrap();
+        assert!(got.log[0].message.len() < JOB_TEXT_MAX + 64);
+        assert!(got.error.unwrap().message.len() < JOB_TEXT_MAX + 64);
+    }
+}

@@ -199,16 +199,21 @@ where
             break;
         }
         if received - recorded >= RECORD_EVERY {
+            // Only bytes on disk are counted as received: a resume after
+            // a power cut starts where the data really ends.
             file.flush().await.map_err(io("write"))?;
+            file.sync_data().await.map_err(io("sync"))?;
             app.catalog.set_upload_received(u.id, received)?;
             recorded = received;
         }
     }
     file.flush().await.map_err(io("write"))?;
-    if received == u.size_bytes {
-        file.sync_all().await.map_err(io("sync"))?;
-    }
+    file.sync_all().await.map_err(io("sync"))?;
     drop(file);
+    if received == u.size_bytes {
+        // The file's name too, before the upload is said complete.
+        reprise_qemu::img::sync_file_and_dir(&path)?;
+    }
     app.catalog.set_upload_received(u.id, received)?;
     if let Some(e) = failure {
         return Err(e);
