@@ -17,6 +17,7 @@
 
 use crate::app::App;
 use crate::ops::{points, policies, snapshots};
+use chrono::{DateTime, Utc};
 use reprise_catalog::now;
 use reprise_core::model::*;
 use reprise_core::retention;
@@ -41,7 +42,7 @@ pub async fn run(app: Arc<App>) {
 
 /// The window a slot's runs spread over: a tenth of the period between
 /// two slots, at most ten minutes.
-fn window(schedule: &Schedule, due: chrono::DateTime<chrono::Utc>, tz: Tz) -> Duration {
+fn window(schedule: &Schedule, due: DateTime<Utc>, tz: Tz) -> Duration {
     let period = schedule
         .next_after(due, tz)
         .and_then(|n| (n - due).to_std().ok())
@@ -49,22 +50,46 @@ fn window(schedule: &Schedule, due: chrono::DateTime<chrono::Utc>, tz: Tz) -> Du
     (period / 10).min(Duration::from_secs(600))
 }
 
+/// What the scheduler does with a policy at one instant.
+#[derive(Debug, PartialEq)]
+pub enum Decision {
+    Wait,
+    /// Run the slot that was due at `due`; the next is at `next`.
+    Run {
+        due: DateTime<Utc>,
+        next: Option<DateTime<Utc>>,
+    },
+}
+
+/// Whether `p` runs at `at`: enabled, its slot passed, and its target's
+/// offset into the slot too. The next slot counts from `at`, so slots
+/// missed while nothing ran make one run.
+pub fn decide(p: &Policy, at: DateTime<Utc>) -> Result<Decision> {
+    let (Some(due), Some(target)) = (p.next_run_at, p.volume_id.or(p.instance_id)) else {
+        return Ok(Decision::Wait);
+    };
+    if !p.enabled || at < due {
+        return Ok(Decision::Wait);
+    }
+    let schedule = Schedule::parse(&p.schedule)?;
+    let tz = timezone(&p.timezone)?;
+    let offset = spread(target, window(&schedule, due, tz));
+    if at < due + chrono::Duration::from_std(offset).unwrap_or_default() {
+        return Ok(Decision::Wait);
+    }
+    Ok(Decision::Run {
+        due,
+        next: schedule.next_after(at, tz),
+    })
+}
+
 fn start_due(app: &Arc<App>) -> Result<()> {
     let at = now();
     for p in app.catalog.due_policies(at)? {
-        let (Some(due), Some(target)) = (p.next_run_at, p.volume_id.or(p.instance_id)) else {
+        let Decision::Run { due, next } = decide(&p, at)? else {
             continue;
         };
-        let schedule = Schedule::parse(&p.schedule)?;
-        let tz = timezone(&p.timezone)?;
-        let offset = spread(target, window(&schedule, due, tz));
-        if at < due + chrono::Duration::from_std(offset).unwrap_or_default() {
-            continue;
-        }
-        if !app
-            .catalog
-            .claim_policy_run(p.id, due, at, schedule.next_after(at, tz))?
-        {
+        if !app.catalog.claim_policy_run(p.id, due, at, next)? {
             continue;
         }
         let app = app.clone();
@@ -184,4 +209,112 @@ async fn prune(app: &Arc<App>, account: &Account, p: &Policy) -> Result<Vec<Stri
         removed.push(format!("'{name}'"));
     }
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use uuid::Uuid;
+
+    fn utc(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    fn policy(schedule: &str, zone: &str, due: &str, target: Uuid) -> Policy {
+        Policy {
+            id: Uuid::new_v4(),
+            name: "p".into(),
+            account_id: Uuid::nil(),
+            volume_id: Some(target),
+            volume: None,
+            instance_id: None,
+            instance: None,
+            schedule: schedule.into(),
+            interval_type: None,
+            cloudstack_schedule: None,
+            timezone: zone.into(),
+            keep: Default::default(),
+            quiesce: None,
+            memory: false,
+            enabled: true,
+            next_run_at: Some(utc(due)),
+            last_run_at: None,
+            last_result: None,
+            created_at: utc(due),
+        }
+    }
+
+    /// A target id, fixed so that its offset is too.
+    fn target(i: u128) -> Uuid {
+        Uuid::from_u128(i.wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835))
+    }
+
+    #[test]
+    fn slots_missed_while_down_make_one_run() {
+        // Due three hours ago: one run now, the next at the coming hour.
+        let p = policy("hourly 00", "UTC", "2026-12-03T10:00:00Z", target(1));
+        let at = utc("2026-12-03T13:20:00Z");
+        assert_eq!(
+            decide(&p, at).unwrap(),
+            Decision::Run {
+                due: utc("2026-12-03T10:00:00Z"),
+                next: Some(utc("2026-12-03T14:00:00Z")),
+            }
+        );
+        // Not yet due; switched off.
+        assert_eq!(
+            decide(&p, utc("2026-12-03T09:59:59Z")).unwrap(),
+            Decision::Wait
+        );
+        let off = Policy {
+            enabled: false,
+            ..p
+        };
+        assert_eq!(decide(&off, at).unwrap(), Decision::Wait);
+    }
+
+    #[test]
+    fn a_fleet_spreads_over_a_tenth_of_the_slot() {
+        // A hundred volumes with one daily 02:00 policy each: each runs
+        // at its own second of the first ten minutes, none before.
+        let due = "2026-12-03T02:00:00Z";
+        let mut firsts = Vec::new();
+        for i in 1..=100 {
+            let p = policy("daily 02:00", "UTC", due, target(i));
+            let first = (0..=600)
+                .map(|s| utc(due) + chrono::Duration::seconds(s))
+                .find(|at| matches!(decide(&p, *at).unwrap(), Decision::Run { .. }))
+                .expect("runs within the window");
+            firsts.push((first - utc(due)).num_seconds());
+        }
+        assert!(firsts.iter().all(|s| (0..600).contains(s)));
+        for minute in 0..10 {
+            let n = firsts.iter().filter(|s| **s / 60 == minute).count();
+            assert!((1..=25).contains(&n), "minute {minute}: {n} of 100");
+        }
+        // A minute-long slot spreads over six seconds.
+        let p = policy("cron * * * * *", "UTC", due, target(7));
+        assert!(matches!(
+            decide(&p, utc(due) + chrono::Duration::seconds(6)).unwrap(),
+            Decision::Run { .. }
+        ));
+    }
+
+    #[test]
+    fn the_next_slot_follows_the_time_zone_across_a_change() {
+        // Europe/Paris jumps from 02:00 to 03:00 on 29 March 2026: the
+        // run due at the gap's end runs, and the next is the 30th's 02:30.
+        let p = policy(
+            "daily 02:30",
+            "Europe/Paris",
+            "2026-03-29T01:00:00Z",
+            target(3),
+        );
+        let Decision::Run { next, .. } = decide(&p, utc("2026-03-29T01:20:00Z")).unwrap() else {
+            panic!("due");
+        };
+        assert_eq!(next, Some(utc("2026-03-30T00:30:00Z")));
+    }
 }

@@ -957,3 +957,85 @@ fn policies_take_and_prune_on_their_schedule() {
     assert_eq!(c.policy("data-cron").unwrap_err().code, "policy_not_found");
     let _ = db;
 }
+
+/// A daemon that was down through three hourly slots runs the policy once
+/// when it is back; a run the plan refuses is recorded as failed, takes
+/// nothing, and the policy waits for its next slot.
+#[test]
+fn missed_slots_run_once_and_failures_are_recorded() {
+    let d = TestDaemon::start();
+    let c = d.admin();
+    let admin: Account = c.get("/api/v1/whoami").unwrap();
+    let _: Volume = c
+        .post("/api/v1/volumes", &json!({"name": "v", "size": "64M"}))
+        .unwrap();
+    let p: Policy = c
+        .post(
+            "/api/v1/policies",
+            &json!({"volume": "v", "schedule": "hourly 00", "keep": {"last": 5}}),
+        )
+        .unwrap();
+    let catalog = &d.server().app.catalog;
+    let back_in_time = |hours: i64| {
+        let mut row = catalog.policy(admin.id, &p.id.to_string()).unwrap();
+        row.next_run_at = Some(chrono::Utc::now() - chrono::Duration::hours(hours));
+        catalog.update_policy(&row).unwrap();
+    };
+    let ran = |before: Option<chrono::DateTime<chrono::Utc>>| -> Policy {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let now = c.policy("v-hourly").unwrap();
+            if now.last_result.is_some() && now.last_run_at != before {
+                return now;
+            }
+            assert!(Instant::now() < deadline, "the policy never ran");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    back_in_time(3);
+    let after = ran(None);
+    let mine = SnapshotFilter {
+        policy: Some("v-hourly".into()),
+        ..Default::default()
+    };
+    // One run, not three; the next slot is the coming hour.
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(
+        c.snapshots(&mine).unwrap().len(),
+        1,
+        "{:?}",
+        after.last_result
+    );
+    let next = after.next_run_at.unwrap();
+    let now = chrono::Utc::now();
+    assert!(
+        next > now && next <= now + chrono::Duration::hours(1),
+        "{next}"
+    );
+    assert_eq!(chrono::Timelike::minute(&next), 0);
+    assert!(after.last_result.unwrap().starts_with("took snapshot"));
+
+    // The plan allows one snapshot: the next run fails, says why, and
+    // the policy goes on to its next slot.
+    let _: serde_json::Value = c
+        .post(
+            "/api/v1/plans",
+            &json!({"name": "one-snapshot", "max_snapshots": 1}),
+        )
+        .unwrap();
+    let _: AccountDetails = c
+        .post(
+            "/api/v1/accounts/admin/settings",
+            &json!({"plan": "one-snapshot"}),
+        )
+        .unwrap();
+    back_in_time(1);
+    let failed = ran(after.last_run_at);
+    let said = failed.last_result.unwrap();
+    assert!(
+        said.starts_with("failed:") && said.contains("snapshot"),
+        "{said}"
+    );
+    assert!(failed.next_run_at.unwrap() > chrono::Utc::now());
+    assert_eq!(c.snapshots(&mine).unwrap().len(), 1);
+}
