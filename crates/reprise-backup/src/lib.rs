@@ -335,18 +335,13 @@ impl Refs {
         let Some(region) = self.region.clone() else {
             return Ok(());
         };
-        let generation = hold.generation;
-        let held =
-            joined(tokio::task::spawn_blocking(move || Ok(region.still_held(generation))).await)?;
-        if held {
-            Ok(())
-        } else {
-            Err(Error::unavailable(
-                "sweep_lock_lost",
-                "the connection that kept the region's other daemons from sweeping this \
-                 snapshot's chunks was lost while it was taken: take it again",
-            ))
-        }
+        still_held(
+            region,
+            hold.generation,
+            "the connection that kept the region's other daemons from sweeping this \
+             snapshot's chunks was lost while it was taken: take it again",
+        )
+        .await
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Held> {
@@ -372,18 +367,25 @@ pub(crate) struct RegionAlone {
 impl RegionAlone {
     /// Fail unless it is still held without a break.
     pub(crate) async fn check(&self) -> Result<()> {
-        let (region, generation) = (self.region.clone(), self.generation);
-        let held =
-            joined(tokio::task::spawn_blocking(move || Ok(region.still_held(generation))).await)?;
-        if held {
-            Ok(())
-        } else {
-            Err(Error::unavailable(
-                "sweep_lock_lost",
-                "the connection that kept the region's other daemons' backups out of this sweep \
-                 was lost: the sweep stopped, the next one goes on",
-            ))
-        }
+        still_held(
+            self.region.clone(),
+            self.generation,
+            "the connection that kept the region's other daemons' backups out of this sweep \
+             was lost: the sweep stopped, the next one goes on",
+        )
+        .await
+    }
+}
+
+/// Fail with `sweep_lock_lost` (saying `lost`) unless the region's lock
+/// taken under `generation` is still held (a round trip, off the runtime).
+async fn still_held(region: Arc<dyn RegionSweepLock>, generation: u64, lost: &str) -> Result<()> {
+    let held =
+        joined(tokio::task::spawn_blocking(move || Ok(region.still_held(generation))).await)?;
+    if held {
+        Ok(())
+    } else {
+        Err(Error::unavailable("sweep_lock_lost", lost))
     }
 }
 

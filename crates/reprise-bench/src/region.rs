@@ -8,41 +8,13 @@
 
 use crate::{median, ms, percentile, Section};
 use reprise_core::model::*;
-use reprise_testing::{run_job, TestDaemon};
+use reprise_testing::{region_host, run_job, TestDaemon};
 use serde_json::json;
 use std::fmt::Write;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 const READS: usize = 300;
-
-/// A daemon of the region on `catalog`, as host `name` serving `zone`,
-/// its store reached through `endpoint`; with `first`'s prefix and keys
-/// when given.
-fn host(
-    catalog: &str,
-    name: &str,
-    zone: &str,
-    s3: reprise_store::S3Config,
-    first: Option<&TestDaemon>,
-) -> TestDaemon {
-    TestDaemon::start_with(|c| {
-        c.catalog.url = Some(catalog.to_string());
-        c.host.name = name.into();
-        c.host.zones = vec![zone.into()];
-        c.default_zone = zone.into();
-        match first {
-            Some(d) => {
-                c.region = d.config.region.clone();
-                c.region.s3 = Some(s3);
-                c.region.key_file = Some(d.config.region_key_path());
-                std::fs::create_dir_all(&c.data_dir).unwrap();
-                std::fs::copy(d.config.admin_key_path(), c.admin_key_path()).unwrap();
-            }
-            None => reprise_testing::use_store(c, &Some(s3)),
-        }
-    })
-}
 
 /// `n` sequential requests of `path`: (median ms, p99 ms, requests/s).
 fn reads(client: &reprise_client::Client, path: &str) -> (f64, f64, f64) {
@@ -119,8 +91,11 @@ pub fn run() -> Vec<Section> {
     });
     populate(&single_pg, "zone1");
     let catalog = reprise_catalog::testing::fresh_postgres_url(&base);
-    let mut h1 = host(&catalog, "h1", "zone1", node(0), None);
-    let h2 = host(&catalog, "h2", "zone2", node(1), Some(&h1));
+    let host = |name: &str, zone: &str, s3, first| {
+        region_host(&catalog, name, zone, s3, first, Default::default(), 6)
+    };
+    let mut h1 = host("h1", "zone1", node(0), None);
+    let h2 = host("h2", "zone2", node(1), Some(&h1));
     populate(&h1, "zone1");
 
     let ops = [

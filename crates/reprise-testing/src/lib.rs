@@ -527,6 +527,39 @@ pub fn region_stores() -> Vec<(&'static str, Option<reprise_store::S3Config>)> {
     out
 }
 
+/// A daemon started as host `name` of a region: its catalog `catalog`
+/// (PostgreSQL), serving `zone`, reaching the store through `s3`, its
+/// heartbeats' lease `lease_secs`. The first host (`first` none) makes the
+/// region's store prefix, key and admin; the others take `first`'s.
+pub fn region_host(
+    catalog: &str,
+    name: &str,
+    zone: &str,
+    s3: reprise_store::S3Config,
+    first: Option<&TestDaemon>,
+    seams: Seams,
+    lease_secs: u64,
+) -> TestDaemon {
+    TestDaemon::start_seamed(seams, |c| {
+        c.catalog.url = Some(catalog.to_string());
+        c.host.name = name.into();
+        c.host.zones = vec![zone.into()];
+        c.host.lease_secs = lease_secs;
+        c.default_zone = zone.into();
+        match first {
+            Some(d) => {
+                c.region = d.config.region.clone();
+                c.region.s3 = Some(s3);
+                c.region.key_file = Some(d.config.region_key_path());
+                std::fs::create_dir_all(&c.data_dir).expect("data dir");
+                std::fs::copy(d.config.admin_key_path(), c.admin_key_path())
+                    .expect("the region's admin key");
+            }
+            None => use_store(c, &Some(s3)),
+        }
+    })
+}
+
 /// Point a daemon's region at `s3` (under a prefix of its own), or leave
 /// it on the local directory.
 pub fn use_store(config: &mut Config, s3: &Option<reprise_store::S3Config>) {

@@ -10,45 +10,11 @@
 //! both); on a machine without them the test says so and fails.
 
 use reprise_core::model::*;
-use reprise_testing::{chunk_pause, use_store, TestDaemon};
+use reprise_testing::{chunk_pause, region_host, TestDaemon};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(120);
-
-/// Host `name` of a region whose catalog is `catalog`, on the store `s3`
-/// (its own node of the cluster) under `first`'s prefix and key (none:
-/// this is the first host).
-fn host(
-    name: &str,
-    zone: &str,
-    catalog: &str,
-    s3: reprise_store::S3Config,
-    first: Option<&TestDaemon>,
-    seams: reprise_daemon::Seams,
-) -> TestDaemon {
-    let name = name.to_string();
-    let zone = zone.to_string();
-    TestDaemon::start_seamed(seams, |c| {
-        c.catalog.url = Some(catalog.to_string());
-        c.host.name = name;
-        c.host.zones = vec![zone.clone()];
-        c.host.lease_secs = 3;
-        c.default_zone = zone;
-        match first {
-            Some(d) => {
-                // The region's store and key, and the admin's key (made
-                // by the first host), are the region's.
-                c.region = d.config.region.clone();
-                c.region.s3 = Some(s3);
-                c.region.key_file = Some(d.config.region_key_path());
-                std::fs::create_dir_all(&c.data_dir).unwrap();
-                std::fs::copy(d.config.admin_key_path(), c.admin_key_path()).unwrap();
-            }
-            None => use_store(c, &Some(s3)),
-        }
-    })
-}
 
 fn wait_job(c: &reprise_client::Client, job: Job) -> Job {
     c.wait_job(&job.id.to_string(), WAIT, |_| {})
@@ -84,21 +50,24 @@ fn two_hosts_share_one_catalog_and_one_store() {
     let cluster = Cluster::from_env();
     let catalog = reprise_catalog::testing::fresh_postgres_url(&base);
     // h1's backups pause after each chunk: long enough to sweep during one.
-    let mut h1 = host(
+    // Leases of 3 s: a stopped host shows Down quickly.
+    let mut h1 = region_host(
+        &catalog,
         "h1",
         "zone1",
-        &catalog,
         cluster.node(0),
         None,
         chunk_pause(150),
+        3,
     );
-    let h2 = host(
+    let h2 = region_host(
+        &catalog,
         "h2",
         "zone2",
-        &catalog,
         cluster.node(1),
         Some(&h1),
         Default::default(),
+        3,
     );
 
     // A second daemon as an existing host is refused.
