@@ -258,6 +258,7 @@ pub(crate) fn point(r: &Row) -> DbResult<Point> {
         error: r.get(13)?,
         created_at: r.get(14)?,
         policy_id: opt_uuid(r, 15)?,
+        expires_at: None,
     })
 }
 
@@ -323,6 +324,7 @@ pub(crate) fn snapshot(r: &Row) -> DbResult<Snapshot> {
         completed_at: r.get(20)?,
         verified_at: r.get(21)?,
         policy_id: opt_uuid(r, 22)?,
+        expires_at: None,
     })
 }
 

@@ -313,6 +313,7 @@ fn a_plan_limit_holds_in_the_transaction_that_records() {
             vm_state_bytes: None,
             error: None,
             policy_id: None,
+            expires_at: None,
             created_at: now(),
         };
         let one_point = reprise_core::plan::Demand {
@@ -378,6 +379,7 @@ fn snapshot_of(v: &VolumeRow, name: &str, base: Option<Uuid>) -> Snapshot {
         dedup_ratio: None,
         error: None,
         policy_id: None,
+        expires_at: None,
         created_at: now(),
         completed_at: None,
         verified_at: None,

@@ -171,6 +171,7 @@ mod tests {
             vm_state_bytes: None,
             error: None,
             policy_id: None,
+            expires_at: None,
             created_at: at,
         };
         let a = mk("a", None, false);

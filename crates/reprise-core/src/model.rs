@@ -417,6 +417,9 @@ pub struct Point {
     /// The policy that took it (none: taken by hand).
     #[serde(default)]
     pub policy_id: Option<Uuid>,
+    /// When its policy's retention will remove it (see [`Snapshot`]).
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -572,6 +575,10 @@ pub struct Snapshot {
     /// snapshots are pruned by its retention).
     #[serde(default)]
     pub policy_id: Option<Uuid>,
+    /// When its policy's retention will remove it, if the policy runs on
+    /// as scheduled (none: taken by hand, or kept beyond 1000 runs).
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub completed_at: Option<DateTime<Utc>>,
     /// When a verification last found every chunk intact.

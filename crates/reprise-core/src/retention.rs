@@ -141,6 +141,52 @@ pub fn judge(snapshots: &[Candidate], keep: &Keep, tz: Tz) -> Vec<Verdict> {
     verdicts
 }
 
+/// When each of a policy's snapshots goes if the policy runs on as
+/// scheduled after `now`: the first run after which no rule keeps it (now,
+/// for one no rule keeps already). None: kept through the next `horizon`
+/// runs (a yearly rule on a daily schedule), or no rule at all.
+pub fn expiries(
+    snapshots: &[Candidate],
+    keep: &Keep,
+    tz: Tz,
+    schedule: &crate::schedule::Schedule,
+    now: DateTime<Utc>,
+    horizon: usize,
+) -> Vec<(Uuid, Option<DateTime<Utc>>)> {
+    let mut expiry: Vec<(Uuid, Option<DateTime<Utc>>)> =
+        snapshots.iter().map(|c| (c.id, None)).collect();
+    if keep.is_empty() {
+        return expiry;
+    }
+    let mut kept: Vec<Candidate> = snapshots.to_vec();
+    let mut at = now;
+    for run in 0..=horizon {
+        let verdicts = judge(&kept, keep, tz);
+        for v in verdicts.iter().filter(|v| !v.keep) {
+            if let Some(e) = expiry.iter_mut().find(|(id, _)| *id == v.id) {
+                e.1 = Some(at);
+            }
+        }
+        kept.retain(|c| verdicts.iter().any(|v| v.id == c.id && v.keep));
+        let pending = expiry
+            .iter()
+            .any(|(id, when)| when.is_none() && kept.iter().any(|c| c.id == *id));
+        if !pending || run == horizon {
+            break;
+        }
+        let Some(next) = schedule.next_after(at, tz) else {
+            break;
+        };
+        at = next;
+        // A future run's snapshot: ids from the top, never a real one's.
+        kept.push(Candidate {
+            id: Uuid::from_u128(u128::MAX - run as u128),
+            created_at: at,
+        });
+    }
+    expiry
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -374,6 +420,81 @@ mod tests {
             ),
             ["03-01 12:00", "01-01 01:00"]
         );
+    }
+
+    #[test]
+    fn expiries_follow_the_runs_to_come() {
+        use crate::schedule::Schedule;
+        let daily = Schedule::parse("daily 02:30").unwrap();
+        let s = daily_at_0230(1..=3);
+        let now = at(2026, 12, 3, 12, 0);
+        let when = |keep: Keep, horizon| {
+            expiries(&s, &keep, Tz::UTC, &daily, now, horizon)
+                .into_iter()
+                .map(|(_, t)| t.map(|t| t.format("%m-%d %H:%M").to_string()))
+                .collect::<Vec<_>>()
+        };
+        let some = |t: &str| Some(t.to_string());
+        // last 3: each goes when three newer ones exist.
+        assert_eq!(
+            when(
+                Keep {
+                    last: 3,
+                    ..Default::default()
+                },
+                100
+            ),
+            [
+                some("12-04 02:30"),
+                some("12-05 02:30"),
+                some("12-06 02:30")
+            ]
+        );
+        // last 2: the oldest goes now (the next run's pruning would).
+        assert_eq!(
+            when(
+                Keep {
+                    last: 2,
+                    ..Default::default()
+                },
+                100
+            )[0],
+            some("12-03 12:00")
+        );
+        // weekly 2: the 1st and the 3rd are outdone in their week (the
+        // 1st already by the 3rd, the 3rd by the 4th's run); the week's
+        // last, the 6th, would stay two weeks.
+        let w = when(
+            Keep {
+                weekly: 2,
+                ..Default::default()
+            },
+            100,
+        );
+        assert_eq!(
+            w,
+            [
+                some("12-03 12:00"),
+                some("12-03 12:00"),
+                some("12-04 02:30")
+            ]
+        );
+        // monthly 12: the last of December stays a year, beyond 100 daily
+        // runs: no date; no rule at all: none either.
+        let ends = snaps(&[at(2026, 12, 30, 2, 30), at(2026, 12, 31, 2, 30)]);
+        let m = expiries(
+            &ends,
+            &Keep {
+                monthly: 12,
+                ..Default::default()
+            },
+            Tz::UTC,
+            &daily,
+            at(2026, 12, 31, 12, 0),
+            100,
+        );
+        assert_eq!((m[0].1.is_some(), m[1].1), (true, None));
+        assert_eq!(when(Keep::default(), 100), [None, None, None]);
     }
 
     #[test]

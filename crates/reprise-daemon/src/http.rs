@@ -793,13 +793,22 @@ async fn clone_instance(
     Ok(accepted(clones::clone(&app, &me, &id, req).await?))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PointQuery {
+    policy: Option<String>,
+}
+
 async fn list_points(
     State(app): State<Arc<App>>,
     Caller(me): Caller,
     Path(id): Path<String>,
+    Params(q): Params<PointQuery>,
 ) -> ApiResult<Json<Vec<Point>>> {
     Ok(Json(
-        points::list(&app, &me, &id).await?.for_caller(&app, &me),
+        points::list(&app, &me, &id, q.policy.as_deref())
+            .await?
+            .for_caller(&app, &me),
     ))
 }
 

@@ -211,7 +211,7 @@ fn build() -> Value {
     d.add(Op::new("post", "/instances/{id}/clone", t, "Clone an instance for troubleshooting: its volumes snapshotted at one instant, copied into new volumes in any zone, a new instance started on them").body(d.schema::<CloneInstance>()).answers(202, d.job()));
 
     let t = "recovery points";
-    d.add(Op::new("get", "/instances/{id}/points", t, "The recovery points of an instance, with parents, the current one, and the space each holds").answers(200, d.schema::<Vec<Point>>()));
+    d.add(Op::new("get", "/instances/{id}/points", t, "The recovery points of an instance, with parents, the current one, the space each holds, and when a policy's retention removes it").query("policy", "string", "Only those this policy took").answers(200, d.schema::<Vec<Point>>()));
     d.add(Op::new("post", "/instances/{id}/points", t, "Create a recovery point (disk-only by default; quiesced when the agent answers)").body(d.schema::<CreatePoint>()).answers(202, d.job()));
     d.add(Op::new("delete", "/instances/{id}/points", t, "Delete every recovery point of an instance").answers(202, d.job()));
     d.add(Op::new("get", "/instances/{id}/points/{point}", t, "Show a recovery point").answers(200, d.schema::<Point>()));

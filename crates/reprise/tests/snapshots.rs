@@ -893,6 +893,9 @@ fn policies_take_and_prune_on_their_schedule() {
             (SnapshotState::BackedUp, "filesystem")
         );
         assert_eq!(s.policy_id, Some(snaps.id));
+        // Two more runs of a minute each remove it, at the latest.
+        let expires = s.expires_at.expect("a policy's snapshot says when it goes");
+        assert!(expires > s.created_at && expires < s.created_at + chrono::Duration::minutes(4));
         let verified = run_job(
             &c,
             &format!("/api/v1/snapshots/{}/verify", s.id),
@@ -904,7 +907,8 @@ fn policies_take_and_prune_on_their_schedule() {
     // its bytes are QEMU's.
     let newest = mine.iter().max_by_key(|s| s.created_at).unwrap();
     assert_exact(&d, newest, &path, "policy");
-    assert_eq!(c.snapshot("by-hand").unwrap().id, manual.id);
+    let by_hand = c.snapshot("by-hand").unwrap();
+    assert_eq!((by_hand.id, by_hand.expires_at), (manual.id, None));
     let sim = c.simulate_policy("data-cron").unwrap();
     assert_eq!(sim.items.len(), 2);
     assert!(sim.items.iter().all(|i| i.keep && i.kept_by == ["last"]));

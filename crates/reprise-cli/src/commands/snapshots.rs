@@ -138,6 +138,13 @@ pub(super) fn show_snapshot(ctx: &Ctx, s: &Snapshot) {
         ("name", s.name.clone()),
         ("volume", format!("{} ({})", s.volume, s.volume_id)),
         ("zone", s.zone.clone()),
+        (
+            "expires",
+            s.expires_at
+                .as_ref()
+                .map(|t| format!("{} (its policy's retention)", time(t)))
+                .unwrap_or_else(|| "-".into()),
+        ),
         ("state", snapshot_state(s)),
         ("size", size(s.size_bytes)),
         ("written", opt_size(s.written_bytes)),

@@ -150,6 +150,7 @@ pub fn create_for(
         vm_state_bytes: None,
         error: None,
         policy_id: policy,
+        expires_at: None,
         created_at: now(),
     };
     let slot = jobs::reserve(
@@ -270,10 +271,26 @@ async fn remove_tags(app: &App, point: &Point) -> Result<()> {
     Ok(())
 }
 
-/// The points of an instance with the space each holds.
-pub async fn list(app: &App, account: &Account, instance: &str) -> Result<Vec<Point>> {
+/// The points of an instance with the space each holds and, for those a
+/// policy took, when its retention will remove them; of one policy when
+/// `policy` is given.
+pub async fn list(
+    app: &App,
+    account: &Account,
+    instance: &str,
+    policy: Option<&str>,
+) -> Result<Vec<Point>> {
     let inst = app.catalog.instance(account.id, instance)?;
     let mut points = app.catalog.list_points(Some(inst.id))?;
+    if let Some(p) = policy {
+        let p = app.catalog.policy(account.id, p)?;
+        points.retain(|pt| pt.policy_id == Some(p.id));
+    }
+    let when =
+        super::policies::expiries(app, app.catalog.list_policies(account.id, Some(inst.id))?)?;
+    for p in &mut points {
+        p.expires_at = when.get(&p.id).copied();
+    }
     let volumes = app.catalog.instance_volumes(inst.id)?;
     let paths: Vec<String> = volumes.iter().map(|v| v.path.clone()).collect();
     let tags: Vec<String> = points.iter().map(|p| tag(p.id)).collect();
@@ -321,7 +338,7 @@ fn space_held(paths: &[String], tags: &[String]) -> Vec<(Option<u64>, Option<u64
 pub async fn show(app: &App, account: &Account, instance: &str, point: &str) -> Result<Point> {
     let inst = app.catalog.instance(account.id, instance)?;
     let p = app.catalog.point(inst.id, point)?;
-    list(app, account, &inst.id.to_string())
+    list(app, account, &inst.id.to_string(), None)
         .await?
         .into_iter()
         .find(|x| x.id == p.id)

@@ -6,11 +6,13 @@
 
 use crate::app::App;
 use crate::quiesce::Mode;
+use chrono::{DateTime, Utc};
 use reprise_catalog::now;
 use reprise_core::model::*;
 use reprise_core::retention::{self, Candidate};
 use reprise_core::schedule::{timezone, Schedule};
 use reprise_core::{Error, Result};
+use std::collections::HashMap;
 use uuid::Uuid;
 
 pub fn create(app: &App, account: &Account, req: CreatePolicy) -> Result<Policy> {
@@ -205,6 +207,38 @@ pub fn made_by(app: &App, p: &Policy) -> Result<Made> {
         }
     }
     Ok(made)
+}
+
+/// How many future runs an expiry is looked for in.
+const EXPIRY_HORIZON: usize = 1000;
+
+/// When each snapshot or point `policies` took will be removed by their
+/// retention, if they run on as scheduled.
+pub fn expiries(
+    app: &App,
+    policies: impl IntoIterator<Item = Policy>,
+) -> Result<HashMap<Uuid, DateTime<Utc>>> {
+    let mut out = HashMap::new();
+    let now = now();
+    // A policy switched off takes nothing more, so removes nothing more.
+    for p in policies.into_iter().filter(|p| p.enabled) {
+        let made = made_by(app, &p)?;
+        let schedule = Schedule::parse(&p.schedule)?;
+        let tz = timezone(&p.timezone)?;
+        for (id, when) in retention::expiries(
+            &made.candidates(),
+            &p.keep,
+            tz,
+            &schedule,
+            now,
+            EXPIRY_HORIZON,
+        ) {
+            if let Some(t) = when {
+                out.insert(id, t);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// What the policy's retention would do now.

@@ -155,6 +155,7 @@ pub fn prepare(
         dedup_ratio: None,
         error: None,
         policy_id: policy,
+        expires_at: None,
         created_at: now(),
         completed_at: None,
         verified_at: None,
@@ -439,7 +440,7 @@ pub fn list(app: &App, account: &Account, filter: &SnapshotFilter) -> Result<Vec
         .as_deref()
         .map(|p| app.catalog.policy(account.id, p).map(|p| p.id))
         .transpose()?;
-    Ok(app
+    let mut list: Vec<Snapshot> = app
         .catalog
         .list_snapshots(Some(account.id))?
         .into_iter()
@@ -450,11 +451,35 @@ pub fn list(app: &App, account: &Account, filter: &SnapshotFilter) -> Result<Vec
         })
         .filter(|s| zone.as_ref().is_none_or(|z| s.zone == *z))
         .filter(|s| policy.is_none_or(|p| s.policy_id == Some(p)))
-        .collect())
+        .collect();
+    with_expiries(app, account, &mut list)?;
+    Ok(list)
+}
+
+/// Fill in when each policy-made snapshot of `list` expires.
+fn with_expiries(app: &App, account: &Account, list: &mut [Snapshot]) -> Result<()> {
+    let policies: std::collections::HashSet<Uuid> =
+        list.iter().filter_map(|s| s.policy_id).collect();
+    if policies.is_empty() {
+        return Ok(());
+    }
+    let policies = app
+        .catalog
+        .list_policies(account.id, None)?
+        .into_iter()
+        .filter(|p| policies.contains(&p.id));
+    let when = super::policies::expiries(app, policies)?;
+    for s in list {
+        s.expires_at = when.get(&s.id).copied();
+    }
+    Ok(())
 }
 
 pub fn show(app: &App, account: &Account, reference: &str) -> Result<Snapshot> {
-    app.catalog.snapshot(account.id, reference)
+    let mut s = [app.catalog.snapshot(account.id, reference)?];
+    with_expiries(app, account, &mut s)?;
+    let [s] = s;
+    Ok(s)
 }
 
 /// Delete a snapshot: its objects go (manifest first), then its row; then
