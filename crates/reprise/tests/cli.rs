@@ -404,3 +404,86 @@ fn volume_snapshots_from_the_command_line() {
     let gc = cli.json(&["gc"]);
     assert_eq!(gc["state"], "Succeeded", "{gc}");
 }
+
+#[test]
+fn policies_from_the_command_line() {
+    let d = TestDaemon::start();
+    let cli = Cli::new(&d);
+    cli.ok(&["volume", "create", "db", "--size", "64M"]);
+    let shown = cli.ok(&[
+        "policy",
+        "create",
+        "--volume",
+        "db",
+        "--schedule",
+        "daily",
+        "02:30",
+        "--timezone",
+        "Europe/Paris",
+        "--keep-daily",
+        "7",
+        "--keep-weekly",
+        "4",
+    ]);
+    for line in [
+        "name:        db-daily",
+        "target:      volume db",
+        "schedule:    daily 02:30",
+        "cloudstack:  DAILY 30:02",
+        "timezone:    Europe/Paris",
+        "keep:        daily 7, weekly 4",
+        "enabled:     true",
+    ] {
+        assert!(shown.contains(line), "{line} in\n{shown}");
+    }
+    let p = cli.json(&["policy", "show", "db-daily"]);
+    assert_eq!(p["keep"]["weekly"], 4);
+    assert!(p["next_run_at"].as_str().unwrap().ends_with(":30:00Z"));
+    let list = cli.ok(&["policy", "list", "--volume", "db"]);
+    assert!(
+        list.lines()
+            .nth(1)
+            .unwrap()
+            .starts_with("db-daily  volume db  daily 02:30"),
+        "{list}"
+    );
+    cli.ok(&["snapshot", "create", "db", "--name", "by-hand"]);
+    let sim = cli.ok(&["policy", "simulate", "db-daily"]);
+    assert!(
+        sim.contains("policy db-daily keeps daily 7, weekly 4:"),
+        "{sim}"
+    );
+    assert!(
+        sim.contains("1 taken by hand: never removed by a policy"),
+        "{sim}"
+    );
+    let off = cli.ok(&[
+        "policy",
+        "update",
+        "db-daily",
+        "--disable",
+        "--keep-last",
+        "3",
+    ]);
+    assert!(
+        off.contains("enabled:     false") && off.contains("keep:        last 3"),
+        "{off}"
+    );
+    let err = cli.fails(&[
+        "policy",
+        "create",
+        "--volume",
+        "db",
+        "--schedule",
+        "weekly",
+        "funday",
+        "02:00",
+    ]);
+    assert!(err.contains("[schedule_invalid]"), "{err}");
+    assert_eq!(
+        cli.json(&["snapshot", "list", "--policy", "db-daily"]),
+        serde_json::json!([])
+    );
+    cli.ok(&["policy", "delete", "db-daily"]);
+    assert_eq!(cli.json(&["policy", "list"]), serde_json::json!([]));
+}
