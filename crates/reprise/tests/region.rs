@@ -172,6 +172,26 @@ fn two_hosts_share_one_catalog_and_one_store() {
     assert_eq!(inst.host, "h1");
     assert_eq!(via_h2.instance("vm").unwrap().host, "h1");
 
+    // An image uploaded to h2; an instance made from it, asked of h1, is
+    // made beside the upload, on h2, in h2's zone.
+    let image = h2.dir.path().join("disk.raw");
+    std::fs::write(&image, vec![0x3cu8; 1 << 20]).unwrap();
+    let up = h2.admin().upload(&image, |_, _| {}).unwrap();
+    let beside = wait_job(
+        &h1.admin(),
+        h1.admin()
+            .create_instance(&CreateInstance {
+                name: "from-image".into(),
+                image_upload: Some(up.id.to_string()),
+                no_start: true,
+                ..Default::default()
+            })
+            .unwrap(),
+    );
+    assert_eq!(beside.host, "h2");
+    let made = via_h2.instance("from-image").unwrap();
+    assert_eq!((made.host.as_str(), made.zone.as_str()), ("h2", "zone2"));
+
     // A tenant sees no host.
     let tenant = h2.account("ann");
     let mine = tenant
