@@ -407,6 +407,12 @@ await step('Policies: add one on a volume, see its next run, disable it, delete 
   await row('web').getByRole('link', { name: 'web' }).click();
   await page.getByRole('heading', { level: 2, name: 'Policies' }).waitFor();
   await row('data1-daily').waitFor();
+  // The Snapshots tab lists a policy's snapshots: this one took none yet.
+  await openTab('Snapshots');
+  await page.getByLabel('Policy').selectOption('data1-daily');
+  await page.getByText('No snapshots.').waitFor();
+  await page.getByLabel('Policy').selectOption('');
+  await row('nightly').waitFor();
   await openTab('Policies');
   await menuFor('data1-daily', 'Delete');
   await dialog().getByRole('button', { name: 'Delete' }).click();

@@ -236,6 +236,12 @@ impl Client {
         self.get(&points(instance_ref))
     }
 
+    /// The points one policy took.
+    pub fn points_of_policy(&self, instance_ref: &str, policy: &str) -> Result<Vec<Point>> {
+        let q = query(&[("policy", Some(policy))]);
+        self.get(&format!("{}{q}", points(instance_ref)))
+    }
+
     pub fn point(&self, instance_ref: &str, reference: &str) -> Result<Point> {
         self.get(&point(instance_ref, reference))
     }
@@ -264,6 +270,7 @@ impl Client {
             ("volume", filter.volume.as_deref()),
             ("zone", filter.zone.as_deref()),
             ("policy", filter.policy.as_deref()),
+            ("instance", filter.instance.as_deref()),
         ]);
         self.get(&format!("{V1}/snapshots{q}"))
     }

@@ -786,10 +786,21 @@ const VIEWS = {
 
   snapshots: {
     tab: 'snapshots',
-    load: async () => ({ snapshots: await api('GET', '/snapshots') }),
-    draw: ({ snapshots }) => [
+    load: async () => {
+      const query = Object.entries(snapshotFilter).filter(([, v]) => v)
+        .map(([k, v]) => `${k}=${encodeURIComponent(v)}`).join('&');
+      return {
+        snapshots: await api('GET', `/snapshots${query ? `?${query}` : ''}`),
+        volumes: await api('GET', '/volumes'),
+        instances: await api('GET', '/instances'),
+        zones: await api('GET', '/zones'),
+        policies: await api('GET', '/policies'),
+      };
+    },
+    draw: ({ snapshots, volumes, instances, zones, policies }) => [
       heading(t('snapshots'), h('button', { type: 'button', onclick: addSnapshot }, t('addSnapshot'))),
       h('p', { class: 'lead' }, t('snapshotsLead')),
+      snapshotFilters({ volumes, instances, zones, policies }),
       table({
         label: t('snapshots'),
         empty: t('noSnapshots'),
@@ -917,6 +928,32 @@ function progress(done, total, active) {
   return h('span', { class: 'progress' },
     h('progress', { max: String(total), value: String(done), 'aria-label': t('progressOf', { percent }) }),
     active || percent < 100 ? ` ${percent} %` : null);
+}
+
+// The Snapshots tab's filters: of one volume, instance, zone or policy.
+const snapshotFilter = { volume: '', instance: '', zone: '', policy: '' };
+
+function snapshotFilters(choices) {
+  const select = (name, items) => {
+    const id = `filter-${name}`;
+    return h('span', { class: 'filter' },
+      h('label', { for: id }, t(name === 'policy' ? 'policyFilter' : name)), ' ',
+      h('select', {
+        id,
+        'data-focus': id,
+        onchange: (e) => {
+          snapshotFilter[name] = e.target.value;
+          render(true);
+        },
+      },
+      h('option', { value: '' }, t('all')),
+      items.map((x) => h('option', { value: x.name, selected: snapshotFilter[name] === x.name || null }, x.name))));
+  };
+  return h('div', { class: 'filters' },
+    select('volume', choices.volumes),
+    select('instance', choices.instances),
+    select('zone', choices.zones),
+    select('policy', choices.policies));
 }
 
 function snapshotState(s) {
@@ -1235,6 +1272,8 @@ function signOut(message) {
   apiKey = null;
   sessionStorage.removeItem('reprise.key');
   lastSignature = '';
+  // The next account's names are not this one's.
+  for (const k of Object.keys(snapshotFilter)) snapshotFilter[k] = '';
   for (const d of document.querySelectorAll('dialog')) d.close();
   render(true);
   if (message) say(message, 'error');

@@ -438,13 +438,15 @@ pub struct CreatePoint {
 }
 
 /// Which snapshots a list shows: all of the account's, or those of one
-/// volume, zone or policy (each given by name or id).
+/// volume, zone, policy or instance (each given by name or id).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SnapshotFilter {
     pub volume: Option<String>,
     pub zone: Option<String>,
     pub policy: Option<String>,
+    /// Snapshots of the volumes attached to this instance now.
+    pub instance: Option<String>,
 }
 
 /// A snapshot policy: volume snapshots of a volume, or recovery points of

@@ -215,11 +215,12 @@ pub async fn finished(app: &App, job: &Job) -> Result<()> {
     }
 }
 
-/// Say in a job's log that a policy started it.
-pub fn log_by_policy(app: &App, job: Uuid, policy: &str) {
-    let _ = app
-        .catalog
-        .job_log(job, &format!("started by policy '{policy}'"));
+/// Say in a job's log which policy started it.
+pub fn log_by_policy(app: &App, job: Uuid, policy: &reprise_core::model::Policy) {
+    let _ = app.catalog.job_log(
+        job,
+        &format!("started by policy '{}' ({})", policy.name, policy.id),
+    );
 }
 
 /// Fail the jobs a previous run of the daemon left unfinished.

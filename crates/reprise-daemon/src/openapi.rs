@@ -219,7 +219,7 @@ fn build() -> Value {
     d.add(Op::new("post", "/instances/{id}/points/{point}/revert", t, "Revert the instance to a recovery point, keeping the others").answers(202, d.job()));
 
     let t = "volume snapshots";
-    d.add(Op::new("get", "/snapshots", t, "The account's volume snapshots, with state, progress and sizes").query("volume", "string", "Only this volume's (name or id)").query("zone", "string", "Only this zone's").query("policy", "string", "Only those this policy took").answers(200, d.schema::<Vec<Snapshot>>()));
+    d.add(Op::new("get", "/snapshots", t, "The account's volume snapshots, with state, progress and sizes").query("volume", "string", "Only this volume's (name or id)").query("zone", "string", "Only this zone's").query("policy", "string", "Only those this policy took").query("instance", "string", "Only those of the volumes attached to this instance").answers(200, d.schema::<Vec<Snapshot>>()));
     d.add(Op::new("get", "/policies", t, "The account's snapshot policies").query("volume", "string", "Only this volume's").query("instance", "string", "Only this instance's").answers(200, d.schema::<Vec<Policy>>()));
     d.add(Op::new("post", "/policies", t, "Create a snapshot policy: volume snapshots of a volume or recovery points of an instance, on a schedule, with retention").body(d.schema::<CreatePolicy>()).answers(201, d.schema::<Policy>()));
     d.add(Op::new("get", "/policies/{id}", t, "A policy, with its next run and its last run's result").answers(200, d.schema::<Policy>()));

@@ -127,7 +127,7 @@ async fn run_once(app: &Arc<App>, p: &Policy) -> Result<String> {
         (None, Some(instance)) => take_point(app, &account, p, instance, &mut said).await?,
         (None, None) => return Err(Error::internal("a policy without a target")),
     };
-    crate::jobs::log_by_policy(app, job.id, &p.name);
+    crate::jobs::log_by_policy(app, job.id, p);
     crate::jobs::finished(app, &job).await?;
     let name = match p.volume_id {
         Some(_) => app.catalog.snapshot_by_id(job.target_id)?.name,
@@ -204,7 +204,7 @@ async fn prune(app: &Arc<App>, account: &Account, p: &Policy) -> Result<Vec<Stri
             }
             None => snapshots::delete(app, account, &v.id.to_string())?,
         };
-        crate::jobs::log_by_policy(app, job.id, &p.name);
+        crate::jobs::log_by_policy(app, job.id, p);
         crate::jobs::finished(app, &job).await?;
         removed.push(format!("'{name}'"));
     }

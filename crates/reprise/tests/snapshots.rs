@@ -932,10 +932,42 @@ fn policies_take_and_prune_on_their_schedule() {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
-    let pts: Vec<Point> = c.get("/api/v1/instances/db/points").unwrap();
-    assert_eq!(pts.len(), 1);
+    // Stopped, so that no run is in flight while its points are read: a
+    // run that had begun ends with one point, Ready.
+    c.update_policy(
+        "db-cron",
+        &UpdatePolicy {
+            enabled: Some(false),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    // A run claimed in the tick before has started its job within a tick.
+    std::thread::sleep(Duration::from_secs(3));
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let pts = loop {
+        let jobs: Vec<Job> = c.get("/api/v1/jobs?limit=50").unwrap();
+        let busy = jobs
+            .iter()
+            .any(|j| j.kind.starts_with("point.") && !j.state.is_final());
+        let pts: Vec<Point> = c.get("/api/v1/instances/db/points").unwrap();
+        if !busy && pts.len() == 1 && pts[0].state == PointState::Ready {
+            break pts;
+        }
+        assert!(Instant::now() < deadline, "points: {pts:?}");
+        std::thread::sleep(Duration::from_millis(500));
+    };
     assert_eq!(pts[0].policy_id, Some(points.id));
-    assert_eq!(pts[0].state, PointState::Ready);
+    let of_policy = c.points_of_policy("db", "db-cron").unwrap();
+    assert_eq!((of_policy.len(), of_policy[0].id), (1, pts[0].id));
+    // The instance's snapshots: the policy's two and the hand-made one.
+    let of_web = c
+        .snapshots(&SnapshotFilter {
+            instance: Some("web".into()),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(of_web.len(), 3);
 
     // Switched off, a policy stops; deleted, its snapshots stay.
     let off = c

@@ -31,8 +31,11 @@ pub(super) enum PointCmd {
     /// List an instance's recovery points, or draw them as a tree.
     List {
         instance: String,
-        #[arg(long)]
+        #[arg(long, conflicts_with = "policy")]
         tree: bool,
+        /// Only the points this policy took.
+        #[arg(long)]
+        policy: Option<String>,
     },
     Show {
         instance: String,
@@ -76,8 +79,15 @@ pub(super) fn run(ctx: &Ctx, cmd: PointCmd) -> Result<()> {
             };
             (c.create_point(&instance, &req)?, instance)
         }
-        PointCmd::List { instance, tree } => {
-            let points = c.points(&instance)?;
+        PointCmd::List {
+            instance,
+            tree,
+            policy,
+        } => {
+            let points = match &policy {
+                Some(p) => c.points_of_policy(&instance, p)?,
+                None => c.points(&instance)?,
+            };
             if ctx.json {
                 print_json(&points);
             } else if tree {

@@ -32,6 +32,9 @@ pub(super) enum SnapshotCmd {
         zone: Option<String>,
         #[arg(long)]
         policy: Option<String>,
+        /// Snapshots of the volumes attached to this instance.
+        #[arg(long)]
+        instance: Option<String>,
     },
     Show {
         snapshot: String,
@@ -62,11 +65,13 @@ pub(super) fn run(ctx: &Ctx, cmd: SnapshotCmd) -> Result<()> {
             volume,
             zone,
             policy,
+            instance,
         } => {
             let list = c.snapshots(&SnapshotFilter {
                 volume,
                 zone,
                 policy,
+                instance,
             })?;
             print_list(
                 ctx,

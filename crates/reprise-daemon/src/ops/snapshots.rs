@@ -440,6 +440,19 @@ pub fn list(app: &App, account: &Account, filter: &SnapshotFilter) -> Result<Vec
         .as_deref()
         .map(|p| app.catalog.policy(account.id, p).map(|p| p.id))
         .transpose()?;
+    let attached: Option<Vec<Uuid>> = filter
+        .instance
+        .as_deref()
+        .map(|i| -> Result<Vec<Uuid>> {
+            let inst = app.catalog.instance(account.id, i)?;
+            Ok(app
+                .catalog
+                .instance_volumes(inst.id)?
+                .iter()
+                .map(|v| v.id)
+                .collect())
+        })
+        .transpose()?;
     let mut list: Vec<Snapshot> = app
         .catalog
         .list_snapshots(Some(account.id))?
@@ -451,6 +464,11 @@ pub fn list(app: &App, account: &Account, filter: &SnapshotFilter) -> Result<Vec
         })
         .filter(|s| zone.as_ref().is_none_or(|z| s.zone == *z))
         .filter(|s| policy.is_none_or(|p| s.policy_id == Some(p)))
+        .filter(|s| {
+            attached
+                .as_ref()
+                .is_none_or(|ids| ids.contains(&s.volume_id))
+        })
         .collect();
     with_expiries(app, account, &mut list)?;
     Ok(list)
