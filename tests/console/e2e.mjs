@@ -413,6 +413,7 @@ await step('Policies: add one on a volume, see its next run, disable it, delete 
   await page.getByText('No snapshots.').waitFor();
   await page.getByLabel('Policy').selectOption('');
   await row('nightly').waitFor();
+  assert.match(await row('nightly').innerText(), /by hand/);
   await openTab('Policies');
   await menuFor('data1-daily', 'Delete');
   await dialog().getByRole('button', { name: 'Delete' }).click();

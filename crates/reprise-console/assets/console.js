@@ -813,6 +813,11 @@ const VIEWS = {
           { label: t('stored'), cell: (s) => fmtBytes(s.stored_bytes) },
           { label: t('zone'), cell: (s) => s.zone },
           { label: t('created'), ...created },
+          {
+            label: t('takenBy'),
+            cell: (s) => (s.policy_id ? policies.find((p) => p.id === s.policy_id)?.name ?? '—' : t('byHand')),
+          },
+          { label: t('expires'), class: 'nowrap', cell: (s) => timeCell(s.expires_at) },
           { label: t('actions'), cell: (s) => actionMenu(s.name, snapshotActions(s), `s:${s.id}`) },
         ],
       }),
@@ -1071,7 +1076,8 @@ function pointNode(vm, p, subtree) {
         h('span', { class: 'kind' }, p.memory ? t('withMemory') : t('diskOnly')), ' ',
         badge('point', p.state)),
       p.description ? h('p', { class: 'desc' }, p.description) : null,
-      h('p', { class: 'muted' }, timeCell(p.created_at), ' · ', space),
+      h('p', { class: 'muted' }, timeCell(p.created_at), ' · ', space,
+        p.expires_at ? [' · ', t('expiresOn'), ' ', timeCell(p.expires_at)] : null),
       p.error ? h('p', { class: 'error-text' }, p.error) : null,
       h('div', { class: 'point-buttons' },
         h('button', {
