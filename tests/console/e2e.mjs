@@ -414,7 +414,24 @@ await step('Policies: add one on a volume, see its next run, disable it, delete 
   await page.getByLabel('Policy').selectOption('');
   await row('nightly').waitFor();
   assert.match(await row('nightly').innerText(), /by hand/);
+  // A recovery-point policy on the instance: its points, none yet, are a
+  // list of their own on the Recovery points tab.
   await openTab('Policies');
+  await page.getByRole('button', { name: 'Add policy' }).click();
+  await dialog().getByLabel('Of').selectOption({ label: 'recovery points of web' });
+  await dialog().getByLabel('Schedule').fill('weekly sun 03:00');
+  await dialog().getByRole('button', { name: 'Submit' }).click();
+  await row('web-weekly').waitFor();
+  await openTab('Recovery points');
+  await page.locator('li.here').waitFor();
+  await page.getByLabel('Policy').selectOption({ label: 'web-weekly' });
+  await page.getByText('This policy has taken no recovery points yet.').waitFor();
+  await page.getByLabel('Policy').selectOption('');
+  await page.locator('li.here').waitFor();
+  await openTab('Policies');
+  await menuFor('web-weekly', 'Delete');
+  await dialog().getByRole('button', { name: 'Delete' }).click();
+  await row('web-weekly').waitFor({ state: 'detached' });
   await menuFor('data1-daily', 'Delete');
   await dialog().getByRole('button', { name: 'Delete' }).click();
   await page.getByText('No policies.').waitFor();

@@ -829,7 +829,12 @@ const VIEWS = {
     load: async (id) => {
       const instances = await api('GET', '/instances');
       const vm = instances.find((i) => i.id === id) ?? instances[0];
-      return { instances, vm, points: vm ? await api('GET', `/instances/${vm.id}/points`) : [] };
+      if (!vm) return { instances, vm, points: [], policies: [] };
+      const policies = await api('GET', `/policies?instance=${vm.id}`);
+      // A policy that is gone (or another instance's) lists nothing.
+      if (!policies.some((p) => p.id === pointPolicy)) pointPolicy = '';
+      const query = pointPolicy ? `?policy=${pointPolicy}` : '';
+      return { instances, vm, points: await api('GET', `/instances/${vm.id}/points${query}`), policies };
     },
     draw: drawPoints,
   },
@@ -1023,22 +1028,37 @@ function volumeTable(volumes, focusPrefix) {
 
 // The recovery point tree: each point under its parent, the instance's
 // current position ("You are here") under the point it was last at.
-function drawPoints({ instances, vm, points }) {
+// The points of one policy only ('' : all of them, as a tree).
+let pointPolicy = '';
+
+function drawPoints({ instances, vm, points, policies }) {
   if (!vm) return [heading(t('points')), h('p', { class: 'empty' }, t('noInstances'))];
   const chooser = h('label', { class: 'inline' }, t('instance'), ' ',
     h('select', { id: 'point-instance', onchange: (e) => go(`#/points/${e.target.value}`) },
       instances.map((i) => h('option', { value: i.id, selected: i.id === vm.id || null }, i.name))));
+  const byPolicy = policies.length ? h('label', { class: 'inline' }, t('policyFilter'), ' ',
+    h('select', {
+      id: 'point-policy',
+      onchange: (e) => {
+        pointPolicy = e.target.value;
+        render(true);
+      },
+    },
+    h('option', { value: '' }, t('all')),
+    policies.map((p) => h('option', { value: p.id, selected: p.id === pointPolicy || null }, p.name)))) : null;
+  const policyOf = (p) => policies.find((x) => x.id === p.policy_id)?.name;
   const children = new Map();
   for (const p of points) {
-    const parent = p.parent_id ?? 'root';
+    // One policy's points stand in a list: their parents may be others'.
+    const parent = pointPolicy ? 'root' : p.parent_id ?? 'root';
     if (!children.has(parent)) children.set(parent, []);
     children.get(parent).push(p);
   }
   const here = h('li', { class: 'here', 'data-here': 'true' },
     h('span', { class: 'here-mark' }, '▶ ', t('youAreHere'), ` (${stateLabel('instance', vm.state)})`));
   const branch = (parentKey) => {
-    const list = (children.get(parentKey) ?? []).map((p) => pointNode(vm, p, branch(p.id)));
-    if ((vm.current_point_id ?? 'root') === parentKey) list.push(here);
+    const list = (children.get(parentKey) ?? []).map((p) => pointNode(vm, p, branch(p.id), policyOf(p)));
+    if (!pointPolicy && (vm.current_point_id ?? 'root') === parentKey) list.push(here);
     return list.length ? h('ul', {}, list) : null;
   };
   // "Holds" is what deleting a point frees (reprise-qcow2's exclusive
@@ -1049,7 +1069,8 @@ function drawPoints({ instances, vm, points }) {
     heading(t('pointsOf', { instance: vm.name }),
       h('button', { type: 'button', onclick: () => createPoint(vm) }, t('createPoint')),
       h('button', {
-        type: 'button', class: 'danger', disabled: points.length === 0 || null,
+        // All of them, so not while one policy's are shown.
+        type: 'button', class: 'danger', disabled: points.length === 0 || pointPolicy !== '' || null,
         onclick: () => deleteThing({
           title: t('deleteAllPoints'),
           message: tn('deleteAllPointsWarning', points.length, { instance: vm.name }),
@@ -1057,14 +1078,14 @@ function drawPoints({ instances, vm, points }) {
           job: true,
         }),
       }, t('deleteAll'))),
-    h('div', { class: 'toolbar' }, chooser,
+    h('div', { class: 'toolbar' }, chooser, byPolicy,
       points.length ? h('span', { class: 'muted' }, tn('pointsTotal', points.length, { size: fmtBytes(total) })) : null),
-    points.length === 0 ? h('p', { class: 'empty' }, t('noPoints')) : null,
+    points.length === 0 ? h('p', { class: 'empty' }, t(pointPolicy ? 'noPolicyPoints' : 'noPoints')) : null,
     h('nav', { class: 'tree', 'aria-label': t('pointTree') }, branch('root')),
   ];
 }
 
-function pointNode(vm, p, subtree) {
+function pointNode(vm, p, subtree, policy) {
   const busy = p.state === 'Creating' || p.state === 'Reverting' || p.state === 'Deleting';
   const space = p.memory
     ? t('pointSpaceMemory', { held: fmtBytes(p.size_bytes), memory: fmtBytes(p.vm_state_bytes) })
@@ -1077,6 +1098,7 @@ function pointNode(vm, p, subtree) {
         badge('point', p.state)),
       p.description ? h('p', { class: 'desc' }, p.description) : null,
       h('p', { class: 'muted' }, timeCell(p.created_at), ' · ', space,
+        policy ? [' · ', t('takenByPolicy', { policy })] : null,
         p.expires_at ? [' · ', t('expiresOn'), ' ', timeCell(p.expires_at)] : null),
       p.error ? h('p', { class: 'error-text' }, p.error) : null,
       h('div', { class: 'point-buttons' },
