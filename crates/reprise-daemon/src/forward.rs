@@ -180,8 +180,9 @@ async fn owner(app: &App, me: &Account, req: Request) -> Result<(Request, Option
             let host = volume_host(id);
             (req, host_of(host)?)
         }
-        // `show` asks the guest agent, on the instance's host.
-        ["instances", id] => {
+        // `show` asks the guest agent, and the points' sizes are read from
+        // the volumes' files: on the instance's host.
+        ["instances", id] | ["instances", id, "points", ..] => {
             let host = instance_host(id);
             (req, host_of(host)?)
         }

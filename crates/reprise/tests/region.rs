@@ -171,6 +171,19 @@ fn two_hosts_share_one_catalog_and_one_store() {
     );
     assert_eq!(inst.host, "h1");
     assert_eq!(via_h2.instance("vm").unwrap().host, "h1");
+    // A recovery point asked of h2 is taken on h1; its size is read there.
+    wait_job(
+        &via_h2,
+        via_h2
+            .start_job(
+                "/api/v1/instances/vm/points",
+                &serde_json::json!({"name": "p1"}),
+            )
+            .unwrap(),
+    );
+    let points: Vec<Point> = via_h2.get("/api/v1/instances/vm/points").unwrap();
+    assert_eq!(points.len(), 1);
+    assert!(points[0].size_bytes.is_some(), "{points:?}");
 
     // An image uploaded to h2; an instance made from it, asked of h1, is
     // made beside the upload, on h2, in h2's zone.
