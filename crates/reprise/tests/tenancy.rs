@@ -56,6 +56,7 @@ fn holdings(c: &Client) -> Value {
     }
     json!({
         "volumes": get("/api/v1/volumes"),
+        "policies": get("/api/v1/policies"),
         "instances": instances,
         "points": points,
         "snapshots": get("/api/v1/snapshots"),
@@ -895,6 +896,13 @@ fn alice_with_everything(d: &TestDaemon) -> Alice {
     std::fs::write(dir.path().join("f"), b"alice's").unwrap();
     let u = c.upload(&dir.path().join("f"), |_, _| {}).unwrap();
     let keys: Vec<ApiKey> = c.get("/api/v1/accounts/alice/keys").unwrap();
+    // Switched off: it must not run while the matrix is tried.
+    let policy: Policy = c
+        .post(
+            "/api/v1/policies",
+            &json!({"name": "apol", "volume": "avol", "schedule": "daily 02:30", "enabled": false}),
+        )
+        .unwrap();
     let refs = vec![
         ("volume", vec![v.id.to_string(), "avol".into()]),
         ("instance", vec![vm.id.to_string(), "avm".into()]),
@@ -906,6 +914,7 @@ fn alice_with_everything(d: &TestDaemon) -> Alice {
         ("account", vec![me.id.to_string(), "alice".into()]),
         ("key", vec![keys[0].id.to_string(), "default".into()]),
         ("plan", vec!["gold".into()]),
+        ("policy", vec![policy.id.to_string(), "apol".into()]),
     ];
     Alice { client: c, refs }
 }
@@ -923,6 +932,7 @@ fn kind_of(path: &str, param: &str) -> &'static str {
         ("id", p) if p.starts_with("/api/v1/templates/") => "template",
         ("id", p) if p.starts_with("/api/v1/jobs/") => "job",
         ("id", p) if p.starts_with("/api/v1/uploads/") => "upload",
+        ("id", p) if p.starts_with("/api/v1/policies/") => "policy",
         _ => panic!("{path}: parameter {{{param}}} names a resource this test does not know: add it to the matrix"),
     }
 }
@@ -1027,6 +1037,14 @@ fn the_cross_tenant_matrix_covers_every_documented_route() {
             json!({"name": "i", "image_upload": alice.refs[6].1[0], "no_start": true}),
         ),
         ("/api/v1/volumes/bvol/attach", json!({"instance": "avm"})),
+        (
+            "/api/v1/policies",
+            json!({"volume": "avol", "schedule": "daily 02:30"}),
+        ),
+        (
+            "/api/v1/policies",
+            json!({"instance": "avm", "schedule": "daily 02:30"}),
+        ),
     ] {
         let e = err_of(bob.start_job(route, &body));
         assert_eq!(e.kind, ErrorKind::NotFound, "{route} {body}: {e:?}");
@@ -1284,7 +1302,10 @@ fn unfinished_uploads_expire() {
 /// collection) does not keep another tenant's backup from finishing whole.
 #[test]
 fn a_tenant_looping_deletes_does_not_starve_another_s_backup() {
-    let d = TestDaemon::start_seamed(chunk_pause(100), |c| {
+    // Bob's backup reads 64 chunks, 200 ms each (eight at a time): it
+    // lasts long enough for alice to loop several times, even on a busy
+    // machine.
+    let d = TestDaemon::start_seamed(chunk_pause(200), |c| {
         c.gc.delay_ms = 20;
     });
     let alice = d.account("alice");
@@ -1307,7 +1328,7 @@ fn a_tenant_looping_deletes_does_not_starve_another_s_backup() {
         assert!(ok.status.success());
     };
     write(&alice, "a", 1);
-    write(&bob, "b", 24);
+    write(&bob, "b", 64);
     let job = bob
         .start_job("/api/v1/snapshots", &json!({"volume": "b", "name": "big"}))
         .unwrap();
