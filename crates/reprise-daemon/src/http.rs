@@ -245,6 +245,7 @@ impl ForCaller for Point {
 
 impl ForCaller for Job {
     fn hide_host(mut self, app: &App) -> Self {
+        self.host.clear();
         if let Some(e) = &mut self.error {
             e.message = app.scrub(&e.message);
         }
