@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 const ACCOUNT_SELECT: &str = "SELECT id, name, admin, plan, created_at FROM accounts";
 const KEY_SELECT: &str =
-    "SELECT id, account_id, name, prefix, created_at, last_used_at FROM api_keys";
+    "SELECT id, account_id, name, prefix, created_at, last_used_at, cloudstack_api_key FROM api_keys";
 
 fn new_secret() -> String {
     let bytes: [u8; 32] = rand::random();
@@ -44,6 +44,7 @@ fn insert_key(conn: &dyn Db, account: Uuid, name: &str) -> Result<ApiKeyCreated>
         prefix: prefix_of(&secret),
         created_at: now(),
         last_used_at: None,
+        cloudstack_api_key: None,
     };
     conn.execute(
         "INSERT INTO api_keys (id, account_id, name, hash, prefix, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -53,6 +54,7 @@ fn insert_key(conn: &dyn Db, account: Uuid, name: &str) -> Result<ApiKeyCreated>
     Ok(ApiKeyCreated {
         key,
         api_key: secret,
+        secret_key: None,
     })
 }
 
@@ -353,6 +355,63 @@ impl Catalog {
     /// A new key for an account; returned once.
     pub fn create_key(&self, account: Uuid, name: &str) -> Result<ApiKeyCreated> {
         insert_key(&self.conn(), account, name)
+    }
+
+    /// A CloudStack key pair for an account: its public `api_key`, and its
+    /// secret key `sealed` by the caller. The row's bearer hash is of a
+    /// secret no one is shown, so the pair is no bearer key.
+    pub fn create_cloudstack_key(
+        &self,
+        account: Uuid,
+        name: &str,
+        api_key: &str,
+        sealed: &str,
+    ) -> Result<ApiKey> {
+        reprise_core::name::validate_name("key", name)?;
+        let key = ApiKey {
+            id: Uuid::new_v4(),
+            account_id: account,
+            name: name.to_string(),
+            prefix: prefix_of(api_key),
+            created_at: now(),
+            last_used_at: None,
+            cloudstack_api_key: Some(api_key.to_string()),
+        };
+        self.conn()
+            .execute(
+                "INSERT INTO api_keys (id, account_id, name, hash, prefix, created_at, cloudstack_api_key, cloudstack_secret)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    key.id.sql(),
+                    account.sql(),
+                    key.name,
+                    hash_key(&new_secret()),
+                    key.prefix,
+                    key.created_at,
+                    api_key,
+                    sealed
+                ],
+            )
+            .map_err(db_err(&format!("key '{name}'")))?;
+        Ok(key)
+    }
+
+    /// The account a CloudStack `apiKey` belongs to, the key's id, and its
+    /// sealed secret.
+    pub fn account_by_cloudstack_key(
+        &self,
+        api_key: &str,
+    ) -> Result<Option<(Account, Uuid, String)>> {
+        self.conn()
+            .query_row(
+                "SELECT a.id, a.name, a.admin, a.plan, a.created_at, k.id, k.cloudstack_secret
+                   FROM api_keys k JOIN accounts a ON a.id = k.account_id
+                  WHERE k.cloudstack_api_key = ?1",
+                params![api_key],
+                |r| Ok((rows::account(r)?, rows::uuid(r, 5)?, r.get(6)?)),
+            )
+            .optional()
+            .map_err(db_err("account by CloudStack key"))
     }
 
     pub fn list_keys(&self, account: Uuid) -> Result<Vec<ApiKey>> {

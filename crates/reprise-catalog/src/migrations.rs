@@ -241,6 +241,8 @@ pub(crate) const SQLITE: &[&str] = &[
     "#,
     // 9: the policy that made each snapshot and point.
     POLICY_COLUMNS,
+    // 10: CloudStack key pairs.
+    CLOUDSTACK_KEYS,
 ];
 
 const TEMPLATE_STATE: &str =
@@ -277,6 +279,17 @@ const POLICY_COLUMNS: &str = r#"
     ALTER TABLE snapshots ADD COLUMN policy_id TEXT;
     ALTER TABLE points ADD COLUMN policy_id TEXT;
     CREATE INDEX snapshots_by_policy ON snapshots (policy_id);
+"#;
+
+/// A CloudStack key pair is a row of `api_keys` whose bearer hash is of a
+/// secret never shown (it cannot be used as a bearer key): its public
+/// `apiKey`, and its secret key sealed under the region's secret (see
+/// `reprise-daemon/src/cloudstack.rs`), which the daemon opens to verify
+/// a request's HMAC.
+const CLOUDSTACK_KEYS: &str = r#"
+    ALTER TABLE api_keys ADD COLUMN cloudstack_api_key TEXT;
+    ALTER TABLE api_keys ADD COLUMN cloudstack_secret TEXT;
+    CREATE UNIQUE INDEX api_keys_by_cloudstack_key ON api_keys (cloudstack_api_key);
 "#;
 
 /// The schema version this build writes.
@@ -496,4 +509,5 @@ pub(crate) const POSTGRES: &[&str] = &[
     );
     "#,
     POLICY_COLUMNS,
+    CLOUDSTACK_KEYS,
 ];

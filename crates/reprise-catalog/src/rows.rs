@@ -73,6 +73,7 @@ pub(crate) fn api_key(r: &Row) -> DbResult<ApiKey> {
         prefix: r.get(3)?,
         created_at: r.get(4)?,
         last_used_at: r.get(5)?,
+        cloudstack_api_key: r.get(6)?,
     })
 }
 

@@ -68,8 +68,8 @@ pub fn insert_job(conn: &dyn Db, job: &Job) -> Result<()> {
     conn.execute(
         "INSERT INTO jobs (id, account_id, kind, target_kind, target_id, target_name, state,
                            progress_done, progress_total, error, created_at, started_at, finished_at, host)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL, ?10, NULL, NULL, ?11)",
-        params![job.id.sql(), job.account_id.sql(), job.kind, job.target_kind, job.target_id.sql(), job.target_name, job.state.as_str(), job.progress_done as i64, job.progress_total as i64, job.created_at, job.host],
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL, ?10, ?11, ?12, ?13)",
+        params![job.id.sql(), job.account_id.sql(), job.kind, job.target_kind, job.target_id.sql(), job.target_name, job.state.as_str(), job.progress_done as i64, job.progress_total as i64, job.created_at, job.started_at, job.finished_at, job.host],
     )
     .map_err(db_err("insert job"))?;
     Ok(())

@@ -33,6 +33,7 @@ pub const CODES: &[Code] = &[
     c("catalog_in_use", Conflict, "another daemon serves this host of the PostgreSQL catalog"),
     c("catalog_too_new", Unavailable, "the catalog was written by a newer reprise"),
     c("catalog_unavailable", Unavailable, "the catalog database cannot be opened"),
+    c("cloudstack_secret_damaged", Corrupt, "a CloudStack key pair's sealed secret key does not open (the region's secret changed, or the row is damaged)"),
     c("config_invalid", Invalid, "the configuration is wrong; the message names the setting"),
     c("cpus_invalid", Invalid, "the number of vCPUs is out of range"),
     c("daemon_restarted", Unavailable, "the daemon stopped while the job ran; its target was reconciled"),

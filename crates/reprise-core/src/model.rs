@@ -174,19 +174,31 @@ pub struct ApiKey {
     pub created_at: DateTime<Utc>,
     /// To the minute: when a request last came with it.
     pub last_used_at: Option<DateTime<Utc>>,
+    /// A CloudStack key pair's public `apiKey` (see `docs/cloudstack.md`);
+    /// none for a bearer key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cloudstack_api_key: Option<String>,
 }
 
 /// A new key, returned once.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct ApiKeyCreated {
     pub key: ApiKey,
+    /// The bearer key, or a CloudStack pair's `apiKey`.
     pub api_key: String,
+    /// A CloudStack pair's secret key, shown this once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateApiKey {
     pub name: String,
+    /// A CloudStack key pair (an `apiKey` and a secret key, for the
+    /// CloudStack API at `/client/api`) instead of a bearer key.
+    #[serde(default)]
+    pub cloudstack: bool,
 }
 
 /// A file sent to the daemon over the API (an image, a kernel, an

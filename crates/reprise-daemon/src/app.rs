@@ -133,6 +133,14 @@ impl App {
 
     /// The key of the marks on requests sent between the region's daemons
     /// (derived from the region's secret, which every daemon has).
+    /// The key CloudStack secret keys are sealed with in the catalog.
+    pub fn cloudstack_seal_key(&self) -> [u8; 32] {
+        blake3::derive_key(
+            "reprise 2026-12 CloudStack secret key sealed in the catalog",
+            &self.region_spec.secret,
+        )
+    }
+
     pub fn forward_key(&self) -> [u8; 32] {
         blake3::derive_key(
             "reprise 2026-12 request sent on to its host",

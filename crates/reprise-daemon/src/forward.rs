@@ -5,11 +5,14 @@
 //! the resource's host, whose answer goes back as it comes. A new volume
 //! or instance goes where [`hosts::place`] says.
 //!
-//! A request sent on carries [`MARK`]: the sender's host and a keyed hash
-//! of the method and path under the region's secret (every daemon of a
-//! region has it), so the receiver handles it itself — no request is sent
-//! on twice, and a client cannot send a request past its placement by
-//! setting the header.
+//! A request sent on carries [`MARK`]: a keyed hash of the method, the
+//! path and the [`CALLER`] header under the region's secret (every daemon
+//! of a region has it), so the receiver handles it itself — no request is
+//! sent on twice, and a client cannot send a request past its placement by
+//! setting the header. A request that came with an API key is sent on with
+//! it; one made inside the daemon for an already authenticated caller (a
+//! CloudStack command) is sent on with [`CALLER`] naming its account and
+//! key, which the receiver trusts only under a valid mark.
 
 use crate::app::App;
 use crate::hosts;
@@ -27,6 +30,10 @@ use std::sync::Arc;
 /// The header of a request sent on by another daemon of the region.
 pub const MARK: &str = "x-reprise-forwarded";
 
+/// The header naming the account and key of a request sent on without
+/// an API key: `ACCOUNT_ID KEY_ID`.
+pub const CALLER: &str = "x-reprise-caller";
+
 /// The most a create request's JSON body may be when it is read here to
 /// choose a host (the real ones are a few hundred bytes).
 const BODY_PEEK_MAX: usize = 1 << 20;
@@ -34,22 +41,11 @@ const BODY_PEEK_MAX: usize = 1 << 20;
 /// The middleware: handle here, or send on to the resource's host.
 pub async fn to_owner(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
     let path_and_query = original_path(&req);
-    if let Some(mark) = req.headers().get(MARK) {
-        // `blake3::Hash` compares in constant time: a wrong mark's timing
-        // says nothing of the right one.
-        let given = mark
-            .to_str()
-            .ok()
-            .and_then(|m| blake3::Hash::from_hex(m).ok());
-        if given == Some(expected_mark(&app, req.method(), &path_and_query)) {
+    if req.headers().contains_key(MARK) {
+        if marked(&app, &req) {
             return next.run(req).await;
         }
-        return ApiError(Error::new(
-            ErrorKind::Unauthorized,
-            "forward_invalid",
-            format!("the {MARK} header is not one this region's daemons make"),
-        ))
-        .into_response();
+        return ApiError(forward_invalid()).into_response();
     }
     // A SQLite catalog has one daemon: every host is this one.
     if app.config.catalog.url.is_none() {
@@ -91,12 +87,63 @@ fn original_path(req: &Request) -> String {
         .unwrap_or_else(|| "/".into())
 }
 
-fn expected_mark(app: &App, method: &Method, path_and_query: &str) -> blake3::Hash {
+fn expected_mark(app: &App, method: &Method, path_and_query: &str, caller: &str) -> blake3::Hash {
     let mut h = blake3::Hasher::new_keyed(&app.forward_key());
     h.update(method.as_str().as_bytes());
     h.update(b"\n");
     h.update(path_and_query.as_bytes());
+    h.update(b"\n");
+    h.update(caller.as_bytes());
     h.finalize()
+}
+
+fn forward_invalid() -> Error {
+    Error::new(
+        ErrorKind::Unauthorized,
+        "forward_invalid",
+        format!("the {MARK} header is not one this region's daemons make"),
+    )
+}
+
+fn header_text<'a>(req: &'a Request, name: &str) -> &'a str {
+    req.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+/// Whether `req` carries a mark this region's daemons made for it.
+fn marked(app: &App, req: &Request) -> bool {
+    // `blake3::Hash` compares in constant time: a wrong mark's timing
+    // says nothing of the right one.
+    let given = blake3::Hash::from_hex(header_text(req, MARK)).ok();
+    let expected = expected_mark(
+        app,
+        req.method(),
+        &original_path(req),
+        header_text(req, CALLER),
+    );
+    given == Some(expected)
+}
+
+/// The caller a request sent on by another daemon names in [`CALLER`]
+/// (none when it has no such header; refused unless its mark is valid).
+pub(crate) fn forwarded_caller(app: &App, req: &Request) -> Result<Option<Authenticated>> {
+    if !req.headers().contains_key(CALLER) {
+        return Ok(None);
+    }
+    if !marked(app, req) {
+        return Err(forward_invalid());
+    }
+    let ids: Vec<uuid::Uuid> = header_text(req, CALLER)
+        .split(' ')
+        .filter_map(|id| uuid::Uuid::parse_str(id).ok())
+        .collect();
+    let [account, key] = ids[..] else {
+        return Err(forward_invalid());
+    };
+    let account = app.catalog.account(&account.to_string())?;
+    Ok(Some(Authenticated { account, key }))
 }
 
 /// The host whose daemon must handle `req` (none: any daemon), and the
@@ -231,9 +278,20 @@ async fn send_on(app: &App, host: &HostRow, req: Request, path_and_query: &str) 
     let url = format!("{}{path_and_query}", host.address.trim_end_matches('/'));
     let mut out = app.forwarder().request(parts.method.clone(), &url);
     for (name, value) in &parts.headers {
-        if name != header::HOST && name != header::CONTENT_LENGTH {
+        if name != header::HOST && name != header::CONTENT_LENGTH && name != CALLER {
             out = out.header(name, value);
         }
+    }
+    // A request made inside this daemon for a caller it authenticated
+    // (no key of its own) names that caller.
+    let has_key = parts.headers.contains_key(header::AUTHORIZATION)
+        || parts.headers.contains_key("x-api-key");
+    let caller = match parts.extensions.get::<Authenticated>() {
+        Some(a) if !has_key => format!("{} {}", a.account.id, a.key),
+        _ => String::new(),
+    };
+    if !caller.is_empty() {
+        out = out.header(CALLER, &caller);
     }
     if let Some(length) = parts.headers.get(header::CONTENT_LENGTH) {
         out = out.header(header::CONTENT_LENGTH, length);
@@ -241,7 +299,7 @@ async fn send_on(app: &App, host: &HostRow, req: Request, path_and_query: &str) 
     let out = out
         .header(
             MARK,
-            expected_mark(app, &parts.method, path_and_query)
+            expected_mark(app, &parts.method, path_and_query, &caller)
                 .to_hex()
                 .as_str(),
         )

@@ -80,7 +80,7 @@ type IgnoredBody = axum::body::Bytes;
 #[derive(Clone)]
 pub(crate) struct Authenticated {
     pub(crate) account: Account,
-    key: Uuid,
+    pub(crate) key: Uuid,
 }
 
 /// The account whose key came with the request (401 `api_key_missing`
@@ -144,6 +144,14 @@ fn request_key(headers: &axum::http::HeaderMap) -> Option<String> {
 async fn authenticate(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Response {
     let key = request_key(req.headers());
     let mut admin = false;
+    match crate::forward::forwarded_caller(&app, &req) {
+        Ok(Some(caller)) => {
+            admin = caller.account.admin;
+            req.extensions_mut().insert(caller);
+        }
+        Ok(None) => {}
+        Err(e) => return ApiError(e).into_response(),
+    }
     if let Some(key) = key {
         match app.catalog.account_by_key(&key) {
             Ok(Some((account, key))) => {
@@ -369,10 +377,16 @@ pub fn router(app: Arc<App>) -> Router {
             app.clone(),
             crate::forward::to_owner,
         ));
+    // The native API as CloudStack commands call it, inside the daemon:
+    // the caller is already authenticated (by its request's signature).
+    let native = Router::new()
+        .nest("/api/v1", api.clone())
+        .with_state(app.clone());
     Router::new()
         .nest("/api/v1", api)
         .route("/metrics", get(metrics))
         .layer(middleware::from_fn_with_state(app.clone(), authenticate))
+        .merge(crate::cloudstack::router(app.clone(), native))
         .merge(reprise_console::router())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(app.clone(), track))

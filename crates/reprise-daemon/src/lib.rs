@@ -11,6 +11,7 @@
 //! serves. Stopping the daemon leaves every VM running.
 
 pub mod app;
+pub mod cloudstack;
 pub mod config;
 pub mod forward;
 pub mod gc;

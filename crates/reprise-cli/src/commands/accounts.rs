@@ -50,6 +50,10 @@ pub(super) enum KeyCmd {
         /// Whose (admin; your own account when left out).
         #[arg(long)]
         account: Option<String>,
+        /// A CloudStack key pair (apiKey and secret key) for the CloudStack
+        /// API at /client/api, instead of a bearer key.
+        #[arg(long)]
+        cloudstack: bool,
     },
     List {
         #[arg(long)]
@@ -215,21 +219,29 @@ pub(super) fn key(ctx: &Ctx, cmd: KeyCmd) -> Result<()> {
         if ctx.json {
             print_json(made);
         } else {
-            out!(
-                "{}",
-                fields(&[
-                    ("id", made.key.id.to_string()),
-                    ("name", made.key.name.clone()),
-                    ("api key", made.api_key.clone()),
-                ])
-            );
-            eprintln!("The API key is shown this once: keep it now.");
+            let mut shown = vec![
+                ("id", made.key.id.to_string()),
+                ("name", made.key.name.clone()),
+                ("api key", made.api_key.clone()),
+            ];
+            if let Some(secret) = &made.secret_key {
+                shown.push(("secret key", secret.clone()));
+                out!("{}", fields(&shown));
+                eprintln!("The secret key is shown this once: keep it now.");
+            } else {
+                out!("{}", fields(&shown));
+                eprintln!("The API key is shown this once: keep it now.");
+            }
         }
     };
     match cmd {
-        KeyCmd::Create { name, account } => {
+        KeyCmd::Create {
+            name,
+            account,
+            cloudstack,
+        } => {
             let a = account_or_me(c, account)?;
-            let made = c.create_key(&a, &CreateApiKey { name })?;
+            let made = c.create_key(&a, &CreateApiKey { name, cloudstack })?;
             show_made(&made);
         }
         KeyCmd::List { account } => {
@@ -238,10 +250,15 @@ pub(super) fn key(ctx: &Ctx, cmd: KeyCmd) -> Result<()> {
             print_list(
                 ctx,
                 &keys,
-                &["NAME", "PREFIX", "CREATED", "LAST USED", "ID"],
+                &["NAME", "KIND", "PREFIX", "CREATED", "LAST USED", "ID"],
                 |k| {
                     vec![
                         k.name.clone(),
+                        if k.cloudstack_api_key.is_some() {
+                            "cloudstack".into()
+                        } else {
+                            "bearer".into()
+                        },
                         format!("{}…", k.prefix),
                         time(&k.created_at),
                         k.last_used_at

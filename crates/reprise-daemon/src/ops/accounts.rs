@@ -217,7 +217,11 @@ pub fn create_key(
     req: CreateApiKey,
 ) -> Result<ApiKeyCreated> {
     let account = visible(app, caller, account)?;
-    let made = app.catalog.create_key(account.id, &req.name)?;
+    let made = if req.cloudstack {
+        crate::cloudstack::create_key_pair(app, account.id, &req.name)?
+    } else {
+        app.catalog.create_key(account.id, &req.name)?
+    };
     tracing::info!(account = %account.id, key = %made.key.id, name = made.key.name, "API key created");
     Ok(made)
 }
@@ -232,7 +236,13 @@ pub fn list_keys(app: &App, caller: &Account, account: &str) -> Result<Vec<ApiKe
 pub fn revoke_key(app: &App, caller: &Account, account: &str, key: &str) -> Result<()> {
     let account = visible(app, caller, account)?;
     let key = app.catalog.key(account.id, key)?;
-    if account.admin && app.catalog.list_keys(account.id)?.len() == 1 {
+    let bearer_keys = app
+        .catalog
+        .list_keys(account.id)?
+        .iter()
+        .filter(|k| k.cloudstack_api_key.is_none())
+        .count();
+    if account.admin && key.cloudstack_api_key.is_none() && bearer_keys == 1 {
         return Err(Error::conflict(
             "last_admin_key",
             "this is the admin account's last key: create another before revoking it, or rotate it",
