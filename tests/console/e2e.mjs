@@ -246,6 +246,23 @@ await step('Account: the plan and usage against each limit; a key made (shown on
   assert.match(await dialog().innerText(), /ci will stop working at once/);
   await dialog().getByRole('button', { name: 'Delete' }).click();
   await row('ci').waitFor({ state: 'detached' });
+  // A CloudStack key pair: its secret key shown once, beside its apiKey.
+  await page.getByRole('button', { name: 'Create key' }).click();
+  await dialog().getByLabel('Key name').fill('scripts');
+  await dialog().getByLabel('CloudStack key pair').check();
+  await dialog().getByRole('button', { name: 'Submit' }).click();
+  await dialog().getByRole('heading', { name: 'New API key' }).waitFor();
+  const apiKey = await dialog().getByLabel('API key').inputValue();
+  const secretKey = await dialog().getByLabel('Secret key').inputValue();
+  assert.match(apiKey, /^[A-Za-z0-9_-]{86}$/);
+  assert.match(secretKey, /^[A-Za-z0-9_-]{86}$/);
+  await dialog().getByRole('button', { name: 'Close' }).click();
+  await row('scripts').waitFor();
+  assert.match(await row('scripts').innerText(), /CloudStack key pair/);
+  assert.ok(!(await page.locator('main').innerText()).includes(secretKey), 'the secret key is never shown again');
+  await row('scripts').getByRole('button', { name: /Revoke/ }).click();
+  await dialog().getByRole('button', { name: 'Delete' }).click();
+  await row('scripts').waitFor({ state: 'detached' });
 });
 
 await step('Take snapshot from the volumes section of the instance page', async () => {

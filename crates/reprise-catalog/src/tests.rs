@@ -117,6 +117,40 @@ fn keys_are_stored_hashed_and_found_by_hash() {
 }
 
 #[test]
+fn a_cloudstack_pair_is_found_by_its_api_key_and_is_no_bearer_key() {
+    for (_, c) in testing::catalogs() {
+        let made = c.create_account("alice", false).unwrap();
+        let key = c
+            .create_cloudstack_key(made.account.id, "cs", "AKpublic", "rcs1.sealed")
+            .unwrap();
+        assert_eq!(key.cloudstack_api_key.as_deref(), Some("AKpublic"));
+        let (account, id, sealed) = c.account_by_cloudstack_key("AKpublic").unwrap().unwrap();
+        assert_eq!(
+            (account.id, id, sealed.as_str()),
+            (made.account.id, key.id, "rcs1.sealed")
+        );
+        assert!(c.account_by_cloudstack_key("AKother").unwrap().is_none());
+        // Neither the public key nor the sealed secret is a bearer key.
+        assert!(c.account_by_key("AKpublic").unwrap().is_none());
+        assert!(c.account_by_key("rcs1.sealed").unwrap().is_none());
+        let listed = c.list_keys(made.account.id).unwrap();
+        assert_eq!(
+            listed
+                .iter()
+                .filter(|k| k.cloudstack_api_key.is_some())
+                .count(),
+            1
+        );
+        // An apiKey names one pair.
+        assert!(c
+            .create_cloudstack_key(made.account.id, "cs2", "AKpublic", "x")
+            .is_err());
+        c.revoke_key(key.id).unwrap();
+        assert!(c.account_by_cloudstack_key("AKpublic").unwrap().is_none());
+    }
+}
+
+#[test]
 fn a_v4_catalog_keeps_its_keys_through_the_tenancy_migration() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("catalog.db");

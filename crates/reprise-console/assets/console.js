@@ -1164,6 +1164,7 @@ function drawAccount({ details, keys }) {
       columns: [
         { label: t('name'), cell: (k) => k.name },
         { label: t('keyPrefix'), cell: (k) => h('code', {}, `${k.prefix}…`) },
+        { label: t('keyKind'), cell: (k) => (k.cloudstack_api_key ? t('cloudstackPair') : t('bearerKey')) },
         { label: t('created'), ...created },
         { label: t('lastUsed'), class: 'nowrap', cell: (k) => (k.last_used_at ? timeCell(k.last_used_at) : t('never')) },
         {
@@ -1185,15 +1186,20 @@ function drawAccount({ details, keys }) {
 function createKey() {
   formDialog({
     title: t('createKey'),
-    fields: [{ name: 'name', label: t('keyName'), required: true }],
+    fields: [
+      { name: 'name', label: t('keyName'), required: true },
+      { name: 'cloudstack', label: t('cloudstackPair'), type: 'checkbox', value: false, help: t('cloudstackPairHelp') },
+    ],
     submit: async (v) => {
-      const made = await api('POST', `/accounts/${me.id}/keys`, { name: v.name });
+      const made = await api('POST', `/accounts/${me.id}/keys`, { name: v.name, cloudstack: v.cloudstack });
       refreshSoon();
       // Shown once, in a dialog of its own, until closed.
+      const shown = [{ name: 'secret', label: t('apiKey'), value: made.api_key }];
+      if (made.secret_key) shown.push({ name: 'secretKey', label: t('secretKey'), value: made.secret_key });
       formDialog({
         title: t('keyCreated'),
-        intro: t('keyCreatedIntro'),
-        fields: [{ name: 'secret', label: t('apiKey'), value: made.api_key }],
+        intro: made.secret_key ? t('pairCreatedIntro') : t('keyCreatedIntro'),
+        fields: shown,
         submitLabel: t('close'),
         submit: async () => {},
       });

@@ -593,12 +593,13 @@ impl Ctx<'_> {
             }
             "listAsyncJobs" => {
                 let jobs: Vec<Job> = self.read("/jobs?limit=1000").await?;
+                // Only the page's jobs are looked into for their results.
+                let (jobs, count) = wire::page(jobs, self.get("page"), self.get("pagesize"))?;
                 let mut shown = Vec::with_capacity(jobs.len());
                 for j in &jobs {
                     shown.push(self.async_job(j).await);
                 }
-                let (items, count) = wire::page(shown, self.get("page"), self.get("pagesize"))?;
-                Ok(wire::list("asyncjobs", items, count))
+                Ok(wire::list("asyncjobs", shown, count))
             }
             "listServiceOfferings" => {
                 let id = self.get("id");

@@ -304,6 +304,13 @@ fn plans_keys_uploads_and_imports_from_the_command_line() {
     alice.ok(&["account", "key", "revoke", "ci"]);
     let err = with_ci.fails(&["volume", "list"]);
     assert!(err.contains("[api_key_invalid]"), "{err}");
+    // A CloudStack pair: its secret shown once, listed as such.
+    let pair = alice.ok(&["account", "key", "create", "scripts", "--cloudstack"]);
+    assert!(pair.contains("secret key"), "{pair}");
+    let keys = alice.ok(&["account", "key", "list"]);
+    let line = keys.lines().find(|l| l.starts_with("scripts")).unwrap();
+    assert!(line.contains("cloudstack"), "{keys}");
+    alice.ok(&["account", "key", "revoke", "scripts"]);
 
     // A template from a file of this machine: uploaded, then imported.
     let image = images.path().join("disk.raw");

@@ -470,7 +470,19 @@ print(json.dumps({"snapshots": sorted(s["id"] for s in snaps), "volumes": len(vo
 fn signatures_are_checked_as_cloudstack_checks_them() {
     let d = TestDaemon::start();
     let acme = d.account("acme");
-    let cs = Cs::new(&d, &cs_key(&acme, "acme", "cs"));
+    let made = cs_key(&acme, "acme", "cs");
+    let cs = Cs::new(&d, &made);
+    // The catalog keeps the apiKey, and the secret key only sealed.
+    let mut stored = Vec::new();
+    for file in ["catalog.db", "catalog.db-wal"] {
+        stored.extend(std::fs::read(d.config.data_dir.join(file)).unwrap_or_default());
+    }
+    let holds = |text: &str| stored.windows(text.len()).any(|w| w == text.as_bytes());
+    assert!(holds(&made.api_key), "the apiKey is in the catalog");
+    assert!(
+        !holds(made.secret_key.as_ref().unwrap()),
+        "the secret key is not kept in plain text"
+    );
     // Values with spaces, `*`, `~`, `+`, `/`, UTF-8 and map keys sign as
     // the client signs them.
     let v = cs.ok(&[
