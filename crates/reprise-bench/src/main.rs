@@ -81,13 +81,17 @@ fn main() {
     let out = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "docs/BENCHMARKS.md".into());
-    // `REPRISE_BENCH=points`, `=snapshots`, `=deploy` or `=region` measures one group; the
+    // `REPRISE_BENCH=points` (or only its memory points: `=memory`), `=snapshots`, `=deploy` or
+    // `=region` measures one group; the
     // other sections of the report are kept as they were.
     let only = std::env::var("REPRISE_BENCH").unwrap_or_default();
     let started = std::time::Instant::now();
     let mut sections = Vec::new();
     if only.is_empty() || only == "points" {
         sections.extend(points::run());
+    }
+    if only == "memory" {
+        sections.push(points::memory_points());
     }
     if only.is_empty() || only == "snapshots" {
         sections.extend(snapshots::run());

@@ -243,6 +243,8 @@ pub(crate) const SQLITE: &[&str] = &[
     POLICY_COLUMNS,
     // 10: CloudStack key pairs.
     CLOUDSTACK_KEYS,
+    // 11: how a memory point's state was saved.
+    POINT_MEMORY_SAVE,
 ];
 
 const TEMPLATE_STATE: &str =
@@ -291,6 +293,13 @@ const CLOUDSTACK_KEYS: &str = r#"
     ALTER TABLE api_keys ADD COLUMN cloudstack_secret TEXT;
     CREATE UNIQUE INDEX api_keys_by_cloudstack_key ON api_keys (cloudstack_api_key);
 "#;
+
+/// How a recovery point's RAM and device state was saved: `background`
+/// (written to a file while the guest ran on) or `snapshot-save` (the
+/// guest paused; the state inside the first volume's qcow2). NULL for a
+/// disk-only point, and for memory points made before this column
+/// (`snapshot-save`, the only way then).
+const POINT_MEMORY_SAVE: &str = "ALTER TABLE points ADD COLUMN memory_save TEXT;";
 
 /// The schema version this build writes.
 pub const LATEST: u32 = SQLITE.len() as u32;
@@ -510,4 +519,5 @@ pub(crate) const POSTGRES: &[&str] = &[
     "#,
     POLICY_COLUMNS,
     CLOUDSTACK_KEYS,
+    POINT_MEMORY_SAVE,
 ];

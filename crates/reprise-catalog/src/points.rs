@@ -103,12 +103,13 @@ impl Catalog {
         instance: Uuid,
         consistency: &str,
         frozen_ms: Option<u64>,
+        memory_save: Option<&str>,
     ) -> Result<()> {
         let conn = self.conn();
         let tx = conn.transaction().map_err(db_err("point taken"))?;
         tx.execute(
-            "UPDATE points SET state = 'Ready', error = NULL, consistency = ?2, frozen_ms = ?3 WHERE id = ?1",
-            params![id.sql(), consistency, frozen_ms.map(|v| v as i64)],
+            "UPDATE points SET state = 'Ready', error = NULL, consistency = ?2, frozen_ms = ?3, memory_save = ?4 WHERE id = ?1",
+            params![id.sql(), consistency, frozen_ms.map(|v| v as i64), memory_save],
         )
         .map_err(db_err("point taken"))?;
         tx.execute(

@@ -234,11 +234,13 @@ pub(crate) fn instance(r: &Row) -> DbResult<InstanceRow> {
 
 pub(crate) const POINT_SELECT: &str = "SELECT p.id, p.name, p.description, p.account_id, p.instance_id, i.name, p.parent_id,
         (i.current_point_id IS NOT NULL AND i.current_point_id = p.id), p.state, p.memory, p.consistency,
-        p.frozen_ms, p.volume_ids, p.error, p.created_at, p.policy_id
+        p.frozen_ms, p.volume_ids, p.error, p.created_at, p.policy_id, p.memory_save
    FROM points p JOIN instances i ON i.id = p.instance_id";
 
 pub(crate) fn point(r: &Row) -> DbResult<Point> {
     let volumes: String = r.get(12)?;
+    let memory: bool = r.get(9)?;
+    let memory_save: Option<String> = r.get(16)?;
     Ok(Point {
         id: uuid(r, 0)?,
         name: r.get(1)?,
@@ -249,7 +251,9 @@ pub(crate) fn point(r: &Row) -> DbResult<Point> {
         parent_id: opt_uuid(r, 6)?,
         current: r.get(7)?,
         state: parsed(r, 8)?,
-        memory: r.get(9)?,
+        memory,
+        // Memory points made before the column were all `snapshot-save`.
+        memory_save: memory_save.or_else(|| memory.then(|| "snapshot-save".to_string())),
         consistency: r.get(10)?,
         frozen_ms: r.get::<Option<i64>>(11)?.map(|v| v as u64),
         volume_ids: serde_json::from_str(&volumes)

@@ -340,6 +340,7 @@ fn a_plan_limit_holds_in_the_transaction_that_records() {
             current: false,
             state: PointState::Creating,
             memory: false,
+            memory_save: None,
             consistency: "crash".into(),
             frozen_ms: None,
             volume_ids: vec![],
@@ -378,7 +379,7 @@ fn a_plan_limit_holds_in_the_transaction_that_records() {
         .unwrap();
         assert_eq!(c.usage(admin.id, scope).unwrap().most_recovery_points, 2);
         let first = c.point(inst.id, "one").unwrap();
-        c.point_taken(first.id, inst.id, "filesystem", Some(40))
+        c.point_taken(first.id, inst.id, "filesystem", Some(40), None)
             .unwrap();
         let third = c.point(inst.id, "three").unwrap();
         assert_eq!(

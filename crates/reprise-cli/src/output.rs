@@ -164,6 +164,7 @@ mod tests {
             current,
             state: PointState::Ready,
             memory: name == "b",
+            memory_save: None,
             consistency: "filesystem".into(),
             frozen_ms: Some(40),
             volume_ids: vec![],

@@ -411,6 +411,11 @@ pub struct Point {
     pub state: PointState,
     /// RAM and device state included: reverting resumes the instance.
     pub memory: bool,
+    /// How the memory was saved: `background` (the guest ran on while its
+    /// RAM was written; paused a few milliseconds) or `snapshot-save` (the
+    /// guest paused while its RAM was written). None for a disk-only point.
+    #[serde(default)]
+    pub memory_save: Option<String>,
     /// `filesystem` (guest frozen), `crash` (not frozen), or `memory`
     /// (the whole machine at one instant).
     pub consistency: String,

@@ -44,6 +44,7 @@
 //!
 //! [snapshots]
 //! freeze_timeout_secs = 10    # the freeze's guard thaws a frozen guest after this
+//! memory_save = "auto"        # memory points: auto | background | snapshot-save
 //!
 //! [uploads]
 //! max_bytes = "64G"           # one upload (an image, a kernel, an initrd)
@@ -217,14 +218,31 @@ pub struct SnapshotConfig {
     /// The bound on a guest filesystem freeze: the freeze's guard thaws the guest
     /// once it is reached, whatever happens to the snapshot.
     pub freeze_timeout_secs: u64,
+    /// How a recovery point's memory is saved.
+    pub memory_save: MemorySave,
 }
 
 impl Default for SnapshotConfig {
     fn default() -> Self {
         SnapshotConfig {
             freeze_timeout_secs: 10,
+            memory_save: MemorySave::Auto,
         }
     }
+}
+
+/// How a recovery point's RAM and device state is saved.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum MemorySave {
+    /// `background` where QEMU and the host's kernel allow it, else
+    /// `snapshot-save`.
+    Auto,
+    /// The guest runs on while its RAM is written (QEMU's
+    /// `background-snapshot`); a point fails where it is unavailable.
+    Background,
+    /// The guest is paused while its RAM is written (`snapshot-save`).
+    SnapshotSave,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -408,6 +426,17 @@ impl Config {
 
     pub fn admin_key_path(&self) -> PathBuf {
         self.data_dir.join("admin.key")
+    }
+
+    /// Where the machine states of an instance's background-saved
+    /// recovery points are kept.
+    pub fn point_state_dir(&self, instance: uuid::Uuid) -> PathBuf {
+        self.data_dir.join("points").join(instance.to_string())
+    }
+
+    pub fn point_state_path(&self, instance: uuid::Uuid, point: uuid::Uuid) -> PathBuf {
+        self.point_state_dir(instance)
+            .join(format!("{point}.state"))
     }
 
     pub fn instance_run_dir(&self, id: uuid::Uuid) -> PathBuf {

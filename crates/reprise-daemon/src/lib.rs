@@ -80,7 +80,7 @@ pub fn init_logging(format: LogFormat) {
     };
 }
 
-fn io_err(what: String) -> impl FnOnce(std::io::Error) -> Error {
+pub(crate) fn io_err(what: String) -> impl FnOnce(std::io::Error) -> Error {
     move |e| Error::unavailable("data_dir_unavailable", format!("{what}: {e}")).with_source(e)
 }
 

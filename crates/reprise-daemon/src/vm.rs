@@ -6,7 +6,7 @@ use crate::jobs::JobCtx;
 use reprise_catalog::InstanceRow;
 use reprise_core::lifecycle::instance;
 use reprise_core::model::{GuestAgentStatus, InstanceState};
-use reprise_core::Result;
+use reprise_core::{Error, Result};
 use reprise_qemu::agent::Agent;
 use reprise_qemu::cmdline::{self, Disk, VmSpec};
 use reprise_qemu::qmp::Qmp;
@@ -46,11 +46,22 @@ fn which(program: &Path) -> Option<std::path::PathBuf> {
 
 /// Launch QEMU for an instance with its attached volumes; returns the pid.
 pub async fn launch(app: &App, inst: &InstanceRow, accel: Accel) -> Result<u32> {
-    launch_with(app, inst, accel, false).await
+    launch_with(app, inst, accel, Launch::Boot).await
 }
 
-/// Launch QEMU, with the CPUs stopped when `paused`.
-pub async fn launch_with(app: &App, inst: &InstanceRow, accel: Accel, paused: bool) -> Result<u32> {
+/// How QEMU starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Launch {
+    Boot,
+    /// CPUs stopped, to load a state saved inside the volumes.
+    Paused,
+    /// Waiting for a saved state (`migrate-incoming`), see
+    /// [`load_machine_file`].
+    Incoming,
+}
+
+/// Launch QEMU as `how` says.
+pub async fn launch_with(app: &App, inst: &InstanceRow, accel: Accel, how: Launch) -> Result<u32> {
     let volumes = app.catalog.instance_volumes(inst.id)?;
     let spec = VmSpec {
         id: inst.id,
@@ -70,7 +81,8 @@ pub async fn launch_with(app: &App, inst: &InstanceRow, accel: Accel, paused: bo
         initrd: inst.initrd.clone(),
         append: inst.append.clone(),
         run: app.run_paths(inst.id),
-        start_paused: paused,
+        start_paused: how == Launch::Paused,
+        incoming: how == Launch::Incoming,
     };
     process::launch(&app.config.qemu.system, &spec).await
 }
@@ -244,6 +256,14 @@ pub async fn snapshot_disks(app: &App, id: Uuid, volumes: &[Uuid], tag: &str) ->
 
 /// Like [`snapshot_disks`], with a tag of its own for each volume.
 pub async fn snapshot_disks_tagged(app: &App, id: Uuid, tagged: &[(Uuid, String)]) -> Result<()> {
+    let mut q = qmp(app, id).await?;
+    q.execute("transaction", disk_snapshots(tagged))
+        .await
+        .map(|_| ())
+}
+
+/// The `transaction` of internal snapshots, one per (volume, tag).
+fn disk_snapshots(tagged: &[(Uuid, String)]) -> serde_json::Value {
     let actions: Vec<_> = tagged
         .iter()
         .map(|(v, tag)| {
@@ -251,10 +271,94 @@ pub async fn snapshot_disks_tagged(app: &App, id: Uuid, tagged: &[(Uuid, String)
                    "data": {"device": cmdline::node_name(*v), "name": tag}})
         })
         .collect();
+    json!({ "actions": actions })
+}
+
+/// A path as a single-quoted shell word, for QEMU's `exec:` migration
+/// (which runs `/bin/sh -c`). Paths are the daemon's own; one with a
+/// quote is refused rather than escaped.
+fn shell_word(path: &Path) -> Result<String> {
+    let text = path.to_str().filter(|p| !p.contains('\'')).ok_or_else(|| {
+        Error::internal(format!(
+            "the path {} cannot be given to QEMU's exec:",
+            path.display()
+        ))
+    })?;
+    Ok(format!("'{text}'"))
+}
+
+/// How long the guest was paused, from QEMU's STOP and RESUME events.
+fn paused_ms(q: &Qmp) -> Option<u64> {
+    let at = |name: &str| {
+        q.received_events()
+            .find(|e| e.name == name)
+            .map(|e| e.at_us)
+    };
+    match (at("STOP"), at("RESUME")) {
+        (Some(stop), Some(resume)) if resume >= stop => Some((resume - stop) / 1000),
+        _ => None,
+    }
+}
+
+/// Whether this QEMU can save RAM in the background (QEMU's
+/// `background-snapshot` migration capability: userfaultfd write-protect
+/// in the host's kernel); it is left enabled for [`save_machine_background`].
+pub async fn background_save_available(app: &App, id: Uuid) -> Result<bool> {
     let mut q = qmp(app, id).await?;
-    q.execute("transaction", json!({"actions": actions}))
-        .await
-        .map(|_| ())
+    Ok(q.execute(
+        "migrate-set-capabilities",
+        json!({"capabilities": [{"capability": "background-snapshot", "state": true}]}),
+    )
+    .await
+    .is_ok())
+}
+
+/// A memory point with the guest running on: paused for an instant while
+/// every volume's internal snapshot is cut (one `transaction`) and the
+/// devices are saved, then resumed while QEMU writes its RAM to `state`
+/// (write-protected pages are copied before the guest changes them).
+/// Needs [`background_save_available`] first. Returns how long the guest
+/// was paused. `state` is not synced here.
+pub async fn save_machine_background(
+    app: &App,
+    id: Uuid,
+    volumes: &[Uuid],
+    tag: &str,
+    state: &Path,
+) -> Result<Option<u64>> {
+    let target = format!("exec:cat > {}", shell_word(state)?);
+    let tagged: Vec<(Uuid, String)> = volumes.iter().map(|v| (*v, tag.to_string())).collect();
+    let mut q = qmp(app, id).await?;
+    q.execute("stop", json!({})).await?;
+    // The disks and the RAM are taken at this one instant; QEMU resumes the
+    // guest itself once the devices are saved.
+    let cut = match q.execute("transaction", disk_snapshots(&tagged)).await {
+        Ok(_) => q.execute("migrate", json!({ "uri": target })).await,
+        Err(e) => Err(e),
+    };
+    let result = match cut {
+        Ok(_) => q.wait_migration(SNAPSHOT_JOB_TIMEOUT).await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    if q.run_state().await? != "running" {
+        q.execute("cont", json!({})).await?;
+    }
+    result?;
+    Ok(paused_ms(&q))
+}
+
+/// Load a state written by [`save_machine_background`] into a QEMU
+/// launched with [`Launch::Incoming`], and run it.
+pub async fn load_machine_file(app: &App, id: Uuid, state: &Path) -> Result<()> {
+    let source = format!("exec:cat {}", shell_word(state)?);
+    let mut q = qmp(app, id).await?;
+    q.execute("migrate-incoming", json!({ "uri": source }))
+        .await?;
+    q.wait_migration(SNAPSHOT_JOB_TIMEOUT).await?;
+    if q.run_state().await? != "running" {
+        q.execute("cont", json!({})).await?;
+    }
+    Ok(())
 }
 
 const SNAPSHOT_JOB_TIMEOUT: Duration = Duration::from_secs(600);
@@ -274,15 +378,7 @@ pub async fn save_machine(app: &App, id: Uuid, volumes: &[Uuid], tag: &str) -> R
     )
     .await?;
     let _ = q.run_state().await; // collects a RESUME that came after the job
-    let at = |name: &str| {
-        q.received_events()
-            .find(|e| e.name == name)
-            .map(|e| e.at_us)
-    };
-    Ok(match (at("STOP"), at("RESUME")) {
-        (Some(stop), Some(resume)) if resume >= stop => Some((resume - stop) / 1000),
-        _ => None,
-    })
+    Ok(paused_ms(&q))
 }
 
 /// Load a machine state saved by [`save_machine`] and leave the VM running.

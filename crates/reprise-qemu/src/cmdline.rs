@@ -63,6 +63,9 @@ pub struct VmSpec {
     pub run: RunPaths,
     /// Start with the CPUs stopped (`-S`), e.g. to load a saved state first.
     pub start_paused: bool,
+    /// Wait for a saved machine state (`-incoming defer`, then
+    /// `migrate-incoming`) instead of booting.
+    pub incoming: bool,
 }
 
 /// The qcow2 node of a volume: `vol-` and 12 hex digits of its id (QEMU
@@ -206,6 +209,9 @@ impl VmSpec {
         if self.start_paused {
             push(&["-S"]);
         }
+        if self.incoming {
+            push(&["-incoming", "defer"]);
+        }
         push(&["-daemonize", "-pidfile", &run.pidfile().to_string_lossy()]);
         a
     }
@@ -233,6 +239,7 @@ mod tests {
             append: Some("console=ttyS0".into()),
             run: RunPaths::new("/run/i"),
             start_paused: false,
+            incoming: false,
         }
     }
 

@@ -219,6 +219,38 @@ impl Qmp {
         }
     }
 
+    /// Wait for the running migration to end (`query-migrate`): its info
+    /// when `completed`, an error naming QEMU's reason when it failed or
+    /// was cancelled; past `within` it is cancelled.
+    pub async fn wait_migration(&mut self, within: Duration) -> Result<Value> {
+        let deadline = Instant::now() + within;
+        loop {
+            let info = self.execute("query-migrate", json!({})).await?;
+            match info.get("status").and_then(Value::as_str) {
+                Some("completed") => return Ok(info),
+                Some(s @ ("failed" | "cancelled")) => {
+                    let why = info
+                        .get("error-desc")
+                        .and_then(Value::as_str)
+                        .unwrap_or("no reason given");
+                    return Err(Error::new(
+                        ErrorKind::Unavailable,
+                        "migration_failed",
+                        format!("QEMU's migration {s}: {why}"),
+                    ));
+                }
+                _ => {}
+            }
+            if Instant::now() >= deadline {
+                let _ = self.execute("migrate_cancel", json!({})).await;
+                return Err(unavailable(format!(
+                    "the migration did not finish in {within:?}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// The events received so far (while commands ran), oldest first.
     pub fn received_events(&self) -> impl Iterator<Item = &Event> {
         self.events.iter()

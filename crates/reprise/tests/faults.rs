@@ -104,9 +104,31 @@ impl Campaign {
             if i.state == InstanceState::Running && freeze_status(i).as_deref() == Some("frozen") {
                 self.violation(round, format!("instance {} is frozen", i.name));
             }
-            for p in c.points(&i.name).unwrap() {
+            let points = c.points(&i.name).unwrap();
+            // A machine state file belongs to a point of its instance.
+            let states = self.data.join("points").join(i.id.to_string());
+            for file in std::fs::read_dir(&states).into_iter().flatten().flatten() {
+                let name = file.file_name().to_string_lossy().into_owned();
+                let owner = name.strip_suffix(".state").unwrap_or(&name);
+                if !points.iter().any(|p| p.id.to_string() == owner) {
+                    self.violation(
+                        round,
+                        format!("state file {name} of no point left in {}", states.display()),
+                    );
+                }
+            }
+            for p in points {
                 if !matches!(p.state, PointState::Ready | PointState::Error) {
                     self.violation(round, format!("point {} is {}", p.name, p.state));
+                }
+                if p.state == PointState::Ready
+                    && p.memory_save.as_deref() == Some("background")
+                    && !states.join(format!("{}.state", p.id)).exists()
+                {
+                    self.violation(
+                        round,
+                        format!("Ready point {} lacks its state file", p.name),
+                    );
                 }
                 if p.state == PointState::Ready {
                     let tag = format!("reprise-{}", p.id);
@@ -167,10 +189,11 @@ fn start(c: &Client, op: &str, n: usize, dice: &mut Dice) -> String {
                 &json!({"volume": "d", "name": format!("s{n}")}),
             )
             .map(|j| j.kind),
+        // Half the points with memory (saved in the background here).
         "point" => c
             .start_job(
                 "/api/v1/instances/vm/points",
-                &json!({"name": format!("p{n}")}),
+                &json!({"name": format!("p{n}"), "memory": dice.below(2) == 0}),
             )
             .map(|j| j.kind),
         "revert" => match c

@@ -25,6 +25,7 @@
 //!   one of the two ([`settle_interrupted_revert`]).
 
 use crate::app::App;
+use crate::config::MemorySave;
 use crate::jobs::{self, JobCtx, Target};
 use crate::quiesce::{self, Mode};
 use crate::vm;
@@ -37,6 +38,14 @@ use reprise_qemu::img::SnapshotAction;
 use std::path::PathBuf;
 use std::sync::Arc;
 use uuid::Uuid;
+
+/// How a memory point's state was saved (`Point::memory_save`).
+const BACKGROUND: &str = "background";
+const SNAPSHOT_SAVE: &str = "snapshot-save";
+
+fn saved_in_background(p: &Point) -> bool {
+    p.memory && p.memory_save.as_deref() == Some(BACKGROUND)
+}
 
 pub fn tag(point: Uuid) -> String {
     format!("reprise-{point}")
@@ -143,6 +152,7 @@ pub fn create_for(
         current: false,
         state: PointState::Creating,
         memory: req.memory,
+        memory_save: None,
         consistency: quiesce::CRASH.into(),
         frozen_ms: None,
         volume_ids: volumes.iter().map(|v| v.id).collect(),
@@ -183,14 +193,19 @@ pub fn create_for(
         let _guard = app2.lock_instance(inst.id).await;
         let point = app2.catalog.point_by_id(pid)?;
         match take(&app2, &ctx, &point, mode).await {
-            Ok((consistency, frozen_ms)) => {
-                app2.catalog
-                    .point_taken(pid, point.instance_id, consistency, frozen_ms)?;
+            Ok(t) => {
+                app2.catalog.point_taken(
+                    pid,
+                    point.instance_id,
+                    t.consistency,
+                    t.stalled_ms,
+                    t.memory_save,
+                )?;
                 ctx.progress(1, 1);
                 Ok(())
             }
             Err(e) => {
-                if let Err(left) = remove_tags(&app2, &point).await {
+                if let Err(left) = remove_snapshots(&app2, &point).await {
                     ctx.log(format!("could not remove the half-made snapshots: {left}"));
                 }
                 app2.catalog
@@ -201,13 +216,17 @@ pub fn create_for(
     }))
 }
 
-/// Cut the point's snapshots; returns its consistency and freeze time.
-async fn take(
-    app: &App,
-    ctx: &JobCtx,
-    point: &Point,
-    mode: Mode,
-) -> Result<(&'static str, Option<u64>)> {
+/// What taking a point did.
+struct Taken {
+    consistency: &'static str,
+    /// How long the guest was frozen (disk-only) or paused (memory).
+    stalled_ms: Option<u64>,
+    /// `background` or `snapshot-save` for a memory point.
+    memory_save: Option<&'static str>,
+}
+
+/// Cut the point's snapshots.
+async fn take(app: &App, ctx: &JobCtx, point: &Point, mode: Mode) -> Result<Taken> {
     let inst = app.catalog.instance_by_id(point.instance_id)?;
     let tag = tag(point.id);
     let vols = &point.volume_ids;
@@ -217,20 +236,14 @@ async fn take(
         for path in volume_paths(app, vols)? {
             bin.snapshot(SnapshotAction::Create, &path, &tag).await?;
         }
-        return Ok((quiesce::FILESYSTEM, None));
+        return Ok(Taken {
+            consistency: quiesce::FILESYSTEM,
+            stalled_ms: None,
+            memory_save: None,
+        });
     }
     if point.memory {
-        ctx.log("saving RAM, devices and disks (snapshot-save)");
-        let started = std::time::Instant::now();
-        let paused_ms = vm::save_machine(app, inst.id, vols, &tag).await?;
-        ctx.log(format!(
-            "machine state saved in {} ms; the guest was paused {} ms",
-            started.elapsed().as_millis(),
-            paused_ms
-                .map(|m| m.to_string())
-                .unwrap_or_else(|| "?".into())
-        ));
-        return Ok(("memory", paused_ms));
+        return take_memory(app, ctx, &inst, point, &tag).await;
     }
     let q = quiesce::around(app, ctx, inst.id, mode, || {
         vm::snapshot_disks(app, inst.id, vols, &tag)
@@ -240,12 +253,91 @@ async fn take(
         "disks snapshotted in one transaction ({} consistent)",
         q.consistency
     ));
-    Ok((q.consistency, q.frozen_ms))
+    Ok(Taken {
+        consistency: q.consistency,
+        stalled_ms: q.frozen_ms,
+        memory_save: None,
+    })
 }
 
-/// Remove a point's tag from its volumes, wherever it exists: over QMP
-/// while the instance runs, with qemu-img otherwise.
-async fn remove_tags(app: &App, point: &Point) -> Result<()> {
+/// A memory point of a running instance: in the background where QEMU
+/// and the kernel allow (the guest paused for an instant), else with
+/// `snapshot-save` (paused while its RAM is written), as
+/// `[snapshots] memory_save` says.
+async fn take_memory(
+    app: &App,
+    ctx: &JobCtx,
+    inst: &InstanceRow,
+    point: &Point,
+    tag: &str,
+) -> Result<Taken> {
+    let vols = &point.volume_ids;
+    let background = match app.config.snapshots.memory_save {
+        MemorySave::SnapshotSave => false,
+        MemorySave::Auto => vm::background_save_available(app, inst.id).await?,
+        MemorySave::Background => {
+            if !vm::background_save_available(app, inst.id).await? {
+                return Err(Error::unavailable(
+                    "background_save_unavailable",
+                    "memory_save = \"background\" is configured, but this QEMU or the host's kernel cannot save RAM in the background (userfaultfd write-protect); set memory_save = \"auto\"",
+                ));
+            }
+            true
+        }
+    };
+    let started = std::time::Instant::now();
+    let paused = |ms: Option<u64>| ms.map(|m| m.to_string()).unwrap_or_else(|| "?".into());
+    if !background {
+        ctx.log("saving RAM, devices and disks (snapshot-save; the guest is paused meanwhile)");
+        let paused_ms = vm::save_machine(app, inst.id, vols, tag).await?;
+        ctx.log(format!(
+            "machine state saved in {} ms; the guest was paused {} ms",
+            started.elapsed().as_millis(),
+            paused(paused_ms)
+        ));
+        return Ok(Taken {
+            consistency: "memory",
+            stalled_ms: paused_ms,
+            memory_save: Some(SNAPSHOT_SAVE),
+        });
+    }
+    ctx.log("saving RAM and devices in the background (the guest runs on)");
+    let state = app.config.point_state_path(inst.id, point.id);
+    let dir = app.config.point_state_dir(inst.id);
+    std::fs::create_dir_all(&dir)
+        .map_err(crate::io_err(format!("cannot create {}", dir.display())))?;
+    let paused_ms = vm::save_machine_background(app, inst.id, vols, tag, &state).await?;
+    // Ready means durable: the state file and its entry are synced first.
+    let synced = state.clone();
+    tokio::task::spawn_blocking(move || reprise_qemu::img::sync_file_and_dir(&synced))
+        .await
+        .map_err(|e| Error::internal(format!("syncing the machine state: {e}")))??;
+    ctx.log(format!(
+        "machine state written in {} ms while the guest ran; it was paused {} ms",
+        started.elapsed().as_millis(),
+        paused(paused_ms)
+    ));
+    Ok(Taken {
+        consistency: "memory",
+        stalled_ms: paused_ms,
+        memory_save: Some(BACKGROUND),
+    })
+}
+
+/// Remove what a point holds: its machine state file, if it has one, and
+/// its tag from its volumes, wherever it exists (over QMP while the
+/// instance runs, with qemu-img otherwise).
+async fn remove_snapshots(app: &App, point: &Point) -> Result<()> {
+    let state = app.config.point_state_path(point.instance_id, point.id);
+    match std::fs::remove_file(&state) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(crate::io_err(format!("cannot remove {}", state.display()))(
+                e,
+            ));
+        }
+    }
     let tag = tag(point.id);
     let inst = app.catalog.instance_by_id(point.instance_id)?;
     let vols = app.catalog.list_volumes_by_id(&point.volume_ids)?;
@@ -301,6 +393,14 @@ pub async fn list(
     for (p, (held, vmstate)) in points.iter_mut().zip(sizes) {
         p.size_bytes = held;
         p.vm_state_bytes = vmstate;
+        if saved_in_background(p) {
+            // The state is a file of its own, beside the volumes.
+            let file = std::fs::metadata(app.config.point_state_path(inst.id, p.id))
+                .map(|m| m.len())
+                .ok();
+            p.vm_state_bytes = file;
+            p.size_bytes = held.zip(file).map(|(h, f)| h + f);
+        }
     }
     Ok(points)
 }
@@ -383,32 +483,101 @@ async fn go_back(app: &App, ctx: &JobCtx, p: &Point) -> Result<()> {
     let inst = app.catalog.instance_by_id(p.instance_id)?;
     let tag = tag(p.id);
     let was_running = is_running(app, &inst);
+    if saved_in_background(p) {
+        return resume_saved_state(app, ctx, &inst, p, was_running).await;
+    }
     if p.memory {
         if !was_running {
             ctx.log("starting QEMU paused to load the saved machine state");
-            let accel = vm::preflight(app)?;
-            app.catalog.transition_instance(inst.id, &instance::BOOT)?;
-            match vm::launch_with(app, &inst, accel, true).await {
-                Ok(pid) => app.catalog.set_instance_runtime(
-                    inst.id,
-                    InstanceState::Running,
-                    Some(pid),
-                    Some(accel.as_str()),
-                    None,
-                )?,
-                Err(e) => {
-                    stopped_because(app, inst.id, &e.message)?;
-                    return Err(e);
-                }
-            }
+            launch_for_revert(app, &inst, vm::Launch::Paused).await?;
         }
         ctx.log("loading RAM, devices and disks (snapshot-load)");
         vm::load_machine(app, inst.id, &p.volume_ids, &tag).await?;
         ctx.log("the instance runs from the recovery point");
         return Ok(());
     }
+    let why = "a disk-only point needs a reboot";
+    move_disks_to(app, ctx, &inst, p, was_running, why).await?;
     if was_running {
-        ctx.log("powering the instance off: a disk-only point needs a reboot");
+        ctx.log("starting the instance again");
+        crate::vm::boot_stopped(app, ctx, inst.id).await?;
+    }
+    Ok(())
+}
+
+/// Launch QEMU for a revert, the instance Running from then on.
+async fn launch_for_revert(app: &App, inst: &InstanceRow, how: vm::Launch) -> Result<()> {
+    let accel = vm::preflight(app)?;
+    app.catalog.transition_instance(inst.id, &instance::BOOT)?;
+    match vm::launch_with(app, inst, accel, how).await {
+        Ok(pid) => app.catalog.set_instance_runtime(
+            inst.id,
+            InstanceState::Running,
+            Some(pid),
+            Some(accel.as_str()),
+            None,
+        ),
+        Err(e) => {
+            stopped_because(app, inst.id, &e.message)?;
+            Err(e)
+        }
+    }
+}
+
+/// A point saved in the background: its disks put back with the instance
+/// stopped, then a fresh QEMU loads its RAM and devices from the state
+/// file and runs on from that instant.
+async fn resume_saved_state(
+    app: &App,
+    ctx: &JobCtx,
+    inst: &InstanceRow,
+    p: &Point,
+    was_running: bool,
+) -> Result<()> {
+    let state = app.config.point_state_path(inst.id, p.id);
+    if !state.exists() {
+        return Err(Error::new(
+            reprise_core::ErrorKind::Corrupt,
+            "point_state_missing",
+            format!(
+                "recovery point '{}' has lost its machine state file: delete it",
+                p.name
+            ),
+        ));
+    }
+    let why = "its disks go back while it is stopped, then a fresh QEMU loads its saved state";
+    move_disks_to(app, ctx, inst, p, was_running, why).await?;
+    ctx.log("starting QEMU to load the saved machine state (migrate-incoming)");
+    launch_for_revert(app, inst, vm::Launch::Incoming).await?;
+    if let Err(e) = vm::load_machine_file(app, inst.id, &state).await {
+        let reason = format!(
+            "the machine state of recovery point '{}' could not be loaded ({}); its disks are at the point: start the instance to boot from them",
+            p.name, e.message
+        );
+        ctx.log(&reason);
+        app.catalog
+            .transition_instance(inst.id, &instance::POWER_OFF)?;
+        vm::power_off(app, inst.id, true, ctx).await?;
+        stopped_because(app, inst.id, &reason)?;
+        return Err(e);
+    }
+    ctx.log("the instance runs from the recovery point");
+    Ok(())
+}
+
+/// Put every disk of the instance at the point, or none (the instance
+/// powered off first when it runs); on failure it stays stopped and says
+/// why.
+async fn move_disks_to(
+    app: &App,
+    ctx: &JobCtx,
+    inst: &InstanceRow,
+    p: &Point,
+    was_running: bool,
+    why: &str,
+) -> Result<()> {
+    if was_running {
+        ctx.log(format!("powering the instance off: {why}"));
         app.catalog
             .transition_instance(inst.id, &instance::POWER_OFF)?;
         vm::power_off(app, inst.id, true, ctx).await?;
@@ -419,7 +588,7 @@ async fn go_back(app: &App, ctx: &JobCtx, p: &Point) -> Result<()> {
     // a current point equal to this one means every disk got there.
     app.catalog.set_current_point(inst.id, None)?;
     let paths = volume_paths(app, &p.volume_ids)?;
-    if let Err(e) = move_every_disk(app, ctx, &paths, &tag, &undo_tag(p.id)).await {
+    if let Err(e) = move_every_disk(app, ctx, &paths, &tag(p.id), &undo_tag(p.id)).await {
         app.catalog
             .set_current_point(inst.id, inst.current_point_id)?;
         let reason = format!(
@@ -433,10 +602,6 @@ async fn go_back(app: &App, ctx: &JobCtx, p: &Point) -> Result<()> {
     app.catalog.set_current_point(inst.id, Some(p.id))?;
     drop_tag(app, &paths, &undo_tag(p.id)).await;
     ctx.log("every volume is back at the recovery point");
-    if was_running {
-        ctx.log("starting the instance again");
-        crate::vm::boot_stopped(app, ctx, inst.id).await?;
-    }
     Ok(())
 }
 
@@ -545,6 +710,33 @@ async fn settle_interrupted_revert(app: &App, p: &Point) -> Result<()> {
     Ok(())
 }
 
+/// At startup, a memory revert a crash cut after QEMU was started to load
+/// the state but before the guest ran: that QEMU waits forever (incoming,
+/// or paused); it is stopped, and the instance says why.
+async fn stop_unloaded_machine(app: &App, p: &Point) -> Result<()> {
+    if !vm::is_live(app, p.instance_id) {
+        return Ok(());
+    }
+    let state = match vm::qmp(app, p.instance_id).await {
+        Ok(mut q) => q.run_state().await.unwrap_or_else(|_| "unknown".into()),
+        Err(_) => "unknown".into(),
+    };
+    if state == "running" {
+        return Ok(());
+    }
+    if let Some(pid) = vm::live_pid(app, p.instance_id) {
+        reprise_qemu::process::kill(pid, p.instance_id);
+        reprise_qemu::process::wait_exit(pid, p.instance_id, std::time::Duration::from_secs(10))
+            .await;
+    }
+    let reason = format!(
+        "the revert to recovery point '{}' was interrupted before the guest ran again (QEMU was {state}): start the instance to boot from its disks",
+        p.name
+    );
+    tracing::warn!(point = %p.id, instance = %p.instance_id, "{reason}");
+    stopped_because(app, p.instance_id, &reason)
+}
+
 /// Delete one point (its children move to its parent).
 pub fn delete(app: &Arc<App>, account: &Account, instance: &str, point: &str) -> Result<Job> {
     let inst = app.catalog.instance(account.id, instance)?;
@@ -619,7 +811,7 @@ fn spawn_delete(app: &Arc<App>, slot: jobs::Slot, inst: &InstanceRow, points: Ve
     slot.spawn(move |ctx| async move {
         let _guard = app2.lock_instance(id).await;
         for (i, p) in points.iter().enumerate() {
-            if let Err(e) = remove_tags(&app2, p).await {
+            if let Err(e) = remove_snapshots(&app2, p).await {
                 let why = format!("its snapshots could not all be removed ({e}): delete it again");
                 app2.catalog
                     .settle_point(p.id, &point::FAILED, Some(&why))?;
@@ -651,7 +843,12 @@ pub async fn reconcile_at_startup(app: &App) -> Result<()> {
         if !here.contains(&p.instance_id) {
             continue; // another host's
         }
-        if p.state == PointState::Reverting && !p.memory {
+        if p.state == PointState::Reverting && p.memory {
+            stop_unloaded_machine(app, &p).await?;
+        }
+        // A revert that moves disks with the instance stopped (every one
+        // but a `snapshot-save` point's) may have been cut in the middle.
+        if p.state == PointState::Reverting && (!p.memory || saved_in_background(&p)) {
             settle_interrupted_revert(app, &p).await?;
         }
         let tag = tag(p.id);
@@ -676,7 +873,7 @@ pub async fn reconcile_at_startup(app: &App) -> Result<()> {
             ),
             (PointState::Creating, _) => {
                 // Half-made: its snapshots go, and so does its row.
-                match remove_tags(app, &p).await {
+                match remove_snapshots(app, &p).await {
                     Ok(()) => {
                         tracing::warn!(point = %p.id, name = p.name, "half-made recovery point removed");
                         app.catalog.remove_point(p.id)?;
