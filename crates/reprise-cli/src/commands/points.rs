@@ -188,12 +188,11 @@ pub(super) fn show_point(ctx: &Ctx, p: &Point) {
         ),
         (
             "memory",
-            if p.memory {
-                "yes"
-            } else {
-                "no (reverting reboots the instance)"
-            }
-            .into(),
+            match (p.memory, p.memory_save.as_deref()) {
+                (false, _) => "no (reverting reboots the instance)".into(),
+                (true, Some(how)) => format!("yes, saved by {how}"),
+                (true, None) => "yes".into(),
+            },
         ),
         ("consistency", p.consistency.clone()),
         (

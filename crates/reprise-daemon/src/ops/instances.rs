@@ -516,6 +516,7 @@ pub async fn delete(app: &App, account: &Account, reference: &str) -> Result<()>
     }
     let _ = std::fs::remove_dir_all(app.config.instance_run_dir(inst.id));
     let _ = std::fs::remove_dir_all(app.config.boot_dir(inst.id));
+    let _ = std::fs::remove_dir_all(app.config.point_state_dir(inst.id));
     tracing::info!(instance = %inst.id, name = inst.name, "instance deleted");
     Ok(())
 }
