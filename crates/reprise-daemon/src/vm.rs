@@ -370,6 +370,14 @@ const SNAPSHOT_JOB_TIMEOUT: Duration = Duration::from_secs(600);
 pub async fn save_machine(app: &App, id: Uuid, volumes: &[Uuid], tag: &str) -> Result<Option<u64>> {
     let nodes = nodes(volumes);
     let mut q = qmp(app, id).await?;
+    // A QEMU that outlived a daemon configured for background saves may
+    // still have the capability on; `snapshot-save` is a plain save.
+    let _ = q
+        .execute(
+            "migrate-set-capabilities",
+            json!({"capabilities": [{"capability": "background-snapshot", "state": false}]}),
+        )
+        .await;
     q.run_job(
         "snapshot-save",
         json!({"tag": tag, "vmstate": nodes[0], "devices": nodes}),
