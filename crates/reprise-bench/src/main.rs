@@ -81,16 +81,17 @@ fn main() {
     let out = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "docs/BENCHMARKS.md".into());
-    // `REPRISE_BENCH=points` (or only its memory points: `=memory`), `=snapshots`, `=deploy` or
-    // `=region` measures one group; the
-    // other sections of the report are kept as they were.
+    // `REPRISE_BENCH=points` (or only its memory points: `=memory-points`),
+    // `=snapshots` (or only the 1 TiB volume's memory: `=memory`), `=deploy`
+    // or `=region` measures one group; the other sections of the report are
+    // kept as they were, in their places.
     let only = std::env::var("REPRISE_BENCH").unwrap_or_default();
     let started = std::time::Instant::now();
     let mut sections = Vec::new();
     if only.is_empty() || only == "points" {
         sections.extend(points::run());
     }
-    if only == "memory" {
+    if only == "memory-points" {
         sections.push(points::memory_points());
     }
     if only.is_empty() || only == "snapshots" {
@@ -111,7 +112,12 @@ fn main() {
         started.elapsed().as_secs_f64(),
         machine()
     );
-    let mut kept: Vec<Section> = std::fs::read_to_string(&out)
+    for s in &mut sections {
+        s.body = format!("{stamp}\n{}", s.body);
+    }
+    // Sections measured now replace their old text in place; new ones go
+    // at the end.
+    let mut doc_sections: Vec<Section> = std::fs::read_to_string(&out)
         .unwrap_or_default()
         .split("\n## ")
         .skip(1)
@@ -122,19 +128,20 @@ fn main() {
                 body: body.to_string(),
             })
         })
-        .filter(|old| !sections.iter().any(|s| s.title == old.title))
         .collect();
-    for s in &mut sections {
-        s.body = format!("{stamp}\n{}", s.body);
+    for s in sections {
+        match doc_sections.iter_mut().find(|old| old.title == s.title) {
+            Some(old) => *old = s,
+            None => doc_sections.push(s),
+        }
     }
-    kept.extend(sections);
     let mut doc = String::new();
     let _ = writeln!(doc, "# Benchmarks\n");
     let _ = writeln!(
         doc,
         "Every section was measured in one run, reprise and its peers side by side, on the machine and date it names. Run `bench/run.sh` to measure again on your machine.\n"
     );
-    for s in kept {
+    for s in doc_sections {
         let _ = writeln!(doc, "## {}\n\n{}", s.title, s.body.trim_end());
         let _ = writeln!(doc);
     }
