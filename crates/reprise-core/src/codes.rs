@@ -47,7 +47,6 @@ pub const CODES: &[Code] = &[
     c("file_unreadable", Invalid, "(client) a local file cannot be read"),
     c("forward_invalid", Unauthorized, "a request marked as sent on by a daemon of the region carries a wrong mark"),
     c("freeze_timeout", Unavailable, "the guest's freeze did not finish within its bound"),
-    c("freeze_unconfirmed", Unavailable, "the guest agent did not confirm its filesystems froze"),
     c("guest_agent_error", Conflict, "the guest agent refused a command"),
     c("guest_agent_not_responding", Unavailable, "the guest agent does not answer"),
     c("host_conflict", Invalid, "the named host is not where the new resource must go"),

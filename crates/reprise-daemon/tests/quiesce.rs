@@ -89,13 +89,11 @@ async fn a_working_agent_gives_a_filesystem_consistent_cut_and_a_thawed_guest() 
     assert_eq!(
         after_sync,
         [
-            "guest-ping",
             "guest-fsfreeze-freeze",
-            "guest-fsfreeze-status",
             "guest-fsfreeze-thaw",
             "guest-fsfreeze-status"
         ],
-        "ping, freeze confirmed, thaw confirmed"
+        "synced, frozen (its answer the confirmation), thaw confirmed: no other round trip while frozen"
     );
     let log = s.log.lock().unwrap().join("\n");
     assert!(log.contains("were frozen"), "{log}");
