@@ -6,17 +6,65 @@
 //!
 //! Refusals count connections, not requests: a client that keeps a
 //! connection open past [`S3Proxy::refuse`] is not refused on it.
+//!
+//! In [`S3Proxy::chaos`] mode each new connection is, at random, refused,
+//! cut in the middle (closed after a few bytes either way: a request or
+//! an answer left half-sent), or slowed (held before it reaches the
+//! server), each with the given chance; the rest pass. Its request gets
+//! `Connection: close`, so that each request comes on a connection of its
+//! own and the chances are per request.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 pub struct S3Proxy {
     /// `http://127.0.0.1:PORT`, to put in the client's config.
     pub endpoint: String,
     to_refuse: Arc<AtomicUsize>,
     refused: Arc<AtomicUsize>,
+    chaos: Arc<Mutex<Option<Chaos>>>,
+    faults: Arc<Faults>,
+}
+
+/// The random faults of [`S3Proxy::chaos`].
+struct Chaos {
+    state: u64,
+    per_mille: u64,
+}
+
+impl Chaos {
+    fn next(&mut self) -> u64 {
+        self.state ^= self.state >> 12;
+        self.state ^= self.state << 25;
+        self.state ^= self.state >> 27;
+        self.state.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+/// How many connections were refused, cut and slowed by chaos.
+#[derive(Debug, Default)]
+pub struct Faults {
+    /// Connections chaos drew a fate for.
+    pub drawn: AtomicUsize,
+    pub refused: AtomicUsize,
+    pub cut: AtomicUsize,
+    pub slowed: AtomicUsize,
+}
+
+/// What chaos does to one connection.
+enum Fate {
+    Pass,
+    Refuse,
+    /// Close after this many bytes: of the request when `upload`, else of
+    /// the answer.
+    Cut {
+        after: u64,
+        upload: bool,
+    },
+    Slow(Duration),
 }
 
 impl S3Proxy {
@@ -27,27 +75,63 @@ impl S3Proxy {
         let endpoint = format!("http://{}", listener.local_addr().expect("address"));
         let to_refuse = Arc::new(AtomicUsize::new(0));
         let refused = Arc::new(AtomicUsize::new(0));
+        let chaos: Arc<Mutex<Option<Chaos>>> = Arc::new(Mutex::new(None));
+        let faults = Arc::new(Faults::default());
         let (left, count) = (to_refuse.clone(), refused.clone());
+        let (dice, seen) = (chaos.clone(), faults.clone());
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { continue };
                 let refuse = left
                     .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
                     .is_ok();
-                if refuse {
+                let one_request = dice.lock().unwrap_or_else(|p| p.into_inner()).is_some();
+                let fate = if refuse {
                     count.fetch_add(1, Ordering::SeqCst);
-                    std::thread::spawn(move || refuse_one(client));
+                    Fate::Refuse
                 } else {
-                    let upstream = upstream.clone();
-                    std::thread::spawn(move || pass(client, &upstream));
-                }
+                    fate(&dice, &seen)
+                };
+                let upstream = upstream.clone();
+                std::thread::spawn(move || match fate {
+                    Fate::Refuse => refuse_one(client),
+                    Fate::Pass => pass(client, &upstream, None, one_request),
+                    Fate::Cut { after, upload } => {
+                        pass(client, &upstream, Some((after, upload)), one_request)
+                    }
+                    Fate::Slow(by) => {
+                        std::thread::sleep(by);
+                        pass(client, &upstream, None, one_request)
+                    }
+                });
             }
         });
         S3Proxy {
             endpoint,
             to_refuse,
             refused,
+            chaos,
+            faults,
         }
+    }
+
+    /// From now on, each new connection is refused, cut or slowed, each
+    /// with a chance of `per_mille` in a thousand (the draws follow `seed`).
+    pub fn chaos(&self, seed: u64, per_mille: u64) {
+        *self.chaos.lock().unwrap_or_else(|p| p.into_inner()) = Some(Chaos {
+            state: seed.max(1),
+            per_mille,
+        });
+    }
+
+    /// Back to passing every connection.
+    pub fn calm(&self) {
+        *self.chaos.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// The faults chaos made so far.
+    pub fn faults(&self) -> &Faults {
+        &self.faults
     }
 
     /// Refuse the next `n` connections (`usize::MAX`: until told again).
@@ -87,20 +171,90 @@ fn refuse_one(mut client: TcpStream) {
     );
 }
 
-/// Copy both ways until either side closes.
-fn pass(client: TcpStream, upstream: &str) {
+/// The request's head (read up to its blank line, a byte at a time so
+/// that nothing of the body is taken), with `Connection: close` added.
+fn head_with_close(mut client: &TcpStream) -> Option<Vec<u8>> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if client.read(&mut byte).ok()? == 0 || head.len() > 64 * 1024 {
+            return None;
+        }
+        head.push(byte[0]);
+    }
+    head.truncate(head.len() - 2);
+    head.extend_from_slice(b"Connection: close\r\n\r\n");
+    Some(head)
+}
+
+/// Draw the fate of a new connection.
+fn fate(chaos: &Mutex<Option<Chaos>>, faults: &Faults) -> Fate {
+    let mut guard = chaos.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(c) = guard.as_mut() else {
+        return Fate::Pass;
+    };
+    faults.drawn.fetch_add(1, Ordering::SeqCst);
+    let roll = c.next() % 1000;
+    let p = c.per_mille;
+    if roll < p {
+        faults.refused.fetch_add(1, Ordering::SeqCst);
+        Fate::Refuse
+    } else if roll < 2 * p {
+        faults.cut.fetch_add(1, Ordering::SeqCst);
+        Fate::Cut {
+            after: c.next() % 65536,
+            upload: c.next() % 2 == 0,
+        }
+    } else if roll < 3 * p {
+        faults.slowed.fetch_add(1, Ordering::SeqCst);
+        Fate::Slow(Duration::from_millis(100 + c.next() % 500))
+    } else {
+        Fate::Pass
+    }
+}
+
+/// Copy both ways until either side closes; with `cut`, close both after
+/// that many bytes of the request (`true`) or of the answer; with
+/// `one_request`, the request asks the server to close after answering.
+fn pass(client: TcpStream, upstream: &str, cut: Option<(u64, bool)>, one_request: bool) {
     let Ok(server) = TcpStream::connect(upstream) else {
         return;
     };
-    let (Ok(mut client_in), Ok(mut server_out)) = (client.try_clone(), server.try_clone()) else {
+    let (Ok(client_in), Ok(mut server_out)) = (client.try_clone(), server.try_clone()) else {
         return;
     };
+    let limit = |upload: bool| match cut {
+        Some((after, dir)) if dir == upload => after,
+        _ => u64::MAX,
+    };
+    let (up_limit, down_limit) = (limit(true), limit(false));
     let up = std::thread::spawn(move || {
-        let _ = std::io::copy(&mut client_in, &mut server_out);
-        let _ = server_out.shutdown(std::net::Shutdown::Write);
+        let mut from_client: Box<dyn Read> = Box::new(&client_in);
+        if one_request {
+            match head_with_close(&client_in) {
+                Some(head) => {
+                    from_client = Box::new(std::io::Cursor::new(head).chain(&client_in));
+                }
+                None => return,
+            }
+        }
+        let _ = std::io::copy(&mut from_client.take(up_limit), &mut server_out);
+        if up_limit == u64::MAX {
+            let _ = server_out.shutdown(std::net::Shutdown::Write);
+        } else {
+            // The request cut: both ends closed, the answer never comes.
+            let _ = server_out.shutdown(std::net::Shutdown::Both);
+            let _ = client_in.shutdown(std::net::Shutdown::Both);
+        }
     });
-    let (mut server_in, mut client_out) = (server, client);
-    let _ = std::io::copy(&mut server_in, &mut client_out);
-    let _ = client_out.shutdown(std::net::Shutdown::Write);
+    let (server_in, mut client_out) = (server, client);
+    let _ = std::io::copy(&mut (&server_in).take(down_limit), &mut client_out);
+    if cut.is_some() {
+        // Both ways closed at once: what was half-sent stays half-sent.
+        let _ = client_out.shutdown(std::net::Shutdown::Both);
+        let _ = server_in.shutdown(std::net::Shutdown::Both);
+    } else {
+        let _ = client_out.shutdown(std::net::Shutdown::Write);
+    }
     let _ = up.join();
 }

@@ -338,3 +338,153 @@ fn the_daemon_killed_at_random_moments_loses_nothing() {
     );
     assert!(campaign.violations.is_empty(), "{:#?}", campaign.violations);
 }
+
+/// The guest bytes of a qcow2 no QEMU holds, as a digest.
+fn content_digest(path: &str, dir: &Path) -> blake3::Hash {
+    let out = dir.join("content.raw");
+    let ok = std::process::Command::new("qemu-img")
+        .args(["convert", "-U", "-q", "-O", "raw", path])
+        .arg(&out)
+        .status()
+        .expect("qemu-img runs");
+    assert!(ok.success(), "qemu-img convert {path}");
+    blake3::hash(&std::fs::read(&out).expect("the export"))
+}
+
+/// An unreliable S3 under a run of backups and restores: the proxy in
+/// front of Garage refuses (503), cuts in the middle (a request or an
+/// answer half-sent) or slows (100–600 ms) each of 5 % of the new
+/// connections. Every snapshot ends BackedUp or Error with a named
+/// reason; every restore succeeds with the recorded bytes or fails
+/// named; at the end, the S3 calm, every BackedUp snapshot verifies and
+/// restores byte for byte. CI runs `REPRISE_S3_FAULT_ROUNDS` rounds (12
+/// by default); `scripts/faults.sh` runs 200.
+#[test]
+fn an_unreliable_s3_loses_nothing() {
+    let Some(s3) = reprise_store::S3Config::from_test_env() else {
+        eprintln!("REPRISE_TEST_S3=off: the unreliable-S3 campaign does not run");
+        return;
+    };
+    let rounds = env_u64("REPRISE_S3_FAULT_ROUNDS", 12);
+    let seed = env_u64(
+        "REPRISE_FAULT_SEED",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64,
+    );
+    eprintln!("unreliable S3: {rounds} rounds, seed {seed} (REPRISE_FAULT_SEED replays it)");
+    let mut dice = Dice(seed.max(1));
+    let proxy = s3_proxy::S3Proxy::start(&s3.endpoint);
+    // One request per connection from the first (no fault yet): none
+    // passes on a connection made before the faults begin.
+    proxy.chaos(seed, 0);
+    let through_proxy = reprise_store::S3Config {
+        endpoint: proxy.endpoint.clone(),
+        ..s3
+    };
+    let d = TestDaemon::start_with(|c| use_store(c, &Some(through_proxy)));
+    let c = d.admin();
+    let work = tempfile::tempdir().unwrap();
+    let v: Volume = c
+        .post("/api/v1/volumes", &json!({"name": "v", "size": "16M"}))
+        .unwrap();
+    proxy.chaos(seed, 50);
+    let mut recorded: BTreeMap<uuid::Uuid, blake3::Hash> = BTreeMap::new();
+    let mut violations = Vec::new();
+    let (mut backed_up, mut failed, mut restored, mut restore_failed) = (0, 0, 0, 0);
+    let restore = |c: &Client,
+                   id: uuid::Uuid,
+                   expected: blake3::Hash,
+                   name: &str,
+                   violations: &mut Vec<String>| {
+        let job = c.volume_from_snapshot(
+            &id.to_string(),
+            &VolumeFromSnapshot {
+                name: name.into(),
+                zone: None,
+                host: None,
+            },
+        );
+        let done =
+            job.and_then(|j| c.wait_job(&j.id.to_string(), Duration::from_secs(120), |_| {}));
+        match done {
+            Ok(_) => {
+                let r = c.volume(name).unwrap();
+                if content_digest(&r.path, work.path()) != expected {
+                    violations.push(format!("restore {name} of {id} differs"));
+                }
+                true
+            }
+            Err(e) if e.message.is_empty() || e.code.is_empty() => {
+                violations.push(format!("restore {name} failed unnamed: {e:?}"));
+                false
+            }
+            Err(_) => false,
+        }
+    };
+    for n in 0..rounds {
+        let at = dice.below(15);
+        let write = format!("write -P {} {at}M 1M", 1 + n % 250);
+        assert!(std::process::Command::new("qemu-io")
+            .args(["-f", "qcow2", "-c", &write, &v.path])
+            .status()
+            .unwrap()
+            .success());
+        let job = c.create_snapshot(&CreateSnapshot {
+            volume: "v".into(),
+            name: Some(format!("s{n}")),
+            quiesce: None,
+        });
+        let _ = job.and_then(|j| c.wait_job(&j.id.to_string(), Duration::from_secs(120), |_| {}));
+        let s = c.snapshot(&format!("s{n}")).unwrap();
+        match s.state {
+            SnapshotState::BackedUp => {
+                backed_up += 1;
+                recorded.insert(s.id, content_digest(&v.path, work.path()));
+            }
+            SnapshotState::Error if s.error.as_deref().is_some_and(|e| !e.is_empty()) => {
+                failed += 1
+            }
+            other => violations.push(format!("snapshot s{n} is {other} ({:?})", s.error)),
+        }
+        if n % 3 == 2 && !recorded.is_empty() {
+            let ids: Vec<uuid::Uuid> = recorded.keys().copied().collect();
+            let id = ids[dice.below(ids.len() as u64) as usize];
+            if restore(&c, id, recorded[&id], &format!("r{n}"), &mut violations) {
+                restored += 1;
+            } else {
+                restore_failed += 1;
+            }
+        }
+    }
+    let faults = proxy.faults();
+    let (drawn, refused, cut, slowed) = (
+        faults.drawn.load(std::sync::atomic::Ordering::SeqCst),
+        faults.refused.load(std::sync::atomic::Ordering::SeqCst),
+        faults.cut.load(std::sync::atomic::Ordering::SeqCst),
+        faults.slowed.load(std::sync::atomic::Ordering::SeqCst),
+    );
+    proxy.calm();
+    // The S3 calm: everything shown BackedUp is whole.
+    for (&id, &expected) in &recorded {
+        let verified = c
+            .verify_snapshot(&id.to_string())
+            .and_then(|j| c.wait_job(&j.id.to_string(), Duration::from_secs(120), |_| {}));
+        if let Err(e) = verified {
+            violations.push(format!("BackedUp snapshot {id} fails verify: {e:?}"));
+        }
+        let name = format!("final-{}", &id.simple().to_string()[..8]);
+        if !restore(&c, id, expected, &name, &mut violations) {
+            violations.push(format!(
+                "BackedUp snapshot {id} does not restore with the S3 calm"
+            ));
+        }
+    }
+    eprintln!(
+        "unreliable S3: {rounds} rounds; snapshots {backed_up} BackedUp, {failed} Error (named); restores during faults {restored} exact, {restore_failed} failed (named); of {drawn} connections (one request each) {refused} refused, {cut} cut, {slowed} slowed; every BackedUp verified and restored exact after; {} violations",
+        violations.len()
+    );
+    assert!(refused + cut + slowed > 0, "the proxy injected no fault");
+    assert!(violations.is_empty(), "{violations:#?}");
+}
