@@ -398,6 +398,11 @@ where
         }
     }
     if !guest.hold_frozen.is_zero() {
+        // Tests wait for this line to act while the guest is frozen.
+        log(format!(
+            "holding the guest frozen {} ms (a test seam)",
+            guest.hold_frozen.as_millis()
+        ));
         tokio::time::sleep(guest.hold_frozen).await;
     }
     let value = cut().await;

@@ -55,14 +55,14 @@ fn frozen_in_a_point(bound_secs: u64, hold_ms: u64) -> FrozenInAPoint {
     let job = c
         .start_job("/api/v1/instances/vm/points", &json!({"name": "p"}))
         .unwrap();
-    // The job's log says when the freeze is done.
+    // The job's log says when the guest is frozen (the seam holds it).
     let deadline = Instant::now() + Duration::from_secs(20);
     while !c
         .job(&job.id.to_string())
         .unwrap()
         .log
         .iter()
-        .any(|l| l.message.contains("reports the guest frozen"))
+        .any(|l| l.message.contains("holding the guest frozen"))
     {
         assert!(Instant::now() < deadline, "the guest was never frozen");
         std::thread::sleep(Duration::from_millis(50));
