@@ -307,11 +307,17 @@ async fn take_memory(
     std::fs::create_dir_all(&dir)
         .map_err(crate::io_err(format!("cannot create {}", dir.display())))?;
     let paused_ms = vm::save_machine_background(app, inst.id, vols, tag, &state).await?;
-    // Ready means durable: the state file and its entry are synced first.
+    // Ready means durable: the state file, its entry and the directories
+    // made for it are synced first.
     let synced = state.clone();
-    tokio::task::spawn_blocking(move || reprise_qemu::img::sync_file_and_dir(&synced))
-        .await
-        .map_err(|e| Error::internal(format!("syncing the machine state: {e}")))??;
+    tokio::task::spawn_blocking(move || {
+        reprise_qemu::img::sync_file_and_dir(&synced)?;
+        let dir = synced.parent().unwrap_or(&synced);
+        reprise_qemu::img::sync_file_and_dir(dir)?;
+        reprise_qemu::img::sync_file_and_dir(dir.parent().unwrap_or(dir))
+    })
+    .await
+    .map_err(|e| Error::internal(format!("syncing the machine state: {e}")))??;
     ctx.log(format!(
         "machine state written in {} ms while the guest ran; it was paused {} ms",
         started.elapsed().as_millis(),
@@ -865,7 +871,13 @@ pub async fn reconcile_at_startup(app: &App) -> Result<()> {
             }
         }
         let complete = present == p.volume_ids.len() && paths.len() == p.volume_ids.len();
+        let state_file_lost =
+            saved_in_background(&p) && !app.config.point_state_path(p.instance_id, p.id).exists();
         let (state, error) = match (p.state, complete) {
+            (PointState::Ready | PointState::Reverting, true) if state_file_lost => (
+                PointState::Error,
+                Some("its machine state file is missing: it cannot be reverted to; delete it"),
+            ),
             (PointState::Ready | PointState::Reverting, true) => (PointState::Ready, None),
             (PointState::Ready | PointState::Reverting, false) => (
                 PointState::Error,
