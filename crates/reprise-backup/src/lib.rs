@@ -41,7 +41,7 @@ use uuid::Uuid;
 
 pub use backup::{backup, BackupResult, Base};
 pub use gc::{gc, GcReport, Live};
-pub use restore::{restore_raw, verify, VerifyReport};
+pub use restore::{restore_qcow2, restore_raw, verify, VerifyReport};
 
 /// The chunk size of new regions: 1 MiB (measured against 2 and 4 MiB in
 /// `docs/BENCHMARKS.md`: the same throughput, finer increments).

@@ -1,9 +1,11 @@
-//! Reading a snapshot back from the store: to a raw image, and to check it.
+//! Reading a snapshot back from the store: into a new qcow2 volume, to a
+//! raw image, and to check it.
 
 use crate::{chunk_key, joined, Region};
 use futures::StreamExt;
 use reprise_chunks::{chunk, ChunkName, Index};
 use reprise_core::{Error, ErrorKind, Result};
+use reprise_qcow2::writer::{Builder, Layout};
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
@@ -22,6 +24,26 @@ pub async fn fetch(region: &Region, name: ChunkName) -> Result<Vec<u8>> {
         })
         .await,
     )
+}
+
+/// Fetch the chunk an index puts at `pos`, refused as damaged unless its
+/// length is that position's (the index and the chunks come from a store
+/// other daemons write).
+async fn fetch_at(region: &Region, index: &Index, pos: u64, name: ChunkName) -> Result<Vec<u8>> {
+    let plain = fetch(region, name).await?;
+    let chunk_size = index.chunk_size as u64;
+    let expected = chunk_size.min(index.volume_size - pos * chunk_size);
+    if plain.len() as u64 != expected {
+        return Err(Error::new(
+            ErrorKind::Corrupt,
+            "object_corrupt",
+            format!(
+                "chunk {name} holds {} bytes where position {pos} of the snapshot needs {expected}",
+                plain.len()
+            ),
+        ));
+    }
+    Ok(plain)
 }
 
 /// Write the snapshot's guest bytes to `file` as a raw image: the file is
@@ -44,7 +66,7 @@ pub async fn restore_raw(
         .map(|(pos, name)| {
             let file = file.clone();
             async move {
-                let plain = fetch(region, name).await?;
+                let plain = fetch_at(region, index, pos, name).await?;
                 joined(
                     tokio::task::spawn_blocking(move || {
                         file.write_all_at(&plain, pos * chunk_size).map_err(io)
@@ -61,6 +83,48 @@ pub async fn restore_raw(
         progress(done, total);
     }
     file.sync_all().map_err(io)
+}
+
+/// Write the snapshot's guest bytes into `file` (new and empty) as a
+/// qcow2 image with 64 KiB clusters, directly from the chunks: they are
+/// fetched, checked and decompressed in parallel and stored out of order,
+/// each at the place the layout planned for it, zero clusters left
+/// unallocated (see [`reprise_qcow2::writer`]). The image is durable when
+/// this returns.
+pub async fn restore_qcow2(
+    region: &Region,
+    index: &Index,
+    file: std::fs::File,
+    progress: impl Fn(u64, u64),
+) -> Result<()> {
+    let chunk_size = index.chunk_size as u64;
+    let layout = Layout::new(
+        index.volume_size,
+        chunk_size,
+        index.entries.iter().map(|(pos, _)| *pos).collect(),
+    )?;
+    let builder = Arc::new(joined(
+        tokio::task::spawn_blocking(move || Builder::create(file, layout)).await,
+    )?);
+    let total = index.entries.len() as u64;
+    let mut writes = futures::stream::iter(index.entries.iter().copied())
+        .map(|(pos, name)| {
+            let builder = builder.clone();
+            async move {
+                let plain = fetch_at(region, index, pos, name).await?;
+                joined(tokio::task::spawn_blocking(move || builder.write(pos, &plain)).await)
+            }
+        })
+        .buffer_unordered(region.parallel.max(1));
+    let mut done = 0;
+    while let Some(r) = writes.next().await {
+        r?;
+        done += 1;
+        progress(done, total);
+    }
+    drop(writes);
+    let builder = Arc::into_inner(builder).expect("every write has finished");
+    joined(tokio::task::spawn_blocking(move || builder.finish()).await)
 }
 
 /// What a verification found.

@@ -9,7 +9,7 @@
 use reprise_backup::backup::Base;
 use reprise_backup::snapshot::{take, Committed, Cut, Origin, References};
 use reprise_backup::{
-    chunk_key, gc, index_key, manifest_key, restore_raw, verify, Live, Refs, Region,
+    chunk_key, gc, index_key, manifest_key, restore_qcow2, restore_raw, verify, Live, Refs, Region,
 };
 use reprise_chunks::{ChunkName, Index};
 use reprise_store::{S3Config, Store};
@@ -192,10 +192,42 @@ async fn take_snapshot(
         .unwrap()
 }
 
+/// A snapshot's bytes restored both ways: as a raw image and as the qcow2
+/// a volume gets, which must check clean and hold the same bytes.
 async fn restored(region: &Region, index: &Index, path: &Path) -> Vec<u8> {
     let file = std::fs::File::create(path).unwrap();
     restore_raw(region, index, file, |_, _| {}).await.unwrap();
-    std::fs::read(path).unwrap()
+    let raw = std::fs::read(path).unwrap();
+    let qcow2 = path.with_extension("qcow2");
+    let _ = std::fs::remove_file(&qcow2);
+    let file = std::fs::File::create_new(&qcow2).unwrap();
+    restore_qcow2(region, index, file, |_, _| {}).await.unwrap();
+    run("qemu-img", &["check", "-q", qcow2.to_str().unwrap()]);
+    let via_qemu = qemu_export_active(&qcow2, &path.with_extension("from-qcow2.raw"));
+    assert!(
+        via_qemu == raw,
+        "the qcow2 restore holds the raw restore's bytes"
+    );
+    raw
+}
+
+/// The active layer of a qcow2, as QEMU reads it.
+fn qemu_export_active(img: &Path, out: &Path) -> Vec<u8> {
+    run(
+        "qemu-img",
+        &[
+            "convert",
+            "-f",
+            "qcow2",
+            "-O",
+            "raw",
+            img.to_str().unwrap(),
+            out.to_str().unwrap(),
+        ],
+    );
+    let bytes = std::fs::read(out).unwrap();
+    let _ = std::fs::remove_file(out);
+    bytes
 }
 
 async fn stored_chunks(region: &Region) -> HashSet<ChunkName> {
@@ -549,8 +581,40 @@ async fn restores(region: &Region, id: Uuid, dir: &Path) -> bool {
     let Ok(index) = region.index(&manifest).await else {
         return false;
     };
-    let file = std::fs::File::create(dir.join("tamper-restore.raw")).unwrap();
-    restore_raw(region, &index, file, |_, _| {}).await.is_ok()
+    let path = dir.join("tamper-restore.qcow2");
+    let _ = std::fs::remove_file(&path);
+    let file = std::fs::File::create_new(&path).unwrap();
+    restore_qcow2(region, &index, file, |_, _| {}).await.is_ok()
+}
+
+/// An index that puts a chunk where its length does not fit (the short
+/// last chunk of a volume at a full-size position) is refused as damaged:
+/// the index and the chunks come from a store other tenants' daemons write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_of_the_wrong_length_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let data = mixed_data(2 * MIB as usize + 4096, 5);
+    let img = image_with(d, "short", &data, "s1");
+    let region = &regions(d, false).await[0].1;
+    let (refs, catalog) = (Arc::new(Refs::default()), Catalog::default());
+    let done = take_snapshot(region, &refs, &catalog, &img, "s1", None).await;
+    let (last_pos, short) = *done.index.entries.last().unwrap();
+    assert_eq!(last_pos, 2);
+    let forged = Index {
+        entries: vec![(0, short)],
+        ..done.index.clone()
+    };
+    let file = std::fs::File::create_new(d.join("forged.qcow2")).unwrap();
+    let e = restore_qcow2(region, &forged, file, |_, _| {})
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.kind, e.code.as_str()),
+        (reprise_core::ErrorKind::Corrupt, "object_corrupt"),
+        "{e}"
+    );
+    assert!(e.message.contains(&short.to_hex()), "{e}");
 }
 
 /// Whether verify says something is wrong with a snapshot.

@@ -99,6 +99,7 @@ pub const CODES: &[Code] = &[
     c("policy_target_invalid", Invalid, "a policy is on one volume or one instance; memory is for instances"),
     c("qcow2_corrupt", Corrupt, "a qcow2 file's tables are inconsistent"),
     c("qcow2_unsupported", Invalid, "a qcow2 feature reprise does not read"),
+    c("qcow2_layout", Invalid, "a qcow2 image to write was planned wrongly (a bug)"),
     c("qemu_failed", Unavailable, "a QEMU process or qemu-img failed"),
     c("qemu_missing", Unavailable, "QEMU is not installed where the config says"),
     c("qmp_error", Conflict, "QEMU refused a command"),

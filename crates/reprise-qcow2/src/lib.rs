@@ -25,6 +25,7 @@
 pub mod header;
 pub mod snapshot;
 pub mod table;
+pub mod writer;
 
 mod image;
 mod reader;

@@ -10,9 +10,8 @@
 //! rename the volume is untouched, after it the volume is the snapshot.
 //!
 //! The snapshot's chunks are fetched and decompressed in parallel and
-//! written out of order into a sparse raw file (zero chunks stay holes),
-//! which `qemu-img convert` then turns into the volume's qcow2 (64 KiB
-//! clusters, zeros left unallocated).
+//! written out of order straight into the volume's qcow2 (64 KiB clusters,
+//! zeros left unallocated; see `reprise_qcow2::writer`).
 
 use super::volumes::{new_row, zone_or_default};
 use crate::app::App;
@@ -23,6 +22,8 @@ use reprise_core::{Error, Result};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// Where restores made a raw image before they wrote qcow2 directly: a
+/// crash of an older daemon can have left one.
 fn raw_path(qcow2: &str) -> PathBuf {
     PathBuf::from(format!("{qcow2}.restoring.raw"))
 }
@@ -107,41 +108,29 @@ pub fn create(
     }))
 }
 
-/// Build a snapshot's content as a qcow2 at `dst` (sparse), through a raw
-/// image next to it.
+/// Build a snapshot's content as a new qcow2 at `dst` (sparse, durable
+/// when this returns), written directly from the chunks.
 pub(crate) async fn build(
     app: &App,
     snapshot: uuid::Uuid,
     dst: &Path,
     progress: impl Fn(u64, u64),
 ) -> Result<()> {
-    let manifest = app.region().await?.manifest(snapshot).await?;
-    let index = app.region().await?.index(&manifest).await?;
-    let raw = raw_path(&dst.to_string_lossy());
+    let region = app.region().await?;
+    let manifest = region.manifest(snapshot).await?;
+    let index = region.index(&manifest).await?;
     let file = std::fs::OpenOptions::new()
         .create_new(true)
         .write(true)
-        .open(&raw)
+        .open(dst)
         .map_err(|e| {
-            Error::unavailable("io_error", format!("cannot create {}: {e}", raw.display()))
+            Error::unavailable("io_error", format!("cannot create {}: {e}", dst.display()))
                 .with_source(e)
         })?;
-    let restored = reprise_backup::restore_raw(app.region().await?, &index, file, progress).await;
-    if restored.is_ok() {
-        app.metrics
-            .restored(index.entries.len() as u64 * index.chunk_size as u64);
-    }
-    let converted = match restored {
-        Ok(()) => {
-            app.config
-                .binaries()
-                .convert_to_qcow2(&raw, "raw", dst)
-                .await
-        }
-        Err(e) => Err(e),
-    };
-    let _ = std::fs::remove_file(&raw);
-    converted
+    reprise_backup::restore_qcow2(region, &index, file, progress).await?;
+    app.metrics
+        .restored(index.entries.len() as u64 * index.chunk_size as u64);
+    Ok(())
 }
 
 /// Put a volume back to a snapshot's content (the guides' "redeploy from a
@@ -250,7 +239,6 @@ pub fn settle_interrupted(app: &App, v: &reprise_catalog::VolumeRow) -> Result<(
 
 /// Remove a volume that was being made: its files, then its row.
 pub fn remove_half_made(app: &App, path: &str, id: uuid::Uuid) {
-    let _ = std::fs::remove_file(raw_path(path));
     let _ = std::fs::remove_file(path);
     if let Err(e) = app.catalog.delete_volume(id) {
         tracing::warn!(volume = %id, "could not remove a half-made volume: {e}");
