@@ -1,21 +1,33 @@
 //! One backup: a qcow2 internal snapshot into the region's store.
 //!
-//! Steps: find the positions to read ([`SnapshotReader::changed_grains`]);
-//! for each, in
-//! parallel (at most [`Region::parallel`] at once, so memory is bounded by
-//! that many pairs of chunk buffers whatever the volume's size): read it,
-//! skip it if it is zeros, name it, take a reference ([`Refs::hold`]), and
-//! if the store lacks it, compress, encrypt and upload it. Positions not
-//! read keep their base chunk. The index and the manifest are written by
-//! the snapshot's transaction ([`crate::snapshot`]) once the references
-//! are recorded.
+//! Steps: find the 64 KiB grains that changed since the base
+//! ([`SnapshotReader::changed_grains`]) and the chunk positions they fall
+//! in; plan each position (a whole chunk, or a patch on its base chunk);
+//! then for each, in parallel (at most [`Region::parallel`] at once, so
+//! memory is bounded by that many pairs of chunk buffers whatever the
+//! volume's size): read it, skip it if it is zeros, name it, take a
+//! reference ([`Refs::hold`]), and if the store lacks it, compress, encrypt
+//! and upload it. Positions not read keep their base chunk. The index and
+//! the manifest are written by the snapshot's transaction
+//! ([`crate::snapshot`]) once the references are recorded.
+//!
+//! A position whose base holds data and where at most half of the grains
+//! differ from the base's *whole* chunk is stored as a patch of those
+//! grains only (see `reprise_chunks::chunk`): scattered small writes cost
+//! what they changed, not a chunk each. The grains a patch replaces grow
+//! with each increment (they are counted against the whole base chunk,
+//! never against another patch); past half the chunk, the position is
+//! read and stored whole again, which bounds both a patch's size and a
+//! restore's cost (one more fetch) without chains.
 
 use crate::{chunk_key, index_key, joined, manifest_key, Hold, Refs, Region};
 use futures::StreamExt;
+use reprise_chunks::chunk::{Patch, PATCH_GRAIN};
+use reprise_chunks::index::PatchRef;
 use reprise_chunks::{chunk, ChunkName, Index, Manifest};
 use reprise_core::Result;
 use reprise_qcow2::{Image, SnapshotReader};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -89,30 +101,52 @@ pub async fn backup(
     let mut hold = refs.hold(known.iter().copied()).await?;
     let snap = Arc::new(snap);
     let base_l1 = base.as_ref().and(base_l1);
-    let positions = {
+    // Grains of 64 KiB when the image's clusters allow it and there is a
+    // base to patch; otherwise whole chunks.
+    let patching = base.is_some() && PATCH_GRAIN.is_multiple_of(snap.image().header.cluster_size());
+    let grain = if patching {
+        PATCH_GRAIN
+    } else {
+        chunk_size as u64
+    };
+    let grains = {
         let snap = snap.clone();
         joined(
-            tokio::task::spawn_blocking(move || {
-                snap.changed_grains(base_l1.as_deref(), chunk_size as u64)
-            })
-            .await,
+            tokio::task::spawn_blocking(move || snap.changed_grains(base_l1.as_deref(), grain))
+                .await,
         )?
     };
-    let total = positions.len() as u64 * chunk_size as u64;
+    let per_chunk = chunk_size as u64 / grain;
+    let mut changed: BTreeMap<u64, u64> = BTreeMap::new();
+    for g in grains {
+        *changed.entry(g / per_chunk).or_default() |= 1 << (g % per_chunk);
+    }
+    let plans: Vec<(u64, Plan)> = changed
+        .into_iter()
+        .map(|(pos, mask)| (pos, plan(&start_index, pos, mask, patching, per_chunk)))
+        .collect();
+    let total: u64 = plans
+        .iter()
+        .map(|(_, p)| match p {
+            Plan::Whole => chunk_size as u64,
+            Plan::Patch(r) => r.mask.count_ones() as u64 * PATCH_GRAIN,
+        })
+        .sum();
     progress(0, total);
     let known = Arc::new(known);
 
-    let mut results = futures::stream::iter(positions)
-        .map(|pos| {
+    let mut results = futures::stream::iter(plans)
+        .map(|(pos, plan)| {
             let snap = snap.clone();
             let region = region.clone();
             let refs = refs.clone();
             let known = known.clone();
-            async move { back_up_position(&region, &refs, &snap, &known, pos).await }
+            async move { back_up_position(&region, &refs, &snap, &known, pos, plan).await }
         })
         .buffer_unordered(region.parallel.max(1));
 
     let mut changes = Vec::new();
+    let mut patches = BTreeMap::new();
     let mut read_bytes = 0;
     let mut chunk_sizes = HashMap::new();
     let mut new_bytes = 0;
@@ -130,12 +164,15 @@ pub async fn backup(
                 new_bytes += c.stored.unwrap_or(0);
                 new_chunks += 1;
             }
+            if let Some(p) = c.patch {
+                patches.insert(c.name, p);
+            }
         }
         changes.push((done.pos, done.chunk.map(|c| c.name)));
     }
     changes.sort_by_key(|(p, _)| *p);
     Ok(BackupResult {
-        index: start_index.updated(&changes),
+        index: start_index.updated(&changes, &patches),
         incremental: base.is_some(),
         read_bytes,
         chunk_sizes,
@@ -152,8 +189,37 @@ struct Done {
     hold: Option<Hold>,
 }
 
+/// What a changed position becomes.
+enum Plan {
+    /// Read and stored whole.
+    Whole,
+    /// The grains of the mask read and stored as a patch on the base.
+    Patch(PatchRef),
+}
+
+/// A patch when the base holds data at `pos` and the grains that differ
+/// from its whole chunk (those its patch already replaced, and those
+/// changed since) are at most half the chunk.
+fn plan(base: &Index, pos: u64, changed: u64, patching: bool, per_chunk: u64) -> Plan {
+    let Some(name) = base.at(pos).filter(|_| patching) else {
+        return Plan::Whole;
+    };
+    let (whole, replaced) = match base.patches.get(&name) {
+        Some(p) => (p.base, p.mask),
+        None => (name, 0),
+    };
+    let mask = replaced | changed;
+    if u64::from(mask.count_ones()) * 2 <= per_chunk {
+        Plan::Patch(PatchRef { base: whole, mask })
+    } else {
+        Plan::Whole
+    }
+}
+
 struct Stored {
     name: ChunkName,
+    /// Set when it is a patch.
+    patch: Option<PatchRef>,
     /// Its size in the store, when this backup learned it.
     stored: Option<u64>,
     uploaded: bool,
@@ -165,30 +231,21 @@ async fn back_up_position(
     snap: &Arc<SnapshotReader<std::fs::File>>,
     known: &std::collections::HashSet<ChunkName>,
     pos: u64,
+    plan: Plan,
 ) -> Result<Done> {
-    let (plain, name) = {
+    let (read, piece) = {
         let snap = snap.clone();
         let key = region.keys.names.clone();
         let chunk_size = region.chunk_size as u64;
         joined(
-            tokio::task::spawn_blocking(move || {
-                let start = pos * chunk_size;
-                let mut buf = vec![0; chunk_size.min(snap.volume_size() - start) as usize];
-                snap.read(start, &mut buf)?;
-                if chunk::is_zero(&buf) {
-                    return Ok((buf, None));
-                }
-                let name = ChunkName::of(&key, &buf);
-                Ok((buf, Some(name)))
-            })
-            .await,
+            tokio::task::spawn_blocking(move || read_position(&snap, &key, chunk_size, pos, plan))
+                .await,
         )?
     };
-    let read = plain.len() as u64;
     if !region.chunk_pause.is_zero() {
         tokio::time::sleep(region.chunk_pause).await;
     }
-    let Some(name) = name else {
+    let Some(piece) = piece else {
         return Ok(Done {
             pos,
             read,
@@ -196,43 +253,102 @@ async fn back_up_position(
             hold: None,
         });
     };
+    let (name, patch) = (piece.name, piece.patch.clone());
     let hold = refs.hold([name]).await?;
     let stored = if known.contains(&name) {
         // The base references it: it is in the store, no request needed.
-        Stored {
-            name,
-            stored: None,
-            uploaded: false,
-        }
+        None
     } else {
         let key = chunk_key(&name);
         match region.store.size(&key).await? {
-            Some(size) => Stored {
-                name,
-                stored: Some(size),
-                uploaded: false,
-            },
+            Some(size) => Some((size, false)),
             None => {
                 let (level, keys) = (region.level, region.keys.clone());
                 let object = joined(
-                    tokio::task::spawn_blocking(move || chunk::encode(&plain, level, &keys)).await,
+                    tokio::task::spawn_blocking(move || match piece.patch {
+                        Some((p, _)) => p.encode(level, &keys).map(|(_, o)| o),
+                        None => chunk::encode(&piece.plain, level, &keys),
+                    })
+                    .await,
                 )?;
                 let size = object.len() as u64;
-                let wrote = region.store.put_if_absent(&key, object).await?;
-                Stored {
-                    name,
-                    stored: Some(size),
-                    uploaded: wrote,
-                }
+                Some((size, region.store.put_if_absent(&key, object).await?))
             }
         }
     };
     Ok(Done {
         pos,
         read,
-        chunk: Some(stored),
+        chunk: Some(Stored {
+            name,
+            patch: patch.map(|(_, r)| r),
+            stored: stored.map(|(size, _)| size),
+            uploaded: stored.is_some_and(|(_, wrote)| wrote),
+        }),
         hold: Some(hold),
     })
+}
+
+/// A position read and named: a whole chunk, or a patch.
+struct Piece {
+    name: ChunkName,
+    plain: Vec<u8>,
+    patch: Option<(Patch, PatchRef)>,
+}
+
+/// Read what `plan` says of position `pos`; `None` for a whole chunk of
+/// zeros. Returns the guest bytes read too.
+fn read_position(
+    snap: &SnapshotReader<std::fs::File>,
+    key: &chunk::ChunkKey,
+    chunk_size: u64,
+    pos: u64,
+    plan: Plan,
+) -> Result<(u64, Option<Piece>)> {
+    let start = pos * chunk_size;
+    let len = chunk_size.min(snap.volume_size() - start);
+    match plan {
+        Plan::Whole => {
+            let mut plain = vec![0; len as usize];
+            snap.read(start, &mut plain)?;
+            if chunk::is_zero(&plain) {
+                return Ok((len, None));
+            }
+            let name = ChunkName::of(key, &plain);
+            Ok((
+                len,
+                Some(Piece {
+                    name,
+                    plain,
+                    patch: None,
+                }),
+            ))
+        }
+        Plan::Patch(r) => {
+            let mut data = Vec::new();
+            for i in (0..64).filter(|i| r.mask >> i & 1 == 1) {
+                let at = i * PATCH_GRAIN;
+                let n = PATCH_GRAIN.min(len.saturating_sub(at)) as usize;
+                let from = data.len();
+                data.resize(from + n, 0);
+                snap.read(start + at, &mut data[from..])?;
+            }
+            let patch = Patch {
+                base: r.base,
+                mask: r.mask,
+                data,
+            };
+            let name = patch.name(key);
+            Ok((
+                patch.data.len() as u64,
+                Some(Piece {
+                    name,
+                    plain: Vec::new(),
+                    patch: Some((patch, r)),
+                }),
+            ))
+        }
+    }
 }
 
 /// Write a snapshot's index, then its manifest (which pins the index's

@@ -163,7 +163,7 @@ impl Region {
         let positions = manifest
             .volume_size
             .div_ceil(manifest.chunk_size.max(1) as u64);
-        let cap = 128 + 40 * positions;
+        let cap = reprise_chunks::Index::max_object_len(positions);
         let bytes = self
             .store
             .get(&index_key(manifest.snapshot_id), cap)

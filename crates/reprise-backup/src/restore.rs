@@ -3,14 +3,15 @@
 
 use crate::{chunk_key, joined, Region};
 use futures::StreamExt;
+use reprise_chunks::chunk::Content;
 use reprise_chunks::{chunk, ChunkName, Index};
 use reprise_core::{Error, ErrorKind, Result};
 use reprise_qcow2::writer::{Builder, Layout};
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
-/// Fetch one chunk and check that it is the one named.
-pub async fn fetch(region: &Region, name: ChunkName) -> Result<Vec<u8>> {
+/// Fetch one chunk (or patch) and check that it is the one named.
+pub async fn fetch(region: &Region, name: ChunkName) -> Result<Content> {
     let object = region
         .store
         .get(&chunk_key(&name), (chunk::MAX_CHUNK as u64) * 2)
@@ -26,22 +27,38 @@ pub async fn fetch(region: &Region, name: ChunkName) -> Result<Vec<u8>> {
     )
 }
 
-/// Fetch the chunk an index puts at `pos`, refused as damaged unless its
-/// length is that position's (the index and the chunks come from a store
-/// other daemons write).
+/// The whole content an index puts at `pos`: its chunk, or its patch
+/// applied to the patch's base. Refused as damaged unless the objects are
+/// what the index says (a patch where the index has one, on the base it
+/// names, a whole base) and the result has the position's length: the
+/// index and the chunks come from a store other daemons write.
 async fn fetch_at(region: &Region, index: &Index, pos: u64, name: ChunkName) -> Result<Vec<u8>> {
-    let plain = fetch(region, name).await?;
+    let damaged = |why: String| Error::new(ErrorKind::Corrupt, "object_corrupt", why);
+    let plain = match (fetch(region, name).await?, index.patches.get(&name)) {
+        (Content::Whole(plain), None) => plain,
+        (Content::Patch(p), Some(r)) if p.base == r.base && p.mask == r.mask => {
+            let Content::Whole(base) = fetch(region, p.base).await? else {
+                return Err(damaged(format!(
+                    "patch {name} is on {}, which is a patch",
+                    p.base
+                )));
+            };
+            let patch = joined(tokio::task::spawn_blocking(move || p.apply(&base)).await);
+            patch.map_err(|e| e.context(format!("patch {name}")))?
+        }
+        _ => {
+            return Err(damaged(format!(
+                "chunk {name} is not the kind of object the snapshot's index says"
+            )))
+        }
+    };
     let chunk_size = index.chunk_size as u64;
     let expected = chunk_size.min(index.volume_size - pos * chunk_size);
     if plain.len() as u64 != expected {
-        return Err(Error::new(
-            ErrorKind::Corrupt,
-            "object_corrupt",
-            format!(
-                "chunk {name} holds {} bytes where position {pos} of the snapshot needs {expected}",
-                plain.len()
-            ),
-        ));
+        return Err(damaged(format!(
+            "chunk {name} holds {} bytes where position {pos} of the snapshot needs {expected}",
+            plain.len()
+        )));
     }
     Ok(plain)
 }

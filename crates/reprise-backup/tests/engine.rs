@@ -286,7 +286,20 @@ async fn full_then_incremental_then_dedup_then_gc() {
         };
         let inc = take_snapshot(&region, &refs, &catalog, &img_b, "s2", Some(base)).await;
         assert_eq!(inc.manifest.base_snapshot_id, Some(id1), "{kind}");
-        assert_eq!(inc.read_bytes, 2 * MIB, "{kind}: two chunks changed");
+        // The 512 KiB write (not grain-aligned) touches 9 of its chunk's 16
+        // grains: more than half, so the chunk is read whole; the 128 KiB
+        // one touches 2: only they are read, and stored as a patch.
+        assert_eq!(
+            inc.read_bytes,
+            MIB + 128 * 1024,
+            "{kind}: what changed is read"
+        );
+        assert_eq!(inc.index.patches.len(), 1, "{kind}");
+        assert_eq!(
+            inc.index.patches.values().next().unwrap().mask,
+            0b11,
+            "{kind}"
+        );
         assert!(inc.new_chunks <= 2, "{kind}: {}", inc.new_chunks);
         let expected2 = qemu_export(&img_b, "s2", &d.join("s2.raw"));
         assert_eq!(
@@ -324,10 +337,10 @@ async fn full_then_incremental_then_dedup_then_gc() {
             before.len() - after.len(),
             "{kind}"
         );
-        assert!(
-            report.chunks_deleted >= 1,
-            "{kind}: the rewritten chunk's old version goes"
-        );
+        // The chunk rewritten whole was text, whose old version other
+        // positions still hold; the other one's old version is now its
+        // patch's base: nothing goes.
+        assert_eq!(report.chunks_deleted, 0, "{kind}");
         assert_eq!(
             report.snapshot_objects_deleted, 4,
             "{kind}: index and manifest of s1 and of the duplicate"
@@ -571,6 +584,99 @@ async fn a_huge_sparse_volume_costs_little() {
     assert_eq!(done.index.entries.len(), 4);
     assert_eq!(done.index.distinct().len(), 2, "equal chunks share a name");
     assert!(done.index.encode().len() < 1024);
+}
+
+/// Scattered 64 KiB writes cost what they changed: each increment reads
+/// and stores only the grains that differ from the whole base chunk (a
+/// patch), restores give QEMU's bytes, a chunk more than half rewritten
+/// is stored whole again, and garbage collection keeps a patch's base
+/// after the snapshot that brought it is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scattered_writes_are_stored_as_patches() {
+    const GRAIN: u64 = 64 << 10;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let img = image_with(d, "scatter", &mixed_data(32 * MIB as usize, 3), "s1");
+    for (kind, region) in regions(d, true).await {
+        let (refs, catalog) = (Arc::new(Refs::default()), Catalog::default());
+        let mut prev = take_snapshot(&region, &refs, &catalog, &img, "s1", None).await;
+        let mut ids = vec![prev.manifest.snapshot_id];
+        // Chunks 0, 1, 2, 5, 6, 9, 10, 13 hold data (one in four is zeros;
+        // the text ones are equal: each gets a pattern of its own).
+        let chunks = [0u64, 1, 2, 5, 6, 9, 10, 13];
+        for round in 1..=3u64 {
+            let tag = format!("s{}", round + 1);
+            let img_round = d.join(format!("{kind}-{tag}.qcow2"));
+            std::fs::copy(&img, &img_round).unwrap();
+            // Round r rewrites grain r of each chunk (and, in round 3,
+            // eight more grains of chunk 0: more than half of it).
+            for &c in &chunks {
+                write(&img, (round * 16 + c) as u8, c * MIB + round * GRAIN, GRAIN);
+            }
+            if round == 3 {
+                write(&img, 0x77, 8 * GRAIN, 8 * GRAIN);
+            }
+            snapshot(&img, &tag);
+            let base = Base {
+                snapshot_id: prev.manifest.snapshot_id,
+                tag: format!("s{round}"),
+                index: prev.index.clone(),
+            };
+            let inc = take_snapshot(&region, &refs, &catalog, &img, &tag, Some(base)).await;
+            let changed = chunks.len() as u64 * GRAIN;
+            let replaced = round * changed; // grains 1..=round of each chunk
+            if round < 3 {
+                assert_eq!(
+                    inc.read_bytes, replaced,
+                    "{kind} {tag}: only the grains are read"
+                );
+                assert_eq!(inc.index.patches.len(), chunks.len(), "{kind} {tag}");
+            } else {
+                // Chunk 0 (11 grains differ) is read whole, the others as
+                // patches of 3 grains.
+                assert_eq!(inc.read_bytes, MIB + 7 * 3 * GRAIN, "{kind} {tag}");
+                let whole = inc.index.at(0).unwrap();
+                assert!(
+                    !inc.index.patches.contains_key(&whole),
+                    "{kind}: chunk 0 whole again"
+                );
+                assert_eq!(inc.index.patches.len(), chunks.len() - 1, "{kind} {tag}");
+            }
+            assert!(
+                inc.manifest.new_bytes <= replaced + MIB + 4096,
+                "{kind} {tag}: stored {} for {replaced} bytes of grains",
+                inc.manifest.new_bytes
+            );
+            let expected = qemu_export(&img, &tag, &d.join(format!("{tag}.raw")));
+            assert!(
+                restored(&region, &inc.index, &d.join(format!("r-{tag}.raw"))).await == expected,
+                "{kind} {tag}: restored bytes equal QEMU's"
+            );
+            ids.push(inc.manifest.snapshot_id);
+            prev = inc;
+            std::fs::remove_file(&img_round).unwrap();
+        }
+        // The full snapshot and the first two increments go: the patches
+        // of the last still need the full one's chunks, which stay.
+        for id in &ids[..3] {
+            catalog.forget(*id);
+        }
+        gc(&region, &refs, || Ok(catalog.live())).await.unwrap();
+        let last = *ids.last().unwrap();
+        let report = verify(&region, last, |_, _| {}).await.unwrap();
+        assert!(report.is_clean(), "{kind}: {}", report.summary());
+        let expected = qemu_export(&img, "s4", &d.join("s4-again.raw"));
+        assert!(
+            restored(&region, &prev.index, &d.join("r-again.raw")).await == expected,
+            "{kind}: the last increment restores after its bases' snapshots are gone"
+        );
+        // The next kind of store starts from the same image.
+        for tag in ["s2", "s3", "s4"] {
+            run("qemu-img", &["snapshot", "-d", tag, img.to_str().unwrap()]);
+        }
+        let fresh = image_with(d, "scatter", &mixed_data(32 * MIB as usize, 3), "s1");
+        assert_eq!(fresh, img);
+    }
 }
 
 /// Whether a snapshot restores (manifest, index, every chunk) into a file.

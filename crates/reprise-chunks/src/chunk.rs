@@ -5,7 +5,7 @@
 //!      0     4  magic "RPCK"
 //!      4     1  version (1)
 //!      5     1  codec: 0 = stored as is, 1 = zstd
-//!      6     2  flags: bit 0 = encrypted; other bits zero
+//!      6     2  flags: bit 0 = encrypted, bit 1 = a patch; others zero
 //!      8     4  plain length (bytes of volume data), at most MAX_CHUNK
 //!     12     4  payload length
 //!     16     n  payload: the (compressed) bytes, or when encrypted
@@ -18,6 +18,17 @@
 //! reader that knows the key also checks that the content is the one the
 //! index asked for ([`decode_checked`]); the checksum lets anyone (a
 //! verifier without the key, a scrubber) see that the object is intact.
+//!
+//! A **patch** (flag bit 1) holds, instead of a whole chunk, the grains of
+//! 64 KiB that differ from another, whole chunk (its base): its plain bytes
+//! are `base name (32) | grain mask (8, bit i = grain i) | the grains in
+//! mask order` (each grain 64 KiB, or what is left of the chunk). A patch
+//! is named by the keyed hash of those bytes under a domain of its own
+//! ([`ChunkName::of_patch`]), so it cannot pass for a whole chunk; the
+//! whole content it stands for is `Patch::apply` of its base. A patch's
+//! base is always a whole chunk (depth one), so a restore costs at most one
+//! more fetch per position.
+//!
 //! Nonces are 24 random bytes drawn for each encryption: at that length a
 //! repeat is not a practical risk, and no counter has to survive a crash.
 
@@ -36,6 +47,12 @@ pub const MAX_CHUNK: u32 = 4 << 20;
 const CODEC_STORED: u8 = 0;
 const CODEC_ZSTD: u8 = 1;
 const FLAG_ENCRYPTED: u16 = 1;
+const FLAG_PATCH: u16 = 2;
+/// The grain of a patch: what one bit of its mask covers.
+pub const PATCH_GRAIN: u64 = 64 << 10;
+const PATCH_HEAD: usize = 40;
+/// Domain of patch names: no whole chunk's name is a patch's.
+const PATCH_DOMAIN: &[u8] = b"reprise patch v1";
 const NONCE_LEN: usize = 24;
 const TAG_LEN: usize = 16;
 
@@ -106,6 +123,14 @@ impl ChunkName {
         ChunkName(*blake3::keyed_hash(&key.0, plain).as_bytes())
     }
 
+    /// The name of a patch whose plain bytes are `payload`.
+    pub fn of_patch(key: &ChunkKey, payload: &[u8]) -> ChunkName {
+        let mut h = blake3::Hasher::new_keyed(&key.0);
+        h.update(PATCH_DOMAIN);
+        h.update(payload);
+        ChunkName(*h.finalize().as_bytes())
+    }
+
     pub fn to_hex(&self) -> String {
         self.0.iter().map(|b| format!("{b:02x}")).collect()
     }
@@ -154,6 +179,10 @@ fn checksum(bytes: &[u8]) -> [u8; CHECKSUM_LEN] {
 /// Encode a chunk's plain bytes, compressed with zstd at `level` when that
 /// makes it smaller, and encrypted when the region's keys say so.
 pub fn encode(plain: &[u8], level: i32, keys: &RegionKeys) -> Result<Vec<u8>> {
+    encode_flagged(plain, level, keys, 0)
+}
+
+fn encode_flagged(plain: &[u8], level: i32, keys: &RegionKeys, kind: u16) -> Result<Vec<u8>> {
     if plain.len() > MAX_CHUNK as usize {
         return Err(corrupt(format!(
             "a chunk of {} bytes is above the 4 MiB limit",
@@ -167,7 +196,7 @@ pub fn encode(plain: &[u8], level: i32, keys: &RegionKeys) -> Result<Vec<u8>> {
     } else {
         (CODEC_STORED, plain)
     };
-    let flags = if keys.encrypts() { FLAG_ENCRYPTED } else { 0 };
+    let flags = kind | if keys.encrypts() { FLAG_ENCRYPTED } else { 0 };
     let payload_len = match keys.cipher {
         Some(_) => NONCE_LEN + body.len() + TAG_LEN,
         None => body.len(),
@@ -201,8 +230,13 @@ pub fn encode(plain: &[u8], level: i32, keys: &RegionKeys) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Decode a stored chunk and check its checksum; returns the plain bytes.
+/// Decode a stored chunk and check its checksum; returns the plain bytes
+/// (of a whole chunk, or of a patch: see [`Content`]).
 pub fn decode(object: &[u8], keys: &RegionKeys) -> Result<Vec<u8>> {
+    decode_flagged(object, keys).map(|(plain, _)| plain)
+}
+
+fn decode_flagged(object: &[u8], keys: &RegionKeys) -> Result<(Vec<u8>, bool)> {
     if object.len() < HEADER_LEN + CHECKSUM_LEN {
         return Err(corrupt(format!(
             "a chunk of {} bytes is too short",
@@ -219,7 +253,7 @@ pub fn decode(object: &[u8], keys: &RegionKeys) -> Result<Vec<u8>> {
         )));
     }
     let flags = u16::from_be_bytes([object[6], object[7]]);
-    if flags & !FLAG_ENCRYPTED != 0 {
+    if flags & !(FLAG_ENCRYPTED | FLAG_PATCH) != 0 {
         return Err(corrupt(format!("chunk flags {flags:#x} are not supported")));
     }
     let plain_len = be_u32(object, 8);
@@ -286,18 +320,104 @@ pub fn decode(object: &[u8], keys: &RegionKeys) -> Result<Vec<u8>> {
             plain.len()
         )));
     }
-    Ok(plain)
+    Ok((plain, flags & FLAG_PATCH != 0))
 }
 
-/// Decode and check that the content is the chunk named `name`.
-pub fn decode_checked(object: &[u8], keys: &RegionKeys, name: &ChunkName) -> Result<Vec<u8>> {
-    let plain = decode(object, keys)?;
-    if ChunkName::of(&keys.names, &plain) != *name {
+/// What a chunk object holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Content {
+    Whole(Vec<u8>),
+    Patch(Patch),
+}
+
+/// Decode and check that the content is the chunk (or patch) named `name`.
+pub fn decode_checked(object: &[u8], keys: &RegionKeys, name: &ChunkName) -> Result<Content> {
+    let (plain, is_patch) = decode_flagged(object, keys)?;
+    let named = if is_patch {
+        ChunkName::of_patch(&keys.names, &plain)
+    } else {
+        ChunkName::of(&keys.names, &plain)
+    };
+    if named != *name {
         return Err(corrupt(format!(
             "chunk {name} holds other data than its name says (wrong region key, or a damaged object)"
         )));
     }
-    Ok(plain)
+    if is_patch {
+        Patch::parse(&plain).map(Content::Patch)
+    } else {
+        Ok(Content::Whole(plain))
+    }
+}
+
+/// The grains of a chunk that differ from its base (see the module doc).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Patch {
+    pub base: ChunkName,
+    /// Bit i: grain i of the chunk is in `data`.
+    pub mask: u64,
+    /// The grains, in mask order.
+    pub data: Vec<u8>,
+}
+
+impl Patch {
+    fn payload(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(PATCH_HEAD + self.data.len());
+        out.extend_from_slice(&self.base.0);
+        out.extend_from_slice(&self.mask.to_be_bytes());
+        out.extend_from_slice(&self.data);
+        out
+    }
+
+    fn parse(plain: &[u8]) -> Result<Patch> {
+        if plain.len() < PATCH_HEAD {
+            return Err(corrupt("a patch too short for its base and mask"));
+        }
+        Ok(Patch {
+            base: ChunkName(plain[..32].try_into().expect("32 bytes")),
+            mask: u64::from_be_bytes(plain[32..40].try_into().expect("8 bytes")),
+            data: plain[PATCH_HEAD..].to_vec(),
+        })
+    }
+
+    pub fn name(&self, key: &ChunkKey) -> ChunkName {
+        ChunkName::of_patch(key, &self.payload())
+    }
+
+    /// Its name and its stored form.
+    pub fn encode(&self, level: i32, keys: &RegionKeys) -> Result<(ChunkName, Vec<u8>)> {
+        let payload = self.payload();
+        let name = ChunkName::of_patch(&keys.names, &payload);
+        Ok((name, encode_flagged(&payload, level, keys, FLAG_PATCH)?))
+    }
+
+    /// The whole chunk: `base` (the base's plain bytes) with the grains
+    /// replaced. The mask must fit the base and the data the mask.
+    pub fn apply(&self, base: &[u8]) -> Result<Vec<u8>> {
+        let grains = (base.len() as u64).div_ceil(PATCH_GRAIN);
+        if grains < 64 && self.mask >> grains != 0 {
+            return Err(corrupt(format!(
+                "a patch's grains {:#x} go beyond its {}-byte base",
+                self.mask,
+                base.len()
+            )));
+        }
+        let mut out = base.to_vec();
+        let mut at = 0usize;
+        for i in (0..grains).filter(|i| self.mask >> i & 1 == 1) {
+            let start = (i * PATCH_GRAIN) as usize;
+            let end = (start + PATCH_GRAIN as usize).min(base.len());
+            let Some(grain) = self.data.get(at..at + end - start) else {
+                return Err(corrupt("a patch holds fewer bytes than its mask says"));
+            };
+            out[start..end].copy_from_slice(grain);
+            at += end - start;
+        }
+        if at != self.data.len() {
+            return Err(corrupt("a patch holds more bytes than its mask says"));
+        }
+        Ok(out)
+    }
 }
 
 #[cfg(test)]
@@ -342,7 +462,10 @@ mod tests {
             let obj = encode(&plain, 3, &plain_keys()).unwrap();
             assert_eq!(decode(&obj, &plain_keys()).unwrap(), plain);
             let name = ChunkName::of(&KEY, &plain);
-            assert_eq!(decode_checked(&obj, &plain_keys(), &name).unwrap(), plain);
+            assert_eq!(
+                decode_checked(&obj, &plain_keys(), &name).unwrap(),
+                Content::Whole(plain.clone())
+            );
         }
         assert!(
             encode(&text(1 << 20), 3, &plain_keys()).unwrap().len() < 1 << 16,
@@ -368,6 +491,54 @@ mod tests {
     }
 
     #[test]
+    fn patches_name_themselves_apart_and_rebuild_the_chunk() {
+        let keys = RegionKeys::derive(&[3; 32], true);
+        let base = noise(1 << 20);
+        let base_name = ChunkName::of(&keys.names, &base);
+        // Grains 1 and 15 replaced.
+        let mut whole = base.clone();
+        whole[PATCH_GRAIN as usize..2 * PATCH_GRAIN as usize].fill(7);
+        whole[15 * PATCH_GRAIN as usize..].fill(9);
+        let mut data = vec![7u8; PATCH_GRAIN as usize];
+        data.extend(vec![9u8; PATCH_GRAIN as usize]);
+        let patch = Patch {
+            base: base_name,
+            mask: 1 << 1 | 1 << 15,
+            data,
+        };
+        let (name, object) = patch.encode(3, &keys).unwrap();
+        assert!(
+            object.len() < 3 * PATCH_GRAIN as usize,
+            "only the grains are stored"
+        );
+        assert_ne!(name, ChunkName::of(&keys.names, &whole));
+        let Content::Patch(back) = decode_checked(&object, &keys, &name).unwrap() else {
+            panic!("a patch decodes as a patch");
+        };
+        assert_eq!(back, patch);
+        assert_eq!(back.apply(&base).unwrap(), whole);
+        // Its bytes under a whole chunk's name, and bad shapes, are refused.
+        let as_whole = ChunkName::of(&keys.names, &patch.payload());
+        assert!(decode_checked(&object, &keys, &as_whole).is_err());
+        let short = Patch {
+            data: vec![7; 100],
+            ..patch.clone()
+        };
+        assert!(short.apply(&base).is_err());
+        let beyond = Patch {
+            mask: 1 << 20,
+            data: vec![1; PATCH_GRAIN as usize],
+            ..patch.clone()
+        };
+        assert!(beyond.apply(&base).is_err());
+        let long = Patch {
+            data: vec![7; 3 * PATCH_GRAIN as usize],
+            ..patch
+        };
+        assert!(long.apply(&base).is_err());
+    }
+
+    #[test]
     fn every_damage_is_named() {
         let obj = encode(&text(100_000), 3, &plain_keys()).unwrap();
         let mut cases: Vec<(Vec<u8>, &str)> = Vec::new();
@@ -381,7 +552,7 @@ mod tests {
         version[4] = 9;
         cases.push((version, "version 9"));
         let mut flags = obj.clone();
-        flags[7] = 2;
+        flags[7] = 4;
         cases.push((flags, "flags"));
         let mut huge = obj.clone();
         huge[8..12].copy_from_slice(&u32::MAX.to_be_bytes());
@@ -412,7 +583,10 @@ mod tests {
         );
         assert!(!a.windows(20).any(|w| w == &plain[..20]), "no plain text");
         let name = ChunkName::of(&keys.names, &plain);
-        assert_eq!(decode_checked(&a, &keys, &name).unwrap(), plain);
+        assert_eq!(
+            decode_checked(&a, &keys, &name).unwrap(),
+            Content::Whole(plain.clone())
+        );
         let wrong = RegionKeys::derive(&[6; 32], true);
         assert_eq!(decode(&a, &wrong).unwrap_err().code, "region_key_wrong");
         let unencrypted = RegionKeys::derive(&[5; 32], false);

@@ -7,9 +7,11 @@
 //!   BLAKE3 hash of its plain bytes ([`ChunkName`]): identical data anywhere
 //!   in the region has one name and is stored once, and the key (which stays
 //!   with the region's daemons) keeps names from revealing content. All-zero
-//!   chunks are never stored.
+//!   chunks are never stored. A **patch** is a chunk object holding only
+//!   the 64 KiB grains that differ from a whole base chunk (what an
+//!   increment of scattered writes stores).
 //! - An **index** ([`index`]) lists, for one snapshot, the name of the chunk
-//!   at every position of the volume (or "zero").
+//!   at every position of the volume (or "zero"), and which are patches.
 //! - A **manifest** ([`manifest`]) describes a snapshot and pins its index;
 //!   written last, its presence means the snapshot is complete. The
 //!   region's own object ([`manifest::RegionInfo`]) fixes the chunk size,
