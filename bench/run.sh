@@ -25,4 +25,6 @@ trap 'scripts/s3.sh stop target/bench-s3-cluster; scripts/postgres.sh stop targe
 source target/bench-pg/env
 # shellcheck source=/dev/null
 source target/bench-s3-cluster/env
+# The snapshot benchmarks drive a real `reprise serve` process.
+cargo build --release --locked -p reprise
 cargo run --release --locked -p reprise-bench -- docs/BENCHMARKS.md

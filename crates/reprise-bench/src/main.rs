@@ -75,9 +75,6 @@ fn machine() -> String {
 }
 
 fn main() {
-    if std::env::args().nth(1).as_deref() == Some("--sparse-memory") {
-        return snapshots::sparse_memory_child();
-    }
     let out = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "docs/BENCHMARKS.md".into());
