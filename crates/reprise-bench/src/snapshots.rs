@@ -311,7 +311,7 @@ pub fn run() -> Vec<Section> {
         let mut row = Row {
             tool: "reprise".into(),
             settings: format!(
-                "through `reprise serve`; zstd 3, 1 MiB chunks; {}",
+                "through `reprise serve`; zstd 1, 1 MiB chunks; {}",
                 if encrypt {
                     "encrypted (XChaCha20-Poly1305)"
                 } else {

@@ -33,7 +33,7 @@
 //! repeat is not a practical risk, and no counter has to survive a crash.
 
 use crate::{be_u32, corrupt};
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::aead::{Aead, AeadInPlace, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use reprise_core::{Error, ErrorKind, Result};
 
@@ -210,18 +210,20 @@ fn encode_flagged(plain: &[u8], level: i32, keys: &RegionKeys, kind: u16) -> Res
     out.extend_from_slice(&(payload_len as u32).to_be_bytes());
     match &keys.cipher {
         Some(cipher) => {
+            // Sealed in place, in the object's own buffer: no copy of the
+            // chunk is made for the ciphertext.
             let nonce: [u8; NONCE_LEN] = rand::random();
-            let sealed = cipher
-                .encrypt(
+            let header: [u8; HEADER_LEN] = out[..HEADER_LEN].try_into().expect("16 bytes");
+            out.extend_from_slice(&nonce);
+            out.extend_from_slice(body);
+            let tag = cipher
+                .encrypt_in_place_detached(
                     XNonce::from_slice(&nonce),
-                    Payload {
-                        msg: body,
-                        aad: &out[..HEADER_LEN],
-                    },
+                    &header,
+                    &mut out[HEADER_LEN + NONCE_LEN..],
                 )
                 .map_err(|_| Error::internal("chunk encryption failed"))?;
-            out.extend_from_slice(&nonce);
-            out.extend_from_slice(&sealed);
+            out.extend_from_slice(&tag);
         }
         None => out.extend_from_slice(body),
     }
