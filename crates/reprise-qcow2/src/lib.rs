@@ -1,7 +1,7 @@
 //! A qcow2 reader for reprise: the header, the internal snapshot table, the
 //! L1/L2 tables and the refcounts, enough to read any internal snapshot of
 //! a volume while QEMU keeps running the live disk, and to account for the
-//! space each snapshot holds.
+//! space each snapshot holds. And a [`writer`] of new images, for restores.
 //!
 //! Layout of the crate: [`header`], [`snapshot`] and [`table`] parse bytes
 //! and never do I/O (they are what a fuzzer feeds); [`Image`] does the reads,
