@@ -9,8 +9,11 @@
 //!
 //! In [`S3Proxy::chaos`] mode each new connection is, at random, refused,
 //! cut in the middle (closed after a few bytes either way: a request or
-//! an answer left half-sent), or slowed (held before it reaches the
-//! server), each with the given chance; the rest pass. Its request gets
+//! an answer left half-sent), slowed (held before it reaches the server),
+//! answered with an S3 error of another kind (`500 InternalError` or
+//! `503 SlowDown`, with S3's XML body), or dripped (its answer passed on
+//! in 16 KiB pieces 10 ms apart, as an overloaded server streams), each
+//! with the given chance; the rest pass. Its request gets
 //! `Connection: close`, so that each request comes on a connection of its
 //! own and the chances are per request.
 
@@ -52,6 +55,10 @@ pub struct Faults {
     pub refused: AtomicUsize,
     pub cut: AtomicUsize,
     pub slowed: AtomicUsize,
+    /// Answered with an S3 error body (500 InternalError, 503 SlowDown).
+    pub erred: AtomicUsize,
+    /// Answered slowly, piece by piece.
+    pub dripped: AtomicUsize,
 }
 
 /// What chaos does to one connection.
@@ -65,6 +72,9 @@ enum Fate {
         upload: bool,
     },
     Slow(Duration),
+    /// Answer this S3 error (status, code) to the whole request.
+    Err(u16, &'static str),
+    Drip,
 }
 
 impl S3Proxy {
@@ -94,8 +104,10 @@ impl S3Proxy {
                 };
                 let upstream = upstream.clone();
                 std::thread::spawn(move || match fate {
-                    Fate::Refuse => refuse_one(client),
+                    Fate::Refuse => refuse_one(client, 503, None),
+                    Fate::Err(status, code) => refuse_one(client, status, Some(code)),
                     Fate::Pass => pass(client, &upstream, None, one_request),
+                    Fate::Drip => pass(client, &upstream, Some((u64::MAX, false)), one_request),
                     Fate::Cut { after, upload } => {
                         pass(client, &upstream, Some((after, upload)), one_request)
                     }
@@ -115,8 +127,9 @@ impl S3Proxy {
         }
     }
 
-    /// From now on, each new connection is refused, cut or slowed, each
-    /// with a chance of `per_mille` in a thousand (the draws follow `seed`).
+    /// From now on, each new connection is refused, cut, slowed, answered
+    /// with an S3 error or dripped, each with a chance of `per_mille` in a
+    /// thousand (the draws follow `seed`).
     pub fn chaos(&self, seed: u64, per_mille: u64) {
         *self.chaos.lock().unwrap_or_else(|p| p.into_inner()) = Some(Chaos {
             state: seed.max(1),
@@ -145,8 +158,9 @@ impl S3Proxy {
     }
 }
 
-/// Read the request whole, as a server would, then answer 503.
-fn refuse_one(mut client: TcpStream) {
+/// Read the request whole, as a server would, then answer `status`: bare,
+/// or with S3's XML error body naming `code`.
+fn refuse_one(mut client: TcpStream, status: u16, code: Option<&str>) {
     let mut seen = Vec::new();
     let mut buf = [0u8; 8192];
     while let Ok(n) = client.read(&mut buf) {
@@ -166,8 +180,29 @@ fn refuse_one(mut client: TcpStream) {
             }
         }
     }
+    let body = code
+        .map(|c| {
+            format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{c}</Code><Message>a fault the test proxy made</Message><RequestId>proxy</RequestId></Error>"
+            )
+        })
+        .unwrap_or_default();
+    let reason = if status == 500 {
+        "Internal Server Error"
+    } else {
+        "Service Unavailable"
+    };
+    let kind = if body.is_empty() {
+        ""
+    } else {
+        "Content-Type: application/xml\r\n"
+    };
     let _ = client.write_all(
-        b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        format!(
+            "HTTP/1.1 {status} {reason}\r\n{kind}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
     );
 }
 
@@ -208,15 +243,29 @@ fn fate(chaos: &Mutex<Option<Chaos>>, faults: &Faults) -> Fate {
     } else if roll < 3 * p {
         faults.slowed.fetch_add(1, Ordering::SeqCst);
         Fate::Slow(Duration::from_millis(100 + c.next() % 500))
+    } else if roll < 4 * p {
+        faults.erred.fetch_add(1, Ordering::SeqCst);
+        if c.next() % 2 == 0 {
+            Fate::Err(500, "InternalError")
+        } else {
+            Fate::Err(503, "SlowDown")
+        }
+    } else if roll < 5 * p {
+        faults.dripped.fetch_add(1, Ordering::SeqCst);
+        Fate::Drip
     } else {
         Fate::Pass
     }
 }
 
 /// Copy both ways until either side closes; with `cut`, close both after
-/// that many bytes of the request (`true`) or of the answer; with
-/// `one_request`, the request asks the server to close after answering.
+/// that many bytes of the request (`true`) or of the answer — a cut after
+/// `u64::MAX` bytes of the answer is a drip instead: the whole answer,
+/// slowly; with `one_request`, the request asks the server to close after
+/// answering.
 fn pass(client: TcpStream, upstream: &str, cut: Option<(u64, bool)>, one_request: bool) {
+    let drip = cut == Some((u64::MAX, false));
+    let cut = cut.filter(|_| !drip);
     let Ok(server) = TcpStream::connect(upstream) else {
         return;
     };
@@ -248,7 +297,17 @@ fn pass(client: TcpStream, upstream: &str, cut: Option<(u64, bool)>, one_request
         }
     });
     let (server_in, mut client_out) = (server, client);
-    let _ = std::io::copy(&mut (&server_in).take(down_limit), &mut client_out);
+    if drip {
+        let mut piece = vec![0u8; 16 << 10];
+        while let Ok(n) = (&server_in).read(&mut piece) {
+            if n == 0 || client_out.write_all(&piece[..n]).is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    } else {
+        let _ = std::io::copy(&mut (&server_in).take(down_limit), &mut client_out);
+    }
     if cut.is_some() {
         // Both ways closed at once: what was half-sent stays half-sent.
         let _ = client_out.shutdown(std::net::Shutdown::Both);

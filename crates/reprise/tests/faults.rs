@@ -352,9 +352,10 @@ fn content_digest(path: &str, dir: &Path) -> blake3::Hash {
 }
 
 /// An unreliable S3 under a run of backups and restores: the proxy in
-/// front of Garage refuses (503), cuts in the middle (a request or an
-/// answer half-sent) or slows (100–600 ms) each of 5 % of the new
-/// connections. Every snapshot ends BackedUp or Error with a named
+/// front of Garage refuses (a bare 503), cuts in the middle (a request or
+/// an answer half-sent), slows (100–600 ms), answers an S3 error with its
+/// XML body (500 InternalError, 503 SlowDown) or drips the answer (16 KiB
+/// every 10 ms), each to 5 % of the new connections. Every snapshot ends BackedUp or Error with a named
 /// reason; every restore succeeds with the recorded bytes or fails
 /// named; at the end, the S3 calm, every BackedUp snapshot verifies and
 /// restores byte for byte. CI runs `REPRISE_S3_FAULT_ROUNDS` rounds (12
@@ -459,11 +460,14 @@ fn an_unreliable_s3_loses_nothing() {
         }
     }
     let faults = proxy.faults();
-    let (drawn, refused, cut, slowed) = (
-        faults.drawn.load(std::sync::atomic::Ordering::SeqCst),
-        faults.refused.load(std::sync::atomic::Ordering::SeqCst),
-        faults.cut.load(std::sync::atomic::Ordering::SeqCst),
-        faults.slowed.load(std::sync::atomic::Ordering::SeqCst),
+    let load = |n: &std::sync::atomic::AtomicUsize| n.load(std::sync::atomic::Ordering::SeqCst);
+    let (drawn, refused, cut, slowed, erred, dripped) = (
+        load(&faults.drawn),
+        load(&faults.refused),
+        load(&faults.cut),
+        load(&faults.slowed),
+        load(&faults.erred),
+        load(&faults.dripped),
     );
     proxy.calm();
     // The S3 calm: everything shown BackedUp is whole.
@@ -482,9 +486,12 @@ fn an_unreliable_s3_loses_nothing() {
         }
     }
     eprintln!(
-        "unreliable S3: {rounds} rounds; snapshots {backed_up} BackedUp, {failed} Error (named); restores during faults {restored} exact, {restore_failed} failed (named); of {drawn} connections (one request each) {refused} refused, {cut} cut, {slowed} slowed; every BackedUp verified and restored exact after; {} violations",
+        "unreliable S3: {rounds} rounds; snapshots {backed_up} BackedUp, {failed} Error (named); restores during faults {restored} exact, {restore_failed} failed (named); of {drawn} connections (one request each) {refused} refused, {cut} cut, {slowed} slowed, {erred} answered 500 InternalError or 503 SlowDown, {dripped} dripped; every BackedUp verified and restored exact after; {} violations",
         violations.len()
     );
-    assert!(refused + cut + slowed > 0, "the proxy injected no fault");
+    assert!(
+        refused + cut + slowed + erred + dripped > 0,
+        "the proxy injected no fault"
+    );
     assert!(violations.is_empty(), "{violations:#?}");
 }
