@@ -128,6 +128,9 @@ pub(crate) async fn build(
                 .with_source(e)
         })?;
     reprise_backup::restore_qcow2(region, &index, file, progress).await?;
+    // The file is synced; its directory entry must be too before anything
+    // says the volume is whole.
+    reprise_qemu::img::durable(dst).await?;
     app.metrics
         .restored(index.entries.len() as u64 * index.chunk_size as u64);
     Ok(())
