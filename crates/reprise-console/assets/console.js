@@ -1246,6 +1246,9 @@ async function render(force) {
     const data = await spec.load(id);
     // Signed out (or in as someone else) while loading: draw nothing of it.
     if (mine !== session) return;
+    // A menu opened while this loaded: drawing now would close it under the
+    // user's pointer. The next refresh after it closes draws the change.
+    if (openMenu) return;
     const signature = lang + location.hash + JSON.stringify(data);
     if (force || signature !== lastSignature) {
       lastSignature = signature;
