@@ -1,7 +1,7 @@
 //! One backup: a qcow2 internal snapshot into the region's store.
 //!
 //! Steps: find the 64 KiB grains that changed since the base
-//! ([`SnapshotReader::changed_grains`]) and the chunk positions they fall
+//! ([`SnapshotReader::changed_masks`]) and the chunk positions they fall
 //! in; plan each position (a whole chunk, or a patch on its base chunk);
 //! then for each, in parallel (at most [`Region::parallel`] at once, so
 //! memory is bounded by that many pairs of chunk buffers whatever the
@@ -109,18 +109,16 @@ pub async fn backup(
     } else {
         chunk_size as u64
     };
-    let grains = {
+    let changed = {
         let snap = snap.clone();
         joined(
-            tokio::task::spawn_blocking(move || snap.changed_grains(base_l1.as_deref(), grain))
-                .await,
+            tokio::task::spawn_blocking(move || {
+                snap.changed_masks(base_l1.as_deref(), chunk_size as u64, grain)
+            })
+            .await,
         )?
     };
     let per_chunk = chunk_size as u64 / grain;
-    let mut changed: BTreeMap<u64, u64> = BTreeMap::new();
-    for g in grains {
-        *changed.entry(g / per_chunk).or_default() |= 1 << (g % per_chunk);
-    }
     let plans: Vec<(u64, Plan)> = changed
         .into_iter()
         .map(|(pos, mask)| (pos, plan(&start_index, pos, mask, patching, per_chunk)))

@@ -53,6 +53,50 @@ impl<S: Source> SnapshotReader<S> {
     /// from the base snapshot's L1 table, or, without a base, holding any
     /// cluster that is not zero. Sorted, below the virtual size.
     pub fn changed_grains(&self, base: Option<&[u64]>, grain: u64) -> Result<Vec<u64>> {
+        let mut out: Vec<u64> = Vec::new();
+        self.visit_changed_grains(base, grain, |g| {
+            if out.last() != Some(&g) {
+                out.push(g);
+            }
+        })?;
+        Ok(out)
+    }
+
+    /// [`SnapshotReader::changed_grains`] gathered by piece of `piece`
+    /// bytes (at most 64 grains each): each changed piece with the mask of
+    /// its changed grains (bit i: grain i of the piece). Memory follows the
+    /// pieces, not the grains.
+    pub fn changed_masks(
+        &self,
+        base: Option<&[u64]>,
+        piece: u64,
+        grain: u64,
+    ) -> Result<Vec<(u64, u64)>> {
+        let per_piece = piece / grain.max(1);
+        if !piece.is_multiple_of(grain.max(1)) || !(1..=64).contains(&per_piece) {
+            return Err(crate::unsupported(format!(
+                "{grain}-byte grains in {piece}-byte pieces"
+            )));
+        }
+        let mut out: Vec<(u64, u64)> = Vec::new();
+        self.visit_changed_grains(base, grain, |g| {
+            let (p, bit) = (g / per_piece, 1u64 << (g % per_piece));
+            match out.last_mut() {
+                Some((last, mask)) if *last == p => *mask |= bit,
+                _ => out.push((p, bit)),
+            }
+        })?;
+        Ok(out)
+    }
+
+    /// Call `changed` with each changed grain, in order (a grain once per
+    /// changed cluster in it).
+    fn visit_changed_grains(
+        &self,
+        base: Option<&[u64]>,
+        grain: u64,
+        mut changed: impl FnMut(u64),
+    ) -> Result<()> {
         let cs = self.img.header.cluster_size();
         if grain == 0 || !grain.is_multiple_of(cs) {
             return Err(crate::unsupported(format!(
@@ -62,7 +106,6 @@ impl<S: Source> SnapshotReader<S> {
         let clusters_per_grain = grain / cs;
         let per_l2 = self.img.header.l2_entries();
         let clusters = self.img.header.guest_clusters();
-        let mut out: Vec<u64> = Vec::new();
         for i in 0..clusters.div_ceil(per_l2) as usize {
             let new = self.l1.get(i).copied().unwrap_or(0);
             let old = base.map_or(0, |b| b.get(i).copied().unwrap_or(0));
@@ -76,15 +119,14 @@ impl<S: Source> SnapshotReader<S> {
                 let j = (c - first) as usize;
                 let e_new = l2_new.as_ref().as_ref().map_or(0, |t| t[j]);
                 let e_old = l2_old.as_ref().map_or(0, |t| t[j]);
-                let changed = e_old & !COPIED != e_new & !COPIED
-                    && !(self.img.decode(e_old)?.is_zero() && self.img.decode(e_new)?.is_zero());
-                let g = c / clusters_per_grain;
-                if changed && out.last() != Some(&g) {
-                    out.push(g);
+                if e_old & !COPIED != e_new & !COPIED
+                    && !(self.img.decode(e_old)?.is_zero() && self.img.decode(e_new)?.is_zero())
+                {
+                    changed(c / clusters_per_grain);
                 }
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     fn l2(&self, l1_index: usize) -> Result<L2> {

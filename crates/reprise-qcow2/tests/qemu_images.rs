@@ -160,6 +160,13 @@ fn changed_clusters_are_exactly_the_rewritten_ones() {
     // Grains of several clusters: each changed cluster's grain, once.
     let mib_grains = next.changed_grains(Some(&base_l1), 1 << 20).unwrap();
     assert_eq!(mib_grains, [5, 700, 900]);
+    // The same grains gathered by MiB: each MiB with the mask of its grains.
+    let masks = next.changed_masks(Some(&base_l1), 1 << 20, cs).unwrap();
+    assert_eq!(masks, [(5, 0xff), (700, 0b11), (900, 0xffff)]);
+    assert!(
+        next.changed_masks(None, 8 << 20, cs).is_err(),
+        "128 grains a piece"
+    );
     // Without a base: every grain with data.
     let written = base.changed_grains(None, 1 << 20).unwrap();
     assert_eq!(written, (0..64).chain(900..908).collect::<Vec<u64>>());
