@@ -155,18 +155,23 @@ impl Change {
 
     /// Make the change in a qcow2 volume (not attached to a guest).
     fn apply(&self, qcow2: &str) {
-        let cmds: Vec<String> = self
-            .writes
-            .iter()
-            .map(|(at, file)| format!("write -q -s {} {at} 64k", file.display()))
-            .collect();
-        let mut args = vec!["-f", "qcow2"];
-        for c in &cmds {
-            args.extend(["-c", c.as_str()]);
-        }
-        args.push(qcow2);
-        sh("qemu-io", &args, &[]);
+        write_from_files(qcow2, &self.writes, "64k");
     }
+}
+
+/// Write `len` bytes from each file at its offset of a qcow2 volume (not
+/// attached to a guest), in one `qemu-io` run.
+fn write_from_files(qcow2: &str, writes: &[(u64, PathBuf)], len: &str) {
+    let cmds: Vec<String> = writes
+        .iter()
+        .map(|(at, file)| format!("write -q -s {} {at} {len}", file.display()))
+        .collect();
+    let mut args = vec!["-f", "qcow2"];
+    for c in &cmds {
+        args.extend(["-c", c.as_str()]);
+    }
+    args.push(qcow2);
+    sh("qemu-io", &args, &[]);
 }
 
 /// Start `reprise serve` on a data directory of its own under `dir`.
@@ -693,16 +698,7 @@ pub fn memory() -> Vec<Section> {
             (i * (60 * GIB), file)
         })
         .collect();
-    let cmds: Vec<String> = extents
-        .iter()
-        .map(|(at, file)| format!("write -q -s {} {at} 64M", file.display()))
-        .collect();
-    let mut args = vec!["-f", "qcow2"];
-    for cmd in &cmds {
-        args.extend(["-c", cmd.as_str()]);
-    }
-    args.push(&v.path);
-    sh("qemu-io", &args, &[]);
+    write_from_files(&v.path, &extents, "64M");
     for (_, file) in &extents {
         std::fs::remove_file(file).unwrap();
     }
