@@ -1,9 +1,11 @@
 //! The region's engine: PostgreSQL, shared by every daemon of a region.
 //!
 //! The `postgres` client runs its own small runtime and must not be
-//! called from inside the daemon's, so the connection lives on a thread
-//! of its own: each statement is sent there and its answer waited for, as
-//! SQLite's calls block the caller today. A lost connection is opened
+//! called from inside the daemon's: each statement runs on the caller's
+//! thread outside the daemon's runtime ([`outside_runtime`]) and blocks
+//! it, as SQLite's calls do. (Handing each statement to a thread of its
+//! own cost two thread wake-ups per statement: as much as the server's
+//! round trip on loopback.) A lost connection is opened
 //! again at the next statement; a transaction it was in is gone (the
 //! server rolled it back), so every later statement of that transaction,
 //! its commit included, fails as `catalog_unavailable` instead of running
@@ -30,7 +32,7 @@ use postgres::types::{to_sql_checked, IsNull, ToSql, Type};
 use postgres::{Client, NoTls, Statement};
 use reprise_core::{Error, Result};
 use std::collections::HashMap;
-use std::sync::mpsc;
+use std::sync::{mpsc, Mutex};
 use std::time::Duration;
 
 /// The (class, key) of the lock every transaction takes.
@@ -47,11 +49,11 @@ enum Op {
     Begin,
     Commit,
     Rollback,
-    /// Close the connection and end the thread.
+    /// Close the connection for good.
     Close,
 }
 
-/// Where the connection's thread stands in a transaction.
+/// Where the connection stands in a transaction.
 #[derive(PartialEq)]
 enum InTx {
     No,
@@ -67,10 +69,21 @@ enum Reply {
     Done,
 }
 
-type Request = (Op, mpsc::Sender<DbResult<Reply>>);
-
 pub(crate) struct Postgres {
-    requests: mpsc::Sender<Request>,
+    conn: Mutex<Connection>,
+}
+
+/// The daemon's connection and what goes with it. `client` is `None`
+/// after a failure of the connection itself: the next statement opens a
+/// new one (the client does not always notice a cut socket).
+struct Connection {
+    config: postgres::Config,
+    host: String,
+    client: Option<Client>,
+    prepared: HashMap<String, Statement>,
+    tx: InTx,
+    /// Closed for good: the daemon stops.
+    closed: bool,
 }
 
 /// How to connect, parsed from the catalog's URL with reprise's defaults.
@@ -134,41 +147,34 @@ impl Postgres {
     /// as the daemon of `host`, and migrate it.
     pub(crate) fn connect(url: &str, host: &str) -> Result<Postgres> {
         let config = parse_url(url)?;
-        let host = host.to_string();
         let where_ = place(&config);
-        let host_name = host.clone();
-        let (requests, incoming) = mpsc::channel::<Request>();
-        let (ready, started) = mpsc::channel();
-        std::thread::Builder::new()
-            .name("catalog-postgres".into())
-            .spawn(move || match claimed_within(&config, &host, CLAIM_WAIT) {
-                Ok(client) => {
-                    let _ = ready.send(Ok(()));
-                    serve(config, &host, client, incoming);
-                }
-                Err(e) => {
-                    let _ = ready.send(Err(e));
-                }
-            })
-            .map_err(|e| Error::internal(format!("catalog thread: {e}")).with_source(e))?;
-        started
-            .recv()
-            .map_err(|e| Error::internal(format!("catalog thread: {e}")).with_source(e))?
-            .map_err(|e| match e.kind {
-                DbErrorKind::Unique => Error::conflict(
-                    "catalog_in_use",
-                    format!(
-                        "another reprise daemon serves host '{host_name}' of the catalog at {where_}: \
+        let client =
+            outside_runtime(|| claimed_within(&config, host, CLAIM_WAIT)).map_err(|e| {
+                match e.kind {
+                    DbErrorKind::Unique => Error::conflict(
+                        "catalog_in_use",
+                        format!(
+                        "another reprise daemon serves host '{host}' of the catalog at {where_}: \
                          stop it first, or give this daemon its own [host] name"
                     ),
-                ),
-                _ => Error::unavailable(
-                    "catalog_unavailable",
-                    format!("cannot connect to the catalog at {where_}: {e}"),
-                )
-                .with_source(e),
+                    ),
+                    _ => Error::unavailable(
+                        "catalog_unavailable",
+                        format!("cannot connect to the catalog at {where_}: {e}"),
+                    )
+                    .with_source(e),
+                }
             })?;
-        let db = Postgres { requests };
+        let db = Postgres {
+            conn: Mutex::new(Connection {
+                config,
+                host: host.to_string(),
+                client: Some(client),
+                prepared: HashMap::new(),
+                tx: InTx::No,
+                closed: false,
+            }),
+        };
         migrate(&db).map_err(|e| {
             Error::unavailable(
                 "catalog_unavailable",
@@ -180,13 +186,31 @@ impl Postgres {
     }
 
     fn ask(&self, op: Op) -> DbResult<Reply> {
-        let (reply, answer) = mpsc::channel();
-        self.requests
-            .send((op, reply))
-            .map_err(|_| DbError::new(DbErrorKind::Unavailable, "the catalog thread stopped"))?;
-        answer
-            .recv()
-            .map_err(|_| DbError::new(DbErrorKind::Unavailable, "the catalog thread stopped"))?
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let conn: &mut Connection = &mut conn;
+        outside_runtime(|| conn.run(op))
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        // Closing the client runs its runtime.
+        let client = self.conn.get_mut().map_or(None, |c| c.client.take());
+        outside_runtime(|| drop(client));
+    }
+}
+
+/// Run a call of the `postgres` client, which blocks on a runtime of its
+/// own and so cannot run inside another: on a worker of a multi-thread
+/// runtime through `block_in_place` (the worker's other tasks move to
+/// another thread; the caller waits for nothing but the server), on a
+/// current-thread runtime on a thread of its own, elsewhere directly.
+fn outside_runtime<R: Send>(call: impl FnOnce() -> R + Send) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(call),
+        Ok(_) => std::thread::scope(|s| s.spawn(call).join().expect("a catalog call panicked")),
+        Err(_) => call(),
     }
 }
 
@@ -226,73 +250,72 @@ fn claimed_within(config: &postgres::Config, host: &str, wait: Duration) -> DbRe
     }
 }
 
-/// The connection's thread: one request at a time, in order.
-fn serve(config: postgres::Config, host: &str, client: Client, requests: mpsc::Receiver<Request>) {
-    let mut prepared: HashMap<String, Statement> = HashMap::new();
-    // None after a failure of the connection itself: the next request
-    // opens a new one (the client does not always notice a cut socket).
-    let mut client = Some(client);
-    let mut tx = InTx::No;
-    for (op, reply) in requests {
-        if matches!(op, Op::Close) {
-            drop(client.take());
-            let _ = reply.send(Ok(Reply::Done));
-            return;
+impl Connection {
+    /// One statement (or transaction step), on the caller's thread.
+    fn run(&mut self, op: Op) -> DbResult<Reply> {
+        if self.closed {
+            return Err(DbError::new(
+                DbErrorKind::Unavailable,
+                "the catalog was closed",
+            ));
         }
-        if client.as_ref().is_none_or(Client::is_closed) {
-            drop(client.take());
-            if tx == InTx::Open {
-                tx = InTx::Lost;
+        if matches!(op, Op::Close) {
+            drop(self.client.take());
+            self.closed = true;
+            return Ok(Reply::Done);
+        }
+        if self.client.as_ref().is_none_or(Client::is_closed) {
+            drop(self.client.take());
+            if self.tx == InTx::Open {
+                self.tx = InTx::Lost;
             }
             // The old server process may still hold the lock a moment.
-            match claimed_within(&config, host, CLAIM_WAIT) {
+            match claimed_within(&self.config, &self.host, CLAIM_WAIT) {
                 Ok(c) => {
-                    client = Some(c);
-                    prepared.clear();
+                    self.client = Some(c);
+                    self.prepared.clear();
                 }
                 Err(mut e) => {
                     if e.kind == DbErrorKind::Unique {
                         e.kind = DbErrorKind::Unavailable;
                     }
-                    let _ = reply.send(Err(e));
-                    continue;
+                    return Err(e);
                 }
             }
         }
-        let connection = client.as_mut().expect("connected above");
+        let connection = self.client.as_mut().expect("connected above");
         let lost = || {
             Err(DbError::new(
                 DbErrorKind::Unavailable,
                 "the connection to the catalog was lost inside a transaction: none of it was committed",
             ))
         };
-        let outcome = match (&op, &tx) {
+        match (&op, &self.tx) {
             (Op::Rollback, InTx::Lost) => {
-                tx = InTx::No;
+                self.tx = InTx::No;
                 Ok(Reply::Done)
             }
             (Op::Commit, InTx::Lost) => {
-                tx = InTx::No;
+                self.tx = InTx::No;
                 lost()
             }
             (Op::Begin, _) | (_, InTx::No | InTx::Open) => {
                 let begins = matches!(op, Op::Begin);
                 let ends = matches!(op, Op::Commit | Op::Rollback);
-                let outcome = run(connection, &mut prepared, op);
+                let outcome = run(connection, &mut self.prepared, op);
                 if matches!(&outcome, Err(e) if e.kind == DbErrorKind::Unavailable) {
-                    client = None;
+                    self.client = None;
                 }
                 if begins && outcome.is_ok() {
-                    tx = InTx::Open;
+                    self.tx = InTx::Open;
                 }
                 if ends {
-                    tx = InTx::No;
+                    self.tx = InTx::No;
                 }
                 outcome
             }
             (_, InTx::Lost) => lost(),
-        };
-        let _ = reply.send(outcome);
+        }
     }
 }
 
@@ -465,8 +488,8 @@ impl Db for Postgres {
     }
 
     fn close(&self) {
-        // Waits for the thread's answer: the connection is closed (and the
-        // lock released) when this returns.
+        // The connection is closed (and the lock released) when this
+        // returns.
         let _ = self.ask(Op::Close);
     }
 }
