@@ -17,7 +17,29 @@ use crate::{db_err, hash_key, now, Catalog};
 use reprise_core::model::*;
 use reprise_core::plan::{self, Demand, Plan, PlanLimits, Usage};
 use reprise_core::{Error, Result};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
 use uuid::Uuid;
+
+/// How long a key found is trusted without asking the catalog again. A
+/// request then costs one statement less, which on PostgreSQL is most of
+/// a read's time; the price is that a key revoked through another daemon
+/// of the region still works here for up to this long.
+pub const KEY_FRESH: Duration = Duration::from_secs(1);
+
+/// At most this many keys are remembered (only keys that matched an
+/// account go in, so this bounds only a very busy region's memory).
+const KEYS_SEEN_MAX: usize = 4096;
+
+/// Keys found lately: their hash → when, the account and the key's id.
+/// `generation` moves on each time they are forgotten: a lookup whose
+/// statement ran before a change but ends after it must not remember
+/// what it read.
+#[derive(Default)]
+pub(crate) struct KeysSeen {
+    generation: u64,
+    keys: HashMap<String, (Instant, Account, Uuid)>,
+}
 
 const ACCOUNT_SELECT: &str = "SELECT id, name, admin, plan, created_at FROM accounts";
 const KEY_SELECT: &str =
@@ -229,15 +251,53 @@ impl Catalog {
 
     /// The account a key belongs to, and the key's id.
     pub fn account_by_key(&self, key: &str) -> Result<Option<(Account, Uuid)>> {
-        self.conn()
+        let hash = hash_key(key);
+        let generation = {
+            let seen = self.keys_seen();
+            if let Some((at, account, id)) = seen.keys.get(&hash) {
+                if at.elapsed() < KEY_FRESH {
+                    return Ok(Some((account.clone(), *id)));
+                }
+            }
+            seen.generation
+        };
+        let found = self
+            .conn()
             .query_row(
                 "SELECT a.id, a.name, a.admin, a.plan, a.created_at, k.id
                    FROM api_keys k JOIN accounts a ON a.id = k.account_id WHERE k.hash = ?1",
-                params![hash_key(key)],
+                params![hash],
                 |r| Ok((rows::account(r)?, rows::uuid(r, 5)?)),
             )
             .optional()
-            .map_err(db_err("account by key"))
+            .map_err(db_err("account by key"))?;
+        let mut seen = self.keys_seen();
+        match &found {
+            Some((account, id)) if seen.generation == generation => {
+                if seen.keys.len() >= KEYS_SEEN_MAX {
+                    seen.keys.clear();
+                }
+                seen.keys
+                    .insert(hash, (Instant::now(), account.clone(), *id));
+            }
+            _ => {
+                seen.keys.remove(&hash);
+            }
+        }
+        Ok(found)
+    }
+
+    fn keys_seen(&self) -> std::sync::MutexGuard<'_, KeysSeen> {
+        self.keys_seen.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Forget every key found: an account or key changed through here.
+    /// Called once the change is made (whether it was or not), so that no
+    /// request after it sees the old key.
+    fn forget_keys(&self) {
+        let mut seen = self.keys_seen();
+        seen.generation += 1;
+        seen.keys.clear();
     }
 
     pub fn list_accounts(&self) -> Result<Vec<Account>> {
@@ -274,6 +334,12 @@ impl Catalog {
 
     /// Assign a plan to an account (`None`: no plan).
     pub fn set_account_plan(&self, account: Uuid, plan: Option<&str>) -> Result<()> {
+        let outcome = self.set_account_plan_now(account, plan);
+        self.forget_keys();
+        outcome
+    }
+
+    fn set_account_plan_now(&self, account: Uuid, plan: Option<&str>) -> Result<()> {
         let conn = self.conn();
         if let Some(p) = plan {
             load_plan(&conn, p)?;
@@ -316,6 +382,12 @@ impl Catalog {
     /// Delete an account that owns nothing: its keys and its jobs go with
     /// it. Refused (`account_not_empty`) if it still owns a resource.
     pub fn delete_account(&self, account: Uuid) -> Result<()> {
+        let outcome = self.delete_account_now(account);
+        self.forget_keys();
+        outcome
+    }
+
+    fn delete_account_now(&self, account: Uuid) -> Result<()> {
         let left = self.account_resources(account)?;
         if !left.is_empty() {
             return Err(Error::conflict(
@@ -438,6 +510,12 @@ impl Catalog {
 
     /// Revoke a key: its row goes, so it fails from the next request on.
     pub fn revoke_key(&self, key: Uuid) -> Result<()> {
+        let outcome = self.revoke_key_now(key);
+        self.forget_keys();
+        outcome
+    }
+
+    fn revoke_key_now(&self, key: Uuid) -> Result<()> {
         self.update(
             "revoke key",
             "DELETE FROM api_keys WHERE id = ?1",
@@ -448,6 +526,12 @@ impl Catalog {
     /// Replace a key by a new one with the same name, in one transaction:
     /// the old one fails from the next request on.
     pub fn rotate_key(&self, key: Uuid) -> Result<ApiKeyCreated> {
+        let outcome = self.rotate_key_now(key);
+        self.forget_keys();
+        outcome
+    }
+
+    fn rotate_key_now(&self, key: Uuid) -> Result<ApiKeyCreated> {
         let conn = self.conn();
         let tx = conn.transaction().map_err(db_err("rotate key"))?;
         let (account, name): (String, String) = tx

@@ -9,7 +9,11 @@
 //! - Every lookup that a user can cause takes the caller's account: another
 //!   account's resource is simply not found.
 //! - API keys are stored as SHA-256 hashes only (keys are 256 random bits,
-//!   so a fast hash is enough); an account has several, each revocable.
+//!   so a fast hash is enough); an account has several, each revocable. A
+//!   key found is remembered for [`KEY_FRESH`]: a change made through this
+//!   catalog (revoke, rotate, account deleted or given another plan)
+//!   forgets every key at once; one made by another daemon of the region
+//!   is seen here within [`KEY_FRESH`].
 //! - Limits of an account's plan are checked in the transaction that
 //!   records the new resource ([`Catalog::admit`]).
 //! - A volume belongs to at most one instance (`volumes.instance_id`), and no
@@ -53,7 +57,7 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use uuid::Uuid;
 
-pub use accounts::Scope;
+pub use accounts::{Scope, KEY_FRESH};
 pub use hosts::HostRow;
 pub use migrations::LATEST as SCHEMA_VERSION;
 pub use postgres::SweepLock;
@@ -62,6 +66,8 @@ pub use snapshots::BackupStats;
 
 pub struct Catalog {
     conn: Mutex<Box<dyn Db + Send>>,
+    /// Keys found lately ([`Catalog::account_by_key`]), by hash.
+    keys_seen: Mutex<accounts::KeysSeen>,
     /// PostgreSQL's URL (a region's catalog), for connections of its own.
     url: Option<String>,
     /// The host this daemon is: what it starts, settles and expires is
@@ -145,6 +151,7 @@ impl Catalog {
     fn on(db: Box<dyn Db + Send>) -> Catalog {
         Catalog {
             conn: Mutex::new(db),
+            keys_seen: Mutex::default(),
             url: None,
             host: DEFAULT_HOST.to_string(),
         }

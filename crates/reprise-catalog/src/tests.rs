@@ -521,6 +521,44 @@ fn a_postgres_catalog_serves_one_daemon_at_a_time() {
     assert_eq!(again.list_accounts().unwrap().len(), 1, "kept");
 }
 
+/// A key found is remembered a moment: a change made through the same
+/// catalog is seen at once, one made by another daemon within
+/// `KEY_FRESH`.
+#[test]
+fn a_key_revoked_by_another_daemon_stops_working_within_its_freshness() {
+    let Some(url) = testing::postgres_url() else {
+        return;
+    };
+    let url = testing::fresh_postgres_url(&url);
+    let h1 = Catalog::connect(&url, "h1").unwrap();
+    let h2 = Catalog::connect(&url, "h2").unwrap();
+    let made = h1.create_account("a", false).unwrap();
+    let (_, key) = h2.account_by_key(&made.api_key).unwrap().unwrap();
+    h1.put_plan(&reprise_core::plan::Plan {
+        name: "small".into(),
+        limits: Default::default(),
+    })
+    .unwrap();
+    h2.set_account_plan(made.account.id, Some("small")).unwrap();
+    let (seen, _) = h2.account_by_key(&made.api_key).unwrap().unwrap();
+    assert_eq!(
+        seen.plan.as_deref(),
+        Some("small"),
+        "changed here: seen at once"
+    );
+    h1.revoke_key(key).unwrap();
+    assert!(h1.account_by_key(&made.api_key).unwrap().is_none());
+    let revoked = std::time::Instant::now();
+    while h2.account_by_key(&made.api_key).unwrap().is_some() {
+        assert!(
+            revoked.elapsed() < KEY_FRESH + std::time::Duration::from_millis(500),
+            "h2 still takes the key {:?} after its revocation",
+            revoked.elapsed()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn both_engines_number_their_migrations_alike() {
     assert_eq!(migrations::SQLITE.len(), migrations::POSTGRES.len());
