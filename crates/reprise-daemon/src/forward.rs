@@ -38,6 +38,11 @@ pub const CALLER: &str = "x-reprise-caller";
 /// choose a host (the real ones are a few hundred bytes).
 const BODY_PEEK_MAX: usize = 1 << 20;
 
+/// An instance's row as the middleware read it to find its host: a show
+/// handled here need not read it again.
+#[derive(Clone)]
+pub struct InstanceRead(pub reprise_catalog::InstanceRow);
+
 /// The middleware: handle here, or send on to the resource's host.
 pub async fn to_owner(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
     let path_and_query = original_path(&req);
@@ -233,8 +238,18 @@ async fn owner(app: &App, me: &Account, req: Request) -> Result<(Request, Option
             let host = volume_host(id);
             (req, host_of(host)?)
         }
-        // `show` asks the guest agent, and the points' sizes are read from
-        // the volumes' files: on the instance's host.
+        // `show` asks the guest agent: on the instance's host. The row
+        // read to find it is kept for the handler, should it run here.
+        ["instances", id] if reads => {
+            let row = app.catalog.instance(me.id, id).ok();
+            let host = row.as_ref().map(|r| r.host.clone());
+            let mut req = req;
+            if let Some(row) = row {
+                req.extensions_mut().insert(InstanceRead(row));
+            }
+            (req, host_of(host)?)
+        }
+        // The points' sizes are read from the volumes' files.
         ["instances", id] | ["instances", id, "points", ..] => {
             let host = instance_host(id);
             (req, host_of(host)?)

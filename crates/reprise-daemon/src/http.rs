@@ -736,9 +736,16 @@ async fn show_instance(
     State(app): State<Arc<App>>,
     Caller(me): Caller,
     Path(id): Path<String>,
+    read: Option<axum::Extension<crate::forward::InstanceRead>>,
 ) -> ApiResult<Json<Instance>> {
+    let row = match read {
+        Some(axum::Extension(crate::forward::InstanceRead(row))) => row,
+        None => app.catalog.instance(me.id, &id)?,
+    };
     Ok(Json(
-        instances::show(&app, &me, &id).await?.for_caller(&app, &me),
+        instances::to_api(&app, &row, true)
+            .await?
+            .for_caller(&app, &me),
     ))
 }
 

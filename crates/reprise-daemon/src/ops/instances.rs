@@ -61,11 +61,6 @@ pub async fn to_api(app: &App, row: &InstanceRow, with_agent: bool) -> Result<In
     })
 }
 
-pub async fn show(app: &App, account: &Account, reference: &str) -> Result<Instance> {
-    let row = app.catalog.instance(account.id, reference)?;
-    to_api(app, &row, true).await
-}
-
 pub async fn list(app: &App, account: &Account) -> Result<Vec<Instance>> {
     let mut out = Vec::new();
     for row in app.catalog.list_instances(Some(account.id))? {
