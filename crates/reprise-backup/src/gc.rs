@@ -102,6 +102,9 @@ pub async fn gc(
         report.chunks_deleted += 1;
         report.bytes_freed += size;
         report.deleted.push(name);
+        if !region.sweep_pause.is_zero() {
+            tokio::time::sleep(region.sweep_pause).await;
+        }
     }
     for (key, _) in region.store.list("snapshots").await? {
         let id = key.split('/').nth(1).and_then(|s| Uuid::parse_str(s).ok());

@@ -65,6 +65,9 @@ pub struct Region {
     /// lasts long enough to be interrupted (zero in the product; the
     /// daemon sets it only from its `Seams`, never from a config file).
     pub chunk_pause: std::time::Duration,
+    /// A pause after each chunk a sweep deletes: the same kind of seam,
+    /// so a sweep can be interrupted.
+    pub sweep_pause: std::time::Duration,
 }
 
 pub fn chunk_key(name: &ChunkName) -> String {
@@ -131,6 +134,7 @@ impl Region {
             level: 1,
             parallel: 8,
             chunk_pause: std::time::Duration::ZERO,
+            sweep_pause: std::time::Duration::ZERO,
         })
     }
 

@@ -95,7 +95,7 @@ pub fn run() -> Vec<Section> {
         region_host(&catalog, name, zone, s3, first, Default::default(), 6)
     };
     let mut h1 = host("h1", "zone1", node(0), None);
-    let h2 = host("h2", "zone2", node(1), Some(&h1));
+    let h2 = host("h2", "zone2", node(1), Some(&h1.config));
     populate(&h1, "zone1");
 
     let ops = [

@@ -149,6 +149,44 @@ impl Catalog {
         Ok(n == 1)
     }
 
+    /// Mark that `host` sweeps the region's store from now until
+    /// [`Catalog::sweep_ended`]. A sweep cut short (its daemon killed)
+    /// leaves the mark: the region's leader, or the host at its next
+    /// start, sweeps again (see [`Catalog::sweeps_cut_short`]).
+    pub fn sweep_began(&self, host: &str) -> Result<()> {
+        self.conn()
+            .execute(
+                "INSERT INTO leases (name, holder, expires_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (name) DO UPDATE SET holder = ?2, expires_at = ?3",
+                params![sweep_mark(host), host, now()],
+            )
+            .map_err(db_err("sweep mark"))?;
+        Ok(())
+    }
+
+    /// Remove `host`'s sweep mark: its sweep ended, or another took it
+    /// over. Whether this call removed it (of two takers, one wins).
+    pub fn sweep_ended(&self, host: &str) -> Result<bool> {
+        let n = self
+            .conn()
+            .execute(
+                "DELETE FROM leases WHERE name = ?1",
+                params![sweep_mark(host)],
+            )
+            .map_err(db_err("sweep mark"))?;
+        Ok(n == 1)
+    }
+
+    /// The hosts whose last sweep began and never ended, by name.
+    pub fn sweeps_cut_short(&self) -> Result<Vec<String>> {
+        rows::query(
+            &self.conn(),
+            "SELECT holder FROM leases WHERE name LIKE 'sweep:%' ORDER BY holder",
+            params![],
+            |r| r.get::<String>(0),
+        )
+    }
+
     /// Who holds lease `name` (an expired holder included), and until when.
     pub fn lease(&self, name: &str) -> Result<Option<(String, DateTime<Utc>)>> {
         self.conn()
@@ -187,4 +225,9 @@ impl Catalog {
         }
         Ok(usage)
     }
+}
+
+/// The lease row that marks `host`'s sweep in progress.
+fn sweep_mark(host: &str) -> String {
+    format!("sweep:{host}")
 }

@@ -725,6 +725,24 @@ fn a_lease_is_taken_from_its_holder_only_once_expired() {
 }
 
 #[test]
+fn a_sweep_cut_short_stays_marked_until_one_taker_ends_it() {
+    for (c, _, _) in catalogs_with_zone() {
+        c.sweep_began("h1").unwrap();
+        c.sweep_began("h2").unwrap();
+        assert!(c.sweep_ended("h2").unwrap());
+        // h1 never ended its sweep: it is marked, and taken over once.
+        assert_eq!(c.sweeps_cut_short().unwrap(), ["h1"]);
+        assert!(c.sweep_ended("h1").unwrap());
+        assert!(!c.sweep_ended("h1").unwrap());
+        assert!(c.sweeps_cut_short().unwrap().is_empty());
+        // The leader's own lease is not a sweep.
+        c.take_lease("region-leader", "h1", std::time::Duration::from_secs(5))
+            .unwrap();
+        assert!(c.sweeps_cut_short().unwrap().is_empty());
+    }
+}
+
+#[test]
 fn a_policy_run_is_claimed_once_and_only_on_its_host() {
     use chrono::Duration;
     for (c, admin, zone) in catalogs_with_zone() {

@@ -58,6 +58,8 @@ pub struct Seams {
     pub chunk_pause: Duration,
     /// A pause with the guest frozen, before the cut.
     pub hold_frozen: Duration,
+    /// A pause after each chunk a sweep deletes.
+    pub sweep_pause: Duration,
 }
 
 /// How often a key's last use is written: a busy client is not a write per
@@ -169,6 +171,7 @@ impl App {
                     reprise_backup::Region::open(spec.store.clone(), &spec.secret, spec.encrypt)
                         .await?;
                 region.chunk_pause = self.seams.chunk_pause;
+                region.sweep_pause = self.seams.sweep_pause;
                 tracing::info!(
                     store = region.store.label(),
                     encrypted = spec.encrypt,

@@ -44,8 +44,41 @@ pub async fn run_when_asked(app: Arc<App>) {
 }
 
 /// Sweep the region's store now (after any collection already running).
+/// The sweep is marked in the catalog while it runs: one cut short by
+/// the daemon's death is swept again by the region's leader, or by this
+/// host when it starts again ([`take_over_cut_short`]).
 pub async fn collect(app: &App) -> Result<GcResult> {
     let _one_at_a_time = app.gc_running.lock().await;
+    let me = app.host_name();
+    app.catalog.sweep_began(me)?;
+    let swept = sweep(app).await;
+    // Ended, well or not: a failed sweep is asked again by the next delete.
+    if let Err(e) = app.catalog.sweep_ended(me) {
+        tracing::warn!("the sweep's mark stays (it will be swept again): {e}");
+    }
+    swept
+}
+
+/// Sweep the sweeps cut short of the hosts `whose` says (taking each
+/// over, so only one daemon does): true when one was taken.
+pub fn take_over_cut_short(app: &App, whose: impl Fn(&str) -> bool) -> Result<bool> {
+    let mut taken = false;
+    for host in app.catalog.sweeps_cut_short()? {
+        if whose(&host) && app.catalog.sweep_ended(&host)? {
+            tracing::warn!(
+                host,
+                "a sweep of the region's store was cut short there: sweeping again"
+            );
+            taken = true;
+        }
+    }
+    if taken {
+        app.request_gc();
+    }
+    Ok(taken)
+}
+
+async fn sweep(app: &App) -> Result<GcResult> {
     let started = Instant::now();
     let r = reprise_backup::gc(app.region().await?, &app.refs, || {
         let (chunks, snapshots) = app.catalog.live_references()?;

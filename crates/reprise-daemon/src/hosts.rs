@@ -78,8 +78,19 @@ pub async fn heartbeat(app: Arc<App>) {
 }
 
 /// The region's periodic work, each piece claimed when due (one claimer
-/// wins, whoever leads): a garbage collection every `[gc] every_hours`.
+/// wins, whoever leads): a garbage collection every `[gc] every_hours`,
+/// and at once when a host that is down left a sweep cut short.
 fn run_periodic_work(app: &Arc<App>, me: &str) {
+    let down = |host: &str| {
+        host != me
+            && app
+                .catalog
+                .host(host)
+                .is_ok_and(|h| state(app, &h) == HostState::Down)
+    };
+    if let Err(e) = crate::gc::take_over_cut_short(app, down) {
+        tracing::warn!("sweeps cut short not read: {e}");
+    }
     let hours = app.config.gc.every_hours;
     if hours == 0 {
         return;

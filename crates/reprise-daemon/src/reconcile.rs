@@ -77,6 +77,7 @@ pub async fn at_startup(app: &App) -> Result<()> {
     crate::ops::templates::reconcile_at_startup(app)?;
     crate::ops::snapshots::reconcile_at_startup(app).await?;
     app.catalog.end_interrupted_policy_runs()?;
+    crate::gc::take_over_cut_short(app, |host| host == app.host_name())?;
     tracing::info!(
         instances = instances.len(),
         changed,

@@ -11,7 +11,7 @@
 //! - [`fake_agent`]: a scripted qemu-guest-agent for the daemon's unit
 //!   tests of its freeze protocol.
 //! - [`s3_proxy`]: an S3 that refuses connections when told to.
-//! - [`Seams`] ([`chunk_pause`], [`hold_frozen`]): windows widened in a
+//! - [`Seams`] ([`chunk_pause`], [`hold_frozen`], [`sweep_pause`]): windows widened in a
 //!   daemon, in this process ([`TestDaemon::start_seamed`]) or in its own
 //!   ([`serve_seamed_process`]).
 
@@ -289,9 +289,10 @@ pub fn serve_seamed_process(config: &Path, data: &Path, seams: &Seams) -> (Daemo
         bin.display()
     );
     let mut command = Command::new(bin);
-    command
-        .arg(config)
-        .args([seams.chunk_pause, seams.hold_frozen].map(|d| d.as_millis().to_string()));
+    command.arg(config).args(
+        [seams.chunk_pause, seams.hold_frozen, seams.sweep_pause]
+            .map(|d| d.as_millis().to_string()),
+    );
     spawn_daemon(command, data)
 }
 
@@ -536,7 +537,7 @@ pub fn region_host(
     name: &str,
     zone: &str,
     s3: reprise_store::S3Config,
-    first: Option<&TestDaemon>,
+    first: Option<&Config>,
     seams: Seams,
     lease_secs: u64,
 ) -> TestDaemon {
@@ -547,12 +548,12 @@ pub fn region_host(
         c.host.lease_secs = lease_secs;
         c.default_zone = zone.into();
         match first {
-            Some(d) => {
-                c.region = d.config.region.clone();
+            Some(first) => {
+                c.region = first.region.clone();
                 c.region.s3 = Some(s3);
-                c.region.key_file = Some(d.config.region_key_path());
+                c.region.key_file = Some(first.region_key_path());
                 std::fs::create_dir_all(&c.data_dir).expect("data dir");
-                std::fs::copy(d.config.admin_key_path(), c.admin_key_path())
+                std::fs::copy(first.admin_key_path(), c.admin_key_path())
                     .expect("the region's admin key");
             }
             None => use_store(c, &Some(s3)),
@@ -629,6 +630,14 @@ pub fn test_catalog_url() -> Option<String> {
 pub fn chunk_pause(ms: u64) -> Seams {
     Seams {
         chunk_pause: Duration::from_millis(ms),
+        ..Default::default()
+    }
+}
+
+/// Seams that pause a sweep `ms` after each chunk it deletes.
+pub fn sweep_pause(ms: u64) -> Seams {
+    Seams {
+        sweep_pause: Duration::from_millis(ms),
         ..Default::default()
     }
 }

@@ -266,6 +266,7 @@ fn the_daemon_killed_at_random_moments_loses_nothing() {
         seams: Seams {
             chunk_pause: Duration::from_millis(30),
             hold_frozen: Duration::from_millis(300),
+            ..Default::default()
         },
         violations: Vec::new(),
     };

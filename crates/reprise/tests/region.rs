@@ -1,16 +1,20 @@
-//! A region of two hosts on one machine: one PostgreSQL catalog, a
-//! three-node Garage cluster as the store (each host talks to its own
-//! node), two daemons each serving a zone. Any daemon answers; work on a
+//! A region on one machine: one PostgreSQL catalog, a three-node Garage
+//! cluster as the store (each host talks to its own node), two or three
+//! daemons each serving a zone. Any daemon answers; work on a
 //! volume or instance runs on its host; a sweep on one host never takes a
 //! chunk the other's backup relies on; a stopped host shows `Down`, its
 //! instances `Unknown`, and its snapshots restore into the other zone; a
-//! stopped Garage node stops nothing.
+//! stopped Garage node stops nothing; a running guest's data crosses
+//! zones; a leader killed mid-sweep has its sweep finished by the next.
 //!
 //! Needs the test PostgreSQL and Garage cluster (`scripts/test.sh` starts
 //! both); on a machine without them the test says so and fails.
 
 use reprise_core::model::*;
-use reprise_testing::{chunk_pause, region_host, TestDaemon};
+use reprise_testing::{
+    chunk_pause, guest_instance, region_host, serve_process, serve_seamed_process, sweep_pause,
+    KillInstancesOnDrop, TestDaemon,
+};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -88,7 +92,7 @@ fn two_hosts_share_one_catalog_and_one_store() {
         "h2",
         "zone2",
         cluster.node(1),
-        Some(&h1),
+        Some(&h1.config),
         Default::default(),
         3,
     );
@@ -404,6 +408,271 @@ fn two_hosts_share_one_catalog_and_one_store() {
     let copy = via_h2.volume(&job.target_id.to_string()).unwrap();
     assert!(same_content(&copy.path, &v2.path));
     cluster.start(2);
+}
+
+/// Three hosts, h1 a process of its own so that it can be killed: a
+/// running guest's volume, snapshotted on h1, becomes (asked of h3) a
+/// volume of zone2 on h2, which a guest booted there reads byte for byte.
+/// Then h1, the region's leader, is killed (-9) in the middle of a sweep:
+/// h2 and h3 answer, h1 shows `Down`, the new leader sweeps again, every
+/// snapshot verifies and restores in zone2; h1 started again rejoins with
+/// nothing lost or duplicated, its guest still running.
+#[test]
+fn a_guest_s_data_crosses_zones_and_the_leader_dies_mid_sweep() {
+    let base = reprise_catalog::testing::postgres_url()
+        .expect("this test needs REPRISE_TEST_POSTGRES (scripts/test.sh starts PostgreSQL)");
+    let cluster = Cluster::from_env();
+    let catalog_url = reprise_catalog::testing::fresh_postgres_url(&base);
+    let catalog = reprise_catalog::Catalog::connect(&catalog_url, "test").unwrap();
+    let dir = tempfile::Builder::new().prefix("rp").tempdir().unwrap();
+    let data = dir.path().join("h1");
+    let config = dir.path().join("h1.toml");
+    let s3 = cluster.node(0);
+    std::fs::write(
+        &config,
+        format!(
+            r#"data_dir = "{data}"
+listen = "127.0.0.1:0"
+default_zone = "zone1"
+import_dirs = ["{guests}"]
+[catalog]
+url = "{catalog_url}"
+[host]
+name = "h1"
+zones = ["zone1"]
+lease_secs = 3
+[region]
+store = "s3"
+prefix = "test-{prefix}"
+[region.s3]
+endpoint = "{endpoint}"
+bucket = "{bucket}"
+region = "{region}"
+access_key_id = "{key}"
+secret_access_key = "{secret}"
+[gc]
+delay_ms = 200
+"#,
+            data = data.display(),
+            guests = reprise_testing::guest_dir().display(),
+            prefix = uuid::Uuid::new_v4(),
+            endpoint = s3.endpoint,
+            bucket = s3.bucket,
+            region = s3.region,
+            key = s3.access_key_id,
+            secret = s3.secret_access_key,
+        ),
+    )
+    .unwrap();
+    let h1_config = reprise_daemon::config::Config::load(&config).unwrap();
+    let _vms = KillInstancesOnDrop(data.join("run"));
+    // h1's sweeps pause after each chunk they delete: long enough to be
+    // killed in the middle of one.
+    let (mut h1, _) = serve_seamed_process(&config, &data, &sweep_pause(250));
+    let other = |name: &str, node: usize| {
+        let first = Some(&h1_config);
+        region_host(
+            &catalog_url,
+            name,
+            "zone2",
+            cluster.node(node),
+            first,
+            Default::default(),
+            3,
+        )
+    };
+    let h2 = other("h2", 1);
+    let h3 = other("h3", 2);
+    let leaders = |d: &TestDaemon| -> Vec<bool> { hosts(d).iter().map(|h| h.leader).collect() };
+    assert_eq!(
+        leaders(&h3),
+        [true, false, false],
+        "h1 started first, leads"
+    );
+
+    // A guest on h1, its data volume made and the guest booted by
+    // requests to h3; a file written in it, snapshotted while it runs.
+    let via_h3 = h3.admin();
+    via_h3
+        .create_volume(&CreateVolume {
+            name: "data".into(),
+            size: "64M".into(),
+            zone: Some("zone1".into()),
+            host: None,
+        })
+        .unwrap();
+    let in_zone = |zone: &str, req: CreateInstance| CreateInstance {
+        zone: Some(zone.into()),
+        ..req
+    };
+    let job = wait_job(
+        &via_h3,
+        via_h3
+            .create_instance(&in_zone("zone1", guest_instance("vm1", &["data"])))
+            .unwrap(),
+    );
+    assert_eq!(job.host, "h1");
+    let vm1 = via_h3.instance("vm1").unwrap();
+    h2.wait_agent(&vm1);
+    let (code, written) = h2.guest_sh(
+        &vm1,
+        "dd if=/dev/urandom of=/mnt/data/blob bs=64k count=64 2>/dev/null && sync && md5sum /mnt/data/blob",
+    );
+    assert_eq!(code, 0, "{written}");
+    let snapshot = |name: &str| {
+        let job = via_h3
+            .create_snapshot(&CreateSnapshot {
+                volume: "data".into(),
+                name: Some(name.into()),
+                quiesce: None,
+            })
+            .unwrap();
+        let job = wait_job(&via_h3, job);
+        assert_eq!(job.host, "h1");
+    };
+    snapshot("s1");
+
+    // Made into a volume of zone2 on h2, by a request to h3; a guest
+    // booted on h2 reads the file.
+    let job = wait_job(
+        &via_h3,
+        via_h3
+            .volume_from_snapshot(
+                "s1",
+                &VolumeFromSnapshot {
+                    name: "copy".into(),
+                    zone: Some("zone2".into()),
+                    host: Some("h2".into()),
+                },
+            )
+            .unwrap(),
+    );
+    assert_eq!(job.host, "h2");
+    let job = wait_job(
+        &via_h3,
+        via_h3
+            .create_instance(&in_zone("zone2", guest_instance("vm2", &["copy"])))
+            .unwrap(),
+    );
+    assert_eq!(job.host, "h2");
+    let vm2 = via_h3.instance("vm2").unwrap();
+    h2.wait_agent(&vm2);
+    assert_eq!(
+        h2.guest_sh(&vm2, "md5sum /mnt/data/blob"),
+        (0, written.clone())
+    );
+
+    // Garbage for a sweep: a second snapshot of 24 MiB more, deleted.
+    let (code, out) = h2.guest_sh(
+        &vm1,
+        "dd if=/dev/urandom of=/mnt/data/more bs=1M count=24 2>/dev/null && sync",
+    );
+    assert_eq!(code, 0, "{out}");
+    snapshot("s2");
+    wait_job(&via_h3, via_h3.delete_snapshot("s2").unwrap());
+    let store = h2.block_on(h2.server().app.region()).unwrap();
+    let chunks_in_store = || h2.block_on(store.store.list("chunks")).unwrap().len();
+    let live_chunks = || catalog.live_references().unwrap().0.len();
+    // h1 sweeps (the delete ran there); killed once it has deleted some.
+    let garbage = chunks_in_store() - live_chunks();
+    assert!(garbage >= 20, "{garbage} chunks to sweep");
+    let asked = Instant::now();
+    while chunks_in_store() > live_chunks() + garbage - 3 {
+        assert!(asked.elapsed() < Duration::from_secs(30), "h1 never swept");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(catalog.sweeps_cut_short().unwrap(), ["h1"]);
+    h1.child.kill().unwrap();
+    h1.child.wait().unwrap();
+    let killed = Instant::now();
+    assert!(chunks_in_store() > live_chunks(), "killed mid-sweep");
+
+    // h2 and h3 answer; h1 shows Down within its lease; a new leader
+    // sweeps what h1 left.
+    while hosts(&h2)[0].state != HostState::Down {
+        assert!(
+            killed.elapsed() < Duration::from_secs(10),
+            "h1 never shown Down"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(hosts(&h3)[0].state, HostState::Down);
+    while chunks_in_store() > live_chunks() || !catalog.sweeps_cut_short().unwrap().is_empty() {
+        assert!(
+            killed.elapsed() < Duration::from_secs(60),
+            "nobody took the sweep over: {:?}",
+            catalog.sweeps_cut_short()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let now_leading = leaders(&h2);
+    assert!(
+        !now_leading[0] && (now_leading[1] ^ now_leading[2]),
+        "{now_leading:?}"
+    );
+    println!(
+        "the sweep was taken over {:?} after h1 was killed",
+        killed.elapsed()
+    );
+    let verified = wait_job(&via_h3, via_h3.verify_snapshot("s1").unwrap());
+    assert_eq!(verified.state, JobState::Succeeded);
+    // h1's snapshot restores into zone2 while it is down.
+    let job = wait_job(
+        &via_h3,
+        via_h3
+            .volume_from_snapshot(
+                "s1",
+                &VolumeFromSnapshot {
+                    name: "rescued".into(),
+                    zone: Some("zone2".into()),
+                    host: None,
+                },
+            )
+            .unwrap(),
+    );
+    let rescued = via_h3.volume(&job.target_id.to_string()).unwrap();
+    assert_ne!(rescued.host, "h1");
+    assert_eq!(
+        via_h3.instance("vm1").unwrap().state,
+        InstanceState::Unknown
+    );
+
+    // h1 starts again: Up, its guest still running with its file; nothing
+    // lost or duplicated.
+    let (_h1, via_h1) = serve_process(env!("CARGO_BIN_EXE_reprise"), &config, &data);
+    assert_eq!(hosts(&h2)[0].state, HostState::Up);
+    let vm1 = via_h1.instance("vm1").unwrap();
+    assert_eq!(vm1.state, InstanceState::Running);
+    assert_eq!(h2.guest_sh(&vm1, "md5sum /mnt/data/blob"), (0, written));
+    let names = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    let volumes = names(
+        via_h1
+            .volumes(None, None)
+            .unwrap()
+            .into_iter()
+            .map(|v| v.name)
+            .collect(),
+    );
+    assert_eq!(volumes, ["copy", "data", "rescued"]);
+    let instances = names(
+        via_h1
+            .instances()
+            .unwrap()
+            .into_iter()
+            .map(|i| i.name)
+            .collect(),
+    );
+    assert_eq!(instances, ["vm1", "vm2"]);
+    let snapshots: Vec<Snapshot> = via_h1.get("/api/v1/snapshots").unwrap();
+    let states: Vec<(&str, SnapshotState)> = snapshots
+        .iter()
+        .map(|s| (s.name.as_str(), s.state))
+        .collect();
+    assert_eq!(states, [("s1", SnapshotState::BackedUp)]);
+    assert_eq!(chunks_in_store(), live_chunks(), "no chunk lost or left");
 }
 
 /// The test's Garage cluster (`scripts/s3.sh` with three nodes).
