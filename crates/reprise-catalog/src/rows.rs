@@ -232,6 +232,31 @@ pub(crate) fn instance(r: &Row) -> DbResult<InstanceRow> {
     })
 }
 
+/// An instance and its volumes in one statement: [`INSTANCE_SELECT`]'s
+/// columns, then [`VOLUME_SELECT`]'s (null for an instance without
+/// volumes), one row per volume in slot order. A catalog test checks it
+/// reads what the two do.
+pub(crate) const INSTANCE_WITH_VOLUMES_SELECT: &str =
+    "SELECT i.id, i.account_id, i.name, i.zone_id, z.name, i.state, i.cpus, i.memory_bytes,
+        i.root_volume_id, i.kernel, i.initrd, i.append, i.accel, i.pid, i.last_error, i.created_at,
+        i.current_point_id, i.snapshots_enabled, i.plan, i.host,
+        v.id, v.account_id, v.name, v.zone_id, vz.name, v.kind, v.state, v.size_bytes, v.path,
+        v.instance_id, i.name, v.slot, v.created_at, v.host
+   FROM instances i JOIN zones z ON z.id = i.zone_id
+   LEFT JOIN volumes v ON v.instance_id = i.id LEFT JOIN zones vz ON vz.id = v.zone_id";
+
+/// A row of [`INSTANCE_WITH_VOLUMES_SELECT`]: the instance, and the
+/// volume if there is one.
+pub(crate) fn instance_and_volume(r: &Row) -> DbResult<(InstanceRow, Option<VolumeRow>)> {
+    const INSTANCE_COLUMNS: usize = 20;
+    let (i, v) = r.0.split_at(INSTANCE_COLUMNS.min(r.0.len()));
+    let volume = match v.first() {
+        None | Some(Value::Null) => None,
+        Some(_) => Some(volume(&Row(v.to_vec()))?),
+    };
+    Ok((instance(&Row(i.to_vec()))?, volume))
+}
+
 pub(crate) const POINT_SELECT: &str = "SELECT p.id, p.name, p.description, p.account_id, p.instance_id, i.name, p.parent_id,
         (i.current_point_id IS NOT NULL AND i.current_point_id = p.id), p.state, p.memory, p.consistency,
         p.frozen_ms, p.volume_ids, p.error, p.created_at, p.policy_id, p.memory_save

@@ -255,6 +255,29 @@ fn a_volume_is_attached_once_and_transitions_are_guarded() {
             "volume_attached"
         );
         assert_eq!(c.instance_volumes(inst.id).unwrap()[0].slot, Some(0));
+        // Read in one statement, the same as read in two; by name or id.
+        let second = volume_row(admin.id, &zone, "logs");
+        c.insert_volume(&second).unwrap();
+        c.attach_volume(second.id, inst.id, 1).unwrap();
+        let two = (inst.clone(), c.instance_volumes(inst.id).unwrap());
+        assert_eq!(two.1.len(), 2);
+        assert_eq!(c.instance_with_volumes(admin.id, "vm").unwrap(), two);
+        assert_eq!(
+            c.instance_with_volumes(admin.id, &inst.id.to_string())
+                .unwrap(),
+            two
+        );
+        assert_eq!(
+            c.instance_with_volumes(admin.id, "nope").unwrap_err().code,
+            "instance_not_found"
+        );
+        c.detach_volume(second.id).unwrap();
+        c.detach_volume(v.id).unwrap();
+        assert_eq!(
+            c.instance_with_volumes(admin.id, "vm").unwrap(),
+            (inst.clone(), vec![])
+        );
+        c.attach_volume(v.id, inst.id, 0).unwrap();
         assert!(c
             .transition_instance(inst.id, &reprise_core::lifecycle::instance::BOOT)
             .unwrap());

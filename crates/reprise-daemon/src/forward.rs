@@ -23,7 +23,7 @@ use axum::http::{header, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use reprise_catalog::HostRow;
-use reprise_core::model::{Account, HostState};
+use reprise_core::model::{Account, HostState, InstanceState};
 use reprise_core::{Error, ErrorKind, Result};
 use std::sync::Arc;
 
@@ -38,10 +38,13 @@ pub const CALLER: &str = "x-reprise-caller";
 /// choose a host (the real ones are a few hundred bytes).
 const BODY_PEEK_MAX: usize = 1 << 20;
 
-/// An instance's row as the middleware read it to find its host: a show
-/// handled here need not read it again.
+/// An instance's row and volumes as the middleware read them to find its
+/// host: a show handled here need not read them again.
 #[derive(Clone)]
-pub struct InstanceRead(pub reprise_catalog::InstanceRow);
+pub struct InstanceRead(
+    pub reprise_catalog::InstanceRow,
+    pub Vec<reprise_catalog::VolumeRow>,
+);
 
 /// The middleware: handle here, or send on to the resource's host.
 pub async fn to_owner(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
@@ -238,17 +241,19 @@ async fn owner(app: &App, me: &Account, req: Request) -> Result<(Request, Option
             let host = volume_host(id);
             (req, host_of(host)?)
         }
-        // `show` asks the guest agent: on the instance's host. The row
-        // read to find it is kept for the handler, should it run here.
-        ["instances", id] if reads => {
-            let row = app.catalog.instance(me.id, id).ok();
-            let host = row.as_ref().map(|r| r.host.clone());
-            let mut req = req;
-            if let Some(row) = row {
-                req.extensions_mut().insert(InstanceRead(row));
+        // `show` asks the agent of a guest that may run: on the
+        // instance's host. A stopped one is all in the catalog, shown
+        // here. What was read is kept for the handler, should it run here.
+        ["instances", id] if reads => match app.catalog.instance_with_volumes(me.id, id) {
+            Ok((row, volumes)) => {
+                let host = (row.state != InstanceState::Stopped).then(|| row.host.clone());
+                let mut req = req;
+                req.extensions_mut().insert(InstanceRead(row, volumes));
+                (req, host_of(host)?)
             }
-            (req, host_of(host)?)
-        }
+            // The handler says what is wrong.
+            Err(_) => (req, None),
+        },
         // The points' sizes are read from the volumes' files.
         ["instances", id] | ["instances", id, "points", ..] => {
             let host = instance_host(id);

@@ -738,13 +738,13 @@ async fn show_instance(
     Path(id): Path<String>,
     read: Option<axum::Extension<crate::forward::InstanceRead>>,
 ) -> ApiResult<Json<Instance>> {
-    let row = match read {
-        Some(axum::Extension(crate::forward::InstanceRead(row))) => row,
-        None => app.catalog.instance(me.id, &id)?,
+    let (row, volumes) = match read {
+        Some(axum::Extension(crate::forward::InstanceRead(row, volumes))) => (row, volumes),
+        None => app.catalog.instance_with_volumes(me.id, &id)?,
     };
     Ok(Json(
-        instances::to_api(&app, &row, true)
-            .await?
+        instances::with_volumes(&app, &row, &volumes, true)
+            .await
             .for_caller(&app, &me),
     ))
 }

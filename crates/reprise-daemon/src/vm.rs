@@ -207,15 +207,20 @@ pub async fn hot_resize(app: &App, id: Uuid, volume: Uuid, size: u64) -> Result<
 }
 
 /// Whether the guest agent answers, and what a snapshot taken now means.
+/// The agent's status of an instance that does not run.
+pub fn not_running() -> GuestAgentStatus {
+    GuestAgentStatus {
+        status: "not_running".into(),
+        snapshot_consistency: "crash".into(),
+        message: "the instance is not running: the guest agent cannot be asked; its disks \
+                  hold what the guest left on them (consistent if it shut down cleanly)"
+            .into(),
+    }
+}
+
 pub async fn agent_status(app: &App, inst: &InstanceRow) -> GuestAgentStatus {
     if live_pid(app, inst.id).is_none() {
-        return GuestAgentStatus {
-            status: "not_running".into(),
-            snapshot_consistency: "crash".into(),
-            message: "the instance is not running: the guest agent cannot be asked; its disks \
-                      hold what the guest left on them (consistent if it shut down cleanly)"
-                .into(),
-        };
+        return not_running();
     }
     let run = app.run_paths(inst.id);
     let answered = match Agent::connect(&run.agent(), Duration::from_secs(1)).await {

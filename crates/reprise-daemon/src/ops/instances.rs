@@ -20,16 +20,35 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 pub async fn to_api(app: &App, row: &InstanceRow, with_agent: bool) -> Result<Instance> {
-    let run = app.run_paths(row.id);
     let volumes = app.catalog.instance_volumes(row.id)?;
-    Ok(Instance {
+    Ok(with_volumes(app, row, &volumes, with_agent).await)
+}
+
+/// An instance as the API shows it, its `volumes` read already; with the
+/// guest agent's status when `with_agent` (asked on the instance's host;
+/// on another, known only of a stopped guest).
+pub async fn with_volumes(
+    app: &App,
+    row: &InstanceRow,
+    volumes: &[VolumeRow],
+    with_agent: bool,
+) -> Instance {
+    let here = row.host == app.host_name();
+    // Its files are on its host, under that daemon's directories.
+    let run_file = |path: std::path::PathBuf| match here {
+        true => path.to_string_lossy().into_owned(),
+        false => String::new(),
+    };
+    let run = app.run_paths(row.id);
+    let down = crate::hosts::is_down(app, &row.host);
+    Instance {
         id: row.id,
         name: row.name.clone(),
         account_id: row.account_id,
         zone_id: row.zone_id,
         zone: row.zone.clone(),
         // Nobody can say while its host is down.
-        state: if crate::hosts::is_down(app, &row.host) {
+        state: if down {
             InstanceState::Unknown
         } else {
             row.state
@@ -43,12 +62,16 @@ pub async fn to_api(app: &App, row: &InstanceRow, with_agent: bool) -> Result<In
         append: row.append.clone(),
         accel: row.accel.clone(),
         pid: row.pid,
-        qmp_socket: run.qmp().to_string_lossy().into_owned(),
-        guest_agent_socket: run.agent().to_string_lossy().into_owned(),
-        console_log: run.console().to_string_lossy().into_owned(),
+        qmp_socket: run_file(run.qmp()),
+        guest_agent_socket: run_file(run.agent()),
+        console_log: run_file(run.console()),
         // The agent's socket is on the instance's host.
-        guest_agent: if with_agent && row.host == app.host_name() {
+        guest_agent: if !with_agent || down {
+            None
+        } else if here {
             Some(vm::agent_status(app, row).await)
+        } else if row.state == InstanceState::Stopped {
+            Some(vm::not_running())
         } else {
             None
         },
@@ -58,7 +81,7 @@ pub async fn to_api(app: &App, row: &InstanceRow, with_agent: bool) -> Result<In
         plan: row.plan.clone(),
         current_point_id: row.current_point_id,
         host: row.host.clone(),
-    })
+    }
 }
 
 pub async fn list(app: &App, account: &Account) -> Result<Vec<Instance>> {
