@@ -65,6 +65,10 @@ pub struct Region {
     /// lasts long enough to be interrupted (zero in the product; the
     /// daemon sets it only from its `Seams`, never from a config file).
     pub chunk_pause: std::time::Duration,
+    /// A sweep leaves unreferenced chunks written less than this long ago
+    /// (by the store's clock): a second line of defence behind the holds,
+    /// set from the daemon's `[gc] grace_minutes`.
+    pub sweep_grace: std::time::Duration,
     /// A pause after each chunk a sweep deletes: the same kind of seam,
     /// so a sweep can be interrupted.
     pub sweep_pause: std::time::Duration,
@@ -135,6 +139,7 @@ impl Region {
             parallel: 8,
             chunk_pause: std::time::Duration::ZERO,
             sweep_pause: std::time::Duration::ZERO,
+            sweep_grace: std::time::Duration::ZERO,
         })
     }
 

@@ -17,6 +17,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use uuid::Uuid;
 
 const MIB: u64 = 1 << 20;
@@ -507,6 +508,73 @@ async fn a_hold_released_during_a_sweep_still_counts() {
         (report.chunks_deleted, report.snapshot_objects_deleted),
         (1, 1)
     );
+}
+
+/// A sweep leaves unreferenced chunks written within its grace period (a
+/// second line of defence behind the holds) and takes the older ones; with
+/// no grace, it takes them all. Aged by the file's time on the local
+/// store; an S3 server's objects are all young here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_leaves_the_chunks_written_within_its_grace() {
+    let dir = tempfile::tempdir().unwrap();
+    for (kind, mut region) in regions(dir.path(), false).await {
+        let refs = Arc::new(Refs::default());
+        let (old, young) = (ChunkName([1; 32]), ChunkName([2; 32]));
+        for name in [&old, &young] {
+            region
+                .store
+                .put(&chunk_key(name), b"chunk".to_vec())
+                .await
+                .unwrap();
+        }
+        let aged = kind == "local";
+        if aged {
+            let file = find_file(&dir.path().join("objects"), &chunk_key(&old)).unwrap();
+            let two_hours_ago = std::time::SystemTime::now() - Duration::from_secs(7200);
+            std::fs::File::options()
+                .write(true)
+                .open(file)
+                .unwrap()
+                .set_modified(two_hours_ago)
+                .unwrap();
+        }
+        region.sweep_grace = Duration::from_secs(3600);
+        let r = gc(&region, &refs, || Ok(Live::default())).await.unwrap();
+        let taken = u64::from(aged);
+        assert_eq!(
+            (r.chunks_deleted, r.chunks_in_grace),
+            (taken, 2 - taken),
+            "{kind}"
+        );
+        assert!(
+            region.store.exists(&chunk_key(&young)).await.unwrap(),
+            "{kind}"
+        );
+        region.sweep_grace = Duration::ZERO;
+        let r = gc(&region, &refs, || Ok(Live::default())).await.unwrap();
+        assert_eq!(
+            (r.chunks_deleted, r.chunks_in_grace),
+            (2 - taken, 0),
+            "{kind}"
+        );
+        assert!(stored_chunks(&region).await.is_empty(), "{kind}");
+    }
+}
+
+/// The file under `dir` that holds the object at `key`.
+fn find_file(dir: &Path, key: &str) -> Option<PathBuf> {
+    let leaf = key.rsplit('/').next()?;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            if let Some(found) = find_file(&path, key) {
+                return Some(found);
+            }
+        } else if path.file_name().is_some_and(|n| n == leaf) {
+            return Some(path);
+        }
+    }
+    None
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

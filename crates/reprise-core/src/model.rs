@@ -691,6 +691,10 @@ pub struct GcResult {
     pub chunks_deleted: u64,
     pub bytes_freed: u64,
     pub snapshot_objects_deleted: u64,
+    /// Unreferenced chunks left for a later sweep: written within the
+    /// grace period (`[gc] grace_minutes`).
+    #[serde(default)]
+    pub chunks_in_grace: u64,
 }
 
 /// Operator settings of an instance (admin).

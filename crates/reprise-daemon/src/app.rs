@@ -172,6 +172,7 @@ impl App {
                         .await?;
                 region.chunk_pause = self.seams.chunk_pause;
                 region.sweep_pause = self.seams.sweep_pause;
+                region.sweep_grace = Duration::from_secs(self.config.gc.grace_minutes * 60);
                 tracing::info!(
                     store = region.store.label(),
                     encrypted = spec.encrypt,

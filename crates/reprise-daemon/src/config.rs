@@ -57,6 +57,7 @@
 //! [gc]
 //! delay_ms = 2000             # deletes are collected together, this long after the last
 //! every_hours = 24            # and the region's leader collects this often (0: never)
+//! grace_minutes = 60          # chunks written this lately are left to a later sweep
 //!
 //! [plans.vps]                 # plans: set by the operator, assigned to accounts
 //! max_recovery_points = 1     # per instance
@@ -152,6 +153,9 @@ pub struct GcConfig {
     /// Also collect this often, on the region's leader (0: only after
     /// deletes): what a crashed delete left is collected in the end.
     pub every_hours: u64,
+    /// A sweep leaves unreferenced chunks younger than this: a second
+    /// line of defence behind the holds of backups in progress.
+    pub grace_minutes: u64,
 }
 
 impl Default for GcConfig {
@@ -159,6 +163,7 @@ impl Default for GcConfig {
         GcConfig {
             delay_ms: 2000,
             every_hours: 24,
+            grace_minutes: 60,
         }
     }
 }

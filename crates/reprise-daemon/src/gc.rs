@@ -36,6 +36,7 @@ pub async fn run_when_asked(app: Arc<App>) {
                 chunks_examined = r.chunks_examined,
                 chunks_deleted = r.chunks_deleted,
                 bytes_freed = r.bytes_freed,
+                chunks_in_grace = r.chunks_in_grace,
                 "garbage collection after deletes"
             ),
             Err(e) => tracing::warn!("garbage collection failed; the next delete asks again: {e}"),
@@ -97,6 +98,7 @@ async fn sweep(app: &App) -> Result<GcResult> {
         chunks_deleted: r.chunks_deleted,
         bytes_freed: r.bytes_freed,
         snapshot_objects_deleted: r.snapshot_objects_deleted,
+        chunks_in_grace: r.chunks_in_grace,
     })
 }
 
@@ -104,8 +106,9 @@ async fn sweep(app: &App) -> Result<GcResult> {
 pub async fn collect_and_log(app: &App, ctx: &JobCtx) -> Result<()> {
     let r = collect(app).await?;
     ctx.log(format!(
-        "garbage collection: examined {} chunks; removed {} ({} bytes) that nothing references, and {} objects of deleted snapshots",
-        r.chunks_examined, r.chunks_deleted, r.bytes_freed, r.snapshot_objects_deleted
+        "garbage collection: examined {} chunks; removed {} ({} bytes) that nothing references, and {} objects of deleted snapshots; left {} unreferenced chunks written within the last {} minutes",
+        r.chunks_examined, r.chunks_deleted, r.bytes_freed, r.snapshot_objects_deleted,
+        r.chunks_in_grace, app.config.gc.grace_minutes
     ));
     Ok(())
 }

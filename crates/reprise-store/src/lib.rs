@@ -243,11 +243,24 @@ impl Store {
 
     /// Every key under `prefix`, with its size, sorted.
     pub async fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+        let listed = self.list_modified(prefix).await?;
+        Ok(listed
+            .into_iter()
+            .map(|(key, size, _)| (key, size))
+            .collect())
+    }
+
+    /// [`Store::list`] with when each object was last written, by the
+    /// store's clock.
+    pub async fn list_modified(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, u64, std::time::SystemTime)>> {
         let path = key_path(prefix)?;
-        let mut out: Vec<(String, u64)> = self
+        let mut out: Vec<(String, u64, std::time::SystemTime)> = self
             .inner
             .list(Some(&path))
-            .map_ok(|m| (m.location.to_string(), m.size))
+            .map_ok(|m| (m.location.to_string(), m.size, m.last_modified.into()))
             .try_collect()
             .await
             .map_err(|e| self.err(prefix, e))?;

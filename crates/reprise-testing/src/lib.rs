@@ -66,6 +66,11 @@ impl TestDaemon {
             stop_timeout_secs: 10,
             // The admin boots the test guest from its build directory.
             import_dirs: vec![guest_dir()],
+            // Tests see a sweep take what it may at once.
+            gc: reprise_daemon::config::GcConfig {
+                grace_minutes: 0,
+                ..Default::default()
+            },
             ..Config::default()
         };
         adjust(&mut config);
