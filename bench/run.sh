@@ -1,7 +1,7 @@
 #!/bin/bash
 # Run every benchmark of reprise on this machine and rewrite docs/BENCHMARKS.md
 # with the figures and ratios measured in this run. REPRISE_BENCH=points (or
-# =memory-points, its memory points only), =snapshots, =deploy or =region runs one group
+# =memory-points or =disk-points, one half of them), =snapshots, =deploy or =region runs one group
 # and keeps the other sections.
 set -euo pipefail
 cd "$(dirname "$0")/.."

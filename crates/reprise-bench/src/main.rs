@@ -75,10 +75,14 @@ fn machine() -> String {
 }
 
 fn main() {
+    // Freezes are guarded by a process of their own, as in the product:
+    // this executable, run as one.
+    reprise_daemon::quiesce::guard_if_asked();
     let out = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "docs/BENCHMARKS.md".into());
-    // `REPRISE_BENCH=points` (or only its memory points: `=memory-points`),
+    // `REPRISE_BENCH=points` (or only its memory points: `=memory-points`,
+    // or its disk-only points: `=disk-points`),
     // `=snapshots` (or only the 1 TiB volume's memory: `=memory`), `=deploy`
     // or `=region` measures one group; the other sections of the report are
     // kept as they were, in their places.
@@ -90,6 +94,9 @@ fn main() {
     }
     if only == "memory-points" {
         sections.push(points::memory_points());
+    }
+    if only == "disk-points" {
+        sections.push(points::creation_latency());
     }
     if only.is_empty() || only == "snapshots" {
         sections.extend(snapshots::run());

@@ -42,6 +42,8 @@ pub struct App {
     pub seams: Seams,
     /// Where freezes' guards run (see [`crate::quiesce::Guard`]).
     pub freeze_guard: crate::quiesce::Guard,
+    /// The instances' guest-agent connections ([`crate::agents`]).
+    pub agents: Arc<crate::agents::AgentLinks>,
     /// The client that sends requests on to other hosts ([`crate::forward`]).
     forwarder: std::sync::OnceLock<reqwest::Client>,
     /// The region's hosts as last read, and when ([`crate::hosts::known`]).
@@ -128,6 +130,7 @@ impl App {
             gc_running: AsyncMutex::new(()),
             seams,
             freeze_guard: crate::quiesce::default_guard(),
+            agents: Arc::default(),
             forwarder: std::sync::OnceLock::new(),
             hosts_seen: Mutex::new(None),
         }))

@@ -10,6 +10,7 @@
 //! store, reconciles the catalog with the host ([`reconcile`]), then
 //! serves. Stopping the daemon leaves every VM running.
 
+pub mod agents;
 pub mod app;
 pub mod cloudstack;
 pub mod config;

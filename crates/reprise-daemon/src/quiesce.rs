@@ -6,19 +6,21 @@
 //! own (the daemon's executable run as `__freeze-guard AGENT BOUND_MS`,
 //! in its own process group), or a task of the daemon where the
 //! executable cannot be one (the daemon embedded in a test). The daemon
-//! talks to it by lines on its stdin and stdout:
+//! leases the instance's agent connection ([`crate::agents`]: synchronised,
+//! and kept open between uses) and gives the guard a descriptor of it (the
+//! process's stdin); the daemon does not use the connection again until
+//! the guard has said `thawed`, and closes its own descriptor otherwise.
+//! The two talk by lines on a socket pair (the process's stdout):
 //!
 //! ```text
-//! guard  → frozen | unreachable <why> | failed <why>
-//! daemon → thaw            (or closes the pipe: it died)
+//! guard  → frozen | failed <why>
+//! daemon → thaw            (or closes its end: it died)
 //! guard  → thawed <ms frozen> | stuck <why>
 //! ```
 //!
-//! The guard connects to the agent and syncs with it (`unreachable` if it
-//! cannot),
-//! sends `guest-fsfreeze-freeze` (its success is the confirmation: another
-//! round trip would only lengthen the freeze, and the guest answers both),
-//! under the bound (`snapshots.freeze_timeout_secs`);
+//! The guard sends `guest-fsfreeze-freeze` (its success is the
+//! confirmation: another round trip would only lengthen the freeze, and the
+//! guest answers both), under the bound (`snapshots.freeze_timeout_secs`);
 //! then it thaws when the daemon says so, when its input closes (the
 //! daemon died), or when the bound is reached (the daemon hangs or is
 //! stopped) — and keeps thawing, reconnecting, until the status says
@@ -31,12 +33,15 @@
 //! error when the caller required quiescing. A daemon that starts thaws any
 //! guest it finds frozen ([`thaw_if_frozen`]), a second line of defence.
 
+use crate::agents::AgentLinks;
 use crate::app::App;
 use crate::jobs::JobCtx;
 use reprise_core::{Error, Result};
 use reprise_qemu::agent::Agent;
 use std::future::Future;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt};
 use uuid::Uuid;
@@ -83,9 +88,8 @@ fn required(why: impl std::fmt::Display) -> Error {
     )
 }
 
-/// A guard's agent session: one connection for freeze and thaw (a new
-/// connection costs a sync round trip, tens of milliseconds in a busy
-/// guest), dropped when it fails and made again when needed.
+/// A guard's agent session: the daemon's connection for freeze and thaw,
+/// dropped when it fails and made again (through the socket) when needed.
 type Session = Option<Agent>;
 
 /// Thaw and confirm through the shared session (reconnecting if there is
@@ -142,19 +146,18 @@ async fn thaw_until_confirmed(
 /// The guard's side: hold the agent session for one freeze, in the
 /// daemon or in a process of its own (see [`Guard`]), speaking the line
 /// protocol of the module's docs on `input`/`output`.
-pub async fn run_guard<R, W>(agent: &Path, bound: Duration, input: R, mut output: W)
-where
+pub async fn run_guard<R, W>(
+    agent: &Path,
+    connection: tokio::net::UnixStream,
+    bound: Duration,
+    input: R,
+    mut output: W,
+) where
     R: AsyncBufRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    // Connecting syncs with the agent: it answers, no ping needed.
-    let mut session: Session = match Agent::connect(agent, Duration::from_secs(2)).await {
-        Ok(a) => Some(a),
-        Err(e) => {
-            tell(&mut output, format!("unreachable {}", one_line(&e.message))).await;
-            return;
-        }
-    };
+    // The daemon synchronised the connection: it answers, no ping needed.
+    let mut session: Session = Some(Agent::adopt(connection));
     let started = Instant::now();
     let deadline = tokio::time::Instant::from_std(started + bound);
     // The freeze is sent under the bound: a freeze that hangs may still
@@ -244,13 +247,32 @@ pub fn guard_if_asked() {
         .enable_all()
         .build()
         .expect("a runtime");
-    rt.block_on(run_guard(
-        Path::new(agent),
-        Duration::from_millis(bound),
-        tokio::io::BufReader::new(tokio::io::stdin()),
-        tokio::io::stdout(),
-    ));
+    let guarded = rt.block_on(async {
+        // The agent's connection on stdin, the daemon's socket on stdout.
+        let connection = socket_of(std::io::stdin().as_fd())?;
+        let (from_daemon, to_daemon) = socket_of(std::io::stdout().as_fd())?.into_split();
+        run_guard(
+            Path::new(agent),
+            connection,
+            Duration::from_millis(bound),
+            tokio::io::BufReader::new(from_daemon),
+            to_daemon,
+        )
+        .await;
+        std::io::Result::Ok(())
+    });
+    if let Err(e) = guarded {
+        eprintln!("{GUARD_ARG}: stdin and stdout must be sockets: {e}");
+        std::process::exit(2);
+    }
     std::process::exit(0);
+}
+
+/// A socket of the tokio runtime from a descriptor of this process.
+fn socket_of(fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<tokio::net::UnixStream> {
+    let socket = std::os::unix::net::UnixStream::from(fd.try_clone_to_owned()?);
+    socket.set_nonblocking(true)?;
+    tokio::net::UnixStream::from_std(socket)
 }
 
 /// The guard this daemon's freezes use: a process when the executable
@@ -265,16 +287,32 @@ pub fn default_guard() -> Guard {
 type Reader = tokio::io::Lines<tokio::io::BufReader<Box<dyn AsyncRead + Send + Unpin>>>;
 type Writer = Box<dyn AsyncWrite + Send + Unpin>;
 
-/// Start a guard for one freeze; the daemon's ends of its pipes.
-fn start_guard(guard: &Guard, agent: &Path, bound: Duration) -> Result<(Writer, Reader)> {
+/// Start a guard for one freeze over `connection` (a descriptor of the
+/// daemon's agent connection); the daemon's ends of its pipes.
+fn start_guard(
+    guard: &Guard,
+    agent: &Path,
+    connection: std::os::unix::net::UnixStream,
+    bound: Duration,
+) -> Result<(Writer, Reader)> {
+    let cannot = |e: std::io::Error| {
+        Error::unavailable(
+            "quiesce_failed",
+            format!("cannot start the freeze guard: {e}"),
+        )
+        .with_source(e)
+    };
     match guard {
         Guard::InProcess => {
             let (to_guard, guard_in) = tokio::io::duplex(256);
             let (guard_out, from_guard) = tokio::io::duplex(256);
             let agent = agent.to_path_buf();
+            connection.set_nonblocking(true).map_err(cannot)?;
+            let connection = tokio::net::UnixStream::from_std(connection).map_err(cannot)?;
             tokio::spawn(async move {
                 run_guard(
                     &agent,
+                    connection,
                     bound,
                     tokio::io::BufReader::new(guard_in),
                     guard_out,
@@ -285,12 +323,13 @@ fn start_guard(guard: &Guard, agent: &Path, bound: Duration) -> Result<(Writer, 
             Ok((Box::new(to_guard), tokio::io::BufReader::new(from).lines()))
         }
         Guard::Process(exe) => {
+            let (ours, theirs) = std::os::unix::net::UnixStream::pair().map_err(cannot)?;
             let mut child = tokio::process::Command::new(exe)
                 .arg(GUARD_ARG)
                 .arg(agent)
                 .arg(bound.as_millis().to_string())
-                .stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::piped())
+                .stdin(std::os::fd::OwnedFd::from(connection))
+                .stdout(std::os::fd::OwnedFd::from(theirs))
                 // Its own group: a signal to the daemon's is not for it.
                 .process_group(0)
                 .spawn()
@@ -301,13 +340,14 @@ fn start_guard(guard: &Guard, agent: &Path, bound: Duration) -> Result<(Writer, 
                     )
                     .with_source(e)
                 })?;
-            let (Some(to), Some(from)) = (child.stdin.take(), child.stdout.take()) else {
-                return Err(Error::internal("the freeze guard has no pipes"));
-            };
             // Reaped when it exits; it outlives the daemon if it must.
             tokio::spawn(async move {
                 let _ = child.wait().await;
             });
+            ours.set_nonblocking(true).map_err(cannot)?;
+            let (from, to) = tokio::net::UnixStream::from_std(ours)
+                .map_err(cannot)?
+                .into_split();
             let from: Box<dyn AsyncRead + Send + Unpin> = Box::new(from);
             Ok((Box::new(to), tokio::io::BufReader::new(from).lines()))
         }
@@ -333,6 +373,7 @@ where
         bound: Duration::from_secs(app.config.snapshots.freeze_timeout_secs.max(1)),
         hold_frozen: app.seams.hold_frozen,
         guard: app.freeze_guard.clone(),
+        links: app.agents.clone(),
     };
     freeze_around(&guest, &|m| ctx.log(m), mode, cut).await
 }
@@ -349,6 +390,8 @@ pub struct Guest {
     pub hold_frozen: Duration,
     /// Where the freeze's guard runs.
     pub guard: Guard,
+    /// Where its agent connection is leased.
+    pub links: Arc<AgentLinks>,
 }
 
 /// Where a freeze says what it did (a job's log).
@@ -375,8 +418,34 @@ where
     }
     let bound = guest.bound;
     let started = Instant::now();
-    let (mut to_guard, mut from_guard) = start_guard(&guest.guard, &guest.agent, bound)?;
-    // The guard answers within the bound (plus its connect and ping).
+    let mut lease = match guest
+        .links
+        .lease(guest.instance, &guest.agent, Duration::from_secs(2))
+        .await
+    {
+        Ok(lease) => lease,
+        Err(e) => return not_frozen(log, mode, e, cut).await,
+    };
+    let connection = match lease.agent().try_clone_connection() {
+        Ok(c) => c,
+        Err(e) => {
+            lease.discard();
+            let e = Error::unavailable(
+                "guest_agent_not_responding",
+                format!("cannot share the agent's connection: {e}"),
+            );
+            return not_frozen(log, mode, e, cut).await;
+        }
+    };
+    let (mut to_guard, mut from_guard) =
+        match start_guard(&guest.guard, &guest.agent, connection, bound) {
+            Ok(pipes) => pipes,
+            Err(e) => {
+                lease.discard();
+                return Err(e);
+            }
+        };
+    // The guard answers within the bound.
     let first = tokio::time::timeout(bound + Duration::from_secs(4), from_guard.next_line())
         .await
         .ok()
@@ -385,11 +454,9 @@ where
     let (word, why) = first.split_once(' ').unwrap_or((first.as_str(), ""));
     match word {
         "frozen" => {}
-        "unreachable" => {
-            let e = Error::unavailable("guest_agent_not_responding", why.to_string());
-            return not_frozen(log, mode, e, cut).await;
-        }
         _ => {
+            // The guard thaws on the connection, or on one of its own.
+            lease.discard();
             log(format!("freeze failed: {why}; thawing"));
             if mode == Mode::Required {
                 return Err(required(why));
@@ -418,11 +485,13 @@ where
         .and_then(|l| l.ok().flatten())
         .unwrap_or_default();
     let frozen_ms = match thawed.strip_prefix("thawed ").map(str::parse::<u64>) {
+        // The guard is done with the connection: kept for the next use.
         Some(Ok(ms)) => {
             log(format!("guest filesystems were frozen {ms} ms"));
             ms
         }
         _ => {
+            lease.discard();
             log(format!(
                 "thaw not confirmed ({thawed}); the freeze guard keeps at it"
             ));

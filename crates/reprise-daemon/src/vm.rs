@@ -7,7 +7,6 @@ use reprise_catalog::InstanceRow;
 use reprise_core::lifecycle::instance;
 use reprise_core::model::{GuestAgentStatus, InstanceState};
 use reprise_core::{Error, Result};
-use reprise_qemu::agent::Agent;
 use reprise_qemu::cmdline::{self, Disk, VmSpec};
 use reprise_qemu::qmp::Qmp;
 use reprise_qemu::{accel, process, Accel};
@@ -117,15 +116,21 @@ pub async fn power_off(app: &App, id: Uuid, force: bool, ctx: &JobCtx) -> Result
         let timeout = Duration::from_secs(app.config.stop_timeout_secs);
         // The agent powers off guests that ignore the ACPI button (no
         // acpid); guest-shutdown sends no answer when it works.
-        if let Ok(mut agent) = Agent::connect(&run.agent(), Duration::from_millis(500)).await {
+        if let Ok(mut lease) = app
+            .agents
+            .lease(id, &run.agent(), Duration::from_millis(500))
+            .await
+        {
             ctx.log("asked the guest agent to power off");
-            let _ = agent
+            let _ = lease
+                .agent()
                 .execute(
                     "guest-shutdown",
                     json!({"mode": "powerdown"}),
                     Duration::from_millis(300),
                 )
                 .await;
+            lease.discard();
         }
         if let Ok(mut q) = qmp(app, id).await {
             ctx.log("sent the ACPI power button");
@@ -222,11 +227,13 @@ pub async fn agent_status(app: &App, inst: &InstanceRow) -> GuestAgentStatus {
     if live_pid(app, inst.id).is_none() {
         return not_running();
     }
+    // A lease synchronises with the agent: its answer is the ping.
     let run = app.run_paths(inst.id);
-    let answered = match Agent::connect(&run.agent(), Duration::from_secs(1)).await {
-        Ok(mut a) => a.ping(Duration::from_secs(1)).await.is_ok(),
-        Err(_) => false,
-    };
+    let answered = app
+        .agents
+        .lease(inst.id, &run.agent(), Duration::from_secs(1))
+        .await
+        .is_ok();
     if answered {
         GuestAgentStatus {
             status: "responding".into(),

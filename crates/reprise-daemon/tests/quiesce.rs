@@ -28,6 +28,7 @@ fn setup(script: Script, bound_ms: u64) -> Setup {
             bound: Duration::from_millis(bound_ms),
             hold_frozen: Duration::ZERO,
             guard: Guard::InProcess,
+            links: Default::default(),
         },
         _dir: dir,
         agent,
@@ -127,6 +128,7 @@ async fn no_agent_means_a_crash_consistent_cut_and_required_fails() {
         bound: Duration::from_secs(5),
         hold_frozen: Duration::ZERO,
         guard: Guard::InProcess,
+        links: Default::default(),
     };
     let log = |_: String| {};
     let q = freeze_around(&guest, &log, Mode::Auto, || async { Ok(7) })
@@ -263,5 +265,25 @@ async fn freezes_with_random_faults_all_end_thawed() {
     }
     eprintln!(
         "{trials} freezes, faults {by_fault:?}: all thawed; at most {worst:?} past the bound (cuts past the bound aside)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn freezes_in_a_row_share_one_agent_connection_until_it_idles() {
+    let s = setup(Script::default(), 5000);
+    for _ in 0..3 {
+        assert_eq!(s.run(Mode::Auto, 0).await.unwrap().1, FILESYSTEM);
+    }
+    let connections = || s.agent.script.lock().unwrap().connections;
+    assert_eq!(connections(), 1, "one connection, kept between freezes");
+    tokio::time::sleep(reprise_daemon::agents::IDLE + Duration::from_millis(300)).await;
+    assert_eq!(s.run(Mode::Auto, 0).await.unwrap().1, FILESYSTEM);
+    assert_eq!(connections(), 2, "closed when idle, made again");
+    let syncs = s.count("guest-sync-delimited");
+    assert_eq!(
+        syncs,
+        4,
+        "each freeze synchronised once: {:?}",
+        s.agent.commands()
     );
 }

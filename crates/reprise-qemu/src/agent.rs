@@ -24,7 +24,19 @@ pub const MAX_MESSAGE: usize = 8 << 20;
 
 pub struct Agent {
     reader: BufReader<OwnedReadHalf>,
-    writer: OwnedWriteHalf,
+    /// Always `Some` until dropped (see `Drop`).
+    writer: Option<OwnedWriteHalf>,
+}
+
+/// Dropping a session closes this descriptor of the connection, but does
+/// not shut the connection down: another descriptor of it (a freeze's
+/// guard, or the daemon after one) goes on using it.
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(writer) = self.writer.take() {
+            writer.forget();
+        }
+    }
 }
 
 fn not_responding(what: impl std::fmt::Display) -> Error {
@@ -52,19 +64,47 @@ impl Agent {
             .map_err(|e| {
                 not_responding(format!("cannot connect to {}: {e}", path.display())).with_source(e)
             })?;
-        let (r, w) = stream.into_split();
-        let mut agent = Agent {
-            reader: BufReader::new(r),
-            writer: w,
-        };
+        let mut agent = Agent::adopt(stream);
         agent.sync(deadline).await?;
         Ok(agent)
+    }
+
+    /// A session over a connection another client (or process) of this
+    /// one made and synchronised: no sync of its own (call [`Agent::resync`]
+    /// before trusting what is already in the channel).
+    pub fn adopt(stream: UnixStream) -> Agent {
+        let (r, w) = stream.into_split();
+        Agent {
+            reader: BufReader::new(r),
+            writer: Some(w),
+        }
+    }
+
+    /// Synchronise again within `within`: whatever an earlier request left
+    /// unread (an answer that came after its deadline) is discarded.
+    pub async fn resync(&mut self, within: Duration) -> Result<()> {
+        self.sync(Instant::now() + within).await
+    }
+
+    /// A second descriptor of this session's connection, for a process
+    /// that must be able to talk to the agent on its own (a freeze's
+    /// guard). Both ends write to one channel: one of them at a time.
+    pub fn try_clone_connection(&self) -> std::io::Result<std::os::unix::net::UnixStream> {
+        use std::os::fd::AsFd;
+        let stream: &UnixStream = self.reader.get_ref().as_ref();
+        Ok(stream.as_fd().try_clone_to_owned()?.into())
+    }
+
+    fn writer(&mut self) -> &mut OwnedWriteHalf {
+        self.writer
+            .as_mut()
+            .expect("a session has its writer until dropped")
     }
 
     async fn send(&mut self, msg: &Value, deadline: Instant) -> Result<()> {
         let mut bytes = msg.to_string().into_bytes();
         bytes.push(b'\n');
-        timeout_at(deadline, self.writer.write_all(&bytes))
+        timeout_at(deadline, self.writer().write_all(&bytes))
             .await
             .map_err(|_| not_responding("write timed out"))?
             .map_err(|e| not_responding(format!("write: {e}")))
@@ -113,7 +153,7 @@ impl Agent {
             .unwrap_or_default()
             .subsec_nanos();
         let id = (std::process::id() ^ nanos) & 0x7fff_ffff;
-        timeout_at(deadline, self.writer.write_all(&[0xFF]))
+        timeout_at(deadline, self.writer().write_all(&[0xFF]))
             .await
             .map_err(|_| not_responding("write timed out"))?
             .map_err(|e| not_responding(format!("write: {e}")))?;

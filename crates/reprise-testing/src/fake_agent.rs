@@ -37,6 +37,8 @@ pub struct Script {
     pub frozen: bool,
     /// Every command received, in order.
     pub commands: Vec<String>,
+    /// Connections accepted.
+    pub connections: usize,
 }
 
 impl Default for Script {
@@ -47,6 +49,7 @@ impl Default for Script {
             answers: true,
             frozen: false,
             commands: Vec::new(),
+            connections: 0,
         }
     }
 }
@@ -64,6 +67,7 @@ impl FakeAgent {
         let shared = script.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
+                shared.lock().unwrap().connections += 1;
                 tokio::spawn(serve(stream, shared.clone()));
             }
         });
