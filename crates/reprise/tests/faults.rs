@@ -1,8 +1,10 @@
 //! The fault campaign: the daemon killed (SIGKILL) at a random moment of a
 //! random operation on a running guest — a volume snapshot, a recovery
-//! point, a revert, a volume restored from a snapshot, a template, a
-//! snapshot deleted — then started again, round after round, and after
-//! each start everything it says checked against what is on disk:
+//! point made, reverted to or deleted, a volume restored from a snapshot,
+//! a template from a snapshot or imported from a file, a detached volume
+//! reverted to its snapshot, a snapshot deleted, a garbage collection —
+//! then started again, round after round, and after each start everything
+//! it says checked against what is on disk:
 //!
 //! - no job is left Queued or Running, and no resource in a passing state
 //!   (BackingUp, Destroying, Creating, Reverting, Deleting, Snapshotting);
@@ -11,6 +13,7 @@
 //!   and no half-made file is left beside a volume;
 //! - every recovery point shown Ready has its snapshot in each of its
 //!   volumes, and every template shown can be read;
+//! - the reverted volume holds its snapshot's bytes, whenever it is Ready;
 //! - at the end, every BackedUp snapshot verifies (each chunk read back,
 //!   decrypted and checked against its name).
 //!
@@ -50,10 +53,19 @@ const OPS: &[&str] = &[
     "snapshot",
     "point",
     "revert",
+    "delete point",
     "restore",
     "template",
+    "import",
+    "revert volume",
     "delete snapshot",
+    "gc",
 ];
+
+/// The detached volume the campaign reverts, and its one snapshot (never
+/// deleted): its content is always that snapshot's.
+const STILL: &str = "still";
+const STILL_SNAPSHOT: &str = "still0";
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -67,6 +79,8 @@ struct Campaign {
     data: PathBuf,
     seams: Seams,
     violations: Vec<String>,
+    /// The content of [`STILL`] (its snapshot's), once it exists.
+    still: Option<blake3::Hash>,
 }
 
 impl Campaign {
@@ -166,6 +180,13 @@ impl Campaign {
                 self.violation(round, format!("template {} cannot be read", t.name));
             }
         }
+        // Reverted or not, the volume holds its snapshot's bytes.
+        if let (Some(expected), Ok(v)) = (self.still, c.volume(STILL)) {
+            let dir = self.data.parent().expect("the campaign's directory");
+            if v.state == VolumeState::Ready && content_digest(&v.path, dir) != expected {
+                self.violation(round, format!("{STILL} differs from {STILL_SNAPSHOT}"));
+            }
+        }
     }
 }
 
@@ -182,6 +203,10 @@ fn start(c: &Client, op: &str, n: usize, dice: &mut Dice) -> String {
             .name
             .clone()
     };
+    let deletable: Vec<&Snapshot> = backed_up
+        .iter()
+        .filter(|s| s.name != STILL_SNAPSHOT)
+        .collect();
     let r = match op {
         "snapshot" => c
             .start_job(
@@ -205,8 +230,37 @@ fn start(c: &Client, op: &str, n: usize, dice: &mut Dice) -> String {
             Some(p) => c.revert_point("vm", &p.name).map(|j| j.kind),
             None => return "revert: no point yet".into(),
         },
+        "delete point" => {
+            let ready: Vec<Point> = c
+                .points("vm")
+                .unwrap()
+                .into_iter()
+                .filter(|p| p.state == PointState::Ready)
+                .collect();
+            if ready.len() < 2 {
+                return format!("{op}: keeps the last one");
+            }
+            let p = &ready[dice.below(ready.len() as u64) as usize];
+            c.delete_point("vm", &p.name).map(|j| j.kind)
+        }
+        "import" => c
+            .import_template(&ImportTemplate {
+                name: format!("i{n}"),
+                upload: None,
+                file: Some(guest_dir().join("data.qcow2").display().to_string()),
+            })
+            .map(|j| j.kind),
+        "revert volume" => c
+            .revert_volume(
+                STILL,
+                &RevertVolume {
+                    snapshot: STILL_SNAPSHOT.into(),
+                },
+            )
+            .map(|j| j.kind),
+        "gc" => c.collect_garbage().map(|j| j.kind),
         _ if backed_up.is_empty() => return format!("{op}: no snapshot yet"),
-        "delete snapshot" if backed_up.len() < 2 => return format!("{op}: keeps the last one"),
+        "delete snapshot" if deletable.len() < 2 => return format!("{op}: keeps the last one"),
         "restore" => c
             .volume_from_snapshot(
                 &pick(dice),
@@ -223,7 +277,10 @@ fn start(c: &Client, op: &str, n: usize, dice: &mut Dice) -> String {
                 snapshot: pick(dice),
             })
             .map(|t| t.name),
-        "delete snapshot" => c.delete_snapshot(&pick(dice)).map(|j| j.kind),
+        "delete snapshot" => {
+            let s = deletable[dice.below(deletable.len() as u64) as usize];
+            c.delete_snapshot(&s.name).map(|j| j.kind)
+        }
         other => panic!("unknown operation {other}"),
     };
     match r {
@@ -251,7 +308,7 @@ fn the_daemon_killed_at_random_moments_loses_nothing() {
     std::fs::write(
         &config,
         format!(
-            "data_dir = \"{}\"\nlisten = \"127.0.0.1:0\"\nimport_dirs = [\"{}\"]\n[gc]\ndelay_ms = 50\n",
+            "data_dir = \"{}\"\nlisten = \"127.0.0.1:0\"\nimport_dirs = [\"{}\"]\n[gc]\ndelay_ms = 50\ngrace_minutes = 0\n",
             data.display(),
             guest_dir().display()
         ),
@@ -269,6 +326,7 @@ fn the_daemon_killed_at_random_moments_loses_nothing() {
             ..Default::default()
         },
         violations: Vec::new(),
+        still: None,
     };
     let (mut daemon, mut c) = campaign.serve();
     let _: Volume = c
@@ -282,6 +340,20 @@ fn the_daemon_killed_at_random_moments_loses_nothing() {
         &json!({"volume": "d", "name": "s0"}),
     );
     run_job(&c, "/api/v1/instances/vm/points", &json!({"name": "p0"}));
+    let still: Volume = c
+        .post("/api/v1/volumes", &json!({"name": STILL, "size": "16M"}))
+        .unwrap();
+    let written = std::process::Command::new("qemu-io")
+        .args(["-f", "qcow2", "-c", "write -P 0x5a 1M 3M", &still.path])
+        .output()
+        .unwrap();
+    assert!(written.status.success(), "qemu-io writes {STILL}");
+    run_job(
+        &c,
+        "/api/v1/snapshots",
+        &json!({"volume": STILL, "name": STILL_SNAPSHOT}),
+    );
+    campaign.still = Some(content_digest(&still.path, dir.path()));
     let rt = tokio::runtime::Runtime::new().unwrap();
     let socket = |c: &Client| {
         let vm = c.instance("vm").unwrap();
@@ -310,6 +382,7 @@ fn the_daemon_killed_at_random_moments_loses_nothing() {
         eprintln!("round {round}: {what}; killed after {wait:?}");
         (daemon, c) = campaign.serve();
         campaign.check(round, &c);
+        tidy(&c);
         // A revert may have left the instance stopped: it runs again.
         if c.instance("vm").unwrap().state == InstanceState::Stopped {
             let _ = c
@@ -338,6 +411,39 @@ fn the_daemon_killed_at_random_moments_loses_nothing() {
         campaign.violations.len()
     );
     assert!(campaign.violations.is_empty(), "{:#?}", campaign.violations);
+}
+
+/// Keep the newest few restored volumes and templates (their numbers are
+/// their rounds): a long campaign's checks stay as fast as a short one's.
+fn tidy(c: &Client) {
+    const KEEP: usize = 4;
+    let round_of = |name: &str, prefixes: &[char]| {
+        name.strip_prefix(prefixes)
+            .and_then(|n| n.parse::<usize>().ok())
+    };
+    let mut restored: Vec<(usize, String)> = c
+        .volumes(None, None)
+        .unwrap()
+        .into_iter()
+        .filter(|v| v.instance_id.is_none())
+        .filter_map(|v| Some((round_of(&v.name, &['r'])?, v.name)))
+        .collect();
+    restored.sort();
+    for (_, name) in restored.iter().rev().skip(KEEP) {
+        let _ = c.delete_volume(name);
+    }
+    let mut templates: Vec<(usize, String)> = c
+        .templates()
+        .unwrap()
+        .into_iter()
+        .filter_map(|t| Some((round_of(&t.name, &['t', 'i'])?, t.name)))
+        .collect();
+    templates.sort();
+    for (_, name) in templates.iter().rev().skip(KEEP) {
+        if let Ok(job) = c.delete_template(name) {
+            let _ = c.wait_job(&job.id.to_string(), Duration::from_secs(120), |_| {});
+        }
+    }
 }
 
 /// The guest bytes of a qcow2 no QEMU holds, as a digest.
