@@ -25,4 +25,4 @@ cargo build --locked -p reprise --example seamed_serve
 export REPRISE_FAULT_ROUNDS=$rounds
 export REPRISE_S3_FAULT_ROUNDS=${REPRISE_S3_FAULT_ROUNDS:-200}
 [ -n "${2:-}" ] && export REPRISE_FAULT_SEED=$2
-cargo test --locked -p reprise --test faults -- --nocapture 2>&1 | grep -E "round|fault campaign|unreliable S3|VIOLATION|test result|panicked"
+cargo test --locked -p reprise --test faults -- --nocapture 2>&1 | grep -E "round|fault campaign|unreliable S3|VIOLATION|test result|panicked|called .Result|assertion"

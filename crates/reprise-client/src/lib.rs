@@ -58,6 +58,9 @@ pub fn segment(s: &str) -> String {
     out
 }
 
+/// The largest answer read from the daemon.
+const MAX_ANSWER: u64 = 256 << 20;
+
 impl Client {
     pub fn new(base: &str, key: Option<String>) -> Client {
         Client {
@@ -113,10 +116,19 @@ impl Client {
         }
     }
 
-    fn parse<T: DeserializeOwned>(resp: ureq::Response) -> Result<T> {
-        let text = resp
-            .into_string()
+    /// An answer's body, up to [`MAX_ANSWER`] (ureq's own `into_string`
+    /// stops at 10 MB: a list of a thousand jobs with their logs is more).
+    fn text(resp: ureq::Response) -> Result<String> {
+        let mut text = String::new();
+        resp.into_reader()
+            .take(MAX_ANSWER)
+            .read_to_string(&mut text)
             .map_err(|e| Error::unavailable("daemon_unreachable", e.to_string()))?;
+        Ok(text)
+    }
+
+    fn parse<T: DeserializeOwned>(resp: ureq::Response) -> Result<T> {
+        let text = Self::text(resp)?;
         serde_json::from_str(&text)
             .map_err(|e| Error::internal(format!("unexpected answer from the daemon: {e}: {text}")))
     }
@@ -126,9 +138,7 @@ impl Client {
     }
 
     pub fn get_text(&self, path: &str) -> Result<String> {
-        self.answer(self.request("GET", path).call())?
-            .into_string()
-            .map_err(|e| Error::unavailable("daemon_unreachable", e.to_string()))
+        Self::text(self.answer(self.request("GET", path).call())?)
     }
 
     pub fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
@@ -249,5 +259,42 @@ impl Client {
             }
             std::thread::sleep(Duration::from_millis(150));
         }
+    }
+}
+
+#[cfg(test)]
+mod answer_tests {
+    use super::Client;
+    use std::io::{BufRead, BufReader, Write};
+
+    /// A list bigger than ureq's 10 MB string limit (a thousand jobs with
+    /// their logs) is read whole.
+    #[test]
+    fn an_answer_over_ten_megabytes_is_read() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let items: Vec<String> = (0..12_000).map(|i| format!("{i:01000}")).collect();
+        let body = serde_json::to_vec(&items).unwrap();
+        assert!(body.len() > 12_000_000);
+        let server = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap() > 2 {
+                line.clear();
+            }
+            let mut stream = stream;
+            write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            )
+            .unwrap();
+            stream.write_all(&body).unwrap();
+        });
+        let client = Client::new(&format!("http://{addr}"), None);
+        let got: Vec<String> = client.get("/api/v1/jobs").unwrap();
+        assert_eq!(got, items);
+        server.join().unwrap();
     }
 }
