@@ -20,8 +20,21 @@ fn err_of<T: std::fmt::Debug>(r: reprise_core::Result<T>) -> reprise_core::Error
 }
 
 fn qemu_img(args: &[&str]) {
-    let out = Command::new("qemu-img").args(args).output().unwrap();
-    assert!(out.status.success(), "qemu-img {args:?}: {out:?}");
+    // LUKS creation times its key derivation by CPU time, and fails now
+    // and then when a coarse clock reads none ("Unable to get accurate
+    // CPU usage"): tried again then.
+    for _ in 0..5 {
+        let out = Command::new("qemu-img").args(args).output().unwrap();
+        if out.status.success() {
+            return;
+        }
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("Unable to get accurate CPU usage"),
+            "qemu-img {args:?}: {out:?}"
+        );
+    }
+    panic!("qemu-img {args:?} never measured its CPU usage");
 }
 
 fn patch(path: &Path, at: u64, bytes: &[u8]) {
