@@ -41,7 +41,6 @@ pub struct AgentLinks {
 /// An instance's agent connection, this caller's alone until dropped.
 pub struct Lease {
     link: OwnedMutexGuard<Link>,
-    slot: Arc<AsyncMutex<Link>>,
 }
 
 impl AgentLinks {
@@ -51,7 +50,7 @@ impl AgentLinks {
     pub async fn lease(&self, id: Uuid, path: &Path, within: Duration) -> Result<Lease> {
         let slot = self.links.lock().unwrap().entry(id).or_default().clone();
         let deadline = tokio::time::Instant::now() + within;
-        let mut link = tokio::time::timeout_at(deadline, slot.clone().lock_owned())
+        let mut link = tokio::time::timeout_at(deadline, slot.lock_owned())
             .await
             .map_err(|_| {
                 Error::unavailable(
@@ -67,13 +66,13 @@ impl AgentLinks {
                 .await
                 .is_ok()
             {
-                return Ok(Lease { link, slot });
+                return Ok(Lease { link });
             }
             link.agent = None;
         }
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         link.agent = Some(Agent::connect(path, left).await?);
-        Ok(Lease { link, slot })
+        Ok(Lease { link })
     }
 }
 
@@ -102,7 +101,7 @@ impl Drop for Lease {
             return;
         };
         let lease = self.link.leases;
-        let slot = self.slot.clone();
+        let slot = OwnedMutexGuard::mutex(&self.link).clone();
         runtime.spawn(async move {
             tokio::time::sleep(IDLE).await;
             let mut link = slot.lock().await;
