@@ -406,7 +406,8 @@ async fn limited_qemu_img(
 }
 
 /// Convert a judged private copy into a qcow2 at `dest` (64 KiB clusters),
-/// after checking a qcow2's metadata, under resource limits.
+/// after checking a qcow2's metadata, under resource limits; durable (file
+/// and directory) when this returns.
 pub async fn convert(app: &App, judged: Judged, src: &Path, dest: &Path) -> Result<()> {
     let max_output = judged.virtual_size.saturating_add(1 << 30);
     if judged.format == "qcow2" {
@@ -449,7 +450,9 @@ pub async fn convert(app: &App, judged: Judged, src: &Path, dest: &Path) -> Resu
         "image_import_failed",
     )
     .await?;
-    Ok(())
+    // A root volume made from the image is Ready once this returns: its
+    // bytes must be on disk first (the power-cut campaign found them lost).
+    reprise_qemu::img::durable(dest).await
 }
 
 /// The private path an import works on.

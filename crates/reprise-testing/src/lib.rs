@@ -11,10 +11,13 @@
 //! - [`fake_agent`]: a scripted qemu-guest-agent for the daemon's unit
 //!   tests of its freeze protocol.
 //! - [`s3_proxy`]: an S3 that refuses connections when told to.
+//! - [`campaign`]: what the fault campaigns share (a seedable generator, a
+//!   qcow2's content as a digest).
 //! - [`Seams`] ([`chunk_pause`], [`hold_frozen`], [`sweep_pause`]): windows widened in a
 //!   daemon, in this process ([`TestDaemon::start_seamed`]) or in its own
 //!   ([`serve_seamed_process`]).
 
+pub mod campaign;
 pub mod fake_agent;
 pub mod s3_proxy;
 

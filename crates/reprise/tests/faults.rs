@@ -24,27 +24,12 @@
 
 use reprise_client::Client;
 use reprise_core::model::*;
+use reprise_testing::campaign::*;
 use reprise_testing::*;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-
-/// A small, seedable generator (xorshift64*): the campaign replays.
-struct Dice(u64);
-
-impl Dice {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 /// The operations a round may start (snapshots twice as often: the
 /// others need one).
@@ -66,13 +51,6 @@ const OPS: &[&str] = &[
 /// deleted): its content is always that snapshot's.
 const STILL: &str = "still";
 const STILL_SNAPSHOT: &str = "still0";
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 struct Campaign {
     config: PathBuf,
@@ -183,7 +161,8 @@ impl Campaign {
         // Reverted or not, the volume holds its snapshot's bytes.
         if let (Some(expected), Ok(v)) = (self.still, c.volume(STILL)) {
             let dir = self.data.parent().expect("the campaign's directory");
-            if v.state == VolumeState::Ready && content_digest(&v.path, dir) != expected {
+            if v.state == VolumeState::Ready && content_digest(Path::new(&v.path), dir) != expected
+            {
                 self.violation(round, format!("{STILL} differs from {STILL_SNAPSHOT}"));
             }
         }
@@ -292,14 +271,7 @@ fn start(c: &Client, op: &str, n: usize, dice: &mut Dice) -> String {
 #[test]
 fn the_daemon_killed_at_random_moments_loses_nothing() {
     let rounds = env_u64("REPRISE_FAULT_ROUNDS", 6) as usize;
-    let seed = env_u64(
-        "REPRISE_FAULT_SEED",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64
-            | 1,
-    );
+    let seed = seed_from_env("REPRISE_FAULT_SEED");
     eprintln!("fault campaign: {rounds} rounds, seed {seed} (REPRISE_FAULT_SEED replays it)");
     let mut dice = Dice(seed);
     let dir = tempfile::Builder::new().prefix("rp").tempdir().unwrap();
@@ -353,7 +325,7 @@ fn the_daemon_killed_at_random_moments_loses_nothing() {
         "/api/v1/snapshots",
         &json!({"volume": STILL, "name": STILL_SNAPSHOT}),
     );
-    campaign.still = Some(content_digest(&still.path, dir.path()));
+    campaign.still = Some(content_digest(Path::new(&still.path), dir.path()));
     let rt = tokio::runtime::Runtime::new().unwrap();
     let socket = |c: &Client| {
         let vm = c.instance("vm").unwrap();
@@ -446,18 +418,6 @@ fn tidy(c: &Client) {
     }
 }
 
-/// The guest bytes of a qcow2 no QEMU holds, as a digest.
-fn content_digest(path: &str, dir: &Path) -> blake3::Hash {
-    let out = dir.join("content.raw");
-    let ok = std::process::Command::new("qemu-img")
-        .args(["convert", "-U", "-q", "-O", "raw", path])
-        .arg(&out)
-        .status()
-        .expect("qemu-img runs");
-    assert!(ok.success(), "qemu-img convert {path}");
-    blake3::hash(&std::fs::read(&out).expect("the export"))
-}
-
 /// An unreliable S3 under a run of backups and restores: the proxy in
 /// front of Garage refuses (a bare 503), cuts in the middle (a request or
 /// an answer half-sent), slows (100–600 ms), answers an S3 error with its
@@ -474,13 +434,7 @@ fn an_unreliable_s3_loses_nothing() {
         return;
     };
     let rounds = env_u64("REPRISE_S3_FAULT_ROUNDS", 12);
-    let seed = env_u64(
-        "REPRISE_FAULT_SEED",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64,
-    );
+    let seed = seed_from_env("REPRISE_FAULT_SEED");
     eprintln!("unreliable S3: {rounds} rounds, seed {seed} (REPRISE_FAULT_SEED replays it)");
     let mut dice = Dice(seed.max(1));
     let proxy = s3_proxy::S3Proxy::start(&s3.endpoint);
@@ -519,7 +473,7 @@ fn an_unreliable_s3_loses_nothing() {
         match done {
             Ok(_) => {
                 let r = c.volume(name).unwrap();
-                if content_digest(&r.path, work.path()) != expected {
+                if content_digest(Path::new(&r.path), work.path()) != expected {
                     violations.push(format!("restore {name} of {id} differs"));
                 }
                 true
@@ -549,7 +503,7 @@ fn an_unreliable_s3_loses_nothing() {
         match s.state {
             SnapshotState::BackedUp => {
                 backed_up += 1;
-                recorded.insert(s.id, content_digest(&v.path, work.path()));
+                recorded.insert(s.id, content_digest(Path::new(&v.path), work.path()));
             }
             SnapshotState::Error if s.error.as_deref().is_some_and(|e| !e.is_empty()) => {
                 failed += 1
