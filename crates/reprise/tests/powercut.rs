@@ -51,12 +51,15 @@ const DISK_BYTES: u64 = 2 << 30;
 const MAX_VOLUMES: usize = 5;
 const MAX_SNAPSHOTS: usize = 6;
 const MAX_TEMPLATES: usize = 3;
+const MAX_UPLOADS: usize = 2;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Kind {
     Volume,
     Snapshot,
     Template,
+    /// By id.
+    Upload,
 }
 
 /// A volume, snapshot or template, by name.
@@ -78,7 +81,7 @@ struct Thing {
     deleted: bool,
     /// A snapshot's volume.
     volume: Option<String>,
-    /// A volume's file, in the VM.
+    /// A volume's file, in the VM; an upload's SHA-256.
     path: Option<String>,
     /// A snapshot verified once done.
     verified: bool,
@@ -272,6 +275,8 @@ fn image_bytes(dice: &mut Dice, round: usize) -> Vec<u8> {
 
 struct Campaign {
     dice: Dice,
+    /// Where the images are kept here too, to upload.
+    dir: PathBuf,
     things: BTreeMap<Key, Thing>,
     /// The images in the VM's import directory: name → content.
     images: Vec<(String, blake3::Hash)>,
@@ -311,10 +316,13 @@ impl Campaign {
         let bytes = image_bytes(&mut self.dice, round);
         let name = format!("img{round}.raw");
         std::fs::write(images.join(&name), &bytes).unwrap();
+        // A copy here, to upload.
+        std::fs::write(vm.dir.join(&name), &bytes).unwrap();
         self.images.push((name, blake3::hash(&bytes)));
         if self.images.len() > 3 {
             let (old, _) = self.images.remove(0);
-            std::fs::remove_file(images.join(old)).unwrap();
+            std::fs::remove_file(images.join(&old)).unwrap();
+            std::fs::remove_file(vm.dir.join(old)).unwrap();
         }
         let scratch = vm.dir.clone();
         let mut found = Vec::new();
@@ -388,6 +396,13 @@ impl Campaign {
         for t in c.templates().unwrap() {
             now.insert((Kind::Template, t.name), (true, None, "listed".into()));
         }
+        for u in c.uploads().unwrap() {
+            let done = u.state == UploadState::Complete;
+            now.insert(
+                (Kind::Upload, u.id.to_string()),
+                (done, u.sha256, u.state.to_string()),
+            );
+        }
         let mut gone = Vec::new();
         let mut found = Vec::new();
         for (key, t) in &mut self.things {
@@ -396,6 +411,9 @@ impl Campaign {
                 None if t.deleted || t.deleting || !t.shown => gone.push(key.clone()),
                 None => found.push(format!("{name}, shown done, is gone")),
                 Some(_) if t.deleted => found.push(format!("{name}, shown deleted, is back")),
+                Some((true, sha, _)) if key.0 == Kind::Upload && t.shown && t.path != *sha => {
+                    found.push(format!("{name}, shown Complete, now has SHA-256 {sha:?}"))
+                }
                 Some((true, path, _)) => {
                     // Finished, seen or not: from now on it must stay.
                     t.shown = true;
@@ -480,6 +498,7 @@ impl Campaign {
         let volumes = self.live(Kind::Volume).len();
         let snapshots = self.live(Kind::Snapshot).len();
         let templates = self.live(Kind::Template).len();
+        let uploads = self.live(Kind::Upload).len();
         if volumes > MAX_VOLUMES {
             return if self.dice.below(2) == 0 {
                 "delete volume"
@@ -493,10 +512,15 @@ impl Campaign {
         if templates > MAX_TEMPLATES {
             return "delete template";
         }
+        if uploads > MAX_UPLOADS {
+            return "delete upload";
+        }
         const OPS: &[&str] = &[
             "instance",
             "instance from template",
             "import",
+            "upload",
+            "import upload",
             "snapshot",
             "snapshot",
             "restore",
@@ -514,12 +538,23 @@ impl Campaign {
 
     /// `op`, or what must come first when it has nothing to act on.
     fn runnable(&self, op: &'static str) -> &'static str {
-        let needs_volume = !matches!(op, "instance" | "instance from template" | "import" | "gc");
+        let needs_volume = !matches!(
+            op,
+            "instance"
+                | "instance from template"
+                | "import"
+                | "upload"
+                | "import upload"
+                | "delete upload"
+                | "gc"
+        );
         let needs_snapshot = matches!(op, "restore" | "template" | "revert" | "delete snapshot");
         if op == "instance from template" && self.live(Kind::Template).is_empty() {
             "instance"
         } else if op == "delete template" && self.live(Kind::Template).is_empty() {
             "import"
+        } else if op == "import upload" && self.live(Kind::Upload).is_empty() {
+            "upload"
         } else if needs_volume && self.live(Kind::Volume).is_empty() {
             "instance"
         } else if needs_snapshot && self.live(Kind::Snapshot).is_empty()
@@ -593,6 +628,38 @@ impl Campaign {
                     file: Some(format!("/data/images/{file}")),
                 };
                 (c.import_template(&req)?, vec![key])
+            }
+            "upload" => {
+                let (file, digest) =
+                    self.images[self.dice.below(self.images.len() as u64) as usize].clone();
+                let u = c.upload(&self.dir.join(&file), |_, _| {})?;
+                let mut t = Thing::asked(digest, format!("image {file}"));
+                t.shown = true;
+                t.path = u.sha256;
+                self.things.insert((Kind::Upload, u.id.to_string()), t);
+                self.shown_done += 1;
+                return Ok(None);
+            }
+            "import upload" => {
+                let u = self.pick(&self.live(Kind::Upload));
+                let key = (Kind::Template, format!("u{name}"));
+                let digest = self.things[&(Kind::Upload, u.clone())].contents[0];
+                self.things
+                    .insert(key.clone(), Thing::asked(digest, format!("upload {u}")));
+                let req = ImportTemplate {
+                    name: key.1.clone(),
+                    upload: Some(u),
+                    file: None,
+                };
+                (c.import_template(&req)?, vec![key])
+            }
+            "delete upload" => {
+                let u = self.pick(&self.live(Kind::Upload));
+                let key = (Kind::Upload, u.clone());
+                self.things.get_mut(&key).unwrap().deleting = true;
+                c.delete_upload(&u)?;
+                self.things.get_mut(&key).unwrap().deleted = true;
+                return Ok(None);
             }
             "snapshot" => {
                 let v = self.pick(&volumes);
@@ -808,6 +875,7 @@ fn a_power_cut_loses_nothing_shown_done() {
     }
     let mut campaign = Campaign {
         dice: Dice(seed),
+        dir: dir.path().to_path_buf(),
         things: BTreeMap::new(),
         images: Vec::new(),
         violations: Vec::new(),
