@@ -11,7 +11,8 @@
 //! synchronises before it is handed out, so nothing an earlier user left
 //! in the channel is taken for an answer; a connection unused for
 //! [`IDLE`] is closed, so other clients of the socket (QEMU accepts one at
-//! a time) wait at most that long behind the daemon.
+//! a time) wait at most that long behind the daemon; the entries of closed
+//! connections are forgotten at the next lease.
 
 use reprise_core::{Error, Result};
 use reprise_qemu::agent::Agent;
@@ -48,7 +49,17 @@ impl AgentLinks {
     /// `within`: the open connection if there is one that answers, else a
     /// new one.
     pub async fn lease(&self, id: Uuid, path: &Path, within: Duration) -> Result<Lease> {
-        let slot = self.links.lock().unwrap().entry(id).or_default().clone();
+        let slot = {
+            let mut links = self.links.lock().unwrap();
+            // Forget the closed connections no one holds (stopped or
+            // deleted instances leave theirs behind).
+            links.retain(|other, slot| {
+                *other == id
+                    || Arc::strong_count(slot) > 1
+                    || slot.try_lock().map_or(true, |l| l.agent.is_some())
+            });
+            links.entry(id).or_default().clone()
+        };
         let deadline = tokio::time::Instant::now() + within;
         let mut link = tokio::time::timeout_at(deadline, slot.lock_owned())
             .await
@@ -73,6 +84,14 @@ impl AgentLinks {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         link.agent = Some(Agent::connect(path, left).await?);
         Ok(Lease { link })
+    }
+}
+
+impl AgentLinks {
+    /// How many instances have an entry (a connection, open or being
+    /// closed).
+    pub fn known(&self) -> usize {
+        self.links.lock().unwrap().len()
     }
 }
 

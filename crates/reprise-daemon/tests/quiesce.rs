@@ -286,4 +286,18 @@ async fn freezes_in_a_row_share_one_agent_connection_until_it_idles() {
         "each freeze synchronised once: {:?}",
         s.agent.commands()
     );
+    // Closed, its entry is forgotten at the next instance's lease.
+    tokio::time::sleep(reprise_daemon::agents::IDLE + Duration::from_millis(300)).await;
+    let other = s
+        .guest
+        .links
+        .lease(uuid::Uuid::new_v4(), &s.guest.agent, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.guest.links.known(),
+        1,
+        "only the new lease's entry is kept"
+    );
+    drop(other);
 }
