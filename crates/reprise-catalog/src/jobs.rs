@@ -130,17 +130,103 @@ impl Catalog {
         )
     }
 
-    /// Jobs that were Queued or Running when the daemon stopped.
-    /// The jobs of this daemon's host left Queued or Running.
+    /// The jobs of this daemon's host left Queued or Running when it
+    /// stopped, but for those waiting for it to run a deferred request.
     pub fn unfinished_jobs(&self) -> Result<Vec<Job>> {
         rows::query(
             &self.conn(),
             &format!(
-                "{} WHERE state IN ('Queued', 'Running') AND host = ?1 ORDER BY created_at",
+                "{} WHERE state IN ('Queued', 'Running') AND host = ?1
+                   AND NOT (state = 'Queued' AND id IN (SELECT job_id FROM deferred_requests))
+                 ORDER BY created_at",
                 rows::JOB_SELECT
             ),
             params![self.host],
             rows::job,
         )
     }
+
+    /// Record `job` (Queued, on the down host that must run it) and the
+    /// request it waits to run, in one transaction counted against the
+    /// account's plan like any job.
+    pub fn defer(&self, job: &Job, request: &DeferredRequest) -> Result<()> {
+        let one_job = reprise_core::plan::Demand {
+            jobs: 1,
+            ..Default::default()
+        };
+        self.admit(job.account_id, crate::Scope::default(), &one_job, |c| {
+            write::insert_job(c, job)?;
+            c.execute(
+                "INSERT INTO deferred_requests (job_id, host, method, path, caller, body, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![job.id.sql(), job.host, request.method, request.path, request.caller, request.body, job.created_at],
+            )
+            .map_err(db_err("defer a request"))?;
+            Ok(())
+        })
+    }
+
+    /// The requests deferred for this daemon's host, oldest first.
+    pub fn deferred_requests(&self) -> Result<Vec<DeferredRequest>> {
+        rows::query(
+            &self.conn(),
+            "SELECT job_id, method, path, caller, body FROM deferred_requests
+             WHERE host = ?1 ORDER BY created_at, job_id",
+            params![self.host],
+            |r| {
+                Ok(DeferredRequest {
+                    job_id: r.get::<String>(0)?.parse().unwrap_or_default(),
+                    method: r.get(1)?,
+                    path: r.get(2)?,
+                    caller: r.get(3)?,
+                    body: r.get(4)?,
+                })
+            },
+        )
+    }
+
+    /// A deferred request was run (or can no longer be).
+    pub fn forget_deferred(&self, job: Uuid) -> Result<()> {
+        self.update(
+            "forget a deferred request",
+            "DELETE FROM deferred_requests WHERE job_id = ?1",
+            params![job.sql()],
+        )
+    }
+
+    /// Make the Queued job `job.id` (a deferred request's) the job of the
+    /// operation that request started: its kind, target and steps. False
+    /// when it is no longer Queued.
+    pub fn requeue_job(&self, job: &Job) -> Result<bool> {
+        let n = self
+            .conn()
+            .execute(
+                "UPDATE jobs SET kind = ?2, target_kind = ?3, target_id = ?4, target_name = ?5,
+                                 progress_total = ?6
+                 WHERE id = ?1 AND state = 'Queued'",
+                params![
+                    job.id.sql(),
+                    job.kind,
+                    job.target_kind,
+                    job.target_id.sql(),
+                    job.target_name,
+                    job.progress_total as i64
+                ],
+            )
+            .map_err(db_err("requeue job"))?;
+        Ok(n == 1)
+    }
+}
+
+/// A request kept for a host that was down (see [`Catalog::defer`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeferredRequest {
+    pub job_id: Uuid,
+    pub method: String,
+    /// The path and query, as the client sent them.
+    pub path: String,
+    /// `ACCOUNT_ID KEY_ID`: who asked, with which key.
+    pub caller: String,
+    /// The JSON body (empty for none).
+    pub body: String,
 }

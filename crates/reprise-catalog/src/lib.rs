@@ -59,6 +59,7 @@ use uuid::Uuid;
 
 pub use accounts::{Scope, KEY_FRESH};
 pub use hosts::HostRow;
+pub use jobs::DeferredRequest;
 pub use migrations::LATEST as SCHEMA_VERSION;
 pub use postgres::SweepLock;
 pub use rows::{InstanceRow, VolumeRow};

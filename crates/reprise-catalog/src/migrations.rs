@@ -245,6 +245,8 @@ pub(crate) const SQLITE: &[&str] = &[
     CLOUDSTACK_KEYS,
     // 11: how a memory point's state was saved.
     POINT_MEMORY_SAVE,
+    // 12: requests kept for a host that is down.
+    DEFERRED_REQUESTS,
 ];
 
 const TEMPLATE_STATE: &str =
@@ -300,6 +302,22 @@ const CLOUDSTACK_KEYS: &str = r#"
 /// disk-only point, and for memory points made before this column
 /// (`snapshot-save`, the only way then).
 const POINT_MEMORY_SAVE: &str = "ALTER TABLE points ADD COLUMN memory_save TEXT;";
+
+/// A request for a resource of a `Down` host, kept with its job (Queued)
+/// until that host is back and runs it: the method, the path with its
+/// query, the caller (`ACCOUNT_ID KEY_ID`) and the JSON body.
+const DEFERRED_REQUESTS: &str = r#"
+    CREATE TABLE deferred_requests (
+        job_id TEXT PRIMARY KEY REFERENCES jobs(id) ON DELETE CASCADE,
+        host TEXT NOT NULL,
+        method TEXT NOT NULL,
+        path TEXT NOT NULL,
+        caller TEXT NOT NULL,
+        body TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX deferred_requests_by_host ON deferred_requests (host, created_at);
+"#;
 
 /// The schema version this build writes.
 pub const LATEST: u32 = SQLITE.len() as u32;
@@ -520,4 +538,5 @@ pub(crate) const POSTGRES: &[&str] = &[
     POLICY_COLUMNS,
     CLOUDSTACK_KEYS,
     POINT_MEMORY_SAVE,
+    DEFERRED_REQUESTS,
 ];

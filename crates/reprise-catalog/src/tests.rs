@@ -291,6 +291,57 @@ fn a_volume_is_attached_once_and_transitions_are_guarded() {
 }
 
 #[test]
+fn a_deferred_request_waits_with_its_job_until_its_host_runs_it() {
+    for (c, admin, _) in catalogs_with_zone() {
+        let job = Job {
+            id: Uuid::new_v4(),
+            account_id: admin.id,
+            kind: "snapshot.create".into(),
+            target_kind: "volume".into(),
+            target_id: Uuid::new_v4(),
+            target_name: "data".into(),
+            state: JobState::Queued,
+            progress_done: 0,
+            progress_total: 0,
+            error: None,
+            log: vec![],
+            host: "local".into(),
+            created_at: now(),
+            started_at: None,
+            finished_at: None,
+        };
+        let request = DeferredRequest {
+            job_id: job.id,
+            method: "POST".into(),
+            path: "/api/v1/snapshots?x=1".into(),
+            caller: format!("{} {}", admin.id, Uuid::new_v4()),
+            body: r#"{"volume":"data"}"#.into(),
+        };
+        c.defer(&job, &request).unwrap();
+        assert_eq!(c.deferred_requests().unwrap(), vec![request]);
+        // Not settled as interrupted at a start: it waits to be run.
+        assert!(c.unfinished_jobs().unwrap().is_empty());
+        let started = Job {
+            progress_total: 4,
+            target_id: Uuid::new_v4(),
+            ..job.clone()
+        };
+        assert!(c.requeue_job(&started).unwrap());
+        c.forget_deferred(job.id).unwrap();
+        assert!(c.deferred_requests().unwrap().is_empty());
+        let got = c.job(None, &job.id.to_string()).unwrap();
+        assert_eq!((got.progress_total, got.target_id), (4, started.target_id));
+        // Once it runs, it is an ordinary job.
+        c.job_started(job.id).unwrap();
+        assert!(
+            !c.requeue_job(&started).unwrap(),
+            "only a Queued job is taken"
+        );
+        assert_eq!(c.unfinished_jobs().unwrap().len(), 1);
+    }
+}
+
+#[test]
 fn jobs_keep_progress_log_and_error() {
     for (c, admin, _) in catalogs_with_zone() {
         let job = Job {

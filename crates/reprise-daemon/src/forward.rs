@@ -51,6 +51,14 @@ pub async fn to_owner(State(app): State<Arc<App>>, req: Request, next: Next) -> 
     let path_and_query = original_path(&req);
     if req.headers().contains_key(MARK) {
         if marked(&app, &req) {
+            // A request kept while this host was down, run now: the job it
+            // starts is the one its client holds.
+            if let Some(job) = crate::deferred::job_of(&req) {
+                let waiting = std::cell::Cell::new(Some(job));
+                return crate::jobs::DEFERRED_JOB
+                    .scope(waiting, next.run(req))
+                    .await;
+            }
             return next.run(req).await;
         }
         return ApiError(forward_invalid()).into_response();
@@ -79,7 +87,11 @@ pub async fn to_owner(State(app): State<Arc<App>>, req: Request, next: Next) -> 
         if req.method() == Method::GET {
             return next.run(req).await;
         }
-        return ApiError(hosts::down(&host)).into_response();
+        // Work that can wait for the host is kept for it.
+        let Some(caller) = req.extensions().get::<Authenticated>().cloned() else {
+            return ApiError(hosts::down(&host)).into_response();
+        };
+        return crate::deferred::defer(&app, &caller, req, &host, &path_and_query).await;
     }
     send_on(&app, &host, req, &path_and_query).await
 }
@@ -293,7 +305,12 @@ fn zone_named(
 }
 
 /// Send `req` to `host`'s daemon and stream its answer back.
-async fn send_on(app: &App, host: &HostRow, req: Request, path_and_query: &str) -> Response {
+pub(crate) async fn send_on(
+    app: &App,
+    host: &HostRow,
+    req: Request,
+    path_and_query: &str,
+) -> Response {
     let (parts, body) = req.into_parts();
     let url = format!("{}{path_and_query}", host.address.trim_end_matches('/'));
     let mut out = app.forwarder().request(parts.method.clone(), &url);

@@ -68,10 +68,18 @@ pub struct Target<'a> {
 }
 
 /// A job recorded (Queued) and counted against its account's plan, whose
-/// work has not started. Dropped without [`Slot::spawn`], its row goes.
+/// work has not started. Dropped without [`Slot::spawn`], its row goes —
+/// but a deferred request's, which the request's runner settles.
 pub struct Slot {
     app: Arc<App>,
     job: Option<Job>,
+    deferred: bool,
+}
+
+tokio::task_local! {
+    /// Set while a deferred request runs (`crate::deferred`): the Queued
+    /// job it has waited with, which the first job it reserves becomes.
+    pub static DEFERRED_JOB: std::cell::Cell<Option<Uuid>>;
 }
 
 /// Record a job for `account` if its plan allows one more at once
@@ -83,8 +91,9 @@ pub fn reserve(
     target: Target<'_>,
     steps: u64,
 ) -> Result<Slot> {
+    let deferred = DEFERRED_JOB.try_with(|j| j.take()).ok().flatten();
     let job = Job {
-        id: Uuid::new_v4(),
+        id: deferred.unwrap_or_else(Uuid::new_v4),
         account_id: account,
         kind: kind.to_string(),
         target_kind: target.kind.to_string(),
@@ -104,13 +113,24 @@ pub fn reserve(
         jobs: 1,
         ..Default::default()
     };
-    app.catalog
-        .admit(account, Scope::default(), &one_job, |c| {
-            reprise_catalog::write::insert_job(c, &job)
-        })?;
+    if deferred.is_some() {
+        // Counted against the plan when it was deferred.
+        if !app.catalog.requeue_job(&job)? {
+            return Err(Error::conflict(
+                "job_not_waiting",
+                format!("job {} no longer waits for its request", job.id),
+            ));
+        }
+    } else {
+        app.catalog
+            .admit(account, Scope::default(), &one_job, |c| {
+                reprise_catalog::write::insert_job(c, &job)
+            })?;
+    }
     Ok(Slot {
         app: app.clone(),
         job: Some(job),
+        deferred: deferred.is_some(),
     })
 }
 
@@ -133,7 +153,7 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        if let Some(job) = &self.job {
+        if let Some(job) = self.job.as_ref().filter(|_| !self.deferred) {
             if let Err(e) = self.app.catalog.delete_job(job.id) {
                 tracing::warn!(job = %job.id, "cannot remove an unused job: {e}");
             }

@@ -14,6 +14,7 @@ pub mod agents;
 pub mod app;
 pub mod cloudstack;
 pub mod config;
+pub mod deferred;
 pub mod forward;
 pub mod gc;
 pub mod hosts;
@@ -286,6 +287,8 @@ pub async fn start_with_seams(config: Config, seams: Seams) -> Result<Server> {
         tokio::spawn(gc::run_when_asked(app.clone())),
         tokio::spawn(hosts::heartbeat(app.clone())),
         tokio::spawn(schedules::run(app.clone())),
+        // Once the server below accepts: it sends them to itself.
+        tokio::spawn(deferred::run_kept(app.clone())),
     ];
     if let Some(addr) = app.config.metrics_listen {
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {

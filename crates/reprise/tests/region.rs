@@ -345,10 +345,39 @@ fn two_hosts_share_one_catalog_and_one_store() {
         (shown.state, shown.guest_agent),
         (InstanceState::Unknown, None)
     );
-    let e = via_h2
-        .start_job("/api/v1/instances/vm/start", &serde_json::json!({}))
-        .unwrap_err();
-    assert_eq!(e.code, "host_down", "{e}");
+    // Work on its volume that can wait is kept for it: a Queued job that
+    // says what it waits for. A delete, which answers at once, is refused.
+    let waiting = via_h2
+        .create_snapshot(&CreateSnapshot {
+            volume: "data".into(),
+            name: Some("waited".into()),
+            quiesce: None,
+        })
+        .unwrap();
+    assert_eq!(
+        (
+            waiting.state,
+            waiting.host.as_str(),
+            waiting.target_name.as_str()
+        ),
+        (JobState::Queued, "h1", "data")
+    );
+    let doomed = via_h2
+        .revert_volume(
+            "data",
+            &RevertVolume {
+                snapshot: "no-such-snapshot".into(),
+            },
+        )
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let shown = via_h2.job(&waiting.id.to_string()).unwrap();
+    assert_eq!(shown.state, JobState::Queued);
+    assert!(
+        shown.log[0].message.contains("host 'h1' is down"),
+        "{:?}",
+        shown.log
+    );
     let e = via_h2.delete_volume("data").unwrap_err();
     assert_eq!(e.code, "host_down", "{e}");
     let restored = wait_job(
@@ -375,6 +404,22 @@ fn two_hosts_share_one_catalog_and_one_store() {
     assert_eq!(back[0].state, HostState::Up);
     assert_eq!((back[0].leader, back[1].leader), (false, true));
     assert_eq!(via_h2.instance("vm").unwrap().state, InstanceState::Stopped);
+    // What waited for it runs, in the jobs its client holds: the snapshot
+    // is made; the revert to a snapshot that does not exist fails by name.
+    let done = wait_job(&via_h2, waiting);
+    assert_eq!(done.kind, "snapshot.create");
+    assert!(
+        done.started_at.is_some() && done.log.len() > 1,
+        "the kept job is the one that ran: {done:?}"
+    );
+    assert_eq!(
+        via_h2.snapshot("waited").unwrap().state,
+        SnapshotState::BackedUp
+    );
+    let e = via_h2
+        .wait_job(&doomed.id.to_string(), WAIT, |_| {})
+        .unwrap_err();
+    assert!(e.code.contains("not_found"), "{e}");
     via_h2.delete_volume("data").unwrap();
     assert!(!std::path::Path::new(&v.path).exists());
 
