@@ -556,3 +556,156 @@ fn an_unreliable_s3_loses_nothing() {
     );
     assert!(violations.is_empty(), "{violations:#?}");
 }
+
+/// Garbage collection racing backups at seeded instants. Each round
+/// writes new data into a detached volume (4 MiB at random places) and
+/// starts its snapshot (an increment on the last one), its backup paused
+/// 40 ms a chunk and the
+/// sweep 5 ms a deleted chunk so that the race has room; at a random
+/// moment inside it, a collection starts, an older snapshot is deleted
+/// (at times the running backup's base, which must be refused by name
+/// while it serves), or both. Every snapshot must end BackedUp, verify
+/// (every chunk read back) and restore to the bytes recorded for it; a
+/// refused delete must name its reason and leave the snapshot BackedUp.
+/// CI runs `REPRISE_GC_RACE_ROUNDS` rounds (10 by default);
+/// `scripts/faults.sh` runs 200.
+#[test]
+fn collections_racing_backups_lose_no_chunk() {
+    let rounds = env_u64("REPRISE_GC_RACE_ROUNDS", 10);
+    let seed = seed_from_env("REPRISE_FAULT_SEED");
+    eprintln!(
+        "collections racing backups: {rounds} rounds, seed {seed} (REPRISE_FAULT_SEED replays it)"
+    );
+    let mut dice = Dice(seed);
+    let seams = Seams {
+        chunk_pause: Duration::from_millis(40),
+        sweep_pause: Duration::from_millis(5),
+        ..Default::default()
+    };
+    let d = TestDaemon::start_seamed(seams, |_| {});
+    let c = d.admin();
+    let work = tempfile::tempdir().unwrap();
+    let v: Volume = c
+        .post("/api/v1/volumes", &json!({"name": "v", "size": "32M"}))
+        .unwrap();
+    let wait = |job: reprise_core::Result<Job>| {
+        job.and_then(|j| c.wait_job(&j.id.to_string(), Duration::from_secs(120), |_| {}))
+    };
+    let mut live: BTreeMap<String, blake3::Hash> = BTreeMap::new();
+    let mut violations = Vec::new();
+    let mut actions: BTreeMap<&str, usize> = BTreeMap::new();
+    let (mut deleted, mut restored, mut inside) = (0, 0, 0);
+    let mut refused: BTreeMap<String, usize> = BTreeMap::new();
+    for n in 0..rounds {
+        for k in 0..4 {
+            let write = format!("write -P {} {}M 1M", 1 + (n * 4 + k) % 250, dice.below(32));
+            let ok = std::process::Command::new("qemu-io")
+                .args(["-f", "qcow2", "-c", &write, &v.path])
+                .status()
+                .unwrap();
+            assert!(ok.success(), "qemu-io {write}");
+        }
+        let expected = content_digest(Path::new(&v.path), work.path());
+        let name = format!("s{n}");
+        let backup = c.create_snapshot(&CreateSnapshot {
+            volume: "v".into(),
+            name: Some(name.clone()),
+            quiesce: None,
+        });
+        std::thread::sleep(Duration::from_millis(dice.below(250)));
+        let running = backup
+            .as_ref()
+            .ok()
+            .and_then(|j| c.job(&j.id.to_string()).ok())
+            .is_some_and(|j| matches!(j.state, JobState::Queued | JobState::Running));
+        inside += usize::from(running);
+        let older: Vec<String> = live.keys().cloned().collect();
+        // The newest older snapshot is the running backup's base.
+        let victim = match dice.below(3) {
+            _ if older.is_empty() => None,
+            0 => older.last().cloned(),
+            _ => Some(older[dice.below(older.len() as u64) as usize].clone()),
+        };
+        let action = match dice.below(3) {
+            0 => "collect",
+            1 if victim.is_some() => "delete",
+            2 if victim.is_some() => "delete and collect",
+            _ => "collect",
+        };
+        *actions.entry(action).or_default() += 1;
+        let collection = action.contains("collect").then(|| c.collect_garbage());
+        if action.contains("delete") {
+            let victim = victim.expect("a snapshot to delete");
+            match wait(c.delete_snapshot(&victim)) {
+                Ok(_) => {
+                    deleted += 1;
+                    live.remove(&victim);
+                }
+                Err(e) if e.code.is_empty() => violations.push(format!(
+                    "round {n}: delete of {victim} failed unnamed: {e:?}"
+                )),
+                Err(e) => {
+                    *refused.entry(e.code).or_default() += 1;
+                    let s = c.snapshot(&victim).unwrap();
+                    if s.state != SnapshotState::BackedUp {
+                        violations.push(format!(
+                            "round {n}: {victim}, its delete refused, is {}",
+                            s.state
+                        ));
+                    }
+                }
+            }
+        }
+        if let Some(Err(e)) = collection.map(wait) {
+            violations.push(format!("round {n}: the collection failed: {e:?}"));
+        }
+        if let Err(e) = wait(backup) {
+            violations.push(format!("round {n}: {name} failed: {e:?}"));
+            continue;
+        }
+        live.insert(name.clone(), expected);
+        if let Err(e) = wait(c.verify_snapshot(&name)) {
+            violations.push(format!("round {n}: {name} does not verify: {e:?}"));
+        }
+        // An older snapshot now and then, restored whole.
+        if n % 3 == 2 {
+            let names: Vec<&String> = live.keys().collect();
+            let pick = names[dice.below(names.len() as u64) as usize].clone();
+            let target = format!("r{n}");
+            let made = wait(c.volume_from_snapshot(
+                &pick,
+                &VolumeFromSnapshot {
+                    name: target.clone(),
+                    zone: None,
+                    host: None,
+                },
+            ));
+            match made {
+                Ok(_) => {
+                    let r = c.volume(&target).unwrap();
+                    if content_digest(Path::new(&r.path), work.path()) != live[&pick] {
+                        violations.push(format!("round {n}: {pick} restores other bytes"));
+                    }
+                    restored += 1;
+                    c.delete_volume(&target).unwrap();
+                }
+                Err(e) => violations.push(format!("round {n}: {pick} does not restore: {e:?}")),
+            }
+        }
+    }
+    // At the end, after one more collection, every snapshot kept is whole.
+    if let Err(e) = wait(c.collect_garbage()) {
+        violations.push(format!("the last collection failed: {e:?}"));
+    }
+    for name in live.keys() {
+        if let Err(e) = wait(c.verify_snapshot(name)) {
+            violations.push(format!("at the end, {name} does not verify: {e:?}"));
+        }
+    }
+    eprintln!(
+        "collections racing backups: {rounds} rounds, actions {actions:?} ({inside} while the backup ran); {deleted} deletes done, refused by name {refused:?}, {restored} restores exact; {} snapshots kept all verify; {} violations",
+        live.len(),
+        violations.len()
+    );
+    assert!(violations.is_empty(), "{violations:#?}");
+}
