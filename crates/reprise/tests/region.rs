@@ -12,7 +12,7 @@
 
 use reprise_core::model::*;
 use reprise_testing::{
-    chunk_pause, guest_instance, region_host, serve_process, serve_seamed_process, sweep_pause,
+    chunk_pause, guest_instance, region_host, serve_seamed_process, sweep_pause,
     KillInstancesOnDrop, TestDaemon,
 };
 use std::process::Command;
@@ -704,8 +704,9 @@ grace_minutes = 0
     );
 
     // h1 starts again: Up, its guest still running with its file; nothing
-    // lost or duplicated.
-    let (_h1, via_h1) = serve_process(env!("CARGO_BIN_EXE_reprise"), &config, &data);
+    // lost or duplicated. (Its backups now pause 100 ms a chunk, for the
+    // stopped backup below.)
+    let (h1, via_h1) = serve_seamed_process(&config, &data, &chunk_pause(100));
     assert_eq!(hosts(&h2)[0].state, HostState::Up);
     let vm1 = via_h1.instance("vm1").unwrap();
     assert_eq!(vm1.state, InstanceState::Running);
@@ -738,6 +739,66 @@ grace_minutes = 0
         .map(|s| (s.name.as_str(), s.state))
         .collect();
     assert_eq!(states, [("s1", SnapshotState::BackedUp)]);
+    assert_eq!(chunks_in_store(), live_chunks(), "no chunk lost or left");
+
+    // A backup on h1 stopped (SIGSTOP) in its middle while h3 sweeps: the
+    // stopped daemon keeps its share of the sweep lock on its open catalog
+    // connection, so the sweep waits; once h1 goes on, its snapshot ends
+    // BackedUp and whole, and the sweep took none of its chunks.
+    let paused = via_h1
+        .create_volume(&CreateVolume {
+            name: "paused".into(),
+            size: "32M".into(),
+            zone: Some("zone1".into()),
+            host: None,
+        })
+        .unwrap();
+    qemu_io_write(&paused.path, 0x3c, 0, 24 << 20);
+    let backup = via_h1
+        .create_snapshot(&CreateSnapshot {
+            volume: "paused".into(),
+            name: Some("s-stopped".into()),
+            quiesce: None,
+        })
+        .unwrap();
+    let asked = Instant::now();
+    while via_h3
+        .snapshot("s-stopped")
+        .map_or(true, |s| s.progress_done == 0)
+    {
+        assert!(
+            asked.elapsed() < Duration::from_secs(30),
+            "the backup never began"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = h1.child.id().to_string();
+    let signal = |sig: &str| {
+        assert!(Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap()
+            .success());
+    };
+    signal("-STOP");
+    let gc = via_h3.collect_garbage().unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let waiting = via_h3.job(&gc.id.to_string()).unwrap();
+    signal("-CONT");
+    assert!(
+        matches!(waiting.state, JobState::Queued | JobState::Running),
+        "the sweep did not wait for the stopped backup: {waiting:?}"
+    );
+    let backup = wait_job(&via_h3, backup);
+    let gc = wait_job(&via_h3, gc);
+    assert_eq!((backup.host.as_str(), gc.host.as_str()), ("h1", "h3"));
+    assert!(
+        gc.finished_at >= backup.finished_at,
+        "the sweep ended before the backup it waited for: {gc:?}"
+    );
+    println!("the sweep waiting for a stopped backup: {:?}", gc.log);
+    let verified = wait_job(&via_h3, via_h3.verify_snapshot("s-stopped").unwrap());
+    assert_eq!(verified.state, JobState::Succeeded);
     assert_eq!(chunks_in_store(), live_chunks(), "no chunk lost or left");
 }
 
