@@ -1,8 +1,10 @@
 //! The power-cut campaign. A whole daemon runs inside a VM
 //! (`tests/powercut/build.sh`), its data on the VM's ext4 disk, driven over
 //! its API from here. Each round runs operations one after the other —
-//! root volumes copied from images, templates imported, snapshots, restores,
-//! templates from snapshots, volume reverts, deletes, garbage collections —
+//! root volumes copied from images or made from templates, templates
+//! imported from files or uploads, uploads, snapshots, restores, templates
+//! from snapshots, volume reverts, disk-only recovery points of stopped
+//! instances made, reverted to and deleted, deletes, garbage collections —
 //! until the power is cut at a random instant: `kill -9` of the VM's QEMU.
 //! What the guest kernel held in its page cache, every write not yet
 //! synced, is gone, as at a power cut; what QEMU had written to the disk
@@ -52,6 +54,7 @@ const MAX_VOLUMES: usize = 5;
 const MAX_SNAPSHOTS: usize = 6;
 const MAX_TEMPLATES: usize = 3;
 const MAX_UPLOADS: usize = 2;
+const MAX_POINTS: usize = 4;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Kind {
@@ -60,6 +63,8 @@ enum Kind {
     Template,
     /// By id.
     Upload,
+    /// A disk-only recovery point of a stopped instance.
+    Point,
 }
 
 /// A volume, snapshot or template, by name.
@@ -79,7 +84,7 @@ struct Thing {
     deleting: bool,
     /// …and answered done.
     deleted: bool,
-    /// A snapshot's volume.
+    /// A snapshot's volume; a point's instance's root volume.
     volume: Option<String>,
     /// A volume's file, in the VM; an upload's SHA-256.
     path: Option<String>,
@@ -257,6 +262,11 @@ impl Drop for Mounted {
     }
 }
 
+/// The instance whose root volume is `root`.
+fn instance_of(root: &str) -> &str {
+    root.strip_suffix("-root").expect("a root volume's name")
+}
+
 /// 16 MiB of new content: half random, a quarter zeros, a quarter text.
 fn image_bytes(dice: &mut Dice, round: usize) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(IMAGE_BYTES);
@@ -396,6 +406,15 @@ impl Campaign {
         for t in c.templates().unwrap() {
             now.insert((Kind::Template, t.name), (true, None, "listed".into()));
         }
+        for i in c.instances().unwrap() {
+            for p in c.points(&i.name).unwrap() {
+                let done = p.state == PointState::Ready;
+                if !done && p.state != PointState::Error {
+                    self.violation(round, format!("point {} is {}", p.name, p.state));
+                }
+                now.insert((Kind::Point, p.name), (done, None, p.state.to_string()));
+            }
+        }
         for u in c.uploads().unwrap() {
             let done = u.state == UploadState::Complete;
             now.insert(
@@ -426,7 +445,7 @@ impl Campaign {
                     found.push(format!("{name}, shown done, is {state}"))
                 }
                 // Failed named (an interrupted job), or a delete cut short:
-                // not counted on again, and deleted below.
+                // not counted on again.
                 Some(_) => {
                     t.shown = true;
                     t.deleting = true;
@@ -499,6 +518,7 @@ impl Campaign {
         let snapshots = self.live(Kind::Snapshot).len();
         let templates = self.live(Kind::Template).len();
         let uploads = self.live(Kind::Upload).len();
+        let points = self.live(Kind::Point).len();
         if volumes > MAX_VOLUMES {
             return if self.dice.below(2) == 0 {
                 "delete volume"
@@ -515,6 +535,9 @@ impl Campaign {
         if uploads > MAX_UPLOADS {
             return "delete upload";
         }
+        if points > MAX_POINTS {
+            return "delete point";
+        }
         const OPS: &[&str] = &[
             "instance",
             "instance from template",
@@ -528,6 +551,10 @@ impl Campaign {
             "template",
             "revert",
             "revert",
+            "point",
+            "point",
+            "revert point",
+            "delete point",
             "delete snapshot",
             "delete volume",
             "gc",
@@ -555,6 +582,12 @@ impl Campaign {
             "import"
         } else if op == "import upload" && self.live(Kind::Upload).is_empty() {
             "upload"
+        } else if op == "point" && self.roots().is_empty() {
+            "instance"
+        } else if matches!(op, "revert point" | "delete point")
+            && self.revertible_points().is_empty()
+        {
+            "point"
         } else if needs_volume && self.live(Kind::Volume).is_empty() {
             "instance"
         } else if needs_snapshot && self.live(Kind::Snapshot).is_empty()
@@ -566,16 +599,48 @@ impl Campaign {
         }
     }
 
-    /// Live volumes with a live snapshot of their own: (volume, snapshot).
+    /// Live root volumes: their instances take points.
+    fn roots(&self) -> Vec<String> {
+        self.live(Kind::Volume)
+            .into_iter()
+            .filter(|v| v.ends_with("-root"))
+            .collect()
+    }
+
+    /// Live points of instances whose root volume is live: (volume, point).
+    fn revertible_points(&self) -> Vec<(String, String)> {
+        self.live(Kind::Point)
+            .into_iter()
+            .filter_map(|p| {
+                let v = self.things[&(Kind::Point, p.clone())].volume.clone()?;
+                self.things
+                    .get(&(Kind::Volume, v.clone()))
+                    .is_some_and(Thing::live)
+                    .then_some((v, p))
+            })
+            .collect()
+    }
+
+    /// Live volumes with a live snapshot of their own and no point (a
+    /// volume of an instance with points is not reverted alone):
+    /// (volume, snapshot).
     fn revertible(&self) -> Vec<(String, String)> {
+        let with_points: Vec<String> = self
+            .things
+            .iter()
+            .filter(|((k, _), t)| *k == Kind::Point && !t.deleted)
+            .filter_map(|(_, t)| t.volume.clone())
+            .collect();
         self.live(Kind::Snapshot)
             .into_iter()
             .filter_map(|s| {
                 let v = self.things[&(Kind::Snapshot, s.clone())].volume.clone()?;
-                self.things
+                (self
+                    .things
                     .get(&(Kind::Volume, v.clone()))
                     .is_some_and(Thing::live)
-                    .then_some((v, s))
+                    && !with_points.contains(&v))
+                .then_some((v, s))
             })
             .collect()
     }
@@ -628,6 +693,42 @@ impl Campaign {
                     file: Some(format!("/data/images/{file}")),
                 };
                 (c.import_template(&req)?, vec![key])
+            }
+            "point" => {
+                let v = self.pick(&self.roots());
+                let key = (Kind::Point, format!("p{name}"));
+                let mut t = Thing::asked(
+                    self.things[&(Kind::Volume, v.clone())].contents[0],
+                    format!("volume {v}"),
+                );
+                t.volume = Some(v.clone());
+                self.things.insert(key.clone(), t);
+                let req = CreatePoint {
+                    name: Some(key.1.clone()),
+                    ..Default::default()
+                };
+                (c.create_point(instance_of(&v), &req)?, vec![key])
+            }
+            "revert point" => {
+                let own = self.revertible_points();
+                let (v, p) = own[self.dice.below(own.len() as u64) as usize].clone();
+                let to = self.things[&(Kind::Point, p.clone())].contents[0];
+                self.things
+                    .get_mut(&(Kind::Volume, v.clone()))
+                    .unwrap()
+                    .contents
+                    .push(to);
+                (
+                    c.revert_point(instance_of(&v), &p)?,
+                    vec![(Kind::Volume, v)],
+                )
+            }
+            "delete point" => {
+                let own = self.revertible_points();
+                let (v, p) = own[self.dice.below(own.len() as u64) as usize].clone();
+                let key = (Kind::Point, p.clone());
+                self.things.get_mut(&key).unwrap().deleting = true;
+                (c.delete_point(instance_of(&v), &p)?, vec![key])
             }
             "upload" => {
                 let (file, digest) =
@@ -696,7 +797,13 @@ impl Campaign {
                         .get_mut(&(Kind::Volume, v.clone()))
                         .unwrap()
                         .deleting = true;
-                    c.delete_instance(v.strip_suffix("-root").unwrap())?;
+                    c.delete_instance(instance_of(&v))?;
+                    // Its points went with it.
+                    for (key, t) in self.things.iter_mut() {
+                        if key.0 == Kind::Point && t.volume.as_deref() == Some(v.as_str()) {
+                            t.deleted = true;
+                        }
+                    }
                     (Kind::Volume, v)
                 };
                 self.things.get_mut(&key).unwrap().deleted = true;
@@ -792,7 +899,7 @@ impl Campaign {
             };
             if job.state != JobState::Succeeded {
                 // Not done; a revert leaves the volume as it was.
-                if op == "revert" {
+                if op.starts_with("revert") {
                     t.contents.truncate(1);
                 }
                 if t.deleting {
@@ -803,7 +910,7 @@ impl Campaign {
             self.shown_done += 1;
             if t.deleting {
                 t.deleted = true;
-            } else if op == "revert" {
+            } else if op.starts_with("revert") {
                 t.contents.remove(0);
             } else {
                 t.shown = true;
