@@ -2,7 +2,8 @@
 //! random operation on a running guest — a volume snapshot, a recovery
 //! point made, reverted to or deleted, a volume restored from a snapshot,
 //! a template from a snapshot or imported from a file, a detached volume
-//! reverted to its snapshot, a snapshot deleted, a garbage collection —
+//! reverted to its snapshot, a snapshot deleted, a garbage collection, the
+//! instance cloned —
 //! then started again, round after round, and after each start everything
 //! it says checked against what is on disk:
 //!
@@ -45,6 +46,7 @@ const OPS: &[&str] = &[
     "revert volume",
     "delete snapshot",
     "gc",
+    "clone",
 ];
 
 /// The detached volume the campaign reverts, and its one snapshot (never
@@ -238,6 +240,15 @@ fn start(c: &Client, op: &str, n: usize, dice: &mut Dice) -> String {
             )
             .map(|j| j.kind),
         "gc" => c.collect_garbage().map(|j| j.kind),
+        "clone" => c
+            .clone_instance(
+                "vm",
+                &CloneInstance {
+                    name: format!("c{n}"),
+                    zone: None,
+                },
+            )
+            .map(|j| j.kind),
         _ if backed_up.is_empty() => return format!("{op}: no snapshot yet"),
         "delete snapshot" if deletable.len() < 2 => return format!("{op}: keeps the last one"),
         "restore" => c
@@ -343,7 +354,10 @@ fn the_daemon_killed_at_random_moments_loses_nothing() {
         }
         let op = OPS[dice.below(OPS.len() as u64) as usize];
         let what = start(&c, op, round, &mut dice);
-        let wait = Duration::from_millis(dice.below(1500));
+        // A clone backs up, then builds and boots its copy: its window is
+        // longer.
+        let window = if op == "clone" { 6000 } else { 1500 };
+        let wait = Duration::from_millis(dice.below(window));
         std::thread::sleep(wait);
         daemon.child.kill().unwrap();
         daemon.child.wait().unwrap();
@@ -385,14 +399,41 @@ fn the_daemon_killed_at_random_moments_loses_nothing() {
     assert!(campaign.violations.is_empty(), "{:#?}", campaign.violations);
 }
 
-/// Keep the newest few restored volumes and templates (their numbers are
-/// their rounds): a long campaign's checks stay as fast as a short one's.
+/// Keep the newest few restored volumes and templates, and the newest
+/// clone (their numbers are their rounds): a long campaign's checks stay as
+/// fast as a short one's, and its clones' guests do not pile up.
 fn tidy(c: &Client) {
     const KEEP: usize = 4;
     let round_of = |name: &str, prefixes: &[char]| {
         name.strip_prefix(prefixes)
             .and_then(|n| n.parse::<usize>().ok())
     };
+    let mut clones: Vec<(usize, Instance)> = c
+        .instances()
+        .unwrap()
+        .into_iter()
+        .filter_map(|i| Some((round_of(&i.name, &['c'])?, i)))
+        .collect();
+    clones.sort_by_key(|(n, _)| *n);
+    for (_, i) in clones.iter().rev().skip(1) {
+        if i.state == InstanceState::Running {
+            let _ = c
+                .stop_instance(&i.name, &StopInstance { force: true })
+                .and_then(|j| c.wait_job(&j.id.to_string(), Duration::from_secs(120), |_| {}));
+        }
+        let _ = c.delete_instance(&i.name);
+    }
+    // A clone's data volumes (`cN-d`) outlive it.
+    for v in c.volumes(None, None).unwrap() {
+        let of_deleted_clone = v.instance_id.is_none()
+            && v.name
+                .strip_suffix("-d")
+                .and_then(|n| round_of(n, &['c']))
+                .is_some();
+        if of_deleted_clone {
+            let _ = c.delete_volume(&v.name);
+        }
+    }
     let mut restored: Vec<(usize, String)> = c
         .volumes(None, None)
         .unwrap()

@@ -520,11 +520,12 @@ impl Campaign {
         let uploads = self.live(Kind::Upload).len();
         let points = self.live(Kind::Point).len();
         if volumes > MAX_VOLUMES {
-            return if self.dice.below(2) == 0 {
+            let op = if self.dice.below(2) == 0 {
                 "delete volume"
             } else {
                 "delete instance"
             };
+            return self.runnable(op);
         }
         if snapshots > MAX_SNAPSHOTS {
             return "delete snapshot";
@@ -565,6 +566,18 @@ impl Campaign {
 
     /// `op`, or what must come first when it has nothing to act on.
     fn runnable(&self, op: &'static str) -> &'static str {
+        let restored = self.live(Kind::Volume).iter().any(|v| v.starts_with('r'));
+        if op == "delete volume" && !restored {
+            return self.runnable("delete instance");
+        }
+        if op == "delete instance" && self.deletable_roots().is_empty() {
+            // An instance with points is not deleted: a point goes first.
+            return if self.revertible_points().is_empty() {
+                "gc"
+            } else {
+                "delete point"
+            };
+        }
         let needs_volume = !matches!(
             op,
             "instance"
@@ -607,6 +620,24 @@ impl Campaign {
             .collect()
     }
 
+    /// Live root volumes whose instances have no point.
+    fn deletable_roots(&self) -> Vec<String> {
+        let with_points = self.with_points();
+        self.roots()
+            .into_iter()
+            .filter(|v| !with_points.contains(v))
+            .collect()
+    }
+
+    /// The root volumes of instances with points.
+    fn with_points(&self) -> Vec<String> {
+        self.things
+            .iter()
+            .filter(|((k, _), t)| *k == Kind::Point && !t.deleted)
+            .filter_map(|(_, t)| t.volume.clone())
+            .collect()
+    }
+
     /// Live points of instances whose root volume is live: (volume, point).
     fn revertible_points(&self) -> Vec<(String, String)> {
         self.live(Kind::Point)
@@ -625,12 +656,7 @@ impl Campaign {
     /// volume of an instance with points is not reverted alone):
     /// (volume, snapshot).
     fn revertible(&self) -> Vec<(String, String)> {
-        let with_points: Vec<String> = self
-            .things
-            .iter()
-            .filter(|((k, _), t)| *k == Kind::Point && !t.deleted)
-            .filter_map(|(_, t)| t.volume.clone())
-            .collect();
+        let with_points = self.with_points();
         self.live(Kind::Snapshot)
             .into_iter()
             .filter_map(|s| {
@@ -781,9 +807,10 @@ impl Campaign {
             "delete volume" | "delete instance" => {
                 // Restored volumes are deleted as volumes, root volumes with
                 // their instances.
-                let (restored, roots): (Vec<String>, Vec<String>) =
-                    volumes.into_iter().partition(|v| v.starts_with('r'));
-                let key = if op == "delete volume" && !restored.is_empty() || roots.is_empty() {
+                let restored: Vec<String> =
+                    volumes.into_iter().filter(|v| v.starts_with('r')).collect();
+                let roots = self.deletable_roots();
+                let key = if op == "delete volume" {
                     let v = self.pick(&restored);
                     self.things
                         .get_mut(&(Kind::Volume, v.clone()))
@@ -798,12 +825,6 @@ impl Campaign {
                         .unwrap()
                         .deleting = true;
                     c.delete_instance(instance_of(&v))?;
-                    // Its points went with it.
-                    for (key, t) in self.things.iter_mut() {
-                        if key.0 == Kind::Point && t.volume.as_deref() == Some(v.as_str()) {
-                            t.deleted = true;
-                        }
-                    }
                     (Kind::Volume, v)
                 };
                 self.things.get_mut(&key).unwrap().deleted = true;
