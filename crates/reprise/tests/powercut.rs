@@ -528,16 +528,16 @@ impl Campaign {
             return self.runnable(op);
         }
         if snapshots > MAX_SNAPSHOTS {
-            return "delete snapshot";
+            return self.runnable("delete snapshot");
         }
         if templates > MAX_TEMPLATES {
-            return "delete template";
+            return self.runnable("delete template");
         }
         if uploads > MAX_UPLOADS {
-            return "delete upload";
+            return self.runnable("delete upload");
         }
         if points > MAX_POINTS {
-            return "delete point";
+            return self.runnable("delete point");
         }
         const OPS: &[&str] = &[
             "instance",
@@ -589,24 +589,27 @@ impl Campaign {
                 | "gc"
         );
         let needs_snapshot = matches!(op, "restore" | "template" | "revert" | "delete snapshot");
+        // Each stand-in is checked in turn (none leads back).
         if op == "instance from template" && self.live(Kind::Template).is_empty() {
             "instance"
         } else if op == "delete template" && self.live(Kind::Template).is_empty() {
             "import"
-        } else if op == "import upload" && self.live(Kind::Upload).is_empty() {
+        } else if matches!(op, "import upload" | "delete upload")
+            && self.live(Kind::Upload).is_empty()
+        {
             "upload"
         } else if op == "point" && self.roots().is_empty() {
             "instance"
         } else if matches!(op, "revert point" | "delete point")
             && self.revertible_points().is_empty()
         {
-            "point"
+            self.runnable("point")
         } else if needs_volume && self.live(Kind::Volume).is_empty() {
             "instance"
         } else if needs_snapshot && self.live(Kind::Snapshot).is_empty()
             || op == "revert" && self.revertible().is_empty()
         {
-            "snapshot"
+            self.runnable("snapshot")
         } else {
             op
         }
@@ -671,6 +674,84 @@ impl Campaign {
             .collect()
     }
 
+    /// The one content `name` is known to have.
+    fn content(&self, kind: Kind, name: &str) -> blake3::Hash {
+        self.things[&(kind, name.to_string())].contents[0]
+    }
+
+    fn thing(&mut self, key: &Key) -> &mut Thing {
+        self.things.get_mut(key).expect("a thing this test knows")
+    }
+
+    fn pick_image(&mut self) -> (String, blake3::Hash) {
+        self.images[self.dice.below(self.images.len() as u64) as usize].clone()
+    }
+
+    fn pick_pair(&mut self, pairs: &[(String, String)]) -> (String, String) {
+        pairs[self.dice.below(pairs.len() as u64) as usize].clone()
+    }
+
+    /// Record `key` as asked for with `contents` (from `origin`), made by
+    /// the job `start` starts.
+    fn make(
+        &mut self,
+        key: Key,
+        contents: blake3::Hash,
+        origin: String,
+        volume: Option<String>,
+        start: impl FnOnce() -> reprise_core::Result<Job>,
+    ) -> reprise_core::Result<Option<Started>> {
+        let mut t = Thing::asked(contents, origin);
+        t.volume = volume;
+        self.things.insert(key.clone(), t);
+        Ok(Some((start()?, vec![key])))
+    }
+
+    /// Start a delete of `key`: `deleting` from now on, unless refused
+    /// (the power cut in the middle leaves it `deleting`). A delete
+    /// answered at once (no job) is `deleted` once it is answered.
+    fn delete(
+        &mut self,
+        key: Key,
+        start: impl FnOnce() -> reprise_core::Result<Option<Job>>,
+    ) -> reprise_core::Result<Option<Started>> {
+        self.thing(&key).deleting = true;
+        match start() {
+            Ok(Some(job)) => Ok(Some((job, vec![key]))),
+            Ok(None) => {
+                self.thing(&key).deleted = true;
+                Ok(None)
+            }
+            Err(e) => {
+                if e.code != "daemon_unreachable" {
+                    self.thing(&key).deleting = false;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Start a revert of volume `v` to `to`: it holds either content until
+    /// the job says which.
+    fn revert(
+        &mut self,
+        v: String,
+        to: blake3::Hash,
+        start: impl FnOnce() -> reprise_core::Result<Job>,
+    ) -> reprise_core::Result<Option<Started>> {
+        let key = (Kind::Volume, v);
+        self.thing(&key).contents.push(to);
+        match start() {
+            Ok(job) => Ok(Some((job, vec![key]))),
+            Err(e) => {
+                if e.code != "daemon_unreachable" {
+                    self.thing(&key).contents.truncate(1);
+                }
+                Err(e)
+            }
+        }
+    }
+
     /// Start `op`: the job to follow, or none when it was done at once.
     fn start(
         &mut self,
@@ -678,9 +759,6 @@ impl Campaign {
         op: &'static str,
         name: &str,
     ) -> reprise_core::Result<Option<Started>> {
-        let volumes = self.live(Kind::Volume);
-        let snapshots = self.live(Kind::Snapshot);
-        let templates = self.live(Kind::Template);
         let instance = |image: Option<String>, template: Option<String>| CreateInstance {
             name: format!("i{name}"),
             image,
@@ -689,213 +767,168 @@ impl Campaign {
             ..Default::default()
         };
         let root = (Kind::Volume, format!("i{name}-root"));
-        let job = match op {
+        match op {
             "instance" => {
-                let (file, digest) =
-                    self.images[self.dice.below(self.images.len() as u64) as usize].clone();
-                self.things
-                    .insert(root.clone(), Thing::asked(digest, format!("image {file}")));
-                (
-                    c.create_instance(&instance(Some(format!("/data/images/{file}")), None))?,
-                    vec![root],
-                )
+                let (file, digest) = self.pick_image();
+                let image = Some(format!("/data/images/{file}"));
+                self.make(root, digest, format!("image {file}"), None, || {
+                    c.create_instance(&instance(image, None))
+                })
             }
             "instance from template" => {
-                let t = self.pick(&templates);
-                let digest = self.things[&(Kind::Template, t.clone())].contents[0];
-                self.things
-                    .insert(root.clone(), Thing::asked(digest, format!("template {t}")));
-                (c.create_instance(&instance(None, Some(t)))?, vec![root])
+                let t = self.pick(&self.live(Kind::Template));
+                let digest = self.content(Kind::Template, &t);
+                self.make(root, digest, format!("template {t}"), None, || {
+                    c.create_instance(&instance(None, Some(t.clone())))
+                })
             }
             "import" => {
-                let (file, digest) =
-                    self.images[self.dice.below(self.images.len() as u64) as usize].clone();
-                let key = (Kind::Template, format!("m{name}"));
-                self.things
-                    .insert(key.clone(), Thing::asked(digest, format!("image {file}")));
+                let (file, digest) = self.pick_image();
                 let req = ImportTemplate {
-                    name: key.1.clone(),
+                    name: format!("m{name}"),
                     upload: None,
                     file: Some(format!("/data/images/{file}")),
                 };
-                (c.import_template(&req)?, vec![key])
-            }
-            "point" => {
-                let v = self.pick(&self.roots());
-                let key = (Kind::Point, format!("p{name}"));
-                let mut t = Thing::asked(
-                    self.things[&(Kind::Volume, v.clone())].contents[0],
-                    format!("volume {v}"),
-                );
-                t.volume = Some(v.clone());
-                self.things.insert(key.clone(), t);
-                let req = CreatePoint {
-                    name: Some(key.1.clone()),
-                    ..Default::default()
-                };
-                (c.create_point(instance_of(&v), &req)?, vec![key])
-            }
-            "revert point" => {
-                let own = self.revertible_points();
-                let (v, p) = own[self.dice.below(own.len() as u64) as usize].clone();
-                let to = self.things[&(Kind::Point, p.clone())].contents[0];
-                self.things
-                    .get_mut(&(Kind::Volume, v.clone()))
-                    .unwrap()
-                    .contents
-                    .push(to);
-                (
-                    c.revert_point(instance_of(&v), &p)?,
-                    vec![(Kind::Volume, v)],
-                )
-            }
-            "delete point" => {
-                let own = self.revertible_points();
-                let (v, p) = own[self.dice.below(own.len() as u64) as usize].clone();
-                let key = (Kind::Point, p.clone());
-                self.things.get_mut(&key).unwrap().deleting = true;
-                (c.delete_point(instance_of(&v), &p)?, vec![key])
+                let key = (Kind::Template, req.name.clone());
+                self.make(key, digest, format!("image {file}"), None, || {
+                    c.import_template(&req)
+                })
             }
             "upload" => {
-                let (file, digest) =
-                    self.images[self.dice.below(self.images.len() as u64) as usize].clone();
+                let (file, digest) = self.pick_image();
                 let u = c.upload(&self.dir.join(&file), |_, _| {})?;
                 let mut t = Thing::asked(digest, format!("image {file}"));
                 t.shown = true;
                 t.path = u.sha256;
                 self.things.insert((Kind::Upload, u.id.to_string()), t);
                 self.shown_done += 1;
-                return Ok(None);
+                Ok(None)
             }
             "import upload" => {
                 let u = self.pick(&self.live(Kind::Upload));
-                let key = (Kind::Template, format!("u{name}"));
-                let digest = self.things[&(Kind::Upload, u.clone())].contents[0];
-                self.things
-                    .insert(key.clone(), Thing::asked(digest, format!("upload {u}")));
+                let digest = self.content(Kind::Upload, &u);
                 let req = ImportTemplate {
-                    name: key.1.clone(),
-                    upload: Some(u),
+                    name: format!("u{name}"),
+                    upload: Some(u.clone()),
                     file: None,
                 };
-                (c.import_template(&req)?, vec![key])
-            }
-            "delete upload" => {
-                let u = self.pick(&self.live(Kind::Upload));
-                let key = (Kind::Upload, u.clone());
-                self.things.get_mut(&key).unwrap().deleting = true;
-                c.delete_upload(&u)?;
-                self.things.get_mut(&key).unwrap().deleted = true;
-                return Ok(None);
+                let key = (Kind::Template, req.name.clone());
+                self.make(key, digest, format!("upload {u}"), None, || {
+                    c.import_template(&req)
+                })
             }
             "snapshot" => {
-                let v = self.pick(&volumes);
-                let key = (Kind::Snapshot, format!("s{name}"));
-                let mut t = Thing::asked(
-                    self.things[&(Kind::Volume, v.clone())].contents[0],
-                    format!("volume {v}"),
-                );
-                t.volume = Some(v.clone());
-                self.things.insert(key.clone(), t);
+                let v = self.pick(&self.live(Kind::Volume));
                 let req = CreateSnapshot {
-                    volume: v,
-                    name: Some(key.1.clone()),
+                    volume: v.clone(),
+                    name: Some(format!("s{name}")),
                     quiesce: None,
                 };
-                (c.create_snapshot(&req)?, vec![key])
+                let key = (Kind::Snapshot, format!("s{name}"));
+                let digest = self.content(Kind::Volume, &v);
+                self.make(key, digest, format!("volume {v}"), Some(v), || {
+                    c.create_snapshot(&req)
+                })
             }
-            "delete volume" | "delete instance" => {
-                // Restored volumes are deleted as volumes, root volumes with
-                // their instances.
-                let restored: Vec<String> =
-                    volumes.into_iter().filter(|v| v.starts_with('r')).collect();
-                let roots = self.deletable_roots();
-                let key = if op == "delete volume" {
-                    let v = self.pick(&restored);
-                    self.things
-                        .get_mut(&(Kind::Volume, v.clone()))
-                        .unwrap()
-                        .deleting = true;
-                    c.delete_volume(&v)?;
-                    (Kind::Volume, v)
-                } else {
-                    let v = self.pick(&roots);
-                    self.things
-                        .get_mut(&(Kind::Volume, v.clone()))
-                        .unwrap()
-                        .deleting = true;
-                    c.delete_instance(instance_of(&v))?;
-                    (Kind::Volume, v)
-                };
-                self.things.get_mut(&key).unwrap().deleted = true;
-                return Ok(None);
-            }
-            "gc" => (c.collect_garbage()?, vec![]),
             "restore" => {
-                let s = self.pick(&snapshots);
-                let key = (Kind::Volume, format!("r{name}"));
-                self.things.insert(
-                    key.clone(),
-                    Thing::asked(
-                        self.things[&(Kind::Snapshot, s.clone())].contents[0],
-                        format!("snapshot {s}"),
-                    ),
-                );
+                let s = self.pick(&self.live(Kind::Snapshot));
                 let req = VolumeFromSnapshot {
-                    name: key.1.clone(),
+                    name: format!("r{name}"),
                     zone: None,
                     host: None,
                 };
-                (c.volume_from_snapshot(&s, &req)?, vec![key])
+                let key = (Kind::Volume, req.name.clone());
+                let digest = self.content(Kind::Snapshot, &s);
+                self.make(key, digest, format!("snapshot {s}"), None, || {
+                    c.volume_from_snapshot(&s, &req)
+                })
             }
             "template" => {
-                let s = self.pick(&snapshots);
+                let s = self.pick(&self.live(Kind::Snapshot));
                 let key = (Kind::Template, format!("t{name}"));
-                self.things.insert(
-                    key.clone(),
-                    Thing::asked(
-                        self.things[&(Kind::Snapshot, s.clone())].contents[0],
-                        format!("snapshot {s}"),
-                    ),
-                );
-                let req = CreateTemplate {
+                let digest = self.content(Kind::Snapshot, &s);
+                self.things
+                    .insert(key.clone(), Thing::asked(digest, format!("snapshot {s}")));
+                // A template from a snapshot is made at once.
+                c.create_template(&CreateTemplate {
                     name: key.1.clone(),
                     snapshot: s,
-                };
-                // A template from a snapshot is made at once.
-                c.create_template(&req)?;
-                self.things.get_mut(&key).unwrap().shown = true;
+                })?;
+                self.thing(&key).shown = true;
                 self.shown_done += 1;
-                return Ok(None);
+                Ok(None)
+            }
+            "point" => {
+                let v = self.pick(&self.roots());
+                let req = CreatePoint {
+                    name: Some(format!("p{name}")),
+                    ..Default::default()
+                };
+                let key = (Kind::Point, format!("p{name}"));
+                let digest = self.content(Kind::Volume, &v);
+                self.make(key, digest, format!("volume {v}"), Some(v.clone()), || {
+                    c.create_point(instance_of(&v), &req)
+                })
             }
             "revert" => {
                 // A volume with a snapshot of its own, back to it.
-                let own = self.revertible();
-                let (v, s) = own[self.dice.below(own.len() as u64) as usize].clone();
-                let to = self.things[&(Kind::Snapshot, s.clone())].contents[0];
-                self.things
-                    .get_mut(&(Kind::Volume, v.clone()))
-                    .unwrap()
-                    .contents
-                    .push(to);
-                let job = c.revert_volume(&v, &RevertVolume { snapshot: s })?;
-                (job, vec![(Kind::Volume, v)])
+                let (v, s) = self.pick_pair(&self.revertible());
+                let to = self.content(Kind::Snapshot, &s);
+                self.revert(v.clone(), to, || {
+                    c.revert_volume(&v, &RevertVolume { snapshot: s })
+                })
+            }
+            "revert point" => {
+                let (v, p) = self.pick_pair(&self.revertible_points());
+                let to = self.content(Kind::Point, &p);
+                self.revert(v.clone(), to, || c.revert_point(instance_of(&v), &p))
+            }
+            "delete point" => {
+                let (v, p) = self.pick_pair(&self.revertible_points());
+                self.delete((Kind::Point, p.clone()), || {
+                    c.delete_point(instance_of(&v), &p).map(Some)
+                })
             }
             "delete snapshot" => {
-                let s = self.pick(&snapshots);
-                let key = (Kind::Snapshot, s.clone());
-                self.things.get_mut(&key).unwrap().deleting = true;
-                (c.delete_snapshot(&s)?, vec![key])
+                let s = self.pick(&self.live(Kind::Snapshot));
+                self.delete((Kind::Snapshot, s.clone()), || {
+                    c.delete_snapshot(&s).map(Some)
+                })
             }
             "delete template" => {
-                let t = self.pick(&templates);
-                let key = (Kind::Template, t.clone());
-                self.things.get_mut(&key).unwrap().deleting = true;
-                (c.delete_template(&t)?, vec![key])
+                let t = self.pick(&self.live(Kind::Template));
+                self.delete((Kind::Template, t.clone()), || {
+                    c.delete_template(&t).map(Some)
+                })
             }
+            "delete upload" => {
+                let u = self.pick(&self.live(Kind::Upload));
+                self.delete((Kind::Upload, u.clone()), || {
+                    c.delete_upload(&u).map(|()| None)
+                })
+            }
+            // Restored volumes are deleted as volumes, root volumes with
+            // their instances.
+            "delete volume" => {
+                let restored: Vec<String> = self
+                    .live(Kind::Volume)
+                    .into_iter()
+                    .filter(|v| v.starts_with('r'))
+                    .collect();
+                let v = self.pick(&restored);
+                self.delete((Kind::Volume, v.clone()), || {
+                    c.delete_volume(&v).map(|()| None)
+                })
+            }
+            "delete instance" => {
+                let v = self.pick(&self.deletable_roots());
+                self.delete((Kind::Volume, v.clone()), || {
+                    c.delete_instance(instance_of(&v)).map(|()| None)
+                })
+            }
+            "gc" => Ok(Some((c.collect_garbage()?, vec![]))),
             other => panic!("unknown operation {other}"),
-        };
-        Ok(Some(job))
+        }
     }
 
     /// Follow a job to its end, recording what it shows done; false when
