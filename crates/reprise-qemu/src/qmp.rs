@@ -26,7 +26,11 @@ pub struct Event {
 
 fn event_time(msg: &Value) -> u64 {
     let t = &msg["timestamp"];
-    t["seconds"].as_u64().unwrap_or(0) * 1_000_000 + t["microseconds"].as_u64().unwrap_or(0)
+    // Saturating: a damaged timestamp must not overflow (found by
+    // tests/replies.rs).
+    (t["seconds"].as_u64().unwrap_or(0))
+        .saturating_mul(1_000_000)
+        .saturating_add(t["microseconds"].as_u64().unwrap_or(0))
 }
 
 /// The largest QMP message taken (answers and events are far smaller).
