@@ -243,8 +243,9 @@ pub fn log_by_policy(app: &App, job: Uuid, policy: &reprise_core::model::Policy)
     );
 }
 
-/// Fail the jobs a previous run of the daemon left unfinished.
-pub fn fail_interrupted(app: &App) -> Result<usize> {
+/// Fail the jobs a previous run of the daemon left unfinished; returns
+/// them.
+pub fn fail_interrupted(app: &App) -> Result<Vec<Job>> {
     let jobs = app.catalog.unfinished_jobs()?;
     for job in &jobs {
         let e = Error::unavailable(
@@ -256,5 +257,5 @@ pub fn fail_interrupted(app: &App) -> Result<usize> {
             .job_finished(job.id, JobState::Failed, Some(&e))?;
         tracing::warn!(job = %job.id, kind = job.kind, "failed: interrupted by a daemon restart");
     }
-    Ok(jobs.len())
+    Ok(jobs)
 }

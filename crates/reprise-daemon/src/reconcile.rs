@@ -78,13 +78,58 @@ pub async fn at_startup(app: &App) -> Result<()> {
     crate::ops::snapshots::reconcile_at_startup(app).await?;
     app.catalog.end_interrupted_policy_runs()?;
     crate::gc::take_over_cut_short(app, |host| host == app.host_name())?;
+    repair_leaks(app, &failed).await;
     tracing::info!(
         instances = instances.len(),
         changed,
-        interrupted_jobs = failed,
+        interrupted_jobs = failed.len(),
         "catalog reconciled with the host"
     );
     Ok(())
+}
+
+/// Free the clusters leaked by the interrupted jobs' volumes: a qcow2
+/// metadata update (an internal snapshot made, applied or deleted) cut by
+/// a crash or a power cut leaves refcounts above the references, by
+/// design. Only volumes no QEMU holds; a volume that cannot be checked is
+/// left as it is and said so (its data is what it was).
+async fn repair_leaks(app: &App, interrupted: &[reprise_core::model::Job]) {
+    let mut volumes = Vec::new();
+    for job in interrupted {
+        let found = match job.target_kind.as_str() {
+            "volume" => app.catalog.list_volumes_by_id(&[job.target_id]),
+            // A snapshot's cut and its removal are made in its volume.
+            "snapshot" => app
+                .catalog
+                .snapshot(job.account_id, &job.target_id.to_string())
+                .and_then(|s| app.catalog.list_volumes_by_id(&[s.volume_id])),
+            "instance" if vm::live_pid(app, job.target_id).is_none() => {
+                app.catalog.instance_volumes(job.target_id)
+            }
+            _ => Ok(Vec::new()),
+        };
+        volumes.extend(found.unwrap_or_default());
+    }
+    volumes.sort_by_key(|v| v.id);
+    volumes.dedup_by_key(|v| v.id);
+    let bin = app.config.binaries();
+    for v in volumes {
+        let held = v
+            .instance_id
+            .is_some_and(|i| vm::live_pid(app, i).is_some());
+        if held || v.host != app.host_name() || !std::path::Path::new(&v.path).exists() {
+            continue;
+        }
+        match bin.repair_leaks(std::path::Path::new(&v.path)).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(volume = %v.id, name = v.name, leaked = n, "freed the clusters an interrupted job left leaked")
+            }
+            Err(e) => {
+                tracing::warn!(volume = %v.id, name = v.name, "cannot check the volume an interrupted job left: {e}")
+            }
+        }
+    }
 }
 
 /// The periodic pass, for as long as the daemon runs.

@@ -298,6 +298,9 @@ struct Campaign {
     failed: Vec<String>,
     shown_done: usize,
     verified: usize,
+    /// Volumes found with leaked clusters after a cut, before the daemon's
+    /// start freed them.
+    leaked: usize,
 }
 
 impl Campaign {
@@ -336,6 +339,7 @@ impl Campaign {
         }
         let scratch = vm.dir.clone();
         let mut found = Vec::new();
+        let mut leaked = 0;
         for ((kind, name), t) in &self.things {
             let (Kind::Volume, true, false, Some(path)) = (kind, t.shown, t.deleted, &t.path)
             else {
@@ -348,9 +352,19 @@ impl Campaign {
                 }
                 continue;
             }
-            if reprise_testing::qemu_img_check(file.to_str().unwrap()) != 0 {
-                found.push((name.clone(), Err(format!("{path} fails qemu-img check"))));
-                continue;
+            // Leaked clusters (3) are what qcow2 leaves by design when an
+            // update of its metadata is cut; the daemon frees them at its
+            // start. Anything else is damage.
+            match reprise_testing::qemu_img_check(file.to_str().unwrap()) {
+                0 => {}
+                3 => leaked += 1,
+                code => {
+                    found.push((
+                        name.clone(),
+                        Err(format!("{path} fails qemu-img check ({code})")),
+                    ));
+                    continue;
+                }
             }
             let digest = content_digest(&file, &scratch);
             if t.contents.contains(&digest) {
@@ -367,6 +381,7 @@ impl Campaign {
             }
         }
         drop(m);
+        self.leaked += leaked;
         for (name, result) in found {
             match result {
                 // A revert cut short is settled: the content is the file's.
@@ -1045,6 +1060,7 @@ fn a_power_cut_loses_nothing_shown_done() {
         failed: Vec::new(),
         shown_done: 0,
         verified: 0,
+        leaked: 0,
     };
     let started = Instant::now();
     for round in 1..=rounds {
@@ -1090,12 +1106,14 @@ fn a_power_cut_loses_nothing_shown_done() {
     eprintln!(
         "power-cut campaign: {rounds} cuts in {:?}; operations started {:?}; cut inside {:?}; \
          {} shown done; {} snapshot verifies after cuts, {all} BackedUp at the end all verified; \
+         {} volume checks found leaked clusters (freed at the next start); \
          failed operations {:?}; {} violations",
         started.elapsed(),
         campaign.started,
         campaign.cut_inside,
         campaign.shown_done,
         campaign.verified,
+        campaign.leaked,
         campaign.failed,
         campaign.violations.len()
     );
