@@ -301,6 +301,8 @@ struct Campaign {
     /// Volumes found with leaked clusters after a cut, before the daemon's
     /// start freed them.
     leaked: usize,
+    /// What was asked and how it ended, for the messages of a violation.
+    journal: Vec<String>,
 }
 
 impl Campaign {
@@ -359,9 +361,20 @@ impl Campaign {
                 0 => {}
                 3 => leaked += 1,
                 code => {
+                    // The evidence kept, and what happened to it.
+                    let kept = std::env::temp_dir().join(format!("powercut-{name}.qcow2"));
+                    let _ = std::fs::copy(&file, &kept);
+                    let story: Vec<&String> = self
+                        .journal
+                        .iter()
+                        .filter(|l| l.contains(name.as_str()) || l.contains("cut"))
+                        .collect();
                     found.push((
                         name.clone(),
-                        Err(format!("{path} fails qemu-img check ({code})")),
+                        Err(format!(
+                            "{path} fails qemu-img check ({code}); copied to {}; its story: {story:#?}",
+                            kept.display()
+                        )),
                     ));
                     continue;
                 }
@@ -511,13 +524,31 @@ impl Campaign {
             *self.started.entry(op).or_default() += 1;
             match self.start(c, op, &name) {
                 Ok(Some(job)) => {
+                    let about: Vec<String> = job
+                        .1
+                        .iter()
+                        .map(
+                            |k| match self.things.get(k).and_then(|t| t.volume.clone()) {
+                                Some(v) => format!("{} of {v}", k.1),
+                                None => k.1.clone(),
+                            },
+                        )
+                        .collect();
+                    self.journal
+                        .push(format!("round {round}: {op} {name} on {about:?}"));
                     if !self.follow(c, op, job, cut) {
+                        self.journal
+                            .push(format!("round {round}: cut inside {op} {name}"));
                         *self.cut_inside.entry(op).or_default() += 1;
                         return;
                     }
                 }
-                Ok(None) => {}
+                Ok(None) => self
+                    .journal
+                    .push(format!("round {round}: {op} {name}, answered at once")),
                 Err(e) if cut.load(Ordering::SeqCst) || e.code == "daemon_unreachable" => {
+                    self.journal
+                        .push(format!("round {round}: cut while asking {op} {name}"));
                     *self.cut_inside.entry(op).or_default() += 1;
                     return;
                 }
@@ -992,6 +1023,7 @@ impl Campaign {
             self.failed
                 .push(format!("{op} {id}: {:?} {:?}", job.state, job.error));
         }
+        self.journal.push(format!("  … {op} ended {:?}", job.state));
         true
     }
 }
@@ -1061,6 +1093,7 @@ fn a_power_cut_loses_nothing_shown_done() {
         shown_done: 0,
         verified: 0,
         leaked: 0,
+        journal: Vec::new(),
     };
     let started = Instant::now();
     for round in 1..=rounds {
