@@ -78,7 +78,7 @@ pub async fn at_startup(app: &App) -> Result<()> {
     crate::ops::snapshots::reconcile_at_startup(app).await?;
     app.catalog.end_interrupted_policy_runs()?;
     crate::gc::take_over_cut_short(app, |host| host == app.host_name())?;
-    repair_leaks(app, &failed).await;
+    repair_cut_updates(app, &failed).await;
     tracing::info!(
         instances = instances.len(),
         changed,
@@ -88,12 +88,13 @@ pub async fn at_startup(app: &App) -> Result<()> {
     Ok(())
 }
 
-/// Free the clusters leaked by the interrupted jobs' volumes: a qcow2
-/// metadata update (an internal snapshot made, applied or deleted) cut by
-/// a crash or a power cut leaves refcounts above the references, by
-/// design. Only volumes no QEMU holds; a volume that cannot be checked is
-/// left as it is and said so (its data is what it was).
-async fn repair_leaks(app: &App, interrupted: &[reprise_core::model::Job]) {
+/// Repair the qcow2 metadata of the interrupted jobs' volumes: an internal
+/// snapshot made, applied or deleted by `qemu-img snapshot` and cut by a
+/// crash or a power cut leaves refcounts above the references (leaks) and
+/// `COPIED` flags out of step with them, which `qemu-img check` calls
+/// corrupt; `-r all` recomputes both from the references. Only volumes no
+/// QEMU holds; one that cannot be repaired is left as it is and said so.
+async fn repair_cut_updates(app: &App, interrupted: &[reprise_core::model::Job]) {
     let mut volumes = Vec::new();
     for job in interrupted {
         let found = match job.target_kind.as_str() {
@@ -120,13 +121,13 @@ async fn repair_leaks(app: &App, interrupted: &[reprise_core::model::Job]) {
         if held || v.host != app.host_name() || !std::path::Path::new(&v.path).exists() {
             continue;
         }
-        match bin.repair_leaks(std::path::Path::new(&v.path)).await {
-            Ok(0) => {}
-            Ok(n) => {
-                tracing::info!(volume = %v.id, name = v.name, leaked = n, "freed the clusters an interrupted job left leaked")
+        match bin.repair(std::path::Path::new(&v.path)).await {
+            Ok((0, 0)) => {}
+            Ok((leaks, errors)) => {
+                tracing::info!(volume = %v.id, name = v.name, leaks, errors, "repaired the qcow2 metadata an interrupted job left")
             }
             Err(e) => {
-                tracing::warn!(volume = %v.id, name = v.name, "cannot check the volume an interrupted job left: {e}")
+                tracing::warn!(volume = %v.id, name = v.name, "cannot repair the volume an interrupted job left: {e}")
             }
         }
     }

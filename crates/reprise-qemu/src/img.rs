@@ -179,26 +179,32 @@ impl Binaries {
         durable(path).await
     }
 
-    /// Free the clusters a qcow2 no QEMU holds has leaked (`qemu-img check
-    /// -r leaks`): what qcow2 leaves, by design, when its metadata update
-    /// is cut by a crash or a power cut — wasted space, no harm to data.
-    /// Returns how many were freed; a corrupt image is an error.
-    pub async fn repair_leaks(&self, path: &Path) -> Result<u64> {
+    /// Repair a qcow2 no QEMU holds whose metadata update was cut
+    /// (`qemu-img check -r all`): an internal snapshot made or deleted by
+    /// `qemu-img snapshot` and cut by a crash or a power cut leaves
+    /// refcounts that disagree with the references (leaked clusters) and
+    /// `COPIED` flags that disagree with the refcounts; both are recomputed
+    /// from the references, which the cut left whole. Returns (leaks,
+    /// other errors) fixed; an image that stays inconsistent is an error.
+    pub async fn repair(&self, path: &Path) -> Result<(u64, u64)> {
         let out = run(
             &self.img,
-            os_args!["check", "-r", "leaks", "-f", "qcow2", "--output=json", path],
+            os_args!["check", "-r", "all", "-f", "qcow2", "--output=json", path],
             "image_corrupt",
         )
         .await?;
         let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        let fixed = report
-            .get("leaks-fixed")
-            .and_then(serde_json::Value::as_u64)
-            .unwrap_or(0);
-        if fixed > 0 {
+        let fixed = |field: &str| {
+            report
+                .get(field)
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(0)
+        };
+        let repaired = (fixed("leaks-fixed"), fixed("corruptions-fixed"));
+        if repaired != (0, 0) {
             durable(path).await?;
         }
-        Ok(fixed)
+        Ok(repaired)
     }
 
     /// The internal snapshot tags of a qcow2 (readable while QEMU runs it).
