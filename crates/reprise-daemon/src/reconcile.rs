@@ -13,7 +13,7 @@
 
 use crate::app::App;
 use crate::vm;
-use reprise_catalog::InstanceRow;
+use reprise_catalog::{InstanceRow, VolumeRow};
 use reprise_core::model::{InstanceState, VolumeKind, VolumeState};
 use reprise_core::Result;
 use std::sync::Arc;
@@ -52,6 +52,8 @@ fn settle(app: &App, inst: &InstanceRow) -> Result<bool> {
 /// The startup pass. Runs before any job can, so nothing is locked.
 pub async fn at_startup(app: &App) -> Result<()> {
     let failed = crate::jobs::fail_interrupted(app)?;
+    // Read before the passes below remove what the jobs were making.
+    let cut_volumes = volumes_of(app, &failed);
     let mut changed = 0;
     let instances = app.catalog.local_instances()?;
     for inst in &instances {
@@ -78,7 +80,7 @@ pub async fn at_startup(app: &App) -> Result<()> {
     crate::ops::snapshots::reconcile_at_startup(app).await?;
     app.catalog.end_interrupted_policy_runs()?;
     crate::gc::take_over_cut_short(app, |host| host == app.host_name())?;
-    repair_cut_updates(app, &failed).await;
+    repair_cut_updates(app, cut_volumes).await;
     tracing::info!(
         instances = instances.len(),
         changed,
@@ -88,13 +90,9 @@ pub async fn at_startup(app: &App) -> Result<()> {
     Ok(())
 }
 
-/// Repair the qcow2 metadata of the interrupted jobs' volumes: an internal
-/// snapshot made, applied or deleted by `qemu-img snapshot` and cut by a
-/// crash or a power cut leaves refcounts above the references (leaks) and
-/// `COPIED` flags out of step with them, which `qemu-img check` calls
-/// corrupt; `-r all` recomputes both from the references. Only volumes no
-/// QEMU holds; one that cannot be repaired is left as it is and said so.
-async fn repair_cut_updates(app: &App, interrupted: &[reprise_core::model::Job]) {
+/// The volumes the interrupted jobs were changing: a volume's own, a
+/// snapshot's, a recovery point's, an instance's.
+fn volumes_of(app: &App, interrupted: &[reprise_core::model::Job]) -> Vec<VolumeRow> {
     let mut volumes = Vec::new();
     for job in interrupted {
         let found = match job.target_kind.as_str() {
@@ -104,15 +102,27 @@ async fn repair_cut_updates(app: &App, interrupted: &[reprise_core::model::Job])
                 .catalog
                 .snapshot(job.account_id, &job.target_id.to_string())
                 .and_then(|s| app.catalog.list_volumes_by_id(&[s.volume_id])),
-            "instance" if vm::live_pid(app, job.target_id).is_none() => {
-                app.catalog.instance_volumes(job.target_id)
-            }
+            "recovery_point" => app
+                .catalog
+                .point_by_id(job.target_id)
+                .and_then(|p| app.catalog.list_volumes_by_id(&p.volume_ids)),
+            "instance" => app.catalog.instance_volumes(job.target_id),
             _ => Ok(Vec::new()),
         };
         volumes.extend(found.unwrap_or_default());
     }
     volumes.sort_by_key(|v| v.id);
     volumes.dedup_by_key(|v| v.id);
+    volumes
+}
+
+/// Repair the qcow2 metadata of the interrupted jobs' volumes: an internal
+/// snapshot made, applied or deleted by `qemu-img snapshot` and cut by a
+/// crash or a power cut leaves refcounts above the references (leaks) and
+/// `COPIED` flags out of step with them, which `qemu-img check` calls
+/// corrupt; `-r all` recomputes both from the references. Only volumes no
+/// QEMU holds; one that cannot be repaired is left as it is and said so.
+async fn repair_cut_updates(app: &App, volumes: Vec<VolumeRow>) {
     let bin = app.config.binaries();
     for v in volumes {
         let held = v
