@@ -167,11 +167,16 @@ impl PowerVm {
         let started = Instant::now();
         let key = loop {
             let log = std::fs::read_to_string(&console).unwrap_or_default();
-            if let Some(k) = log
-                .lines()
-                .find_map(|l| l.trim().strip_prefix("powercut: admin-key "))
-            {
-                break k.trim().to_string();
+            // The daemon writes to the same console: the line may carry
+            // the start or the end of one of its own.
+            const MARK: &str = "powercut: admin-key ";
+            if let Some(k) = log.find(MARK).map(|at| {
+                log[at + MARK.len()..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect::<String>()
+            }) {
+                break k;
             }
             assert!(
                 started.elapsed() < Duration::from_secs(120),
