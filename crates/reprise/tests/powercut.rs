@@ -168,14 +168,14 @@ impl PowerVm {
         let key = loop {
             let log = std::fs::read_to_string(&console).unwrap_or_default();
             // The daemon writes to the same console: the line may carry
-            // the start or the end of one of its own.
+            // the start of one of its own; and it may not be whole yet.
             const MARK: &str = "powercut: admin-key ";
-            if let Some(k) = log.find(MARK).map(|at| {
-                log[at + MARK.len()..]
-                    .chars()
-                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                    .collect::<String>()
-            }) {
+            let whole = log.find(MARK).and_then(|at| {
+                let rest = &log[at + MARK.len()..];
+                let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))?;
+                (rest[end..].starts_with('\n')).then(|| rest[..end].to_string())
+            });
+            if let Some(k) = whole {
                 break k;
             }
             assert!(
