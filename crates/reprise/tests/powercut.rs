@@ -173,7 +173,9 @@ impl PowerVm {
             let whole = log.find(MARK).and_then(|at| {
                 let rest = &log[at + MARK.len()..];
                 let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))?;
-                (rest[end..].starts_with('\n')).then(|| rest[..end].to_string())
+                rest[end..]
+                    .starts_with(['\r', '\n'])
+                    .then(|| rest[..end].to_string())
             });
             if let Some(k) = whole {
                 break k;
