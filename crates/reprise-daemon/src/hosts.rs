@@ -52,13 +52,20 @@ pub async fn heartbeat(app: Arc<App>) {
     let mut leading = false;
     loop {
         tick.tick().await;
-        if let Err(e) = app.catalog.heartbeat(&me) {
-            tracing::warn!("heartbeat not recorded: {e}");
-        }
-        let now_leading = app
-            .catalog
-            .take_lease(LEADER_LEASE, &me, lease)
-            .unwrap_or(false);
+        // Each is a durable commit, which can take a second while the
+        // disk is busy (a backup writing its chunks): on a worker thread
+        // it would hold up every task scheduled there.
+        let (beat, name) = (app.clone(), me.clone());
+        let now_leading = tokio::task::spawn_blocking(move || {
+            if let Err(e) = beat.catalog.heartbeat(&name) {
+                tracing::warn!("heartbeat not recorded: {e}");
+            }
+            beat.catalog
+                .take_lease(LEADER_LEASE, &name, lease)
+                .unwrap_or(false)
+        })
+        .await
+        .unwrap_or(false);
         if now_leading != leading {
             leading = now_leading;
             tracing::info!(
@@ -72,7 +79,8 @@ pub async fn heartbeat(app: Arc<App>) {
             );
         }
         if leading {
-            run_periodic_work(&app, &me);
+            let (work, name) = (app.clone(), me.clone());
+            let _ = tokio::task::spawn_blocking(move || run_periodic_work(&work, &name)).await;
         }
     }
 }

@@ -26,13 +26,30 @@ use uuid::Uuid;
 pub struct JobCtx {
     pub app: Arc<App>,
     pub id: Uuid,
-    /// When progress was last written (see [`JobCtx::progress`]).
-    progress_written: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
+    progress: Arc<Progress>,
 }
 
 /// Progress is written at most this often (the first and the last
 /// always): each write is a durable commit.
 const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// How a job's progress reaches the catalog (see [`JobCtx::progress`]).
+#[derive(Default)]
+struct Progress {
+    state: std::sync::Mutex<ProgressState>,
+    /// Held while writing, so that writes land one at a time.
+    writing: std::sync::Mutex<()>,
+}
+
+#[derive(Default)]
+struct ProgressState {
+    /// When the last write was started.
+    started: Option<std::time::Instant>,
+    /// A write is on its way in the background.
+    in_flight: bool,
+    /// The last figures were written: later background writes are stale.
+    finished: bool,
+}
 
 impl JobCtx {
     pub fn log(&self, message: impl AsRef<str>) {
@@ -42,22 +59,66 @@ impl JobCtx {
         }
     }
 
+    /// Record how far the job is. Intermediate figures are written in the
+    /// background, at most every [`PROGRESS_EVERY`] and one write at a
+    /// time: the work calling this must not wait for a durable commit (a
+    /// backup's pipeline stood still for each one while the disk was busy
+    /// with its chunks). The last figures (`done == total`) are written
+    /// before this returns, after any write still on its way.
     pub fn progress(&self, done: u64, total: u64) {
+        self.progress_also(done, total, |_| {});
+    }
+
+    /// [`JobCtx::progress`], with `also` writing the same figures
+    /// elsewhere in the catalog (a snapshot's own progress) at the same
+    /// moments.
+    pub fn progress_also(
+        &self,
+        done: u64,
+        total: u64,
+        also: impl FnOnce(&reprise_catalog::Catalog) + Send + 'static,
+    ) {
+        let finished = done >= total;
         {
-            let mut last = self
-                .progress_written
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            let due = last.is_none_or(|t| t.elapsed() >= PROGRESS_EVERY);
-            if !due && done < total {
+            let mut state = lock(&self.progress.state);
+            let due = state.started.is_none_or(|t| t.elapsed() >= PROGRESS_EVERY);
+            if !finished && (!due || state.in_flight) {
                 return;
             }
-            *last = Some(std::time::Instant::now());
+            state.started = Some(std::time::Instant::now());
+            state.in_flight = !finished;
         }
+        let runtime = tokio::runtime::Handle::try_current();
+        if finished || runtime.is_err() {
+            let _turn = lock(&self.progress.writing);
+            let mut state = lock(&self.progress.state);
+            state.finished |= finished;
+            state.in_flight = false;
+            drop(state);
+            also(&self.app.catalog);
+            self.write_progress(done, total);
+            return;
+        }
+        let ctx = self.clone();
+        runtime.expect("checked").spawn_blocking(move || {
+            let _turn = lock(&ctx.progress.writing);
+            if !lock(&ctx.progress.state).finished {
+                also(&ctx.app.catalog);
+                ctx.write_progress(done, total);
+            }
+            lock(&ctx.progress.state).in_flight = false;
+        });
+    }
+
+    fn write_progress(&self, done: u64, total: u64) {
         if let Err(e) = self.app.catalog.job_progress(self.id, done, total) {
             tracing::warn!(job = %self.id, "cannot record progress: {e}");
         }
     }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// What a job acts on.
@@ -186,7 +247,7 @@ where
     let ctx = JobCtx {
         app: app.clone(),
         id: job.id,
-        progress_written: Default::default(),
+        progress: Default::default(),
     };
     let kind = job.kind.clone();
     tokio::spawn(async move {

@@ -214,7 +214,6 @@ pub async fn back_up(app: &App, ctx: &JobCtx, id: Uuid, consistency: &str) -> Re
     });
     let started = std::time::Instant::now();
     // Progress goes to the catalog at most five times a second.
-    let last = std::sync::Mutex::new(std::time::Instant::now());
     let cut = Cut {
         image: v.path.clone().into(),
         tag: tag(id),
@@ -244,12 +243,9 @@ pub async fn back_up(app: &App, ctx: &JobCtx, id: Uuid, consistency: &str) -> Re
         origin,
         record,
         |done, total| {
-            let mut last = last.lock().unwrap_or_else(|p| p.into_inner());
-            if done == 0 || done == total || last.elapsed().as_millis() >= 200 {
-                *last = std::time::Instant::now();
-                let _ = app.catalog.set_snapshot_progress(id, done, total);
-                ctx.progress(done, total);
-            }
+            ctx.progress_also(done, total, move |catalog| {
+                let _ = catalog.set_snapshot_progress(id, done, total);
+            })
         },
     )
     .await?;
