@@ -23,7 +23,12 @@ use std::time::{Duration, Instant};
 
 const GIB: u64 = 1 << 30;
 const MIB: u64 = 1 << 20;
-const RUNS: usize = 3;
+
+/// Runs per tool: 3, or `REPRISE_BENCH_RUNS` when trying a change quickly
+/// (with `REPRISE_BENCH_PEERS=0` to leave restic, borg and rustic out).
+fn runs() -> usize {
+    reprise_testing::campaign::env_u64("REPRISE_BENCH_RUNS", 3) as usize
+}
 const PIECE: u64 = 64 << 10;
 
 fn sh(program: &str, args: &[&str], env: &[(&str, &str)]) -> Duration {
@@ -256,6 +261,10 @@ struct Row {
     increment_stored: Option<u64>,
     restore: Times,
     note: String,
+    /// For reprise: the daemon's CPU seconds in each full snapshot and
+    /// each restore.
+    full_cpu: Vec<f64>,
+    restore_cpu: Vec<f64>,
 }
 
 fn mib(b: u64) -> String {
@@ -325,7 +334,7 @@ pub fn run() -> Vec<Section> {
             ),
             ..Row::default()
         };
-        for run in 0..RUNS {
+        for run in 0..runs() {
             eprintln!("snapshots: reprise, encrypted {encrypt}, run {}", run + 1);
             let run_dir = tempfile::Builder::new()
                 .prefix("run")
@@ -355,8 +364,10 @@ pub fn run() -> Vec<Section> {
                 &[],
             );
             drop_caches();
+            let cpu = daemon.cpu_seconds();
             let (t, full) = snapshot(&c, "bench", "s1");
             row.full.push(t);
+            row.full_cpu.push(daemon.cpu_seconds() - cpu);
             row.stored = full.new_bytes;
             change.apply(&v.path);
             drop_caches();
@@ -365,12 +376,14 @@ pub fn run() -> Vec<Section> {
             row.increment_stored = inc.new_bytes;
             row.note = format!("the increment read {}", mib(inc.read_bytes.unwrap_or(0)));
             drop_caches();
+            let cpu = daemon.cpu_seconds();
             let (t, job) = timed_job(
                 &c,
                 &format!("/api/v1/snapshots/{}/volumes", inc.id),
                 json!({"name": "restored"}),
             );
             row.restore.push(t);
+            row.restore_cpu.push(daemon.cpu_seconds() - cpu);
             let restored: Volume = c
                 .get(&format!("/api/v1/volumes/{}", job.target_id))
                 .unwrap();
@@ -391,6 +404,12 @@ pub fn run() -> Vec<Section> {
             );
             peak_rss = peak_rss.max(daemon.memory().1);
         }
+        row.note = format!(
+            "{}; the daemon's CPU time: {:.1} s in the full, {:.1} s in the restore (medians)",
+            row.note,
+            median(&mut row.full_cpu),
+            median(&mut row.restore_cpu)
+        );
         rows.push(row);
     }
 
@@ -402,7 +421,7 @@ pub fn run() -> Vec<Section> {
         note: "the I/O floor: no increments, every copy is whole".into(),
         ..Row::default()
     };
-    for _ in 0..RUNS {
+    for _ in 0..runs() {
         let out = d.join("copy.qcow2");
         drop_caches();
         let started = Instant::now();
@@ -429,7 +448,9 @@ pub fn run() -> Vec<Section> {
     }
     floor.restore = Times(floor.full.0.clone());
 
-    rows.extend(peers(d, &raw, &raw2));
+    if reprise_testing::campaign::env_u64("REPRISE_BENCH_PEERS", 1) != 0 {
+        rows.extend(peers(d, &raw, &raw2));
+    }
     rows.push(floor);
     vec![report(rows, size, written, &change, cache, peak_rss)]
 }
@@ -535,7 +556,7 @@ fn peers(d: &Path, raw: &Path, raw2: &Path) -> Vec<Row> {
             rows.push(row);
             continue;
         }
-        for run in 0..RUNS {
+        for run in 0..runs() {
             eprintln!("snapshots: {name}, run {}", run + 1);
             let repo = d.join(format!("repo-{name}"));
             step(&repo, "init");
@@ -578,11 +599,12 @@ fn report(
     peak_rss: u64,
 ) -> Section {
     let mut body = format!(
-        "A {} GiB volume with {} GiB written (half log-like text, half random), 64 KiB clusters. A full snapshot; then {} scattered 64 KiB writes of fresh random data ({}, 1 % of the volume) and an incremental snapshot; then the second instant restored (reprise: into a new volume, `qemu-img check` clean and `qemu-img compare` equal to the instant; the others: to a file, synced). reprise is a `reprise serve` process on this machine with a local-directory region store, driven through its HTTP API, each step a job followed to its end. Each tool ran {RUNS} times from an empty repository: median (min–max). Page cache: {cache}.\n\n| tool | settings | full | stored | incremental | increment stored | restore | note |\n|---|---|---|---|---|---|---|---|\n",
+        "A {} GiB volume with {} GiB written (half log-like text, half random), 64 KiB clusters. A full snapshot; then {} scattered 64 KiB writes of fresh random data ({}, 1 % of the volume) and an incremental snapshot; then the second instant restored (reprise: into a new volume, `qemu-img check` clean and `qemu-img compare` equal to the instant; the others: to a file, synced). reprise is a `reprise serve` process on this machine with a local-directory region store, driven through its HTTP API, each step a job followed to its end. Each tool ran {} times from an empty repository: median (min–max). Page cache: {cache}.\n\n| tool | settings | full | stored | incremental | increment stored | restore | note |\n|---|---|---|---|---|---|---|---|\n",
         size / GIB,
         written / GIB,
         change.writes.len(),
         mib(change.bytes()),
+        runs(),
     );
     for r in &rows {
         let _ = writeln!(
@@ -664,6 +686,22 @@ fn report(
         met(inc_stored <= 2.0),
         met(inc_t <= 1.0)
     );
+    // What bounds the full snapshot and the restore here: the processor
+    // time they need spread over every core, against the disk's floor.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for (what, cpu) in [
+        ("encrypted full snapshot", &encrypted.full_cpu),
+        ("encrypted restore", &encrypted.restore_cpu),
+    ] {
+        let mut cpu = cpu.clone();
+        let least = median(&mut cpu) / cores as f64;
+        let _ = writeln!(
+            body,
+            "- The {what} took {:.1} CPU-seconds of the daemon (median): on this machine's {cores} cores, at least {least:.2} s even with no core ever idle, {:.2}× the floor.",
+            least * cores as f64,
+            least / floor_t
+        );
+    }
     let _ = writeln!(
         body,
         "\nThe daemon's peak resident memory over these runs: {}.",

@@ -269,6 +269,25 @@ impl DaemonProcess {
         };
         (field("VmRSS:"), field("VmHWM:"))
     }
+
+    /// CPU time the daemon has used so far (user and system, its own and
+    /// its waited-for children's), in seconds.
+    pub fn cpu_seconds(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // Fields after the command name (which may hold spaces) in ")".
+        let fields: Vec<u64> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest)
+            .unwrap_or("")
+            .split_whitespace()
+            .map(|f| f.parse().unwrap_or(0))
+            .collect();
+        // utime, stime, cutime, cstime are fields 14–17 of the line, 12–15
+        // after the name; Linux counts them in 1/100 s (USER_HZ).
+        let ticks: u64 = fields.get(11..15).map(|f| f.iter().sum()).unwrap_or(0);
+        ticks as f64 / 100.0
+    }
 }
 
 /// Start `BIN serve --config CONFIG` (`BIN`: the `reprise` binary; the
