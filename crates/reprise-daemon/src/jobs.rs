@@ -37,8 +37,9 @@ const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_millis(200
 #[derive(Default)]
 struct Progress {
     state: std::sync::Mutex<ProgressState>,
-    /// Held while writing, so that writes land one at a time.
-    writing: std::sync::Mutex<()>,
+    /// Held while writing, so that writes land one at a time: the number
+    /// of the last figures written (a write of older ones is skipped).
+    written: std::sync::Mutex<u64>,
 }
 
 #[derive(Default)]
@@ -47,8 +48,8 @@ struct ProgressState {
     started: Option<std::time::Instant>,
     /// A write is on its way in the background.
     in_flight: bool,
-    /// The last figures were written: later background writes are stale.
-    finished: bool,
+    /// Figures handed to a write so far.
+    handed: u64,
 }
 
 impl JobCtx {
@@ -64,7 +65,7 @@ impl JobCtx {
     /// time: the work calling this must not wait for a durable commit (a
     /// backup's pipeline stood still for each one while the disk was busy
     /// with its chunks). The last figures (`done == total`) are written
-    /// before this returns, after any write still on its way.
+    /// before this returns, and no older figures after them.
     pub fn progress(&self, done: u64, total: u64) {
         self.progress_also(done, total, |_| {});
     }
@@ -79,40 +80,38 @@ impl JobCtx {
         also: impl FnOnce(&reprise_catalog::Catalog) + Send + 'static,
     ) {
         let finished = done >= total;
-        {
+        let runtime = tokio::runtime::Handle::try_current();
+        let background = !finished && runtime.is_ok();
+        let number = {
             let mut state = lock(&self.progress.state);
             let due = state.started.is_none_or(|t| t.elapsed() >= PROGRESS_EVERY);
             if !finished && (!due || state.in_flight) {
                 return;
             }
             state.started = Some(std::time::Instant::now());
-            state.in_flight = !finished;
-        }
-        let runtime = tokio::runtime::Handle::try_current();
-        if finished || runtime.is_err() {
-            let _turn = lock(&self.progress.writing);
-            let mut state = lock(&self.progress.state);
-            state.finished |= finished;
-            state.in_flight = false;
-            drop(state);
-            also(&self.app.catalog);
-            self.write_progress(done, total);
-            return;
-        }
-        let ctx = self.clone();
-        runtime.expect("checked").spawn_blocking(move || {
-            let _turn = lock(&ctx.progress.writing);
-            if !lock(&ctx.progress.state).finished {
+            state.in_flight = background;
+            state.handed += 1;
+            state.handed
+        };
+        let write = move |ctx: &JobCtx| {
+            let mut written = lock(&ctx.progress.written);
+            if number > *written {
                 also(&ctx.app.catalog);
-                ctx.write_progress(done, total);
+                if let Err(e) = ctx.app.catalog.job_progress(ctx.id, done, total) {
+                    tracing::warn!(job = %ctx.id, "cannot record progress: {e}");
+                }
+                *written = number;
             }
-            lock(&ctx.progress.state).in_flight = false;
-        });
-    }
-
-    fn write_progress(&self, done: u64, total: u64) {
-        if let Err(e) = self.app.catalog.job_progress(self.id, done, total) {
-            tracing::warn!(job = %self.id, "cannot record progress: {e}");
+        };
+        match runtime {
+            Ok(runtime) if background => {
+                let ctx = self.clone();
+                runtime.spawn_blocking(move || {
+                    write(&ctx);
+                    lock(&ctx.progress.state).in_flight = false;
+                });
+            }
+            _ => write(self),
         }
     }
 }
