@@ -25,7 +25,6 @@ pub const CODES: &[Code] = &[
     c("account_is_admin", Conflict, "the admin account cannot be deleted"),
     c("account_not_empty", Conflict, "the account still owns resources: delete them, or purge the account"),
     c("account_not_found", NotFound, "no such account (or not yours)"),
-    c("account_on_other_hosts", Conflict, "a purge runs on one host: the account has resources on others"),
     c("admin_only", Forbidden, "only the admin account may do this"),
     c("api_key_invalid", Unauthorized, "the API key matches no account, or was revoked"),
     c("api_key_missing", Unauthorized, "the request carries no API key"),

@@ -280,7 +280,8 @@ struct ErrorBody {
 }
 
 /// The error a refused request answered, as the job's error.
-fn refusal(status: StatusCode, body: &[u8]) -> Error {
+/// The error a daemon's answer names (its kind, code and message).
+pub(crate) fn refusal(status: StatusCode, body: &[u8]) -> Error {
     match serde_json::from_slice::<ErrorBody>(body) {
         Ok(b) => Error::new(b.error.kind, b.error.code, b.error.message),
         Err(_) => Error::new(

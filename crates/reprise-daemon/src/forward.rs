@@ -304,6 +304,43 @@ fn zone_named(
         .zone(str_field(body, field).unwrap_or(&app.config.default_zone))
 }
 
+/// The most a daemon's answer to [`ask`] may be.
+const ANSWER_MAX: usize = 16 << 20;
+
+/// Ask `host`'s daemon to do `method path` (a path under `/api/v1`, with
+/// `body` as JSON) for `caller`, as a request sent on: its answer's JSON
+/// (null when empty), or the error it names.
+pub(crate) async fn ask(
+    app: &App,
+    host: &HostRow,
+    caller: &Authenticated,
+    method: Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> Result<serde_json::Value> {
+    let path = format!("/api/v1{path}");
+    let mut req = Request::builder()
+        .method(method)
+        .uri(&path)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
+        .map_err(|e| Error::internal(format!("a request to host '{}': {e}", host.name)))?;
+    req.extensions_mut().insert(caller.clone());
+    let answer = send_on(app, host, req, &path).await;
+    let status = answer.status();
+    let bytes = axum::body::to_bytes(answer.into_body(), ANSWER_MAX)
+        .await
+        .map_err(|e| Error::internal(format!("the answer of host '{}': {e}", host.name)))?;
+    if !status.is_success() {
+        return Err(crate::deferred::refusal(status, &bytes));
+    }
+    if bytes.is_empty() {
+        return Ok(serde_json::Value::Null);
+    }
+    serde_json::from_slice(&bytes)
+        .map_err(|e| Error::internal(format!("the answer of host '{}': {e}", host.name)))
+}
+
 /// Send `req` to `host`'s daemon and stream its answer back.
 pub(crate) async fn send_on(
     app: &App,

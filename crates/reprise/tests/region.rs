@@ -315,6 +315,14 @@ fn two_hosts_share_one_catalog_and_one_store() {
         })
         .unwrap_err();
     assert_eq!(e.code, "admin_only", "{e}");
+    let also_mine = tenant
+        .create_volume(&CreateVolume {
+            name: "t-zone2".into(),
+            size: "8M".into(),
+            zone: Some("zone2".into()),
+            host: None,
+        })
+        .unwrap();
 
     // h1 stops: within its lease h2 shows it Down, its instance Unknown;
     // work on its volume is refused by name; its snapshot restores into
@@ -380,6 +388,12 @@ fn two_hosts_share_one_catalog_and_one_store() {
     );
     let e = via_h2.delete_volume("data").unwrap_err();
     assert_eq!(e.code, "host_down", "{e}");
+    // A purge of ann, whose volume waits on h1, is refused before it
+    // changes anything: her key still works.
+    let e = via_h2.purge_account("ann").unwrap_err();
+    assert_eq!(e.code, "host_down", "{e}");
+    assert!(e.message.contains("'h1'"), "{e}");
+    assert_eq!(tenant.volumes(None, None).unwrap().len(), 2);
     let restored = wait_job(
         &via_h2,
         via_h2
@@ -423,17 +437,22 @@ fn two_hosts_share_one_catalog_and_one_store() {
     via_h2.delete_volume("data").unwrap();
     assert!(!std::path::Path::new(&v.path).exists());
 
-    // A purge runs on one host: ann's volume lives on h1, so h2 refuses to
-    // purge her, and h1 does it.
-    let file = h1
-        .config
-        .default_zone_dir()
-        .join(format!("{}.qcow2", mine.id));
-    let e = via_h2.purge_account("ann").unwrap_err();
-    assert_eq!(e.code, "account_on_other_hosts", "{e}");
-    assert!(file.exists());
-    wait_job(&h1.admin(), h1.admin().purge_account("ann").unwrap());
-    assert!(!file.exists());
+    // A purge through h2 deletes ann's volume on h1 (sent to h1's daemon)
+    // and the one on h2, then ann.
+    let files = [
+        h1.config
+            .default_zone_dir()
+            .join(format!("{}.qcow2", mine.id)),
+        h2.config
+            .default_zone_dir()
+            .join(format!("{}.qcow2", also_mine.id)),
+    ];
+    assert!(files.iter().all(|f| f.exists()), "{files:?}");
+    let purged = wait_job(&via_h2, via_h2.purge_account("ann").unwrap());
+    assert_eq!(purged.state, JobState::Succeeded, "{purged:?}");
+    assert!(files.iter().all(|f| !f.exists()), "{files:?}");
+    let e = via_h2.account("ann").unwrap_err();
+    assert!(e.code.contains("not_found"), "{e}");
 
     // The third Garage node stops: a backup on h1 (through node 0) and a
     // restore on h2 (through node 1) go on, on two copies of three.

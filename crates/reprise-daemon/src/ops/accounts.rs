@@ -115,7 +115,7 @@ pub fn delete(
         tracing::info!(account = %account.id, name = account.name, "account deleted");
         return Ok(None);
     }
-    refuse_purge_elsewhere(app, &account)?;
+    refuse_purge_while_down(app, &account)?;
     let app2 = app.clone();
     let name = account.name.clone();
     let job = jobs::spawn(
@@ -142,12 +142,11 @@ pub fn delete(
     Ok(Some(job))
 }
 
-/// A purge runs on one daemon, which stops and removes what lives on its
-/// own host only: what the account has on other hosts is deleted first,
-/// through any daemon (each request goes to its host).
-fn refuse_purge_elsewhere(app: &App, account: &Account) -> Result<()> {
+/// The hosts other than this daemon's that hold something of `account`
+/// (an instance, a volume, an upload).
+fn other_hosts(app: &App, account: &Account) -> Result<Vec<String>> {
     let me = app.host_name();
-    let mut elsewhere: Vec<String> = app
+    let mut hosts: Vec<String> = app
         .catalog
         .list_instances(Some(account.id))?
         .into_iter()
@@ -158,40 +157,121 @@ fn refuse_purge_elsewhere(app: &App, account: &Account) -> Result<()> {
                 .into_iter()
                 .map(|v| v.host),
         )
-        .filter(|h| h != me)
+        .chain(
+            app.catalog
+                .list_uploads(account.id)?
+                .into_iter()
+                .filter_map(|u| app.catalog.upload_host(account.id, &u.id.to_string()).ok()),
+        )
+        .filter(|h| !h.is_empty() && h != me)
         .collect();
-    elsewhere.sort();
-    elsewhere.dedup();
-    if elsewhere.is_empty() {
-        return Ok(());
+    hosts.sort();
+    hosts.dedup();
+    Ok(hosts)
+}
+
+/// A purge asks each host to delete what it holds: one that is down
+/// cannot, so the purge is refused before it changes anything.
+fn refuse_purge_while_down(app: &App, account: &Account) -> Result<()> {
+    for name in other_hosts(app, account)? {
+        let host = crate::hosts::known(app, &name)?;
+        if crate::hosts::state(app, &host) == HostState::Down {
+            return Err(Error::unavailable(
+                "host_down",
+                format!(
+                    "account '{}' has instances or volumes on host '{name}', which is down: a purge \
+                     needs it up to delete them; purge again when it is back",
+                    account.name
+                ),
+            ));
+        }
     }
-    Err(Error::conflict(
-        "account_on_other_hosts",
-        format!(
-            "account '{}' has instances or volumes on host {}: delete them first (any daemon sends each \
-             request to its host), or purge it through the daemon of that host",
-            account.name,
-            elsewhere.join(", ")
-        ),
-    ))
+    Ok(())
+}
+
+/// Where a purge deletes one resource: here, through the operation, or
+/// on the daemon of the host that holds it, through the API as a request
+/// sent on (the account named as its caller), waiting for the job it
+/// starts.
+struct Purge<'a> {
+    app: &'a Arc<App>,
+    account: &'a Account,
+}
+
+impl Purge<'_> {
+    fn here(&self, host: &str) -> bool {
+        host.is_empty() || host == self.app.host_name()
+    }
+
+    async fn on(
+        &self,
+        host: &str,
+        method: axum::http::Method,
+        path: String,
+        body: Option<serde_json::Value>,
+    ) -> Result<()> {
+        let host = crate::hosts::known(self.app, host)?;
+        let caller = crate::http::Authenticated {
+            account: self.account.clone(),
+            key: Uuid::nil(),
+        };
+        let answer = crate::forward::ask(self.app, &host, &caller, method, &path, body).await?;
+        if let Ok(started) = serde_json::from_value::<JobStarted>(answer) {
+            jobs::finished(self.app, &started.job).await?;
+        }
+        Ok(())
+    }
 }
 
 async fn purge_resources(app: &Arc<App>, account: &Account, ctx: &jobs::JobCtx) -> Result<()> {
     use super::{instances, points, snapshots, templates, uploads, volumes};
+    use axum::http::Method;
     let id = |u: Uuid| u.to_string();
+    let purge = Purge { app, account };
     for inst in app.catalog.list_instances(Some(account.id))? {
-        let fresh = app.catalog.instance_by_id(inst.id)?;
-        if fresh.state != InstanceState::Stopped {
-            jobs::finished(app, &instances::stop(app, account, &id(inst.id), true)?).await?;
+        let path = format!("/instances/{}", inst.id);
+        if purge.here(&inst.host) {
+            let fresh = app.catalog.instance_by_id(inst.id)?;
+            if fresh.state != InstanceState::Stopped {
+                jobs::finished(app, &instances::stop(app, account, &id(inst.id), true)?).await?;
+            }
+            if !app.catalog.list_points(Some(inst.id))?.is_empty() {
+                jobs::finished(app, &points::delete_all(app, account, &id(inst.id))?).await?;
+            }
+            instances::delete(app, account, &id(inst.id)).await?;
+        } else {
+            let stop = serde_json::json!({ "force": true });
+            if app.catalog.instance_by_id(inst.id)?.state != InstanceState::Stopped {
+                purge
+                    .on(&inst.host, Method::POST, format!("{path}/stop"), Some(stop))
+                    .await?;
+            }
+            if !app.catalog.list_points(Some(inst.id))?.is_empty() {
+                purge
+                    .on(&inst.host, Method::DELETE, format!("{path}/points"), None)
+                    .await?;
+            }
+            purge.on(&inst.host, Method::DELETE, path, None).await?;
         }
-        if !app.catalog.list_points(Some(inst.id))?.is_empty() {
-            jobs::finished(app, &points::delete_all(app, account, &id(inst.id))?).await?;
-        }
-        instances::delete(app, account, &id(inst.id)).await?;
         ctx.log(format!("instance '{}' deleted", inst.name));
     }
+    // A snapshot is deleted on its volume's host (which may hold the
+    // volume's marks of what the next increment reads), or here when the
+    // volume is gone.
     for s in app.catalog.list_snapshots(Some(account.id))? {
-        jobs::finished(app, &snapshots::delete(app, account, &id(s.id))?).await?;
+        let host = app
+            .catalog
+            .list_volumes_by_id(&[s.volume_id])?
+            .into_iter()
+            .next()
+            .map(|v| v.host)
+            .unwrap_or_default();
+        if purge.here(&host) {
+            jobs::finished(app, &snapshots::delete(app, account, &id(s.id))?).await?;
+        } else {
+            let path = format!("/snapshots/{}", s.id);
+            purge.on(&host, Method::DELETE, path, None).await?;
+        }
         ctx.log(format!("snapshot '{}' deleted", s.name));
     }
     for t in app.catalog.list_templates(account.id)? {
@@ -199,11 +279,22 @@ async fn purge_resources(app: &Arc<App>, account: &Account, ctx: &jobs::JobCtx) 
         ctx.log(format!("template '{}' deleted", t.name));
     }
     for v in app.catalog.list_volumes(account.id, &Default::default())? {
-        volumes::delete(app, account, &id(v.id)).await?;
+        if purge.here(&v.host) {
+            volumes::delete(app, account, &id(v.id)).await?;
+        } else {
+            let path = format!("/volumes/{}", v.id);
+            purge.on(&v.host, Method::DELETE, path, None).await?;
+        }
         ctx.log(format!("volume '{}' deleted", v.name));
     }
     for u in app.catalog.list_uploads(account.id)? {
-        uploads::delete(app, account, &id(u.id)).await?;
+        let host = app.catalog.upload_host(account.id, &id(u.id))?;
+        if purge.here(&host) {
+            uploads::delete(app, account, &id(u.id)).await?;
+        } else {
+            let path = format!("/uploads/{}", u.id);
+            purge.on(&host, Method::DELETE, path, None).await?;
+        }
     }
     Ok(())
 }
