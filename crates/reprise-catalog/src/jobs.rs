@@ -1,7 +1,7 @@
 //! Jobs: each long operation's row, its progress and log lines, and its
 //! end with the error it met.
 
-use crate::db::{params, DbExt, Optional};
+use crate::db::{params, Db, DbExt, Optional};
 use crate::rows::{self, Sql};
 use crate::{db_err, now, write, Catalog};
 use reprise_core::error::WireError;
@@ -195,11 +195,20 @@ impl Catalog {
     }
 
     /// Make the Queued job `job.id` (a deferred request's) the job of the
-    /// operation that request started: its kind, target and steps. False
-    /// when it is no longer Queued.
+    /// operation that request started: its kind, target and steps. The
+    /// request is taken in the same transaction, so the job can no longer
+    /// be cancelled ([`Catalog::cancel_deferred`]). False when it no
+    /// longer waits (it was cancelled, or already taken).
     pub fn requeue_job(&self, job: &Job) -> Result<bool> {
-        let n = self
-            .conn()
+        let conn = self.conn();
+        let tx = conn.transaction().map_err(db_err("requeue job"))?;
+        let taken = tx
+            .execute(
+                "DELETE FROM deferred_requests WHERE job_id = ?1",
+                params![job.id.sql()],
+            )
+            .map_err(db_err("requeue job"))?;
+        let requeued = tx
             .execute(
                 "UPDATE jobs SET kind = ?2, target_kind = ?3, target_id = ?4, target_name = ?5,
                                  progress_total = ?6
@@ -214,7 +223,40 @@ impl Catalog {
                 ],
             )
             .map_err(db_err("requeue job"))?;
-        Ok(n == 1)
+        if taken != 1 || requeued != 1 {
+            return Ok(false);
+        }
+        tx.commit().map_err(db_err("requeue job"))?;
+        Ok(true)
+    }
+
+    /// Cancel a job that waits for its host to run its request: Cancelled
+    /// with `why`, the request forgotten, in one transaction. False when
+    /// the job does not wait (any more).
+    pub fn cancel_deferred(&self, job: Uuid, why: &Error) -> Result<bool> {
+        let mut wire = WireError::from(why);
+        wire.message = capped(&wire.message).into_owned();
+        let error = serde_json::to_string(&wire).unwrap_or_default();
+        let conn = self.conn();
+        let tx = conn.transaction().map_err(db_err("cancel job"))?;
+        let forgotten = tx
+            .execute(
+                "DELETE FROM deferred_requests WHERE job_id = ?1",
+                params![job.sql()],
+            )
+            .map_err(db_err("cancel job"))?;
+        let cancelled = tx
+            .execute(
+                "UPDATE jobs SET state = 'Cancelled', error = ?2, finished_at = ?3
+                 WHERE id = ?1 AND state = 'Queued'",
+                params![job.sql(), error, now()],
+            )
+            .map_err(db_err("cancel job"))?;
+        if forgotten != 1 || cancelled != 1 {
+            return Ok(false);
+        }
+        tx.commit().map_err(db_err("cancel job"))?;
+        Ok(true)
     }
 }
 

@@ -318,7 +318,7 @@ fn a_deferred_request_waits_with_its_job_until_its_host_runs_it() {
             body: r#"{"volume":"data"}"#.into(),
         };
         c.defer(&job, &request).unwrap();
-        assert_eq!(c.deferred_requests().unwrap(), vec![request]);
+        assert_eq!(c.deferred_requests().unwrap(), vec![request.clone()]);
         // Not settled as interrupted at a start: it waits to be run.
         assert!(c.unfinished_jobs().unwrap().is_empty());
         let started = Job {
@@ -327,9 +327,15 @@ fn a_deferred_request_waits_with_its_job_until_its_host_runs_it() {
             ..job.clone()
         };
         assert!(c.requeue_job(&started).unwrap());
-        c.forget_deferred(job.id).unwrap();
+        // Taken by its host: its request is gone, it can no longer be
+        // cancelled, nor taken twice.
         assert!(c.deferred_requests().unwrap().is_empty());
+        let why = Error::conflict("job_cancelled", "cancelled");
+        assert!(!c.cancel_deferred(job.id, &why).unwrap());
+        assert!(!c.requeue_job(&started).unwrap());
+        c.forget_deferred(job.id).unwrap();
         let got = c.job(None, &job.id.to_string()).unwrap();
+        assert_eq!(got.state, JobState::Queued);
         assert_eq!((got.progress_total, got.target_id), (4, started.target_id));
         // Once it runs, it is an ordinary job.
         c.job_started(job.id).unwrap();
@@ -338,6 +344,26 @@ fn a_deferred_request_waits_with_its_job_until_its_host_runs_it() {
             "only a Queued job is taken"
         );
         assert_eq!(c.unfinished_jobs().unwrap().len(), 1);
+
+        // Another waits and is cancelled: Cancelled with the reason, its
+        // request forgotten, and its host can no longer take it.
+        let waiting = Job {
+            id: Uuid::new_v4(),
+            ..job.clone()
+        };
+        let request = DeferredRequest {
+            job_id: waiting.id,
+            ..request
+        };
+        c.defer(&waiting, &request).unwrap();
+        assert!(c.cancel_deferred(waiting.id, &why).unwrap());
+        assert!(c.deferred_requests().unwrap().is_empty());
+        let got = c.job(None, &waiting.id.to_string()).unwrap();
+        assert_eq!(got.state, JobState::Cancelled);
+        assert_eq!(got.error.map(|e| e.code), Some("job_cancelled".into()));
+        assert!(got.finished_at.is_some());
+        assert!(!c.requeue_job(&waiting).unwrap());
+        assert!(!c.cancel_deferred(waiting.id, &why).unwrap());
     }
 }
 

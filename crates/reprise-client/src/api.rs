@@ -356,6 +356,11 @@ impl Client {
         self.get(&one("jobs", id))
     }
 
+    /// Cancel a job that waits for its host; the job, Cancelled.
+    pub fn cancel_job(&self, id: &str) -> Result<Job> {
+        self.post(&format!("{}/cancel", one("jobs", id)), &json!({}))
+    }
+
     /// The job once it ends, or after about `wait_ms` if it runs on.
     pub(crate) fn job_after(&self, id: &str, wait_ms: u32) -> Result<Job> {
         self.get(&format!("{}?wait_ms={wait_ms}", one("jobs", id)))

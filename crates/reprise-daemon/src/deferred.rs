@@ -10,10 +10,14 @@
 //! client holds. A request refused then (the volume was deleted meanwhile,
 //! the instance is already running) fails that job with the refusal.
 //!
+//! Until then the job can be cancelled (`POST /jobs/{id}/cancel`): it
+//! ends Cancelled and its request is forgotten.
+//!
 //! Invariants: a kept request and its job are written in one transaction;
-//! a kept request is forgotten only once its job has left Queued or been
-//! settled; a job waiting for its request is not taken for an interrupted
-//! one at startup. Requests that answer at once (a delete, an attach)
+//! a kept request is forgotten in the transaction in which its host's
+//! operation takes its job (so a cancel and a run never both happen), or
+//! once its job has been settled or cancelled; a job waiting for its
+//! request is not taken for an interrupted one at startup. Requests that answer at once (a delete, an attach)
 //! are still refused with `host_down`: their answer cannot wait.
 
 use crate::app::App;

@@ -373,6 +373,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/hosts", get(list_hosts))
         .route("/jobs", get(list_jobs))
         .route("/jobs/{id}", get(show_job))
+        .route("/jobs/{id}/cancel", post(cancel_job))
         .layer(middleware::from_fn_with_state(
             app.clone(),
             crate::forward::to_owner,
@@ -1092,6 +1093,16 @@ async fn show_job(
         }
         let _ = tokio::time::timeout_at(deadline, finished).await;
     }
+}
+
+async fn cancel_job(
+    State(app): State<Arc<App>>,
+    Caller(me): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Job>> {
+    Ok(Json(
+        crate::jobs::cancel(&app, &me, &id)?.for_caller(&app, &me),
+    ))
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@
 
 use crate::app::App;
 use reprise_catalog::{now, Scope};
-use reprise_core::model::{Job, JobState};
+use reprise_core::model::{Account, Job, JobState};
 use reprise_core::plan::Demand;
 use reprise_core::{Error, Result};
 use std::future::Future;
@@ -178,7 +178,10 @@ pub fn reserve(
         if !app.catalog.requeue_job(&job)? {
             return Err(Error::conflict(
                 "job_not_waiting",
-                format!("job {} no longer waits for its request", job.id),
+                format!(
+                    "job {} no longer waits for its request: it was cancelled",
+                    job.id
+                ),
             ));
         }
     } else {
@@ -293,6 +296,35 @@ pub async fn finished(app: &App, job: &Job) -> Result<()> {
         }
         let _ = tokio::time::timeout(std::time::Duration::from_secs(1), ended).await;
     }
+}
+
+/// Cancel a job of `account` that waits for its host (a request kept
+/// while the host was down, see `crate::deferred`): it ends Cancelled and
+/// its request never runs. A job its host has taken cannot be cancelled.
+pub fn cancel(app: &App, account: &Account, id: &str) -> Result<Job> {
+    let job = app.catalog.job(Some(account.id), id)?;
+    let why = Error::conflict(
+        "job_cancelled",
+        format!(
+            "cancelled by account '{}' while it waited for host '{}'",
+            account.name, job.host
+        ),
+    );
+    if !app.catalog.cancel_deferred(job.id, &why)? {
+        let now = app.catalog.job(Some(account.id), id)?;
+        return Err(Error::conflict(
+            "job_not_cancellable",
+            format!(
+                "job {} is {}: only a job waiting for its host (kept while the host is down) can be \
+                 cancelled",
+                job.id,
+                now.state.as_str()
+            ),
+        ));
+    }
+    app.job_finished.notify_waiters();
+    tracing::info!(job = %job.id, kind = job.kind, host = job.host, "waiting job cancelled");
+    app.catalog.job(Some(account.id), id)
 }
 
 /// Say in a job's log which policy started it.

@@ -243,6 +243,7 @@ fn build() -> Value {
     let t = "jobs";
     d.add(Op::new("get", "/jobs", t, "List the latest jobs").query("limit", "integer", "How many (at most 1000; 50 if not given)").answers(200, d.schema::<Vec<Job>>()));
     d.add(Op::new("get", "/jobs/{id}", t, "Show a job with its log").query("wait_ms", "integer", "Long-poll: answer as soon as the job ends, or after this many milliseconds (at most 30000)").answers(200, d.schema::<Job>()));
+    d.add(Op::new("post", "/jobs/{id}/cancel", t, "Cancel a job that waits for its host (a request kept while the host is down): it ends Cancelled and its request never runs").answers(200, d.schema::<Job>()));
 
     let mut schemas = Map::new();
     for (name, schema) in d.gen.into_inner().take_definitions() {

@@ -378,6 +378,23 @@ fn two_hosts_share_one_catalog_and_one_store() {
             },
         )
         .unwrap();
+    // A third waits and is cancelled: it ends Cancelled by name, and no
+    // longer counts; it cannot be cancelled twice.
+    let cancelled = via_h2
+        .create_snapshot(&CreateSnapshot {
+            volume: "data".into(),
+            name: Some("never".into()),
+            quiesce: None,
+        })
+        .unwrap();
+    let cancelled = via_h2.cancel_job(&cancelled.id.to_string()).unwrap();
+    assert_eq!(cancelled.state, JobState::Cancelled);
+    assert_eq!(
+        cancelled.error.as_ref().map(|e| e.code.as_str()),
+        Some("job_cancelled")
+    );
+    let e = via_h2.cancel_job(&cancelled.id.to_string()).unwrap_err();
+    assert_eq!(e.code, "job_not_cancellable", "{e}");
     std::thread::sleep(Duration::from_millis(500));
     let shown = via_h2.job(&waiting.id.to_string()).unwrap();
     assert_eq!(shown.state, JobState::Queued);
@@ -434,6 +451,14 @@ fn two_hosts_share_one_catalog_and_one_store() {
         .wait_job(&doomed.id.to_string(), WAIT, |_| {})
         .unwrap_err();
     assert!(e.code.contains("not_found"), "{e}");
+    // The cancelled one never ran.
+    let e = via_h2.snapshot("never").unwrap_err();
+    assert!(e.code.contains("not_found"), "{e}");
+    let still = via_h2.job(&cancelled.id.to_string()).unwrap();
+    assert_eq!((still.state, still.started_at), (JobState::Cancelled, None));
+    // A job its host has run cannot be cancelled.
+    let e = via_h2.cancel_job(&done.id.to_string()).unwrap_err();
+    assert_eq!(e.code, "job_not_cancellable", "{e}");
     via_h2.delete_volume("data").unwrap();
     assert!(!std::path::Path::new(&v.path).exists());
 

@@ -20,6 +20,10 @@ pub(super) enum JobCmd {
     Wait {
         job: String,
     },
+    /// Cancel a job that waits for its host (kept while the host is down).
+    Cancel {
+        job: String,
+    },
 }
 
 /// Wait for a job with a progress bar, or print it with `--no-wait`.
@@ -114,6 +118,7 @@ pub(super) fn run(ctx: &Ctx, cmd: JobCmd) -> Result<()> {
             );
         }
         JobCmd::Show { job } => show_job(ctx, &c.job(&job)?),
+        JobCmd::Cancel { job } => show_job(ctx, &c.cancel_job(&job)?),
         JobCmd::Wait { job } => {
             let j = c.job(&job)?;
             let waited = follow(
