@@ -24,5 +24,6 @@ source target/s3-cluster/env
 # shellcheck source=/dev/null
 source target/pg/env
 cargo test --workspace --locked "$@"
-# The API and CLI tests again, each daemon's catalog in PostgreSQL.
-REPRISE_TEST_CATALOG=postgres cargo test -p reprise --locked --test api --test cli "$@"
+# The API and CLI tests again, each daemon a host of a region: its catalog
+# in PostgreSQL, its snapshots in the three-node Garage cluster.
+REPRISE_TEST_CATALOG=region cargo test -p reprise --locked --test api --test cli "$@"

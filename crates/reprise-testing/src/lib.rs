@@ -79,6 +79,9 @@ impl TestDaemon {
         adjust(&mut config);
         if config.catalog.url.is_none() {
             config.catalog.url = test_catalog_url();
+            if config.catalog.url.is_some() && config.region.store == "local" {
+                use_store(&mut config, &test_region_store());
+            }
         }
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -638,19 +641,29 @@ pub fn qcow2_tags(path: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// With `REPRISE_TEST_CATALOG=postgres`, every [`TestDaemon`] keeps its
-/// catalog in a fresh schema of the test PostgreSQL (so the same tests run
-/// on both engines); otherwise SQLite in its data directory.
+/// With `REPRISE_TEST_CATALOG=postgres` (or `region`), every
+/// [`TestDaemon`] keeps its catalog in a fresh schema of the test
+/// PostgreSQL (so the same tests run on both engines); otherwise SQLite in
+/// its data directory.
 pub fn test_catalog_url() -> Option<String> {
     match std::env::var("REPRISE_TEST_CATALOG").as_deref() {
-        Ok("postgres") => {
+        Ok("postgres" | "region") => {
             let url = reprise_catalog::testing::postgres_url()
                 .expect("REPRISE_TEST_CATALOG=postgres needs REPRISE_TEST_POSTGRES");
             Some(reprise_catalog::testing::fresh_postgres_url(&url))
         }
         Ok("sqlite") | Err(_) => None,
-        Ok(other) => panic!("REPRISE_TEST_CATALOG={other}: sqlite or postgres"),
+        Ok(other) => panic!("REPRISE_TEST_CATALOG={other}: sqlite, postgres or region"),
     }
+}
+
+/// With `REPRISE_TEST_CATALOG=region`, a [`TestDaemon`] left on the local
+/// store keeps its snapshots in the region's store instead: the
+/// three-node Garage cluster the test scripts start
+/// (`REPRISE_TEST_CLUSTER_*`), under a prefix of its own.
+fn test_region_store() -> Option<reprise_store::S3Config> {
+    (std::env::var("REPRISE_TEST_CATALOG").as_deref() == Ok("region"))
+        .then(|| reprise_store::S3Config::from_env("REPRISE_TEST_CLUSTER"))
 }
 
 /// Seams that pause a backup `ms` after each chunk it reads.
