@@ -327,7 +327,7 @@ pub fn run() -> Vec<Section> {
             settings: format!(
                 "through `reprise serve`; zstd 1, 1 MiB chunks; {}",
                 if encrypt {
-                    "encrypted (XChaCha20-Poly1305)"
+                    "encrypted (AES-256-GCM)"
                 } else {
                     "unencrypted"
                 }
