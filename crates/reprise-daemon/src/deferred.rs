@@ -252,7 +252,8 @@ async fn run_one(app: &App, me: &HostRow, request: &DeferredRequest) -> Result<(
         Some(Err(refusal(status, &bytes)))
     };
     match outcome {
-        None => app.catalog.forget_deferred(request.job_id),
+        // Its host's operation took the request with the job.
+        None => Ok(()),
         Some(outcome) => settle(app, request, outcome),
     }
 }

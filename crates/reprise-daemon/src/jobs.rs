@@ -179,7 +179,7 @@ pub fn reserve(
             return Err(Error::conflict(
                 "job_not_waiting",
                 format!(
-                    "job {} no longer waits for its request: it was cancelled",
+                    "job {} no longer waits for its request (cancelled, or already taken)",
                     job.id
                 ),
             ));
