@@ -33,6 +33,7 @@ use reprise_chunks::chunk::{Patch, PATCH_GRAIN};
 use reprise_chunks::index::PatchRef;
 use reprise_chunks::{chunk, ChunkName, Index, Manifest};
 use reprise_core::Result;
+use reprise_qcow2::direct::DirectFile;
 use reprise_qcow2::{Image, SnapshotReader};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -86,7 +87,7 @@ pub async fn backup(
             })?;
             // Read ahead generously: the image is read front to back.
             let _ = rustix::fs::fadvise(&file, 0, 0, rustix::fs::Advice::Sequential);
-            let img = Image::open(file)?;
+            let img = Image::open(DirectFile::new(file))?;
             let base_l1 = match &base_tag {
                 Some(t) if img.snapshot(t).is_some() => Some(img.snapshot_l1(t)?),
                 _ => None,
@@ -239,7 +240,7 @@ struct Stored {
 
 /// The image being backed up, and the turn to read it (one read at a time).
 struct Source {
-    snap: Arc<SnapshotReader<std::fs::File>>,
+    snap: Arc<SnapshotReader<DirectFile>>,
     reading: Arc<std::sync::Mutex<()>>,
 }
 

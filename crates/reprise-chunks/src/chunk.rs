@@ -276,12 +276,29 @@ fn encode_flagged(plain: &[u8], level: i32, keys: &RegionKeys, kind: u16) -> Res
 }
 
 /// Decode a stored chunk and check its checksum; returns the plain bytes
-/// (of a whole chunk, or of a patch: see [`Content`]).
+/// (of a whole chunk, or of a patch).
 pub fn decode(object: &[u8], keys: &RegionKeys) -> Result<Vec<u8>> {
-    decode_flagged(object, keys).map(|(plain, _)| plain)
+    let mut object = object.to_vec();
+    let opened = open(&mut object, keys)?;
+    let mut plain = vec![0; opened.plain_len];
+    opened.plain_into(&mut plain)?;
+    Ok(plain)
 }
 
-fn decode_flagged(object: &[u8], keys: &RegionKeys) -> Result<(Vec<u8>, bool)> {
+/// A chunk object whose header and checksum are checked and whose payload
+/// is decrypted.
+struct Opened<'a> {
+    codec: u8,
+    plain_len: usize,
+    is_patch: bool,
+    /// The (compressed) bytes: in the object itself, or for a chunk of
+    /// the older cipher, decrypted apart.
+    body: std::borrow::Cow<'a, [u8]>,
+}
+
+/// Check `object` and open it: an AES chunk is decrypted in place, so
+/// `object` is spent.
+fn open<'a>(object: &'a mut [u8], keys: &RegionKeys) -> Result<Opened<'a>> {
     if object.len() < HEADER_LEN + CHECKSUM_LEN {
         return Err(corrupt(format!(
             "a chunk of {} bytes is too short",
@@ -297,6 +314,7 @@ fn decode_flagged(object: &[u8], keys: &RegionKeys) -> Result<(Vec<u8>, bool)> {
             object[4]
         )));
     }
+    let codec = object[5];
     let flags = u16::from_be_bytes([object[6], object[7]]);
     if flags & !(FLAG_ENCRYPTED | FLAG_PATCH | FLAG_AES) != 0
         || (flags & FLAG_AES != 0 && flags & FLAG_ENCRYPTED == 0)
@@ -317,14 +335,13 @@ fn decode_flagged(object: &[u8], keys: &RegionKeys) -> Result<(Vec<u8>, bool)> {
             HEADER_LEN + payload_len + CHECKSUM_LEN
         )));
     }
-    let sealed = &object[..HEADER_LEN + payload_len];
-    if checksum(sealed) != object[HEADER_LEN + payload_len..] {
+    let (sealed, sum) = object.split_at_mut(HEADER_LEN + payload_len);
+    if checksum(sealed) != *sum {
         return Err(corrupt("chunk checksum mismatch: the object is damaged"));
     }
-    let payload = &object[HEADER_LEN..HEADER_LEN + payload_len];
-    let mut opened;
+    let (header, payload) = sealed.split_at_mut(HEADER_LEN);
     let body = match (flags & FLAG_ENCRYPTED != 0, &keys.cipher) {
-        (false, _) => payload,
+        (false, _) => std::borrow::Cow::Borrowed(&*payload),
         (true, None) => {
             return Err(Error::new(
                 ErrorKind::Invalid,
@@ -336,7 +353,7 @@ fn decode_flagged(object: &[u8], keys: &RegionKeys) -> Result<(Vec<u8>, bool)> {
             if payload.len() < NONCE_LEN + TAG_LEN {
                 return Err(corrupt("encrypted chunk too short for its nonce and tag"));
             }
-            let (salt, ciphertext) = payload.split_at(NONCE_LEN);
+            let (salt, ciphertext) = payload.split_at_mut(NONCE_LEN);
             let key_wrong = || {
                 Error::new(
                     ErrorKind::Invalid,
@@ -345,66 +362,96 @@ fn decode_flagged(object: &[u8], keys: &RegionKeys) -> Result<(Vec<u8>, bool)> {
                 )
             };
             if flags & FLAG_AES != 0 {
-                opened = ciphertext.to_vec();
-                let aad = Aad::from(&object[..HEADER_LEN]);
-                let len = ciphers
+                let opened = ciphers
                     .aes(salt)
-                    .open_in_place(aes_nonce(), aad, &mut opened)
-                    .map_err(|_| key_wrong())?
-                    .len();
-                opened.truncate(len);
+                    .open_in_place(aes_nonce(), Aad::from(&*header), ciphertext)
+                    .map_err(|_| key_wrong())?;
+                std::borrow::Cow::Borrowed(&*opened)
             } else {
                 let payload = Payload {
-                    msg: ciphertext,
-                    aad: &object[..HEADER_LEN],
+                    msg: &*ciphertext,
+                    aad: &*header,
                 };
-                opened = ciphers
+                let opened = ciphers
                     .xchacha
                     .decrypt(XNonce::from_slice(salt), payload)
                     .map_err(|_| key_wrong())?;
+                std::borrow::Cow::Owned(opened)
             }
-            &opened[..]
         }
     };
-    let plain = match object[5] {
-        CODEC_STORED => body.to_vec(),
-        CODEC_ZSTD => zstd::bulk::decompress(body, plain_len as usize)
-            .map_err(|e| corrupt(format!("chunk does not decompress: {e}")).with_source(e))?,
-        other => return Err(corrupt(format!("chunk codec {other} is not supported"))),
-    };
-    if plain.len() != plain_len as usize {
-        return Err(corrupt(format!(
-            "chunk decompressed to {} bytes, not the {plain_len} its header says",
-            plain.len()
-        )));
-    }
-    Ok((plain, flags & FLAG_PATCH != 0))
+    Ok(Opened {
+        codec,
+        plain_len: plain_len as usize,
+        is_patch: flags & FLAG_PATCH != 0,
+        body,
+    })
 }
 
-/// What a chunk object holds.
+impl Opened<'_> {
+    /// Write the plain bytes into `out`, which is exactly as long.
+    fn plain_into(&self, out: &mut [u8]) -> Result<()> {
+        let written = match self.codec {
+            CODEC_STORED if self.body.len() == out.len() => {
+                out.copy_from_slice(&self.body);
+                out.len()
+            }
+            CODEC_STORED => self.body.len(),
+            CODEC_ZSTD => zstd::bulk::decompress_to_buffer(&self.body, out)
+                .map_err(|e| corrupt(format!("chunk does not decompress: {e}")).with_source(e))?,
+            other => return Err(corrupt(format!("chunk codec {other} is not supported"))),
+        };
+        if written != out.len() {
+            return Err(corrupt(format!(
+                "chunk decompressed to {written} bytes, not the {} its header says",
+                out.len()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// What [`decode_checked`] found in a chunk object.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Content {
-    Whole(Vec<u8>),
+pub enum Decoded {
+    /// A whole chunk: its plain bytes are the first this many of the
+    /// caller's buffer.
+    Whole(usize),
     Patch(Patch),
 }
 
-/// Decode and check that the content is the chunk (or patch) named `name`.
-pub fn decode_checked(object: &[u8], keys: &RegionKeys, name: &ChunkName) -> Result<Content> {
-    let (plain, is_patch) = decode_flagged(object, keys)?;
-    let named = if is_patch {
-        ChunkName::of_patch(&keys.names, &plain)
+/// Decode `object` (spent: it is decrypted in place) into `out` and check
+/// that the content is the chunk (or patch) named `name`. `out` must hold
+/// [`MAX_CHUNK`] bytes; a restore passes the same buffer for every chunk,
+/// so nothing is allocated per chunk.
+pub fn decode_checked(
+    object: &mut [u8],
+    keys: &RegionKeys,
+    name: &ChunkName,
+    out: &mut [u8],
+) -> Result<Decoded> {
+    let opened = open(object, keys)?;
+    let Some(plain) = out.get_mut(..opened.plain_len) else {
+        return Err(Error::internal(format!(
+            "a buffer of {} bytes is too small for a chunk",
+            out.len()
+        )));
+    };
+    opened.plain_into(plain)?;
+    let named = if opened.is_patch {
+        ChunkName::of_patch(&keys.names, plain)
     } else {
-        ChunkName::of(&keys.names, &plain)
+        ChunkName::of(&keys.names, plain)
     };
     if named != *name {
         return Err(corrupt(format!(
             "chunk {name} holds other data than its name says (wrong region key, or a damaged object)"
         )));
     }
-    if is_patch {
-        Patch::parse(&plain).map(Content::Patch)
+    if opened.is_patch {
+        Patch::parse(plain).map(Decoded::Patch)
     } else {
-        Ok(Content::Whole(plain))
+        Ok(Decoded::Whole(plain.len()))
     }
 }
 
@@ -449,32 +496,41 @@ impl Patch {
         Ok((name, encode_flagged(&payload, level, keys, FLAG_PATCH)?))
     }
 
-    /// The whole chunk: `base` (the base's plain bytes) with the grains
-    /// replaced. The mask must fit the base and the data the mask.
-    pub fn apply(&self, base: &[u8]) -> Result<Vec<u8>> {
-        let grains = (base.len() as u64).div_ceil(PATCH_GRAIN);
+    /// Turn `whole`, the base's plain bytes, into the chunk's: the grains
+    /// of the mask replaced by the patch's. The mask must fit the base and
+    /// the data the mask; `whole` is unchanged when they do not.
+    pub fn apply(&self, whole: &mut [u8]) -> Result<()> {
+        let grains = (whole.len() as u64).div_ceil(PATCH_GRAIN);
         if grains < 64 && self.mask >> grains != 0 {
             return Err(corrupt(format!(
                 "a patch's grains {:#x} go beyond its {}-byte base",
                 self.mask,
-                base.len()
+                whole.len()
             )));
         }
-        let mut out = base.to_vec();
+        let whole_len = whole.len();
+        let grain_range = |i: u64| {
+            let start = (i * PATCH_GRAIN) as usize;
+            start..(start + PATCH_GRAIN as usize).min(whole_len)
+        };
+        let needed: usize = (0..grains)
+            .filter(|i| self.mask >> i & 1 == 1)
+            .map(|i| grain_range(i).len())
+            .sum();
+        if needed != self.data.len() {
+            return Err(corrupt(format!(
+                "a patch holds {} bytes where its mask says {needed}",
+                self.data.len()
+            )));
+        }
         let mut at = 0usize;
         for i in (0..grains).filter(|i| self.mask >> i & 1 == 1) {
-            let start = (i * PATCH_GRAIN) as usize;
-            let end = (start + PATCH_GRAIN as usize).min(base.len());
-            let Some(grain) = self.data.get(at..at + end - start) else {
-                return Err(corrupt("a patch holds fewer bytes than its mask says"));
-            };
-            out[start..end].copy_from_slice(grain);
-            at += end - start;
+            let range = grain_range(i);
+            let len = range.len();
+            whole[range].copy_from_slice(&self.data[at..at + len]);
+            at += len;
         }
-        if at != self.data.len() {
-            return Err(corrupt("a patch holds more bytes than its mask says"));
-        }
-        Ok(out)
+        Ok(())
     }
 }
 
@@ -491,6 +547,23 @@ mod tests {
             check: [0; 32],
             seal: [0; 32],
         }
+    }
+
+    /// [`decode_checked`] of a copy of `object` into a buffer of its own.
+    fn checked(object: &[u8], keys: &RegionKeys, name: &ChunkName) -> Result<Whole> {
+        let mut out = vec![0; MAX_CHUNK as usize];
+        Ok(
+            match decode_checked(&mut object.to_vec(), keys, name, &mut out)? {
+                Decoded::Whole(n) => Whole::Bytes(out[..n].to_vec()),
+                Decoded::Patch(p) => Whole::Patch(p),
+            },
+        )
+    }
+
+    #[derive(Debug, PartialEq)]
+    enum Whole {
+        Bytes(Vec<u8>),
+        Patch(Patch),
     }
 
     fn text(n: usize) -> Vec<u8> {
@@ -521,8 +594,8 @@ mod tests {
             assert_eq!(decode(&obj, &plain_keys()).unwrap(), plain);
             let name = ChunkName::of(&KEY, &plain);
             assert_eq!(
-                decode_checked(&obj, &plain_keys(), &name).unwrap(),
-                Content::Whole(plain.clone())
+                checked(&obj, &plain_keys(), &name).unwrap(),
+                Whole::Bytes(plain.clone())
             );
         }
         assert!(
@@ -570,30 +643,38 @@ mod tests {
             "only the grains are stored"
         );
         assert_ne!(name, ChunkName::of(&keys.names, &whole));
-        let Content::Patch(back) = decode_checked(&object, &keys, &name).unwrap() else {
+        let Whole::Patch(back) = checked(&object, &keys, &name).unwrap() else {
             panic!("a patch decodes as a patch");
         };
         assert_eq!(back, patch);
-        assert_eq!(back.apply(&base).unwrap(), whole);
+        let mut rebuilt = base.clone();
+        back.apply(&mut rebuilt).unwrap();
+        assert_eq!(rebuilt, whole);
         // Its bytes under a whole chunk's name, and bad shapes, are refused.
         let as_whole = ChunkName::of(&keys.names, &patch.payload());
-        assert!(decode_checked(&object, &keys, &as_whole).is_err());
+        assert!(checked(&object, &keys, &as_whole).is_err());
         let short = Patch {
             data: vec![7; 100],
             ..patch.clone()
         };
-        assert!(short.apply(&base).is_err());
+        let mut untouched = base.clone();
+        assert!(short.apply(&mut untouched).is_err());
+        assert_eq!(untouched, base);
         let beyond = Patch {
             mask: 1 << 20,
             data: vec![1; PATCH_GRAIN as usize],
             ..patch.clone()
         };
-        assert!(beyond.apply(&base).is_err());
+        let mut untouched = base.clone();
+        assert!(beyond.apply(&mut untouched).is_err());
+        assert_eq!(untouched, base);
         let long = Patch {
             data: vec![7; 3 * PATCH_GRAIN as usize],
             ..patch
         };
-        assert!(long.apply(&base).is_err());
+        let mut untouched = base.clone();
+        assert!(long.apply(&mut untouched).is_err());
+        assert_eq!(untouched, base);
     }
 
     #[test]
@@ -623,7 +704,7 @@ mod tests {
             assert!(e.message.contains(words), "{words}: {}", e.message);
         }
         let other = ChunkName::of(&KEY, b"something else");
-        let e = decode_checked(&obj, &plain_keys(), &other).unwrap_err();
+        let e = checked(&obj, &plain_keys(), &other).unwrap_err();
         assert!(e.message.contains("other data than its name says"));
     }
 
@@ -642,8 +723,8 @@ mod tests {
         assert!(!a.windows(20).any(|w| w == &plain[..20]), "no plain text");
         let name = ChunkName::of(&keys.names, &plain);
         assert_eq!(
-            decode_checked(&a, &keys, &name).unwrap(),
-            Content::Whole(plain.clone())
+            checked(&a, &keys, &name).unwrap(),
+            Whole::Bytes(plain.clone())
         );
         let wrong = RegionKeys::derive(&[6; 32], true);
         assert_eq!(decode(&a, &wrong).unwrap_err().code, "region_key_wrong");
@@ -696,8 +777,8 @@ mod tests {
         let old = xchacha_chunk(&[5; 32], &plain);
         let name = ChunkName::of(&keys.names, &plain);
         assert_eq!(
-            decode_checked(&old, &keys, &name).unwrap(),
-            Content::Whole(plain.clone())
+            checked(&old, &keys, &name).unwrap(),
+            Whole::Bytes(plain.clone())
         );
         let wrong = RegionKeys::derive(&[6; 32], true);
         assert_eq!(decode(&old, &wrong).unwrap_err().code, "region_key_wrong");

@@ -121,7 +121,7 @@ fn damaged_chunks_are_refused() {
         hammer(
             &format!("named chunk (encrypted: {encrypt})"),
             std::slice::from_ref(object),
-            |b| chunk::decode_checked(b, &k, name),
+            |b| chunk::decode_checked(&mut b.to_vec(), &k, name, &mut vec![0; 1 << 20]),
             20 + u64::from(encrypt),
         );
     }

@@ -14,7 +14,7 @@ pub trait Source {
     fn size(&self) -> Result<u64>;
 }
 
-fn io(e: std::io::Error) -> Error {
+pub(crate) fn io(e: std::io::Error) -> Error {
     Error::unavailable("io_error", format!("reading the image: {e}")).with_source(e)
 }
 

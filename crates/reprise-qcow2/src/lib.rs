@@ -22,6 +22,7 @@
 //! disk's own tables may be stale in the file (QEMU caches metadata); the
 //! reader is only used on snapshots for data.
 
+pub mod direct;
 pub mod header;
 pub mod snapshot;
 pub mod table;

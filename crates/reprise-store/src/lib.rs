@@ -272,7 +272,9 @@ impl Store {
             ));
         }
         let bytes = got.bytes().await.map_err(|e| self.err(key, e))?;
-        Ok(bytes.to_vec())
+        // The local directory's bytes are read into a buffer of their own:
+        // taken over, not copied.
+        Ok(Vec::from(bytes))
     }
 
     /// Whether an object is at `key`.
