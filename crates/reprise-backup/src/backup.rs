@@ -238,7 +238,10 @@ struct Stored {
     uploaded: bool,
 }
 
-/// The image being backed up, and the turn to read it (one read at a time).
+/// The image being backed up, and the turn to read it. Through the page
+/// cache, reads take turns: concurrent reads of a cold file defeat its
+/// readahead (8 at once ran at a quarter of one at a time's speed here).
+/// Direct reads go to the disk as they are asked, and run together.
 struct Source {
     snap: Arc<SnapshotReader<DirectFile>>,
     reading: Arc<std::sync::Mutex<()>>,
@@ -246,7 +249,8 @@ struct Source {
 
 impl Source {
     fn read(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
-        let _turn = self.reading.lock().unwrap_or_else(|e| e.into_inner());
+        let _turn = (!self.snap.image().source().is_direct())
+            .then(|| self.reading.lock().unwrap_or_else(|e| e.into_inner()));
         self.snap.read(offset, buf)
     }
 }

@@ -118,6 +118,11 @@ impl DirectFile {
         let direct = reopen(&file, false);
         DirectFile { file, direct }
     }
+
+    /// Whether aligned reads go around the page cache.
+    pub fn is_direct(&self) -> bool {
+        self.direct.is_some()
+    }
 }
 
 impl crate::Source for DirectFile {
@@ -148,7 +153,12 @@ mod tests {
         std::fs::write(&path, &data).unwrap();
         let source = DirectFile::new(File::open(&path).unwrap());
         // Aligned and not, buffers and offsets: the same bytes either way.
-        for (offset, len) in [(0, 4 * ALIGN), (ALIGN, 8 * ALIGN), (100, 5000), (ALIGN, 100)] {
+        for (offset, len) in [
+            (0, 4 * ALIGN),
+            (ALIGN, 8 * ALIGN),
+            (100, 5000),
+            (ALIGN, 100),
+        ] {
             let mut plain = vec![0u8; len + 1];
             source.read_at(offset as u64, &mut plain[1..]).unwrap();
             assert_eq!(plain[1..], data[offset..offset + len]);

@@ -58,6 +58,11 @@ pub struct Image<S: Source> {
 }
 
 impl<S: Source> Image<S> {
+    /// Where the image's bytes come from.
+    pub fn source(&self) -> &S {
+        &self.src
+    }
+
     /// Parse the header and the snapshot table.
     pub fn open(src: S) -> Result<Image<S>> {
         let file_len = src.size()?;
