@@ -11,7 +11,7 @@ use reprise_chunks::chunk::{self, Decoded, MAX_CHUNK};
 use reprise_chunks::index::PatchRef;
 use reprise_chunks::{ChunkName, Index, RegionKeys};
 use reprise_core::{Error, ErrorKind, Result};
-use reprise_qcow2::direct::ALIGN;
+use reprise_qcow2::direct;
 use reprise_qcow2::writer::{Builder, Layout};
 use std::cell::RefCell;
 use std::os::unix::fs::FileExt;
@@ -25,14 +25,7 @@ thread_local! {
 /// bytes aligned for direct I/O, reused by every chunk the thread decodes
 /// (pages it never touches are never given memory).
 fn with_plain<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
-    PLAIN.with_borrow_mut(|buf| {
-        let len = MAX_CHUNK as usize;
-        if buf.len() < len + ALIGN {
-            *buf = vec![0; len + ALIGN];
-        }
-        let start = buf.as_ptr().align_offset(ALIGN);
-        f(&mut buf[start..start + len])
-    })
+    PLAIN.with_borrow_mut(|buf| f(direct::aligned_part(buf, MAX_CHUNK as usize)))
 }
 
 /// The stored object of chunk (or patch) `name`.

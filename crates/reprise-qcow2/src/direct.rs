@@ -54,29 +54,35 @@ fn aligned(buf: &[u8]) -> bool {
     buf.as_ptr().align_offset(ALIGN) == 0
 }
 
-/// `f` on an aligned buffer of `len` bytes, this thread's, reused.
-fn with_bounce<R>(len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
-    BOUNCE.with_borrow_mut(|buf| {
-        if buf.len() < len + ALIGN {
-            *buf = vec![0; len + ALIGN];
-        }
-        let start = buf.as_ptr().align_offset(ALIGN);
-        f(&mut buf[start..start + len])
-    })
+/// The first `len` bytes of `buf` from an [`ALIGN`]ed address, `buf`
+/// grown to allow it: a buffer a thread keeps and reuses (its pages are
+/// given memory only once written).
+pub fn aligned_part(buf: &mut Vec<u8>, len: usize) -> &mut [u8] {
+    if buf.len() < len + ALIGN {
+        *buf = vec![0; len + ALIGN];
+    }
+    let start = buf.as_ptr().align_offset(ALIGN);
+    &mut buf[start..start + len]
 }
 
-fn refused(e: &std::io::Error) -> bool {
-    e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error())
+/// `f` on an aligned buffer of `len` bytes, this thread's, reused.
+fn with_bounce<R>(len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
+    BOUNCE.with_borrow_mut(|buf| f(aligned_part(buf, len)))
+}
+
+/// `Ok(false)` where the filesystem refused direct I/O (`EINVAL`).
+fn done_unless_refused(r: std::io::Result<()>) -> std::io::Result<bool> {
+    match r {
+        Ok(()) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// Read `buf.len()` bytes at `offset` of `direct` (the offset and length
 /// [`fits`]). `Ok(false)`: the filesystem refused, nothing was read.
 pub fn read_at(direct: &File, buf: &mut [u8], offset: u64) -> std::io::Result<bool> {
-    let read = |into: &mut [u8]| match direct.read_exact_at(into, offset) {
-        Ok(()) => Ok(true),
-        Err(e) if refused(&e) => Ok(false),
-        Err(e) => Err(e),
-    };
+    let read = |into: &mut [u8]| done_unless_refused(direct.read_exact_at(into, offset));
     if aligned(buf) {
         return read(buf);
     }
@@ -92,11 +98,7 @@ pub fn read_at(direct: &File, buf: &mut [u8], offset: u64) -> std::io::Result<bo
 /// Write `bytes` at `offset` of `direct` (the offset and length [`fits`]).
 /// `Ok(false)`: the filesystem refused, nothing was written.
 pub fn write_at(direct: &File, bytes: &[u8], offset: u64) -> std::io::Result<bool> {
-    let write = |from: &[u8]| match direct.write_all_at(from, offset) {
-        Ok(()) => Ok(true),
-        Err(e) if refused(&e) => Ok(false),
-        Err(e) => Err(e),
-    };
+    let write = |from: &[u8]| done_unless_refused(direct.write_all_at(from, offset));
     if aligned(bytes) {
         return write(bytes);
     }
