@@ -13,10 +13,12 @@
 //! written by the snapshot's transaction ([`crate::snapshot`]) once the
 //! references are recorded.
 //!
-//! The image is read one chunk at a time, in order, while the work on the
-//! chunks read runs in parallel: concurrent reads of one file defeat the
-//! kernel's readahead (on this project's test machine, cold cache: eight
-//! 1 MiB reads at a time 480 MiB/s, one at a time 1.5–2.5 GB/s).
+//! The image's data is read with direct I/O ([`DirectFile`]), so the
+//! positions' reads go to the disk together. Where direct I/O is refused,
+//! reads go through the page cache and take turns: concurrent
+//! reads of one cold file defeat the kernel's readahead (on this project's
+//! test machine: eight 1 MiB reads at a time 480 MiB/s, one at a time
+//! 1.5–2.5 GB/s).
 //!
 //! A position whose base holds data and where at most half of the grains
 //! differ from the base's *whole* chunk is stored as a patch of those

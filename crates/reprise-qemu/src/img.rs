@@ -105,6 +105,14 @@ pub enum SnapshotAction {
     Create,
     Apply,
     Delete,
+    /// Delete, leaving the clusters it frees allocated in the file rather
+    /// than punching a hole for each (`pass-discard-snapshot=off`): qcow2
+    /// reuses them for its next allocations. For a snapshot base replaced
+    /// by a newer one, the freed clusters are the old copies of what the
+    /// guest rewrote since; its next rewrites, copied on write from the
+    /// newer base, take them again. The holes cost 0.1–0.2 ms each (the
+    /// larger part of a base's rotation after an increment).
+    DeleteReusingSpace,
 }
 
 impl ImageInfo {
@@ -168,14 +176,22 @@ impl Binaries {
         let flag = match action {
             SnapshotAction::Create => "-c",
             SnapshotAction::Apply => "-a",
-            SnapshotAction::Delete => "-d",
+            SnapshotAction::Delete | SnapshotAction::DeleteReusingSpace => "-d",
         };
-        run(
-            &self.img,
-            os_args!["snapshot", "-q", flag, tag, path],
-            "qemu_img_failed",
-        )
-        .await?;
+        let mut args = os_args!["snapshot", "-q", flag, tag];
+        match (action, path.to_str()) {
+            (SnapshotAction::DeleteReusingSpace, Some(name)) => {
+                // In QEMU's option syntax a comma inside a value is doubled.
+                let name = name.replace(',', ",,");
+                args.push("--image-opts".into());
+                args.push(
+                    format!("driver=qcow2,file.driver=file,file.filename={name},pass-discard-snapshot=off")
+                        .into(),
+                );
+            }
+            _ => args.push(path.into()),
+        }
+        run(&self.img, args, "qemu_img_failed").await?;
         durable(path).await
     }
 
@@ -257,4 +273,76 @@ pub fn sync_file_and_dir(path: &Path) -> Result<()> {
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io(dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    fn qemu_io(path: &Path, cmd: &str) {
+        let ok = std::process::Command::new("qemu-io")
+            .args(["-f", "qcow2", "-c", cmd])
+            .arg(path)
+            .status()
+            .expect("qemu-io runs");
+        assert!(ok.success(), "qemu-io {cmd}");
+    }
+
+    /// A base tag over 4 MiB the guest then rewrote, deleted one way or the
+    /// other: returns the tags left and the file's allocated bytes before and
+    /// after the delete.
+    async fn delete_rewritten_base(
+        dir: &Path,
+        name: &str,
+        action: SnapshotAction,
+    ) -> (Vec<String>, u64, u64) {
+        let bin = Binaries::default();
+        let path = dir.join(name);
+        run(
+            &bin.img,
+            os_args!["create", "-q", "-f", "qcow2", &path, "16M"],
+            "create",
+        )
+        .await
+        .unwrap();
+        qemu_io(&path, "write -P 1 0 4M");
+        bin.snapshot(SnapshotAction::Create, &path, "base")
+            .await
+            .unwrap();
+        qemu_io(&path, "write -P 2 0 4M");
+        bin.snapshot(SnapshotAction::Create, &path, "newer")
+            .await
+            .unwrap();
+        let allocated = || std::fs::metadata(&path).unwrap().blocks() * 512;
+        let before = allocated();
+        bin.snapshot(action, &path, "base").await.unwrap();
+        let after = allocated();
+        let check = run(&bin.img, os_args!["check", "-q", &path], "check").await;
+        assert!(check.is_ok(), "{name}: qemu-img check: {check:?}");
+        (bin.snapshot_tags(&path).await.unwrap(), before, after)
+    }
+
+    #[tokio::test]
+    async fn deleting_a_base_either_way_leaves_the_same_tags_and_a_clean_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tags, before, after) =
+            delete_rewritten_base(dir.path(), "plain.qcow2", SnapshotAction::Delete).await;
+        assert_eq!(tags, ["newer"]);
+        assert!(
+            after + (4 << 20) <= before,
+            "the freed 4 MiB are punched out: {before} → {after}"
+        );
+
+        // A comma in the path, which QEMU's option syntax must escape.
+        let (tags, before, after) =
+            delete_rewritten_base(dir.path(), "a,b.qcow2", SnapshotAction::DeleteReusingSpace)
+                .await;
+        assert_eq!(tags, ["newer"]);
+        // (The new snapshot table may take a block more.)
+        assert!(
+            after >= before,
+            "the freed clusters stay allocated for reuse: {before} → {after}"
+        );
+    }
 }

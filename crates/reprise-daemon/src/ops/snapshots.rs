@@ -399,8 +399,10 @@ async fn remove_tag_locked(app: &App, v: &VolumeRow, tag: &str) -> Result<()> {
     }
     match holder(app, v)? {
         Some((inst, true)) => vm::delete_tag_live(app, inst.id, &[v.id], tag).await,
+        // A base's freed clusters stay in the file for the guest's next
+        // writes (see `DeleteReusingSpace`).
         _ => {
-            bin.snapshot(SnapshotAction::Delete, v.path.as_ref(), tag)
+            bin.snapshot(SnapshotAction::DeleteReusingSpace, v.path.as_ref(), tag)
                 .await
         }
     }
