@@ -262,6 +262,12 @@ pub enum LogFormat {
 pub struct QemuConfig {
     pub system: PathBuf,
     pub img: PathBuf,
+    /// Back guests' RAM with the host's 2 MiB huge pages (hugetlbfs,
+    /// allocated when QEMU starts), which keeps a background memory point's
+    /// pause flat in RAM size. The operator reserves them
+    /// (`vm.nr_hugepages`); an instance that would not fit in the free ones
+    /// is refused at start. See `reprise_qemu::cmdline::HUGE_PAGE`.
+    pub hugepages: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -278,7 +284,7 @@ pub struct RegionConfig {
     /// region needs the same. Empty means `DATA_DIR/region.key`, made at
     /// first start.
     pub key_file: Option<PathBuf>,
-    /// Encrypt chunks (XChaCha20-Poly1305). Fixed for a store at creation.
+    /// Encrypt chunks (AES-256-GCM). Fixed for a store at creation.
     pub encrypt: bool,
 }
 
@@ -288,6 +294,7 @@ impl Default for QemuConfig {
         QemuConfig {
             system: b.system,
             img: b.img,
+            hugepages: false,
         }
     }
 }

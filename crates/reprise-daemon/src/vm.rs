@@ -62,11 +62,16 @@ pub enum Launch {
 /// Launch QEMU as `how` says.
 pub async fn launch_with(app: &App, inst: &InstanceRow, accel: Accel, how: Launch) -> Result<u32> {
     let volumes = app.catalog.instance_volumes(inst.id)?;
+    let huge_pages = app.config.qemu.hugepages;
+    if huge_pages {
+        huge_pages_fit(&inst.name, inst.memory_bytes, free_huge_pages())?;
+    }
     let spec = VmSpec {
         id: inst.id,
         name: inst.name.clone(),
         cpus: inst.cpus,
         memory_mib: inst.memory_bytes >> 20,
+        huge_pages,
         accel,
         disks: volumes
             .iter()
@@ -84,6 +89,50 @@ pub async fn launch_with(app: &App, inst: &InstanceRow, accel: Accel, how: Launc
         incoming: how == Launch::Incoming,
     };
     process::launch(&app.config.qemu.system, &spec).await
+}
+
+/// The host's 2 MiB huge pages that no mapping has claimed (free minus
+/// reserved); `None` where the kernel has no such pool.
+fn free_huge_pages() -> Option<u64> {
+    let dir = Path::new("/sys/kernel/mm/hugepages")
+        .join(format!("hugepages-{}kB", cmdline::HUGE_PAGE >> 10));
+    let read = |name: &str| -> Option<u64> {
+        std::fs::read_to_string(dir.join(name))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    Some(read("free_hugepages")?.saturating_sub(read("resv_hugepages")?))
+}
+
+/// Refuse, before QEMU starts, an instance whose RAM does not fit in the
+/// free huge pages (QEMU would fail to preallocate it) or is not made of
+/// whole huge pages.
+fn huge_pages_fit(name: &str, memory_bytes: u64, free_pages: Option<u64>) -> Result<()> {
+    let page = cmdline::HUGE_PAGE;
+    if !memory_bytes.is_multiple_of(page) {
+        return Err(Error::invalid(
+            "memory_not_huge_page_multiple",
+            format!(
+                "instance '{name}' has {} MiB of RAM: with huge pages (qemu.hugepages), RAM must be a multiple of {} MiB",
+                memory_bytes >> 20,
+                page >> 20
+            ),
+        ));
+    }
+    let needed = memory_bytes / page;
+    let free = free_pages.unwrap_or(0);
+    if free < needed {
+        return Err(Error::unavailable(
+            "huge_pages_short",
+            format!(
+                "instance '{name}' needs {needed} huge pages of {} MiB for its RAM (qemu.hugepages) and the host has {free} free: the operator reserves more with vm.nr_hugepages",
+                page >> 20
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The live QEMU pid of an instance, if any.
@@ -472,5 +521,23 @@ pub async fn boot(app: &App, ctx: &JobCtx, id: Uuid) -> Result<()> {
             )?;
             Err(e)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn huge_pages_must_hold_the_whole_ram() {
+        let mib = 1 << 20;
+        assert!(huge_pages_fit("a", 256 * mib, Some(128)).is_ok());
+        let short = huge_pages_fit("a", 256 * mib, Some(127)).unwrap_err();
+        assert_eq!(short.code, "huge_pages_short");
+        assert!(short.message.contains("needs 128") && short.message.contains("127 free"));
+        let none = huge_pages_fit("a", 256 * mib, None).unwrap_err();
+        assert_eq!(none.code, "huge_pages_short");
+        let odd = huge_pages_fit("a", 255 * mib, Some(1000)).unwrap_err();
+        assert_eq!(odd.code, "memory_not_huge_page_multiple");
     }
 }

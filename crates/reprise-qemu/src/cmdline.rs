@@ -54,6 +54,8 @@ pub struct VmSpec {
     pub name: String,
     pub cpus: u32,
     pub memory_mib: u64,
+    /// Guest RAM on the host's 2 MiB huge pages (see [`HUGE_PAGE`]).
+    pub huge_pages: bool,
     pub accel: Accel,
     /// In boot order: the guest sees them as vda, vdb… in this order.
     pub disks: Vec<Disk>,
@@ -67,6 +69,19 @@ pub struct VmSpec {
     /// `migrate-incoming`) instead of booting.
     pub incoming: bool,
 }
+
+/// The huge page size guest RAM uses when asked to (`hugetlbfs`, 2 MiB).
+///
+/// Why: QEMU 7.2's background snapshot write-protects every page table
+/// entry of the guest's RAM while the guest is paused, and lifts the
+/// protection page by page as it writes them out, splitting the
+/// transparent huge pages of anonymous memory into 4 KiB entries. From the
+/// second memory point on, the pause grows with RAM (measured here under
+/// TCG: 20 ms at 1 GiB, 60–75 ms at 4 GiB); on hugetlbfs pages, which are
+/// never split, it stays at 1–4 ms. The memory backend takes the id of
+/// the machine's default RAM (`pc.ram`), so a state saved with either
+/// kind of RAM loads into the other.
+pub const HUGE_PAGE: u64 = 2 << 20;
 
 /// The qcow2 node of a volume: `vol-` and 12 hex digits of its id (QEMU
 /// caps node names at 31 characters).
@@ -131,7 +146,19 @@ impl VmSpec {
             &format!("guest={},debug-threads=on", self.name.replace(',', ",,")),
         ]);
         push(&["-uuid", &self.id.to_string()]);
-        push(&["-machine", "q35"]);
+        if self.huge_pages {
+            push(&[
+                "-object",
+                &format!(
+                    "memory-backend-memfd,id=pc.ram,size={}M,hugetlb=on,hugetlbsize={HUGE_PAGE},prealloc=on",
+                    self.memory_mib
+                ),
+                "-machine",
+                "q35,memory-backend=pc.ram",
+            ]);
+        } else {
+            push(&["-machine", "q35"]);
+        }
         match self.accel {
             Accel::Kvm => push(&["-accel", "kvm", "-cpu", "host"]),
             Accel::Tcg => push(&["-accel", "tcg", "-cpu", "max"]),
@@ -228,6 +255,7 @@ mod tests {
             name: "web,1".into(),
             cpus: 2,
             memory_mib: 512,
+            huge_pages: false,
             accel: Accel::Tcg,
             disks: vec![Disk {
                 volume_id: vol,
@@ -267,6 +295,21 @@ mod tests {
         );
         assert!(!joined.contains("-initrd"));
         assert!(joined.ends_with("-daemonize -pidfile /run/i/qemu.pid"));
+    }
+
+    #[test]
+    fn huge_pages_back_the_default_ram_id() {
+        let plain = spec().args().join(" ");
+        assert!(plain.contains("-machine q35 ") && !plain.contains("hugetlb"));
+        let huge = VmSpec {
+            huge_pages: true,
+            ..spec()
+        };
+        let joined = huge.args().join(" ");
+        assert!(joined.contains(
+            "-object memory-backend-memfd,id=pc.ram,size=512M,hugetlb=on,hugetlbsize=2097152,prealloc=on -machine q35,memory-backend=pc.ram "
+        ), "{joined}");
+        assert!(joined.contains("-m 512M"), "the size stays stated");
     }
 
     #[test]

@@ -524,6 +524,50 @@ pub fn wait_state(client: &Client, name: &str, state: InstanceState, within: Dur
     }
 }
 
+/// The host's free 2 MiB huge pages (free minus reserved).
+pub fn free_huge_pages() -> u64 {
+    let read = |name: &str| -> u64 {
+        std::fs::read_to_string(format!("/sys/kernel/mm/hugepages/hugepages-2048kB/{name}"))
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    read("free_hugepages").saturating_sub(read("resv_hugepages"))
+}
+
+/// At least `pages` free 2 MiB huge pages for a test's guests
+/// (`qemu.hugepages`): `vm.nr_hugepages` is raised (root), and put back
+/// when this is dropped. Fails the test, saying why, where the kernel
+/// cannot give them.
+pub struct HugePages {
+    before: String,
+}
+
+pub fn reserve_huge_pages(pages: u64) -> HugePages {
+    const KNOB: &str = "/proc/sys/vm/nr_hugepages";
+    let before = std::fs::read_to_string(KNOB).expect("vm.nr_hugepages");
+    let total: u64 = before.trim().parse().expect("a number");
+    let short = pages.saturating_sub(free_huge_pages());
+    if short > 0 {
+        std::fs::write(KNOB, (total + short).to_string()).unwrap_or_else(|e| {
+            panic!("cannot reserve {pages} huge pages ({KNOB}: {e}): this test needs root")
+        });
+    }
+    let free = free_huge_pages();
+    let guard = HugePages { before };
+    assert!(
+        free >= pages,
+        "the kernel gave {free} free huge pages of the {pages} asked for (memory too fragmented?)"
+    );
+    guard
+}
+
+impl Drop for HugePages {
+    fn drop(&mut self) {
+        let _ = std::fs::write("/proc/sys/vm/nr_hugepages", self.before.trim());
+    }
+}
+
 /// `qemu-img` on a test file: the JSON of `info`, or the exit code of
 /// `check` (0 = clean).
 pub fn qemu_img_info(path: &str) -> serde_json::Value {

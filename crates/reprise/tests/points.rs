@@ -173,6 +173,66 @@ fn memory_point_resumes(save: reprise_daemon::config::MemorySave, method: &str, 
     assert!(points(&c, "counter").is_empty());
 }
 
+/// Guest RAM on huge pages (`qemu.hugepages`): a point saved in the
+/// background before the switch, from anonymous RAM, loads into a QEMU
+/// whose RAM is on huge pages, and a point saved there loads back; the
+/// guest's memory is the point's each time.
+#[test]
+fn memory_points_load_across_huge_pages() {
+    use reprise_daemon::config::MemorySave;
+    // The test guest's 256 MiB, and a margin.
+    let _pages = reserve_huge_pages(128 + 16);
+    let mut d = TestDaemon::start_with(|c| c.snapshots.memory_save = MemorySave::Background);
+    let vm = booted(&d, "huge");
+    let mark = |d: &TestDaemon, vm: &Instance, word: &str| {
+        let (code, out) = d.guest_sh(vm, &format!("echo {word} > /run/mark"));
+        assert_eq!(code, 0, "{out}");
+    };
+    let marked =
+        |d: &TestDaemon, vm: &Instance| d.guest_sh(vm, "cat /run/mark").1.trim().to_string();
+    mark(&d, &vm, "anonymous");
+    let p = take(
+        &d.admin(),
+        "huge",
+        json!({"name": "anonymous", "memory": true}),
+    );
+    assert_eq!(p.memory_save.as_deref(), Some("background"));
+    mark(&d, &vm, "later");
+
+    d.stop();
+    d.config.qemu.hugepages = true;
+    d.start_again();
+    let c = d.admin();
+    let free = free_huge_pages();
+    revert(&c, "huge", "anonymous");
+    let vm = instance(&c, "huge");
+    assert_eq!(vm.state, InstanceState::Running);
+    assert_eq!(
+        marked(&d, &vm),
+        "anonymous",
+        "the guest's RAM is the point's"
+    );
+    let taken = free.saturating_sub(free_huge_pages());
+    assert!(
+        taken >= 128,
+        "the new QEMU's RAM is on huge pages: {taken} taken"
+    );
+
+    mark(&d, &vm, "huge");
+    let p = take(&c, "huge", json!({"name": "on-huge-pages", "memory": true}));
+    assert_eq!(
+        (p.state, p.memory_save.as_deref()),
+        (PointState::Ready, Some("background"))
+    );
+    assert!(p.frozen_ms.is_some(), "the pause is measured");
+    mark(&d, &vm, "later");
+    revert(&c, "huge", "on-huge-pages");
+    let vm = instance(&c, "huge");
+    assert_eq!(vm.state, InstanceState::Running);
+    assert_eq!(marked(&d, &vm), "huge", "the guest's RAM is the point's");
+    assert!(free.saturating_sub(free_huge_pages()) >= 128);
+}
+
 /// Test 2: a quiesced disk-only point: frozen during, thawed after; a
 /// revert drops the later file, keeps the earlier ones, and the
 /// filesystem checks clean.
