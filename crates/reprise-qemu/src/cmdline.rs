@@ -77,8 +77,8 @@ pub struct VmSpec {
 /// protection page by page as it writes them out, splitting the
 /// transparent huge pages of anonymous memory into 4 KiB entries. From the
 /// second memory point on, the pause grows with RAM (measured here under
-/// TCG: 20 ms at 1 GiB, 60–75 ms at 4 GiB); on hugetlbfs pages, which are
-/// never split, it stays at 1–4 ms. The memory backend takes the id of
+/// TCG: about 20 ms per GiB); on hugetlbfs pages, which are never split,
+/// it stays at a few milliseconds. The memory backend takes the id of
 /// the machine's default RAM (`pc.ram`), so a state saved with either
 /// kind of RAM loads into the other.
 pub const HUGE_PAGE: u64 = 2 << 20;
