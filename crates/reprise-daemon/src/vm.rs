@@ -64,7 +64,7 @@ pub async fn launch_with(app: &App, inst: &InstanceRow, accel: Accel, how: Launc
     let volumes = app.catalog.instance_volumes(inst.id)?;
     let huge_pages = app.config.qemu.hugepages;
     if huge_pages {
-        huge_pages_fit(&inst.name, inst.memory_bytes, free_huge_pages())?;
+        huge_pages_fit(&inst.name, inst.memory_bytes, process::free_huge_pages())?;
     }
     let spec = VmSpec {
         id: inst.id,
@@ -89,21 +89,6 @@ pub async fn launch_with(app: &App, inst: &InstanceRow, accel: Accel, how: Launc
         incoming: how == Launch::Incoming,
     };
     process::launch(&app.config.qemu.system, &spec).await
-}
-
-/// The host's 2 MiB huge pages that no mapping has claimed (free minus
-/// reserved); `None` where the kernel has no such pool.
-fn free_huge_pages() -> Option<u64> {
-    let dir = Path::new("/sys/kernel/mm/hugepages")
-        .join(format!("hugepages-{}kB", cmdline::HUGE_PAGE >> 10));
-    let read = |name: &str| -> Option<u64> {
-        std::fs::read_to_string(dir.join(name))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
-    };
-    Some(read("free_hugepages")?.saturating_sub(read("resv_hugepages")?))
 }
 
 /// Refuse, before QEMU starts, an instance whose RAM does not fit in the

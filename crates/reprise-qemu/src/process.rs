@@ -14,6 +14,22 @@ use std::time::Duration;
 use tokio::process::Command;
 use uuid::Uuid;
 
+/// The host's huge pages of [`crate::cmdline::HUGE_PAGE`] that no mapping
+/// has claimed (free minus reserved), which a QEMU with `huge_pages` needs
+/// for its RAM; `None` where the kernel has no such pool.
+pub fn free_huge_pages() -> Option<u64> {
+    let dir = Path::new("/sys/kernel/mm/hugepages")
+        .join(format!("hugepages-{}kB", crate::cmdline::HUGE_PAGE >> 10));
+    let read = |name: &str| -> Option<u64> {
+        std::fs::read_to_string(dir.join(name))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    Some(read("free_hugepages")?.saturating_sub(read("resv_hugepages")?))
+}
+
 /// Start QEMU for `spec` and return its pid once the VM is set up (QMP and
 /// agent sockets listening). A QEMU that refuses the configuration is
 /// `qemu_failed` with QEMU's own words.

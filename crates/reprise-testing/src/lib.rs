@@ -524,15 +524,9 @@ pub fn wait_state(client: &Client, name: &str, state: InstanceState, within: Dur
     }
 }
 
-/// The host's free 2 MiB huge pages (free minus reserved).
+/// The host's free 2 MiB huge pages (none where it has no such pool).
 pub fn free_huge_pages() -> u64 {
-    let read = |name: &str| -> u64 {
-        std::fs::read_to_string(format!("/sys/kernel/mm/hugepages/hugepages-2048kB/{name}"))
-            .ok()
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0)
-    };
-    read("free_hugepages").saturating_sub(read("resv_hugepages"))
+    reprise_qemu::process::free_huge_pages().unwrap_or(0)
 }
 
 /// At least `pages` free 2 MiB huge pages for a test's guests
