@@ -1,5 +1,5 @@
 //! Garbage collection: delete the chunks no snapshot (or template) needs,
-//! and the objects of snapshots that no longer exist.
+//! and the objects of snapshots that never got their manifest.
 //!
 //! The protocol, in one daemon (and across a region's daemons below):
 //!
@@ -33,12 +33,26 @@
 //! before a delete, and a snapshot checks, before its references are
 //! recorded, that its holds were never broken (else it fails and is taken
 //! again).
+//!
+//! What the store holds that the catalog does not know is never
+//! collected. A snapshot or template whose manifest is in the store but
+//! whose id the live set lacks is an *orphan* (the catalog was restored
+//! from an older copy, lost, or is another deployment's): its objects stay,
+//! and every chunk its index names counts as live, until `reprise region
+//! recover` gives it back a row or an admin forgets it explicitly
+//! ([`forget_orphans`]). Only objects of a snapshot that never got its
+//! manifest (a backup that failed or was cut short) are removed, and only
+//! once older than the grace period. An orphan whose manifest or index
+//! cannot be read stops the sweep from deleting any chunk: what it needs
+//! cannot be told.
 
 use crate::{Refs, Region};
-use reprise_chunks::ChunkName;
-use reprise_core::Result;
-use std::collections::HashSet;
+use chrono::{DateTime, Utc};
+use reprise_chunks::{ChunkName, Manifest};
+use reprise_core::{Error, ErrorKind, Result};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
+use std::time::SystemTime;
 use uuid::Uuid;
 
 /// What the catalog says is in use.
@@ -48,17 +62,62 @@ pub struct Live {
     pub snapshots: HashSet<Uuid>,
 }
 
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone)]
 pub struct GcReport {
     pub chunks_examined: u64,
     pub chunks_deleted: u64,
     pub bytes_freed: u64,
+    /// Objects of snapshots that never got their manifest, removed.
     pub snapshot_objects_deleted: u64,
     /// Unreferenced chunks left because they were written within the
     /// grace period ([`Region::sweep_grace`]).
     pub chunks_in_grace: u64,
     /// The chunks it deleted (the caller forgets their sizes).
     pub deleted: Vec<ChunkName>,
+    /// Complete snapshots and templates the catalog does not know: kept,
+    /// with every chunk they reference.
+    pub orphans: Vec<Manifest>,
+    /// Orphans whose manifest or index could not be read (id, why): while
+    /// there is one, no chunk is deleted.
+    pub unreadable: Vec<(Uuid, String)>,
+}
+
+/// The objects under `snapshots/<id>/` of one id.
+#[derive(Debug, Default)]
+struct Stored {
+    keys: Vec<String>,
+    manifest: bool,
+    newest: Option<SystemTime>,
+}
+
+/// Every id with objects under `snapshots/`.
+async fn stored_snapshots(region: &Region) -> Result<BTreeMap<Uuid, Stored>> {
+    let mut out: BTreeMap<Uuid, Stored> = BTreeMap::new();
+    for (key, _, modified) in region.store.list_modified("snapshots").await? {
+        let mut parts = key.split('/');
+        let (Some(_), Some(id), Some(file)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        let Ok(id) = Uuid::parse_str(id) else {
+            tracing::warn!(
+                key,
+                "an object under snapshots/ that is not a snapshot's: left alone"
+            );
+            continue;
+        };
+        let s = out.entry(id).or_default();
+        s.manifest |= file == "manifest";
+        s.newest = s.newest.max(Some(modified));
+        s.keys.push(key);
+    }
+    Ok(out)
+}
+
+/// The manifest of an orphan and the chunks its index names.
+async fn orphan(region: &Region, id: Uuid) -> Result<(Manifest, Vec<ChunkName>)> {
+    let manifest = region.manifest(id).await?;
+    let index = region.index(&manifest).await?;
+    Ok((manifest, index.distinct().into_iter().collect()))
 }
 
 /// Sweep the store. `live` is called once the sweep holds the lock.
@@ -81,7 +140,25 @@ pub async fn gc(
     let grace_since = std::time::SystemTime::now()
         .checked_sub(region.sweep_grace)
         .unwrap_or(std::time::UNIX_EPOCH);
-    for (key, size, modified) in region.store.list_modified("chunks").await? {
+    let stored = stored_snapshots(region).await?;
+    let unknown = |id: &Uuid| !live.snapshots.contains(id) && !held_snapshots.contains(id);
+    let mut orphans_need: HashSet<ChunkName> = HashSet::new();
+    for (id, objects) in stored.iter().filter(|(id, o)| unknown(id) && o.manifest) {
+        match orphan(region, *id).await {
+            Ok((manifest, chunks)) => {
+                orphans_need.extend(chunks);
+                report.orphans.push(manifest);
+            }
+            // The store could not be read: nothing is known; stop.
+            Err(e) if e.kind.is_retryable() => return Err(e),
+            Err(e) => {
+                tracing::warn!(snapshot = %id, objects = objects.keys.len(), "an orphan that cannot be read: no chunk is deleted while it is there: {e}");
+                report.unreadable.push((*id, e.message.clone()));
+            }
+        }
+    }
+    let chunks_listed = region.store.list_modified("chunks").await?;
+    for (key, size, modified) in chunks_listed {
         report.chunks_examined += 1;
         let Some(name) = key
             .rsplit('/')
@@ -94,7 +171,11 @@ pub async fn gc(
             );
             continue;
         };
-        if live.chunks.contains(&name) || held_chunks.contains(&name) {
+        if !report.unreadable.is_empty()
+            || live.chunks.contains(&name)
+            || held_chunks.contains(&name)
+            || orphans_need.contains(&name)
+        {
             continue;
         }
         // The second line of defence: a chunk written lately is left to a
@@ -118,12 +199,59 @@ pub async fn gc(
             tokio::time::sleep(region.sweep_pause).await;
         }
     }
-    for (key, _) in region.store.list("snapshots").await? {
-        let id = key.split('/').nth(1).and_then(|s| Uuid::parse_str(s).ok());
-        if id.is_some_and(|id| !live.snapshots.contains(&id) && !held_snapshots.contains(&id)) {
-            region.store.delete(&key).await?;
+    // What a backup wrote before it failed, without its manifest: never a
+    // snapshot, removed once it is older than the grace period.
+    for (_, objects) in stored.iter().filter(|(id, o)| unknown(id) && !o.manifest) {
+        if objects.newest.is_some_and(|t| t > grace_since) {
+            continue;
+        }
+        for key in &objects.keys {
+            region.store.delete(key).await?;
             report.snapshot_objects_deleted += 1;
         }
     }
     Ok(report)
+}
+
+/// Remove the orphans (complete snapshots and templates the catalog does
+/// not know) made before `made_before`: an admin's explicit decision, never
+/// a sweep's. Their chunks go at the next sweep. Returns their manifests.
+pub async fn forget_orphans(
+    region: &Region,
+    refs: &Arc<Refs>,
+    live: impl FnOnce() -> Result<Live>,
+    made_before: DateTime<Utc>,
+) -> Result<Vec<Manifest>> {
+    let _sweeping = refs.sweep.write().await;
+    let _alone = refs.region_alone().await?;
+    let (_, held_snapshots) = refs.held_now();
+    let live = live()?;
+    let mut forgotten = Vec::new();
+    for (id, objects) in stored_snapshots(region).await? {
+        if live.snapshots.contains(&id) || held_snapshots.contains(&id) || !objects.manifest {
+            continue;
+        }
+        // One that cannot be read cannot be dated: an admin removes it by
+        // hand, knowing what it is.
+        let manifest = region.manifest(id).await.map_err(|e| {
+            if e.kind.is_retryable() {
+                e
+            } else {
+                Error::new(
+                    ErrorKind::Corrupt,
+                    "orphan_unreadable",
+                    format!(
+                        "orphan {id} cannot be read ({}): nothing was forgotten",
+                        e.message
+                    ),
+                )
+            }
+        })?;
+        if manifest.created_at >= made_before {
+            continue;
+        }
+        crate::backup::remove(region, id).await?;
+        forgotten.push(manifest);
+    }
+    Ok(forgotten)
 }

@@ -20,6 +20,7 @@
 //! chunks/<2 hex>/<64 hex>     one chunk, named by its keyed hash
 //! snapshots/<uuid>/index      a snapshot's index
 //! snapshots/<uuid>/manifest   a snapshot's manifest: written last
+//! catalog                     the catalog the store belongs to (Binding)
 //! ```
 //!
 //! Invariant: a manifest is written only after its index and every chunk
@@ -28,6 +29,7 @@
 //! to reference (see `gc.rs` for the protocol).
 
 pub mod backup;
+pub mod binding;
 pub mod gc;
 pub mod restore;
 pub mod snapshot;
@@ -40,7 +42,7 @@ use std::sync::{Arc, Mutex};
 use uuid::Uuid;
 
 pub use backup::{backup, BackupResult, Base};
-pub use gc::{gc, GcReport, Live};
+pub use gc::{forget_orphans, gc, GcReport, Live};
 pub use restore::{restore_qcow2, restore_raw, verify, VerifyReport};
 
 /// The chunk size of new regions: 1 MiB (measured against 2 and 4 MiB in
@@ -51,6 +53,8 @@ pub const DEFAULT_CHUNK_SIZE: u32 = 1 << 20;
 #[derive(Clone, Debug)]
 pub struct Region {
     pub store: Store,
+    /// The region's id ([`RegionInfo::id`]).
+    pub id: Uuid,
     pub keys: RegionKeys,
     pub chunk_size: u32,
     /// Whether unsealed (version 1) manifests are read: only in a region
@@ -103,6 +107,7 @@ impl Region {
                     key_check: keys.check_value(),
                     created_at: chrono::Utc::now(),
                     manifests_sealed: true,
+                    orphans_kept: true,
                 };
                 store.put_if_absent(REGION_KEY, info.encode()).await?;
                 // Another daemon may have won the race: read what is there.
@@ -130,8 +135,23 @@ impl Region {
                 ),
             ));
         }
+        if !info.orphans_kept {
+            // From now on older daemons, which would sweep what this
+            // catalog does not know, refuse the region. Every daemon
+            // writes the same bytes: the object is the same but this flag.
+            let kept = RegionInfo {
+                orphans_kept: true,
+                ..info.clone()
+            };
+            store.put(REGION_KEY, kept.encode()).await?;
+            tracing::info!(
+                store = store.label(),
+                "region object marked: snapshots the catalog does not know are kept"
+            );
+        }
         Ok(Region {
             store,
+            id: info.id(),
             keys,
             unsealed_manifests: !info.manifests_sealed,
             chunk_size: info.chunk_size,

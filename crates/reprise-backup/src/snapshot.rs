@@ -28,6 +28,7 @@
 use crate::backup::{backup, commit, remove, Base};
 use crate::{Refs, Region};
 use chrono::{DateTime, Utc};
+use reprise_chunks::manifest::Owner;
 use reprise_chunks::{ChunkName, Index, Manifest};
 use reprise_core::Result;
 use std::collections::{BTreeSet, HashMap};
@@ -53,6 +54,8 @@ pub struct Origin {
     pub zone: String,
     pub consistency: String,
     pub created_at: DateTime<Utc>,
+    /// Whose it is, sealed into the manifest (see [`Owner`]).
+    pub owner: Option<Owner>,
 }
 
 /// The references a snapshot is about to rely on, for the recorder.
@@ -108,6 +111,7 @@ pub async fn take(
         written_bytes: done.index.entries.len() as u64 * done.index.chunk_size as u64,
         stored_bytes: 0,
         new_bytes: done.new_bytes,
+        owner: origin.owner,
     };
     let committed = Committed {
         manifest,
@@ -119,14 +123,16 @@ pub async fn take(
     // `done.hold` is released here, after the references are recorded.
 }
 
-/// Store a new snapshot `to` (named `name`) with the data of the complete
-/// snapshot `from`: no chunk is copied, only its index and manifest.
+/// Store a new snapshot `to` (named `name`, owned by `owner`) with the
+/// data of the complete snapshot `from`: no chunk is copied, only its
+/// index and manifest.
 pub async fn copy(
     region: &Region,
     refs: &Arc<Refs>,
     from: Uuid,
     to: Uuid,
     name: &str,
+    owner: Option<Owner>,
     record: impl Recorder,
 ) -> Result<Committed> {
     let mut manifest = region.manifest(from).await?;
@@ -135,6 +141,7 @@ pub async fn copy(
     manifest.snapshot_id = to;
     manifest.name = name.to_string();
     manifest.new_bytes = 0;
+    manifest.owner = owner;
     let committed = Committed {
         manifest,
         index,

@@ -151,8 +151,19 @@ impl Catalog {
         }
     }
 
+    /// The catalog loses a snapshot's row (restored from an older copy,
+    /// say): its objects stay in the store.
     fn forget(&self, snapshot: Uuid) {
         self.0.lock().unwrap().remove(&snapshot);
+    }
+
+    /// A snapshot deleted as the daemon deletes it: its objects, then its
+    /// row; the sweep takes the chunks only it referenced.
+    async fn delete(&self, region: &Region, snapshot: Uuid) {
+        reprise_backup::backup::remove(region, snapshot)
+            .await
+            .unwrap();
+        self.forget(snapshot);
     }
 
     fn live(&self) -> Live {
@@ -187,6 +198,7 @@ async fn take_snapshot(
         zone: "zone1".into(),
         consistency: "crash".into(),
         created_at: chrono::Utc::now(),
+        owner: None,
     };
     take(region, refs, cut, origin, catalog.record(), |_, _| {})
         .await
@@ -322,8 +334,8 @@ async fn full_then_incremental_then_dedup_then_gc() {
 
         // Delete snapshot 1 and the duplicate: GC removes exactly the
         // chunks only they referenced, and their objects.
-        catalog.forget(id1);
-        catalog.forget(dup.manifest.snapshot_id);
+        catalog.delete(&region, id1).await;
+        catalog.delete(&region, dup.manifest.snapshot_id).await;
         let before = stored_chunks(&region).await;
         let keep = inc.index.distinct();
         let report = gc(&region, &refs, || Ok(catalog.live())).await.unwrap();
@@ -343,8 +355,9 @@ async fn full_then_incremental_then_dedup_then_gc() {
         // patch's base: nothing goes.
         assert_eq!(report.chunks_deleted, 0, "{kind}");
         assert_eq!(
-            report.snapshot_objects_deleted, 4,
-            "{kind}: index and manifest of s1 and of the duplicate"
+            (report.snapshot_objects_deleted, report.orphans.len()),
+            (0, 0),
+            "{kind}: the deletes removed their objects"
         );
         assert!(region.manifest(id1).await.is_err());
         let clean = verify(&region, id2, |_, _| {}).await.unwrap();
@@ -388,7 +401,7 @@ async fn garbage_collection_running_during_a_backup_never_breaks_it() {
         // A first snapshot, then deleted: its chunks are garbage exactly
         // when a second snapshot of the same data wants them.
         let first = take_snapshot(&region, &refs, &catalog, &img, "s1", None).await;
-        catalog.forget(first.manifest.snapshot_id);
+        catalog.delete(&region, first.manifest.snapshot_id).await;
         let running = {
             let (region, refs, img, catalog) =
                 (region.clone(), refs.clone(), img.clone(), catalog.clone());
@@ -422,7 +435,7 @@ async fn garbage_collection_running_during_a_backup_never_breaks_it() {
         // Recorded, the chunks stay with no hold; forgotten, they go.
         let r = gc(&region, &refs, || Ok(catalog.live())).await.unwrap();
         assert_eq!(r.chunks_deleted, 0, "{kind}");
-        catalog.forget(id);
+        catalog.delete(&region, id).await;
         let r = gc(&region, &refs, || Ok(catalog.live())).await.unwrap();
         assert_eq!(
             r.chunks_deleted as usize,
@@ -484,7 +497,7 @@ async fn a_hold_released_during_a_sweep_still_counts() {
         .unwrap();
     region
         .store
-        .put(&manifest_key(snapshot), b"manifest".to_vec())
+        .put(&index_key(snapshot), b"index".to_vec())
         .await
         .unwrap();
     let mut hold = refs.hold([name]).await.unwrap();
@@ -501,13 +514,95 @@ async fn a_hold_released_during_a_sweep_still_counts() {
         (0, 0)
     );
     assert!(region.store.exists(&chunk_key(&name)).await.unwrap());
-    assert!(region.store.exists(&manifest_key(snapshot)).await.unwrap());
-    // The next sweep, with nothing held or live, removes them.
+    assert!(region.store.exists(&index_key(snapshot)).await.unwrap());
+    // The next sweep, with nothing held or live, removes them (an index
+    // without its manifest is what a failed backup leaves).
     let report = gc(&region, &refs, || Ok(Live::default())).await.unwrap();
     assert_eq!(
         (report.chunks_deleted, report.snapshot_objects_deleted),
         (1, 1)
     );
+}
+
+/// A catalog that lost a snapshot's row (restored from an older copy, lost,
+/// another deployment's) never makes a sweep delete it: its manifest and
+/// index stay, and so does every chunk it references, until an admin
+/// forgets it explicitly. An orphan that cannot be read stops every chunk
+/// delete. Objects of a backup that never got its manifest still go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_the_catalog_forgot_is_never_swept() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let a = image_with(d, "a", &mixed_data(8 * MIB as usize, 3), "s");
+    let b = image_with(d, "b", &mixed_data(8 * MIB as usize, 4), "s");
+    for (kind, region) in regions(d, false).await {
+        let refs = Arc::new(Refs::default());
+        let catalog = Catalog::default();
+        let kept = take_snapshot(&region, &refs, &catalog, &a, "s", None).await;
+        let lost = take_snapshot(&region, &refs, &catalog, &b, "s", None).await;
+        let lost_id = lost.manifest.snapshot_id;
+        catalog.forget(lost_id);
+        let only_lost: HashSet<ChunkName> = lost
+            .index
+            .distinct()
+            .difference(&kept.index.distinct())
+            .copied()
+            .collect();
+        assert!(!only_lost.is_empty(), "{kind}");
+        let before = stored_chunks(&region).await;
+        let r = gc(&region, &refs, || Ok(catalog.live())).await.unwrap();
+        assert_eq!(
+            (r.chunks_deleted, r.snapshot_objects_deleted),
+            (0, 0),
+            "{kind}"
+        );
+        let orphans: Vec<Uuid> = r.orphans.iter().map(|m| m.snapshot_id).collect();
+        assert_eq!(orphans, vec![lost_id], "{kind}");
+        assert_eq!(stored_chunks(&region).await, before, "{kind}");
+        let expected = qemu_export(&b, "s", &d.join(format!("{kind}-b.raw")));
+        let index = region
+            .index(&region.manifest(lost_id).await.unwrap())
+            .await
+            .unwrap();
+        assert!(
+            restored(&region, &index, &d.join(format!("{kind}-rb.raw"))).await == expected,
+            "{kind}: the orphan restores whole"
+        );
+
+        // An orphan that cannot be read: nothing it might need is deleted.
+        let junk = Uuid::new_v4();
+        region
+            .store
+            .put(&manifest_key(junk), b"not a manifest".to_vec())
+            .await
+            .unwrap();
+        catalog.delete(&region, kept.manifest.snapshot_id).await;
+        let r = gc(&region, &refs, || Ok(catalog.live())).await.unwrap();
+        assert_eq!(r.chunks_deleted, 0, "{kind}");
+        assert_eq!(r.unreadable.len(), 1, "{kind}");
+        assert_eq!(r.unreadable[0].0, junk, "{kind}");
+        assert!(region.store.exists(&manifest_key(junk)).await.unwrap());
+        region.store.delete(&manifest_key(junk)).await.unwrap();
+
+        // Forgotten on purpose, by date: only then do its chunks go.
+        let long_ago = chrono::Utc::now() - chrono::Duration::days(1);
+        let none = reprise_backup::forget_orphans(&region, &refs, || Ok(catalog.live()), long_ago)
+            .await
+            .unwrap();
+        assert!(none.is_empty(), "{kind}: made today, not before yesterday");
+        let soon = chrono::Utc::now() + chrono::Duration::seconds(1);
+        let forgotten = reprise_backup::forget_orphans(&region, &refs, || Ok(catalog.live()), soon)
+            .await
+            .unwrap();
+        assert_eq!(forgotten.len(), 1, "{kind}");
+        assert!(!region.store.exists(&index_key(lost_id)).await.unwrap());
+        let r = gc(&region, &refs, || Ok(catalog.live())).await.unwrap();
+        assert!(r.orphans.is_empty(), "{kind}");
+        assert!(
+            stored_chunks(&region).await.is_empty(),
+            "{kind}: both snapshots gone, every chunk with them"
+        );
+    }
 }
 
 /// A sweep leaves unreferenced chunks written within its grace period (a
@@ -727,7 +822,7 @@ async fn scattered_writes_are_stored_as_patches() {
         // The full snapshot and the first two increments go: the patches
         // of the last still need the full one's chunks, which stay.
         for id in &ids[..3] {
-            catalog.forget(*id);
+            catalog.delete(&region, *id).await;
         }
         gc(&region, &refs, || Ok(catalog.live())).await.unwrap();
         let last = *ids.last().unwrap();

@@ -80,7 +80,7 @@ fn insert_key(conn: &dyn Db, account: Uuid, name: &str) -> Result<ApiKeyCreated>
     })
 }
 
-fn load_plan(conn: &dyn Db, name: &str) -> Result<Plan> {
+pub(crate) fn load_plan(conn: &dyn Db, name: &str) -> Result<Plan> {
     let limits: Option<String> = conn
         .query_row(
             "SELECT limits FROM plans WHERE name = ?1",
@@ -119,13 +119,13 @@ fn usage_on(conn: &dyn Db, account: Uuid, scope: Scope) -> Result<Usage> {
             (SELECT COUNT(*) FROM volumes WHERE account_id = ?1),
             (SELECT CAST(COALESCE(SUM(size_bytes), 0) AS BIGINT) FROM volumes WHERE account_id = ?1),
             (SELECT COUNT(*) FROM instances WHERE account_id = ?1),
-            (SELECT COUNT(*) FROM snapshots WHERE account_id = ?1),
+            (SELECT COUNT(*) FROM snapshots WHERE account_id = ?1 AND state <> 'Deleted'),
             (SELECT CAST(COALESCE(SUM(stored_size), 0) AS BIGINT) FROM chunks WHERE name IN (
                 SELECT sc.name FROM snapshot_chunks sc JOIN snapshots s ON s.id = sc.snapshot_id
-                 WHERE s.account_id = ?1
+                 WHERE s.account_id = ?1 AND s.state <> 'Deleted'
                 UNION
                 SELECT tc.name FROM template_chunks tc JOIN templates t ON t.id = tc.template_id
-                 WHERE t.account_id = ?1)),
+                 WHERE t.account_id = ?1 AND t.state <> 'Deleted')),
             (SELECT COUNT(*) FROM jobs WHERE account_id = ?1 AND state IN ('Queued', 'Running')),
             CASE WHEN CAST(?2 AS TEXT) IS NULL
                 THEN (SELECT COALESCE(MAX(n), 0) FROM
@@ -133,8 +133,11 @@ fn usage_on(conn: &dyn Db, account: Uuid, scope: Scope) -> Result<Usage> {
                 ELSE (SELECT COUNT(*) FROM points WHERE instance_id = ?2) END,
             CASE WHEN CAST(?3 AS TEXT) IS NULL
                 THEN (SELECT COALESCE(MAX(n), 0) FROM
-                        (SELECT COUNT(*) AS n FROM snapshots WHERE account_id = ?1 GROUP BY volume_id) AS per_volume)
-                ELSE (SELECT COUNT(*) FROM snapshots WHERE volume_id = ?3) END",
+                        (SELECT COUNT(*) AS n FROM snapshots WHERE account_id = ?1 AND state <> 'Deleted'
+                          GROUP BY volume_id) AS per_volume)
+                ELSE (SELECT COUNT(*) FROM snapshots WHERE volume_id = ?3 AND state <> 'Deleted') END,
+            (SELECT COUNT(*) FROM snapshots WHERE account_id = ?1 AND protected)
+              + (SELECT COUNT(*) FROM points WHERE account_id = ?1 AND protected)",
         params![account.sql(), scope.instance.sql(), scope.volume.sql()],
         |r| {
             let n = |i: usize| r.get::<i64>(i).map(|v| v.max(0) as u64);
@@ -147,6 +150,7 @@ fn usage_on(conn: &dyn Db, account: Uuid, scope: Scope) -> Result<Usage> {
                 concurrent_jobs: n(5)?,
                 most_recovery_points: n(6)?,
                 most_snapshots_per_volume: n(7)?,
+                protected: n(8)?,
             })
         },
     )
@@ -294,7 +298,7 @@ impl Catalog {
     /// Forget every key found: an account or key changed through here.
     /// Called once the change is made (whether it was or not), so that no
     /// request after it sees the old key.
-    fn forget_keys(&self) {
+    pub(crate) fn forget_keys(&self) {
         let mut seen = self.keys_seen();
         seen.generation += 1;
         seen.keys.clear();

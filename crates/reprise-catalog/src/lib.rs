@@ -33,13 +33,16 @@
 
 mod accounts;
 pub mod db;
+mod dump;
 mod hosts;
+mod identity;
 mod instances;
 mod jobs;
 mod migrations;
 mod points;
 mod policies;
 mod postgres;
+mod recovery;
 mod rows;
 mod snapshots;
 mod sqlite;
@@ -58,10 +61,13 @@ use std::sync::{Mutex, MutexGuard};
 use uuid::Uuid;
 
 pub use accounts::{Scope, KEY_FRESH};
+pub use dump::Restored;
 pub use hosts::HostRow;
+pub use identity::Identity;
 pub use jobs::DeferredRequest;
 pub use migrations::LATEST as SCHEMA_VERSION;
 pub use postgres::SweepLock;
+pub use recovery::RecoveredSnapshot;
 pub use rows::{InstanceRow, VolumeRow};
 pub use snapshots::BackupStats;
 

@@ -247,6 +247,79 @@ pub(crate) const SQLITE: &[&str] = &[
     POINT_MEMORY_SAVE,
     // 12: requests kept for a host that is down.
     DEFERRED_REQUESTS,
+    // 13: the catalog's own id and generation (what the region's store is
+    // bound to).
+    CATALOG_IDENTITY,
+    // 14: protected snapshots and points; deleted snapshots and templates
+    // kept for an undelete window, their names free meanwhile. SQLite
+    // rebuilds the two tables to replace their UNIQUE (account_id, name)
+    // by an index that leaves deleted rows out (foreign keys are off
+    // meanwhile; their rowids, the insertion order, are kept).
+    r#"
+    CREATE TABLE snapshots_new (
+        id TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL REFERENCES accounts(id),
+        name TEXT NOT NULL,
+        volume_id TEXT NOT NULL,
+        volume_name TEXT NOT NULL,
+        zone TEXT NOT NULL,
+        state TEXT NOT NULL,
+        size_bytes INTEGER NOT NULL,
+        consistency TEXT NOT NULL,
+        base_id TEXT,
+        progress_done INTEGER NOT NULL DEFAULT 0,
+        progress_total INTEGER NOT NULL DEFAULT 0,
+        written_bytes INTEGER,
+        stored_bytes INTEGER,
+        new_bytes INTEGER,
+        read_bytes INTEGER,
+        chunk_count INTEGER,
+        positions INTEGER,
+        error TEXT,
+        created_at TEXT NOT NULL,
+        completed_at TEXT,
+        verified_at TEXT,
+        policy_id TEXT,
+        protected INTEGER NOT NULL DEFAULT 0,
+        deleted_at TEXT,
+        purge_after TEXT
+    );
+    INSERT INTO snapshots_new (rowid, id, account_id, name, volume_id, volume_name, zone, state,
+            size_bytes, consistency, base_id, progress_done, progress_total, written_bytes,
+            stored_bytes, new_bytes, read_bytes, chunk_count, positions, error, created_at,
+            completed_at, verified_at, policy_id)
+        SELECT rowid, id, account_id, name, volume_id, volume_name, zone, state,
+            size_bytes, consistency, base_id, progress_done, progress_total, written_bytes,
+            stored_bytes, new_bytes, read_bytes, chunk_count, positions, error, created_at,
+            completed_at, verified_at, policy_id FROM snapshots;
+    DROP TABLE snapshots;
+    ALTER TABLE snapshots_new RENAME TO snapshots;
+    CREATE INDEX snapshots_by_volume ON snapshots (volume_id);
+    CREATE INDEX snapshots_by_policy ON snapshots (policy_id);
+    CREATE UNIQUE INDEX snapshots_names ON snapshots (account_id, name) WHERE state <> 'Deleted';
+    CREATE TABLE templates_new (
+        id TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL REFERENCES accounts(id),
+        name TEXT NOT NULL,
+        source_snapshot_id TEXT,
+        source_snapshot TEXT NOT NULL,
+        size_bytes INTEGER NOT NULL,
+        chunk_count INTEGER NOT NULL,
+        created_at TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'Ready',
+        host TEXT NOT NULL DEFAULT '',
+        deleted_at TEXT,
+        purge_after TEXT
+    );
+    INSERT INTO templates_new (rowid, id, account_id, name, source_snapshot_id, source_snapshot,
+            size_bytes, chunk_count, created_at, state, host)
+        SELECT rowid, id, account_id, name, source_snapshot_id, source_snapshot,
+            size_bytes, chunk_count, created_at, state, host FROM templates;
+    DROP TABLE templates;
+    ALTER TABLE templates_new RENAME TO templates;
+    CREATE UNIQUE INDEX templates_names ON templates (account_id, name) WHERE state <> 'Deleted';
+    ALTER TABLE points ADD COLUMN protected INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
 
 const TEMPLATE_STATE: &str =
@@ -317,6 +390,21 @@ const DEFERRED_REQUESTS: &str = r#"
         created_at TEXT NOT NULL
     );
     CREATE INDEX deferred_requests_by_host ON deferred_requests (host, created_at);
+"#;
+
+/// The catalog's id (random, made at its first use), the region it was
+/// first bound to, and its generation, which advances with every snapshot
+/// and template it records; `behind` says why it must recover before it
+/// sweeps (it saw the store ahead of it). One row. See
+/// `reprise_backup::binding`.
+const CATALOG_IDENTITY: &str = r#"
+    CREATE TABLE catalog_identity (
+        one INTEGER PRIMARY KEY CHECK (one = 1),
+        catalog_id TEXT NOT NULL,
+        region_id TEXT,
+        generation BIGINT NOT NULL,
+        behind TEXT
+    );
 "#;
 
 /// The schema version this build writes.
@@ -539,4 +627,17 @@ pub(crate) const POSTGRES: &[&str] = &[
     CLOUDSTACK_KEYS,
     POINT_MEMORY_SAVE,
     DEFERRED_REQUESTS,
+    CATALOG_IDENTITY,
+    r#"
+    ALTER TABLE snapshots DROP CONSTRAINT snapshots_account_id_name_key;
+    ALTER TABLE snapshots ADD COLUMN protected BOOLEAN NOT NULL DEFAULT FALSE,
+                          ADD COLUMN deleted_at TEXT,
+                          ADD COLUMN purge_after TEXT;
+    CREATE UNIQUE INDEX snapshots_names ON snapshots (account_id, name) WHERE state <> 'Deleted';
+    ALTER TABLE templates DROP CONSTRAINT templates_account_id_name_key;
+    ALTER TABLE templates ADD COLUMN deleted_at TEXT,
+                          ADD COLUMN purge_after TEXT;
+    CREATE UNIQUE INDEX templates_names ON templates (account_id, name) WHERE state <> 'Deleted';
+    ALTER TABLE points ADD COLUMN protected BOOLEAN NOT NULL DEFAULT FALSE;
+    "#,
 ];

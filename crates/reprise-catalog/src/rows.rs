@@ -259,7 +259,7 @@ pub(crate) fn instance_and_volume(r: &Row) -> DbResult<(InstanceRow, Option<Volu
 
 pub(crate) const POINT_SELECT: &str = "SELECT p.id, p.name, p.description, p.account_id, p.instance_id, i.name, p.parent_id,
         (i.current_point_id IS NOT NULL AND i.current_point_id = p.id), p.state, p.memory, p.consistency,
-        p.frozen_ms, p.volume_ids, p.error, p.created_at, p.policy_id, p.memory_save
+        p.frozen_ms, p.volume_ids, p.error, p.created_at, p.policy_id, p.memory_save, p.protected
    FROM points p JOIN instances i ON i.id = p.instance_id";
 
 pub(crate) fn point(r: &Row) -> DbResult<Point> {
@@ -289,6 +289,7 @@ pub(crate) fn point(r: &Row) -> DbResult<Point> {
         created_at: r.get(14)?,
         policy_id: opt_uuid(r, 15)?,
         expires_at: None,
+        protected: r.get(17)?,
     })
 }
 
@@ -320,7 +321,8 @@ pub(crate) fn job(r: &Row) -> DbResult<Job> {
 pub(crate) const SNAPSHOT_SELECT: &str =
     "SELECT id, name, account_id, volume_id, volume_name, zone, state, size_bytes, consistency, base_id,
             progress_done, progress_total, written_bytes, stored_bytes, new_bytes, read_bytes, chunk_count,
-            positions, error, created_at, completed_at, verified_at, policy_id
+            positions, error, created_at, completed_at, verified_at, policy_id, protected, deleted_at,
+            purge_after
        FROM snapshots";
 
 pub(crate) fn snapshot(r: &Row) -> DbResult<Snapshot> {
@@ -355,11 +357,15 @@ pub(crate) fn snapshot(r: &Row) -> DbResult<Snapshot> {
         verified_at: r.get(21)?,
         policy_id: opt_uuid(r, 22)?,
         expires_at: None,
+        protected: r.get(23)?,
+        deleted_at: r.get(24)?,
+        purge_after: r.get(25)?,
     })
 }
 
 pub(crate) const TEMPLATE_SELECT: &str =
-    "SELECT t.id, t.name, t.account_id, s.id, t.source_snapshot, t.size_bytes, t.chunk_count, t.created_at
+    "SELECT t.id, t.name, t.account_id, s.id, t.source_snapshot, t.size_bytes, t.chunk_count, t.created_at,
+            t.purge_after
        FROM templates t LEFT JOIN snapshots s ON s.id = t.source_snapshot_id";
 
 pub(crate) fn template(r: &Row) -> DbResult<Template> {
@@ -372,5 +378,6 @@ pub(crate) fn template(r: &Row) -> DbResult<Template> {
         size_bytes: r.get::<i64>(5)? as u64,
         chunk_count: r.get::<i64>(6)? as u64,
         created_at: r.get(7)?,
+        purge_after: r.get(8)?,
     })
 }

@@ -52,12 +52,13 @@ impl Catalog {
             .map_err(db_err("snapshot base"))
     }
 
-    /// A snapshot of an account by name or id.
+    /// A snapshot of an account by name or id (not a deleted one: see
+    /// [`Catalog::deleted_snapshot`]).
     pub fn snapshot(&self, account: Uuid, reference: &str) -> Result<Snapshot> {
         self.conn()
             .query_row(
                 &format!(
-                    "{} WHERE account_id = ?1 AND (id = ?2 OR name = ?2)",
+                    "{} WHERE account_id = ?1 AND (id = ?2 OR name = ?2) AND state <> 'Deleted'",
                     rows::SNAPSHOT_SELECT
                 ),
                 params![account.sql(), reference],
@@ -95,10 +96,43 @@ impl Catalog {
         )
     }
 
+    /// A deleted snapshot of an account, in its undelete window, by id or
+    /// name (the latest deleted of that name).
+    pub fn deleted_snapshot(&self, account: Uuid, reference: &str) -> Result<Snapshot> {
+        self.conn()
+            .query_row(
+                &format!(
+                    "{} WHERE account_id = ?1 AND (id = ?2 OR name = ?2) AND state = 'Deleted'
+                     ORDER BY deleted_at DESC",
+                    rows::SNAPSHOT_SELECT
+                ),
+                params![account.sql(), reference],
+                rows::snapshot,
+            )
+            .optional()
+            .map_err(db_err("deleted snapshot"))?
+            .ok_or_else(|| {
+                Error::not_found("deleted snapshot", reference).with_code("snapshot_not_found")
+            })
+    }
+
+    /// Deleted snapshots whose window ended by `now`: to purge.
+    pub fn snapshots_to_purge(&self, now: DateTime<Utc>) -> Result<Vec<Snapshot>> {
+        rows::query(
+            &self.conn(),
+            &format!(
+                "{} WHERE state = 'Deleted' AND purge_after <= ?1 ORDER BY purge_after",
+                rows::SNAPSHOT_SELECT
+            ),
+            params![now],
+            rows::snapshot,
+        )
+    }
+
     pub fn snapshot_name_taken(&self, account: Uuid, name: &str) -> Result<bool> {
         self.conn()
             .query_row(
-                "SELECT EXISTS(SELECT 1 FROM snapshots WHERE account_id = ?1 AND name = ?2)",
+                "SELECT EXISTS(SELECT 1 FROM snapshots WHERE account_id = ?1 AND name = ?2 AND state <> 'Deleted')",
                 params![account.sql(), name],
                 |r| r.get(0),
             )
@@ -148,26 +182,45 @@ impl Catalog {
         )
     }
 
-    /// Move a snapshot to `to` only from one of `from`.
-    /// Start deleting a snapshot (`lifecycle::snapshot::DELETE`) unless a
-    /// backup in progress uses it as its base, in one statement: a backup
-    /// records its base before it checks that the base is BackedUp, so of
-    /// a delete and a backup that race, either the delete is refused or
-    /// the backup does without the base.
-    pub fn start_snapshot_delete(&self, id: Uuid) -> Result<bool> {
+    /// Delete a snapshot into its undelete window (`lifecycle::snapshot::
+    /// DELETE`), unless it is protected: its row, references and objects
+    /// stay until `purge_after`. False when it was not deletable (its
+    /// state, or protected meanwhile).
+    pub fn delete_snapshot_for_now(&self, id: Uuid, purge_after: DateTime<Utc>) -> Result<bool> {
         let mv = &reprise_core::lifecycle::snapshot::DELETE;
         let n = self
             .conn()
             .execute(
                 &format!(
+                    "UPDATE snapshots SET state = ?2, deleted_at = ?3, purge_after = ?4
+                      WHERE id = ?1 AND state IN ({}) AND NOT protected",
+                    crate::instances::from_states(mv)
+                ),
+                params![id.sql(), mv.to.as_str(), now(), purge_after],
+            )
+            .map_err(db_err("delete snapshot"))?;
+        Ok(n == 1)
+    }
+
+    /// Start removing a snapshot for good (`lifecycle::snapshot::PURGE`)
+    /// unless it is protected or a backup in progress uses it as its
+    /// base, in one statement: a backup records its base before it checks
+    /// that the base is BackedUp, so of a purge and a backup that race,
+    /// either the purge is refused or the backup does without the base.
+    pub fn start_snapshot_purge(&self, id: Uuid) -> Result<bool> {
+        let mv = &reprise_core::lifecycle::snapshot::PURGE;
+        let n = self
+            .conn()
+            .execute(
+                &format!(
                     "UPDATE snapshots SET state = ?2 WHERE id = ?1
-                       AND state IN ({})
+                       AND state IN ({}) AND NOT protected
                        AND NOT EXISTS (SELECT 1 FROM snapshots WHERE base_id = ?1 AND state = 'BackingUp')",
                     crate::instances::from_states(mv)
                 ),
                 params![id.sql(), mv.to.as_str()],
             )
-            .map_err(db_err("start snapshot delete"))?;
+            .map_err(db_err("start snapshot purge"))?;
         Ok(n == 1)
     }
 
@@ -176,13 +229,14 @@ impl Catalog {
     }
 
     /// Record the chunks a snapshot references and the stored sizes learned
-    /// on the way, in one transaction.
+    /// on the way, in one transaction that advances the catalog's
+    /// generation (returned: the store's binding is written with it).
     pub fn record_snapshot_chunks(
         &self,
         id: Uuid,
         names: &[[u8; 32]],
         sizes: &[([u8; 32], u64)],
-    ) -> Result<()> {
+    ) -> Result<u64> {
         let conn = self.conn();
         let tx = conn.transaction().map_err(db_err("snapshot chunks"))?;
         for (name, s) in sizes {
@@ -200,7 +254,9 @@ impl Catalog {
             )
             .map_err(db_err("snapshot chunks"))?;
         }
-        tx.commit().map_err(db_err("snapshot chunks"))
+        let generation = crate::identity::advance_generation(&tx)?;
+        tx.commit().map_err(db_err("snapshot chunks"))?;
+        Ok(generation)
     }
 
     /// Bytes a snapshot's chunks take in the store (those of known size).
@@ -345,8 +401,9 @@ impl Catalog {
     // garbage collection looks) before its index and manifest are written,
     // and made `Ready` after: only Ready templates are seen or deployed.
 
-    /// Record a template and the chunks it references, in one transaction.
-    pub fn insert_template(&self, t: &Template, names: &[[u8; 32]]) -> Result<()> {
+    /// Record a template and the chunks it references, in one transaction
+    /// that advances the catalog's generation (returned).
+    pub fn insert_template(&self, t: &Template, names: &[[u8; 32]]) -> Result<u64> {
         let conn = self.conn();
         let what = format!("template '{}'", t.name);
         let tx = conn.transaction().map_err(db_err(&what))?;
@@ -365,7 +422,9 @@ impl Catalog {
             )
             .map_err(db_err(&what))?;
         }
-        tx.commit().map_err(db_err(&what))
+        let generation = crate::identity::advance_generation(&tx)?;
+        tx.commit().map_err(db_err(&what))?;
+        Ok(generation)
     }
 
     pub fn template(&self, account: Uuid, reference: &str) -> Result<Template> {
@@ -401,6 +460,83 @@ impl Catalog {
             "template ready",
             "UPDATE templates SET state = 'Ready' WHERE id = ?1",
             params![id.sql()],
+        )
+    }
+
+    /// Delete a Ready template into its undelete window; false when it was
+    /// not Ready.
+    pub fn delete_template_for_now(&self, id: Uuid, purge_after: DateTime<Utc>) -> Result<bool> {
+        let n = self
+            .conn()
+            .execute(
+                "UPDATE templates SET state = 'Deleted', deleted_at = ?2, purge_after = ?3
+                  WHERE id = ?1 AND state = 'Ready'",
+                params![id.sql(), now(), purge_after],
+            )
+            .map_err(db_err("delete template"))?;
+        Ok(n == 1)
+    }
+
+    /// Bring a deleted template back (`name_taken` when a template has its
+    /// name now); false when it was not Deleted.
+    pub fn undelete_template(&self, id: Uuid) -> Result<bool> {
+        let n = self
+            .conn()
+            .execute(
+                "UPDATE templates SET state = 'Ready', deleted_at = NULL, purge_after = NULL
+                  WHERE id = ?1 AND state = 'Deleted'",
+                params![id.sql()],
+            )
+            .map_err(db_err("undelete template"))?;
+        Ok(n == 1)
+    }
+
+    /// Claim a deleted template for its purge (its objects, then its row),
+    /// so an undelete cannot race it; false when it was not Deleted.
+    pub fn start_template_purge(&self, id: Uuid) -> Result<bool> {
+        let n = self
+            .conn()
+            .execute(
+                "UPDATE templates SET state = 'Destroying' WHERE id = ?1 AND state = 'Deleted'",
+                params![id.sql()],
+            )
+            .map_err(db_err("purge template"))?;
+        Ok(n == 1)
+    }
+
+    /// Templates whose purge a stop cut short: to finish.
+    pub fn templates_being_purged(&self) -> Result<Vec<Uuid>> {
+        rows::query(
+            &self.conn(),
+            "SELECT id FROM templates WHERE state = 'Destroying'",
+            params![],
+            |r| rows::uuid(r, 0),
+        )
+    }
+
+    /// An account's deleted templates, latest deleted first.
+    pub fn deleted_templates(&self, account: Uuid) -> Result<Vec<Template>> {
+        rows::query(
+            &self.conn(),
+            &format!(
+                "{} WHERE t.account_id = ?1 AND t.state = 'Deleted' ORDER BY t.deleted_at DESC",
+                rows::TEMPLATE_SELECT
+            ),
+            params![account.sql()],
+            rows::template,
+        )
+    }
+
+    /// Deleted templates whose window ended by `now`, with their owners.
+    pub fn templates_to_purge(&self, now: DateTime<Utc>) -> Result<Vec<Template>> {
+        rows::query(
+            &self.conn(),
+            &format!(
+                "{} WHERE t.state = 'Deleted' AND t.purge_after <= ?1",
+                rows::TEMPLATE_SELECT
+            ),
+            params![now],
+            rows::template,
         )
     }
 

@@ -450,6 +450,7 @@ fn a_plan_limit_holds_in_the_transaction_that_records() {
             policy_id: None,
             expires_at: None,
             created_at: now(),
+            protected: false,
         };
         let one_point = reprise_core::plan::Demand {
             recovery_points: 1,
@@ -518,6 +519,9 @@ fn snapshot_of(v: &VolumeRow, name: &str, base: Option<Uuid>) -> Snapshot {
         created_at: now(),
         completed_at: None,
         verified_at: None,
+        protected: false,
+        deleted_at: None,
+        purge_after: None,
     }
 }
 
@@ -556,7 +560,7 @@ fn one_backup_per_volume_references_and_bases() {
         assert!(c.insert_snapshot(&second).unwrap());
         assert!(c.snapshot_is_running_base(first.id).unwrap());
         assert!(
-            !c.start_snapshot_delete(first.id).unwrap(),
+            !c.start_snapshot_purge(first.id).unwrap(),
             "the base of a running backup is not deleted"
         );
         assert_eq!(
@@ -578,7 +582,7 @@ fn one_backup_per_volume_references_and_bases() {
 
         // A verdict never lands over a delete that started meanwhile.
         use reprise_core::lifecycle::snapshot::{DAMAGED, VERIFIED};
-        assert!(c.start_snapshot_delete(first.id).unwrap());
+        assert!(c.start_snapshot_purge(first.id).unwrap());
         assert!(!c.settle_snapshot(first.id, &DAMAGED, Some("x")).unwrap());
         assert!(!c.settle_snapshot(first.id, &VERIFIED, None).unwrap());
         let s = c.snapshot_by_id(first.id).unwrap();
@@ -735,6 +739,7 @@ fn a_template_is_seen_only_once_ready() {
             size_bytes: 1 << 30,
             chunk_count: 1,
             created_at: now(),
+            purge_after: None,
         };
         c.insert_template(&t, &[[9; 32]]).unwrap();
         assert_eq!(
@@ -952,5 +957,136 @@ fn a_job_keeps_at_most_a_few_kilobytes_of_any_text() {
         let got = c.job(Some(admin.id), &job.id.to_string()).unwrap();
         assert!(got.log[0].message.len() < JOB_TEXT_MAX + 64);
         assert!(got.error.unwrap().message.len() < JOB_TEXT_MAX + 64);
+    }
+}
+
+/// The generation advances with every snapshot and template recorded;
+/// a catalog marked behind stays so until it recovers; the identity
+/// survives as the catalog's own.
+#[test]
+fn the_generation_advances_with_what_the_store_records() {
+    for (c, admin, zone) in catalogs_with_zone() {
+        let first = c.identity().unwrap();
+        assert_eq!(first.generation, 0);
+        assert_eq!(c.identity().unwrap().catalog_id, first.catalog_id);
+        let v = volume_row(admin.id, &zone, "db");
+        c.insert_volume(&v).unwrap();
+        let s = snapshot_of(&v, "s1", None);
+        assert!(c.insert_snapshot(&s).unwrap());
+        assert_eq!(c.record_snapshot_chunks(s.id, &[[1; 32]], &[]).unwrap(), 1);
+        let t = Template {
+            id: Uuid::new_v4(),
+            name: "t1".into(),
+            account_id: admin.id,
+            source_snapshot_id: Some(s.id),
+            source_snapshot: "s1".into(),
+            size_bytes: 1 << 30,
+            chunk_count: 1,
+            created_at: now(),
+            purge_after: None,
+        };
+        assert_eq!(c.insert_template(&t, &[[1; 32]]).unwrap(), 2);
+        c.mark_behind("the store saw 9").unwrap();
+        c.mark_behind("a later reason does not replace the first")
+            .unwrap();
+        let behind = c.identity().unwrap();
+        assert_eq!(behind.behind.as_deref(), Some("the store saw 9"));
+        let first_region = Uuid::new_v4();
+        c.set_region(first_region).unwrap();
+        c.set_region(Uuid::new_v4()).unwrap();
+        assert_eq!(
+            c.identity().unwrap().region_id,
+            Some(first_region),
+            "the first stays"
+        );
+        let region = Uuid::new_v4();
+        let after = c.recovered(region, 10).unwrap();
+        assert_eq!(
+            (after.generation, after.region_id, after.behind),
+            (10, Some(region), None)
+        );
+        assert_eq!(after.catalog_id, first.catalog_id);
+        assert_eq!(c.recovered(region, 3).unwrap().generation, 10, "never back");
+    }
+}
+
+/// Rows brought back from the store: once each, under a free name, with
+/// their chunk references; accounts re-created without keys.
+#[test]
+fn recovered_rows_are_added_once_under_free_names() {
+    for (c, admin, zone) in catalogs_with_zone() {
+        let gone = Uuid::new_v4();
+        assert_eq!(
+            c.recover_account(gone, "alice", None).unwrap().as_deref(),
+            Some("alice")
+        );
+        assert_eq!(c.recover_account(gone, "alice", None).unwrap(), None);
+        let twin = Uuid::new_v4();
+        let renamed = c.recover_account(twin, "alice", None).unwrap().unwrap();
+        assert!(renamed.starts_with("alice-"), "{renamed}");
+        assert!(c.list_keys(gone).unwrap().is_empty(), "no key");
+        let v = volume_row(admin.id, &zone, "db");
+        let taken = snapshot_of(&v, "s1", None);
+        c.insert_volume(&v).unwrap();
+        assert!(c.insert_snapshot(&taken).unwrap());
+        let mut found = snapshot_of(&v, "s1", None);
+        found.state = SnapshotState::BackedUp;
+        let row = RecoveredSnapshot {
+            snapshot: found.clone(),
+            positions: 4,
+            chunks: vec![[5; 32], [6; 32]],
+        };
+        assert!(c.recover_snapshot(&row).unwrap());
+        assert!(!c.recover_snapshot(&row).unwrap(), "idempotent");
+        let back = c.snapshot_by_id(found.id).unwrap();
+        assert_eq!(back.state, SnapshotState::BackedUp);
+        assert!(back.name.starts_with("s1-"), "{}", back.name);
+        let (live, ids) = c.live_references().unwrap();
+        assert!(live.contains(&[5; 32]) && live.contains(&[6; 32]));
+        assert!(ids.contains(&found.id));
+        assert!(c.stored_ids().unwrap().contains(&found.id));
+    }
+}
+
+/// A dump restores into a catalog made anew: the tenant and its key come
+/// back, its volume lands in this catalog's zone of the same name, the
+/// dumped admin's rows go to this admin; a second restore is refused.
+#[test]
+fn a_dump_restores_into_a_catalog_made_anew() {
+    let engines: Vec<_> = testing::catalogs()
+        .into_iter()
+        .zip(testing::catalogs())
+        .collect();
+    for ((engine, old), (_, new)) in engines {
+        let admin = old.create_account("admin", true).unwrap().account;
+        let zone = old.create_zone(admin.id, "zone1", "/srv/zone1").unwrap();
+        let alice = old.create_account("alice", false).unwrap();
+        let v = volume_row(alice.account.id, &zone, "db");
+        old.insert_volume(&v).unwrap();
+        let mine = volume_row(admin.id, &zone, "admins");
+        old.insert_volume(&mine).unwrap();
+        let dump = old.dump().unwrap();
+
+        let new_admin = new.create_account("admin", true).unwrap().account;
+        let new_zone = new
+            .create_zone(new_admin.id, "zone1", "/srv/zone1")
+            .unwrap();
+        let restored = new.restore_dump(&dump).unwrap();
+        let volumes = restored.tables.iter().find(|t| t.0 == "volumes").unwrap();
+        assert_eq!((volumes.1, volumes.2), (2, 0), "{engine}: {restored:?}");
+        let (found, _) = new.account_by_key(&alice.api_key).unwrap().unwrap();
+        assert_eq!(found.id, alice.account.id, "{engine}: the key works again");
+        let back = new.volume(alice.account.id, "db").unwrap();
+        assert_eq!(back.zone_id, new_zone.id, "{engine}: this catalog's zone1");
+        assert!(
+            new.volume(new_admin.id, "admins").is_ok(),
+            "{engine}: to this admin"
+        );
+        let e = new.restore_dump(&dump).unwrap_err();
+        assert_eq!(e.code, "catalog_not_empty", "{engine}");
+        let mut newer = dump.clone();
+        newer["schema_version"] = serde_json::json!(999);
+        let e = new.restore_dump(&newer).unwrap_err();
+        assert_eq!(e.code, "backup_invalid", "{engine}");
     }
 }

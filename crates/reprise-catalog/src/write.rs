@@ -35,12 +35,12 @@ pub fn insert_instance(conn: &dyn Db, i: &InstanceRow) -> Result<()> {
 pub fn insert_point(conn: &dyn Db, p: &Point) -> Result<()> {
     conn.execute(
         "INSERT INTO points (id, account_id, instance_id, name, description, parent_id, state, memory,
-                             consistency, frozen_ms, volume_ids, error, created_at, policy_id)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                             consistency, frozen_ms, volume_ids, error, created_at, policy_id, protected)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
         params![p.id.sql(), p.account_id.sql(), p.instance_id.sql(), p.name, p.description, p.parent_id.sql(),
                 p.state.as_str(), p.memory, p.consistency, p.frozen_ms.map(|v| v as i64),
                 serde_json::to_string(&p.volume_ids).unwrap_or_default(), p.error, p.created_at,
-                p.policy_id.sql()],
+                p.policy_id.sql(), p.protected],
     )
     .map_err(db_err(&format!("recovery point '{}'", p.name)))?;
     Ok(())
@@ -53,14 +53,45 @@ pub fn insert_snapshot(conn: &dyn Db, s: &Snapshot) -> Result<bool> {
     let n = conn
         .execute(
             "INSERT INTO snapshots (id, account_id, name, volume_id, volume_name, zone, state, size_bytes,
-                                    consistency, base_id, created_at, policy_id)
-             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, CAST(?8 AS BIGINT), ?9, ?10, ?11, ?12
+                                    consistency, base_id, created_at, policy_id, protected)
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, CAST(?8 AS BIGINT), ?9, ?10, ?11, ?12, CAST(?13 AS BOOLEAN)
              WHERE NOT EXISTS (SELECT 1 FROM snapshots WHERE volume_id = ?4 AND state = 'BackingUp')",
             params![s.id.sql(), s.account_id.sql(), s.name, s.volume_id.sql(), s.volume, s.zone,
                     s.state.as_str(), s.size_bytes as i64, s.consistency, s.base_id.sql(), s.created_at,
-                    s.policy_id.sql()],
+                    s.policy_id.sql(), s.protected],
         )
         .map_err(db_err(&format!("snapshot '{}'", s.name)))?;
+    Ok(n == 1)
+}
+
+/// Bring a deleted snapshot back by `mv` (run inside `admit`: it counts
+/// again). False when it was no longer Deleted; a live snapshot holding
+/// its name meanwhile is `name_taken`.
+pub fn undelete_snapshot(
+    conn: &dyn Db,
+    id: uuid::Uuid,
+    mv: &reprise_core::lifecycle::Move<SnapshotState>,
+) -> Result<bool> {
+    let n = conn
+        .execute(
+            "UPDATE snapshots SET state = ?2, deleted_at = NULL, purge_after = NULL
+              WHERE id = ?1 AND state = 'Deleted'",
+            params![id.sql(), mv.to.as_str()],
+        )
+        .map_err(db_err("undelete snapshot"))?;
+    Ok(n == 1)
+}
+
+/// Protect a snapshot or a recovery point (`table`: `snapshots` or
+/// `points`), inside `admit` (the plan caps how many), or lift it.
+pub fn set_protected(conn: &dyn Db, table: &str, id: uuid::Uuid, protected: bool) -> Result<bool> {
+    debug_assert!(table == "snapshots" || table == "points");
+    let n = conn
+        .execute(
+            &format!("UPDATE {table} SET protected = ?2 WHERE id = ?1"),
+            params![id.sql(), protected],
+        )
+        .map_err(db_err("protection"))?;
     Ok(n == 1)
 }
 

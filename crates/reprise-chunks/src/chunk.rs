@@ -88,6 +88,9 @@ pub struct RegionKeys {
     check: [u8; 32],
     /// Keys the checksum of manifests (see `manifest`).
     seal: [u8; 32],
+    /// Seals catalog backups (see `catalog_backup`), whether or not the
+    /// region encrypts chunks: they hold key hashes and sealed secrets.
+    backups: [u8; 32],
 }
 
 /// The ciphers of an encrypting region: AES-256-GCM for what is written,
@@ -133,12 +136,18 @@ impl RegionKeys {
             cipher,
             check: blake3::derive_key("reprise 2026-11 key check", secret),
             seal: blake3::derive_key("reprise 2026-12 manifest seal", secret),
+            backups: blake3::derive_key("reprise 2026-12 catalog backups", secret),
         }
     }
 
     /// The key of a manifest's checksum.
     pub fn seal_key(&self) -> &[u8; 32] {
         &self.seal
+    }
+
+    /// The AES-256-GCM key of catalog backups.
+    pub fn backup_key(&self) -> &[u8; 32] {
+        &self.backups
     }
 
     pub fn encrypts(&self) -> bool {
@@ -546,6 +555,7 @@ mod tests {
             cipher: None,
             check: [0; 32],
             seal: [0; 32],
+            backups: [0; 32],
         }
     }
 

@@ -21,6 +21,7 @@
 //!   object is an error that says what is wrong, never garbage and never an
 //!   allocation the object asked for.
 
+pub mod catalog_backup;
 pub mod chunk;
 pub mod envelope;
 pub mod index;

@@ -57,6 +57,50 @@ pub struct Manifest {
     pub stored_bytes: u64,
     /// Bytes of chunks this snapshot added to the store.
     pub new_bytes: u64,
+    /// Whose it is and what it is, for a catalog that lost its row
+    /// (written since 2026-12-07; absent in older manifests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Owner>,
+}
+
+/// What an object under `snapshots/<id>/` stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoredKind {
+    Snapshot,
+    Template,
+}
+
+/// What a catalog needs to re-create the row of a snapshot or a template
+/// from its manifest alone (`reprise region recover`). Sealed with the
+/// manifest: nobody without the region's secret can claim a snapshot for
+/// another account.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Owner {
+    pub kind: StoredKind,
+    pub account_id: Uuid,
+    pub account_name: String,
+    /// The region's admin account: a catalog made anew gives it back to
+    /// its own admin.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub admin: bool,
+    /// The instance the volume was attached to when it was taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_id: Option<Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_name: Option<String>,
+    /// The policy that took it (none: taken by hand).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_id: Option<Uuid>,
+    /// A template's source: the snapshot it was made from (none for an
+    /// imported image) and what the catalog showed of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_snapshot_id: Option<Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// The catalog that recorded it.
+    pub catalog_id: Uuid,
 }
 
 impl Manifest {
@@ -118,6 +162,13 @@ pub struct RegionInfo {
     /// 2026-12); older regions also read their unsealed manifests.
     #[serde(default)]
     pub manifests_sealed: bool,
+    /// Whether the region's daemons keep the snapshots their catalog does
+    /// not know (since 2026-12-07: a sweep never removes a manifest, nor
+    /// a chunk one needs). Set on every region a daemon of that age
+    /// opens, so an older daemon, which would sweep them, refuses the
+    /// region (an unknown field) instead.
+    #[serde(default)]
+    pub orphans_kept: bool,
 }
 
 pub const REGION_MAGIC: &[u8; 4] = b"RPRG";
@@ -126,6 +177,17 @@ impl RegionInfo {
     pub fn encode(&self) -> Vec<u8> {
         let body = serde_json::to_vec(self).expect("region info serialises");
         envelope::seal(REGION_MAGIC, REGION_VERSION, &body)
+    }
+
+    /// The region's id: derived from what its object fixed when it was
+    /// made (the key check and the creation time), so every daemon and
+    /// every later rewrite of the object agree on it.
+    pub fn id(&self) -> Uuid {
+        let mut h = blake3::Hasher::new_derive_key("reprise 2026-12 region id");
+        h.update(self.key_check.as_bytes());
+        h.update(self.created_at.to_rfc3339().as_bytes());
+        let bytes: [u8; 16] = h.finalize().as_bytes()[..16].try_into().expect("16 bytes");
+        uuid::Builder::from_random_bytes(bytes).into_uuid()
     }
 
     pub fn decode(object: &[u8]) -> Result<RegionInfo> {
@@ -137,6 +199,50 @@ impl RegionInfo {
         }
         serde_json::from_slice(body)
             .map_err(|e| corrupt(format!("region object: {e}")).with_source(e))
+    }
+}
+
+/// The store's record of the catalog it belongs to (key `catalog`): the
+/// region, the catalog's id, and the highest generation that catalog has
+/// written here (it advances with every snapshot and template recorded).
+/// A sweep runs only for the catalog named here, at a generation no lower:
+/// a catalog restored from an older copy, or another deployment's catalog
+/// pointed at the same store, is refused before it deletes anything (see
+/// `reprise_backup::binding`).
+///
+/// JSON in an envelope of kind "RPCB", sealed with the region's key like
+/// a manifest: whoever can write the store but lacks the secret cannot
+/// bind it to another catalog.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Binding {
+    pub region_id: Uuid,
+    pub catalog_id: Uuid,
+    pub generation: u64,
+    pub written_at: DateTime<Utc>,
+    /// The host whose daemon wrote it.
+    pub written_by: String,
+}
+
+pub const BINDING_MAGIC: &[u8; 4] = b"RPCB";
+const BINDING_VERSION: u16 = 1;
+
+impl Binding {
+    pub fn encode(&self, keys: &RegionKeys) -> Vec<u8> {
+        let body = serde_json::to_vec(self).expect("a binding serialises");
+        envelope::seal_with(BINDING_MAGIC, BINDING_VERSION, &body, Some(keys.seal_key()))
+    }
+
+    pub fn decode(object: &[u8], keys: &RegionKeys) -> Result<Binding> {
+        let what = "the store's catalog binding";
+        let (version, body) =
+            envelope::open_with(BINDING_MAGIC, what, object, MAX_BODY, Some(keys.seal_key()))?;
+        if version != BINDING_VERSION {
+            return Err(corrupt(format!(
+                "{what}: version {version} is not supported"
+            )));
+        }
+        serde_json::from_slice(body).map_err(|e| corrupt(format!("{what}: {e}")).with_source(e))
     }
 }
 
@@ -162,6 +268,7 @@ mod tests {
             written_bytes: 3 << 20,
             stored_bytes: 1000,
             new_bytes: 1000,
+            owner: None,
         };
         let keys = RegionKeys::derive(&[7; 32], false);
         let obj = m.encode(&keys);
@@ -206,6 +313,18 @@ mod tests {
             written_bytes: 1 << 20,
             stored_bytes: 10,
             new_bytes: 10,
+            owner: Some(Owner {
+                kind: StoredKind::Snapshot,
+                account_id: Uuid::new_v4(),
+                account_name: "alice".into(),
+                admin: false,
+                instance_id: None,
+                instance_name: None,
+                policy_id: None,
+                source_snapshot_id: None,
+                source: None,
+                catalog_id: Uuid::new_v4(),
+            }),
         };
         let region = RegionKeys::derive(&[1; 32], true);
         let other = RegionKeys::derive(&[2; 32], true);
@@ -223,5 +342,45 @@ mod tests {
             m,
             "and the sealed ones it writes now"
         );
+    }
+
+    /// A binding opens only under the region's key, and the region's id
+    /// does not change when its object is rewritten.
+    #[test]
+    fn bindings_are_sealed_and_region_ids_stable() {
+        let keys = RegionKeys::derive(&[3; 32], false);
+        let b = Binding {
+            region_id: Uuid::new_v4(),
+            catalog_id: Uuid::new_v4(),
+            generation: 12,
+            written_at: Utc::now(),
+            written_by: "host1".into(),
+        };
+        let obj = b.encode(&keys);
+        assert_eq!(Binding::decode(&obj, &keys).unwrap(), b);
+        let other = RegionKeys::derive(&[4; 32], false);
+        assert_eq!(
+            Binding::decode(&obj, &other).unwrap_err().code,
+            "object_corrupt"
+        );
+        let info = RegionInfo {
+            chunk_size: 1 << 20,
+            encrypted: false,
+            key_check: keys.check_value(),
+            created_at: Utc::now(),
+            manifests_sealed: true,
+            orphans_kept: false,
+        };
+        let rewritten = RegionInfo {
+            orphans_kept: true,
+            ..info.clone()
+        };
+        let again = RegionInfo::decode(&rewritten.encode()).unwrap();
+        assert_eq!(info.id(), again.id());
+        let younger = RegionInfo {
+            created_at: info.created_at + chrono::Duration::seconds(1),
+            ..info.clone()
+        };
+        assert_ne!(info.id(), younger.id());
     }
 }

@@ -163,6 +163,18 @@ fn damaged_manifests_and_region_objects_are_refused() {
         written_bytes: 4 << 20,
         stored_bytes: 1 << 20,
         new_bytes: 1 << 20,
+        owner: Some(reprise_chunks::manifest::Owner {
+            kind: reprise_chunks::manifest::StoredKind::Snapshot,
+            account_id: Uuid::from_u128(4),
+            account_name: "alice".into(),
+            admin: false,
+            instance_id: Some(Uuid::from_u128(5)),
+            instance_name: Some("web".into()),
+            policy_id: None,
+            source_snapshot_id: None,
+            source: None,
+            catalog_id: Uuid::from_u128(6),
+        }),
     };
     for encrypt in [false, true] {
         let k = keys(encrypt);
@@ -179,6 +191,21 @@ fn damaged_manifests_and_region_objects_are_refused() {
         key_check: keys(true).check_value(),
         created_at: Utc::now(),
         manifests_sealed: true,
+        orphans_kept: true,
     };
     hammer("region object", &[region.encode()], RegionInfo::decode, 50);
+    let binding = reprise_chunks::manifest::Binding {
+        region_id: region.id(),
+        catalog_id: Uuid::from_u128(6),
+        generation: 9,
+        written_at: Utc::now(),
+        written_by: "host1".into(),
+    };
+    let k = keys(true);
+    hammer(
+        "catalog binding",
+        &[binding.encode(&k)],
+        |b| reprise_chunks::manifest::Binding::decode(b, &k),
+        60,
+    );
 }

@@ -174,6 +174,7 @@ mod tests {
             policy_id: None,
             expires_at: None,
             created_at: at,
+            protected: false,
         };
         let a = mk("a", None, false);
         let b = mk("b", Some(a.id), false);

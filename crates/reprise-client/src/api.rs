@@ -271,6 +271,7 @@ impl Client {
             ("zone", filter.zone.as_deref()),
             ("policy", filter.policy.as_deref()),
             ("instance", filter.instance.as_deref()),
+            ("deleted", filter.deleted.then_some("true")),
         ]);
         self.get(&format!("{V1}/snapshots{q}"))
     }
@@ -317,12 +318,50 @@ impl Client {
         self.start_job(&format!("{}/volumes", snapshot(reference)), req)
     }
 
-    pub fn delete_snapshot(&self, reference: &str) -> Result<Job> {
-        self.delete_job(&snapshot(reference))
+    /// Delete a snapshot into its undelete window; with `purge` (admin),
+    /// for good at once.
+    pub fn delete_snapshot(&self, reference: &str, purge: bool) -> Result<Job> {
+        let q = if purge { "?purge=true" } else { "" };
+        self.delete_job(&format!("{}{q}", snapshot(reference)))
+    }
+
+    pub fn undelete_snapshot(&self, reference: &str) -> Result<Snapshot> {
+        self.post(&format!("{}/undelete", snapshot(reference)), &json!({}))
+    }
+
+    pub fn protect_snapshot(&self, reference: &str, protected: bool) -> Result<Snapshot> {
+        self.post(
+            &format!("{}/protection", snapshot(reference)),
+            &Protection { protected },
+        )
+    }
+
+    pub fn protect_point(
+        &self,
+        instance_ref: &str,
+        reference: &str,
+        protected: bool,
+    ) -> Result<Point> {
+        self.post(
+            &format!("{}/protection", point(instance_ref, reference)),
+            &Protection { protected },
+        )
     }
 
     pub fn templates(&self) -> Result<Vec<Template>> {
         self.get(&format!("{V1}/templates"))
+    }
+
+    /// The deleted templates still in their undelete window.
+    pub fn deleted_templates(&self) -> Result<Vec<Template>> {
+        self.get(&format!("{V1}/templates?deleted=true"))
+    }
+
+    pub fn undelete_template(&self, reference: &str) -> Result<Template> {
+        self.post(
+            &format!("{}/undelete", one("templates", reference)),
+            &json!({}),
+        )
     }
 
     pub fn template(&self, reference: &str) -> Result<Template> {
@@ -344,6 +383,31 @@ impl Client {
     /// Collect the region's garbage now (admin; a job).
     pub fn collect_garbage(&self) -> Result<Job> {
         self.start_job(&format!("{V1}/gc"), &json!({}))
+    }
+
+    /// Rebuild the catalog from the region's store (admin; a job whose
+    /// log says what was added).
+    pub fn recover_region(&self, req: &RecoverRegion) -> Result<Job> {
+        self.start_job(&format!("{V1}/region/recover"), req)
+    }
+
+    /// Back the catalog up into the region's store (admin; a job).
+    pub fn backup_catalog(&self) -> Result<Job> {
+        self.start_job(&format!("{V1}/catalog/backups"), &json!({}))
+    }
+
+    pub fn catalog_backups(&self) -> Result<Vec<CatalogBackup>> {
+        self.get(&format!("{V1}/catalog/backups"))
+    }
+
+    /// Restore the catalog from a backup (admin; a job).
+    pub fn restore_catalog(&self, req: &RestoreCatalog) -> Result<Job> {
+        self.start_job(&format!("{V1}/catalog/restore"), req)
+    }
+
+    /// Forget what the store holds that the catalog does not know (admin).
+    pub fn forget_orphans(&self, req: &ForgetOrphans) -> Result<Job> {
+        self.start_job(&format!("{V1}/store/forget-orphans"), req)
     }
 
     // ---- jobs ------------------------------------------------------------

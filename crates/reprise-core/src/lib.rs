@@ -6,6 +6,7 @@
 //! branches on (the HTTP status is derived from the kind in exactly one
 //! place, [`ErrorKind::http_status`]).
 
+pub mod age;
 pub mod codes;
 pub mod defaults;
 pub mod error;

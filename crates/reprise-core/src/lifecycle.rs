@@ -106,9 +106,17 @@ pub mod snapshot {
     use crate::model::SnapshotState::{self, *};
 
     pub const CREATED: SnapshotState = BackingUp;
-    pub const RESTING: &[SnapshotState] = &[BackedUp, Error];
+    pub const RESTING: &[SnapshotState] = &[BackedUp, Error, Deleted];
 
-    pub const DELETE: Move<SnapshotState> = request("delete", &[BackedUp, Error], Destroying);
+    /// Into the undelete window: nothing leaves the store yet.
+    pub const DELETE: Move<SnapshotState> = request("delete", &[BackedUp, Error], Deleted);
+    pub const UNDELETE: Move<SnapshotState> = request("undelete", &[Deleted], BackedUp);
+    /// Undeleting one that had failed or was found damaged.
+    pub const UNDELETE_DAMAGED: Move<SnapshotState> = request("undelete", &[Deleted], Error);
+    /// Its objects removed, then its row: at the window's end, or at once
+    /// (the admin, or a plan with no window).
+    pub const PURGE: Move<SnapshotState> =
+        request("purge", &[BackedUp, Error, Deleted], Destroying);
     pub const BACKED_UP: Move<SnapshotState> = settle("backed up", &[BackingUp], BackedUp);
     pub const BACKUP_FAILED: Move<SnapshotState> = settle("backup failed", &[BackingUp], Error);
     /// A delete that failed leaves it to be deleted again.
@@ -119,6 +127,9 @@ pub mod snapshot {
 
     pub const ALL: &[&Move<SnapshotState>] = &[
         &DELETE,
+        &UNDELETE,
+        &UNDELETE_DAMAGED,
+        &PURGE,
         &BACKED_UP,
         &BACKUP_FAILED,
         &DELETE_FAILED,
@@ -296,9 +307,10 @@ mod tests {
         use SnapshotState as S;
         let cases: &[(S, &[&str])] = &[
             (S::BackingUp, &[]),
-            (S::BackedUp, &["delete"]),
+            (S::BackedUp, &["delete", "purge"]),
             (S::Destroying, &[]),
-            (S::Error, &["delete"]),
+            (S::Error, &["delete", "purge"]),
+            (S::Deleted, &["undelete", "undelete", "purge"]),
         ];
         for (s, want) in cases {
             assert_eq!(admitted(snapshot::ALL, *s), *want, "snapshot {s:?}");

@@ -74,9 +74,11 @@ string_enum!(
 string_enum!(
     /// The state of a volume snapshot: `BackingUp` while its data goes to
     /// the region's object store, `BackedUp` when all of it is there,
-    /// `Destroying` while it is deleted, `Error` (with a reason) when the
-    /// backup failed or a verification found it damaged.
-    SnapshotState { BackingUp, BackedUp, Destroying, Error }
+    /// `Destroying` while its objects are removed, `Error` (with a reason)
+    /// when the backup failed or a verification found it damaged, and
+    /// `Deleted` once deleted: kept whole, and undeletable, until its
+    /// `purge_after`.
+    SnapshotState { BackingUp, BackedUp, Destroying, Error, Deleted }
 );
 
 string_enum!(
@@ -438,6 +440,9 @@ pub struct Point {
     #[serde(default)]
     pub expires_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+    /// Protected: no delete or retention removes it until unprotected.
+    #[serde(default)]
+    pub protected: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
@@ -452,6 +457,9 @@ pub struct CreatePoint {
     /// `auto` (default: freeze when the agent answers), `required` (fail
     /// if it cannot freeze) or `none`.
     pub quiesce: Option<String>,
+    /// Protect it from deletes from the start.
+    #[serde(default)]
+    pub protect: bool,
 }
 
 /// Which snapshots a list shows: all of the account's, or those of one
@@ -464,6 +472,9 @@ pub struct SnapshotFilter {
     pub policy: Option<String>,
     /// Snapshots of the volumes attached to this instance now.
     pub instance: Option<String>,
+    /// The deleted ones, still in their undelete window, instead.
+    #[serde(default)]
+    pub deleted: bool,
 }
 
 /// A snapshot policy: volume snapshots of a volume, or recovery points of
@@ -602,6 +613,16 @@ pub struct Snapshot {
     pub completed_at: Option<DateTime<Utc>>,
     /// When a verification last found every chunk intact.
     pub verified_at: Option<DateTime<Utc>>,
+    /// Protected: no delete, retention, purge or account delete removes
+    /// it until it is unprotected.
+    #[serde(default)]
+    pub protected: bool,
+    /// When it was deleted, and when it goes for good (Deleted only; until
+    /// then `undelete` brings it back).
+    #[serde(default)]
+    pub deleted_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub purge_after: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
@@ -613,6 +634,16 @@ pub struct CreateSnapshot {
     pub name: Option<String>,
     /// `auto` (default), `required` or `none`, as for recovery points.
     pub quiesce: Option<String>,
+    /// Protect it from deletes from the start.
+    #[serde(default)]
+    pub protect: bool,
+}
+
+/// Protect a snapshot or a recovery point, or lift its protection.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Protection {
+    pub protected: bool,
 }
 
 /// A new volume with a snapshot's content.
@@ -643,6 +674,10 @@ pub struct Template {
     pub size_bytes: u64,
     pub chunk_count: u64,
     pub created_at: DateTime<Utc>,
+    /// A deleted template: when it goes for good (until then `undelete`
+    /// brings it back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purge_after: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
@@ -695,6 +730,51 @@ pub struct GcResult {
     /// grace period (`[gc] grace_minutes`).
     #[serde(default)]
     pub chunks_in_grace: u64,
+    /// Snapshots and templates the store holds that the catalog does not
+    /// know: kept, with their chunks (see `reprise region recover`).
+    #[serde(default)]
+    pub orphans: u64,
+    /// Orphans that cannot be read: while there is one, no chunk is
+    /// deleted.
+    #[serde(default)]
+    pub orphans_unreadable: u64,
+}
+
+/// Rebuild the catalog from the region's store: every snapshot and
+/// template the store holds that the catalog lacks (admin).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecoverRegion {
+    /// Only say what would be added (in the job's log).
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// A backup of the catalog's own rows in the region's store.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
+pub struct CatalogBackup {
+    /// `<UTC time>-<catalog id>`.
+    pub name: String,
+    pub size_bytes: u64,
+    pub taken_at: Option<DateTime<Utc>>,
+}
+
+/// Restore the catalog's own rows from a backup in the region's store
+/// (admin), into a catalog made anew.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreCatalog {
+    /// The backup; the newest when absent.
+    pub name: Option<String>,
+}
+
+/// Remove the snapshots and templates the store holds that the catalog
+/// does not know, made longer ago than `older_than` (admin).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ForgetOrphans {
+    /// Like `30d`, `12h` or `90m`.
+    pub older_than: String,
 }
 
 /// Operator settings of an instance (admin).

@@ -53,6 +53,14 @@ pub struct PlanLimits {
     /// Jobs of the account queued or running at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_concurrent_jobs: Option<u64>,
+    /// Snapshots and recovery points the account may protect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_protected: Option<u64>,
+    /// Days a deleted snapshot or template stays undeletable before it
+    /// goes for good (not a limit: absent means the daemon's
+    /// `[snapshots] undelete_days`; 0, deletes are at once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undelete_days: Option<u64>,
 }
 
 /// A named plan (also the body that creates or replaces one; unknown
@@ -73,6 +81,9 @@ pub struct Usage {
     pub snapshots: u64,
     pub snapshot_bytes: u64,
     pub concurrent_jobs: u64,
+    /// Snapshots and recovery points protected.
+    #[serde(default)]
+    pub protected: u64,
     /// The most recovery points one of the account's instances holds.
     pub most_recovery_points: u64,
     /// The most snapshots one of the account's volumes has.
@@ -90,11 +101,12 @@ pub enum Limit {
     VolumeBytes,
     SnapshotBytes,
     ConcurrentJobs,
+    Protected,
 }
 
 impl Limit {
     /// In the order they are judged: the nearest to what was asked first.
-    pub const ALL: [Limit; 8] = [
+    pub const ALL: [Limit; 9] = [
         Limit::RecoveryPoints,
         Limit::SnapshotsPerVolume,
         Limit::Snapshots,
@@ -103,6 +115,7 @@ impl Limit {
         Limit::VolumeBytes,
         Limit::SnapshotBytes,
         Limit::ConcurrentJobs,
+        Limit::Protected,
     ];
 
     /// The plan field that sets it.
@@ -116,6 +129,7 @@ impl Limit {
             Limit::VolumeBytes => "max_volume_bytes",
             Limit::SnapshotBytes => "max_snapshot_bytes",
             Limit::ConcurrentJobs => "max_concurrent_jobs",
+            Limit::Protected => "max_protected",
         }
     }
 
@@ -129,6 +143,7 @@ impl Limit {
             Limit::VolumeBytes => "volume_size_limit_reached",
             Limit::SnapshotBytes => "snapshot_size_limit_reached",
             Limit::ConcurrentJobs => "job_limit_reached",
+            Limit::Protected => "protected_limit_reached",
         }
     }
 
@@ -142,6 +157,7 @@ impl Limit {
             Limit::VolumeBytes => l.max_volume_bytes,
             Limit::SnapshotBytes => l.max_snapshot_bytes,
             Limit::ConcurrentJobs => l.max_concurrent_jobs,
+            Limit::Protected => l.max_protected,
         }
     }
 
@@ -156,6 +172,7 @@ impl Limit {
             Limit::VolumeBytes => u.volume_bytes,
             Limit::SnapshotBytes => u.snapshot_bytes,
             Limit::ConcurrentJobs => u.concurrent_jobs,
+            Limit::Protected => u.protected,
         }
     }
 
@@ -173,6 +190,7 @@ impl Limit {
             Limit::VolumeBytes => "of volumes",
             Limit::SnapshotBytes => "of snapshots in the region's store",
             Limit::ConcurrentJobs => "jobs at once",
+            Limit::Protected => "protected snapshots and recovery points",
         }
     }
 
@@ -193,6 +211,7 @@ impl Limit {
             Limit::Volumes | Limit::VolumeBytes => "delete a volume first",
             Limit::Instances => "delete an instance first",
             Limit::ConcurrentJobs => "wait for a job to end",
+            Limit::Protected => "unprotect one first",
         }
     }
 }
@@ -213,6 +232,7 @@ pub struct Demand {
     /// One more recovery point on the instance the usage was counted for.
     pub recovery_points: u64,
     pub jobs: u64,
+    pub protected: u64,
 }
 
 impl Demand {
@@ -227,6 +247,7 @@ impl Demand {
             // one is refused once the account is at (or over) its bytes.
             Limit::SnapshotBytes => u64::from(self.snapshots > 0),
             Limit::ConcurrentJobs => self.jobs,
+            Limit::Protected => self.protected,
         }
     }
 }

@@ -17,6 +17,8 @@
 //!
 //! [catalog]                   # what reprise knows; none: DATA_DIR/catalog.db (SQLite)
 //! # url = "postgres://reprise:secret@db.example:5432/reprise"   # PostgreSQL
+//! backup_every_hours = 24     # its own rows backed up into the region's store (0: never)
+//! backups_kept = 14
 //!
 //! [host]                      # this daemon as a host of a region (docs/region.md)
 //! name = "local"              # unique in the region
@@ -45,6 +47,7 @@
 //! [snapshots]
 //! freeze_timeout_secs = 10    # the freeze's guard thaws a frozen guest after this
 //! memory_save = "auto"        # memory points: auto | background | snapshot-save
+//! undelete_days = 7           # a deleted snapshot or template can be undeleted this long
 //!
 //! [uploads]
 //! max_bytes = "64G"           # one upload (an image, a kernel, an initrd)
@@ -198,11 +201,27 @@ impl Default for HostConfig {
 
 /// Where the catalog is: SQLite in the data directory (the embedded
 /// default) or a PostgreSQL database (a region's, see docs/region.md).
-#[derive(Clone, Default, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CatalogConfig {
     /// `postgres://user:password@host:port/database`.
     pub url: Option<String>,
+    /// The region's leader backs the catalog's own rows up into the
+    /// region's store this often (0: never; `reprise catalog backup` any
+    /// time).
+    pub backup_every_hours: u64,
+    /// This catalog's backups kept in the store (the oldest go).
+    pub backups_kept: u64,
+}
+
+impl Default for CatalogConfig {
+    fn default() -> Self {
+        CatalogConfig {
+            url: None,
+            backup_every_hours: 24,
+            backups_kept: 14,
+        }
+    }
 }
 
 impl std::fmt::Debug for CatalogConfig {
@@ -225,6 +244,9 @@ pub struct SnapshotConfig {
     pub freeze_timeout_secs: u64,
     /// How a recovery point's memory is saved.
     pub memory_save: MemorySave,
+    /// Days a deleted snapshot or template stays undeletable (a plan's
+    /// `undelete_days` overrides it); 0: deletes are at once.
+    pub undelete_days: u64,
 }
 
 impl Default for SnapshotConfig {
@@ -232,6 +254,7 @@ impl Default for SnapshotConfig {
         SnapshotConfig {
             freeze_timeout_secs: 10,
             memory_save: MemorySave::Auto,
+            undelete_days: 7,
         }
     }
 }

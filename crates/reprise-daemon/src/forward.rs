@@ -230,10 +230,9 @@ async fn owner(app: &App, me: &Account, req: Request) -> Result<(Request, Option
             };
             (req, host)
         }
+        // A purge may name a deleted snapshot, or (admin) another account's.
         ["snapshots", id] if method == Method::DELETE => {
-            let host = app
-                .catalog
-                .snapshot(me.id, id)
+            let host = crate::ops::deletes::any_snapshot(app, me, id)
                 .ok()
                 .and_then(|s| app.catalog.list_volumes_by_id(&[s.volume_id]).ok())
                 .and_then(|v| v.into_iter().next())

@@ -79,16 +79,30 @@ pub fn take_over_cut_short(app: &App, whose: impl Fn(&str) -> bool) -> Result<bo
     Ok(taken)
 }
 
-async fn sweep(app: &App) -> Result<GcResult> {
-    let started = Instant::now();
-    let r = reprise_backup::gc(app.region().await?, &app.refs, || {
-        let (chunks, snapshots) = app.catalog.live_references()?;
-        Ok(reprise_backup::Live {
-            chunks: chunks.into_iter().map(reprise_chunks::ChunkName).collect(),
-            snapshots,
-        })
+/// What the catalog says is in use: what a sweep keeps.
+pub fn live(app: &App) -> Result<reprise_backup::Live> {
+    let (chunks, snapshots) = app.catalog.live_references()?;
+    Ok(reprise_backup::Live {
+        chunks: chunks.into_iter().map(reprise_chunks::ChunkName).collect(),
+        snapshots,
     })
-    .await?;
+}
+
+async fn sweep(app: &App) -> Result<GcResult> {
+    // Only the store's own catalog, no older than the store has seen it,
+    // deletes anything (see `crate::binding`).
+    crate::binding::may_sweep(app).await?;
+    let started = Instant::now();
+    let r = reprise_backup::gc(app.region().await?, &app.refs, || live(app)).await?;
+    app.metrics.orphans(r.orphans.len() as u64);
+    for m in &r.orphans {
+        tracing::warn!(
+            snapshot = %m.snapshot_id,
+            name = m.name,
+            volume = m.volume_name,
+            "the store holds a snapshot this catalog does not know: kept (`reprise region recover` brings it back)"
+        );
+    }
     let deleted: Vec<[u8; 32]> = r.deleted.iter().map(|n| n.0).collect();
     app.catalog.forget_chunks(&deleted)?;
     app.metrics
@@ -99,6 +113,8 @@ async fn sweep(app: &App) -> Result<GcResult> {
         bytes_freed: r.bytes_freed,
         snapshot_objects_deleted: r.snapshot_objects_deleted,
         chunks_in_grace: r.chunks_in_grace,
+        orphans: r.orphans.len() as u64,
+        orphans_unreadable: r.unreadable.len() as u64,
     })
 }
 
@@ -106,9 +122,21 @@ async fn sweep(app: &App) -> Result<GcResult> {
 pub async fn collect_and_log(app: &App, ctx: &JobCtx) -> Result<()> {
     let r = collect(app).await?;
     ctx.log(format!(
-        "garbage collection: examined {} chunks; removed {} ({} bytes) that nothing references, and {} objects of deleted snapshots; left {} unreferenced chunks written within the last {} minutes",
+        "garbage collection: examined {} chunks; removed {} ({} bytes) that nothing references, and {} objects of backups that never completed; left {} unreferenced chunks written within the last {} minutes",
         r.chunks_examined, r.chunks_deleted, r.bytes_freed, r.snapshot_objects_deleted,
         r.chunks_in_grace, app.config.gc.grace_minutes
     ));
+    if r.orphans > 0 {
+        ctx.log(format!(
+            "kept {} snapshots and templates the store holds that this catalog does not know, with their chunks: `reprise region recover --dry-run` lists them",
+            r.orphans
+        ));
+    }
+    if r.orphans_unreadable > 0 {
+        ctx.log(format!(
+            "no chunk was removed: {} of them cannot be read, so what they need cannot be told (the daemon's log names them)",
+            r.orphans_unreadable
+        ));
+    }
     Ok(())
 }

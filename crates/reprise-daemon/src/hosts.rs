@@ -99,18 +99,24 @@ fn run_periodic_work(app: &Arc<App>, me: &str) {
     if let Err(e) = crate::gc::take_over_cut_short(app, down) {
         tracing::warn!("sweeps cut short not read: {e}");
     }
-    let hours = app.config.gc.every_hours;
-    if hours == 0 {
-        return;
-    }
-    let every = Duration::from_secs(hours * 3600);
-    if app
-        .catalog
-        .claim_due("periodic-gc", me, every)
-        .unwrap_or(false)
-    {
+    let due = |what: &str, hours: u64| {
+        hours > 0
+            && app
+                .catalog
+                .claim_due(what, me, Duration::from_secs(hours * 3600))
+                .unwrap_or(false)
+    };
+    if due("periodic-gc", app.config.gc.every_hours) {
         tracing::info!("periodic garbage collection of the region's store");
         app.request_gc();
+    }
+    if due("catalog-backup", app.config.catalog.backup_every_hours) {
+        let app = app.clone();
+        tokio::spawn(async move {
+            if let Err(e) = crate::catalog_backup::take(&app).await {
+                tracing::warn!("the catalog's backup into the region's store failed: {e}");
+            }
+        });
     }
 }
 

@@ -20,7 +20,8 @@
 
 use crate::app::App;
 use crate::ops::{
-    accounts, clones, instances, points, policies, restore, snapshots, templates, uploads, volumes,
+    accounts, clones, deletes, instances, points, policies, recovery, restore, snapshots,
+    templates, uploads, volumes,
 };
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;
@@ -350,15 +351,22 @@ pub fn router(app: Arc<App>) -> Router {
             get(show_point).delete(delete_point),
         )
         .route("/instances/{id}/points/{point}/revert", post(revert_point))
+        .route(
+            "/instances/{id}/points/{point}/protection",
+            post(protect_point),
+        )
         .route("/snapshots", get(list_snapshots).post(create_snapshot))
         .route(
             "/snapshots/{id}",
             get(show_snapshot).delete(delete_snapshot),
         )
         .route("/snapshots/{id}/verify", post(verify_snapshot))
+        .route("/snapshots/{id}/undelete", post(undelete_snapshot))
+        .route("/snapshots/{id}/protection", post(protect_snapshot))
         .route("/snapshots/{id}/volumes", post(volume_from_snapshot))
         .route("/templates", get(list_templates).post(create_template))
         .route("/templates/import", post(import_template))
+        .route("/templates/{id}/undelete", post(undelete_template))
         .route(
             "/templates/{id}",
             get(show_template).delete(delete_template),
@@ -370,6 +378,13 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/policies/{id}/simulate", get(simulate_policy))
         .route("/gc", post(collect_garbage))
+        .route("/region/recover", post(recover_region))
+        .route("/store/forget-orphans", post(forget_orphans))
+        .route(
+            "/catalog/backups",
+            get(list_catalog_backups).post(backup_catalog),
+        )
+        .route("/catalog/restore", post(restore_catalog))
         .route("/hosts", get(list_hosts))
         .route("/jobs", get(list_jobs))
         .route("/jobs/{id}", get(show_job))
@@ -478,11 +493,21 @@ async fn create_account(
     Ok(created(accounts::create_account(&app, &me, req)?))
 }
 
+/// `?purge=true`: an account with all it owns; a snapshot for good, at
+/// once (admin).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct DeleteAccountQuery {
+struct PurgeQuery {
     #[serde(default)]
     purge: bool,
+}
+
+/// `?deleted=true`: the deleted ones still in their undelete window.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeletedQuery {
+    #[serde(default)]
+    deleted: bool,
 }
 
 async fn show_account(
@@ -497,7 +522,7 @@ async fn delete_account(
     State(app): State<Arc<App>>,
     Caller(me): Caller,
     Path(account): Path<String>,
-    Params(q): Params<DeleteAccountQuery>,
+    Params(q): Params<PurgeQuery>,
 ) -> ApiResult<Response> {
     Ok(match accounts::delete(&app, &me, &account, q.purge)? {
         Some(job) => accepted(job),
@@ -969,8 +994,46 @@ async fn delete_snapshot(
     State(app): State<Arc<App>>,
     Caller(me): Caller,
     Path(id): Path<String>,
+    Params(q): Params<PurgeQuery>,
 ) -> ApiResult<Response> {
-    Ok(accepted(snapshots::delete(&app, &me, &id)?))
+    Ok(accepted(if q.purge {
+        deletes::purge(&app, &me, &id)?
+    } else {
+        deletes::delete_snapshot(&app, &me, &id)?
+    }))
+}
+
+async fn undelete_snapshot(
+    State(app): State<Arc<App>>,
+    Caller(me): Caller,
+    Path(id): Path<String>,
+    _: IgnoredBody,
+) -> ApiResult<Json<Snapshot>> {
+    Ok(Json(
+        deletes::undelete_snapshot(&app, &me, &id)?.for_caller(&app, &me),
+    ))
+}
+
+async fn protect_snapshot(
+    State(app): State<Arc<App>>,
+    Caller(me): Caller,
+    Path(id): Path<String>,
+    Body(req): Body<Protection>,
+) -> ApiResult<Json<Snapshot>> {
+    Ok(Json(
+        deletes::protect_snapshot(&app, &me, &id, req)?.for_caller(&app, &me),
+    ))
+}
+
+async fn protect_point(
+    State(app): State<Arc<App>>,
+    Caller(me): Caller,
+    Path((id, point)): Path<(String, String)>,
+    Body(req): Body<Protection>,
+) -> ApiResult<Json<Point>> {
+    Ok(Json(
+        points::protect(&app, &me, &id, &point, req)?.for_caller(&app, &me),
+    ))
 }
 
 async fn verify_snapshot(
@@ -1003,8 +1066,22 @@ async fn volume_from_snapshot(
 async fn list_templates(
     State(app): State<Arc<App>>,
     Caller(me): Caller,
+    Params(q): Params<DeletedQuery>,
 ) -> ApiResult<Json<Vec<Template>>> {
-    Ok(Json(templates::list(&app, &me)?.for_caller(&app, &me)))
+    Ok(Json(
+        templates::list(&app, &me, q.deleted)?.for_caller(&app, &me),
+    ))
+}
+
+async fn undelete_template(
+    State(app): State<Arc<App>>,
+    Caller(me): Caller,
+    Path(id): Path<String>,
+    _: IgnoredBody,
+) -> ApiResult<Json<Template>> {
+    Ok(Json(
+        deletes::undelete_template(&app, &me, &id)?.for_caller(&app, &me),
+    ))
 }
 
 async fn create_template(
@@ -1040,7 +1117,7 @@ async fn delete_template(
     Caller(me): Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    Ok(accepted(templates::delete(&app, &me, &id)?))
+    Ok(accepted(deletes::delete_template(&app, &me, &id)?))
 }
 
 async fn collect_garbage(
@@ -1049,6 +1126,45 @@ async fn collect_garbage(
     _: IgnoredBody,
 ) -> ApiResult<Response> {
     Ok(accepted(snapshots::gc(&app, &me)?))
+}
+
+async fn recover_region(
+    State(app): State<Arc<App>>,
+    Caller(me): Caller,
+    Body(req): Body<RecoverRegion>,
+) -> ApiResult<Response> {
+    Ok(accepted(recovery::recover(&app, &me, req)?))
+}
+
+async fn backup_catalog(
+    State(app): State<Arc<App>>,
+    Caller(me): Caller,
+    _: IgnoredBody,
+) -> ApiResult<Response> {
+    Ok(accepted(recovery::backup_catalog(&app, &me)?))
+}
+
+async fn list_catalog_backups(
+    State(app): State<Arc<App>>,
+    Caller(me): Caller,
+) -> ApiResult<Json<Vec<CatalogBackup>>> {
+    Ok(Json(recovery::list_catalog_backups(&app, &me).await?))
+}
+
+async fn restore_catalog(
+    State(app): State<Arc<App>>,
+    Caller(me): Caller,
+    Body(req): Body<RestoreCatalog>,
+) -> ApiResult<Response> {
+    Ok(accepted(recovery::restore_catalog(&app, &me, req)?))
+}
+
+async fn forget_orphans(
+    State(app): State<Arc<App>>,
+    Caller(me): Caller,
+    Body(req): Body<ForgetOrphans>,
+) -> ApiResult<Response> {
+    Ok(accepted(recovery::forget_orphans(&app, &me, req)?))
 }
 
 #[derive(Debug, Deserialize)]

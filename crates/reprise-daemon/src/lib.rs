@@ -12,6 +12,8 @@
 
 pub mod agents;
 pub mod app;
+pub mod binding;
+pub mod catalog_backup;
 pub mod cloudstack;
 pub mod config;
 pub mod deferred;
@@ -285,6 +287,7 @@ pub async fn start_with_seams(config: Config, seams: Seams) -> Result<Server> {
     let mut background = vec![
         tokio::spawn(reconcile::watch(app.clone())),
         tokio::spawn(gc::run_when_asked(app.clone())),
+        tokio::spawn(ops::deletes::purge_when_due(app.clone())),
         tokio::spawn(hosts::heartbeat(app.clone())),
         tokio::spawn(schedules::run(app.clone())),
         // Once the server below accepts: it sends them to itself.

@@ -38,6 +38,7 @@ pub struct Metrics {
     gc_seconds: Histogram,
     gc_deleted_chunks: Counter,
     gc_freed_bytes: Counter,
+    store_orphans: Gauge,
     upload_bytes: Counter,
     instances: Family<Labels, Gauge>,
     jobs_by_state: Family<Labels, Gauge>,
@@ -106,6 +107,12 @@ impl Default for Metrics {
             "Bytes garbage collection freed in the region's store",
             gc_freed_bytes.clone(),
         );
+        let store_orphans = Gauge::default();
+        registry.register(
+            "store_orphans",
+            "Snapshots and templates the region's store holds that the catalog does not know, as the last sweep found them (kept; `reprise region recover` brings them back)",
+            store_orphans.clone(),
+        );
         let upload_bytes = Counter::default();
         registry.register(
             "upload_bytes",
@@ -132,6 +139,7 @@ impl Default for Metrics {
             gc_seconds,
             gc_deleted_chunks,
             gc_freed_bytes,
+            store_orphans,
             upload_bytes,
             instances,
             jobs_by_state,
@@ -188,6 +196,10 @@ impl Metrics {
         self.gc_seconds.observe(took.as_secs_f64());
         self.gc_deleted_chunks.inc_by(chunks);
         self.gc_freed_bytes.inc_by(bytes);
+    }
+
+    pub fn orphans(&self, count: u64) {
+        self.store_orphans.set(count as i64);
     }
 
     pub fn uploaded(&self, bytes: u64) {

@@ -217,9 +217,10 @@ fn build() -> Value {
     d.add(Op::new("get", "/instances/{id}/points/{point}", t, "Show a recovery point").answers(200, d.schema::<Point>()));
     d.add(Op::new("delete", "/instances/{id}/points/{point}", t, "Delete a recovery point (its children move to its parent)").answers(202, d.job()));
     d.add(Op::new("post", "/instances/{id}/points/{point}/revert", t, "Revert the instance to a recovery point, keeping the others").answers(202, d.job()));
+    d.add(Op::new("post", "/instances/{id}/points/{point}/protection", t, "Protect a recovery point from deletes and retention (within the plan's max_protected), or lift it").body(d.schema::<Protection>()).answers(200, d.schema::<Point>()));
 
     let t = "volume snapshots";
-    d.add(Op::new("get", "/snapshots", t, "The account's volume snapshots, with state, progress and sizes").query("volume", "string", "Only this volume's (name or id)").query("zone", "string", "Only this zone's").query("policy", "string", "Only those this policy took").query("instance", "string", "Only those of the volumes attached to this instance").answers(200, d.schema::<Vec<Snapshot>>()));
+    d.add(Op::new("get", "/snapshots", t, "The account's volume snapshots, with state, progress and sizes").query("deleted", "boolean", "The deleted ones still in their undelete window, instead").query("volume", "string", "Only this volume's (name or id)").query("zone", "string", "Only this zone's").query("policy", "string", "Only those this policy took").query("instance", "string", "Only those of the volumes attached to this instance").answers(200, d.schema::<Vec<Snapshot>>()));
     d.add(Op::new("get", "/policies", t, "The account's snapshot policies").query("volume", "string", "Only this volume's").query("instance", "string", "Only this instance's").answers(200, d.schema::<Vec<Policy>>()));
     d.add(Op::new("post", "/policies", t, "Create a snapshot policy: volume snapshots of a volume or recovery points of an instance, on a schedule, with retention").body(d.schema::<CreatePolicy>()).answers(201, d.schema::<Policy>()));
     d.add(Op::new("get", "/policies/{id}", t, "A policy, with its next run and its last run's result").answers(200, d.schema::<Policy>()));
@@ -228,17 +229,25 @@ fn build() -> Value {
     d.add(Op::new("get", "/policies/{id}/simulate", t, "What the policy's retention would keep and remove now, and why").answers(200, d.schema::<PolicySimulation>()));
     d.add(Op::new("post", "/snapshots", t, "Snapshot a volume into the region's object store (incremental to its last snapshot)").body(d.schema::<CreateSnapshot>()).answers(202, d.job()));
     d.add(Op::new("get", "/snapshots/{id}", t, "One volume snapshot").answers(200, d.schema::<Snapshot>()));
-    d.add(Op::new("delete", "/snapshots/{id}", t, "Delete a snapshot (Destroying, then gone); unreferenced chunks are collected").answers(202, d.job()));
+    d.add(Op::new("delete", "/snapshots/{id}", t, "Delete a snapshot: Deleted, kept whole and undeletable for the plan's undelete window (or [snapshots] undelete_days), then removed for good and its unreferenced chunks collected; refused while protected").query("purge", "boolean", "Admin: remove it for good now (Destroying, then gone), deleted or not, of any account by id").answers(202, d.job()));
+    d.add(Op::new("post", "/snapshots/{id}/undelete", t, "Bring a deleted snapshot back within its undelete window (by id, or by name: the latest deleted); it counts against the plan again").answers(200, d.schema::<Snapshot>()));
+    d.add(Op::new("post", "/snapshots/{id}/protection", t, "Protect a snapshot (no delete, retention, purge or account purge removes it; the plan's max_protected caps how many) or lift it").body(d.schema::<Protection>()).answers(200, d.schema::<Snapshot>()));
     d.add(Op::new("post", "/snapshots/{id}/verify", t, "Re-read every chunk of a snapshot and check it; damage is named and the snapshot flagged Error").answers(202, d.job()));
     d.add(Op::new("post", "/snapshots/{id}/volumes", t, "Make a new volume, in any zone, with a snapshot's content (Creating, then Ready)").body(d.schema::<VolumeFromSnapshot>()).answers(202, d.job()));
-    d.add(Op::new("post", "/gc", t, "Remove the chunks no snapshot references from the region's store (admin)").answers(202, d.job()));
+    d.add(Op::new("post", "/gc", t, "Remove the chunks no snapshot references from the region's store (admin); refused unless the store is bound to this catalog at its generation; keeps what the catalog does not know (orphans)").answers(202, d.job()));
+    d.add(Op::new("post", "/region/recover", t, "Rebuild the catalog from the region's store (admin): every snapshot and template the store holds that the catalog lacks comes back as a row (accounts re-created without keys), then the store is bound to this catalog; the job's log says what was (or with dry_run would be) added").body(d.schema::<RecoverRegion>()).answers(202, d.job()));
+    d.add(Op::new("get", "/catalog/backups", t, "The catalog's backups in the region's store, newest first (admin)").answers(200, d.schema::<Vec<CatalogBackup>>()));
+    d.add(Op::new("post", "/catalog/backups", t, "Back the catalog's own rows (accounts and key hashes, plans, zones, volumes, instances, points, policies, templates) up into the region's store, encrypted (admin)").answers(202, d.job()));
+    d.add(Op::new("post", "/catalog/restore", t, "Restore the catalog's own rows from a backup (the newest when no name) into a catalog made anew; then `region recover` brings the snapshots back (admin)").body(d.schema::<RestoreCatalog>()).answers(202, d.job()));
+    d.add(Op::new("post", "/store/forget-orphans", t, "Remove the snapshots and templates the store holds that the catalog does not know, made longer ago than older_than (admin); their chunks go at the next collection").body(d.schema::<ForgetOrphans>()).answers(202, d.job()));
 
     let t = "templates";
-    d.add(Op::new("get", "/templates", t, "The account's templates").answers(200, d.schema::<Vec<Template>>()));
+    d.add(Op::new("get", "/templates", t, "The account's templates").query("deleted", "boolean", "The deleted ones still in their undelete window, instead").answers(200, d.schema::<Vec<Template>>()));
+    d.add(Op::new("post", "/templates/{id}/undelete", t, "Bring a deleted template back within its undelete window").answers(200, d.schema::<Template>()));
     d.add(Op::new("post", "/templates", t, "Make a template from a snapshot (shares its chunks; outlives it)").body(d.schema::<CreateTemplate>()).answers(201, d.schema::<Template>()));
     d.add(Op::new("post", "/templates/import", t, "Import a qcow2 or raw image as a template: an upload, or (admin) a file below import_dirs; untrusted: checked, converted under resource limits").body(d.schema::<ImportTemplate>()).answers(202, d.job()));
     d.add(Op::new("get", "/templates/{id}", t, "One template").answers(200, d.schema::<Template>()));
-    d.add(Op::new("delete", "/templates/{id}", t, "Delete a template; chunks nothing else references are collected").answers(202, d.job()));
+    d.add(Op::new("delete", "/templates/{id}", t, "Delete a template: kept undeletable for the undelete window, then removed for good and its unreferenced chunks collected").answers(202, d.job()));
 
     let t = "jobs";
     d.add(Op::new("get", "/jobs", t, "List the latest jobs").query("limit", "integer", "How many (at most 1000; 50 if not given)").answers(200, d.schema::<Vec<Job>>()));

@@ -76,7 +76,7 @@ pub async fn at_startup(app: &App) -> Result<()> {
     let _ = std::fs::remove_dir_all(app.config.imports_dir());
     crate::ops::uploads::expire(app)?;
     crate::ops::points::reconcile_at_startup(app).await?;
-    crate::ops::templates::reconcile_at_startup(app)?;
+    crate::ops::templates::reconcile_at_startup(app).await?;
     crate::ops::snapshots::reconcile_at_startup(app).await?;
     app.catalog.end_interrupted_policy_runs()?;
     crate::gc::take_over_cut_short(app, |host| host == app.host_name())?;

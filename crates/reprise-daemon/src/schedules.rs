@@ -16,7 +16,7 @@
 //!   point of its own: its oldest is removed first, and the result says so.
 
 use crate::app::App;
-use crate::ops::{points, policies, snapshots};
+use crate::ops::{deletes, points, policies, snapshots};
 use chrono::{DateTime, Utc};
 use reprise_catalog::now;
 use reprise_core::model::*;
@@ -121,6 +121,7 @@ async fn run_once(app: &Arc<App>, p: &Policy) -> Result<String> {
                 volume: volume.to_string(),
                 name: None,
                 quiesce: p.quiesce.clone(),
+                protect: false,
             },
             Some(p.id),
         )?,
@@ -163,6 +164,7 @@ async fn take_point(
         description: Some(format!("taken by policy '{}'", p.name)),
         memory: p.memory,
         quiesce: p.quiesce.clone(),
+        protect: false,
     };
     let id = instance.to_string();
     match points::create_for(app, account, &id, req(), Some(p.id)) {
@@ -202,7 +204,7 @@ async fn prune(app: &Arc<App>, account: &Account, p: &Policy) -> Result<Vec<Stri
             Some(instance) => {
                 points::delete(app, account, &instance.to_string(), &v.id.to_string())?
             }
-            None => snapshots::delete(app, account, &v.id.to_string())?,
+            None => deletes::delete_snapshot(app, account, &v.id.to_string())?,
         };
         crate::jobs::log_by_policy(app, job.id, p);
         crate::jobs::finished(app, &job).await?;

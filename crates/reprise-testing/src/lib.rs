@@ -69,9 +69,15 @@ impl TestDaemon {
             stop_timeout_secs: 10,
             // The admin boots the test guest from its build directory.
             import_dirs: vec![guest_dir()],
-            // Tests see a sweep take what it may at once.
+            // Tests see a sweep take what it may at once, and a delete
+            // remove for good at once (the undelete window's own tests
+            // set one).
             gc: reprise_daemon::config::GcConfig {
                 grace_minutes: 0,
+                ..Default::default()
+            },
+            snapshots: reprise_daemon::config::SnapshotConfig {
+                undelete_days: 0,
                 ..Default::default()
             },
             ..Config::default()
@@ -136,6 +142,11 @@ impl TestDaemon {
             .block_on(reprise_daemon::start_with_seams(config, self.seams.clone()))
             .expect("daemon restarts");
         self.server = Some(server);
+        // A catalog made anew (the old one lost) has a new admin key.
+        self.admin_key = std::fs::read_to_string(self.config.admin_key_path())
+            .expect("admin.key")
+            .trim()
+            .to_string();
     }
 
     pub fn restart(&mut self) {

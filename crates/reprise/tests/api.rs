@@ -707,6 +707,7 @@ fn a_crash_s_leftovers_beside_volumes_go_at_the_next_start() {
         size_bytes: 1 << 20,
         chunk_count: 1,
         created_at: reprise_catalog::now(),
+        purge_after: None,
     };
     catalog.insert_template(&half, &[[3; 32]]).unwrap();
     catalog.close();

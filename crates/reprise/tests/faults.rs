@@ -269,7 +269,7 @@ fn start(c: &Client, op: &str, n: usize, dice: &mut Dice) -> String {
             .map(|t| t.name),
         "delete snapshot" => {
             let s = deletable[dice.below(deletable.len() as u64) as usize];
-            c.delete_snapshot(&s.name).map(|j| j.kind)
+            c.delete_snapshot(&s.name, false).map(|j| j.kind)
         }
         other => panic!("unknown operation {other}"),
     };
@@ -291,7 +291,7 @@ fn the_daemon_killed_at_random_moments_loses_nothing() {
     std::fs::write(
         &config,
         format!(
-            "data_dir = \"{}\"\nlisten = \"127.0.0.1:0\"\nimport_dirs = [\"{}\"]\n[gc]\ndelay_ms = 50\ngrace_minutes = 0\n",
+            "data_dir = \"{}\"\nlisten = \"127.0.0.1:0\"\nimport_dirs = [\"{}\"]\n[gc]\ndelay_ms = 50\ngrace_minutes = 0\n[snapshots]\nundelete_days = 0\n",
             data.display(),
             guest_dir().display()
         ),
@@ -538,6 +538,7 @@ fn an_unreliable_s3_loses_nothing() {
             volume: "v".into(),
             name: Some(format!("s{n}")),
             quiesce: None,
+            protect: false,
         });
         let _ = job.and_then(|j| c.wait_job(&j.id.to_string(), Duration::from_secs(120), |_| {}));
         let s = c.snapshot(&format!("s{n}")).unwrap();
@@ -652,6 +653,7 @@ fn collections_racing_backups_lose_no_chunk() {
             volume: "v".into(),
             name: Some(name.clone()),
             quiesce: None,
+            protect: false,
         });
         std::thread::sleep(Duration::from_millis(dice.below(250)));
         let running = backup
@@ -677,7 +679,7 @@ fn collections_racing_backups_lose_no_chunk() {
         let collection = action.contains("collect").then(|| c.collect_garbage());
         if action.contains("delete") {
             let victim = victim.expect("a snapshot to delete");
-            match wait(c.delete_snapshot(&victim)) {
+            match wait(c.delete_snapshot(&victim, false)) {
                 Ok(_) => {
                     deleted += 1;
                     live.remove(&victim);

@@ -902,6 +902,7 @@ impl Campaign {
                     volume: v.clone(),
                     name: Some(format!("s{name}")),
                     quiesce: None,
+                    protect: false,
                 };
                 let key = (Kind::Snapshot, format!("s{name}"));
                 let digest = self.content(Kind::Volume, &v);
@@ -971,7 +972,7 @@ impl Campaign {
             "delete snapshot" => {
                 let s = self.pick(&self.live(Kind::Snapshot));
                 self.delete((Kind::Snapshot, s.clone()), || {
-                    c.delete_snapshot(&s).map(Some)
+                    c.delete_snapshot(&s, false).map(Some)
                 })
             }
             "delete template" => {
@@ -1110,7 +1111,7 @@ fn a_power_cut_loses_nothing_shown_done() {
         std::fs::write(
             m.0.join("reprise.toml"),
             "data_dir = \"/data/reprise\"\nlisten = \"0.0.0.0:7480\"\nimport_dirs = [\"/data/images\"]\n\
-             log_format = \"json\"\n[gc]\ngrace_minutes = 0\n",
+             log_format = \"json\"\n[gc]\ngrace_minutes = 0\n[snapshots]\nundelete_days = 0\n",
         )
         .unwrap();
     }

@@ -158,6 +158,7 @@ fn two_hosts_share_one_catalog_and_one_store() {
             volume: "data".into(),
             name: Some("s1".into()),
             quiesce: None,
+            protect: false,
         })
         .unwrap();
     std::thread::sleep(Duration::from_millis(300));
@@ -360,6 +361,7 @@ fn two_hosts_share_one_catalog_and_one_store() {
             volume: "data".into(),
             name: Some("waited".into()),
             quiesce: None,
+            protect: false,
         })
         .unwrap();
     assert_eq!(
@@ -385,6 +387,7 @@ fn two_hosts_share_one_catalog_and_one_store() {
             volume: "data".into(),
             name: Some("never".into()),
             quiesce: None,
+            protect: false,
         })
         .unwrap();
     let cancelled = via_h2.cancel_job(&cancelled.id.to_string()).unwrap();
@@ -498,6 +501,7 @@ fn two_hosts_share_one_catalog_and_one_store() {
                 volume: "data2".into(),
                 name: Some("s2".into()),
                 quiesce: None,
+                protect: false,
             })
             .unwrap(),
     );
@@ -562,6 +566,8 @@ secret_access_key = "{secret}"
 [gc]
 delay_ms = 200
 grace_minutes = 0
+[snapshots]
+undelete_days = 0
 "#,
             data = data.display(),
             guests = reprise_testing::guest_dir().display(),
@@ -635,6 +641,7 @@ grace_minutes = 0
                 volume: "data".into(),
                 name: Some(name.into()),
                 quiesce: None,
+                protect: false,
             })
             .unwrap();
         let job = wait_job(&via_h3, job);
@@ -679,7 +686,7 @@ grace_minutes = 0
     );
     assert_eq!(code, 0, "{out}");
     snapshot("s2");
-    wait_job(&via_h3, via_h3.delete_snapshot("s2").unwrap());
+    wait_job(&via_h3, via_h3.delete_snapshot("s2", false).unwrap());
     let store = h2.block_on(h2.server().app.region()).unwrap();
     let chunks_in_store = || h2.block_on(store.store.list("chunks")).unwrap().len();
     let live_chunks = || catalog.live_references().unwrap().0.len();
@@ -803,6 +810,7 @@ grace_minutes = 0
             volume: "paused".into(),
             name: Some("s-stopped".into()),
             quiesce: None,
+            protect: false,
         })
         .unwrap();
     let asked = Instant::now();

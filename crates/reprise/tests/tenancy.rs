@@ -962,6 +962,7 @@ fn body_for(path: &str) -> Value {
         p if p.ends_with("/settings") => json!({}),
         p if p.ends_with("/keys") => json!({"name": "stolen"}),
         p if p.ends_with("/points") => json!({"name": "stolen"}),
+        p if p.ends_with("/protection") => json!({"protected": false}),
         _ => json!({}),
     }
 }

@@ -97,6 +97,13 @@ pub(super) enum PlanCmd {
         max_snapshot_size: Option<String>,
         #[arg(long)]
         max_concurrent_jobs: Option<u64>,
+        /// Snapshots and recovery points the account may protect.
+        #[arg(long)]
+        max_protected: Option<u64>,
+        /// Days a deleted snapshot or template can be undeleted (0: deletes
+        /// are at once; left out: the daemon's [snapshots] undelete_days).
+        #[arg(long)]
+        undelete_days: Option<u64>,
     },
     /// Delete a plan no account or instance uses (admin).
     Delete { name: String },
@@ -323,6 +330,8 @@ pub(super) fn plan(ctx: &Ctx, cmd: PlanCmd) -> Result<()> {
             max_volume_size,
             max_snapshot_size,
             max_concurrent_jobs,
+            max_protected,
+            undelete_days,
         } => {
             let bytes =
                 |s: Option<String>| s.map(|s| reprise_core::size::parse_size(&s)).transpose();
@@ -337,6 +346,8 @@ pub(super) fn plan(ctx: &Ctx, cmd: PlanCmd) -> Result<()> {
                     max_volume_bytes: bytes(max_volume_size)?,
                     max_snapshot_bytes: bytes(max_snapshot_size)?,
                     max_concurrent_jobs,
+                    max_protected,
+                    undelete_days,
                 },
             };
             let p = c.put_plan(&plan)?;

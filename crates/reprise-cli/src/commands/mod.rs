@@ -10,6 +10,7 @@ mod instances;
 mod jobs;
 mod points;
 mod policies;
+mod region;
 mod snapshots;
 mod templates;
 mod uploads;
@@ -96,6 +97,15 @@ enum Command {
     /// Remove the chunks no snapshot references from the region's store
     /// (admin; also runs after every snapshot delete).
     Gc,
+    /// The region as a whole (admin): rebuild the catalog from its store.
+    #[command(subcommand)]
+    Region(region::RegionCmd),
+    /// The catalog's backups in the region's store (admin).
+    #[command(subcommand)]
+    Catalog(region::CatalogCmd),
+    /// The region's store (admin): what it holds that no catalog knows.
+    #[command(subcommand)]
+    Store(region::StoreCmd),
     /// Jobs: the long operations.
     #[command(subcommand)]
     Job(JobCmd),
@@ -180,6 +190,9 @@ pub fn run(cli: Cli, serve: impl FnOnce(ServeArgs) -> Result<()>) -> Result<()> 
         Command::Snapshot(c) => snapshots::run(&ctx, c),
         Command::Template(c) => templates::run(&ctx, c),
         Command::Gc => snapshots::collect_garbage(&ctx),
+        Command::Region(c) => region::region(&ctx, c),
+        Command::Store(c) => region::store(&ctx, c),
+        Command::Catalog(c) => region::catalog(&ctx, c),
         Command::Job(c) => jobs::run(&ctx, c),
     }
 }

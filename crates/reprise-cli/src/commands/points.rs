@@ -27,6 +27,20 @@ pub(super) enum PointCmd {
         /// auto (freeze when the guest agent answers), required, or none.
         #[arg(long)]
         quiesce: Option<String>,
+        /// Protect it from deletes and retention from the start.
+        #[arg(long)]
+        protect: bool,
+    },
+    /// Protect a point: no delete or retention removes it until it is
+    /// unprotected (the plan caps how many an account protects).
+    Protect {
+        instance: String,
+        point: String,
+    },
+    /// Lift a point's protection.
+    Unprotect {
+        instance: String,
+        point: String,
     },
     /// List an instance's recovery points, or draw them as a tree.
     List {
@@ -66,6 +80,7 @@ pub(super) fn run(ctx: &Ctx, cmd: PointCmd) -> Result<()> {
             memory,
             no_quiesce,
             quiesce,
+            protect,
         } => {
             let req = CreatePoint {
                 name,
@@ -76,6 +91,7 @@ pub(super) fn run(ctx: &Ctx, cmd: PointCmd) -> Result<()> {
                 } else {
                     quiesce
                 },
+                protect,
             };
             (c.create_point(&instance, &req)?, instance)
         }
@@ -109,6 +125,14 @@ pub(super) fn run(ctx: &Ctx, cmd: PointCmd) -> Result<()> {
             return Ok(());
         }
         PointCmd::Revert { instance, point } => (c.revert_point(&instance, &point)?, instance),
+        PointCmd::Protect { instance, point } => {
+            show_point(ctx, &c.protect_point(&instance, &point, true)?);
+            return Ok(());
+        }
+        PointCmd::Unprotect { instance, point } => {
+            show_point(ctx, &c.protect_point(&instance, &point, false)?);
+            return Ok(());
+        }
         PointCmd::Delete {
             instance,
             point,
@@ -195,6 +219,7 @@ pub(super) fn show_point(ctx: &Ctx, p: &Point) {
             },
         ),
         ("consistency", p.consistency.clone()),
+        ("protected", if p.protected { "yes" } else { "no" }.into()),
         (
             "frozen",
             p.frozen_ms

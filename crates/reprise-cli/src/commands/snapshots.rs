@@ -23,6 +23,9 @@ pub(super) enum SnapshotCmd {
         /// auto, the default, or none).
         #[arg(long, num_args = 0..=1, default_missing_value = "required")]
         quiesce: Option<String>,
+        /// Protect it from deletes, retention and purges from the start.
+        #[arg(long)]
+        protect: bool,
     },
     /// The account's snapshots; of one volume, zone or policy.
     List {
@@ -35,12 +38,33 @@ pub(super) enum SnapshotCmd {
         /// Snapshots of the volumes attached to this instance.
         #[arg(long)]
         instance: Option<String>,
+        /// The deleted ones still in their undelete window, instead.
+        #[arg(long)]
+        deleted: bool,
     },
     Show {
         snapshot: String,
     },
-    /// Delete a snapshot; chunks nothing else references are removed.
+    /// Delete a snapshot: it stays whole, and `undelete` brings it back,
+    /// for the undelete window (7 days unless the plan says otherwise);
+    /// then it goes for good, with the chunks nothing else references.
     Delete {
+        snapshot: String,
+        /// Admin: remove it for good now (deleted or not; any account's by id).
+        #[arg(long)]
+        purge: bool,
+    },
+    /// Bring a deleted snapshot back (by id, or by name: the latest deleted).
+    Undelete {
+        snapshot: String,
+    },
+    /// Protect a snapshot: no delete, retention or purge removes it until
+    /// it is unprotected (the plan caps how many an account protects).
+    Protect {
+        snapshot: String,
+    },
+    /// Lift a snapshot's protection.
+    Unprotect {
         snapshot: String,
     },
     /// Re-read every chunk of a snapshot and check it.
@@ -56,22 +80,26 @@ pub(super) fn run(ctx: &Ctx, cmd: SnapshotCmd) -> Result<()> {
             volume,
             name,
             quiesce,
+            protect,
         } => c.create_snapshot(&CreateSnapshot {
             volume,
             name,
             quiesce,
+            protect,
         })?,
         SnapshotCmd::List {
             volume,
             zone,
             policy,
             instance,
+            deleted,
         } => {
             let list = c.snapshots(&SnapshotFilter {
                 volume,
                 zone,
                 policy,
                 instance,
+                deleted,
             })?;
             print_list(
                 ctx,
@@ -104,7 +132,19 @@ pub(super) fn run(ctx: &Ctx, cmd: SnapshotCmd) -> Result<()> {
             show_snapshot(ctx, &c.snapshot(&snapshot)?);
             return Ok(());
         }
-        SnapshotCmd::Delete { snapshot } => c.delete_snapshot(&snapshot)?,
+        SnapshotCmd::Delete { snapshot, purge } => c.delete_snapshot(&snapshot, purge)?,
+        SnapshotCmd::Undelete { snapshot } => {
+            show_snapshot(ctx, &c.undelete_snapshot(&snapshot)?);
+            return Ok(());
+        }
+        SnapshotCmd::Protect { snapshot } => {
+            show_snapshot(ctx, &c.protect_snapshot(&snapshot, true)?);
+            return Ok(());
+        }
+        SnapshotCmd::Unprotect { snapshot } => {
+            show_snapshot(ctx, &c.protect_snapshot(&snapshot, false)?);
+            return Ok(());
+        }
         SnapshotCmd::Verify { snapshot } => c.verify_snapshot(&snapshot)?,
     };
     let (kind, target) = (job.kind.clone(), job.target_id);
@@ -120,16 +160,22 @@ pub(super) fn run(ctx: &Ctx, cmd: SnapshotCmd) -> Result<()> {
     Ok(())
 }
 
-/// The state, with progress while backing up.
+/// The state, with progress while backing up, whether it is protected,
+/// and until when a deleted one can come back.
 pub(super) fn snapshot_state(s: &Snapshot) -> String {
-    if s.state == SnapshotState::BackingUp && s.progress_total > 0 {
-        format!(
+    let state = match (s.state, &s.purge_after) {
+        (SnapshotState::BackingUp, _) if s.progress_total > 0 => format!(
             "{} {:.0}%",
             s.state,
             100.0 * s.progress_done as f64 / s.progress_total as f64
-        )
+        ),
+        (SnapshotState::Deleted, Some(until)) => format!("Deleted (until {})", time(until)),
+        _ => s.state.to_string(),
+    };
+    if s.protected {
+        format!("{state}, protected")
     } else {
-        s.state.to_string()
+        state
     }
 }
 

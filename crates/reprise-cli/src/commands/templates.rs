@@ -28,12 +28,21 @@ pub(super) enum TemplateCmd {
         #[arg(long)]
         on_server: bool,
     },
-    List,
+    List {
+        /// The deleted ones still in their undelete window, instead.
+        #[arg(long)]
+        deleted: bool,
+    },
     Show {
         template: String,
     },
-    /// Delete a template; instances made from it keep their volumes.
+    /// Delete a template; instances made from it keep their volumes. It
+    /// can be undeleted for the undelete window, then goes for good.
     Delete {
+        template: String,
+    },
+    /// Bring a deleted template back.
+    Undelete {
         template: String,
     },
 }
@@ -48,15 +57,23 @@ pub(super) fn run(ctx: &Ctx, cmd: TemplateCmd) -> Result<()> {
             name,
             snapshot: from_snapshot,
         })?,
-        TemplateCmd::List => {
-            let list = c.templates()?;
+        TemplateCmd::List { deleted } => {
+            let list = if deleted {
+                c.deleted_templates()?
+            } else {
+                c.templates()?
+            };
             print_list(
                 ctx,
                 &list,
                 &["NAME", "SIZE", "CHUNKS", "FROM", "CREATED", "ID"],
                 |t| {
+                    let mut name = t.name.clone();
+                    if let Some(until) = &t.purge_after {
+                        name = format!("{name} (deleted; until {})", time(until));
+                    }
                     vec![
-                        t.name.clone(),
+                        name,
                         size(t.size_bytes),
                         t.chunk_count.to_string(),
                         t.source_snapshot.clone(),
@@ -67,6 +84,7 @@ pub(super) fn run(ctx: &Ctx, cmd: TemplateCmd) -> Result<()> {
             );
             return Ok(());
         }
+        TemplateCmd::Undelete { template } => c.undelete_template(&template)?,
         TemplateCmd::Show { template } => c.template(&template)?,
         TemplateCmd::Import {
             name,

@@ -116,7 +116,18 @@ pub fn delete(
         return Ok(None);
     }
     refuse_purge_while_down(app, &account)?;
+    let usage = app.catalog.usage(account.id, Default::default())?;
+    if usage.protected > 0 {
+        return Err(Error::conflict(
+            "account_has_protected",
+            format!(
+                "account '{}' has {} protected snapshots and recovery points: unprotect them before purging it",
+                account.name, usage.protected
+            ),
+        ));
+    }
     let app2 = app.clone();
+    let admin = caller.clone();
     let name = account.name.clone();
     let job = jobs::spawn(
         app,
@@ -133,7 +144,7 @@ pub fn delete(
                 app2.catalog.revoke_key(key.id)?;
             }
             ctx.log(format!("the keys of '{}' are revoked", account.name));
-            purge_resources(&app2, &account, &ctx).await?;
+            purge_resources(&app2, &admin, &account, &ctx).await?;
             app2.catalog.delete_account(account.id)?;
             ctx.log(format!("account '{}' deleted", account.name));
             Ok(())
@@ -210,9 +221,21 @@ impl Purge<'_> {
         path: String,
         body: Option<serde_json::Value>,
     ) -> Result<()> {
+        self.as_caller(self.account, host, method, path, body).await
+    }
+
+    /// [`Purge::on`], asked by `caller` (the admin, for what only it may do).
+    async fn as_caller(
+        &self,
+        caller: &Account,
+        host: &str,
+        method: axum::http::Method,
+        path: String,
+        body: Option<serde_json::Value>,
+    ) -> Result<()> {
         let host = crate::hosts::known(self.app, host)?;
         let caller = crate::http::Authenticated {
-            account: self.account.clone(),
+            account: caller.clone(),
             key: Uuid::nil(),
         };
         let answer = crate::forward::ask(self.app, &host, &caller, method, &path, body).await?;
@@ -223,8 +246,13 @@ impl Purge<'_> {
     }
 }
 
-async fn purge_resources(app: &Arc<App>, account: &Account, ctx: &jobs::JobCtx) -> Result<()> {
-    use super::{instances, points, snapshots, templates, uploads, volumes};
+async fn purge_resources(
+    app: &Arc<App>,
+    admin: &Account,
+    account: &Account,
+    ctx: &jobs::JobCtx,
+) -> Result<()> {
+    use super::{deletes, instances, points, uploads, volumes};
     use axum::http::Method;
     let id = |u: Uuid| u.to_string();
     let purge = Purge { app, account };
@@ -255,9 +283,10 @@ async fn purge_resources(app: &Arc<App>, account: &Account, ctx: &jobs::JobCtx) 
         }
         ctx.log(format!("instance '{}' deleted", inst.name));
     }
-    // A snapshot is deleted on its volume's host (which may hold the
-    // volume's marks of what the next increment reads), or here when the
-    // volume is gone.
+    // A snapshot is removed for good (the account goes: no undelete) on
+    // its volume's host (which may hold the volume's marks of what the
+    // next increment reads), or here when the volume is gone; deleted
+    // ones too.
     for s in app.catalog.list_snapshots(Some(account.id))? {
         let host = app
             .catalog
@@ -267,15 +296,21 @@ async fn purge_resources(app: &Arc<App>, account: &Account, ctx: &jobs::JobCtx) 
             .map(|v| v.host)
             .unwrap_or_default();
         if purge.here(&host) {
-            jobs::finished(app, &snapshots::delete(app, account, &id(s.id))?).await?;
+            jobs::finished(app, &deletes::purge(app, admin, &id(s.id))?).await?;
         } else {
-            let path = format!("/snapshots/{}", s.id);
-            purge.on(&host, Method::DELETE, path, None).await?;
+            let path = format!("/snapshots/{}?purge=true", s.id);
+            purge
+                .as_caller(admin, &host, Method::DELETE, path, None)
+                .await?;
         }
         ctx.log(format!("snapshot '{}' deleted", s.name));
     }
-    for t in app.catalog.list_templates(account.id)? {
-        jobs::finished(app, &templates::delete(app, account, &id(t.id))?).await?;
+    let templates = app.catalog.list_templates(account.id)?;
+    for t in templates
+        .iter()
+        .chain(&app.catalog.deleted_templates(account.id)?)
+    {
+        deletes::purge_template(app, t.id).await?;
         ctx.log(format!("template '{}' deleted", t.name));
     }
     for v in app.catalog.list_volumes(account.id, &Default::default())? {

@@ -70,7 +70,7 @@ pub async fn clone(
     // the ones already recorded.
     let mut snaps = Vec::new();
     for v in &vols {
-        match snapshots::prepare(app, account, v, uuid::Uuid::new_v4(), None, None) {
+        match snapshots::prepare(app, account, v, uuid::Uuid::new_v4(), None, None, false) {
             Ok(s) => snaps.push(s),
             Err(e) => {
                 for s in &snaps {

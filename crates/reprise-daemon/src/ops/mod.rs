@@ -5,11 +5,13 @@
 
 pub mod accounts;
 pub mod clones;
+pub mod deletes;
 pub mod guards;
 pub mod instance_rules;
 pub mod instances;
 pub mod points;
 pub mod policies;
+pub mod recovery;
 pub mod restore;
 pub mod snapshots;
 pub mod templates;

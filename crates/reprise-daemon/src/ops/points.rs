@@ -162,6 +162,7 @@ pub fn create_for(
         policy_id: policy,
         expires_at: None,
         created_at: now(),
+        protected: req.protect,
     };
     let slot = jobs::reserve(
         app,
@@ -178,6 +179,7 @@ pub fn create_for(
     // counted in the transaction that records the point.
     let one_point = Demand {
         recovery_points: 1,
+        protected: u64::from(req.protect),
         ..Default::default()
     };
     let scope = Scope {
@@ -748,6 +750,7 @@ pub fn delete(app: &Arc<App>, account: &Account, instance: &str, point: &str) ->
     let inst = app.catalog.instance(account.id, instance)?;
     let p = app.catalog.point(inst.id, point)?;
     settled(&inst)?;
+    refuse_if_protected(&inst, std::slice::from_ref(&p))?;
     let points = vec![p];
     let slot = reserve_delete(app, account, &inst, &points)?;
     let p = &points[0];
@@ -774,11 +777,54 @@ pub fn delete_all(app: &Arc<App>, account: &Account, instance: &str) -> Result<J
             format!("recovery point '{}' is {}", busy.name, busy.state),
         ));
     }
+    refuse_if_protected(&inst, &points)?;
     let slot = reserve_delete(app, account, &inst, &points)?;
     for p in &points {
         app.catalog.settle_point(p.id, &point::DELETE, None)?;
     }
     Ok(spawn_delete(app, slot, &inst, points))
+}
+
+/// Refuse to delete protected points, naming them.
+pub(crate) fn refuse_if_protected(inst: &InstanceRow, points: &[Point]) -> Result<()> {
+    let names: Vec<&str> = points
+        .iter()
+        .filter(|p| p.protected)
+        .map(|p| p.name.as_str())
+        .collect();
+    if names.is_empty() {
+        return Ok(());
+    }
+    Err(Error::conflict(
+        "point_protected",
+        format!(
+            "recovery point{} {} of instance '{}' {} protected: unprotect {} first",
+            if names.len() == 1 { "" } else { "s" },
+            names
+                .iter()
+                .map(|n| format!("'{n}'"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            inst.name,
+            if names.len() == 1 { "is" } else { "are" },
+            if names.len() == 1 { "it" } else { "them" },
+        ),
+    ))
+}
+
+/// Protect a recovery point (within the plan's `max_protected`) or lift
+/// its protection.
+pub fn protect(
+    app: &App,
+    account: &Account,
+    instance: &str,
+    point: &str,
+    req: Protection,
+) -> Result<Point> {
+    let inst = app.catalog.instance(account.id, instance)?;
+    let p = app.catalog.point(inst.id, point)?;
+    super::deletes::set_protected(app, account, "points", p.id, p.protected, req.protected)?;
+    app.catalog.point_by_id(p.id)
 }
 
 /// The job of a delete: `point.delete` of one point, `point.delete_all`

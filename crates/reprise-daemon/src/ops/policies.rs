@@ -170,8 +170,16 @@ pub fn made_by(app: &App, p: &Policy) -> Result<Made> {
         taken: Vec::new(),
         by_hand: 0,
     };
-    let mut sort = |id: Uuid, name: &str, created_at, policy: Option<Uuid>, complete: bool| {
-        if policy == Some(p.id) {
+    // A protected one is left alone, as one taken by hand.
+    let mut sort = |id: Uuid,
+                    name: &str,
+                    created_at,
+                    policy: Option<Uuid>,
+                    complete: bool,
+                    protected: bool| {
+        if protected {
+            made.by_hand += 1;
+        } else if policy == Some(p.id) {
             if complete {
                 made.taken.push(Taken {
                     name: name.to_string(),
@@ -191,6 +199,7 @@ pub fn made_by(app: &App, p: &Policy) -> Result<Made> {
                     s.created_at,
                     s.policy_id,
                     s.state == SnapshotState::BackedUp,
+                    s.protected,
                 );
             }
         }
@@ -203,6 +212,7 @@ pub fn made_by(app: &App, p: &Policy) -> Result<Made> {
                 pt.created_at,
                 pt.policy_id,
                 pt.state == PointState::Ready,
+                pt.protected,
             );
         }
     }

@@ -28,6 +28,7 @@ use crate::vm;
 use reprise_backup::backup::{self as engine, Base};
 use reprise_backup::snapshot::{self as transaction, Cut, Origin, References};
 use reprise_catalog::{now, write, BackupStats, Scope, VolumeRow};
+use reprise_chunks::manifest::StoredKind;
 use reprise_core::lifecycle::{snapshot, volume};
 use reprise_core::model::*;
 use reprise_core::plan::Demand;
@@ -79,7 +80,15 @@ pub fn create_for(
         },
         0,
     )?;
-    let snap = prepare(app, account, &v, id, req.name.as_deref(), policy)?;
+    let snap = prepare(
+        app,
+        account,
+        &v,
+        id,
+        req.name.as_deref(),
+        policy,
+        req.protect,
+    )?;
     let app2 = app.clone();
     Ok(slot.spawn(move |ctx| async move {
         let result = async {
@@ -97,8 +106,8 @@ pub fn create_for(
 }
 
 /// Check that a volume can be snapshotted now and record its snapshot
-/// `id` (BackingUp), counted against the account's plan; the caller cuts
-/// and backs it up.
+/// `id` (BackingUp, `protect`ed when asked), counted against the
+/// account's plan; the caller cuts and backs it up.
 pub fn prepare(
     app: &App,
     account: &Account,
@@ -106,6 +115,7 @@ pub fn prepare(
     id: Uuid,
     name: Option<&str>,
     policy: Option<Uuid>,
+    protect: bool,
 ) -> Result<Snapshot> {
     if v.state != VolumeState::Ready {
         return Err(Error::conflict(
@@ -159,9 +169,13 @@ pub fn prepare(
         created_at: now(),
         completed_at: None,
         verified_at: None,
+        protected: protect,
+        deleted_at: None,
+        purge_after: None,
     };
     let one_snapshot = Demand {
         snapshots: 1,
+        protected: u64::from(protect),
         ..Default::default()
     };
     let scope = Scope {
@@ -219,6 +233,10 @@ pub async fn back_up(app: &App, ctx: &JobCtx, id: Uuid, consistency: &str) -> Re
         tag: tag(id),
         base,
     };
+    let instance = match v.instance_id {
+        Some(i) => Some(app.catalog.instance_by_id(i)?),
+        None => None,
+    };
     let origin = Origin {
         snapshot_id: id,
         name: snap.name.clone(),
@@ -227,6 +245,16 @@ pub async fn back_up(app: &App, ctx: &JobCtx, id: Uuid, consistency: &str) -> Re
         zone: snap.zone.clone(),
         consistency: consistency.to_string(),
         created_at: snap.created_at,
+        owner: Some(super::recovery::owner(
+            app,
+            snap.account_id,
+            StoredKind::Snapshot,
+            |o| {
+                o.instance_id = instance.as_ref().map(|i| i.id);
+                o.instance_name = instance.map(|i| i.name);
+                o.policy_id = snap.policy_id;
+            },
+        )?),
     };
     // The references are recorded where garbage collection looks before
     // the index and manifest are written; then the snapshot is BackedUp.
@@ -268,6 +296,7 @@ pub async fn back_up(app: &App, ctx: &JobCtx, id: Uuid, consistency: &str) -> Re
     };
     let previous = app.catalog.snapshot_backed_up(id, v.id, &stats)?;
     app.metrics.backed_up(stats.read_bytes, stats.new_bytes);
+    crate::binding::recorded(app).await;
     ctx.log("backed up: every chunk, the index and the manifest are in the region's store");
     // The previous base's tag is no longer needed.
     if let Some(prev) = previous.filter(|p| *p != id) {
@@ -339,7 +368,7 @@ pub async fn cut(app: &App, ctx: &JobCtx, snaps: &[Snapshot], mode: Mode) -> Res
     result
 }
 
-fn volume_by_id(app: &App, id: Uuid) -> Result<VolumeRow> {
+pub(crate) fn volume_by_id(app: &App, id: Uuid) -> Result<VolumeRow> {
     app.catalog
         .list_volumes_by_id(&[id])?
         .into_iter()
@@ -379,7 +408,7 @@ pub async fn fail(app: &App, ctx: &JobCtx, id: Uuid, why: &str) {
 
 /// Remove a tag from a volume if it holds it: over QMP while its instance
 /// runs, with qemu-img otherwise. Takes the instance's lock.
-async fn remove_tag(app: &App, v: &VolumeRow, tag: &str) -> Result<()> {
+pub(crate) async fn remove_tag(app: &App, v: &VolumeRow, tag: &str) -> Result<()> {
     let _guard = match v.instance_id {
         Some(i) => Some(app.lock_instance(i).await),
         None => None,
@@ -455,6 +484,7 @@ pub fn list(app: &App, account: &Account, filter: &SnapshotFilter) -> Result<Vec
         .catalog
         .list_snapshots(Some(account.id))?
         .into_iter()
+        .filter(|s| (s.state == SnapshotState::Deleted) == filter.deleted)
         .filter(|s| match (&filter.volume, volume) {
             (None, _) => true,
             (Some(_), Some(Some(id))) => s.volume_id == id,
@@ -498,55 +528,9 @@ pub fn show(app: &App, account: &Account, reference: &str) -> Result<Snapshot> {
     Ok(s)
 }
 
-/// Delete a snapshot: its objects go (manifest first), then its row; then
-/// garbage collection removes the chunks nothing else references.
-pub fn delete(app: &Arc<App>, account: &Account, reference: &str) -> Result<Job> {
-    let s = app.catalog.snapshot(account.id, reference)?;
-    let slot = jobs::reserve(
-        app,
-        account.id,
-        "snapshot.delete",
-        Target {
-            kind: "snapshot",
-            id: s.id,
-            name: &s.name,
-        },
-        1,
-    )?;
-    if !app.catalog.start_snapshot_delete(s.id)? {
-        if app.catalog.snapshot_is_running_base(s.id)? {
-            return Err(Error::conflict(
-                "snapshot_is_base",
-                format!(
-                    "snapshot '{}' is the base of a backup of volume '{}' in progress: delete it once that backup ends",
-                    s.name, s.volume
-                ),
-            ));
-        }
-        return Err(Error::conflict(
-            "snapshot_busy",
-            format!(
-                "snapshot '{}' is {}: wait for it to finish",
-                s.name, s.state
-            ),
-        ));
-    }
-    let app2 = app.clone();
-    Ok(slot.spawn(move |ctx| async move {
-            destroy_or_flag(&app2, s.id).await?;
-            ctx.log(format!(
-                "snapshot '{}' deleted; the space its chunks alone held is reclaimed by the next garbage collection",
-                s.name
-            ));
-            app2.request_gc();
-            ctx.progress(1, 1);
-            Ok(())
-        }))
-}
-
 /// [`destroy`], or, when it fails (an unreachable store), the snapshot
 /// goes to Error with the reason, so it can be deleted again.
-async fn destroy_or_flag(app: &App, id: Uuid) -> Result<()> {
+pub(crate) async fn destroy_or_flag(app: &App, id: Uuid) -> Result<()> {
     let result = destroy(app, id).await;
     if let Err(e) = &result {
         app.catalog.settle_snapshot(

@@ -13,6 +13,7 @@ use crate::jobs::{self, Target};
 use reprise_backup::backup as engine;
 use reprise_backup::snapshot::{self as transaction, Cut, Origin, References};
 use reprise_catalog::now;
+use reprise_chunks::manifest::StoredKind;
 use reprise_core::model::*;
 use reprise_core::{Error, Result};
 use std::sync::Arc;
@@ -56,17 +57,24 @@ pub async fn create(app: &App, account: &Account, req: CreateTemplate) -> Result
             size_bytes: s.size_bytes,
             chunk_count: r.chunks.len() as u64,
             created_at: now(),
+            purge_after: None,
         };
         let names: Vec<[u8; 32]> = r.chunks.iter().map(|n| n.0).collect();
         app.catalog.insert_template(&t, &names)?;
         Ok(0)
     };
+    let owner = super::recovery::owner(app, account.id, StoredKind::Template, |o| {
+        o.source_snapshot_id = Some(s.id);
+        o.source = Some(s.name.clone());
+    })?;
     let region = app.region().await?;
-    if let Err(e) = transaction::copy(region, &app.refs, s.id, id, &req.name, record).await {
+    let copied = transaction::copy(region, &app.refs, s.id, id, &req.name, Some(owner), record);
+    if let Err(e) = copied.await {
         app.catalog.remove_template(id)?;
         return Err(e);
     }
     app.catalog.template_ready(id)?;
+    crate::binding::recorded(app).await;
     let t = app.catalog.template(account.id, &id.to_string())?;
     tracing::info!(template = %t.id, name = t.name, snapshot = s.name, "template created");
     Ok(t)
@@ -128,6 +136,12 @@ pub fn import(app: &Arc<App>, account: &Account, req: ImportTemplate) -> Result<
                     zone: String::new(),
                     consistency: "filesystem".into(),
                     created_at: now(),
+                    owner: Some(super::recovery::owner(
+                        &app2,
+                        account_id,
+                        StoredKind::Template,
+                        |o| o.source = Some(source.clone()),
+                    )?),
                 };
                 let record = |r: &References| {
                     let t = Template {
@@ -139,6 +153,7 @@ pub fn import(app: &Arc<App>, account: &Account, req: ImportTemplate) -> Result<
                         size_bytes: r.volume_size,
                         chunk_count: r.chunks.len() as u64,
                         created_at: now(),
+                        purge_after: None,
                     };
                     let names: Vec<[u8; 32]> = r.chunks.iter().map(|n| n.0).collect();
                     app2.catalog.insert_template(&t, &names)?;
@@ -152,6 +167,7 @@ pub fn import(app: &Arc<App>, account: &Account, req: ImportTemplate) -> Result<
                         let _ = app2.catalog.remove_template(id);
                     })?;
                 app2.catalog.template_ready(id)?;
+                crate::binding::recorded(&app2).await;
                 let t = &done.manifest;
                 ctx.log(format!(
                     "template '{}' imported: {} chunks, {} bytes new in the store",
@@ -167,50 +183,35 @@ pub fn import(app: &Arc<App>, account: &Account, req: ImportTemplate) -> Result<
 }
 
 /// At startup: a template a crash left Creating (recorded, its manifest
-/// maybe not written) is forgotten; garbage collection removes whatever of
-/// it reached the store.
-pub fn reconcile_at_startup(app: &App) -> Result<()> {
+/// maybe written) is removed, its objects first: a manifest left in the
+/// store without its row would be an orphan, which no sweep removes. While
+/// the store cannot be reached, it stays for the next start.
+pub async fn reconcile_at_startup(app: &App) -> Result<()> {
     for id in app.catalog.unfinished_templates()? {
+        let removed = match app.region().await {
+            Ok(region) => engine::remove(region, id).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = removed {
+            tracing::warn!(template = %id, "a template cut short stays until the store answers: {e}");
+            continue;
+        }
         tracing::warn!(template = %id, "a template was being made when the daemon stopped: removed");
         app.catalog.remove_template(id)?;
     }
     Ok(())
 }
 
-pub fn list(app: &App, account: &Account) -> Result<Vec<Template>> {
-    app.catalog.list_templates(account.id)
+/// The account's templates, or its deleted ones still in their undelete
+/// window.
+pub fn list(app: &App, account: &Account, deleted: bool) -> Result<Vec<Template>> {
+    if deleted {
+        app.catalog.deleted_templates(account.id)
+    } else {
+        app.catalog.list_templates(account.id)
+    }
 }
 
 pub fn show(app: &App, account: &Account, reference: &str) -> Result<Template> {
     app.catalog.template(account.id, reference)
-}
-
-/// Delete a template: its objects, its row, then the chunks nothing else
-/// references. Instances deployed from it keep their volumes.
-pub fn delete(app: &Arc<App>, account: &Account, reference: &str) -> Result<Job> {
-    let t = app.catalog.template(account.id, reference)?;
-    let app2 = app.clone();
-    let name = t.name.clone();
-    jobs::spawn(
-        app,
-        account.id,
-        "template.delete",
-        Target {
-            kind: "template",
-            id: t.id,
-            name: &name,
-        },
-        1,
-        move |ctx| async move {
-            engine::remove(app2.region().await?, t.id).await?;
-            app2.catalog.remove_template(t.id)?;
-            ctx.log(format!(
-                "template '{}' deleted; the space its chunks alone held is reclaimed by the next garbage collection",
-                t.name
-            ));
-            app2.request_gc();
-            ctx.progress(1, 1);
-            Ok(())
-        },
-    )
 }
