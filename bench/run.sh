@@ -1,7 +1,7 @@
 #!/bin/bash
 # Run every benchmark of reprise on this machine and rewrite docs/BENCHMARKS.md
 # with the figures and ratios measured in this run. REPRISE_BENCH=points (or
-# =memory-points or =disk-points, one half of them), =snapshots, =deploy or =region runs one group
+# =memory-points or =disk-points, one half of them), =snapshots, =deploy, =region or =recover runs one group
 # and keeps the other sections. To try a change quickly: REPRISE_BENCH_RUNS=1
 # REPRISE_BENCH_PEERS=0 (one run of reprise and the floor only) and a path to
 # write to other than docs/BENCHMARKS.md as the argument of reprise-bench.

@@ -334,6 +334,16 @@ await step('Delete a point with confirmation; Cancel changes nothing', async () 
   await page.locator('li[data-point="after-change"]').waitFor({ state: 'detached', timeout: LONG });
 });
 
+await step('A protected snapshot cannot be deleted until it is unprotected', async () => {
+  await openTab('Snapshots');
+  await menuFor(firstSnapshot, 'Protect');
+  await row(firstSnapshot).locator('[data-protected="yes"]').waitFor({ timeout: LONG });
+  await page.getByRole('button', { name: `Action menu for ${firstSnapshot}` }).click();
+  assert.equal(await page.getByRole('menuitem', { name: 'Delete' }).isDisabled(), true);
+  await page.getByRole('menuitem', { name: 'Unprotect' }).click();
+  await row(firstSnapshot).locator('[data-protected="yes"]').waitFor({ state: 'detached', timeout: LONG });
+});
+
 await step('Delete a snapshot with the keyboard, after a confirmation: gone', async () => {
   await openTab('Snapshots');
   const button = page.getByRole('button', { name: `Action menu for ${firstSnapshot}` });

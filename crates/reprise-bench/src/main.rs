@@ -5,6 +5,7 @@
 
 mod deploy;
 mod points;
+mod recover;
 mod region;
 mod snapshots;
 
@@ -83,8 +84,8 @@ fn main() {
         .unwrap_or_else(|| "docs/BENCHMARKS.md".into());
     // `REPRISE_BENCH=points` (or only its memory points: `=memory-points`,
     // or its disk-only points: `=disk-points`),
-    // `=snapshots` (or only the 1 TiB volume's memory: `=memory`), `=deploy`
-    // or `=region` measures one group; the other sections of the report are
+    // `=snapshots` (or only the 1 TiB volume's memory: `=memory`), `=deploy`,
+    // `=region` or `=recover` measures one group; the other sections of the report are
     // kept as they were, in their places.
     let only = std::env::var("REPRISE_BENCH").unwrap_or_default();
     let started = std::time::Instant::now();
@@ -109,6 +110,9 @@ fn main() {
     }
     if only.is_empty() || only == "region" {
         sections.extend(region::run());
+    }
+    if only.is_empty() || only == "recover" {
+        sections.extend(recover::run());
     }
     let stamp = format!(
         "_Measured by `bench/run.sh` on {} UTC in a {:.0} s run, on: {}._\n",

@@ -969,6 +969,7 @@ function snapshotFilters(choices) {
 function snapshotState(s) {
   return h('div', { class: 'state-cell' },
     badge('snapshot', s.state),
+    s.protected ? h('span', { class: 'state state-protected', 'data-protected': 'yes' }, t('protectedMark')) : null,
     s.state === 'BackingUp' ? progress(s.progress_done, s.progress_total, true) : null,
     s.error ? h('p', { class: 'error-text' }, s.error) : null);
 }
@@ -982,7 +983,14 @@ function snapshotActions(s) {
     { label: t('revertVolume'), disabled: !ready, run: () => revertVolumeTo(s.volume, s) },
     { label: t('verify'), disabled: !ready, run: () => startJob('POST', `/snapshots/${s.id}/verify`) },
     {
-      label: t('delete'), danger: true, disabled: busy,
+      label: t(s.protected ? 'unprotect' : 'protect'), disabled: busy,
+      run: async () => {
+        await api('POST', `/snapshots/${s.id}/protection`, { protected: !s.protected });
+        refreshSoon();
+      },
+    },
+    {
+      label: t('delete'), danger: true, disabled: busy || s.protected,
       run: () => deleteThing({
         title: t('deleteSnapshot'),
         message: t('deleteSnapshotWarning', { name: s.name, volume: s.volume }),

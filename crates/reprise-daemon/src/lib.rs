@@ -200,7 +200,7 @@ fn region_secret(config: &Config) -> Result<[u8; 32]> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let secret: [u8; 32] = rand::random();
             write_private(&path, &hex::encode(secret))?;
-            tracing::info!(path = %path.display(), "region key created: keep a copy, snapshots cannot be read without it");
+            tracing::info!(path = %path.display(), "region key created: keep a copy apart from the store (`reprise region key export` prints it); no snapshot can be read without it");
             Ok(secret)
         }
         Err(e) => Err(io_err(format!("cannot read {}", path.display()))(e)),

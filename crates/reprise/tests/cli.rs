@@ -410,6 +410,39 @@ fn volume_snapshots_from_the_command_line() {
     assert_eq!(left.as_array().unwrap().len(), 1);
     let gc = cli.json(&["gc"]);
     assert_eq!(gc["state"], "Succeeded", "{gc}");
+
+    // The store stands alone: a protected snapshot refuses its delete; a
+    // dry-run recover finds nothing missing; the region's secret is
+    // printed from its key file, exactly as the daemon keeps it.
+    cli.ok(&["snapshot", "create", "db", "--name", "kept", "--protect"]);
+    let err = cli.fails(&["snapshot", "delete", "kept"]);
+    assert!(err.contains("[snapshot_protected]"), "{err}");
+    assert!(cli
+        .ok(&["snapshot", "unprotect", "kept"])
+        .contains("BackedUp"));
+    let recovered = cli.ok(&["region", "recover", "--dry-run"]);
+    assert!(
+        recovered.contains("0 snapshots and 0 templates to add"),
+        "{recovered}"
+    );
+    let key_file = d.config.region_key_path();
+    let printed = cli.ok(&[
+        "region",
+        "key",
+        "export",
+        "--key-file",
+        key_file.to_str().unwrap(),
+    ]);
+    let kept = std::fs::read_to_string(&key_file).unwrap();
+    assert_eq!(printed.trim(), kept.trim());
+    let err = cli.fails(&[
+        "region",
+        "key",
+        "export",
+        "--key-file",
+        "/nonexistent/region.key",
+    ]);
+    assert!(err.contains("[config_invalid]"), "{err}");
 }
 
 #[test]

@@ -152,17 +152,21 @@ fn resolve_client(cli: &Cli) -> Result<Client> {
         .or(file.url)
         .unwrap_or_else(|| format!("http://{}", reprise_core::defaults::DEFAULT_LISTEN));
     let key = cli.api_key.clone().or(file.api_key).or_else(|| {
-        let data_dir = reprise_core::defaults::data_dir(
-            rustix::process::getuid().is_root(),
-            std::env::var_os("XDG_DATA_HOME").map(PathBuf::from),
-            std::env::var_os("HOME").map(PathBuf::from),
-        );
-        let path = data_dir.join("admin.key");
+        let path = default_data_dir().join("admin.key");
         std::fs::read_to_string(path)
             .ok()
             .map(|k| k.trim().to_string())
     });
     Ok(Client::new(&url, key))
+}
+
+/// The daemon's data directory on its embedded defaults, as this user.
+pub(super) fn default_data_dir() -> PathBuf {
+    reprise_core::defaults::data_dir(
+        rustix::process::getuid().is_root(),
+        std::env::var_os("XDG_DATA_HOME").map(PathBuf::from),
+        std::env::var_os("HOME").map(PathBuf::from),
+    )
 }
 
 /// Run a parsed command; `serve` runs the daemon for `reprise serve`.

@@ -5,10 +5,11 @@
 use super::jobs::{follow, show_job};
 use super::print_list;
 use super::Ctx;
+use crate::output::outln;
 use crate::output::{size, time};
 use clap::Subcommand;
 use reprise_core::model::{ForgetOrphans, Job, RecoverRegion, RestoreCatalog};
-use reprise_core::Result;
+use reprise_core::{Error, Result};
 
 #[derive(Subcommand)]
 pub(super) enum RegionCmd {
@@ -20,6 +21,21 @@ pub(super) enum RegionCmd {
         /// Only list what would be added.
         #[arg(long)]
         dry_run: bool,
+    },
+    /// The region's secret.
+    #[command(subcommand)]
+    Key(RegionKeyCmd),
+}
+
+#[derive(Subcommand)]
+pub(super) enum RegionKeyCmd {
+    /// Print the region's secret, read from the key file on this host (it
+    /// never crosses the API), to keep a copy apart from the store:
+    /// without it no snapshot of the region can be read, ever.
+    Export {
+        /// The key file; DATA_DIR/region.key when left out.
+        #[arg(long)]
+        key_file: Option<std::path::PathBuf>,
     },
 }
 
@@ -51,6 +67,31 @@ pub(super) enum StoreCmd {
 
 pub(super) fn region(ctx: &Ctx, cmd: RegionCmd) -> Result<()> {
     match cmd {
+        RegionCmd::Key(RegionKeyCmd::Export { key_file }) => {
+            let path = key_file.unwrap_or_else(|| super::default_data_dir().join("region.key"));
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                Error::invalid(
+                    "config_invalid",
+                    format!("cannot read the region key {}: {e}", path.display()),
+                )
+            })?;
+            let key = text.trim();
+            if key.len() != 64 || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(Error::invalid(
+                    "config_invalid",
+                    format!(
+                        "{} does not hold a region key (64 hex digits)",
+                        path.display()
+                    ),
+                ));
+            }
+            outln!("{key}");
+            eprintln!(
+                "This is the region's secret: keep it apart from the store (a password manager, paper). \
+                 To use it again, write it alone into a daemon's region.key (mode 0600) before its first start."
+            );
+            Ok(())
+        }
         RegionCmd::Recover { dry_run } => {
             let job = ctx.client.recover_region(&RecoverRegion { dry_run })?;
             finish(ctx, job)

@@ -281,10 +281,11 @@ async fn run_recover(app: &App, ctx: &JobCtx, dry_run: bool) -> Result<()> {
     }
     ctx.progress(total, total);
     ctx.log(format!(
-        "{}: {} snapshots and {} templates {would} ({} accounts re-created), {} without a recorded owner, {} unreadable, {} rows whose objects are gone; {} ms",
+        "{}: {} snapshots and {} templates {} ({} accounts re-created), {} without a recorded owner, {} unreadable, {} rows whose objects are gone; {} ms",
         if dry_run { "dry run" } else { "recovered" },
         t.snapshots,
         t.templates,
+        if dry_run { "to add" } else { "added" },
         t.accounts,
         t.without_owner,
         t.unreadable,
