@@ -33,45 +33,57 @@ pub struct CatalogSide {
     pub behind: Option<String>,
 }
 
-/// Whether `catalog` may sweep a store of region `region_id` bound by
-/// `store` (none: bound to no catalog yet). Pure.
-pub fn judge(store: Option<&Binding>, region_id: Uuid, catalog: &CatalogSide) -> Result<()> {
-    let recover = "run `reprise region recover` (it adds to this catalog every snapshot and template the store holds that it lacks, then binds the store to it)";
+const RECOVER: &str = "run `reprise region recover` (it adds to this catalog every snapshot and template the store holds that it lacks, then binds the store to it)";
+
+/// Whether `catalog` may write snapshots into a store of region
+/// `region_id` bound by `store`: not while the store is another catalog's
+/// (whose sweeps would not see this catalog's backups in progress) or
+/// another region's. A catalog behind the store may: its snapshots are
+/// the store's own catalog's. Pure.
+pub fn writable(store: Option<&Binding>, region_id: Uuid, catalog: &CatalogSide) -> Result<()> {
     if let Some(mine) = catalog.region_id.filter(|r| *r != region_id) {
         return Err(refused(
             "store_of_another_region",
             format!(
-                "this catalog belongs to region {mine}, but the store is region {region_id}: nothing was swept; if this catalog is to use this store, {recover}"
+                "this catalog belongs to region {mine}, but the store is region {region_id}: nothing was done; if this catalog is to use this store, {RECOVER}"
             ),
         ));
     }
+    match store {
+        Some(b) if b.catalog_id != catalog.catalog_id => Err(refused(
+            "store_bound_elsewhere",
+            format!(
+                "the region's store belongs to catalog {} (generation {}, written by host '{}' at {}), not to this daemon's catalog {}: a new catalog, or another deployment's, sharing the store; nothing was done; if this catalog is to be the store's, {RECOVER}",
+                b.catalog_id,
+                b.generation,
+                b.written_by,
+                b.written_at.format("%F %T UTC"),
+                catalog.catalog_id
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Whether `catalog` may sweep a store of region `region_id` bound by
+/// `store` (none: bound to no catalog yet): only the store's own catalog,
+/// at a generation no lower than the store has seen of it. Pure.
+pub fn judge(store: Option<&Binding>, region_id: Uuid, catalog: &CatalogSide) -> Result<()> {
+    writable(store, region_id, catalog)?;
     if let Some(why) = &catalog.behind {
         return Err(refused(
             "catalog_behind_store",
-            format!("{why}: nothing was swept; {recover}"),
+            format!("{why}: nothing was swept; {RECOVER}"),
         ));
     }
     let Some(store) = store else {
         return Ok(());
     };
-    if store.catalog_id != catalog.catalog_id {
-        return Err(refused(
-            "store_bound_elsewhere",
-            format!(
-                "the region's store belongs to catalog {} (generation {}, written by host '{}' at {}), not to this daemon's catalog {}: a new catalog, or another deployment's, sharing the store; nothing was swept; if this catalog is to be the store's, {recover}",
-                store.catalog_id,
-                store.generation,
-                store.written_by,
-                store.written_at.format("%F %T UTC"),
-                catalog.catalog_id
-            ),
-        ));
-    }
     if store.generation > catalog.generation {
         return Err(refused(
             "catalog_behind_store",
             format!(
-                "{}: nothing was swept; {recover}",
+                "{}: nothing was swept; {RECOVER}",
                 behind_reason(store.generation, catalog.generation)
             ),
         ));
@@ -209,6 +221,17 @@ mod tests {
             region_id: Some(Uuid::new_v4()),
             ..side(a, 9)
         };
+        // Writing: only another catalog's store, or another region's, is
+        // refused; a catalog behind writes (its snapshots are kept).
+        assert_eq!(
+            code(writable(Some(&bound(a, 9)), region, &side(a, 5))),
+            None
+        );
+        assert_eq!(code(writable(None, region, &side(b, 0))), None);
+        assert_eq!(
+            code(writable(Some(&bound(a, 1)), region, &side(b, 9))),
+            Some("store_bound_elsewhere".to_string())
+        );
         let e = judge(Some(&bound(a, 9)), region, &elsewhere).unwrap_err();
         assert_eq!(e.code, "store_of_another_region");
         assert!(

@@ -49,7 +49,7 @@
 use crate::{Refs, Region};
 use chrono::{DateTime, Utc};
 use reprise_chunks::{ChunkName, Manifest};
-use reprise_core::{Error, ErrorKind, Result};
+use reprise_core::Result;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -215,13 +215,16 @@ pub async fn gc(
 
 /// Remove the orphans (complete snapshots and templates the catalog does
 /// not know) made before `made_before`: an admin's explicit decision, never
-/// a sweep's. Their chunks go at the next sweep. Returns their manifests.
+/// a sweep's. One whose manifest cannot be read is dated by the store's
+/// time of its manifest (else anyone who can write the store could stop
+/// every chunk delete for ever). Their chunks go at the next sweep.
+/// Returns their ids, with their manifests when readable.
 pub async fn forget_orphans(
     region: &Region,
     refs: &Arc<Refs>,
     live: impl FnOnce() -> Result<Live>,
     made_before: DateTime<Utc>,
-) -> Result<Vec<Manifest>> {
+) -> Result<Vec<(Uuid, Option<Manifest>)>> {
     let _sweeping = refs.sweep.write().await;
     let _alone = refs.region_alone().await?;
     let (_, held_snapshots) = refs.held_now();
@@ -231,27 +234,22 @@ pub async fn forget_orphans(
         if live.snapshots.contains(&id) || held_snapshots.contains(&id) || !objects.manifest {
             continue;
         }
-        // One that cannot be read cannot be dated: an admin removes it by
-        // hand, knowing what it is.
-        let manifest = region.manifest(id).await.map_err(|e| {
-            if e.kind.is_retryable() {
-                e
-            } else {
-                Error::new(
-                    ErrorKind::Corrupt,
-                    "orphan_unreadable",
-                    format!(
-                        "orphan {id} cannot be read ({}): nothing was forgotten",
-                        e.message
-                    ),
-                )
-            }
-        })?;
-        if manifest.created_at >= made_before {
+        let (made, manifest) = match region.manifest(id).await {
+            Ok(m) => (m.created_at, Some(m)),
+            Err(e) if e.kind.is_retryable() => return Err(e),
+            Err(_) => (
+                objects
+                    .newest
+                    .map(DateTime::<Utc>::from)
+                    .unwrap_or(made_before),
+                None,
+            ),
+        };
+        if made >= made_before {
             continue;
         }
         crate::backup::remove(region, id).await?;
-        forgotten.push(manifest);
+        forgotten.push((id, manifest));
     }
     Ok(forgotten)
 }

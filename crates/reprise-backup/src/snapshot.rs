@@ -142,6 +142,7 @@ pub async fn copy(
     manifest.name = name.to_string();
     manifest.new_bytes = 0;
     manifest.owner = owner;
+    manifest.created_at = Utc::now();
     let committed = Committed {
         manifest,
         index,

@@ -122,10 +122,10 @@ fn usage_on(conn: &dyn Db, account: Uuid, scope: Scope) -> Result<Usage> {
             (SELECT COUNT(*) FROM snapshots WHERE account_id = ?1 AND state <> 'Deleted'),
             (SELECT CAST(COALESCE(SUM(stored_size), 0) AS BIGINT) FROM chunks WHERE name IN (
                 SELECT sc.name FROM snapshot_chunks sc JOIN snapshots s ON s.id = sc.snapshot_id
-                 WHERE s.account_id = ?1 AND s.state <> 'Deleted'
+                 WHERE s.account_id = ?1
                 UNION
                 SELECT tc.name FROM template_chunks tc JOIN templates t ON t.id = tc.template_id
-                 WHERE t.account_id = ?1 AND t.state <> 'Deleted')),
+                 WHERE t.account_id = ?1)),
             (SELECT COUNT(*) FROM jobs WHERE account_id = ?1 AND state IN ('Queued', 'Running')),
             CASE WHEN CAST(?2 AS TEXT) IS NULL
                 THEN (SELECT COALESCE(MAX(n), 0) FROM

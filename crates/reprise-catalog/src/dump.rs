@@ -10,8 +10,10 @@
 //!   a loss): it cannot mix two histories of the same resources.
 //! - The dumped admin account is the catalog's own admin: its rows are
 //!   given to this catalog's admin, and a zone of the same name is this
-//!   catalog's zone. A row whose id (or name) is already taken is left
-//!   out, with every row that refers to it.
+//!   catalog's zone. A row whose id is already here (an account a recover
+//!   re-created) stays as it is, and the rows that refer to it go in; a
+//!   row whose name another row took is left out, with every row that
+//!   refers to it.
 //! - A dump names its columns: a dump of an older schema restores into a
 //!   newer one (missing columns take their defaults); one of a newer
 //!   schema is refused.
@@ -200,8 +202,20 @@ impl Catalog {
         let conn = self.conn();
         let mut tables = Map::new();
         for (table, columns) in TABLES {
+            // Only Ready templates: one being made, deleted or purged is
+            // the store's to tell (a recover), never a restore's to redo.
+            let only = match *table {
+                "templates" => " WHERE state = 'Ready'",
+                "template_chunks" => {
+                    " WHERE template_id IN (SELECT id FROM templates WHERE state = 'Ready')"
+                }
+                _ => "",
+            };
             let rows = conn
-                .query(&format!("SELECT {} FROM {table}", columns.join(", ")), &[])
+                .query(
+                    &format!("SELECT {} FROM {table}{only}", columns.join(", ")),
+                    &[],
+                )
                 .map_err(db_err("catalog dump"))?;
             let rows: Vec<serde_json::Value> = rows
                 .iter()
@@ -342,9 +356,21 @@ impl Catalog {
                         == 1;
                 if inserted {
                     added += 1;
-                } else {
-                    skipped += 1;
-                    if let Some(id) = id {
+                    continue;
+                }
+                skipped += 1;
+                // Already here by its id (a recover re-created it): rows
+                // that refer to it go in; one whose id or name was taken
+                // by another row is left out, with what refers to it.
+                if let Some(id) = id {
+                    let here: bool = tx
+                        .query_row(
+                            &format!("SELECT EXISTS(SELECT 1 FROM {table} WHERE id = ?1)"),
+                            params![id],
+                            |r| r.get(0),
+                        )
+                        .map_err(db_err("catalog restore"))?;
+                    if orphaned || !here {
                         left_out.entry(table).or_default().insert(id);
                     }
                 }

@@ -182,24 +182,41 @@ impl Catalog {
         )
     }
 
+    /// Run `statement` (one row's change, guarded) and advance the
+    /// catalog's generation with it when it changed the row: what the
+    /// store's binding compares, so a catalog put back from before the
+    /// change is seen behind. Whether the row changed.
+    fn change_and_advance(
+        &self,
+        what: &str,
+        statement: &str,
+        values: &[crate::db::Value],
+    ) -> Result<bool> {
+        let conn = self.conn();
+        let tx = conn.transaction().map_err(db_err(what))?;
+        let n = tx.execute(statement, values).map_err(db_err(what))?;
+        if n == 1 {
+            crate::identity::advance_generation(&tx)?;
+        }
+        tx.commit().map_err(db_err(what))?;
+        Ok(n == 1)
+    }
+
     /// Delete a snapshot into its undelete window (`lifecycle::snapshot::
     /// DELETE`), unless it is protected: its row, references and objects
     /// stay until `purge_after`. False when it was not deletable (its
     /// state, or protected meanwhile).
     pub fn delete_snapshot_for_now(&self, id: Uuid, purge_after: DateTime<Utc>) -> Result<bool> {
         let mv = &reprise_core::lifecycle::snapshot::DELETE;
-        let n = self
-            .conn()
-            .execute(
-                &format!(
-                    "UPDATE snapshots SET state = ?2, deleted_at = ?3, purge_after = ?4
-                      WHERE id = ?1 AND state IN ({}) AND NOT protected",
-                    crate::instances::from_states(mv)
-                ),
-                params![id.sql(), mv.to.as_str(), now(), purge_after],
-            )
-            .map_err(db_err("delete snapshot"))?;
-        Ok(n == 1)
+        self.change_and_advance(
+            "delete snapshot",
+            &format!(
+                "UPDATE snapshots SET state = ?2, deleted_at = ?3, purge_after = ?4
+                  WHERE id = ?1 AND state IN ({}) AND NOT protected",
+                crate::instances::from_states(mv)
+            ),
+            params![id.sql(), mv.to.as_str(), now(), purge_after],
+        )
     }
 
     /// Start removing a snapshot for good (`lifecycle::snapshot::PURGE`)
@@ -209,18 +226,66 @@ impl Catalog {
     /// either the purge is refused or the backup does without the base.
     pub fn start_snapshot_purge(&self, id: Uuid) -> Result<bool> {
         let mv = &reprise_core::lifecycle::snapshot::PURGE;
-        let n = self
-            .conn()
+        self.change_and_advance(
+            "start snapshot purge",
+            &format!(
+                "UPDATE snapshots SET state = ?2 WHERE id = ?1
+                   AND state IN ({}) AND NOT protected
+                   AND NOT EXISTS (SELECT 1 FROM snapshots WHERE base_id = ?1 AND state = 'BackingUp')",
+                crate::instances::from_states(mv)
+            ),
+            params![id.sql(), mv.to.as_str()],
+        )
+    }
+
+    /// A purge that failed: back to Deleted (its window kept) when it was
+    /// deleted, so the next round tries again; to Error otherwise.
+    pub fn purge_failed(&self, id: Uuid, why: &str) -> Result<bool> {
+        use reprise_core::lifecycle::snapshot::{DELETE_FAILED, PURGE_FAILED};
+        let deleted = self.snapshot_by_id(id)?.purge_after.is_some();
+        let mv = if deleted {
+            &PURGE_FAILED
+        } else {
+            &DELETE_FAILED
+        };
+        self.settle_snapshot(id, mv, Some(why))
+    }
+
+    /// A backup cut short whose manifest reached the store: it is whole.
+    /// Its references (re-read from its index) and figures are recorded
+    /// and it is BackedUp, in one transaction; the volume's base stays.
+    pub fn snapshot_complete_in_store(
+        &self,
+        id: Uuid,
+        names: &[[u8; 32]],
+        stats: &BackupStats,
+    ) -> Result<bool> {
+        let mv = &reprise_core::lifecycle::snapshot::BACKED_UP;
+        let conn = self.conn();
+        let tx = conn.transaction().map_err(db_err("snapshot complete"))?;
+        for name in names {
+            tx.execute(
+                "INSERT INTO snapshot_chunks (snapshot_id, name) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                params![id.sql(), &name[..]],
+            )
+            .map_err(db_err("snapshot complete"))?;
+        }
+        let n = tx
             .execute(
                 &format!(
-                    "UPDATE snapshots SET state = ?2 WHERE id = ?1
-                       AND state IN ({}) AND NOT protected
-                       AND NOT EXISTS (SELECT 1 FROM snapshots WHERE base_id = ?1 AND state = 'BackingUp')",
+                    "UPDATE snapshots SET state = ?2, error = NULL, written_bytes = ?3, stored_bytes = ?4,
+                            new_bytes = ?5, chunk_count = ?6, positions = ?7, completed_at = ?8,
+                            progress_done = progress_total, base_id = ?9
+                      WHERE id = ?1 AND state IN ({})",
                     crate::instances::from_states(mv)
                 ),
-                params![id.sql(), mv.to.as_str()],
+                params![id.sql(), mv.to.as_str(), stats.written_bytes as i64, stats.stored_bytes as i64,
+                        stats.new_bytes as i64, stats.chunk_count as i64, stats.positions as i64, now(),
+                        stats.base_id.sql()],
             )
-            .map_err(db_err("start snapshot purge"))?;
+            .map_err(db_err("snapshot complete"))?;
+        crate::identity::advance_generation(&tx)?;
+        tx.commit().map_err(db_err("snapshot complete"))?;
         Ok(n == 1)
     }
 
@@ -466,42 +531,34 @@ impl Catalog {
     /// Delete a Ready template into its undelete window; false when it was
     /// not Ready.
     pub fn delete_template_for_now(&self, id: Uuid, purge_after: DateTime<Utc>) -> Result<bool> {
-        let n = self
-            .conn()
-            .execute(
-                "UPDATE templates SET state = 'Deleted', deleted_at = ?2, purge_after = ?3
-                  WHERE id = ?1 AND state = 'Ready'",
-                params![id.sql(), now(), purge_after],
-            )
-            .map_err(db_err("delete template"))?;
-        Ok(n == 1)
+        self.change_and_advance(
+            "delete template",
+            "UPDATE templates SET state = 'Deleted', deleted_at = ?2, purge_after = ?3
+              WHERE id = ?1 AND state = 'Ready'",
+            params![id.sql(), now(), purge_after],
+        )
     }
 
     /// Bring a deleted template back (`name_taken` when a template has its
     /// name now); false when it was not Deleted.
     pub fn undelete_template(&self, id: Uuid) -> Result<bool> {
-        let n = self
-            .conn()
-            .execute(
-                "UPDATE templates SET state = 'Ready', deleted_at = NULL, purge_after = NULL
-                  WHERE id = ?1 AND state = 'Deleted'",
-                params![id.sql()],
-            )
-            .map_err(db_err("undelete template"))?;
-        Ok(n == 1)
+        self.change_and_advance(
+            "undelete template",
+            "UPDATE templates SET state = 'Ready', deleted_at = NULL, purge_after = NULL
+              WHERE id = ?1 AND state = 'Deleted'",
+            params![id.sql()],
+        )
     }
 
-    /// Claim a deleted template for its purge (its objects, then its row),
-    /// so an undelete cannot race it; false when it was not Deleted.
+    /// Claim a template (Ready, or Deleted) for its purge — its objects,
+    /// then its row — so neither another purge nor an undelete can race
+    /// it; false when it was in neither state.
     pub fn start_template_purge(&self, id: Uuid) -> Result<bool> {
-        let n = self
-            .conn()
-            .execute(
-                "UPDATE templates SET state = 'Destroying' WHERE id = ?1 AND state = 'Deleted'",
-                params![id.sql()],
-            )
-            .map_err(db_err("purge template"))?;
-        Ok(n == 1)
+        self.change_and_advance(
+            "purge template",
+            "UPDATE templates SET state = 'Destroying' WHERE id = ?1 AND state IN ('Ready', 'Deleted')",
+            params![id.sql()],
+        )
     }
 
     /// Templates whose purge a stop cut short: to finish.

@@ -79,19 +79,30 @@ pub fn undelete_snapshot(
             params![id.sql(), mv.to.as_str()],
         )
         .map_err(db_err("undelete snapshot"))?;
+    if n == 1 {
+        crate::identity::advance_generation(conn)?;
+    }
     Ok(n == 1)
 }
 
 /// Protect a snapshot or a recovery point (`table`: `snapshots` or
-/// `points`), inside `admit` (the plan caps how many), or lift it.
+/// `points`), inside `admit` (the plan caps how many), or lift it; never
+/// one being deleted (false then). Advances the catalog's generation.
 pub fn set_protected(conn: &dyn Db, table: &str, id: uuid::Uuid, protected: bool) -> Result<bool> {
-    debug_assert!(table == "snapshots" || table == "points");
+    let settled = match table {
+        "snapshots" => "state IN ('BackingUp', 'BackedUp', 'Error')",
+        "points" => "state IN ('Creating', 'Ready', 'Error', 'Reverting')",
+        _ => unreachable!("protection of {table}"),
+    };
     let n = conn
         .execute(
-            &format!("UPDATE {table} SET protected = ?2 WHERE id = ?1"),
+            &format!("UPDATE {table} SET protected = ?2 WHERE id = ?1 AND {settled}"),
             params![id.sql(), protected],
         )
         .map_err(db_err("protection"))?;
+    if n == 1 {
+        crate::identity::advance_generation(conn)?;
+    }
     Ok(n == 1)
 }
 

@@ -98,7 +98,6 @@ pub const CODES: &[Code] = &[
     c("object_key_invalid", Invalid, "an object key outside the store's rules"),
     c("object_not_found", NotFound, "an object is missing from the region's store"),
     c("object_store_unavailable", Unavailable, "the region's store does not answer"),
-    c("orphan_unreadable", Corrupt, "a snapshot in the store that the catalog does not know cannot be read: nothing was forgotten"),
     c("plan_in_use", Conflict, "accounts or instances still use the plan"),
     c("plan_not_found", Invalid, "no plan of that name"),
     c("point_busy", Conflict, "the recovery point is in a state that forbids this now"),

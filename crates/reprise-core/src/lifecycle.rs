@@ -121,6 +121,9 @@ pub mod snapshot {
     pub const BACKUP_FAILED: Move<SnapshotState> = settle("backup failed", &[BackingUp], Error);
     /// A delete that failed leaves it to be deleted again.
     pub const DELETE_FAILED: Move<SnapshotState> = settle("delete failed", &[Destroying], Error);
+    /// A purge at the end of the undelete window that failed: deleted
+    /// still, tried again at the next round.
+    pub const PURGE_FAILED: Move<SnapshotState> = settle("purge failed", &[Destroying], Deleted);
     /// A verification's verdict; never over a delete that started meanwhile.
     pub const DAMAGED: Move<SnapshotState> = settle("damaged", &[BackedUp, Error], Error);
     pub const VERIFIED: Move<SnapshotState> = settle("verified", &[BackedUp, Error], BackedUp);
@@ -133,6 +136,7 @@ pub mod snapshot {
         &BACKED_UP,
         &BACKUP_FAILED,
         &DELETE_FAILED,
+        &PURGE_FAILED,
         &DAMAGED,
         &VERIFIED,
     ];

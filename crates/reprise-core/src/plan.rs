@@ -43,7 +43,8 @@ pub struct PlanLimits {
     )]
     pub max_volume_bytes: Option<u64>,
     /// Bytes the account's snapshots take in the region's store (each
-    /// distinct chunk counted once).
+    /// distinct chunk counted once; deleted ones too, until purged: the
+    /// store holds them).
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
@@ -205,8 +206,9 @@ impl Limit {
     fn remedy(self) -> &'static str {
         match self {
             Limit::RecoveryPoints => "delete the existing recovery point first",
-            Limit::SnapshotsPerVolume | Limit::Snapshots | Limit::SnapshotBytes => {
-                "delete a snapshot first"
+            Limit::SnapshotsPerVolume | Limit::Snapshots => "delete a snapshot first",
+            Limit::SnapshotBytes => {
+                "delete a snapshot first (a deleted one holds its bytes until its undelete window ends)"
             }
             Limit::Volumes | Limit::VolumeBytes => "delete a volume first",
             Limit::Instances => "delete an instance first",

@@ -54,6 +54,15 @@ async fn advance(app: &App) -> Result<Option<Binding>> {
     binding::advance(region, found.as_ref(), &me, app.host_name()).await
 }
 
+/// Refuse, naming why and the way out, while the store is another
+/// catalog's (whose sweeps would not see this one's backups in progress)
+/// or another region's: before a snapshot or template is written.
+pub async fn may_write(app: &App) -> Result<()> {
+    let region = app.region().await?;
+    let found = binding::read(region).await?;
+    binding::writable(found.as_ref(), region.id, &side(app)?)
+}
+
 /// Refuse, naming why and the way out, unless this catalog may delete
 /// from the store; binds an unbound store to it.
 pub async fn may_sweep(app: &App) -> Result<()> {

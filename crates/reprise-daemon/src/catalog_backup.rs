@@ -89,14 +89,24 @@ pub async fn list(app: &App) -> Result<Vec<CatalogBackup>> {
     Ok(out)
 }
 
-/// Restore the named backup (the newest when `None`) into this catalog;
-/// the backup's name and what was added.
+/// Restore the named backup into this catalog; without a name, the
+/// newest of the catalog the store is bound to (the lost one), else the
+/// newest of another catalog than this one. The backup's name and what
+/// was added.
 pub async fn restore(app: &App, name: Option<&str>) -> Result<(String, Restored)> {
     let region = app.region().await?;
     let all = list(app).await?;
+    let mine = app.catalog.identity()?.catalog_id.to_string();
+    let bound = reprise_backup::binding::read(region)
+        .await?
+        .map(|b| b.catalog_id.to_string());
+    let of = |b: &CatalogBackup, catalog: &str| b.name.ends_with(catalog);
     let chosen = match name {
         Some(n) => all.into_iter().find(|b| b.name == n),
-        None => all.into_iter().next(),
+        None => match bound.filter(|c| *c != mine) {
+            Some(lost) => all.into_iter().find(|b| of(b, &lost)),
+            None => all.into_iter().find(|b| !of(b, &mine)),
+        },
     }
     .ok_or_else(|| {
         Error::new(

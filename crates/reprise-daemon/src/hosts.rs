@@ -113,7 +113,11 @@ fn run_periodic_work(app: &Arc<App>, me: &str) {
     if due("catalog-backup", app.config.catalog.backup_every_hours) {
         let app = app.clone();
         tokio::spawn(async move {
-            if let Err(e) = crate::catalog_backup::take(&app).await {
+            // A catalog that is not the store's (made anew, not recovered
+            // yet) is not what a restore should find.
+            if let Err(e) = crate::binding::may_sweep(&app).await {
+                tracing::warn!("no periodic catalog backup: {e}");
+            } else if let Err(e) = crate::catalog_backup::take(&app).await {
                 tracing::warn!("the catalog's backup into the region's store failed: {e}");
             }
         });

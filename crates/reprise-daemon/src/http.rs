@@ -1010,7 +1010,9 @@ async fn undelete_snapshot(
     _: IgnoredBody,
 ) -> ApiResult<Json<Snapshot>> {
     Ok(Json(
-        deletes::undelete_snapshot(&app, &me, &id)?.for_caller(&app, &me),
+        deletes::undelete_snapshot(&app, &me, &id)
+            .await?
+            .for_caller(&app, &me),
     ))
 }
 
@@ -1021,7 +1023,9 @@ async fn protect_snapshot(
     Body(req): Body<Protection>,
 ) -> ApiResult<Json<Snapshot>> {
     Ok(Json(
-        deletes::protect_snapshot(&app, &me, &id, req)?.for_caller(&app, &me),
+        deletes::protect_snapshot(&app, &me, &id, req)
+            .await?
+            .for_caller(&app, &me),
     ))
 }
 
@@ -1032,7 +1036,9 @@ async fn protect_point(
     Body(req): Body<Protection>,
 ) -> ApiResult<Json<Point>> {
     Ok(Json(
-        points::protect(&app, &me, &id, &point, req)?.for_caller(&app, &me),
+        points::protect(&app, &me, &id, &point, req)
+            .await?
+            .for_caller(&app, &me),
     ))
 }
 
@@ -1080,7 +1086,9 @@ async fn undelete_template(
     _: IgnoredBody,
 ) -> ApiResult<Json<Template>> {
     Ok(Json(
-        deletes::undelete_template(&app, &me, &id)?.for_caller(&app, &me),
+        deletes::undelete_template(&app, &me, &id)
+            .await?
+            .for_caller(&app, &me),
     ))
 }
 

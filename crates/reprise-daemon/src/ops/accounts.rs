@@ -310,7 +310,9 @@ async fn purge_resources(
         .iter()
         .chain(&app.catalog.deleted_templates(account.id)?)
     {
-        deletes::purge_template(app, t.id).await?;
+        if app.catalog.start_template_purge(t.id)? {
+            deletes::purge_template(app, t.id).await?;
+        }
         ctx.log(format!("template '{}' deleted", t.name));
     }
     for v in app.catalog.list_volumes(account.id, &Default::default())? {

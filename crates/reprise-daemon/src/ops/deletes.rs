@@ -82,7 +82,9 @@ pub fn delete_snapshot(app: &Arc<App>, account: &Account, reference: &str) -> Re
             ),
         ));
     }
+    let app2 = app.clone();
     Ok(slot.spawn(move |ctx| async move {
+        crate::binding::recorded(&app2).await;
         ctx.log(format!(
             "snapshot '{}' deleted: it stays whole, and `reprise snapshot undelete {}` brings it back, until {}",
             s.name,
@@ -126,6 +128,7 @@ fn purge_snapshot(app: &Arc<App>, caller: &Account, s: Snapshot) -> Result<Job> 
     }
     let app2 = app.clone();
     Ok(slot.spawn(move |ctx| async move {
+        crate::binding::recorded(&app2).await;
         destroy_or_flag(&app2, s.id).await?;
         ctx.log(format!(
             "snapshot '{}' removed for good; the space its chunks alone held is reclaimed by the next garbage collection",
@@ -160,9 +163,20 @@ pub fn any_snapshot(app: &App, caller: &Account, reference: &str) -> Result<Snap
         })
 }
 
-/// Bring a deleted snapshot back, counted against the plan again.
-pub fn undelete_snapshot(app: &App, account: &Account, reference: &str) -> Result<Snapshot> {
+/// Bring a deleted snapshot back, counted against the plan again — if
+/// the store still holds it whole.
+pub async fn undelete_snapshot(app: &App, account: &Account, reference: &str) -> Result<Snapshot> {
     let s = app.catalog.deleted_snapshot(account.id, reference)?;
+    if s.completed_at.is_some() && super::recovery::whole_in_store(app, s.id).await?.is_none() {
+        return Err(Error::new(
+            reprise_core::ErrorKind::Corrupt,
+            "snapshot_damaged",
+            format!(
+                "snapshot '{}' is no longer whole in the region's store: it cannot come back",
+                s.name
+            ),
+        ));
+    }
     let mv = if s.error.is_none() && s.completed_at.is_some() {
         &snapshot::UNDELETE
     } else {
@@ -199,24 +213,26 @@ pub fn undelete_snapshot(app: &App, account: &Account, reference: &str) -> Resul
         Err(e) => return Err(e),
     }
     tracing::info!(snapshot = %s.id, name = s.name, "snapshot undeleted");
+    crate::binding::recorded(app).await;
     app.catalog.snapshot_by_id(s.id)
 }
 
 /// Protect a snapshot (within the plan's `max_protected`) or lift it.
-pub fn protect_snapshot(
+pub async fn protect_snapshot(
     app: &App,
     account: &Account,
     reference: &str,
     req: Protection,
 ) -> Result<Snapshot> {
     let s = app.catalog.snapshot(account.id, reference)?;
-    set_protected(app, account, "snapshots", s.id, s.protected, req.protected)?;
+    set_protected(app, account, "snapshots", s.id, s.protected, req.protected).await?;
     app.catalog.snapshot_by_id(s.id)
 }
 
 /// Set the protection of a row of `table` (`snapshots` or `points`):
-/// counted against the plan when it is newly protected.
-pub(crate) fn set_protected(
+/// counted against the plan when it is newly protected; refused while it
+/// is being deleted.
+pub(crate) async fn set_protected(
     app: &App,
     account: &Account,
     table: &str,
@@ -231,10 +247,22 @@ pub(crate) fn set_protected(
         protected: u64::from(wanted),
         ..Default::default()
     };
-    app.catalog
+    let set = app
+        .catalog
         .admit(account.id, Scope::default(), &demand, |c| {
             write::set_protected(c, table, id, wanted)
         })?;
+    if !set {
+        return Err(Error::conflict(
+            if table == "points" {
+                "point_busy"
+            } else {
+                "snapshot_busy"
+            },
+            "it is being deleted: its protection cannot change",
+        ));
+    }
+    crate::binding::recorded(app).await;
     Ok(())
 }
 
@@ -249,13 +277,15 @@ pub fn delete_template(app: &Arc<App>, account: &Account, reference: &str) -> Re
         name: &name,
     };
     let until = window(app, account.id)?;
-    if let Some(until) = until {
-        if !app.catalog.delete_template_for_now(t.id, until)? {
-            return Err(Error::conflict(
-                "template_busy",
-                format!("template '{}' is being deleted", t.name),
-            ));
-        }
+    let claimed = match until {
+        Some(until) => app.catalog.delete_template_for_now(t.id, until)?,
+        None => app.catalog.start_template_purge(t.id)?,
+    };
+    if !claimed {
+        return Err(Error::conflict(
+            "template_busy",
+            format!("template '{}' is being deleted", t.name),
+        ));
     }
     let app2 = app.clone();
     jobs::spawn(
@@ -265,6 +295,7 @@ pub fn delete_template(app: &Arc<App>, account: &Account, reference: &str) -> Re
         target,
         1,
         move |ctx| async move {
+            crate::binding::recorded(&app2).await;
             match until {
                 Some(until) => ctx.log(format!(
                     "template '{}' deleted: `reprise template undelete {}` brings it back until {}",
@@ -286,8 +317,8 @@ pub fn delete_template(app: &Arc<App>, account: &Account, reference: &str) -> Re
     )
 }
 
-/// Remove a template's objects, then its row (the chunks at the next
-/// sweep).
+/// Remove a template claimed for its purge (Destroying): its objects,
+/// then its row (the chunks at the next sweep).
 pub(crate) async fn purge_template(app: &App, id: Uuid) -> Result<()> {
     engine::remove(app.region().await?, id).await?;
     app.catalog.remove_template(id)?;
@@ -296,7 +327,7 @@ pub(crate) async fn purge_template(app: &App, id: Uuid) -> Result<()> {
 }
 
 /// Bring a deleted template back.
-pub fn undelete_template(app: &App, account: &Account, reference: &str) -> Result<Template> {
+pub async fn undelete_template(app: &App, account: &Account, reference: &str) -> Result<Template> {
     let t = app
         .catalog
         .deleted_templates(account.id)?
@@ -309,6 +340,7 @@ pub fn undelete_template(app: &App, account: &Account, reference: &str) -> Resul
             format!("template '{}' is being removed for good", t.name),
         ));
     }
+    crate::binding::recorded(app).await;
     app.catalog.template(account.id, &t.id.to_string())
 }
 
@@ -317,6 +349,12 @@ pub fn undelete_template(app: &App, account: &Account, reference: &str) -> Resul
 /// objects are only in the store). A purge claims each first, so two
 /// hosts never purge one twice, and an undelete never races it.
 pub async fn purge_expired(app: &App, when: DateTime<Utc>) -> Result<()> {
+    // A catalog put back from an older copy may hold as deleted what was
+    // undeleted since: nothing goes until it is the store's again.
+    if let Err(e) = crate::binding::may_sweep(app).await {
+        tracing::warn!("nothing is purged at the end of its undelete window: {e}");
+        return Ok(());
+    }
     let mine: std::collections::HashSet<Uuid> =
         app.catalog.local_volumes()?.iter().map(|v| v.id).collect();
     for s in app.catalog.snapshots_to_purge(when)? {

@@ -814,7 +814,7 @@ pub(crate) fn refuse_if_protected(inst: &InstanceRow, points: &[Point]) -> Resul
 
 /// Protect a recovery point (within the plan's `max_protected`) or lift
 /// its protection.
-pub fn protect(
+pub async fn protect(
     app: &App,
     account: &Account,
     instance: &str,
@@ -823,7 +823,7 @@ pub fn protect(
 ) -> Result<Point> {
     let inst = app.catalog.instance(account.id, instance)?;
     let p = app.catalog.point(inst.id, point)?;
-    super::deletes::set_protected(app, account, "points", p.id, p.protected, req.protected)?;
+    super::deletes::set_protected(app, account, "points", p.id, p.protected, req.protected).await?;
     app.catalog.point_by_id(p.id)
 }
 

@@ -93,6 +93,16 @@ async fn read_stored(app: &App, id: Uuid) -> Result<Found> {
     }
 }
 
+/// A snapshot or template whole in the store (its manifest and pinned
+/// index read), `None` when it is not (no manifest, or one that does not
+/// open); an error only when the store cannot be read.
+pub(crate) async fn whole_in_store(app: &App, id: Uuid) -> Result<Option<(Manifest, Index)>> {
+    Ok(match read_stored(app, id).await? {
+        Found::Whole(m, index) => Some((*m, index)),
+        Found::Unreadable(_) => None,
+    })
+}
+
 /// What a recover found and did.
 #[derive(Default)]
 struct Tally {
@@ -117,7 +127,8 @@ async fn run_recover(app: &App, ctx: &JobCtx, dry_run: bool) -> Result<()> {
         .into_iter()
         .filter(|s| {
             s.state == SnapshotState::BackedUp
-                || (s.state == SnapshotState::Error && s.completed_at.is_some())
+                || (matches!(s.state, SnapshotState::Error | SnapshotState::Deleted)
+                    && s.completed_at.is_some())
         })
         .collect();
     let templates = app.catalog.all_templates()?;
@@ -250,7 +261,14 @@ async fn run_recover(app: &App, ctx: &JobCtx, dry_run: bool) -> Result<()> {
         t.lost += 1;
         let why = "its objects are not in the region's store (a recover found no manifest): it cannot be restored";
         ctx.log(format!("snapshot '{}' ({}): {why}", s.name, s.id));
-        if !dry_run {
+        if dry_run {
+            continue;
+        }
+        // A deleted one whose objects are gone was purged, in the store's
+        // history: so it is here.
+        if s.state == SnapshotState::Deleted {
+            app.catalog.remove_snapshot(s.id)?;
+        } else {
             app.catalog
                 .settle_snapshot(s.id, &snapshot::DAMAGED, Some(why))?;
         }
@@ -396,18 +414,20 @@ pub fn forget_orphans(app: &Arc<App>, account: &Account, req: ForgetOrphans) -> 
                 made_before,
             )
             .await?;
-            for m in &forgotten {
-                ctx.log(format!(
-                    "forgot {} '{}' ({}) of volume '{}', taken {}",
-                    match m.owner.as_ref().map(|o| o.kind) {
-                        Some(StoredKind::Template) => "template",
-                        _ => "snapshot",
-                    },
-                    m.name,
-                    m.snapshot_id,
-                    m.volume_name,
-                    m.created_at.format("%F %T UTC")
-                ));
+            for (id, manifest) in &forgotten {
+                ctx.log(match manifest {
+                    Some(m) => format!(
+                        "forgot {} '{}' ({id}) of volume '{}', taken {}",
+                        match m.owner.as_ref().map(|o| o.kind) {
+                            Some(StoredKind::Template) => "template",
+                            _ => "snapshot",
+                        },
+                        m.name,
+                        m.volume_name,
+                        m.created_at.format("%F %T UTC")
+                    ),
+                    None => format!("forgot {id}, whose manifest could not be read"),
+                });
             }
             ctx.log(format!(
                 "{} orphans made before {} forgotten; their chunks go at the next garbage collection",

@@ -198,6 +198,7 @@ pub fn prepare(
 
 /// Back up a snapshot whose instant is cut, and record it.
 pub async fn back_up(app: &App, ctx: &JobCtx, id: Uuid, consistency: &str) -> Result<()> {
+    crate::binding::may_write(app).await?;
     let snap = app.catalog.snapshot_by_id(id)?;
     app.catalog.set_snapshot_consistency(id, consistency)?;
     let v = volume_by_id(app, snap.volume_id)?;
@@ -529,17 +530,14 @@ pub fn show(app: &App, account: &Account, reference: &str) -> Result<Snapshot> {
 }
 
 /// [`destroy`], or, when it fails (an unreachable store), the snapshot
-/// goes to Error with the reason, so it can be deleted again.
+/// goes back to Deleted (tried again at the next round) or, when it was
+/// removed at once, to Error with the reason, so it can be deleted again.
 pub(crate) async fn destroy_or_flag(app: &App, id: Uuid) -> Result<()> {
     let result = destroy(app, id).await;
     if let Err(e) = &result {
-        app.catalog.settle_snapshot(
+        app.catalog.purge_failed(
             id,
-            &snapshot::DELETE_FAILED,
-            Some(&format!(
-                "deleting it failed ({}): delete it again",
-                e.message
-            )),
+            &format!("removing it failed ({}): delete it again", e.message),
         )?;
     }
     result
@@ -650,6 +648,54 @@ pub fn verify(app: &Arc<App>, account: &Account, reference: &str) -> Result<Job>
     )
 }
 
+/// A backup the daemon was running when it stopped. Its manifest in the
+/// store means it ended whole (the manifest is written last): it is
+/// recorded BackedUp from it, never removed — the row may also come from a
+/// catalog put back from an older copy, whose backup finished since.
+/// Without one it failed: Error, and what it wrote goes (or, while the
+/// store cannot be reached, with the snapshot's delete or a sweep).
+async fn settle_cut_short(app: &App, s: &Snapshot) -> Result<()> {
+    match super::recovery::whole_in_store(app, s.id).await {
+        Ok(Some((m, index))) => {
+            let names: Vec<[u8; 32]> = index.distinct().into_iter().map(|n| n.0).collect();
+            let stats = BackupStats {
+                written_bytes: m.written_bytes,
+                stored_bytes: m.stored_bytes,
+                new_bytes: m.new_bytes,
+                read_bytes: 0,
+                chunk_count: m.chunk_count,
+                positions: index.entries.len() as u64,
+                base_id: m.base_snapshot_id,
+            };
+            app.catalog
+                .snapshot_complete_in_store(s.id, &names, &stats)?;
+            tracing::warn!(snapshot = %s.id, name = s.name, "the daemon stopped after this backup's manifest was written: whole in the store, BackedUp");
+            return Ok(());
+        }
+        Ok(None) => {}
+        Err(e) => {
+            tracing::warn!(snapshot = %s.id, "the store cannot tell whether this backup ended: its objects stay ({e})");
+            app.catalog.settle_snapshot(
+                s.id,
+                &snapshot::BACKUP_FAILED,
+                Some("the daemon stopped during the backup; take a new snapshot"),
+            )?;
+            return Ok(());
+        }
+    }
+    tracing::warn!(snapshot = %s.id, name = s.name, "the daemon stopped during this backup: marked Error and cleaned");
+    app.catalog.drop_snapshot_chunks(s.id)?;
+    app.catalog.settle_snapshot(
+        s.id,
+        &snapshot::BACKUP_FAILED,
+        Some("the daemon stopped during the backup; take a new snapshot"),
+    )?;
+    if let Err(e) = engine::remove(app.region().await?, s.id).await {
+        tracing::warn!(snapshot = %s.id, "its objects stay until it is deleted: {e}");
+    }
+    Ok(())
+}
+
 /// At startup: a backup the daemon was running is over — its snapshot is
 /// Error and cleaned; a delete it was doing is finished; a volume left
 /// Snapshotting is Ready; a tag no snapshot needs is removed.
@@ -666,25 +712,7 @@ pub async fn reconcile_at_startup(app: &App) -> Result<()> {
             continue;
         }
         match s.state {
-            SnapshotState::BackingUp => {
-                tracing::warn!(snapshot = %s.id, name = s.name, "the daemon stopped during this backup: marked Error and cleaned");
-                app.catalog.drop_snapshot_chunks(s.id)?;
-                app.catalog.settle_snapshot(
-                    s.id,
-                    &snapshot::BACKUP_FAILED,
-                    Some("the daemon stopped during the backup; take a new snapshot"),
-                )?;
-                // Its objects, if any were written, go now or with the
-                // snapshot's delete: an unreachable store must not keep
-                // the daemon from starting.
-                let removed = match app.region().await {
-                    Ok(region) => engine::remove(region, s.id).await,
-                    Err(e) => Err(e),
-                };
-                if let Err(e) = removed {
-                    tracing::warn!(snapshot = %s.id, "its objects stay until it is deleted: {e}");
-                }
-            }
+            SnapshotState::BackingUp => settle_cut_short(app, &s).await?,
             SnapshotState::Destroying => {
                 tracing::warn!(snapshot = %s.id, name = s.name, "finishing an interrupted delete");
                 if let Err(e) = destroy_or_flag(app, s.id).await {

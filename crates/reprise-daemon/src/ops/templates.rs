@@ -67,6 +67,7 @@ pub async fn create(app: &App, account: &Account, req: CreateTemplate) -> Result
         o.source_snapshot_id = Some(s.id);
         o.source = Some(s.name.clone());
     })?;
+    crate::binding::may_write(app).await?;
     let region = app.region().await?;
     let copied = transaction::copy(region, &app.refs, s.id, id, &req.name, Some(owner), record);
     if let Err(e) = copied.await {
@@ -159,6 +160,7 @@ pub fn import(app: &Arc<App>, account: &Account, req: ImportTemplate) -> Result<
                     app2.catalog.insert_template(&t, &names)?;
                     Ok(r.sizes.values().sum())
                 };
+                crate::binding::may_write(&app2).await?;
                 let region = app2.region().await?;
                 let progress = |d, t| ctx.progress(d, t);
                 let done = transaction::take(region, &app2.refs, cut, origin, record, progress)
@@ -182,22 +184,30 @@ pub fn import(app: &Arc<App>, account: &Account, req: ImportTemplate) -> Result<
     )
 }
 
-/// At startup: a template a crash left Creating (recorded, its manifest
-/// maybe written) is removed, its objects first: a manifest left in the
-/// store without its row would be an orphan, which no sweep removes. While
-/// the store cannot be reached, it stays for the next start.
+/// At startup: a template a crash left Creating is settled by the store.
+/// Its manifest there means it was made whole: it is Ready (its
+/// references were recorded with its row). Without one it is removed,
+/// its objects first: a manifest left without its row would be an orphan.
+/// While the store cannot be reached, it stays for the next start.
 pub async fn reconcile_at_startup(app: &App) -> Result<()> {
     for id in app.catalog.unfinished_templates()? {
-        let removed = match app.region().await {
-            Ok(region) => engine::remove(region, id).await,
-            Err(e) => Err(e),
-        };
-        if let Err(e) = removed {
-            tracing::warn!(template = %id, "a template cut short stays until the store answers: {e}");
-            continue;
+        match super::recovery::whole_in_store(app, id).await {
+            Ok(Some(_)) => {
+                tracing::warn!(template = %id, "a template was being made when the daemon stopped, and its manifest is in the store: Ready");
+                app.catalog.template_ready(id)?;
+            }
+            Ok(None) => {
+                if let Err(e) = engine::remove(app.region().await?, id).await {
+                    tracing::warn!(template = %id, "a template cut short stays until the store answers: {e}");
+                    continue;
+                }
+                tracing::warn!(template = %id, "a template was being made when the daemon stopped: removed");
+                app.catalog.remove_template(id)?;
+            }
+            Err(e) => {
+                tracing::warn!(template = %id, "a template cut short stays until the store answers: {e}")
+            }
         }
-        tracing::warn!(template = %id, "a template was being made when the daemon stopped: removed");
-        app.catalog.remove_template(id)?;
     }
     Ok(())
 }
