@@ -111,6 +111,18 @@ pub async fn read(region: &Region) -> Result<Option<Binding>> {
     }
 }
 
+/// The binding that names `catalog` at its generation, written now by
+/// `host`.
+fn binding_of(region: &Region, catalog: &CatalogSide, host: &str) -> Binding {
+    Binding {
+        region_id: region.id,
+        catalog_id: catalog.catalog_id,
+        generation: catalog.generation,
+        written_at: Utc::now(),
+        written_by: host.to_string(),
+    }
+}
+
 /// Record in the store that `catalog` (at its generation, from `host`)
 /// is the store's, given the binding `found` there just before, unless it
 /// names another catalog or a later generation of this one. Returns the
@@ -121,13 +133,7 @@ pub async fn advance(
     catalog: &CatalogSide,
     host: &str,
 ) -> Result<Option<Binding>> {
-    let ours = Binding {
-        region_id: region.id,
-        catalog_id: catalog.catalog_id,
-        generation: catalog.generation,
-        written_at: Utc::now(),
-        written_by: host.to_string(),
-    };
+    let ours = binding_of(region, catalog, host);
     match found {
         None => {
             // Two catalogs' first writes race: one is the store's.
@@ -153,13 +159,7 @@ pub async fn advance(
 /// Bind the store to `catalog` whatever it held (a recover that has
 /// added the store's snapshots to this catalog).
 pub async fn take(region: &Region, catalog: &CatalogSide, host: &str) -> Result<Binding> {
-    let ours = Binding {
-        region_id: region.id,
-        catalog_id: catalog.catalog_id,
-        generation: catalog.generation,
-        written_at: Utc::now(),
-        written_by: host.to_string(),
-    };
+    let ours = binding_of(region, catalog, host);
     region
         .store
         .put(BINDING_KEY, ours.encode(&region.keys))

@@ -678,6 +678,17 @@ pub fn restore_snapshot(d: &TestDaemon, snapshot: uuid::Uuid, out: &Path) -> Vec
     std::fs::read(out).expect("restored image")
 }
 
+/// Write `pattern` over `len` bytes at `offset` of a qcow2 no QEMU holds.
+pub fn qemu_io_write(path: &str, pattern: u8, offset: u64, len: u64) {
+    let out = Command::new("qemu-io")
+        .args(["-f", "qcow2", "-c"])
+        .arg(format!("write -P {pattern} {offset} {len}"))
+        .arg(path)
+        .output()
+        .expect("qemu-io runs");
+    assert!(out.status.success(), "qemu-io write on {path}: {out:?}");
+}
+
 /// The internal snapshot tags of a qcow2 (in use or not).
 pub fn qcow2_tags(path: &str) -> Vec<String> {
     qemu_img_info(path)["snapshots"]

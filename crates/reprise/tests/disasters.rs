@@ -150,19 +150,6 @@ fn put_back(d: &TestDaemon, saved: &Saved) {
     }
 }
 
-/// Write `pattern` over `len` bytes at `offset` of a qcow2 no QEMU holds.
-fn qemu_io_write(path: &str, pattern: u8, offset: u64, len: u64) {
-    let ok = Command::new("qemu-io")
-        .args(["-f", "qcow2", "-c"])
-        .arg(format!("write -P {pattern} {offset} {len}"))
-        .arg(path)
-        .output()
-        .unwrap()
-        .status
-        .success();
-    assert!(ok, "qemu-io write on {path}");
-}
-
 /// What the guest would read from a volume's file.
 fn raw(path: &str) -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();

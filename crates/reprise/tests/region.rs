@@ -12,7 +12,7 @@
 
 use reprise_core::model::*;
 use reprise_testing::{
-    chunk_pause, guest_instance, region_host, serve_seamed_process, sweep_pause,
+    chunk_pause, guest_instance, qemu_io_write, region_host, serve_seamed_process, sweep_pause,
     KillInstancesOnDrop, TestDaemon,
 };
 use std::process::Command;
@@ -27,16 +27,6 @@ fn wait_job(c: &reprise_client::Client, job: Job) -> Job {
 
 fn hosts(d: &TestDaemon) -> Vec<Host> {
     d.admin().hosts().unwrap()
-}
-
-fn qemu_io_write(path: &str, pattern: u8, offset: u64, len: u64) {
-    let ok = Command::new("qemu-io")
-        .args(["-f", "qcow2", "-c"])
-        .arg(format!("write -P {pattern} {offset} {len}"))
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(ok.status.success(), "qemu-io: {ok:?}");
 }
 
 fn same_content(a: &str, b: &str) -> bool {

@@ -150,19 +150,6 @@ fn snapshots_of_a_running_guest_are_exact_and_incremental_across_restarts() {
     }
 }
 
-/// Write `pattern` over `len` bytes at `offset` of a qcow2 no QEMU holds.
-fn qemu_io_write(path: &str, pattern: u8, offset: u64, len: u64) {
-    let ok = Command::new("qemu-io")
-        .args(["-f", "qcow2", "-c"])
-        .arg(format!("write -P {pattern} {offset} {len}"))
-        .arg(path)
-        .output()
-        .unwrap()
-        .status
-        .success();
-    assert!(ok, "qemu-io write on {path}");
-}
-
 #[test]
 fn detached_volumes_deduplicate_gc_runs_during_a_backup_and_bad_input_changes_nothing() {
     for (kind, s3) in region_stores() {

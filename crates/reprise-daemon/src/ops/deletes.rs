@@ -50,6 +50,22 @@ fn protected(s: &Snapshot) -> Error {
     )
 }
 
+/// Why a delete of `s` that its guarded statement refused was refused:
+/// it was protected, or busy, meanwhile.
+fn not_deletable_now(app: &App, s: &Snapshot) -> Result<Error> {
+    let now = app.catalog.snapshot_by_id(s.id)?;
+    if now.protected {
+        return Ok(protected(&now));
+    }
+    Ok(Error::conflict(
+        "snapshot_busy",
+        format!(
+            "snapshot '{}' is {}: wait for it to finish",
+            s.name, now.state
+        ),
+    ))
+}
+
 fn target(s: &Snapshot) -> Target<'_> {
     Target {
         kind: "snapshot",
@@ -70,17 +86,7 @@ pub fn delete_snapshot(app: &Arc<App>, account: &Account, reference: &str) -> Re
     };
     let slot = jobs::reserve(app, account.id, "snapshot.delete", target(&s), 1)?;
     if !app.catalog.delete_snapshot_for_now(s.id, until)? {
-        let now = app.catalog.snapshot_by_id(s.id)?;
-        if now.protected {
-            return Err(protected(&now));
-        }
-        return Err(Error::conflict(
-            "snapshot_busy",
-            format!(
-                "snapshot '{}' is {}: wait for it to finish",
-                s.name, now.state
-            ),
-        ));
+        return Err(not_deletable_now(app, &s)?);
     }
     let app2 = app.clone();
     Ok(slot.spawn(move |ctx| async move {
@@ -114,17 +120,7 @@ fn purge_snapshot(app: &Arc<App>, caller: &Account, s: Snapshot) -> Result<Job> 
                 ),
             ));
         }
-        let now = app.catalog.snapshot_by_id(s.id)?;
-        if now.protected {
-            return Err(protected(&now));
-        }
-        return Err(Error::conflict(
-            "snapshot_busy",
-            format!(
-                "snapshot '{}' is {}: wait for it to finish",
-                s.name, now.state
-            ),
-        ));
+        return Err(not_deletable_now(app, &s)?);
     }
     let app2 = app.clone();
     Ok(slot.spawn(move |ctx| async move {
