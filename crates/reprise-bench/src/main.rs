@@ -115,7 +115,8 @@ fn main() {
         sections.extend(recover::run());
     }
     let stamp = format!(
-        "_Measured by `bench/run.sh` on {} UTC in a {:.0} s run, on: {}._\n",
+        "_Measured by `bench/run.sh` at commit {} on {} UTC in a {:.0} s run, on: {}._\n",
+        commit(),
         reprise_core_time(),
         started.elapsed().as_secs_f64(),
         machine()
@@ -156,6 +157,20 @@ fn main() {
     std::fs::write(&out, &doc).expect("write the report");
     println!("{doc}");
     eprintln!("wrote {out}");
+}
+
+/// The commit measured (`+` when the tree had changes besides).
+fn commit() -> String {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
+    };
+    let head = git(&["rev-parse", "--short", "HEAD"]);
+    let dirty = !git(&["status", "--porcelain", "--untracked-files=no"]).is_empty();
+    format!("{head}{}", if dirty { "+" } else { "" })
 }
 
 fn reprise_core_time() -> String {
