@@ -42,12 +42,14 @@ fn recover(d: &TestDaemon, dry_run: bool) -> (Duration, String) {
     let started = Instant::now();
     let job = run_job(&c, "/api/v1/region/recover", &json!({ "dry_run": dry_run }));
     let took = started.elapsed();
-    let last = job
+    let said = job
         .log
-        .last()
+        .iter()
+        .rev()
+        .find(|l| l.message.starts_with("recovered:") || l.message.starts_with("dry run:"))
         .map(|l| l.message.clone())
         .unwrap_or_default();
-    (took, last)
+    (took, said)
 }
 
 /// One store's row of the table, and what the recover's log said.
@@ -112,7 +114,10 @@ fn one_store(kind: &str, s3: Option<reprise_store::S3Config>) -> (String, String
         range(&mut full),
         taken.as_secs_f64()
     );
-    (row, format!("- {kind}, the last run's log: {summary}\n"))
+    (
+        row,
+        format!("- {kind}, the last recover's own words: \"{summary}\"\n"),
+    )
 }
 
 pub fn run() -> Vec<Section> {
