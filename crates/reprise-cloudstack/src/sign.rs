@@ -15,8 +15,16 @@
 //!   lower-cased name ([`Variant::Libcloud`]).
 //!
 //! `signatureVersion=3` makes `expires` mandatory, and a past `expires`
-//! fails; without it `expires` is not checked. Signatures are compared in
-//! constant time.
+//! fails, as does one further ahead than the caller allows (a signed
+//! request is a bearer token until it expires); without it `expires` is
+//! not checked, as CloudStack does — unless the caller requires it.
+//! Signatures are compared in constant time.
+//!
+//! Parameter names are restricted to CloudStack's own alphabet (letters,
+//! digits, `_`, `.`, `[`, `]`): names are not encoded in the signed
+//! string, so a name holding `=` or `&` would sign like two parameters —
+//! `signatureVersion%3D3%26id=V` like `signatureVersion=3&id=V` — and
+//! fold what the server reads differently from what the client signed.
 
 use base64::Engine;
 use chrono::{DateTime, Utc};
@@ -50,7 +58,9 @@ impl Variant {
 pub enum SignatureError {
     Missing,
     Malformed,
+    NameInvalid(String),
     ExpiresMissing,
+    ExpiresTooFar(String),
     ExpiresInvalid(String),
     Expired(String),
     Mismatch,
@@ -61,9 +71,18 @@ impl std::fmt::Display for SignatureError {
         match self {
             SignatureError::Missing => write!(f, "the request is not signed (no 'signature')"),
             SignatureError::Malformed => write!(f, "the signature is not Base64"),
-            SignatureError::ExpiresMissing => {
-                write!(f, "signatureVersion 3 needs an 'expires' parameter")
-            }
+            SignatureError::NameInvalid(n) => write!(
+                f,
+                "parameter name '{n}' is not one CloudStack uses (letters, digits, '_', '.', '[', ']')"
+            ),
+            SignatureError::ExpiresTooFar(e) => write!(
+                f,
+                "'expires' ({e}) is further ahead than this server accepts: sign requests that expire sooner"
+            ),
+            SignatureError::ExpiresMissing => write!(
+                f,
+                "an 'expires' parameter is needed (signatureVersion=3, or this server requires it)"
+            ),
             SignatureError::ExpiresInvalid(e) => write!(
                 f,
                 "'expires' ({e}) is not a time like 2026-12-03T10:00:00+0000"
@@ -138,25 +157,56 @@ pub fn parse_time(text: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
+/// What the server accepts of a request's time.
+#[derive(Debug, Clone, Copy)]
+pub struct Expiry {
+    /// The furthest ahead of now an `expires` may be.
+    pub max_ahead: chrono::Duration,
+    /// Refuse requests without `signatureVersion=3` and `expires`.
+    pub required: bool,
+}
+
+/// Whether `name` is a parameter name CloudStack uses.
+pub fn name_ok(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.[]".contains(&b))
+}
+
 /// Check a request's parameters against the secret key of the `apiKey`
-/// they name, at `now`.
+/// they name, at `now`; the signature's bytes, and when it expires
+/// (`None`: a request without expiry).
 pub fn verify(
     params: &[(String, String)],
     secret: &str,
     now: DateTime<Utc>,
-) -> Result<(), SignatureError> {
+    expiry: Expiry,
+) -> Result<(Vec<u8>, Option<DateTime<Utc>>), SignatureError> {
+    if let Some((bad, _)) = params.iter().find(|(k, _)| !name_ok(k)) {
+        return Err(SignatureError::NameInvalid(bad.chars().take(80).collect()));
+    }
     let given = param(params, "signature").ok_or(SignatureError::Missing)?;
     // A `+` sent unescaped in a query string arrives as a space.
     let given = base64::engine::general_purpose::STANDARD
         .decode(given.trim().replace(' ', "+"))
         .map_err(|_| SignatureError::Malformed)?;
-    if param(params, "signatureversion") == Some("3") {
+    let mut expires_at = None;
+    if param(params, "signatureversion") == Some("3") || expiry.required {
         let expires = param(params, "expires").ok_or(SignatureError::ExpiresMissing)?;
+        if param(params, "signatureversion") != Some("3") {
+            return Err(SignatureError::ExpiresMissing);
+        }
         let at = parse_time(expires)
             .ok_or_else(|| SignatureError::ExpiresInvalid(expires.to_string()))?;
         if at < now {
             return Err(SignatureError::Expired(expires.to_string()));
         }
+        if at > now + expiry.max_ahead {
+            return Err(SignatureError::ExpiresTooFar(expires.to_string()));
+        }
+        expires_at = Some(at);
     }
     let mut matched = false;
     for variant in Variant::ALL {
@@ -166,7 +216,7 @@ pub fn verify(
         matched |= mac.verify_slice(&given).is_ok();
     }
     if matched {
-        Ok(())
+        Ok((given, expires_at))
     } else {
         Err(SignatureError::Mismatch)
     }
@@ -209,6 +259,90 @@ mod tests {
             signed_string(&params, Variant::Libcloud),
             "apikey=k&command=x&zed=1"
         );
+    }
+
+    const HOUR: Expiry = Expiry {
+        max_ahead: chrono::Duration::hours(1),
+        required: false,
+    };
+
+    fn verify(
+        params: &[(String, String)],
+        secret: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), SignatureError> {
+        super::verify(params, secret, now, HOUR).map(|_| ())
+    }
+
+    fn signed(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        let mut params = p(pairs);
+        let sig = sign(&signed_string(&params, Variant::Java), "s");
+        params.push(("signature".into(), sig));
+        params
+    }
+
+    /// A name holding `=` and `&` signs like two parameters: refused, so
+    /// `signatureVersion=3` cannot hide inside another name.
+    #[test]
+    fn folded_names_are_refused() {
+        let now = parse_time("2026-12-03T10:00:00+0000").unwrap();
+        let honest = signed(&[
+            ("command", "x"),
+            ("signatureVersion", "3"),
+            ("virtualmachineid", "v"),
+        ]);
+        let folded = signed(&[
+            ("command", "x"),
+            ("signatureVersion=3&virtualmachineid", "v"),
+        ]);
+        assert_eq!(
+            signed_string(&honest[..3], Variant::Java),
+            signed_string(&folded[..2], Variant::Java),
+            "the same signed string"
+        );
+        assert!(matches!(
+            verify(&folded, "s", now),
+            Err(SignatureError::NameInvalid(_))
+        ));
+        for bad in ["", "a b", "a%3D", "é", &"a".repeat(65)] {
+            assert!(!name_ok(bad), "{bad}");
+        }
+        for good in ["command", "tags[0].key", "snapshot_id", "apiKey"] {
+            assert!(name_ok(good), "{good}");
+        }
+    }
+
+    /// A version 3 request that expires too far ahead is refused; a server
+    /// that requires expiry refuses requests without it.
+    #[test]
+    fn expiry_is_bounded_and_can_be_required() {
+        let now = parse_time("2026-12-03T10:00:00+0000").unwrap();
+        let far = signed(&[
+            ("command", "x"),
+            ("signatureVersion", "3"),
+            ("expires", "2026-12-03T12:00:00+0000"),
+        ]);
+        assert!(matches!(
+            verify(&far, "s", now),
+            Err(SignatureError::ExpiresTooFar(_))
+        ));
+        let soon = signed(&[
+            ("command", "x"),
+            ("signatureVersion", "3"),
+            ("expires", "2026-12-03T10:10:00+0000"),
+        ]);
+        let (_, at) = super::verify(&soon, "s", now, HOUR).unwrap();
+        assert_eq!(at, parse_time("2026-12-03T10:10:00+0000"));
+        let strict = Expiry {
+            required: true,
+            ..HOUR
+        };
+        let plain = signed(&[("command", "x")]);
+        assert_eq!(
+            super::verify(&plain, "s", now, strict).unwrap_err(),
+            SignatureError::ExpiresMissing
+        );
+        assert!(super::verify(&soon, "s", now, strict).is_ok());
     }
 
     #[test]

@@ -30,6 +30,7 @@ use axum::Router;
 use base64::Engine;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use chrono::{DateTime, Utc};
 use reprise_catalog::now;
 use reprise_cloudstack::objects::{self, Outcome, Owner, SnapshotContext};
 use reprise_cloudstack::wire::{self, CsError};
@@ -55,6 +56,9 @@ struct Cs {
     app: Arc<App>,
     /// The native API (`/api/v1/…`), behind its forwarding to hosts.
     api: Router,
+    /// Signatures of the changes already made, until they expire: a
+    /// captured signed request that changes something runs once.
+    used: Arc<std::sync::Mutex<HashMap<Vec<u8>, DateTime<Utc>>>>,
 }
 
 /// The `/client/api` route; `api` is the native API's router.
@@ -62,7 +66,11 @@ pub fn router<S: Clone + Send + Sync + 'static>(app: Arc<App>, api: Router) -> R
     Router::new()
         .route("/client/api", get(endpoint).post(endpoint))
         .route("/client/api/", get(endpoint).post(endpoint))
-        .with_state(Cs { app, api })
+        .with_state(Cs {
+            app,
+            api,
+            used: Arc::default(),
+        })
 }
 
 // ---- key pairs ---------------------------------------------------------
@@ -228,8 +236,24 @@ async fn run(
         tracing::warn!(key = %key, "{e}");
         unauthorized()
     })?;
-    sign::verify(params, &secret, chrono::Utc::now())
+    let now = Utc::now();
+    let expiry = sign::Expiry {
+        max_ahead: chrono::Duration::seconds(
+            cs.app.config.cloudstack.max_expires_ahead_secs.min(1 << 30) as i64,
+        ),
+        required: cs.app.config.cloudstack.require_expires,
+    };
+    let (signature, expires) = sign::verify(params, &secret, now, expiry)
         .map_err(|e| CsError::unauthorized(e.to_string()))?;
+    if let Some(until) = expires.filter(|_| changes(command)) {
+        let mut used = cs.used.lock().unwrap_or_else(|p| p.into_inner());
+        used.retain(|_, t| *t >= now);
+        if used.insert(signature, until).is_some() {
+            return Err(CsError::unauthorized(
+                "this signed request was already used: sign each request anew",
+            ));
+        }
+    }
     cs.app.touch_key(key);
     match sign::param(params, "response") {
         Some(r) if r.eq_ignore_ascii_case("json") => {}
@@ -244,6 +268,13 @@ async fn run(
         params,
     };
     cx.dispatch(cmd.name).await
+}
+
+/// Whether a command changes something (a replay of it would repeat the
+/// change); lists and queries are read again harmlessly.
+fn changes(command: &str) -> bool {
+    let c = command.to_ascii_lowercase();
+    !(c.starts_with("list") || c.starts_with("query") || c.starts_with("get"))
 }
 
 /// One authenticated CloudStack call.

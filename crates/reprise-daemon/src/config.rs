@@ -49,6 +49,10 @@
 //! memory_save = "auto"        # memory points: auto | background | snapshot-save
 //! undelete_days = 7           # a deleted snapshot or template can be undeleted this long
 //!
+//! [cloudstack]
+//! max_expires_ahead_secs = 3600  # a signed request expiring further ahead is refused
+//! require_expires = false     # true: refuse requests without signatureVersion=3 and expires
+//!
 //! [uploads]
 //! max_bytes = "64G"           # one upload (an image, a kernel, an initrd)
 //! max_per_account = 16
@@ -105,9 +109,31 @@ pub struct Config {
     pub gc: GcConfig,
     pub catalog: CatalogConfig,
     pub host: HostConfig,
+    pub cloudstack: CloudStackConfig,
     /// Plans, applied to the catalog at every start (the config wins over
     /// a plan of the same name changed through the API).
     pub plans: std::collections::BTreeMap<String, PlanLimits>,
+}
+
+/// The CloudStack API at `/client/api` (docs/cloudstack.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CloudStackConfig {
+    /// A signed request (`signatureVersion=3`) may expire at most this far
+    /// ahead: until then it is a bearer token.
+    pub max_expires_ahead_secs: u64,
+    /// Refuse requests without `signatureVersion=3` and `expires` (which
+    /// CloudStack itself accepts, and which can be replayed for ever).
+    pub require_expires: bool,
+}
+
+impl Default for CloudStackConfig {
+    fn default() -> Self {
+        CloudStackConfig {
+            max_expires_ahead_secs: 3600,
+            require_expires: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -367,6 +393,7 @@ impl Default for Config {
             gc: GcConfig::default(),
             catalog: CatalogConfig::default(),
             host: HostConfig::default(),
+            cloudstack: CloudStackConfig::default(),
             plans: Default::default(),
         }
     }

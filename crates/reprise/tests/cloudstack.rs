@@ -108,6 +108,30 @@ fn cs_key(c: &Client, account: &str, name: &str) -> ApiKeyCreated {
     .expect("CloudStack key pair")
 }
 
+/// A CloudStack call signed by hand as `cs` signs it (the names and
+/// values given as they are): the HTTP status and the body.
+fn signed_call(d: &TestDaemon, made: &ApiKeyCreated, params: &[(&str, &str)]) -> (u16, Value) {
+    use reprise_cloudstack::sign;
+    let mut all: Vec<(String, String)> = params
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    all.push(("apiKey".into(), made.api_key.clone()));
+    all.push(("response".into(), "json".into()));
+    let secret = made.secret_key.as_deref().unwrap();
+    let signature = sign::sign(&sign::signed_string(&all, sign::Variant::Java), secret);
+    all.push(("signature".into(), signature));
+    let mut req = ureq::get(&format!("{}/client/api", d.url));
+    for (k, v) in &all {
+        req = req.query(k, v);
+    }
+    match req.call() {
+        Ok(r) => (r.status(), r.into_json().unwrap()),
+        Err(ureq::Error::Status(code, r)) => (code, r.into_json().unwrap()),
+        Err(e) => panic!("{e}"),
+    }
+}
+
 fn id_of(v: &Value) -> String {
     v["id"]
         .as_str()
@@ -515,6 +539,53 @@ fn signatures_are_checked_as_cloudstack_checks_them() {
         .refused(&["listZones"], 401);
     cs.with_env("CLOUDSTACK_KEY", "no-such-key")
         .refused(&["listZones"], 401);
+    // An `expires` further ahead than the server allows is refused: a
+    // signed request is a bearer token until it expires.
+    let e = cs
+        .with_env("CLOUDSTACK_EXPIRATION", "86400")
+        .refused(&["listZones"], 401);
+    assert!(
+        e["errortext"].as_str().unwrap().contains("further ahead"),
+        "{e}"
+    );
+    // A name that folds two parameters into one signs like them: refused.
+    let (status, body) = signed_call(
+        &d,
+        &made,
+        &[("command", "listZones"), ("signatureVersion=3&id", "x")],
+    );
+    assert_eq!(status, 401, "{body}");
+    assert!(body.to_string().contains("parameter name"), "{body}");
+    // A signed change runs once: its replay is refused, a new signature
+    // for the same change is not.
+    let expires = (chrono::Utc::now() + chrono::Duration::minutes(10))
+        .format("%Y-%m-%dT%H:%M:%S+0000")
+        .to_string();
+    let change = [
+        ("command", "deleteSnapshot"),
+        ("id", "00000000-0000-0000-0000-000000000001"),
+        ("signatureVersion", "3"),
+        ("expires", expires.as_str()),
+    ];
+    let (first, body) = signed_call(&d, &made, &change);
+    assert_ne!(first, 401, "{body}");
+    let (again, body) = signed_call(&d, &made, &change);
+    assert_eq!(again, 401, "{body}");
+    assert!(body.to_string().contains("already used"), "{body}");
+    let later = (chrono::Utc::now() + chrono::Duration::minutes(11))
+        .format("%Y-%m-%dT%H:%M:%S+0000")
+        .to_string();
+    let mut renewed = change;
+    renewed[3] = ("expires", later.as_str());
+    assert_ne!(signed_call(&d, &made, &renewed).0, 401);
+    // Reads replay harmlessly: a poll signed once may be sent again.
+    let read = [
+        ("command", "listZones"),
+        ("signatureVersion", "3"),
+        ("expires", expires.as_str()),
+    ];
+    assert_eq!(signed_call(&d, &made, &read).0, 200);
+    assert_eq!(signed_call(&d, &made, &read).0, 200);
     // Unknown commands and parameters that would change meaning.
     cs.refused(&["migrateVirtualMachine", "id=x"], 432);
     let e = cs.refused(&["listVolumes", "projectid=p"], 431);
