@@ -198,28 +198,30 @@ impl Catalog {
     /// operation that request started: its kind, target and steps. The
     /// request is taken in the same transaction, so the job can no longer
     /// be cancelled ([`Catalog::cancel_deferred`]). False when it no
-    /// longer waits (it was cancelled, or already taken).
+    /// longer waits (it was cancelled, or already taken), or is not a job
+    /// of `job.account_id` kept for `job.host`.
     pub fn requeue_job(&self, job: &Job) -> Result<bool> {
         let conn = self.conn();
         let tx = conn.transaction().map_err(db_err("requeue job"))?;
         let taken = tx
             .execute(
-                "DELETE FROM deferred_requests WHERE job_id = ?1",
-                params![job.id.sql()],
+                "DELETE FROM deferred_requests WHERE job_id = ?1 AND host = ?2",
+                params![job.id.sql(), job.host],
             )
             .map_err(db_err("requeue job"))?;
         let requeued = tx
             .execute(
                 "UPDATE jobs SET kind = ?2, target_kind = ?3, target_id = ?4, target_name = ?5,
                                  progress_total = ?6
-                 WHERE id = ?1 AND state = 'Queued'",
+                 WHERE id = ?1 AND state = 'Queued' AND account_id = ?7",
                 params![
                     job.id.sql(),
                     job.kind,
                     job.target_kind,
                     job.target_id.sql(),
                     job.target_name,
-                    job.progress_total as i64
+                    job.progress_total as i64,
+                    job.account_id.sql()
                 ],
             )
             .map_err(db_err("requeue job"))?;

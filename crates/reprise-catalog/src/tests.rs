@@ -326,6 +326,19 @@ fn a_deferred_request_waits_with_its_job_until_its_host_runs_it() {
             target_id: Uuid::new_v4(),
             ..job.clone()
         };
+        // Another account's job, or a job kept for another host, is not
+        // taken (a forged request naming a waiting job), and stays kept.
+        let stranger = Job {
+            account_id: Uuid::new_v4(),
+            ..started.clone()
+        };
+        assert!(!c.requeue_job(&stranger).unwrap());
+        let elsewhere = Job {
+            host: "another-host".into(),
+            ..started.clone()
+        };
+        assert!(!c.requeue_job(&elsewhere).unwrap());
+        assert_eq!(c.deferred_requests().unwrap().len(), 1, "still kept");
         assert!(c.requeue_job(&started).unwrap());
         // Taken by its host: its request is gone, it can no longer be
         // cancelled, nor taken twice.

@@ -47,8 +47,22 @@ pub struct InstanceRead(
 );
 
 /// The middleware: handle here, or send on to the resource's host.
-pub async fn to_owner(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+pub async fn to_owner(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Response {
     let path_and_query = original_path(&req);
+    // A client's own `x-reprise-*` headers never pass: sent on, they
+    // would travel under this daemon's mark (a kept request's job taken
+    // over, a caller named).
+    if !req.headers().contains_key(MARK) {
+        let ours: Vec<_> = req
+            .headers()
+            .keys()
+            .filter(|k| k.as_str().starts_with("x-reprise-"))
+            .cloned()
+            .collect();
+        for k in ours {
+            req.headers_mut().remove(k);
+        }
+    }
     if req.headers().contains_key(MARK) {
         if marked(&app, &req) {
             // A request kept while this host was down, run now: the job it
@@ -163,6 +177,15 @@ pub(crate) fn forwarded_caller(app: &App, req: &Request) -> Result<Option<Authen
         return Err(forward_invalid());
     };
     let account = app.catalog.account(&account.to_string())?;
+    // A key revoked since (a request kept for a host that was down) no
+    // longer speaks for its account; the nil key is a daemon's own call.
+    if !key.is_nil() && app.catalog.key(account.id, &key.to_string()).is_err() {
+        return Err(Error::new(
+            ErrorKind::Unauthorized,
+            "api_key_invalid",
+            "the API key this request was made with has been revoked",
+        ));
+    }
     Ok(Some(Authenticated { account, key }))
 }
 
