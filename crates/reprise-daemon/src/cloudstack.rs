@@ -245,15 +245,39 @@ async fn run(
     };
     let (signature, expires) = sign::verify(params, &secret, now, expiry)
         .map_err(|e| CsError::unauthorized(e.to_string()))?;
-    if let Some(until) = expires.filter(|_| changes(command)) {
+    // A signed change runs once: taken here (so two replays racing do not
+    // both pass), given back when it fails, so a client may send the same
+    // request again after a refusal that changed nothing.
+    let once = expires
+        .filter(|_| changes(command))
+        .map(|until| (signature, until));
+    if let Some((signature, until)) = &once {
         let mut used = cs.used.lock().unwrap_or_else(|p| p.into_inner());
         used.retain(|_, t| *t >= now);
-        if used.insert(signature, until).is_some() {
+        if used.insert(signature.clone(), *until).is_some() {
             return Err(CsError::unauthorized(
                 "this signed request was already used: sign each request anew",
             ));
         }
     }
+    let result = authenticated(cs, command, params, account, key).await;
+    if let (Err(_), Some((signature, _))) = (&result, &once) {
+        cs.used
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(signature);
+    }
+    result
+}
+
+/// A call whose signature was checked.
+async fn authenticated(
+    cs: &Cs,
+    command: &str,
+    params: &[(String, String)],
+    account: Account,
+    key: uuid::Uuid,
+) -> std::result::Result<Value, CsError> {
     cs.app.touch_key(key);
     match sign::param(params, "response") {
         Some(r) if r.eq_ignore_ascii_case("json") => {}

@@ -556,19 +556,29 @@ fn signatures_are_checked_as_cloudstack_checks_them() {
     );
     assert_eq!(status, 401, "{body}");
     assert!(body.to_string().contains("parameter name"), "{body}");
-    // A signed change runs once: its replay is refused, a new signature
-    // for the same change is not.
+    // A signed change runs once: its replay is refused. One refused
+    // (it changed nothing) may be sent again, and a new signature for
+    // the same change is not a replay.
     let expires = (chrono::Utc::now() + chrono::Duration::minutes(10))
         .format("%Y-%m-%dT%H:%M:%S+0000")
         .to_string();
-    let change = [
+    let refused = [
         ("command", "deleteSnapshot"),
         ("id", "00000000-0000-0000-0000-000000000001"),
         ("signatureVersion", "3"),
         ("expires", expires.as_str()),
     ];
+    assert_eq!(signed_call(&d, &made, &refused).0, 431);
+    assert_eq!(signed_call(&d, &made, &refused).0, 431, "sent again");
+    let change = [
+        ("command", "createVolume"),
+        ("name", "once"),
+        ("size", "1"),
+        ("signatureVersion", "3"),
+        ("expires", expires.as_str()),
+    ];
     let (first, body) = signed_call(&d, &made, &change);
-    assert_ne!(first, 401, "{body}");
+    assert_eq!(first, 200, "{body}");
     let (again, body) = signed_call(&d, &made, &change);
     assert_eq!(again, 401, "{body}");
     assert!(body.to_string().contains("already used"), "{body}");
@@ -576,8 +586,9 @@ fn signatures_are_checked_as_cloudstack_checks_them() {
         .format("%Y-%m-%dT%H:%M:%S+0000")
         .to_string();
     let mut renewed = change;
-    renewed[3] = ("expires", later.as_str());
-    assert_ne!(signed_call(&d, &made, &renewed).0, 401);
+    renewed[4] = ("expires", later.as_str());
+    let (status, body) = signed_call(&d, &made, &renewed);
+    assert_ne!(status, 401, "{body}");
     // Reads replay harmlessly: a poll signed once may be sent again.
     let read = [
         ("command", "listZones"),
