@@ -153,8 +153,21 @@ impl App {
         )
     }
 
+    /// The client for requests sent on to other hosts: a host that does
+    /// not connect, or stops answering mid-way, fails the request
+    /// (`host_unreachable`) instead of holding it.
     pub fn forwarder(&self) -> &reqwest::Client {
-        self.forwarder.get_or_init(reqwest::Client::new)
+        self.forwarder.get_or_init(|| {
+            let http = &self.config.http;
+            reqwest::Client::builder()
+                .connect_timeout(std::time::Duration::from_secs(http.peer_connect_secs))
+                .read_timeout(std::time::Duration::from_secs(http.peer_read_secs))
+                .build()
+                .unwrap_or_else(|e| {
+                    tracing::warn!("the forwarder's timeouts: {e}; sent on without them");
+                    reqwest::Client::new()
+                })
+        })
     }
 
     /// The name of this daemon's host.

@@ -53,6 +53,15 @@
 //! max_expires_ahead_secs = 3600  # a signed request expiring further ahead is refused
 //! require_expires = false     # true: refuse requests without signatureVersion=3 and expires
 //!
+//! [http]                    # the API's edge: what a slow or greedy client may hold
+//! header_timeout_secs = 10    # a request head (or the next one on a kept connection)
+//! body_idle_secs = 60         # a request body that sends nothing this long fails
+//! write_stall_secs = 60       # an answer the client does not read this long is dropped
+//! max_connections = 1024      # open at once; one more is closed unread
+//! max_connections_per_peer = 256  # from one address
+//! peer_connect_secs = 5       # a request sent on to another host: connecting
+//! peer_read_secs = 120        # and waiting for each part of its answer
+//!
 //! [uploads]
 //! max_bytes = "64G"           # one upload (an image, a kernel, an initrd)
 //! max_per_account = 16
@@ -110,6 +119,7 @@ pub struct Config {
     pub catalog: CatalogConfig,
     pub host: HostConfig,
     pub cloudstack: CloudStackConfig,
+    pub http: HttpConfig,
     /// Plans, applied to the catalog at every start (the config wins over
     /// a plan of the same name changed through the API).
     pub plans: std::collections::BTreeMap<String, PlanLimits>,
@@ -132,6 +142,34 @@ impl Default for CloudStackConfig {
         CloudStackConfig {
             max_expires_ahead_secs: 3600,
             require_expires: false,
+        }
+    }
+}
+
+/// The API's edge (see [`crate::edge`]): bounds on what one client's
+/// connections may hold, and on requests sent on to other hosts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    pub header_timeout_secs: u64,
+    pub body_idle_secs: u64,
+    pub write_stall_secs: u64,
+    pub max_connections: usize,
+    pub max_connections_per_peer: usize,
+    pub peer_connect_secs: u64,
+    pub peer_read_secs: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            header_timeout_secs: 10,
+            body_idle_secs: 60,
+            write_stall_secs: 60,
+            max_connections: 1024,
+            max_connections_per_peer: 256,
+            peer_connect_secs: 5,
+            peer_read_secs: 120,
         }
     }
 }
@@ -394,6 +432,7 @@ impl Default for Config {
             catalog: CatalogConfig::default(),
             host: HostConfig::default(),
             cloudstack: CloudStackConfig::default(),
+            http: HttpConfig::default(),
             plans: Default::default(),
         }
     }
@@ -439,6 +478,23 @@ impl Config {
                     format!("[host] address must be an http:// or https:// URL, not '{a}'"),
                 ));
             }
+        }
+        let h = &self.http;
+        if [
+            h.header_timeout_secs,
+            h.body_idle_secs,
+            h.write_stall_secs,
+            h.peer_connect_secs,
+            h.peer_read_secs,
+        ]
+        .contains(&0)
+            || h.max_connections == 0
+            || h.max_connections_per_peer == 0
+        {
+            return Err(Error::invalid(
+                "config_invalid",
+                "[http]: every timeout and connection limit must be at least 1 (0 would refuse everything)",
+            ));
         }
         for plan in self.plans.keys() {
             reprise_core::name::validate_name("plan", plan)

@@ -17,6 +17,7 @@ pub mod catalog_backup;
 pub mod cloudstack;
 pub mod config;
 pub mod deferred;
+pub mod edge;
 pub mod forward;
 pub mod gc;
 pub mod hosts;
@@ -240,6 +241,7 @@ pub async fn start_with_seams(config: Config, seams: Seams) -> Result<Server> {
         io_err(format!("cannot restrict {}", config.data_dir.display())),
     )?;
     let lock = lock_data_dir(&config)?;
+    edge::raise_open_files_limit();
     let catalog = match &config.catalog.url {
         Some(url) => Catalog::connect(url, &config.host.name)?,
         None => Catalog::open(&config.catalog_path())?.with_host(&config.host.name),
@@ -303,24 +305,23 @@ pub async fn start_with_seams(config: Config, seams: Seams) -> Result<Server> {
         })?;
         tracing::info!(%addr, "metrics served here without a key");
         let router = http::metrics_router(app.clone());
-        background.push(tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, router).await {
-                tracing::error!("metrics server: {e}");
-            }
-        }));
+        let limits = app.config.http.clone();
+        background.push(tokio::spawn(edge::serve(
+            listener,
+            router,
+            limits,
+            std::future::pending(),
+        )));
     }
 
     let (tx, rx) = oneshot::channel::<()>();
     let router = http::router(app.clone());
+    let limits = app.config.http.clone();
     let task = tokio::spawn(async move {
-        let served = axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = rx.await;
-            })
-            .await;
-        if let Err(e) = served {
-            tracing::error!("server: {e}");
-        }
+        edge::serve(listener, router, limits, async move {
+            let _ = rx.await;
+        })
+        .await;
     });
     Ok(Server {
         addr,

@@ -625,6 +625,9 @@ pub fn region_host(
         c.host.name = name.into();
         c.host.zones = vec![zone.into()];
         c.host.lease_secs = lease_secs;
+        // A wedged peer is given up on in a test's time; longer than any
+        // request a host answers here (a forced stop takes 10 s).
+        c.http.peer_read_secs = 15;
         c.default_zone = zone.into();
         match first {
             Some(first) => {

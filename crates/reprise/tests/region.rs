@@ -20,6 +20,9 @@ use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(120);
 
+/// [http] peer_read_secs of every host here ([`region_host`]).
+const PEER_READ_SECS: u64 = 15;
+
 fn wait_job(c: &reprise_client::Client, job: Job) -> Job {
     c.wait_job(&job.id.to_string(), WAIT, |_| {})
         .unwrap_or_else(|e| panic!("{} failed: {e:?}", job.kind))
@@ -139,6 +142,43 @@ fn two_hosts_share_one_catalog_and_one_store() {
         })
         .unwrap_err();
     assert_eq!(e.code, "zone_not_served", "{e}");
+
+    // A host that heartbeats but never answers (a wedged daemon): what is
+    // sent on to it fails within [http] peer_read_secs as host_unreachable,
+    // instead of holding the caller for ever.
+    let wedged = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let as_h3 = reprise_catalog::Catalog::connect(&catalog, "h3").unwrap();
+    as_h3
+        .register_host(
+            "h3",
+            &format!("http://{}", wedged.local_addr().unwrap()),
+            &["zone3".into()],
+        )
+        .unwrap();
+    via_h2
+        .create_zone(&CreateZone {
+            name: "zone3".into(),
+            storage_dir: None,
+        })
+        .unwrap();
+    as_h3.heartbeat("h3").unwrap();
+    let asked = std::time::Instant::now();
+    let e = via_h2
+        .create_volume(&CreateVolume {
+            name: "on-h3".into(),
+            size: "16M".into(),
+            zone: Some("zone3".into()),
+            host: None,
+        })
+        .unwrap_err();
+    assert_eq!(e.code, "host_unreachable", "{e}");
+    let waited = asked.elapsed();
+    assert!(
+        waited >= Duration::from_secs(PEER_READ_SECS)
+            && waited < Duration::from_secs(PEER_READ_SECS + 5),
+        "a wedged host was given up after {waited:?}"
+    );
+    drop(wedged);
 
     // A snapshot asked of h2 is taken by h1 (it reads h1's file). While it
     // backs up, h2 sweeps the store: the sweep waits for the backup's
