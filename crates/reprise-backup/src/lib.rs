@@ -97,6 +97,21 @@ impl Region {
     /// Open a region's store: the first daemon writes its settings; every
     /// later one must bring the same secret and encryption setting.
     pub async fn open(store: Store, secret: &[u8; 32], encrypt: bool) -> Result<Region> {
+        Self::open_pinned(store, secret, encrypt, false).await
+    }
+
+    /// [`Region::open`], where `unsealed_allowed` says, from outside the
+    /// store (the daemon's config), whether this region predates sealed
+    /// manifests. The region object's own word is not enough: it is not
+    /// sealed, and whoever can write the store could otherwise turn a
+    /// sealed region into one whose unsealed manifests are read — a
+    /// manifest of theirs pinning one snapshot to another's index.
+    pub async fn open_pinned(
+        store: Store,
+        secret: &[u8; 32],
+        encrypt: bool,
+        unsealed_allowed: bool,
+    ) -> Result<Region> {
         let keys = RegionKeys::derive(secret, encrypt);
         let info = match store.get(REGION_KEY, 64 << 10).await {
             Ok(bytes) => RegionInfo::decode(&bytes)?,
@@ -132,6 +147,16 @@ impl Region {
                     "the region store {} is {}encrypted but the config says encrypt = {encrypt}",
                     store.label(),
                     if info.encrypted { "" } else { "not " }
+                ),
+            ));
+        }
+        if !info.manifests_sealed && !unsealed_allowed {
+            return Err(Error::new(
+                ErrorKind::Corrupt,
+                "region_tampered",
+                format!(
+                    "the region object of {} says its manifests are not sealed, which only a region made before 2026-12 may say: someone who can write the store may have changed it. If this region is that old, set [region] legacy_unsealed_manifests = true",
+                    store.label()
                 ),
             ));
         }

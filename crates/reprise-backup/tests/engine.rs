@@ -11,7 +11,7 @@ use reprise_backup::snapshot::{take, Committed, Cut, Origin, References};
 use reprise_backup::{
     chunk_key, gc, index_key, manifest_key, restore_qcow2, restore_raw, verify, Live, Refs, Region,
 };
-use reprise_chunks::{ChunkName, Index};
+use reprise_chunks::{ChunkName, Index, RegionInfo};
 use reprise_store::{S3Config, Store};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -965,10 +965,18 @@ async fn every_tampered_object_is_detected() {
             Region::open(spare.clone(), &[7u8; 32], true).await.unwrap();
             spare.get("region", 1 << 20).await.unwrap()
         };
+        // Rewritten whole to say the region predates sealed manifests:
+        // its checksum is right, but the seal is pinned outside the store.
+        let unsealed = RegionInfo {
+            manifests_sealed: false,
+            ..RegionInfo::decode(&good).unwrap()
+        }
+        .encode();
         for (how, bad) in [
             ("flipped", flipped),
             ("cut short", good[..good.len() - 7].to_vec()),
             ("another region's", other_region),
+            ("saying it is unsealed", unsealed.clone()),
         ] {
             store.put("region", bad).await.unwrap();
             trials += 1;
@@ -982,6 +990,12 @@ async fn every_tampered_object_is_detected() {
             );
             caught += 1;
         }
+        // A region that is that old is opened only when the config says so.
+        store.put("region", unsealed).await.unwrap();
+        let legacy = Region::open_pinned(store.clone(), &[42u8; 32], true, true)
+            .await
+            .unwrap();
+        assert!(legacy.unsealed_manifests, "{kind}");
         store.put("region", good).await.unwrap();
         eprintln!("{kind}: {caught} of {trials} tamperings caught");
     }

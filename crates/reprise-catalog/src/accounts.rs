@@ -137,7 +137,9 @@ fn usage_on(conn: &dyn Db, account: Uuid, scope: Scope) -> Result<Usage> {
                           GROUP BY volume_id) AS per_volume)
                 ELSE (SELECT COUNT(*) FROM snapshots WHERE volume_id = ?3 AND state <> 'Deleted') END,
             (SELECT COUNT(*) FROM snapshots WHERE account_id = ?1 AND protected)
-              + (SELECT COUNT(*) FROM points WHERE account_id = ?1 AND protected)",
+              + (SELECT COUNT(*) FROM points WHERE account_id = ?1 AND protected),
+            (SELECT CAST(COALESCE(SUM(cpus), 0) AS BIGINT) FROM instances WHERE account_id = ?1),
+            (SELECT CAST(COALESCE(SUM(memory_bytes), 0) AS BIGINT) FROM instances WHERE account_id = ?1)",
         params![account.sql(), scope.instance.sql(), scope.volume.sql()],
         |r| {
             let n = |i: usize| r.get::<i64>(i).map(|v| v.max(0) as u64);
@@ -151,6 +153,8 @@ fn usage_on(conn: &dyn Db, account: Uuid, scope: Scope) -> Result<Usage> {
                 most_recovery_points: n(6)?,
                 most_snapshots_per_volume: n(7)?,
                 protected: n(8)?,
+                vcpus: n(9)?,
+                memory_bytes: n(10)?,
             })
         },
     )

@@ -35,6 +35,16 @@ pub struct PlanLimits {
     /// Instances of the account.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_instances: Option<u64>,
+    /// vCPUs of the account's instances together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_vcpus: Option<u64>,
+    /// RAM of the account's instances together.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::size::deserialize_opt_bytes"
+    )]
+    pub max_memory_bytes: Option<u64>,
     /// The sum of the virtual sizes of the account's volumes.
     #[serde(
         default,
@@ -79,6 +89,11 @@ pub struct Usage {
     pub volumes: u64,
     pub volume_bytes: u64,
     pub instances: u64,
+    /// vCPUs and RAM of the account's instances together.
+    #[serde(default)]
+    pub vcpus: u64,
+    #[serde(default)]
+    pub memory_bytes: u64,
     pub snapshots: u64,
     pub snapshot_bytes: u64,
     pub concurrent_jobs: u64,
@@ -99,6 +114,8 @@ pub enum Limit {
     Snapshots,
     Volumes,
     Instances,
+    Vcpus,
+    MemoryBytes,
     VolumeBytes,
     SnapshotBytes,
     ConcurrentJobs,
@@ -107,11 +124,13 @@ pub enum Limit {
 
 impl Limit {
     /// In the order they are judged: the nearest to what was asked first.
-    pub const ALL: [Limit; 9] = [
+    pub const ALL: [Limit; 11] = [
         Limit::RecoveryPoints,
         Limit::SnapshotsPerVolume,
         Limit::Snapshots,
         Limit::Instances,
+        Limit::Vcpus,
+        Limit::MemoryBytes,
         Limit::Volumes,
         Limit::VolumeBytes,
         Limit::SnapshotBytes,
@@ -127,6 +146,8 @@ impl Limit {
             Limit::Snapshots => "max_snapshots",
             Limit::Volumes => "max_volumes",
             Limit::Instances => "max_instances",
+            Limit::Vcpus => "max_vcpus",
+            Limit::MemoryBytes => "max_memory_bytes",
             Limit::VolumeBytes => "max_volume_bytes",
             Limit::SnapshotBytes => "max_snapshot_bytes",
             Limit::ConcurrentJobs => "max_concurrent_jobs",
@@ -141,6 +162,8 @@ impl Limit {
             Limit::SnapshotsPerVolume | Limit::Snapshots => "snapshot_limit_reached",
             Limit::Volumes => "volume_limit_reached",
             Limit::Instances => "instance_limit_reached",
+            Limit::Vcpus => "vcpu_limit_reached",
+            Limit::MemoryBytes => "memory_limit_reached",
             Limit::VolumeBytes => "volume_size_limit_reached",
             Limit::SnapshotBytes => "snapshot_size_limit_reached",
             Limit::ConcurrentJobs => "job_limit_reached",
@@ -155,6 +178,8 @@ impl Limit {
             Limit::Snapshots => l.max_snapshots,
             Limit::Volumes => l.max_volumes,
             Limit::Instances => l.max_instances,
+            Limit::Vcpus => l.max_vcpus,
+            Limit::MemoryBytes => l.max_memory_bytes,
             Limit::VolumeBytes => l.max_volume_bytes,
             Limit::SnapshotBytes => l.max_snapshot_bytes,
             Limit::ConcurrentJobs => l.max_concurrent_jobs,
@@ -170,6 +195,8 @@ impl Limit {
             Limit::Snapshots => u.snapshots,
             Limit::Volumes => u.volumes,
             Limit::Instances => u.instances,
+            Limit::Vcpus => u.vcpus,
+            Limit::MemoryBytes => u.memory_bytes,
             Limit::VolumeBytes => u.volume_bytes,
             Limit::SnapshotBytes => u.snapshot_bytes,
             Limit::ConcurrentJobs => u.concurrent_jobs,
@@ -177,8 +204,12 @@ impl Limit {
         }
     }
 
-    fn is_bytes(self) -> bool {
-        matches!(self, Limit::VolumeBytes | Limit::SnapshotBytes)
+    /// Whether it counts bytes (shown as sizes).
+    pub fn is_bytes(self) -> bool {
+        matches!(
+            self,
+            Limit::VolumeBytes | Limit::SnapshotBytes | Limit::MemoryBytes
+        )
     }
 
     fn what(self) -> &'static str {
@@ -188,6 +219,8 @@ impl Limit {
             Limit::Snapshots => "volume snapshots",
             Limit::Volumes => "volumes",
             Limit::Instances => "instances",
+            Limit::Vcpus => "vCPUs of instances",
+            Limit::MemoryBytes => "of instances' RAM",
             Limit::VolumeBytes => "of volumes",
             Limit::SnapshotBytes => "of snapshots in the region's store",
             Limit::ConcurrentJobs => "jobs at once",
@@ -212,6 +245,7 @@ impl Limit {
             }
             Limit::Volumes | Limit::VolumeBytes => "delete a volume first",
             Limit::Instances => "delete an instance first",
+            Limit::Vcpus | Limit::MemoryBytes => "ask for less, or delete an instance first",
             Limit::ConcurrentJobs => "wait for a job to end",
             Limit::Protected => "unprotect one first",
         }
@@ -230,6 +264,8 @@ pub struct Demand {
     pub volumes: u64,
     pub volume_bytes: u64,
     pub instances: u64,
+    pub vcpus: u64,
+    pub memory_bytes: u64,
     pub snapshots: u64,
     /// One more recovery point on the instance the usage was counted for.
     pub recovery_points: u64,
@@ -244,6 +280,8 @@ impl Demand {
             Limit::SnapshotsPerVolume | Limit::Snapshots => self.snapshots,
             Limit::Volumes => self.volumes,
             Limit::Instances => self.instances,
+            Limit::Vcpus => self.vcpus,
+            Limit::MemoryBytes => self.memory_bytes,
             Limit::VolumeBytes => self.volume_bytes,
             // A snapshot's size is known only once it is backed up: a new
             // one is refused once the account is at (or over) its bytes.
@@ -453,6 +491,47 @@ mod tests {
                     ..Default::default()
                 },
                 Some(Limit::ConcurrentJobs),
+            ),
+            // vCPUs and RAM are totals over the account's instances.
+            (
+                limits(|l| l.max_vcpus = Some(4)),
+                Usage {
+                    instances: 1,
+                    vcpus: 2,
+                    ..Default::default()
+                },
+                Demand {
+                    instances: 1,
+                    vcpus: 3,
+                    ..Default::default()
+                },
+                Some(Limit::Vcpus),
+            ),
+            (
+                limits(|l| l.max_memory_bytes = Some(4 << 30)),
+                Usage {
+                    memory_bytes: 3 << 30,
+                    ..Default::default()
+                },
+                Demand {
+                    instances: 1,
+                    memory_bytes: 1 << 30,
+                    ..Default::default()
+                },
+                None,
+            ),
+            (
+                limits(|l| l.max_memory_bytes = Some(4 << 30)),
+                Usage {
+                    memory_bytes: 3 << 30,
+                    ..Default::default()
+                },
+                Demand {
+                    instances: 1,
+                    memory_bytes: 2 << 30,
+                    ..Default::default()
+                },
+                Some(Limit::MemoryBytes),
             ),
             // Zero allows nothing.
             (

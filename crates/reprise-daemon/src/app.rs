@@ -48,6 +48,12 @@ pub struct App {
     forwarder: std::sync::OnceLock<reqwest::Client>,
     /// The region's hosts as last read, and when ([`crate::hosts::known`]).
     pub(crate) hosts_seen: Mutex<Option<(Instant, Vec<reprise_catalog::HostRow>)>>,
+    /// The host's control groups, when QEMUs run in groups of their own.
+    pub cgroups: Option<reprise_qemu::cgroup::Hierarchy>,
+    /// Held while a QEMU is judged against the host's RAM and started.
+    pub(crate) launching: AsyncMutex<()>,
+    /// Marks of requests sent on to this host, already accepted.
+    pub(crate) marks_used: crate::once::UsedOnce,
 }
 
 /// Where tests widen a daemon's windows. The product runs with the
@@ -111,6 +117,18 @@ impl App {
         region_spec: RegionSpec,
         seams: Seams,
     ) -> Result<Arc<App>> {
+        let cgroups = config
+            .qemu
+            .cgroups
+            .then(|| reprise_qemu::cgroup::Hierarchy::probe(std::path::Path::new("/sys/fs/cgroup")))
+            .flatten();
+        match &cgroups {
+            Some(h) => tracing::info!(?h, "each QEMU runs in a control group of its own"),
+            None if config.qemu.cgroups => tracing::warn!(
+                "no control group hierarchy this daemon may write (cgroup v2 with memory and cpu, or v1's memory and cpu): QEMUs run without limits of their own"
+            ),
+            None => {}
+        }
         let refs = match catalog.sweep_lock()? {
             Some(lock) => reprise_backup::Refs::shared_with(Arc::new(SweepLockOf(lock))),
             None => reprise_backup::Refs::default(),
@@ -133,6 +151,9 @@ impl App {
             agents: Arc::default(),
             forwarder: std::sync::OnceLock::new(),
             hosts_seen: Mutex::new(None),
+            marks_used: Default::default(),
+            launching: AsyncMutex::new(()),
+            cgroups,
         }))
     }
 
@@ -183,9 +204,13 @@ impl App {
         self.region
             .get_or_try_init(|| async {
                 let spec = &self.region_spec;
-                let mut region =
-                    reprise_backup::Region::open(spec.store.clone(), &spec.secret, spec.encrypt)
-                        .await?;
+                let mut region = reprise_backup::Region::open_pinned(
+                    spec.store.clone(),
+                    &spec.secret,
+                    spec.encrypt,
+                    self.config.region.legacy_unsealed_manifests,
+                )
+                .await?;
                 region.chunk_pause = self.seams.chunk_pause;
                 region.sweep_pause = self.seams.sweep_pause;
                 region.sweep_grace = Duration::from_secs(self.config.gc.grace_minutes * 60);

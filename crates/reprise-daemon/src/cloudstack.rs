@@ -30,7 +30,7 @@ use axum::Router;
 use base64::Engine;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use reprise_catalog::now;
 use reprise_cloudstack::objects::{self, Outcome, Owner, SnapshotContext};
 use reprise_cloudstack::wire::{self, CsError};
@@ -58,7 +58,7 @@ struct Cs {
     api: Router,
     /// Signatures of the changes already made, until they expire: a
     /// captured signed request that changes something runs once.
-    used: Arc<std::sync::Mutex<HashMap<Vec<u8>, DateTime<Utc>>>>,
+    used: Arc<crate::once::UsedOnce>,
 }
 
 /// The `/client/api` route; `api` is the native API's router.
@@ -252,9 +252,7 @@ async fn run(
         .filter(|_| changes(command))
         .map(|until| (signature, until));
     if let Some((signature, until)) = &once {
-        let mut used = cs.used.lock().unwrap_or_else(|p| p.into_inner());
-        used.retain(|_, t| *t >= now);
-        if used.insert(signature.clone(), *until).is_some() {
+        if !cs.used.take(signature, *until, now) {
             return Err(CsError::unauthorized(
                 "this signed request was already used: sign each request anew",
             ));
@@ -262,10 +260,7 @@ async fn run(
     }
     let result = authenticated(cs, command, params, account, key).await;
     if let (Err(_), Some((signature, _))) = (&result, &once) {
-        cs.used
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(signature);
+        cs.used.give_back(signature);
     }
     result
 }

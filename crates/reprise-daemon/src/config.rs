@@ -25,16 +25,19 @@
 //! # address = "http://10.0.0.1:7480"  # where other daemons reach it; none: http://LISTEN
 //! # zones = ["zone1"]         # the zones it serves; none: every zone
 //! lease_secs = 6              # Down after this long without a heartbeat (sent every lease/3)
+//! guest_memory_ratio = 1.0    # running guests' RAM, at most this share of the host's
 //!
 //! [qemu]
 //! system = "qemu-system-x86_64"
 //! img = "qemu-img"
+//! cgroups = true              # each QEMU in a control group capped at its vCPUs and RAM
 //!
 //! [region]                    # where volume snapshots live
 //! store = "local"             # local | s3
 //! path = "/var/lib/reprise/objects"   # local: the directory
 //! key_file = "/var/lib/reprise/region.key"  # the region's secret, made at first start
 //! encrypt = false             # encrypt every chunk (fixed when the store is created)
+//! legacy_unsealed_manifests = false  # true only for a region made before 2026-12
 //! # prefix = "reprise"        # keep the region under this prefix of the store
 //!
 //! [region.s3]                 # store = "s3"
@@ -81,6 +84,8 @@
 //! max_snapshots = 50
 //! max_volumes = 4
 //! max_instances = 2
+//! max_vcpus = 4               # all the account's instances together
+//! max_memory_bytes = "8G"
 //! max_volume_bytes = "200G"
 //! max_snapshot_bytes = "500G"
 //! max_concurrent_jobs = 4
@@ -250,6 +255,10 @@ pub struct HostConfig {
     pub zones: Vec<String>,
     /// A host whose last heartbeat is older than this is `Down`.
     pub lease_secs: u64,
+    /// The RAM of the instances running here may be at most this share
+    /// of the host's RAM (above 1: overcommitted); a start past it is
+    /// refused (`host_memory_short`).
+    pub guest_memory_ratio: f64,
 }
 
 impl Default for HostConfig {
@@ -259,6 +268,7 @@ impl Default for HostConfig {
             address: None,
             zones: Vec::new(),
             lease_secs: 6,
+            guest_memory_ratio: 1.0,
         }
     }
 }
@@ -355,6 +365,10 @@ pub struct QemuConfig {
     /// (`vm.nr_hugepages`); an instance that would not fit in the free ones
     /// is refused at start. See `reprise_qemu::cmdline::HUGE_PAGE`.
     pub hugepages: bool,
+    /// Run each QEMU in a control group of its own, limited to its
+    /// instance's vCPUs and RAM (`reprise_qemu::cgroup`); a host without a
+    /// writable hierarchy runs them without, and says so at start.
+    pub cgroups: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -373,6 +387,10 @@ pub struct RegionConfig {
     pub key_file: Option<PathBuf>,
     /// Encrypt chunks (AES-256-GCM). Fixed for a store at creation.
     pub encrypt: bool,
+    /// Read unsealed manifests: only for a region made before 2026-12.
+    /// Kept here, out of the store's reach, so that whoever can write the
+    /// store cannot switch a region's manifest seal off.
+    pub legacy_unsealed_manifests: bool,
 }
 
 impl Default for QemuConfig {
@@ -382,6 +400,7 @@ impl Default for QemuConfig {
             system: b.system,
             img: b.img,
             hugepages: false,
+            cgroups: true,
         }
     }
 }
@@ -395,6 +414,7 @@ impl Default for RegionConfig {
             prefix: None,
             key_file: None,
             encrypt: false,
+            legacy_unsealed_manifests: false,
         }
     }
 }
@@ -478,6 +498,13 @@ impl Config {
                     format!("[host] address must be an http:// or https:// URL, not '{a}'"),
                 ));
             }
+        }
+        let ratio = self.host.guest_memory_ratio;
+        if !(ratio.is_finite() && ratio > 0.0) {
+            return Err(Error::invalid(
+                "config_invalid",
+                format!("[host] guest_memory_ratio must be a positive number, not {ratio}"),
+            ));
         }
         let h = &self.http;
         if [

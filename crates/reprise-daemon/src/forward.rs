@@ -5,21 +5,29 @@
 //! the resource's host, whose answer goes back as it comes. A new volume
 //! or instance goes where [`hosts::place`] says.
 //!
-//! A request sent on carries [`MARK`]: a keyed hash of the method, the
-//! path and the [`CALLER`] header under the region's secret (every daemon
-//! of a region has it), so the receiver handles it itself — no request is
-//! sent on twice, and a client cannot send a request past its placement by
-//! setting the header. A request that came with an API key is sent on with
-//! it; one made inside the daemon for an already authenticated caller (a
-//! CloudStack command) is sent on with [`CALLER`] naming its account and
-//! key, which the receiver trusts only under a valid mark.
+//! A request sent on carries [`MARK`]: its time, a nonce, the digest of
+//! its body (when it is at most [`MARK_BODY_MAX`]: an upload's bytes are
+//! streamed, unbound) and a keyed hash under the region's secret (every
+//! daemon of a region has it) of those and of the host it is for, the
+//! method, the path and every other `x-reprise-*` header. The receiver
+//! ([`admit`]) accepts a mark once, within [`MARK_VALIDITY_SECS`] of its
+//! time, and handles the request itself — no request is sent on twice, and
+//! neither a client nor someone who sees traffic between hosts can send a
+//! request past its placement, replay one, or change its body or caller.
+//! A request that came with an API key is sent on with it; one made
+//! inside the daemon for an already authenticated caller (a CloudStack
+//! command) is sent on with [`CALLER`] naming its account and key, which
+//! the receiver trusts only under a valid mark, and not once the key is
+//! revoked. A client's own `x-reprise-*` headers are dropped where it
+//! enters.
 
 use crate::app::App;
 use crate::hosts;
 use crate::http::{ApiError, Authenticated};
 use axum::body::Body;
 use axum::extract::{OriginalUri, Request, State};
-use axum::http::{header, Method};
+use axum::http::{header, HeaderValue};
+pub use axum::http::{HeaderMap, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use reprise_catalog::HostRow;
@@ -34,6 +42,19 @@ pub const MARK: &str = "x-reprise-forwarded";
 /// an API key: `ACCOUNT_ID KEY_ID`.
 pub const CALLER: &str = "x-reprise-caller";
 
+/// How far a mark's time may be from the receiver's clock, either way:
+/// the hosts of a region keep their clocks within it (NTP).
+pub const MARK_VALIDITY_SECS: i64 = 60;
+
+/// A request body up to this is read whole and bound into its mark; a
+/// longer one (an upload's bytes) is streamed, its headers alone bound.
+pub const MARK_BODY_MAX: usize = 1 << 20;
+
+/// A request [`admit`] found marked by a daemon of the region, for this
+/// host: handled here.
+#[derive(Clone, Copy)]
+pub struct Marked;
+
 /// The most a create request's JSON body may be when it is read here to
 /// choose a host (the real ones are a few hundred bytes).
 const BODY_PEEK_MAX: usize = 1 << 20;
@@ -47,35 +68,18 @@ pub struct InstanceRead(
 );
 
 /// The middleware: handle here, or send on to the resource's host.
-pub async fn to_owner(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Response {
+pub async fn to_owner(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
     let path_and_query = original_path(&req);
-    // A client's own `x-reprise-*` headers never pass: sent on, they
-    // would travel under this daemon's mark (a kept request's job taken
-    // over, a caller named).
-    if !req.headers().contains_key(MARK) {
-        let ours: Vec<_> = req
-            .headers()
-            .keys()
-            .filter(|k| k.as_str().starts_with("x-reprise-"))
-            .cloned()
-            .collect();
-        for k in ours {
-            req.headers_mut().remove(k);
+    if req.extensions().get::<Marked>().is_some() {
+        // A request kept while this host was down, run now: the job it
+        // starts is the one its client holds.
+        if let Some(job) = crate::deferred::job_of(&req) {
+            let waiting = std::cell::Cell::new(Some(job));
+            return crate::jobs::DEFERRED_JOB
+                .scope(waiting, next.run(req))
+                .await;
         }
-    }
-    if req.headers().contains_key(MARK) {
-        if marked(&app, &req) {
-            // A request kept while this host was down, run now: the job it
-            // starts is the one its client holds.
-            if let Some(job) = crate::deferred::job_of(&req) {
-                let waiting = std::cell::Cell::new(Some(job));
-                return crate::jobs::DEFERRED_JOB
-                    .scope(waiting, next.run(req))
-                    .await;
-            }
-            return next.run(req).await;
-        }
-        return ApiError(forward_invalid()).into_response();
+        return next.run(req).await;
     }
     // A SQLite catalog has one daemon: every host is this one.
     if app.config.catalog.url.is_none() {
@@ -121,21 +125,74 @@ fn original_path(req: &Request) -> String {
         .unwrap_or_else(|| "/".into())
 }
 
-fn expected_mark(app: &App, method: &Method, path_and_query: &str, caller: &str) -> blake3::Hash {
-    let mut h = blake3::Hasher::new_keyed(&app.forward_key());
-    h.update(method.as_str().as_bytes());
-    h.update(b"\n");
-    h.update(path_and_query.as_bytes());
-    h.update(b"\n");
-    h.update(caller.as_bytes());
-    h.finalize()
+/// What a mark binds, besides the region's key.
+pub struct MarkOf<'a> {
+    /// The host the request is for.
+    pub host: &'a str,
+    pub method: &'a Method,
+    pub path_and_query: &'a str,
+    /// The request's headers: its `x-reprise-*` ones (but the mark) count.
+    pub headers: &'a HeaderMap,
+    /// Unix seconds.
+    pub time: i64,
+    pub nonce: &'a str,
+    /// The body's digest; none for a streamed body.
+    pub body: Option<blake3::Hash>,
+}
+
+impl MarkOf<'_> {
+    fn mac(&self, key: &[u8; 32]) -> blake3::Hash {
+        let mut h = blake3::Hasher::new_keyed(key);
+        // Each field with its length first: no two requests hash alike by
+        // moving bytes from one field to the next.
+        let mut field = |bytes: &[u8]| {
+            h.update(&(bytes.len() as u64).to_le_bytes());
+            h.update(bytes);
+        };
+        field(b"reprise request sent on, v2");
+        field(self.host.as_bytes());
+        field(self.method.as_str().as_bytes());
+        field(self.path_and_query.as_bytes());
+        let mut ours: Vec<(&str, &[u8])> = self
+            .headers
+            .iter()
+            .filter(|(name, _)| name.as_str().starts_with("x-reprise-") && *name != MARK)
+            .map(|(name, value)| (name.as_str(), value.as_bytes()))
+            .collect();
+        ours.sort();
+        for (name, value) in ours {
+            field(name.as_bytes());
+            field(value);
+        }
+        field(self.time.to_string().as_bytes());
+        field(self.nonce.as_bytes());
+        match self.body {
+            Some(digest) => field(digest.as_bytes()),
+            None => field(b"streamed"),
+        }
+        h.finalize()
+    }
+
+    /// The [`MARK`] header's value: `TIME NONCE BODY MAC` (BODY `-` when
+    /// streamed).
+    pub fn header(&self, key: &[u8; 32]) -> String {
+        let body = self
+            .body
+            .map_or_else(|| "-".to_string(), |d| d.to_hex().to_string());
+        format!(
+            "{} {} {body} {}",
+            self.time,
+            self.nonce,
+            self.mac(key).to_hex()
+        )
+    }
 }
 
 fn forward_invalid() -> Error {
     Error::new(
         ErrorKind::Unauthorized,
         "forward_invalid",
-        format!("the {MARK} header is not one this region's daemons make"),
+        format!("the {MARK} header is not one this region's daemons made for this request"),
     )
 }
 
@@ -146,28 +203,90 @@ fn header_text<'a>(req: &'a Request, name: &str) -> &'a str {
         .unwrap_or("")
 }
 
-/// Whether `req` carries a mark this region's daemons made for it.
-fn marked(app: &App, req: &Request) -> bool {
-    // `blake3::Hash` compares in constant time: a wrong mark's timing
-    // says nothing of the right one.
-    let given = blake3::Hash::from_hex(header_text(req, MARK)).ok();
-    let expected = expected_mark(
-        app,
-        req.method(),
-        &original_path(req),
-        header_text(req, CALLER),
-    );
-    given == Some(expected)
+/// Where a request enters the API: a client's `x-reprise-*` headers are
+/// dropped; a request marked by another daemon of the region is checked
+/// whole (its mark made for this host, this method, path, headers and
+/// body, its time, its first use) and its [`CALLER`], if any, looked up.
+pub(crate) async fn admit(app: &App, mut req: Request) -> Result<(Request, Option<Authenticated>)> {
+    if !req.headers().contains_key(MARK) {
+        // Sent on, they would travel under this daemon's mark (a kept
+        // request's job taken over, a caller named).
+        let ours: Vec<_> = req
+            .headers()
+            .keys()
+            .filter(|k| k.as_str().starts_with("x-reprise-"))
+            .cloned()
+            .collect();
+        for k in ours {
+            req.headers_mut().remove(k);
+        }
+        return Ok((req, None));
+    }
+    let mark = header_text(&req, MARK).to_string();
+    let fields: Vec<&str> = mark.split(' ').collect();
+    let [time, nonce, body, mac] = fields[..] else {
+        return Err(forward_invalid());
+    };
+    let time: i64 = time.parse().map_err(|_| forward_invalid())?;
+    let body = match body {
+        "-" => None,
+        hex => Some(blake3::Hash::from_hex(hex).map_err(|_| forward_invalid())?),
+    };
+    let given = blake3::Hash::from_hex(mac).map_err(|_| forward_invalid())?;
+    let expected = MarkOf {
+        host: app.host_name(),
+        method: req.method(),
+        path_and_query: &original_path(&req),
+        headers: req.headers(),
+        time,
+        nonce,
+        body,
+    }
+    .mac(&app.forward_key());
+    // `blake3::Hash` compares in constant time: a wrong mark's timing says
+    // nothing of the right one.
+    if given != expected {
+        return Err(forward_invalid());
+    }
+    let now = chrono::Utc::now();
+    if (now.timestamp() - time).abs() > MARK_VALIDITY_SECS {
+        return Err(Error::new(
+            ErrorKind::Unauthorized,
+            "forward_expired",
+            format!(
+                "a request sent on at {time} (Unix seconds) arrived at {}: more than {MARK_VALIDITY_SECS} s apart (are the hosts' clocks synchronised?)",
+                now.timestamp()
+            ),
+        ));
+    }
+    if let Some(digest) = body {
+        let (parts, stream) = req.into_parts();
+        let bytes = axum::body::to_bytes(stream, MARK_BODY_MAX)
+            .await
+            .map_err(|_| forward_invalid())?;
+        if blake3::hash(&bytes) != digest {
+            return Err(forward_invalid());
+        }
+        req = Request::from_parts(parts, Body::from(bytes));
+    }
+    let until = now + chrono::Duration::seconds(MARK_VALIDITY_SECS + 1);
+    if !app.marks_used.take(nonce.as_bytes(), until, now) {
+        return Err(Error::new(
+            ErrorKind::Unauthorized,
+            "forward_replayed",
+            "this request sent on by another host was already received",
+        ));
+    }
+    req.extensions_mut().insert(Marked);
+    let caller = caller_of(app, &req)?;
+    Ok((req, caller))
 }
 
-/// The caller a request sent on by another daemon names in [`CALLER`]
-/// (none when it has no such header; refused unless its mark is valid).
-pub(crate) fn forwarded_caller(app: &App, req: &Request) -> Result<Option<Authenticated>> {
+/// The caller a marked request names in [`CALLER`] (none when it has no
+/// such header).
+fn caller_of(app: &App, req: &Request) -> Result<Option<Authenticated>> {
     if !req.headers().contains_key(CALLER) {
         return Ok(None);
-    }
-    if !marked(app, req) {
-        return Err(forward_invalid());
     }
     let ids: Vec<uuid::Uuid> = header_text(req, CALLER)
         .split(' ')
@@ -372,34 +491,56 @@ pub(crate) async fn send_on(
 ) -> Response {
     let (parts, body) = req.into_parts();
     let url = format!("{}{path_and_query}", host.address.trim_end_matches('/'));
-    let mut out = app.forwarder().request(parts.method.clone(), &url);
+    let mut headers = HeaderMap::new();
     for (name, value) in &parts.headers {
-        if name != header::HOST && name != header::CONTENT_LENGTH && name != CALLER {
-            out = out.header(name, value);
+        if name != header::HOST && name != MARK && name != CALLER {
+            headers.append(name, value.clone());
         }
     }
     // A request made inside this daemon for a caller it authenticated
     // (no key of its own) names that caller.
     let has_key = parts.headers.contains_key(header::AUTHORIZATION)
         || parts.headers.contains_key("x-api-key");
-    let caller = match parts.extensions.get::<Authenticated>() {
-        Some(a) if !has_key => format!("{} {}", a.account.id, a.key),
-        _ => String::new(),
+    if let Some(a) = parts.extensions.get::<Authenticated>().filter(|_| !has_key) {
+        if let Ok(caller) = HeaderValue::from_str(&format!("{} {}", a.account.id, a.key)) {
+            headers.insert(CALLER, caller);
+        }
+    }
+    // A body small enough is read here and bound into the mark.
+    let small = axum::body::HttpBody::size_hint(&body)
+        .upper()
+        .is_some_and(|n| n <= MARK_BODY_MAX as u64);
+    let (digest, body) = if small {
+        match axum::body::to_bytes(body, MARK_BODY_MAX).await {
+            Ok(bytes) => (Some(blake3::hash(&bytes)), reqwest::Body::from(bytes)),
+            Err(e) => {
+                return ApiError(Error::invalid(
+                    "body_unreadable",
+                    format!("the request's body: {e}"),
+                ))
+                .into_response()
+            }
+        }
+    } else {
+        (None, reqwest::Body::wrap_stream(body.into_data_stream()))
     };
-    if !caller.is_empty() {
-        out = out.header(CALLER, &caller);
+    let nonce = hex::encode(rand::random::<[u8; 16]>());
+    let mark = MarkOf {
+        host: &host.name,
+        method: &parts.method,
+        path_and_query,
+        headers: &headers,
+        time: chrono::Utc::now().timestamp(),
+        nonce: &nonce,
+        body: digest,
     }
-    if let Some(length) = parts.headers.get(header::CONTENT_LENGTH) {
-        out = out.header(header::CONTENT_LENGTH, length);
-    }
-    let out = out
-        .header(
-            MARK,
-            expected_mark(app, &parts.method, path_and_query, &caller)
-                .to_hex()
-                .as_str(),
-        )
-        .body(reqwest::Body::wrap_stream(body.into_data_stream()));
+    .header(&app.forward_key());
+    let out = app
+        .forwarder()
+        .request(parts.method.clone(), &url)
+        .headers(headers)
+        .header(MARK, mark)
+        .body(body);
     match out.send().await {
         Ok(answer) => {
             let mut back = Response::builder().status(answer.status());

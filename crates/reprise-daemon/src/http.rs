@@ -145,14 +145,15 @@ fn request_key(headers: &axum::http::HeaderMap) -> Option<String> {
 async fn authenticate(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Response {
     let key = request_key(req.headers());
     let mut admin = false;
-    match crate::forward::forwarded_caller(&app, &req) {
-        Ok(Some(caller)) => {
+    req = match crate::forward::admit(&app, req).await {
+        Ok((mut req, Some(caller))) => {
             admin = caller.account.admin;
             req.extensions_mut().insert(caller);
+            req
         }
-        Ok(None) => {}
+        Ok((req, None)) => req,
         Err(e) => return ApiError(e).into_response(),
-    }
+    };
     if let Some(key) = key {
         match app.catalog.account_by_key(&key) {
             Ok(Some((account, key))) => {

@@ -25,6 +25,7 @@ pub mod http;
 pub mod import;
 pub mod jobs;
 pub mod metrics;
+pub mod once;
 pub mod openapi;
 pub mod ops;
 pub mod quiesce;

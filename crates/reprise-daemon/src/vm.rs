@@ -66,6 +66,23 @@ pub async fn launch_with(app: &App, inst: &InstanceRow, accel: Accel, how: Launc
     if huge_pages {
         huge_pages_fit(&inst.name, inst.memory_bytes, process::free_huge_pages())?;
     }
+    // One start at a time is judged against what runs, so two cannot
+    // both take the last of the host's RAM.
+    let _launching = app.launching.lock().await;
+    let running: u64 = app
+        .catalog
+        .local_instances()?
+        .iter()
+        .filter(|i| i.id != inst.id && is_live(app, i.id))
+        .map(|i| i.memory_bytes)
+        .sum();
+    host_memory_fits(
+        &inst.name,
+        inst.memory_bytes,
+        running,
+        process::host_memory(),
+        app.config.host.guest_memory_ratio,
+    )?;
     let spec = VmSpec {
         id: inst.id,
         name: inst.name.clone(),
@@ -88,7 +105,11 @@ pub async fn launch_with(app: &App, inst: &InstanceRow, accel: Accel, how: Launc
         start_paused: how == Launch::Paused,
         incoming: how == Launch::Incoming,
     };
-    process::launch(&app.config.qemu.system, &spec).await
+    let group = match &app.cgroups {
+        Some(h) => Some(h.group(inst.id, inst.cpus, inst.memory_bytes)?),
+        None => None,
+    };
+    process::launch(&app.config.qemu.system, &spec, group.as_ref()).await
 }
 
 /// Refuse, before QEMU starts, an instance whose RAM does not fit in the
@@ -118,6 +139,40 @@ fn huge_pages_fit(name: &str, memory_bytes: u64, free_pages: Option<u64>) -> Res
         ));
     }
     Ok(())
+}
+
+/// Refuse, before QEMU starts, an instance whose RAM would take the
+/// guests running on this host past `ratio` of the host's RAM
+/// (`[host] guest_memory_ratio`): an overcommitted host OOM-kills some
+/// tenant's QEMU, or the daemon. The tenant's error names no capacity of
+/// the host; the operator's log does.
+fn host_memory_fits(
+    name: &str,
+    memory_bytes: u64,
+    running_bytes: u64,
+    host_bytes: Option<u64>,
+    ratio: f64,
+) -> Result<()> {
+    let Some(host_bytes) = host_bytes else {
+        return Ok(());
+    };
+    let allowed = (host_bytes as f64 * ratio) as u64;
+    if running_bytes.saturating_add(memory_bytes) <= allowed {
+        return Ok(());
+    }
+    tracing::warn!(
+        instance = name,
+        asked_mib = memory_bytes >> 20,
+        running_mib = running_bytes >> 20,
+        allowed_mib = allowed >> 20,
+        "start refused: the guests' RAM would pass [host] guest_memory_ratio"
+    );
+    Err(Error::unavailable(
+        "host_memory_short",
+        format!(
+            "instance '{name}' cannot start on its host now: the instances running there take the RAM the operator lets guests have; stop one, or ask the operator"
+        ),
+    ))
 }
 
 /// The live QEMU pid of an instance, if any.
@@ -511,6 +566,32 @@ pub async fn boot(app: &App, ctx: &JobCtx, id: Uuid) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_start_fits_in_the_ram_the_host_lets_guests_have() {
+        let gib = 1u64 << 30;
+        let fits =
+            |asked, running, ratio| host_memory_fits("vm", asked, running, Some(16 * gib), ratio);
+        assert!(
+            fits(4 * gib, 12 * gib, 1.0).is_ok(),
+            "exactly the host's RAM"
+        );
+        let e = fits(4 * gib, 12 * gib + 1, 1.0).unwrap_err();
+        assert_eq!(e.code, "host_memory_short");
+        assert!(
+            !e.message.contains("16"),
+            "no capacity of the host: {}",
+            e.message
+        );
+        assert!(
+            fits(8 * gib, 16 * gib, 1.5).is_ok(),
+            "overcommitted as allowed"
+        );
+        assert!(
+            host_memory_fits("vm", 1 << 40, 0, None, 1.0).is_ok(),
+            "unknown: not judged"
+        );
+    }
+
     use super::*;
 
     #[test]

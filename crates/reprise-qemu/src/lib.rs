@@ -6,6 +6,8 @@
 //! - [`accel`]: choosing KVM or TCG for this host.
 //! - [`img`]: `qemu-img` (create, info, resize, check).
 //! - [`process`]: launching a daemonized QEMU and finding it again.
+//! - [`cgroup`]: the control group each QEMU runs in, limited by its
+//!   instance.
 //!
 //! Invariants: every call that waits on QEMU or on the guest has a timeout;
 //! every message read from QEMU or the guest is capped in size
@@ -15,6 +17,7 @@
 
 pub mod accel;
 pub mod agent;
+pub mod cgroup;
 pub mod cmdline;
 pub mod img;
 pub mod process;

@@ -30,10 +30,36 @@ pub fn free_huge_pages() -> Option<u64> {
     Some(read("free_hugepages")?.saturating_sub(read("resv_hugepages")?))
 }
 
+/// The host's RAM (`MemTotal` of `/proc/meminfo`), in bytes.
+pub fn host_memory() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib << 10)
+}
+
+/// Join each `cgroup.procs` file of `$REPRISE_CGROUP_PROCS` (writing "0"
+/// moves the writer), then run the command given.
+const JOIN_THEN_EXEC: &str = r#"for procs in $REPRISE_CGROUP_PROCS; do
+  echo 0 > "$procs" || { echo "cannot join the control group $procs" >&2; exit 125; }
+done
+exec "$@""#;
+
 /// Start QEMU for `spec` and return its pid once the VM is set up (QMP and
 /// agent sockets listening). A QEMU that refuses the configuration is
 /// `qemu_failed` with QEMU's own words.
-pub async fn launch(binary: &Path, spec: &VmSpec) -> Result<u32> {
+/// With `group`, QEMU joins that control group before it runs.
+pub async fn launch(
+    binary: &Path,
+    spec: &VmSpec,
+    group: Option<&crate::cgroup::Group>,
+) -> Result<u32> {
     let run = &spec.run;
     std::fs::create_dir_all(&run.dir).map_err(|e| {
         Error::unavailable(
@@ -45,11 +71,25 @@ pub async fn launch(binary: &Path, spec: &VmSpec) -> Result<u32> {
     for stale in [run.qmp(), run.agent(), run.pidfile()] {
         let _ = std::fs::remove_file(stale);
     }
-    let child = Command::new(binary)
+    let mut command = match group {
+        // A shell joins the group, then becomes QEMU: everything QEMU
+        // allocates is counted there from its first page.
+        Some(group) => {
+            let mut c = Command::new("sh");
+            c.arg("-c")
+                .arg(JOIN_THEN_EXEC)
+                .arg("reprise-qemu")
+                .arg(binary)
+                .env("REPRISE_CGROUP_PROCS", group.procs_files());
+            c
+        }
+        None => Command::new(binary),
+    };
+    command
         .args(spec.args())
         .stdin(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .output();
+        .kill_on_drop(true);
+    let child = command.output();
     let out = tokio::time::timeout(Duration::from_secs(120), child)
         .await
         .map_err(|_| Error::unavailable("qemu_failed", "QEMU did not finish starting in 120 s"))?

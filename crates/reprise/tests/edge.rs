@@ -1,8 +1,10 @@
-//! The API's edge against slow and greedy clients (docs/security.md): a
+//! The API's edge (docs/security.md). Against slow and greedy clients: a
 //! crowd of half-sent requests from one address is shed, the connections
 //! it keeps are closed when their heads are late, a request body that
 //! stops is cut, and meanwhile the daemon answers everyone else and takes
-//! snapshots.
+//! snapshots. Against someone who sees the traffic between hosts: a
+//! request sent on is accepted once, as it was made, for the host it was
+//! made for, while it is fresh.
 
 use reprise_core::model::*;
 use reprise_testing::*;
@@ -145,6 +147,160 @@ fn slow_clients_are_shed_and_the_daemon_still_snapshots() {
     );
     let volumes: Vec<Volume> = admin.get("/api/v1/volumes").unwrap();
     assert_eq!(volumes.len(), 1, "the cut request made nothing");
+}
+
+/// A request as another daemon of the region sends it on to `d`'s host:
+/// its status and answer.
+#[derive(Clone)]
+struct SentOn<'a> {
+    method: &'a str,
+    path: &'a str,
+    /// The `x-reprise-caller` header: `ACCOUNT KEY`.
+    caller: String,
+    body: &'a str,
+    /// The host it is marked for, its time and nonce.
+    host: &'a str,
+    time: i64,
+    nonce: String,
+}
+
+impl SentOn<'_> {
+    fn mark(&self, d: &TestDaemon) -> String {
+        let mut headers = reprise_daemon::forward::HeaderMap::new();
+        headers.insert("x-reprise-caller", self.caller.parse().unwrap());
+        let method: reprise_daemon::forward::Method = self.method.parse().unwrap();
+        reprise_daemon::forward::MarkOf {
+            host: self.host,
+            method: &method,
+            path_and_query: self.path,
+            headers: &headers,
+            time: self.time,
+            nonce: &self.nonce,
+            body: Some(blake3::hash(self.body.as_bytes())),
+        }
+        .header(&d.server().app.forward_key())
+    }
+}
+
+/// Send `req` to `d` with `mark`, and `body` (which may differ from the
+/// one marked).
+fn send(d: &TestDaemon, req: &SentOn, mark: &str, body: &str) -> (u16, String) {
+    let answer = ureq::request(req.method, &format!("{}{}", d.url, req.path))
+        .set("x-reprise-caller", &req.caller)
+        .set("x-reprise-forwarded", mark)
+        .set("content-type", "application/json")
+        .send_string(body);
+    match answer {
+        Ok(r) => (r.status(), r.into_string().unwrap()),
+        Err(ureq::Error::Status(s, r)) => (s, r.into_string().unwrap()),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+#[test]
+fn requests_between_hosts_are_accepted_once_as_made_while_fresh() {
+    let d = TestDaemon::start();
+    let admin = d.admin();
+    let me: Account = admin.get("/api/v1/whoami").unwrap();
+    let alice = d.account("alice");
+    let alice_id = alice.get::<Account>("/api/v1/whoami").unwrap().id;
+    let alice_key: ApiKeyCreated = admin
+        .post(
+            &format!("/api/v1/accounts/{alice_id}/keys"),
+            &serde_json::json!({"name": "second"}),
+        )
+        .unwrap();
+    let now = chrono::Utc::now().timestamp();
+    let nonce = |n: u8| format!("{n:032x}");
+    let body = r#"{"name":"made-by-a-peer","size":"16M"}"#;
+    let create = SentOn {
+        method: "POST",
+        path: "/api/v1/volumes",
+        caller: format!("{} {}", me.id, uuid::Uuid::nil()),
+        body,
+        host: "local",
+        time: now,
+        nonce: nonce(1),
+    };
+    let code = |(status, answer): (u16, String)| -> (u16, String) {
+        let v: serde_json::Value = serde_json::from_str(&answer).unwrap_or_default();
+        (
+            status,
+            v["error"]["code"].as_str().unwrap_or("").to_string(),
+        )
+    };
+    let volumes = || admin.get::<Vec<Volume>>("/api/v1/volumes").unwrap().len();
+
+    // Its body changed on the way: refused, nothing made.
+    let mark = create.mark(&d);
+    let other = r#"{"name":"made-by-someone","size":"16M"}"#;
+    assert_eq!(
+        code(send(&d, &create, &mark, other)),
+        (401, "forward_invalid".into())
+    );
+    // Made for another host: refused.
+    let elsewhere = SentOn {
+        host: "h2",
+        ..create.clone()
+    };
+    assert_eq!(
+        code(send(&d, &elsewhere, &elsewhere.mark(&d), body)),
+        (401, "forward_invalid".into())
+    );
+    // Made two minutes ago: refused, naming the clocks.
+    let stale = SentOn {
+        time: now - 120,
+        nonce: nonce(2),
+        ..create.clone()
+    };
+    assert_eq!(
+        code(send(&d, &stale, &stale.mark(&d), body)),
+        (401, "forward_expired".into())
+    );
+    // A forged mark: refused.
+    let forged = format!("{now} {} - {}", nonce(3), "0".repeat(64));
+    assert_eq!(
+        code(send(&d, &create, &forged, body)),
+        (401, "forward_invalid".into())
+    );
+    assert_eq!(volumes(), 0, "a refused request made nothing");
+
+    // As made: accepted once; the same again is a replay.
+    let (status, _) = send(&d, &create, &mark, body);
+    assert_eq!(status, 201);
+    assert_eq!(volumes(), 1);
+    assert_eq!(
+        code(send(&d, &create, &mark, body)),
+        (401, "forward_replayed".into())
+    );
+    assert_eq!(volumes(), 1, "the replay made nothing");
+
+    // A caller's key revoked since the request was made: refused.
+    let as_alice = SentOn {
+        method: "GET",
+        path: "/api/v1/volumes",
+        caller: format!("{alice_id} {}", alice_key.key.id),
+        body: "",
+        host: "local",
+        time: now,
+        nonce: nonce(4),
+    };
+    let (status, _) = send(&d, &as_alice, &as_alice.mark(&d), "");
+    assert_eq!(status, 200, "alice's key speaks for her");
+    admin
+        .delete(&format!(
+            "/api/v1/accounts/{alice_id}/keys/{}",
+            alice_key.key.id
+        ))
+        .unwrap();
+    let later = SentOn {
+        nonce: nonce(5),
+        ..as_alice.clone()
+    };
+    assert_eq!(
+        code(send(&d, &later, &later.mark(&d), "")),
+        (401, "api_key_invalid".into())
+    );
 }
 
 /// How many of `checks` come out true, run together.

@@ -532,6 +532,127 @@ fn uploaded_files_boot_a_guest() {
     run_job(&alice, "/api/v1/instances/vm/stop", &json!({"force": true}));
 }
 
+/// Each QEMU runs in a control group of its own, capped at its
+/// instance's vCPUs and RAM (and QEMU's overhead): what its guest takes is
+/// counted there, not against the daemon or the host.
+#[test]
+fn each_guest_runs_in_a_control_group_capped_at_its_instance() {
+    use reprise_qemu::cgroup::{memory_limit, Hierarchy};
+    let hierarchy = Hierarchy::probe(Path::new("/sys/fs/cgroup"))
+        .expect("this test needs a writable cgroup hierarchy (it runs as root)");
+    let d = TestDaemon::start();
+    let admin = d.admin();
+    let vm = d.booted_guest(&admin, "vm", "vm-data");
+    let pid = instance(&admin, "vm")
+        .pid
+        .expect("a running instance's pid");
+    let group = format!("/reprise/{}", vm.id);
+    let cgroups_of = |pid: &str| std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let (memory_dir, limit_file, usage_file, cpu) = match &hierarchy {
+        Hierarchy::V2(root) => {
+            let dir = root.join(&group[1..]);
+            (
+                dir.clone(),
+                "memory.max",
+                "memory.current",
+                (dir, "cpu.max", "100000 100000"),
+            )
+        }
+        Hierarchy::V1 { memory, cpu } => (
+            memory.join(&group[1..]),
+            "memory.limit_in_bytes",
+            "memory.usage_in_bytes",
+            (cpu.join(&group[1..]), "cpu.cfs_quota_us", "100000"),
+        ),
+    };
+    let qemu = cgroups_of(&pid.to_string());
+    assert!(
+        qemu.lines()
+            .any(|l| l.ends_with(&group) && (l.starts_with("0::") || l.contains(":memory:"))),
+        "QEMU's groups: {qemu}"
+    );
+    assert!(
+        !cgroups_of("self").contains("/reprise/"),
+        "the daemon is in no instance's group"
+    );
+    let read = |dir: &Path, file: &str| {
+        std::fs::read_to_string(dir.join(file))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    assert_eq!(
+        read(&memory_dir, limit_file),
+        memory_limit(256 << 20).to_string()
+    );
+    assert_eq!(read(&cpu.0, cpu.1), cpu.2);
+
+    // The guest fills 150 MiB of its RAM: counted in QEMU's group, within
+    // its limit, and the guest runs on.
+    let (code, out) = d.guest_sh(&vm, "dd if=/dev/zero of=/fill bs=1M count=150 2>&1; sync");
+    assert_eq!(code, 0, "{out}");
+    let used: u64 = read(&memory_dir, usage_file).parse().unwrap();
+    assert!(
+        used > 150 << 20 && used <= memory_limit(256 << 20),
+        "QEMU's group holds {} MiB",
+        used >> 20
+    );
+    let (code, _) = d.guest_sh(&vm, "rm /fill");
+    assert_eq!(code, 0);
+    run_job(&admin, "/api/v1/instances/vm/stop", &json!({"force": true}));
+    assert_eq!(instance(&admin, "vm").state, InstanceState::Stopped);
+}
+
+/// A host lets its running guests have at most `[host]
+/// guest_memory_ratio` of its RAM: a start past it is refused, naming no
+/// capacity of the host, and works once another guest stops.
+#[test]
+fn a_host_starts_no_guest_past_the_ram_it_lets_guests_have() {
+    let host = reprise_qemu::process::host_memory().expect("/proc/meminfo");
+    // Room for one test guest (256 MiB), not two.
+    let d = TestDaemon::start_with(|c| {
+        c.host.guest_memory_ratio = (400u64 << 20) as f64 / host as f64;
+    });
+    let admin = d.admin();
+    let first = d.booted_guest(&admin, "first", "first-data");
+    run_job(
+        &admin,
+        "/api/v1/instances",
+        &CreateInstance {
+            no_start: true,
+            ..guest_instance("second", &[])
+        },
+    );
+    let start = |name: &str| {
+        let job = admin
+            .start_job(&format!("/api/v1/instances/{name}/start"), &json!({}))
+            .unwrap();
+        admin.wait_job(&job.id.to_string(), Duration::from_secs(120), |_| {})
+    };
+    let e = start("second").expect_err("a second guest past the host's RAM ratio");
+    assert_eq!(e.code, "host_memory_short", "{e}");
+    assert!(
+        !e.message.contains("MiB"),
+        "no capacity of the host: {}",
+        e.message
+    );
+    assert_eq!(instance(&admin, "second").state, InstanceState::Stopped);
+    assert_eq!(instance(&admin, "first").state, InstanceState::Running);
+
+    run_job(
+        &admin,
+        &format!("/api/v1/instances/{}/stop", first.name),
+        &json!({"force": true}),
+    );
+    start("second").expect("room again once the first stopped");
+    assert_eq!(instance(&admin, "second").state, InstanceState::Running);
+    run_job(
+        &admin,
+        "/api/v1/instances/second/stop",
+        &json!({"force": true}),
+    );
+}
+
 #[test]
 fn plans_are_the_operators_and_every_limit_holds_atomically() {
     // Backups slow enough for requests to race a running job.
@@ -542,6 +663,8 @@ fn plans_are_the_operators_and_every_limit_holds_atomically() {
                 max_volumes: Some(3),
                 max_volume_bytes: Some(3 << 30),
                 max_instances: Some(1),
+                max_vcpus: Some(2),
+                max_memory_bytes: Some(1 << 30),
                 max_snapshots_per_volume: Some(1),
                 max_recovery_points: Some(1),
                 ..Default::default()
@@ -591,6 +714,23 @@ fn plans_are_the_operators_and_every_limit_holds_atomically() {
         1 << 30,
         "not resized"
     );
+    // vCPUs and RAM: an instance asking more than the plan's totals.
+    for (shape, code) in [
+        (json!({"cpus": 4}), "vcpu_limit_reached"),
+        (json!({"memory": "2G"}), "memory_limit_reached"),
+    ] {
+        let mut req = json!({"name": "big", "root_size": "64M", "no_start": true});
+        req.as_object_mut()
+            .unwrap()
+            .extend(shape.as_object().unwrap().clone());
+        let e = err_of(alice.start_job("/api/v1/instances", &req));
+        assert_eq!(e.code, code, "{e}");
+        assert!(e.message.contains("'small'"), "{}", e.message);
+    }
+    assert!(alice
+        .get::<Vec<Value>>("/api/v1/instances")
+        .unwrap()
+        .is_empty());
     // The instance's root volume counts too.
     run_job(
         &alice,

@@ -70,6 +70,8 @@ pub(super) enum KeyCmd {
     Rotate,
 }
 
+// Parsed once per run: `Set`'s size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 pub(super) enum PlanCmd {
     /// Plans (yours, or all for the admin).
@@ -89,6 +91,12 @@ pub(super) enum PlanCmd {
         max_volumes: Option<u64>,
         #[arg(long)]
         max_instances: Option<u64>,
+        /// vCPUs of the account's instances together.
+        #[arg(long)]
+        max_vcpus: Option<u64>,
+        /// RAM of the account's instances together, like 16G.
+        #[arg(long)]
+        max_memory: Option<String>,
         /// Total size of the account's volumes, like 200G.
         #[arg(long)]
         max_volume_size: Option<String>,
@@ -310,9 +318,7 @@ pub(super) fn plan(ctx: &Ctx, cmd: PlanCmd) -> Result<()> {
                     let mut row = vec![p.name.clone()];
                     row.extend(Limit::ALL.iter().map(|l| match l.of(&p.limits) {
                         None => "-".to_string(),
-                        Some(n) if matches!(l, Limit::VolumeBytes | Limit::SnapshotBytes) => {
-                            size(n)
-                        }
+                        Some(n) if l.is_bytes() => size(n),
                         Some(n) => n.to_string(),
                     }));
                     row
@@ -327,6 +333,8 @@ pub(super) fn plan(ctx: &Ctx, cmd: PlanCmd) -> Result<()> {
             max_snapshots,
             max_volumes,
             max_instances,
+            max_vcpus,
+            max_memory,
             max_volume_size,
             max_snapshot_size,
             max_concurrent_jobs,
@@ -343,6 +351,8 @@ pub(super) fn plan(ctx: &Ctx, cmd: PlanCmd) -> Result<()> {
                     max_snapshots,
                     max_volumes,
                     max_instances,
+                    max_vcpus,
+                    max_memory_bytes: bytes(max_memory)?,
                     max_volume_bytes: bytes(max_volume_size)?,
                     max_snapshot_bytes: bytes(max_snapshot_size)?,
                     max_concurrent_jobs,

@@ -303,6 +303,8 @@ async fn create_with(
     // transaction, counted against the account's plan.
     let demand = reprise_core::plan::Demand {
         instances: 1,
+        vcpus: u64::from(cpus),
+        memory_bytes: memory,
         volumes: u64::from(root_row.is_some()),
         volume_bytes: root_size.unwrap_or(0),
         ..Default::default()
@@ -535,6 +537,9 @@ pub async fn delete(app: &App, account: &Account, reference: &str) -> Result<()>
     let _ = std::fs::remove_dir_all(app.config.instance_run_dir(inst.id));
     let _ = std::fs::remove_dir_all(app.config.boot_dir(inst.id));
     let _ = std::fs::remove_dir_all(app.config.point_state_dir(inst.id));
+    if let Some(cgroups) = &app.cgroups {
+        cgroups.remove(inst.id);
+    }
     tracing::info!(instance = %inst.id, name = inst.name, "instance deleted");
     Ok(())
 }
