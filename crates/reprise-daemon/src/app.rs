@@ -264,6 +264,23 @@ impl App {
         self.gc_wanted.notify_one();
     }
 
+    /// The region's hosts as the catalog said at most `fresh` ago, read
+    /// again when older or when `enough` says they lack what is wanted.
+    pub fn hosts_known(
+        &self,
+        fresh: Duration,
+        enough: impl Fn(&[reprise_catalog::HostRow]) -> bool,
+    ) -> reprise_core::Result<Vec<reprise_catalog::HostRow>> {
+        let mut seen = self.hosts_seen.lock().unwrap_or_else(|p| p.into_inner());
+        let stale = seen
+            .as_ref()
+            .is_none_or(|(at, hosts)| at.elapsed() > fresh || !enough(hosts));
+        if stale {
+            *seen = Some((Instant::now(), self.catalog.list_hosts()?));
+        }
+        Ok(seen.as_ref().map(|(_, h)| h.clone()).unwrap_or_default())
+    }
+
     /// The host directories whose paths a tenant must not see.
     fn host_prefixes(&self) -> Vec<String> {
         let mut dirs = vec![self.config.data_dir.clone(), self.config.region_store_dir()];
@@ -288,10 +305,25 @@ impl App {
 
     /// `text` with every host directory reprise uses replaced by `…`: what
     /// a tenant may read of an error or a job's log.
+    /// The region's hosts are named and reached nowhere in it either, nor
+    /// is the region's store.
     pub fn scrub(&self, text: &str) -> String {
         let mut out = text.to_string();
         for prefix in self.host_prefixes() {
             out = out.replace(&prefix, "…");
+        }
+        let store = self.region_spec.store.label();
+        if !store.is_empty() {
+            out = out.replace(store, "the region's store");
+        }
+        let hosts = self
+            .hosts_known(Duration::from_secs(60), |_| true)
+            .unwrap_or_default();
+        for h in hosts {
+            out = out
+                .replace(&h.address, "…")
+                .replace(&format!("host '{}'", h.name), "its host")
+                .replace(&format!("on '{}'", h.name), "on another host");
         }
         out
     }

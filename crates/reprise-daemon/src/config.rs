@@ -31,6 +31,7 @@
 //! system = "qemu-system-x86_64"
 //! img = "qemu-img"
 //! cgroups = true              # each QEMU in a control group capped at its vCPUs and RAM
+//! console_log_max = "8M"      # a guest's console log is rotated past this (one old one kept)
 //!
 //! [region]                    # where volume snapshots live
 //! store = "local"             # local | s3
@@ -369,6 +370,11 @@ pub struct QemuConfig {
     /// instance's vCPUs and RAM (`reprise_qemu::cgroup`); a host without a
     /// writable hierarchy runs them without, and says so at start.
     pub cgroups: bool,
+    /// A guest's serial console log (`console.log` in its run directory)
+    /// is rotated past this many bytes: the full one becomes
+    /// `console.log.1`, replacing the one before.
+    #[serde(deserialize_with = "reprise_core::size::deserialize_bytes")]
+    pub console_log_max: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -401,6 +407,7 @@ impl Default for QemuConfig {
             img: b.img,
             hugepages: false,
             cgroups: true,
+            console_log_max: 8 << 20,
         }
     }
 }

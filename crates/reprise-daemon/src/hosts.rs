@@ -237,18 +237,10 @@ const HOSTS_FRESH: Duration = Duration::from_secs(1);
 /// Host `name` as the catalog said at most a second ago (requests ask
 /// where their resource lives; that need not cost each a round trip).
 pub fn known(app: &App, name: &str) -> Result<HostRow> {
-    let mut seen = app.hosts_seen.lock().unwrap_or_else(|p| p.into_inner());
-    let stale = seen.as_ref().is_none_or(|(at, hosts)| {
-        at.elapsed() > HOSTS_FRESH || !hosts.iter().any(|h| h.name == name)
-    });
-    if stale {
-        *seen = Some((std::time::Instant::now(), app.catalog.list_hosts()?));
-    }
-    let (_, hosts) = seen.as_ref().expect("read above");
-    hosts
-        .iter()
+    let fresh = |hosts: &[HostRow]| hosts.iter().any(|h| h.name == name);
+    app.hosts_known(HOSTS_FRESH, fresh)?
+        .into_iter()
         .find(|h| h.name == name)
-        .cloned()
         .ok_or_else(|| Error::not_found("host", name))
 }
 

@@ -159,6 +159,12 @@ pub async fn watch(app: Arc<App>) {
             continue;
         };
         for inst in instances {
+            let console = app.run_paths(inst.id).console();
+            match crate::vm::rotate_console_log(&console, app.config.qemu.console_log_max) {
+                Ok(true) => tracing::info!(instance = %inst.id, "console log rotated"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(instance = %inst.id, "rotating the console log: {e}"),
+            }
             let lock = app.instance_lock(inst.id);
             let Ok(_guard) = lock.try_lock() else {
                 continue;

@@ -175,6 +175,30 @@ fn host_memory_fits(
     ))
 }
 
+/// Keep a guest's serial console log within `max` bytes (and the time
+/// between two checks): past it, the log becomes `console.log.1`, the one
+/// before going, and starts again empty. QEMU appends (`O_APPEND`), so its
+/// next write lands at the new start; what the guest writes between the
+/// copy and the cut is lost. True when it rotated.
+pub fn rotate_console_log(path: &Path, max: u64) -> std::io::Result<bool> {
+    let len = match std::fs::metadata(path) {
+        Ok(m) => m.len(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    if len <= max {
+        return Ok(false);
+    }
+    let mut old = path.as_os_str().to_owned();
+    old.push(".1");
+    std::fs::copy(path, &old)?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)?
+        .set_len(0)?;
+    Ok(true)
+}
+
 /// The live QEMU pid of an instance, if any.
 pub fn live_pid(app: &App, id: Uuid) -> Option<u32> {
     process::find(&app.run_paths(id).pidfile(), id)
@@ -566,6 +590,36 @@ pub async fn boot(app: &App, ctx: &JobCtx, id: Uuid) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_console_log_past_its_limit_is_rotated_and_appended_to_anew() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("console.log");
+        // QEMU's side: a file opened for appending, held open.
+        let mut qemu = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        qemu.write_all(&vec![b'a'; 3000]).unwrap();
+        assert!(!rotate_console_log(&log, 4096).unwrap(), "within the limit");
+        qemu.write_all(&vec![b'b'; 2000]).unwrap();
+        assert!(rotate_console_log(&log, 4096).unwrap());
+        qemu.write_all(b"after").unwrap();
+        assert_eq!(
+            std::fs::read(&log).unwrap(),
+            b"after",
+            "written at the new start"
+        );
+        assert_eq!(
+            std::fs::read(dir.path().join("console.log.1"))
+                .unwrap()
+                .len(),
+            5000
+        );
+        assert!(!rotate_console_log(&dir.path().join("none.log"), 1).unwrap());
+    }
+
     #[test]
     fn a_start_fits_in_the_ram_the_host_lets_guests_have() {
         let gib = 1u64 << 30;

@@ -162,8 +162,13 @@ fn two_hosts_share_one_catalog_and_one_store() {
         })
         .unwrap();
     as_h3.heartbeat("h3").unwrap();
+    // Asked by a tenant, whose error names neither the host nor where it is.
+    let made: AccountCreated = via_h2
+        .post("/api/v1/accounts", &serde_json::json!({"name": "tess"}))
+        .unwrap();
+    let tess = reprise_client::Client::new(&h2.url, Some(made.api_key));
     let asked = std::time::Instant::now();
-    let e = via_h2
+    let e = tess
         .create_volume(&CreateVolume {
             name: "on-h3".into(),
             size: "16M".into(),
@@ -172,6 +177,12 @@ fn two_hosts_share_one_catalog_and_one_store() {
         })
         .unwrap_err();
     assert_eq!(e.code, "host_unreachable", "{e}");
+    let address = wedged.local_addr().unwrap().to_string();
+    assert!(
+        !e.message.contains(&address) && !e.message.contains("h3"),
+        "a tenant reads no host: {}",
+        e.message
+    );
     let waited = asked.elapsed();
     assert!(
         waited >= Duration::from_secs(PEER_READ_SECS)

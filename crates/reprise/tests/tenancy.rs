@@ -603,6 +603,45 @@ fn each_guest_runs_in_a_control_group_capped_at_its_instance() {
     assert_eq!(instance(&admin, "vm").state, InstanceState::Stopped);
 }
 
+/// A guest that writes without end to its serial console fills no disk:
+/// past `[qemu] console_log_max` its log is rotated, one old log kept.
+#[test]
+fn a_guest_s_console_log_is_rotated_past_its_limit() {
+    const MAX: u64 = 64 << 10;
+    let d = TestDaemon::start_with(|c| c.qemu.console_log_max = MAX);
+    let admin = d.admin();
+    let vm = d.booted_guest(&admin, "chatty", "chatty-data");
+    let log = d.config.instance_run_dir(vm.id).join("console.log");
+    let old = d.config.instance_run_dir(vm.id).join("console.log.1");
+    let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    for round in 0..2 {
+        let (code, out) = d.guest_sh(
+            &vm,
+            "dd if=/dev/zero bs=1k count=512 > /dev/ttyS0 2>/dev/null; echo written",
+        );
+        assert_eq!((code, out.trim()), (0, "written"), "round {round}");
+        let waited = std::time::Instant::now();
+        while size(&log) > MAX {
+            assert!(
+                waited.elapsed() < Duration::from_secs(20),
+                "round {round}: the console log holds {} bytes",
+                size(&log)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert!(
+            size(&old) > MAX,
+            "round {round}: the rotated log holds what passed the limit ({} bytes)",
+            size(&old)
+        );
+    }
+    run_job(
+        &admin,
+        "/api/v1/instances/chatty/stop",
+        &json!({"force": true}),
+    );
+}
+
 /// A host lets its running guests have at most `[host]
 /// guest_memory_ratio` of its RAM: a start past it is refused, naming no
 /// capacity of the host, and works once another guest stops.
