@@ -1146,6 +1146,137 @@ fn body_for(path: &str) -> Value {
     }
 }
 
+/// Every documented route and method, called by each caller without a
+/// right to it — no key, a revoked key, a CloudStack pair's public key as
+/// a bearer, a forged mark of a request sent on between hosts, a genuine
+/// mark grown stale — is refused by name at the edge, before any route
+/// runs; nothing of alice's changes. (Another tenant's calls are the
+/// cross-tenant matrix below; a replayed mark, `edge.rs`.)
+#[test]
+fn every_route_refuses_every_caller_without_a_right() {
+    let d = TestDaemon::start();
+    let alice = alice_with_everything(&d);
+    let me: Account = alice.client.get("/api/v1/whoami").unwrap();
+    let key = |name: &str, cloudstack: bool| -> ApiKeyCreated {
+        alice
+            .client
+            .post(
+                &format!("/api/v1/accounts/{}/keys", me.id),
+                &json!({"name": name, "cloudstack": cloudstack}),
+            )
+            .unwrap()
+    };
+    let revoked = key("revoked", false);
+    alice
+        .client
+        .delete(&format!(
+            "/api/v1/accounts/{}/keys/{}",
+            me.id, revoked.key.id
+        ))
+        .unwrap();
+    let pair = key("pair", true);
+    let before = holdings(&alice.client);
+    let doc: Value = alice.client.get("/api/v1/openapi.json").unwrap();
+    let forward_key = d.server().app.forward_key();
+    // Routes anyone may read: the API's description and its health.
+    let public = ["/api/v1/openapi.json", "/api/v1/health"];
+
+    let mut tried = 0;
+    let mut nonce = 0u64;
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        // Alice's resources by id where the route names one.
+        let mut url = path.clone();
+        for param in path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+        {
+            let kind = kind_of(path, param);
+            let values = &alice.refs.iter().find(|(k, _)| *k == kind).unwrap().1;
+            url = url.replace(&format!("{{{param}}}"), &values[0]);
+        }
+        for (method, _) in ops.as_object().unwrap() {
+            let method = method.to_uppercase();
+            let callers: Vec<(&str, Vec<(String, String)>, &str)> = {
+                let mut marked = |age: i64, forged: bool| {
+                    nonce += 1;
+                    let caller = format!("{} {}", me.id, uuid::Uuid::nil());
+                    let mut headers = reprise_daemon::forward::HeaderMap::new();
+                    headers.insert("x-reprise-caller", caller.parse().unwrap());
+                    let m: reprise_daemon::forward::Method = method.parse().unwrap();
+                    let body = if method == "POST" {
+                        body_for(path).to_string()
+                    } else {
+                        String::new()
+                    };
+                    let mark = reprise_daemon::forward::MarkOf {
+                        host: "local",
+                        method: &m,
+                        path_and_query: &url,
+                        headers: &headers,
+                        time: chrono::Utc::now().timestamp() - age,
+                        nonce: &format!("{nonce:032x}"),
+                        body: Some(blake3::hash(body.as_bytes())),
+                    }
+                    .header(if forged { &[9u8; 32] } else { &forward_key });
+                    vec![
+                        ("x-reprise-caller".to_string(), caller),
+                        ("x-reprise-forwarded".to_string(), mark),
+                    ]
+                };
+                vec![
+                    ("no key", vec![], "api_key_missing"),
+                    (
+                        "a revoked key",
+                        vec![(
+                            "Authorization".into(),
+                            format!("Bearer {}", revoked.api_key),
+                        )],
+                        "api_key_invalid",
+                    ),
+                    (
+                        "a CloudStack apiKey as a bearer",
+                        vec![("Authorization".into(), format!("Bearer {}", pair.api_key))],
+                        "api_key_invalid",
+                    ),
+                    ("a forged mark", marked(0, true), "forward_invalid"),
+                    ("a stale mark", marked(120, false), "forward_expired"),
+                ]
+            };
+            for (who, headers, code) in callers {
+                if who == "no key" && public.contains(&path.as_str()) {
+                    continue;
+                }
+                let mut req = ureq::AgentBuilder::new()
+                    .build()
+                    .request(&method, &format!("{}{url}", d.url));
+                for (name, value) in &headers {
+                    req = req.set(name, value);
+                }
+                let resp = match method.as_str() {
+                    "POST" => req.send_json(body_for(path)),
+                    "PUT" => req.send_bytes(b"a stranger's bytes"),
+                    _ => req.call(),
+                };
+                let (status, answer) = match resp {
+                    Ok(r) => panic!("{method} {url} by {who}: answered {}", r.status()),
+                    Err(ureq::Error::Status(s, r)) => (s, r.into_string().unwrap()),
+                    Err(e) => panic!("{method} {url} by {who}: {e}"),
+                };
+                let v: Value = serde_json::from_str(&answer).unwrap_or_default();
+                assert_eq!(
+                    (status, v["error"]["code"].as_str().unwrap_or("")),
+                    (401, code),
+                    "{method} {url} by {who}: {answer}"
+                );
+                tried += 1;
+            }
+        }
+    }
+    assert_eq!(holdings(&alice.client), before, "alice's holdings changed");
+    println!("route × caller matrix: {tried} requests refused, 0 leaks");
+    assert!(tried > 300, "only {tried} requests tried");
+}
+
 #[test]
 fn the_cross_tenant_matrix_covers_every_documented_route() {
     let d = TestDaemon::start();
