@@ -27,3 +27,5 @@ cargo test --workspace --locked "$@"
 # The API and CLI tests again, each daemon a host of a region: its catalog
 # in PostgreSQL, its snapshots in the three-node Garage cluster.
 REPRISE_TEST_CATALOG=region cargo test -p reprise --locked --test api --test cli "$@"
+# A short coverage-guided fuzzing run of every target (fuzz/).
+scripts/fuzz.sh
