@@ -271,6 +271,10 @@ pub struct Demand {
     pub recovery_points: u64,
     pub jobs: u64,
     pub protected: u64,
+    /// The most bytes the request may add to the region's store, when it
+    /// is known before (a template import: its image's virtual size); 0
+    /// when it is not (a snapshot, known once it is backed up).
+    pub store_bytes_at_most: u64,
 }
 
 impl Demand {
@@ -285,6 +289,7 @@ impl Demand {
             Limit::VolumeBytes => self.volume_bytes,
             // A snapshot's size is known only once it is backed up: a new
             // one is refused once the account is at (or over) its bytes.
+            Limit::SnapshotBytes if self.store_bytes_at_most > 0 => self.store_bytes_at_most,
             Limit::SnapshotBytes => u64::from(self.snapshots > 0),
             Limit::ConcurrentJobs => self.jobs,
             Limit::Protected => self.protected,
@@ -300,7 +305,7 @@ pub fn first_exceeded(limits: &PlanLimits, usage: &Usage, demand: &Demand) -> Op
         let adds = demand.adds(*l);
         match l.of(limits) {
             Some(max) if adds > 0 => {
-                if *l == Limit::SnapshotBytes {
+                if *l == Limit::SnapshotBytes && demand.store_bytes_at_most == 0 {
                     usage.snapshot_bytes >= max
                 } else {
                     l.used(usage).saturating_add(adds) > max
@@ -532,6 +537,31 @@ mod tests {
                     ..Default::default()
                 },
                 Some(Limit::MemoryBytes),
+            ),
+            // An import's bound: refused when it could pass the bytes.
+            (
+                limits(|l| l.max_snapshot_bytes = Some(10 << 30)),
+                Usage {
+                    snapshot_bytes: 6 << 30,
+                    ..Default::default()
+                },
+                Demand {
+                    store_bytes_at_most: 5 << 30,
+                    ..Default::default()
+                },
+                Some(Limit::SnapshotBytes),
+            ),
+            (
+                limits(|l| l.max_snapshot_bytes = Some(10 << 30)),
+                Usage {
+                    snapshot_bytes: 6 << 30,
+                    ..Default::default()
+                },
+                Demand {
+                    store_bytes_at_most: 4 << 30,
+                    ..Default::default()
+                },
+                None,
             ),
             // Zero allows nothing.
             (

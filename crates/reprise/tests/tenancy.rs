@@ -706,6 +706,7 @@ fn plans_are_the_operators_and_every_limit_holds_atomically() {
                 max_memory_bytes: Some(1 << 30),
                 max_snapshots_per_volume: Some(1),
                 max_recovery_points: Some(1),
+                max_snapshot_bytes: Some(64 << 20),
                 ..Default::default()
             },
         );
@@ -768,6 +769,21 @@ fn plans_are_the_operators_and_every_limit_holds_atomically() {
     }
     assert!(alice
         .get::<Vec<Value>>("/api/v1/instances")
+        .unwrap()
+        .is_empty());
+    // A template import whose disk could take the account past its bytes
+    // in the store: a tiny upload holding a 1 GiB disk is refused at once.
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("big.qcow2");
+    qemu_img(&["create", "-q", "-f", "qcow2", image.to_str().unwrap(), "1G"]);
+    let up = alice.upload(&image, |_, _| {}).unwrap();
+    let e = err_of(alice.start_job(
+        "/api/v1/templates/import",
+        &json!({"name": "big", "upload": up.id.to_string()}),
+    ));
+    assert_eq!(e.code, "snapshot_size_limit_reached", "{e}");
+    assert!(alice
+        .get::<Vec<Value>>("/api/v1/templates")
         .unwrap()
         .is_empty());
     // The instance's root volume counts too.

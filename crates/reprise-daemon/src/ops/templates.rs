@@ -97,6 +97,15 @@ pub fn import(app: &Arc<App>, account: &Account, req: ImportTemplate) -> Result<
     let upload = req.upload.as_deref();
     let (opened, judged) = crate::import::open_image(app, account, upload, req.file.as_deref())?
         .ok_or_else(|| Error::invalid("image_missing", NO_IMAGE))?;
+    // What it stores is at most its disk: refused now if that could take
+    // the account past its plan's bytes in the store (a small compressed
+    // upload may hold a large disk).
+    let bound = reprise_core::plan::Demand {
+        store_bytes_at_most: judged.virtual_size.max(1),
+        ..Default::default()
+    };
+    app.catalog
+        .admit(account.id, Default::default(), &bound, |_| Ok(()))?;
     let id = Uuid::new_v4();
     let app2 = app.clone();
     let account_id = account.id;
