@@ -1168,6 +1168,9 @@ fn body_for(path: &str) -> Value {
 /// mark grown stale — is refused by name at the edge, before any route
 /// runs; nothing of alice's changes. (Another tenant's calls are the
 /// cross-tenant matrix below; a replayed mark, `edge.rs`.)
+/// Headers a request is sent with.
+type Headers = Vec<(String, String)>;
+
 #[test]
 fn every_route_refuses_every_caller_without_a_right() {
     let d = TestDaemon::start();
@@ -1212,7 +1215,8 @@ fn every_route_refuses_every_caller_without_a_right() {
         }
         for (method, _) in ops.as_object().unwrap() {
             let method = method.to_uppercase();
-            let callers: Vec<(&str, Vec<(String, String)>, &str)> = {
+            // Who calls, the headers it sends, the code it must get.
+            let callers: Vec<(&str, Headers, &str)> = {
                 let mut marked = |age: i64, forged: bool| {
                     nonce += 1;
                     let caller = format!("{} {}", me.id, uuid::Uuid::nil());
