@@ -1162,15 +1162,15 @@ fn body_for(path: &str) -> Value {
     }
 }
 
+/// Headers a request is sent with.
+type Headers = Vec<(String, String)>;
+
 /// Every documented route and method, called by each caller without a
 /// right to it — no key, a revoked key, a CloudStack pair's public key as
 /// a bearer, a forged mark of a request sent on between hosts, a genuine
 /// mark grown stale — is refused by name at the edge, before any route
 /// runs; nothing of alice's changes. (Another tenant's calls are the
 /// cross-tenant matrix below; a replayed mark, `edge.rs`.)
-/// Headers a request is sent with.
-type Headers = Vec<(String, String)>;
-
 #[test]
 fn every_route_refuses_every_caller_without_a_right() {
     let d = TestDaemon::start();
