@@ -41,6 +41,21 @@ impl Catalog {
         )
     }
 
+    /// Forget the jobs that ended before `before` (their log lines with
+    /// them): how many. Jobs still queued or running are kept whatever
+    /// their age.
+    pub fn prune_jobs(&self, before: chrono::DateTime<chrono::Utc>) -> Result<u64> {
+        let n = self
+            .conn()
+            .execute(
+                "DELETE FROM jobs WHERE state IN ('Succeeded', 'Failed', 'Cancelled')
+                   AND finished_at IS NOT NULL AND finished_at < ?1",
+                params![before],
+            )
+            .map_err(db_err("prune jobs"))?;
+        Ok(n as u64)
+    }
+
     pub fn job_started(&self, id: Uuid) -> Result<()> {
         self.update(
             "job started",

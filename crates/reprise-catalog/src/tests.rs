@@ -426,6 +426,15 @@ fn jobs_keep_progress_log_and_error() {
             c.job(Some(other.id), &job.id.to_string()).unwrap_err().code,
             "job_not_found"
         );
+        // Jobs that ended long enough ago are forgotten with their logs;
+        // one still queued (host2's) stays whatever its age.
+        assert_eq!(c.prune_jobs(now() - chrono::Duration::hours(1)).unwrap(), 0);
+        assert_eq!(c.prune_jobs(now() + chrono::Duration::hours(1)).unwrap(), 1);
+        assert_eq!(
+            c.job(Some(admin.id), &job.id.to_string()).unwrap_err().code,
+            "job_not_found"
+        );
+        assert_eq!(c.list_jobs(admin.id, 10).unwrap().len(), 1);
     }
 }
 

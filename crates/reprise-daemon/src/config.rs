@@ -66,6 +66,9 @@
 //! peer_connect_secs = 5       # a request sent on to another host: connecting
 //! peer_read_secs = 120        # and waiting for each part of its answer
 //!
+//! [jobs]
+//! keep_days = 30              # a job that ended this long ago is forgotten
+//!
 //! [uploads]
 //! max_bytes = "64G"           # one upload (an image, a kernel, an initrd)
 //! max_per_account = 16
@@ -126,6 +129,7 @@ pub struct Config {
     pub host: HostConfig,
     pub cloudstack: CloudStackConfig,
     pub http: HttpConfig,
+    pub jobs: JobsConfig,
     /// Plans, applied to the catalog at every start (the config wins over
     /// a plan of the same name changed through the API).
     pub plans: std::collections::BTreeMap<String, PlanLimits>,
@@ -149,6 +153,19 @@ impl Default for CloudStackConfig {
             max_expires_ahead_secs: 3600,
             require_expires: false,
         }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobsConfig {
+    /// A job that ended this many days ago is forgotten, its log with it.
+    pub keep_days: u64,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        JobsConfig { keep_days: 30 }
     }
 }
 
@@ -460,6 +477,7 @@ impl Default for Config {
             host: HostConfig::default(),
             cloudstack: CloudStackConfig::default(),
             http: HttpConfig::default(),
+            jobs: JobsConfig::default(),
             plans: Default::default(),
         }
     }

@@ -154,6 +154,15 @@ pub async fn watch(app: Arc<App>) {
             if let Err(e) = crate::ops::uploads::expire(&app) {
                 tracing::warn!("expiring uploads failed: {e}");
             }
+            let kept = chrono::Duration::days(app.config.jobs.keep_days as i64);
+            match app.catalog.prune_jobs(chrono::Utc::now() - kept) {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(
+                    "forgot {n} jobs that ended over {} days ago",
+                    app.config.jobs.keep_days
+                ),
+                Err(e) => tracing::warn!("pruning old jobs failed: {e}"),
+            }
         }
         let Ok(instances) = app.catalog.local_instances() else {
             continue;
