@@ -149,6 +149,24 @@ impl Catalog {
         Ok(n == 1)
     }
 
+    /// Claim a run of work `name` that runs at most once every `every`
+    /// in the region: true when no run of it began within `every` (this
+    /// one is recorded as begun now), false otherwise.
+    pub fn claim_spaced(&self, name: &str, every: std::time::Duration) -> Result<bool> {
+        let at = now();
+        let next = at + chrono::Duration::from_std(every).unwrap_or(chrono::Duration::MAX);
+        let n = self
+            .conn()
+            .execute(
+                "INSERT INTO leases (name, holder, expires_at) VALUES (?1, '', ?2)
+                 ON CONFLICT (name) DO UPDATE SET expires_at = ?2
+                 WHERE leases.expires_at <= ?3",
+                params![name, next, at],
+            )
+            .map_err(db_err(&format!("spaced work '{name}'")))?;
+        Ok(n == 1)
+    }
+
     /// Mark that `host` sweeps the region's store from now until
     /// [`Catalog::sweep_ended`]. A sweep cut short (its daemon killed)
     /// leaves the mark: the region's leader, or the host at its next

@@ -848,6 +848,13 @@ fn a_lease_is_taken_from_its_holder_only_once_expired() {
         std::thread::sleep(Duration::from_millis(400));
         assert!(c.claim_due("gc", "h2", Duration::from_millis(300)).unwrap());
         assert!(!c.claim_due("gc", "h1", Duration::from_millis(300)).unwrap());
+        // Spaced work: the first at once, then at most once per spacing.
+        let spacing = Duration::from_millis(300);
+        assert!(c.claim_spaced("sweep", spacing).unwrap());
+        assert!(!c.claim_spaced("sweep", spacing).unwrap());
+        std::thread::sleep(Duration::from_millis(400));
+        assert!(c.claim_spaced("sweep", spacing).unwrap());
+        assert!(!c.claim_spaced("sweep", spacing).unwrap());
     }
 }
 

@@ -81,6 +81,7 @@
 //! delay_ms = 2000             # deletes are collected together, this long after the last
 //! every_hours = 24            # and the region's leader collects this often (0: never)
 //! grace_minutes = 60          # chunks written this lately are left to a later sweep
+//! min_interval_minutes = 10   # sweeps after deletes, at most this often in the region
 //!
 //! [plans.vps]                 # plans: set by the operator, assigned to accounts
 //! max_recovery_points = 1     # per instance
@@ -246,6 +247,10 @@ pub struct GcConfig {
     /// A sweep leaves unreferenced chunks younger than this: a second
     /// line of defence behind the holds of backups in progress.
     pub grace_minutes: u64,
+    /// Sweeps after deletes begin at most this often in the region (0:
+    /// after every quiet `delay_ms`); the admin's `reprise gc` and the
+    /// leader's periodic sweep are not held.
+    pub min_interval_minutes: u64,
 }
 
 impl Default for GcConfig {
@@ -254,6 +259,7 @@ impl Default for GcConfig {
             delay_ms: 2000,
             every_hours: 24,
             grace_minutes: 60,
+            min_interval_minutes: 10,
         }
     }
 }

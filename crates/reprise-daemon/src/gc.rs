@@ -4,7 +4,9 @@
 //! ([`App::request_gc`]), and [`run_when_asked`] collects once the asks
 //! stop for `gc.delay_ms` — at most ten delays after the first ask, so a
 //! tenant looping create/delete can neither run a collection per delete
-//! nor put collections off for ever. One collection runs at a time
+//! nor put collections off for ever; and in the whole region, one such
+//! collection begins at most every `gc.min_interval_minutes`. One
+//! collection runs at a time
 //! (`App::gc_running`), the admin's `reprise gc` included. The protocol
 //! that keeps chunks of running backups is in `reprise_backup::gc`.
 
@@ -31,6 +33,7 @@ pub async fn run_when_asked(app: Arc<App>) {
                 _ = tokio::time::sleep(wait) => break,
             }
         }
+        wait_for_spacing(&app).await;
         match collect(&app).await {
             Ok(r) => tracing::info!(
                 chunks_examined = r.chunks_examined,
@@ -43,6 +46,31 @@ pub async fn run_when_asked(app: Arc<App>) {
         }
     }
 }
+
+/// Wait until the region's last sweep after deletes began at least
+/// `[gc] min_interval_minutes` ago, whichever daemon ran it, and claim
+/// this one: a tenant deleting every minute (a retention rule on a cron of
+/// every minute) cannot make the region sweep its whole store every minute.
+/// Asks that come meanwhile are answered by this sweep.
+async fn wait_for_spacing(app: &App) {
+    let spacing = Duration::from_secs(app.config.gc.min_interval_minutes * 60);
+    if spacing.is_zero() {
+        return;
+    }
+    loop {
+        match app.catalog.claim_spaced(SPACED_SWEEP, spacing) {
+            Ok(true) => return,
+            Ok(false) => tokio::time::sleep(spacing.min(Duration::from_secs(30))).await,
+            Err(e) => {
+                tracing::warn!("cannot read when the region last swept ({e}): sweeping now");
+                return;
+            }
+        }
+    }
+}
+
+/// The region's record of its last sweep after deletes.
+const SPACED_SWEEP: &str = "sweep-after-deletes";
 
 /// Sweep the region's store now (after any collection already running).
 /// The sweep is marked in the catalog while it runs: one cut short by

@@ -74,6 +74,7 @@ impl TestDaemon {
             // set one).
             gc: reprise_daemon::config::GcConfig {
                 grace_minutes: 0,
+                min_interval_minutes: 0,
                 ..Default::default()
             },
             snapshots: reprise_daemon::config::SnapshotConfig {

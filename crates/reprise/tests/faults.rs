@@ -291,7 +291,7 @@ fn the_daemon_killed_at_random_moments_loses_nothing() {
     std::fs::write(
         &config,
         format!(
-            "data_dir = \"{}\"\nlisten = \"127.0.0.1:0\"\nimport_dirs = [\"{}\"]\n[gc]\ndelay_ms = 50\ngrace_minutes = 0\n[snapshots]\nundelete_days = 0\n",
+            "data_dir = \"{}\"\nlisten = \"127.0.0.1:0\"\nimport_dirs = [\"{}\"]\n[gc]\ndelay_ms = 50\ngrace_minutes = 0\nmin_interval_minutes = 0\n[snapshots]\nundelete_days = 0\n",
             data.display(),
             guest_dir().display()
         ),

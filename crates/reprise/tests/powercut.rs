@@ -1111,7 +1111,7 @@ fn a_power_cut_loses_nothing_shown_done() {
         std::fs::write(
             m.0.join("reprise.toml"),
             "data_dir = \"/data/reprise\"\nlisten = \"0.0.0.0:7480\"\nimport_dirs = [\"/data/images\"]\n\
-             log_format = \"json\"\n[gc]\ngrace_minutes = 0\n[snapshots]\nundelete_days = 0\n",
+             log_format = \"json\"\n[gc]\ngrace_minutes = 0\nmin_interval_minutes = 0\n[snapshots]\nundelete_days = 0\n",
         )
         .unwrap();
     }

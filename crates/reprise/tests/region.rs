@@ -607,6 +607,7 @@ secret_access_key = "{secret}"
 [gc]
 delay_ms = 200
 grace_minutes = 0
+min_interval_minutes = 0
 [snapshots]
 undelete_days = 0
 "#,

@@ -1462,6 +1462,74 @@ fn alice_id(c: &Client) -> uuid::Uuid {
 /// Deletes do not collect the region's garbage themselves: the asks of a
 /// tenant looping create/delete are gathered into a collection in the
 /// background, which frees the space soon after.
+/// Sweeps after deletes are spaced in the region: a delete within
+/// `[gc] min_interval_minutes` of the last such sweep waits for the next,
+/// while the admin's `gc` runs at once.
+#[test]
+fn sweeps_after_deletes_are_spaced_in_the_region() {
+    let d = TestDaemon::start_with(|c| {
+        c.gc.delay_ms = 200;
+        c.gc.min_interval_minutes = 60;
+    });
+    let alice = d.account("alice");
+    let v: Volume = alice
+        .post("/api/v1/volumes", &json!({"name": "v", "size": "64M"}))
+        .unwrap();
+    let path = d
+        .server()
+        .app
+        .catalog
+        .volume(v.account_id, "v")
+        .unwrap()
+        .path;
+    let chunks = || {
+        d.block_on(async {
+            let region = d.server().app.region().await.unwrap();
+            region.store.list("chunks").await
+        })
+        .unwrap()
+        .len()
+    };
+    let snapshot_then_delete = |round: u8| {
+        qemu_io_write(&path, round + 1, 0, 2 << 20);
+        let name = format!("s{round}");
+        run_job(
+            &alice,
+            "/api/v1/snapshots",
+            &json!({"volume": "v", "name": name}),
+        );
+        wait_snapshot(&alice, &name);
+        let job = alice
+            .delete_job(&format!("/api/v1/snapshots/{name}"))
+            .unwrap();
+        alice
+            .wait_job(&job.id.to_string(), Duration::from_secs(60), |_| {})
+            .unwrap();
+    };
+    let collected_within = |within: Duration| {
+        let started = std::time::Instant::now();
+        while chunks() > 0 {
+            if started.elapsed() > within {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        true
+    };
+    snapshot_then_delete(0);
+    assert!(
+        collected_within(Duration::from_secs(20)),
+        "the first sweep runs at once"
+    );
+    snapshot_then_delete(1);
+    assert!(
+        !collected_within(Duration::from_secs(3)),
+        "a second sweep within the spacing waits"
+    );
+    run_job(&d.admin(), "/api/v1/gc", &json!({}));
+    assert_eq!(chunks(), 0, "the admin's sweep is not held");
+}
+
 #[test]
 fn deletes_are_collected_together_in_the_background() {
     let d = TestDaemon::start_with(|c| c.gc.delay_ms = 500);
