@@ -35,6 +35,7 @@ pub const CODES: &[Code] = &[
     c("backup_not_found", NotFound, "no catalog backup of that name in the region's store"),
     c("body_invalid", Invalid, "the request body is not the JSON this route takes"),
     c("body_unreadable", Invalid, "the request body could not be read whole (it stopped, or broke off)"),
+    c("boot_file_not_own", Forbidden, "the instance boots a kernel or initrd that is a host file, not its own copy (an instance made before uploads): make a new one with an uploaded file"),
     c("catalog_behind_store", Conflict, "the catalog is older than what the region's store has seen of it (restored from an older copy): sweeps are refused until `reprise region recover`"),
     c("catalog_in_use", Conflict, "another daemon serves this host of the PostgreSQL catalog"),
     c("catalog_not_empty", Conflict, "the catalog already holds volumes or instances: a backup is restored only into a catalog made anew"),

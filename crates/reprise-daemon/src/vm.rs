@@ -61,6 +61,7 @@ pub enum Launch {
 
 /// Launch QEMU as `how` says.
 pub async fn launch_with(app: &App, inst: &InstanceRow, accel: Accel, how: Launch) -> Result<u32> {
+    check_boot_files(app, inst)?;
     let volumes = app.catalog.instance_volumes(inst.id)?;
     let huge_pages = app.config.qemu.hugepages;
     if huge_pages {
@@ -139,6 +140,31 @@ fn huge_pages_fit(name: &str, memory_bytes: u64, free_pages: Option<u64>) -> Res
         ));
     }
     Ok(())
+}
+
+/// Refuse an instance whose kernel or initrd is not its own copy (in its
+/// boot directory): only instances made before uploads named host files,
+/// and QEMU would load such a file into the guest's memory, where the
+/// guest reads it. The message names no path.
+pub fn check_boot_files(app: &App, inst: &InstanceRow) -> Result<()> {
+    let own = app.config.boot_dir(inst.id);
+    let outside = [("kernel", &inst.kernel), ("initrd", &inst.initrd)]
+        .into_iter()
+        .find(|(_, path)| {
+            path.as_deref()
+                .is_some_and(|p| !Path::new(p).starts_with(&own))
+        });
+    match outside {
+        None => Ok(()),
+        Some((what, _)) => Err(Error::new(
+            reprise_core::ErrorKind::Forbidden,
+            "boot_file_not_own",
+            format!(
+                "instance '{}' boots a {what} that is a file of the host, not its own copy (it was made before kernels were uploaded): make a new instance with an uploaded {what}",
+                inst.name
+            ),
+        )),
+    }
 }
 
 /// Refuse, before QEMU starts, an instance whose RAM would take the

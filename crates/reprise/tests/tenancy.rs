@@ -603,6 +603,59 @@ fn each_guest_runs_in_a_control_group_capped_at_its_instance() {
     assert_eq!(instance(&admin, "vm").state, InstanceState::Stopped);
 }
 
+/// An instance made before uploads, whose kernel or initrd is a file of
+/// the host, is refused its boot and its clone by name: QEMU would load
+/// that file into the guest's memory. (Such rows are made here by hand.)
+#[test]
+fn an_instance_booting_a_host_file_is_refused_its_boot_and_its_clone() {
+    let d = TestDaemon::start();
+    let admin = d.admin();
+    let _: Volume = admin
+        .post(
+            "/api/v1/volumes",
+            &json!({"name": "old-data", "size": "64M"}),
+        )
+        .unwrap();
+    run_job(
+        &admin,
+        "/api/v1/instances",
+        &CreateInstance {
+            no_start: true,
+            ..guest_instance("old", &["old-data"])
+        },
+    );
+    let secret = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(secret.path(), b"a host secret").unwrap();
+    let legacy = Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); \
+             c.execute('UPDATE instances SET initrd = ? WHERE name = ?', (sys.argv[2], 'old')); c.commit()",
+        )
+        .arg(d.config.catalog_path())
+        .arg(secret.path())
+        .status()
+        .unwrap();
+    assert!(legacy.success());
+    for route in ["/api/v1/instances/old/start", "/api/v1/instances/old/clone"] {
+        let body = json!({"name": "copy"});
+        let e = match admin.start_job(route, &body) {
+            Err(e) => e,
+            Ok(job) => admin
+                .wait_job(&job.id.to_string(), Duration::from_secs(120), |_| {})
+                .expect_err("a boot of a host file"),
+        };
+        assert_eq!(e.code, "boot_file_not_own", "{route}: {e}");
+        assert!(
+            !e.message.contains(secret.path().to_str().unwrap()),
+            "{}",
+            e.message
+        );
+    }
+    assert_eq!(instance(&admin, "old").state, InstanceState::Stopped);
+    assert!(admin.get::<Instance>("/api/v1/instances/copy").is_err());
+}
+
 /// A guest that writes without end to its serial console fills no disk:
 /// past `[qemu] console_log_max` its log is rotated, one old log kept.
 #[test]

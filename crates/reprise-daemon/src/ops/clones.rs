@@ -178,7 +178,7 @@ async fn deploy(
         data_volumes,
         ..Default::default()
     };
-    let boot = instances::own_boot_files(src)?;
+    let boot = instances::own_boot_files(app, src)?;
     let job = instances::create_from_store(app, account, req, root, boot).await?;
     ctx.log(format!("creating instance '{name}' (job {})", job.id));
     loop {

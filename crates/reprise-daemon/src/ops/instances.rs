@@ -122,8 +122,10 @@ pub async fn create(app: &Arc<App>, account: &Account, req: CreateInstance) -> R
 /// source's own copies this way rather than naming them as host files.
 pub(crate) type BootFiles = (Option<crate::import::Opened>, Option<crate::import::Opened>);
 
-/// An instance's own boot files, opened for a clone of it.
-pub(crate) fn own_boot_files(inst: &InstanceRow) -> Result<BootFiles> {
+/// An instance's own boot files, opened for a clone of it (refused when
+/// they are not its own, see [`crate::vm::check_boot_files`]).
+pub(crate) fn own_boot_files(app: &App, inst: &InstanceRow) -> Result<BootFiles> {
+    crate::vm::check_boot_files(app, inst)?;
     let open = |path: &Option<String>, what: &str| {
         path.as_deref()
             .map(|p| crate::import::open_own(Path::new(p), what))
