@@ -337,6 +337,41 @@ impl Catalog {
             .map_err(db_err("snapshot stored bytes"))
     }
 
+    /// Bytes of a snapshot's (or, `template`, a template's) chunks that no
+    /// other snapshot or template of `account` references: what it added
+    /// to the account. A tenant is told this, never what it added to the
+    /// store, which would say whether another account holds a chunk.
+    pub fn bytes_new_to_account(&self, id: Uuid, account: Uuid, template: bool) -> Result<u64> {
+        let mine = if template {
+            "SELECT name FROM template_chunks WHERE template_id = ?1"
+        } else {
+            "SELECT name FROM snapshot_chunks WHERE snapshot_id = ?1"
+        };
+        self.conn()
+            .query_row(
+                &format!(
+                    "SELECT CAST(COALESCE(SUM(c.stored_size), 0) AS BIGINT)
+                       FROM ({mine}) m JOIN chunks c ON c.name = m.name
+                      WHERE NOT EXISTS (SELECT 1 FROM snapshot_chunks o JOIN snapshots s ON s.id = o.snapshot_id
+                                         WHERE o.name = m.name AND s.account_id = ?2 AND s.id <> ?1)
+                        AND NOT EXISTS (SELECT 1 FROM template_chunks o JOIN templates t ON t.id = o.template_id
+                                         WHERE o.name = m.name AND t.account_id = ?2 AND t.id <> ?1)"
+                ),
+                params![id.sql(), account.sql()],
+                |r| r.get::<i64>(0),
+            )
+            .map(|v| v.max(0) as u64)
+            .map_err(db_err("bytes new to the account"))
+    }
+
+    pub fn set_snapshot_new_bytes(&self, id: Uuid, bytes: u64) -> Result<()> {
+        self.update(
+            "snapshot new bytes",
+            "UPDATE snapshots SET new_bytes = ?2 WHERE id = ?1",
+            params![id.sql(), bytes as i64],
+        )
+    }
+
     /// A backup finished: the snapshot is BackedUp with its figures, and it
     /// becomes its volume's base. Returns the previous base.
     pub fn snapshot_backed_up(

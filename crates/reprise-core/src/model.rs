@@ -592,7 +592,9 @@ pub struct Snapshot {
     pub written_bytes: Option<u64>,
     /// Bytes its chunks take in the store, shared ones included.
     pub stored_bytes: Option<u64>,
-    /// Bytes of chunks this snapshot added to the store.
+    /// Bytes of chunks this snapshot added to its account: no other
+    /// snapshot or template of the account held them (what it added to the
+    /// shared store would tell whether another account holds a chunk).
     pub new_bytes: Option<u64>,
     /// Guest bytes the backup read from the volume.
     pub read_bytes: Option<u64>,

@@ -1515,6 +1515,53 @@ fn alice_id(c: &Client) -> uuid::Uuid {
 /// Deletes do not collect the region's garbage themselves: the asks of a
 /// tenant looping create/delete are gathered into a collection in the
 /// background, which frees the space soon after.
+/// What a tenant reads of its snapshots' bytes is its own: a snapshot of
+/// data another account already stores says the bytes are new to it, as
+/// they are (before, "0 new": whether anyone else holds a given chunk).
+#[test]
+fn a_tenant_learns_nothing_of_other_accounts_chunks() {
+    let d = TestDaemon::start();
+    let mut new_bytes = Vec::new();
+    for who in ["alice", "bob"] {
+        let c = d.account(who);
+        let v: Volume = c
+            .post("/api/v1/volumes", &json!({"name": "v", "size": "64M"}))
+            .unwrap();
+        let path = d
+            .server()
+            .app
+            .catalog
+            .volume(v.account_id, "v")
+            .unwrap()
+            .path;
+        // The same 2 MiB in both accounts: stored once in the region.
+        qemu_io_write(&path, 0x5a, 0, 2 << 20);
+        let job = run_job(
+            &c,
+            "/api/v1/snapshots",
+            &json!({"volume": "v", "name": "s"}),
+        );
+        assert!(
+            job.log.iter().all(|l| !l.message.contains("uploaded")),
+            "{:?}",
+            job.log
+        );
+        new_bytes.push(wait_snapshot(&c, "s").new_bytes.unwrap());
+        // Again, unchanged: nothing new to the account.
+        run_job(
+            &c,
+            "/api/v1/snapshots",
+            &json!({"volume": "v", "name": "again"}),
+        );
+        assert_eq!(wait_snapshot(&c, "again").new_bytes, Some(0), "{who}");
+    }
+    assert!(new_bytes[0] > 0);
+    assert_eq!(
+        new_bytes[0], new_bytes[1],
+        "bob's copy of alice's data is new to bob, as it was to alice"
+    );
+}
+
 /// Sweeps after deletes are spaced in the region: a delete within
 /// `[gc] min_interval_minutes` of the last such sweep waits for the next,
 /// while the admin's `gc` runs at once.

@@ -370,7 +370,9 @@ fn recovered_snapshot(
             progress_total: 0,
             written_bytes: Some(m.written_bytes),
             stored_bytes: Some(m.stored_bytes),
-            new_bytes: Some(m.new_bytes),
+            // What it added to the store would say what other accounts
+            // hold; what it added to its own is not known here.
+            new_bytes: None,
             read_bytes: None,
             chunk_count: Some(m.chunk_count),
             dedup_ratio: None,

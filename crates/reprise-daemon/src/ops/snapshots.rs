@@ -279,24 +279,33 @@ pub async fn back_up(app: &App, ctx: &JobCtx, id: Uuid, consistency: &str) -> Re
     )
     .await?;
     let m = &done.manifest;
+    // What it added to the store says whether another account holds a
+    // chunk: the operator's log has it, the tenant reads what it added to
+    // its own account.
+    let new_to_account = app.catalog.bytes_new_to_account(id, v.account_id, false)?;
+    tracing::info!(
+        snapshot = %id,
+        new_chunks = done.new_chunks,
+        uploaded_bytes = m.new_bytes,
+        "backed up"
+    );
     ctx.log(format!(
-        "read {} MiB in {} ms; {} new chunks, {} bytes uploaded",
+        "read {} MiB in {} ms; {} bytes new to the account",
         done.read_bytes >> 20,
         started.elapsed().as_millis(),
-        done.new_chunks,
-        m.new_bytes
+        new_to_account
     ));
     let stats = BackupStats {
         written_bytes: m.written_bytes,
         stored_bytes: m.stored_bytes,
-        new_bytes: m.new_bytes,
+        new_bytes: new_to_account,
         read_bytes: done.read_bytes,
         chunk_count: m.chunk_count,
         positions: done.index.entries.len() as u64,
         base_id: m.base_snapshot_id,
     };
     let previous = app.catalog.snapshot_backed_up(id, v.id, &stats)?;
-    app.metrics.backed_up(stats.read_bytes, stats.new_bytes);
+    app.metrics.backed_up(stats.read_bytes, m.new_bytes);
     crate::binding::recorded(app).await;
     ctx.log("backed up: every chunk, the index and the manifest are in the region's store");
     // The previous base's tag is no longer needed.
@@ -669,6 +678,11 @@ async fn settle_cut_short(app: &App, s: &Snapshot) -> Result<()> {
             };
             app.catalog
                 .snapshot_complete_in_store(s.id, &names, &stats)?;
+            // What it added to the account, not to the store (see above).
+            let own = app
+                .catalog
+                .bytes_new_to_account(s.id, s.account_id, false)?;
+            app.catalog.set_snapshot_new_bytes(s.id, own)?;
             tracing::warn!(snapshot = %s.id, name = s.name, "the daemon stopped after this backup's manifest was written: whole in the store, BackedUp");
             return Ok(());
         }

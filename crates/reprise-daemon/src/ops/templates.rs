@@ -180,9 +180,10 @@ pub fn import(app: &Arc<App>, account: &Account, req: ImportTemplate) -> Result<
                 app2.catalog.template_ready(id)?;
                 crate::binding::recorded(&app2).await;
                 let t = &done.manifest;
+                let own = app2.catalog.bytes_new_to_account(id, account_id, true)?;
                 ctx.log(format!(
-                    "template '{}' imported: {} chunks, {} bytes new in the store",
-                    t.name, t.chunk_count, t.new_bytes
+                    "template '{}' imported: {} chunks, {own} bytes new to the account",
+                    t.name, t.chunk_count
                 ));
                 Ok(())
             }
