@@ -82,15 +82,22 @@ impl Catalog {
         )
     }
 
-    /// Uploads still Receiving that nothing wrote to since `before`.
-    pub fn stale_uploads(&self, before: DateTime<Utc>) -> Result<Vec<Upload>> {
+    /// This host's uploads to remove: unfinished ones untouched since
+    /// `receiving_before`, and complete ones finished before
+    /// `complete_before`.
+    pub fn expired_uploads(
+        &self,
+        receiving_before: DateTime<Utc>,
+        complete_before: DateTime<Utc>,
+    ) -> Result<Vec<Upload>> {
         rows::query(
             &self.conn(),
             &format!(
-                "{} WHERE state = 'Receiving' AND updated_at < ?1 AND host = ?2",
+                "{} WHERE host = ?3 AND ((state = 'Receiving' AND updated_at < ?1)
+                    OR (state = 'Complete' AND completed_at < ?2))",
                 rows::UPLOAD_SELECT
             ),
-            params![before, self.host],
+            params![receiving_before, complete_before, self.host],
             rows::upload,
         )
     }

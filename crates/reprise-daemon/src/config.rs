@@ -73,6 +73,7 @@
 //! max_bytes = "64G"           # one upload (an image, a kernel, an initrd)
 //! max_per_account = 16
 //! expire_hours = 24           # an unfinished upload idle this long goes
+//! keep_days = 7               # a complete one goes this long after it completed
 //!
 //! [images]
 //! max_virtual_size = "4T"     # the largest disk an imported image may be
@@ -207,6 +208,9 @@ pub struct UploadConfig {
     pub max_per_account: u64,
     /// An upload still receiving, untouched this long, is removed.
     pub expire_hours: u64,
+    /// A complete upload is removed this many days after it completed
+    /// (what was made of it keeps its own copy).
+    pub keep_days: u64,
 }
 
 impl Default for UploadConfig {
@@ -215,6 +219,7 @@ impl Default for UploadConfig {
             max_bytes: 64 << 30,
             max_per_account: 16,
             expire_hours: 24,
+            keep_days: 7,
         }
     }
 }

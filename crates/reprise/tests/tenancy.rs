@@ -1782,7 +1782,8 @@ impl Drop for KillVms {
 }
 
 /// An upload left unfinished is removed (with its file) once it has been
-/// idle past `uploads.expire_hours`; a complete one stays.
+/// idle past `uploads.expire_hours`; a complete one stays, until
+/// `uploads.keep_days` after it completed.
 #[test]
 fn unfinished_uploads_expire() {
     let mut d = TestDaemon::start();
@@ -1804,6 +1805,19 @@ fn unfinished_uploads_expire() {
     assert_eq!(ids, [complete.id], "the unfinished one is gone");
     assert!(!d.config.uploads_dir().join(pending.id.to_string()).exists());
     assert!(d
+        .config
+        .uploads_dir()
+        .join(complete.id.to_string())
+        .exists());
+    // A complete one goes `uploads.keep_days` after it completed.
+    d.stop();
+    d.config.uploads.keep_days = 0;
+    d.start_again();
+    assert!(alice
+        .get::<Vec<Upload>>("/api/v1/uploads")
+        .unwrap()
+        .is_empty());
+    assert!(!d
         .config
         .uploads_dir()
         .join(complete.id.to_string())

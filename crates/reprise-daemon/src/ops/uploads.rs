@@ -248,9 +248,21 @@ fn sha256_of(path: &std::path::Path) -> Result<String> {
 /// the two). Run at startup and now and then.
 pub fn expire(app: &App) -> Result<()> {
     let hours = app.config.uploads.expire_hours as i64;
-    let before = now() - chrono::Duration::hours(hours);
-    for u in app.catalog.stale_uploads(before)? {
-        tracing::info!(upload = %u.id, name = u.name, "removing an upload left unfinished for {hours} h");
+    let days = app.config.uploads.keep_days as i64;
+    let receiving_before = now() - chrono::Duration::hours(hours);
+    let complete_before = now() - chrono::Duration::days(days);
+    for u in app
+        .catalog
+        .expired_uploads(receiving_before, complete_before)?
+    {
+        match u.state {
+            UploadState::Receiving => {
+                tracing::info!(upload = %u.id, name = u.name, "removing an upload left unfinished for {hours} h")
+            }
+            UploadState::Complete => {
+                tracing::info!(upload = %u.id, name = u.name, "removing an upload completed over {days} days ago")
+            }
+        }
         remove(app, u.id)?;
     }
     let known: std::collections::HashSet<Uuid> =
