@@ -317,7 +317,7 @@ impl App {
             out = out.replace(store, "the region's store");
         }
         let hosts = self
-            .hosts_known(Duration::from_secs(60), |_| true)
+            .hosts_known(Duration::from_secs(1), |_| true)
             .unwrap_or_default();
         for h in hosts {
             out = out

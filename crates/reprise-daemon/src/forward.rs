@@ -331,7 +331,7 @@ async fn owner(app: &App, me: &Account, req: Request) -> Result<(Request, Option
         ["volumes"] if post => {
             let (req, body) = peek(req).await?;
             let zone = zone_named(app, &body, "zone")?;
-            let host = hosts::place(app, &zone, str_field(&body, "host"))?;
+            let host = hosts::place(app, me, &zone, str_field(&body, "host"))?;
             (req, Some(host))
         }
         ["instances"] if post => {
@@ -350,7 +350,7 @@ async fn owner(app: &App, me: &Account, req: Request) -> Result<(Request, Option
                 Some(name) => host_of(Some(name))?,
                 None => {
                     let zone = zone_named(app, &body, "zone")?;
-                    Some(hosts::place(app, &zone, str_field(&body, "host"))?)
+                    Some(hosts::place(app, me, &zone, str_field(&body, "host"))?)
                 }
             };
             (req, host)
@@ -367,7 +367,7 @@ async fn owner(app: &App, me: &Account, req: Request) -> Result<(Request, Option
                 None => app.catalog.zone(&app.config.default_zone).ok(),
             };
             let host = match zone {
-                Some(z) => Some(hosts::place(app, &z, str_field(&body, "host"))?),
+                Some(z) => Some(hosts::place(app, me, &z, str_field(&body, "host"))?),
                 None => None,
             };
             (req, host)

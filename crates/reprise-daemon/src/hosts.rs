@@ -173,10 +173,12 @@ pub fn list(app: &App, me: &Account) -> Result<Vec<Host>> {
 }
 
 /// The host a new volume or instance of `zone` goes to: `wanted` (an
-/// admin's choice) if it is up and serves the zone, else the up host
-/// serving it with the least volume bytes.
-pub fn place(app: &App, zone: &Zone, wanted: Option<&str>) -> Result<HostRow> {
+/// admin's choice, refused to anyone else before it is looked up: a
+/// tenant learns nothing of the region's hosts) if it is up and serves the
+/// zone, else the up host serving it with the least volume bytes.
+pub fn place(app: &App, me: &Account, zone: &Zone, wanted: Option<&str>) -> Result<HostRow> {
     if let Some(name) = wanted {
+        crate::ops::guards::require_admin(me, "choose a host")?;
         let host = known(app, name)?;
         check_can_take(app, &host, zone)?;
         return Ok(host);

@@ -167,6 +167,19 @@ fn two_hosts_share_one_catalog_and_one_store() {
         .post("/api/v1/accounts", &serde_json::json!({"name": "tess"}))
         .unwrap();
     let tess = reprise_client::Client::new(&h2.url, Some(made.api_key));
+    // A tenant naming a host is refused before the host is looked up: it
+    // learns neither that h3 exists nor what it serves.
+    for host in ["h3", "nowhere"] {
+        let e = tess
+            .create_volume(&CreateVolume {
+                name: "placed".into(),
+                size: "16M".into(),
+                zone: Some("zone3".into()),
+                host: Some(host.into()),
+            })
+            .unwrap_err();
+        assert_eq!(e.code, "admin_only", "{host}: {e}");
+    }
     let asked = std::time::Instant::now();
     let e = tess
         .create_volume(&CreateVolume {
