@@ -1524,16 +1524,7 @@ fn a_tenant_learns_nothing_of_other_accounts_chunks() {
     let mut new_bytes = Vec::new();
     for who in ["alice", "bob"] {
         let c = d.account(who);
-        let v: Volume = c
-            .post("/api/v1/volumes", &json!({"name": "v", "size": "64M"}))
-            .unwrap();
-        let path = d
-            .server()
-            .app
-            .catalog
-            .volume(v.account_id, "v")
-            .unwrap()
-            .path;
+        let path = volume_file(&d, &c, "v");
         // The same 2 MiB in both accounts: stored once in the region.
         qemu_io_write(&path, 0x5a, 0, 2 << 20);
         let job = run_job(
@@ -1562,6 +1553,28 @@ fn a_tenant_learns_nothing_of_other_accounts_chunks() {
     );
 }
 
+/// A new 64 MiB volume of `c`'s, and the path of its file.
+fn volume_file(d: &TestDaemon, c: &Client, name: &str) -> String {
+    let v: Volume = c
+        .post("/api/v1/volumes", &json!({"name": name, "size": "64M"}))
+        .unwrap();
+    d.server()
+        .app
+        .catalog
+        .volume(v.account_id, name)
+        .unwrap()
+        .path
+}
+
+/// The chunks in the region's store.
+fn store_chunks(d: &TestDaemon) -> Vec<(String, u64)> {
+    d.block_on(async {
+        let region = d.server().app.region().await.unwrap();
+        region.store.list("chunks").await
+    })
+    .unwrap()
+}
+
 /// Sweeps after deletes are spaced in the region: a delete within
 /// `[gc] min_interval_minutes` of the last such sweep waits for the next,
 /// while the admin's `gc` runs at once.
@@ -1572,24 +1585,8 @@ fn sweeps_after_deletes_are_spaced_in_the_region() {
         c.gc.min_interval_minutes = 60;
     });
     let alice = d.account("alice");
-    let v: Volume = alice
-        .post("/api/v1/volumes", &json!({"name": "v", "size": "64M"}))
-        .unwrap();
-    let path = d
-        .server()
-        .app
-        .catalog
-        .volume(v.account_id, "v")
-        .unwrap()
-        .path;
-    let chunks = || {
-        d.block_on(async {
-            let region = d.server().app.region().await.unwrap();
-            region.store.list("chunks").await
-        })
-        .unwrap()
-        .len()
-    };
+    let path = volume_file(&d, &alice, "v");
+    let chunks = || store_chunks(&d).len();
     let snapshot_then_delete = |round: u8| {
         qemu_io_write(&path, round + 1, 0, 2 << 20);
         let name = format!("s{round}");
@@ -1634,23 +1631,8 @@ fn sweeps_after_deletes_are_spaced_in_the_region() {
 fn deletes_are_collected_together_in_the_background() {
     let d = TestDaemon::start_with(|c| c.gc.delay_ms = 500);
     let alice = d.account("alice");
-    let v: Volume = alice
-        .post("/api/v1/volumes", &json!({"name": "v", "size": "64M"}))
-        .unwrap();
-    let path = d
-        .server()
-        .app
-        .catalog
-        .volume(v.account_id, "v")
-        .unwrap()
-        .path;
-    let chunks = || {
-        d.block_on(async {
-            let region = d.server().app.region().await.unwrap();
-            region.store.list("chunks").await
-        })
-        .unwrap()
-    };
+    let path = volume_file(&d, &alice, "v");
+    let chunks = || store_chunks(&d);
     for round in 0..5u8 {
         let ok = Command::new("qemu-io")
             .args([
