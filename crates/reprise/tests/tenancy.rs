@@ -1566,6 +1566,20 @@ fn volume_file(d: &TestDaemon, c: &Client, name: &str) -> String {
         .path
 }
 
+/// Snapshot `volume` as `name`, wait for it, then delete it (its delete
+/// job ended).
+fn snapshot_and_delete(c: &Client, volume: &str, name: &str) -> Job {
+    run_job(
+        c,
+        "/api/v1/snapshots",
+        &json!({"volume": volume, "name": name}),
+    );
+    wait_snapshot(c, name);
+    let job = c.delete_job(&format!("/api/v1/snapshots/{name}")).unwrap();
+    c.wait_job(&job.id.to_string(), Duration::from_secs(60), |_| {})
+        .unwrap()
+}
+
 /// The chunks in the region's store.
 fn store_chunks(d: &TestDaemon) -> Vec<(String, u64)> {
     d.block_on(async {
@@ -1589,19 +1603,7 @@ fn sweeps_after_deletes_are_spaced_in_the_region() {
     let chunks = || store_chunks(&d).len();
     let snapshot_then_delete = |round: u8| {
         qemu_io_write(&path, round + 1, 0, 2 << 20);
-        let name = format!("s{round}");
-        run_job(
-            &alice,
-            "/api/v1/snapshots",
-            &json!({"volume": "v", "name": name}),
-        );
-        wait_snapshot(&alice, &name);
-        let job = alice
-            .delete_job(&format!("/api/v1/snapshots/{name}"))
-            .unwrap();
-        alice
-            .wait_job(&job.id.to_string(), Duration::from_secs(60), |_| {})
-            .unwrap();
+        snapshot_and_delete(&alice, "v", &format!("s{round}"));
     };
     let collected_within = |within: Duration| {
         let started = std::time::Instant::now();
@@ -1634,30 +1636,8 @@ fn deletes_are_collected_together_in_the_background() {
     let path = volume_file(&d, &alice, "v");
     let chunks = || store_chunks(&d);
     for round in 0..5u8 {
-        let ok = Command::new("qemu-io")
-            .args([
-                "-f",
-                "qcow2",
-                "-c",
-                &format!("write -P {} 0 2M", round + 1),
-                &path,
-            ])
-            .output()
-            .unwrap();
-        assert!(ok.status.success());
-        let name = format!("s{round}");
-        run_job(
-            &alice,
-            "/api/v1/snapshots",
-            &json!({"volume": "v", "name": name}),
-        );
-        wait_snapshot(&alice, &name);
-        let job = alice
-            .delete_job(&format!("/api/v1/snapshots/{name}"))
-            .unwrap();
-        let done = alice
-            .wait_job(&job.id.to_string(), Duration::from_secs(60), |_| {})
-            .unwrap();
+        qemu_io_write(&path, round + 1, 0, 2 << 20);
+        let done = snapshot_and_delete(&alice, "v", &format!("s{round}"));
         assert!(
             done.log
                 .iter()
@@ -1842,19 +1822,7 @@ fn a_tenant_looping_deletes_does_not_starve_another_s_backup() {
         .unwrap();
     let mut loops = 0;
     while bob.job(&job.id.to_string()).unwrap().state != JobState::Succeeded {
-        let name = format!("l{loops}");
-        run_job(
-            &alice,
-            "/api/v1/snapshots",
-            &json!({"volume": "a", "name": name}),
-        );
-        wait_snapshot(&alice, &name);
-        let del = alice
-            .delete_job(&format!("/api/v1/snapshots/{name}"))
-            .unwrap();
-        alice
-            .wait_job(&del.id.to_string(), Duration::from_secs(60), |_| {})
-            .unwrap();
+        snapshot_and_delete(&alice, "a", &format!("l{loops}"));
         loops += 1;
         assert!(loops < 200, "bob's backup never ends");
     }
