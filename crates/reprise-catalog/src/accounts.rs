@@ -139,7 +139,9 @@ fn usage_on(conn: &dyn Db, account: Uuid, scope: Scope) -> Result<Usage> {
             (SELECT COUNT(*) FROM snapshots WHERE account_id = ?1 AND protected)
               + (SELECT COUNT(*) FROM points WHERE account_id = ?1 AND protected),
             (SELECT CAST(COALESCE(SUM(cpus), 0) AS BIGINT) FROM instances WHERE account_id = ?1),
-            (SELECT CAST(COALESCE(SUM(memory_bytes), 0) AS BIGINT) FROM instances WHERE account_id = ?1)",
+            (SELECT CAST(COALESCE(SUM(memory_bytes), 0) AS BIGINT) FROM instances WHERE account_id = ?1),
+            (SELECT COUNT(*) FROM api_keys WHERE account_id = ?1),
+            (SELECT COUNT(*) FROM policies WHERE account_id = ?1)",
         params![account.sql(), scope.instance.sql(), scope.volume.sql()],
         |r| {
             let n = |i: usize| r.get::<i64>(i).map(|v| v.max(0) as u64);
@@ -155,6 +157,8 @@ fn usage_on(conn: &dyn Db, account: Uuid, scope: Scope) -> Result<Usage> {
                 protected: n(8)?,
                 vcpus: n(9)?,
                 memory_bytes: n(10)?,
+                keys: n(11)?,
+                policies: n(12)?,
             })
         },
     )
@@ -433,8 +437,15 @@ impl Catalog {
     // ---- keys ------------------------------------------------------------
 
     /// A new key for an account; returned once.
+    /// A new API key, if the account's plan allows one more.
     pub fn create_key(&self, account: Uuid, name: &str) -> Result<ApiKeyCreated> {
-        insert_key(&self.conn(), account, name)
+        let one = Demand {
+            keys: 1,
+            ..Default::default()
+        };
+        self.admit(account, Scope::default(), &one, |c| {
+            insert_key(c, account, name)
+        })
     }
 
     /// A CloudStack key pair for an account: its public `api_key`, and its
@@ -457,8 +468,12 @@ impl Catalog {
             last_used_at: None,
             cloudstack_api_key: Some(api_key.to_string()),
         };
-        self.conn()
-            .execute(
+        let one = Demand {
+            keys: 1,
+            ..Default::default()
+        };
+        self.admit(account, Scope::default(), &one, |c| {
+            c.execute(
                 "INSERT INTO api_keys (id, account_id, name, hash, prefix, created_at, cloudstack_api_key, cloudstack_secret)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![
@@ -472,7 +487,8 @@ impl Catalog {
                     sealed
                 ],
             )
-            .map_err(db_err(&format!("key '{name}'")))?;
+            .map_err(db_err(&format!("key '{name}'")))
+        })?;
         Ok(key)
     }
 

@@ -56,9 +56,14 @@ fn keep_json(p: &Policy) -> String {
 }
 
 impl Catalog {
+    /// Record a new policy, if its account's plan allows one more.
     pub fn insert_policy(&self, p: &Policy) -> Result<()> {
-        self.conn()
-            .execute(
+        let one = reprise_core::plan::Demand {
+            policies: 1,
+            ..Default::default()
+        };
+        self.admit(p.account_id, Default::default(), &one, |c| {
+            c.execute(
                 "INSERT INTO policies (id, account_id, name, volume_id, instance_id, schedule, timezone, keep,
                                        quiesce, memory, enabled, running, next_run_at, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
@@ -66,7 +71,8 @@ impl Catalog {
                         p.schedule, p.timezone, keep_json(p), p.quiesce, p.memory, p.enabled, false,
                         p.next_run_at, p.created_at],
             )
-            .map_err(db_err(&format!("policy '{}'", p.name)))?;
+            .map_err(db_err(&format!("policy '{}'", p.name)))
+        })?;
         Ok(())
     }
 

@@ -67,6 +67,12 @@ pub struct PlanLimits {
     /// Snapshots and recovery points the account may protect.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_protected: Option<u64>,
+    /// API keys and CloudStack key pairs of the account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_keys: Option<u64>,
+    /// Snapshot policies of the account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_policies: Option<u64>,
     /// Days a deleted snapshot or template stays undeletable before it
     /// goes for good (not a limit: absent means the daemon's
     /// `[snapshots] undelete_days`; 0, deletes are at once).
@@ -100,6 +106,10 @@ pub struct Usage {
     /// Snapshots and recovery points protected.
     #[serde(default)]
     pub protected: u64,
+    #[serde(default)]
+    pub keys: u64,
+    #[serde(default)]
+    pub policies: u64,
     /// The most recovery points one of the account's instances holds.
     pub most_recovery_points: u64,
     /// The most snapshots one of the account's volumes has.
@@ -120,11 +130,13 @@ pub enum Limit {
     SnapshotBytes,
     ConcurrentJobs,
     Protected,
+    Keys,
+    Policies,
 }
 
 impl Limit {
     /// In the order they are judged: the nearest to what was asked first.
-    pub const ALL: [Limit; 11] = [
+    pub const ALL: [Limit; 13] = [
         Limit::RecoveryPoints,
         Limit::SnapshotsPerVolume,
         Limit::Snapshots,
@@ -136,6 +148,8 @@ impl Limit {
         Limit::SnapshotBytes,
         Limit::ConcurrentJobs,
         Limit::Protected,
+        Limit::Keys,
+        Limit::Policies,
     ];
 
     /// The plan field that sets it.
@@ -152,6 +166,8 @@ impl Limit {
             Limit::SnapshotBytes => "max_snapshot_bytes",
             Limit::ConcurrentJobs => "max_concurrent_jobs",
             Limit::Protected => "max_protected",
+            Limit::Keys => "max_keys",
+            Limit::Policies => "max_policies",
         }
     }
 
@@ -168,6 +184,8 @@ impl Limit {
             Limit::SnapshotBytes => "snapshot_size_limit_reached",
             Limit::ConcurrentJobs => "job_limit_reached",
             Limit::Protected => "protected_limit_reached",
+            Limit::Keys => "key_limit_reached",
+            Limit::Policies => "policy_limit_reached",
         }
     }
 
@@ -184,6 +202,8 @@ impl Limit {
             Limit::SnapshotBytes => l.max_snapshot_bytes,
             Limit::ConcurrentJobs => l.max_concurrent_jobs,
             Limit::Protected => l.max_protected,
+            Limit::Keys => l.max_keys,
+            Limit::Policies => l.max_policies,
         }
     }
 
@@ -201,6 +221,8 @@ impl Limit {
             Limit::SnapshotBytes => u.snapshot_bytes,
             Limit::ConcurrentJobs => u.concurrent_jobs,
             Limit::Protected => u.protected,
+            Limit::Keys => u.keys,
+            Limit::Policies => u.policies,
         }
     }
 
@@ -225,6 +247,8 @@ impl Limit {
             Limit::SnapshotBytes => "of snapshots in the region's store",
             Limit::ConcurrentJobs => "jobs at once",
             Limit::Protected => "protected snapshots and recovery points",
+            Limit::Keys => "API keys and CloudStack key pairs",
+            Limit::Policies => "snapshot policies",
         }
     }
 
@@ -248,6 +272,8 @@ impl Limit {
             Limit::Vcpus | Limit::MemoryBytes => "ask for less, or delete an instance first",
             Limit::ConcurrentJobs => "wait for a job to end",
             Limit::Protected => "unprotect one first",
+            Limit::Keys => "revoke a key first",
+            Limit::Policies => "delete a policy first",
         }
     }
 }
@@ -271,6 +297,8 @@ pub struct Demand {
     pub recovery_points: u64,
     pub jobs: u64,
     pub protected: u64,
+    pub keys: u64,
+    pub policies: u64,
     /// The most bytes the request may add to the region's store, when it
     /// is known before (a template import: its image's virtual size); 0
     /// when it is not (a snapshot, known once it is backed up).
@@ -293,6 +321,8 @@ impl Demand {
             Limit::SnapshotBytes => u64::from(self.snapshots > 0),
             Limit::ConcurrentJobs => self.jobs,
             Limit::Protected => self.protected,
+            Limit::Keys => self.keys,
+            Limit::Policies => self.policies,
         }
     }
 }

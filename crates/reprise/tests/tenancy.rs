@@ -760,6 +760,8 @@ fn plans_are_the_operators_and_every_limit_holds_atomically() {
                 max_snapshots_per_volume: Some(1),
                 max_recovery_points: Some(1),
                 max_snapshot_bytes: Some(64 << 20),
+                max_keys: Some(2),
+                max_policies: Some(1),
                 ..Default::default()
             },
         );
@@ -788,6 +790,21 @@ fn plans_are_the_operators_and_every_limit_holds_atomically() {
     assert_eq!(e.code, "admin_only");
     let plans: Vec<Value> = alice.get("/api/v1/plans").unwrap();
     assert_eq!(plans.len(), 1, "a tenant sees its own plan: {plans:?}");
+
+    // Keys (bearer keys and CloudStack pairs together) and policies.
+    let me_id = me.account.id;
+    let key = |name: &str, cloudstack: bool| {
+        alice.post::<_, ApiKeyCreated>(
+            &format!("/api/v1/accounts/{me_id}/keys"),
+            &json!({"name": name, "cloudstack": cloudstack}),
+        )
+    };
+    key("second", false).unwrap();
+    for cloudstack in [false, true] {
+        let e = err_of(key("third", cloudstack));
+        assert_eq!(e.code, "key_limit_reached", "{e}");
+        assert!(e.message.contains("revoke a key"), "{}", e.message);
+    }
 
     // Volumes: count and bytes, named in the refusal.
     for n in ["a", "b"] {
@@ -839,6 +856,14 @@ fn plans_are_the_operators_and_every_limit_holds_atomically() {
         .get::<Vec<Value>>("/api/v1/templates")
         .unwrap()
         .is_empty());
+    let policy = |name: &str| {
+        alice.post::<_, Policy>(
+            "/api/v1/policies",
+            &json!({"name": name, "volume": "a", "schedule": "daily 02:30", "enabled": false}),
+        )
+    };
+    policy("nightly").unwrap();
+    assert_eq!(err_of(policy("hourly")).code, "policy_limit_reached");
     // The instance's root volume counts too.
     run_job(
         &alice,

@@ -108,6 +108,12 @@ pub(super) enum PlanCmd {
         /// Snapshots and recovery points the account may protect.
         #[arg(long)]
         max_protected: Option<u64>,
+        /// API keys and CloudStack key pairs of the account.
+        #[arg(long)]
+        max_keys: Option<u64>,
+        /// Snapshot policies of the account.
+        #[arg(long)]
+        max_policies: Option<u64>,
         /// Days a deleted snapshot or template can be undeleted (0: deletes
         /// are at once; left out: the daemon's [snapshots] undelete_days).
         #[arg(long)]
@@ -339,6 +345,8 @@ pub(super) fn plan(ctx: &Ctx, cmd: PlanCmd) -> Result<()> {
             max_snapshot_size,
             max_concurrent_jobs,
             max_protected,
+            max_keys,
+            max_policies,
             undelete_days,
         } => {
             let bytes =
@@ -357,6 +365,8 @@ pub(super) fn plan(ctx: &Ctx, cmd: PlanCmd) -> Result<()> {
                     max_snapshot_bytes: bytes(max_snapshot_size)?,
                     max_concurrent_jobs,
                     max_protected,
+                    max_keys,
+                    max_policies,
                     undelete_days,
                 },
             };
