@@ -13,9 +13,11 @@ use reprise_catalog::Catalog;
 use reprise_core::{Error, Result};
 use reprise_qemu::accel::HostFacts;
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::Mutex as AsyncMutex;
+use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 use uuid::Uuid;
 
 pub struct App {
@@ -231,12 +233,29 @@ impl App {
     }
 
     /// Wait for an instance's lock and hold it until the guard drops.
-    pub async fn lock_instance(&self, id: Uuid) -> tokio::sync::OwnedMutexGuard<()> {
+    pub async fn lock_instance(&self, id: Uuid) -> OwnedMutexGuard<()> {
         self.instance_lock(id).lock_owned().await
     }
 
+    /// A place in the queue for an instance's lock, taken now: the jobs of
+    /// one instance run in the order they were asked for, whenever their
+    /// tasks get to run (a stop asked after a point waits for the point).
+    pub fn queue_for_instance(&self, id: Uuid) -> InstanceTurn {
+        let mut acquire: Acquire = Box::pin(self.instance_lock(id).lock_owned());
+        // Polled once, it joins the lock's first-come queue; it keeps its
+        // place until it is awaited (the job's task) or dropped.
+        let waker = futures::task::noop_waker();
+        match acquire
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(&waker))
+        {
+            std::task::Poll::Ready(guard) => InstanceTurn::Held(guard),
+            std::task::Poll::Pending => InstanceTurn::Waiting(acquire),
+        }
+    }
+
     /// Wait for an upload's lock: one writer at a time.
-    pub async fn lock_upload(&self, id: Uuid) -> tokio::sync::OwnedMutexGuard<()> {
+    pub async fn lock_upload(&self, id: Uuid) -> OwnedMutexGuard<()> {
         self.instance_lock(id).lock_owned().await
     }
 
@@ -330,5 +349,25 @@ impl App {
 
     pub fn run_paths(&self, id: Uuid) -> reprise_qemu::cmdline::RunPaths {
         reprise_qemu::cmdline::RunPaths::new(self.config.instance_run_dir(id))
+    }
+}
+
+/// An instance job's place in its instance's lock queue
+/// ([`App::queue_for_instance`]).
+pub enum InstanceTurn {
+    Held(OwnedMutexGuard<()>),
+    Waiting(Acquire),
+}
+
+/// The wait for an instance's lock, queued.
+type Acquire = Pin<Box<dyn Future<Output = OwnedMutexGuard<()>> + Send>>;
+
+impl InstanceTurn {
+    /// The instance's lock, when this turn comes.
+    pub async fn wait(self) -> OwnedMutexGuard<()> {
+        match self {
+            InstanceTurn::Held(guard) => guard,
+            InstanceTurn::Waiting(acquire) => acquire.await,
+        }
     }
 }

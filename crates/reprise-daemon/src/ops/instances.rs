@@ -429,8 +429,9 @@ pub fn start(app: &Arc<App>, account: &Account, reference: &str) -> Result<Job> 
     }
     let app2 = app.clone();
     let id = inst.id;
+    let turn = app2.queue_for_instance(id);
     Ok(slot.spawn(move |ctx| async move {
-        let _guard = app2.lock_instance(id).await;
+        let _guard = turn.wait().await;
         crate::vm::boot(&app2, &ctx, id).await?;
         ctx.progress(1, 1);
         Ok(())
@@ -445,8 +446,9 @@ pub fn stop(app: &Arc<App>, account: &Account, reference: &str, force: bool) -> 
     }
     let app2 = app.clone();
     let id = inst.id;
+    let turn = app2.queue_for_instance(id);
     Ok(slot.spawn(move |ctx| async move {
-        let _guard = app2.lock_instance(id).await;
+        let _guard = turn.wait().await;
         halt(&app2, &ctx, id, force).await?;
         ctx.progress(1, 1);
         Ok(())
@@ -504,8 +506,9 @@ pub fn restart(app: &Arc<App>, account: &Account, reference: &str) -> Result<Job
     }
     let app2 = app.clone();
     let id = inst.id;
+    let turn = app2.queue_for_instance(id);
     Ok(slot.spawn(move |ctx| async move {
-        let _guard = app2.lock_instance(id).await;
+        let _guard = turn.wait().await;
         halt(&app2, &ctx, id, false).await?;
         ctx.progress(1, 2);
         app2.catalog.transition_instance(id, &instance::BOOT)?;

@@ -191,8 +191,9 @@ pub fn create_for(
     })?;
     let app2 = app.clone();
     let pid = point.id;
+    let turn = app2.queue_for_instance(inst.id);
     Ok(slot.spawn(move |ctx| async move {
-        let _guard = app2.lock_instance(inst.id).await;
+        let _guard = turn.wait().await;
         let point = app2.catalog.point_by_id(pid)?;
         match take(&app2, &ctx, &point, mode).await {
             Ok(t) => {
@@ -476,8 +477,9 @@ pub fn revert(app: &Arc<App>, account: &Account, instance: &str, point: &str) ->
         ));
     }
     let app2 = app.clone();
+    let turn = app2.queue_for_instance(p.instance_id);
     Ok(slot.spawn(move |ctx| async move {
-        let _guard = app2.lock_instance(p.instance_id).await;
+        let _guard = turn.wait().await;
         let result = go_back(&app2, &ctx, &p).await;
         app2.catalog.settle_point(p.id, &point::REVERTED, None)?;
         result?;
@@ -860,8 +862,9 @@ fn spawn_delete(app: &Arc<App>, slot: jobs::Slot, inst: &InstanceRow, points: Ve
     let app2 = app.clone();
     let id = inst.id;
     let total = points.len() as u64;
+    let turn = app2.queue_for_instance(id);
     slot.spawn(move |ctx| async move {
-        let _guard = app2.lock_instance(id).await;
+        let _guard = turn.wait().await;
         for (i, p) in points.iter().enumerate() {
             if let Err(e) = remove_snapshots(&app2, p).await {
                 let why = format!("its snapshots could not all be removed ({e}): delete it again");
