@@ -23,6 +23,8 @@ command -v npm >/dev/null || { node_pkgs=(nodejs npm); need+=(nodejs); }
 [ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql)
 # gcc with static glibc builds the test guest's benchmark tool.
 command -v gcc >/dev/null && [ -f /usr/lib/x86_64-linux-gnu/libc.a ] || need+=(gcc libc6-dev)
+# g++ builds libFuzzer for the fuzz targets (scripts/fuzz.sh).
+command -v g++ >/dev/null || need+=(g++)
 # objcopy strips the daemon put into the power-cut campaign's VM.
 command -v objcopy >/dev/null || need+=(binutils)
 # qemu-img must come from the same QEMU release as qemu-system-x86: a newer
@@ -38,7 +40,7 @@ $SUDO apt-get update -q
 v=$(apt-cache policy qemu-system-x86 | awk '/Candidate:/{print $2}')
 [ -n "$v" ] && [ "$v" != "(none)" ] || { echo "qemu-system-x86 is not available from apt" >&2; exit 1; }
 $SUDO apt-get install -y -q --allow-downgrades \
-  "qemu-system-x86=$v" "qemu-utils=$v" qemu-guest-agent e2fsprogs lz4 coreutils curl gcc libc6-dev binutils python3-venv \
+  "qemu-system-x86=$v" "qemu-utils=$v" qemu-guest-agent e2fsprogs lz4 coreutils curl gcc g++ libc6-dev binutils python3-venv \
   chromium postgresql "${node_pkgs[@]}"
 qemu-system-x86_64 --version | head -1
 qemu-img --version | head -1
