@@ -127,6 +127,14 @@ pub struct Target<'a> {
     pub name: &'a str,
 }
 
+/// The target of the region's own work (a sweep, a recover, a catalog
+/// backup).
+pub const REGION: Target<'static> = Target {
+    kind: "region",
+    id: Uuid::nil(),
+    name: "region",
+};
+
 /// A job recorded (Queued) and counted against its account's plan, whose
 /// work has not started. Dropped without [`Slot::spawn`], its row goes —
 /// but a deferred request's, which the request's runner settles.

@@ -14,7 +14,7 @@
 //!   a recover cut short leaves sweeps refused, and runs again.
 
 use crate::app::App;
-use crate::jobs::{self, JobCtx, Target};
+use crate::jobs::{self, JobCtx};
 use reprise_backup::binding;
 use reprise_catalog::RecoveredSnapshot;
 use reprise_chunks::manifest::{Owner, StoredKind};
@@ -51,14 +51,6 @@ pub(crate) fn owner(
     Ok(owner)
 }
 
-fn region_target() -> Target<'static> {
-    Target {
-        kind: "region",
-        id: Uuid::nil(),
-        name: "region",
-    }
-}
-
 /// Rebuild the catalog from the store, as a job (admin).
 pub fn recover(app: &Arc<App>, account: &Account, req: RecoverRegion) -> Result<Job> {
     super::guards::require_admin(account, "recover the catalog from the region's store")?;
@@ -67,7 +59,7 @@ pub fn recover(app: &Arc<App>, account: &Account, req: RecoverRegion) -> Result<
         app,
         account.id,
         "region.recover",
-        region_target(),
+        jobs::REGION,
         0,
         move |ctx| async move { run_recover(&app2, &ctx, req.dry_run).await },
     )
@@ -400,7 +392,7 @@ pub fn forget_orphans(app: &Arc<App>, account: &Account, req: ForgetOrphans) -> 
         app,
         account.id,
         "store.forget_orphans",
-        region_target(),
+        jobs::REGION,
         1,
         move |ctx| async move {
             let _one_at_a_time = app2.gc_running.lock().await;
@@ -452,7 +444,7 @@ pub fn backup_catalog(app: &Arc<App>, account: &Account) -> Result<Job> {
         app,
         account.id,
         "catalog.backup",
-        region_target(),
+        jobs::REGION,
         1,
         move |ctx| async move {
             let name = crate::catalog_backup::take(&app2).await?;
@@ -480,7 +472,7 @@ pub fn restore_catalog(app: &Arc<App>, account: &Account, req: RestoreCatalog) -
         app,
         account.id,
         "catalog.restore",
-        region_target(),
+        jobs::REGION,
         1,
         move |ctx| async move {
             let (name, restored) =

@@ -572,11 +572,7 @@ pub fn gc(app: &Arc<App>, account: &Account) -> Result<Job> {
         app,
         account.id,
         "region.gc",
-        Target {
-            kind: "region",
-            id: Uuid::nil(),
-            name: "region",
-        },
+        jobs::REGION,
         1,
         move |ctx| async move {
             crate::gc::collect_and_log(&app2, &ctx).await?;
