@@ -159,7 +159,7 @@ pub fn check_boot_files(app: &App, inst: &InstanceRow) -> Result<()> {
         .into_iter()
         .find(|(_, path)| {
             path.as_deref()
-                .is_some_and(|p| !Path::new(p).starts_with(&own))
+                .is_some_and(|p| !is_below(Path::new(p), &own))
         });
     match outside {
         None => Ok(()),
@@ -172,6 +172,15 @@ pub fn check_boot_files(app: &App, inst: &InstanceRow) -> Result<()> {
             ),
         )),
     }
+}
+
+/// Whether `path` names a file below `dir`: component by component, and
+/// without a `..` that would climb back out.
+fn is_below(path: &Path, dir: &Path) -> bool {
+    path.starts_with(dir)
+        && !path
+            .components()
+            .any(|c| c == std::path::Component::ParentDir)
 }
 
 /// Refuse, before QEMU starts, an instance whose RAM would take the
@@ -623,6 +632,18 @@ pub async fn boot(app: &App, ctx: &JobCtx, id: Uuid) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_boot_file_is_below_its_directory_without_climbing_out() {
+        let dir = Path::new("/data/boot/1");
+        assert!(is_below(Path::new("/data/boot/1/kernel"), dir));
+        assert!(!is_below(
+            Path::new("/data/boot/1/../../../etc/shadow"),
+            dir
+        ));
+        assert!(!is_below(Path::new("/data/boot/10/kernel"), dir));
+        assert!(!is_below(Path::new("/srv/images/kernel"), dir));
+    }
+
     #[test]
     fn a_console_log_past_its_limit_is_rotated_and_appended_to_anew() {
         use std::io::Write;
