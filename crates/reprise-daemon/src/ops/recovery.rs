@@ -68,31 +68,41 @@ pub fn recover(app: &Arc<App>, account: &Account, req: RecoverRegion) -> Result<
 /// What the store holds of one object the catalog lacks.
 enum Found {
     Whole(Box<Manifest>, Index),
+    /// No manifest: the backup never ended.
+    Absent,
+    /// A manifest that does not open, or whose index does not.
     Unreadable(String),
 }
 
 async fn read_stored(app: &App, id: Uuid) -> Result<Found> {
     let region = app.region().await?;
-    let read = async {
-        let m = region.manifest(id).await?;
-        let index = region.index(&m).await?;
-        Ok::<_, Error>((m, index))
+    let m = match region.manifest(id).await {
+        Ok(m) => m,
+        Err(e) if e.kind == reprise_core::ErrorKind::NotFound => return Ok(Found::Absent),
+        Err(e) if e.kind.is_retryable() => return Err(e),
+        Err(e) => return Ok(Found::Unreadable(e.message)),
     };
-    match read.await {
-        Ok((m, index)) => Ok(Found::Whole(Box::new(m), index)),
+    match region.index(&m).await {
+        Ok(index) => Ok(Found::Whole(Box::new(m), index)),
         Err(e) if e.kind.is_retryable() => Err(e),
         Err(e) => Ok(Found::Unreadable(e.message)),
     }
 }
 
 /// A snapshot or template whole in the store (its manifest and pinned
-/// index read), `None` when it is not (no manifest, or one that does not
-/// open); an error only when the store cannot be read.
+/// index read), `None` when it has no manifest (its backup never ended).
+/// One whose manifest is there but does not open is an error: what the
+/// store holds of it must not be taken for nothing and removed.
 pub(crate) async fn whole_in_store(app: &App, id: Uuid) -> Result<Option<(Manifest, Index)>> {
-    Ok(match read_stored(app, id).await? {
-        Found::Whole(m, index) => Some((*m, index)),
-        Found::Unreadable(_) => None,
-    })
+    match read_stored(app, id).await? {
+        Found::Whole(m, index) => Ok(Some((*m, index))),
+        Found::Absent => Ok(None),
+        Found::Unreadable(why) => Err(Error::new(
+            reprise_core::ErrorKind::Corrupt,
+            "object_corrupt",
+            format!("{id}'s manifest is in the store but cannot be read: {why}"),
+        )),
+    }
 }
 
 /// What a recover found and did.
@@ -160,7 +170,7 @@ async fn run_recover(app: &App, ctx: &JobCtx, dry_run: bool) -> Result<()> {
     }
     found.sort_by_key(|(id, f)| match f {
         Found::Whole(m, _) => (Some(m.created_at), *id),
-        Found::Unreadable(_) => (None, *id),
+        Found::Absent | Found::Unreadable(_) => (None, *id),
     });
     let mut t = Tally::default();
     let mut accounts: HashMap<Uuid, (Uuid, String)> = HashMap::new();
@@ -170,6 +180,9 @@ async fn run_recover(app: &App, ctx: &JobCtx, dry_run: bool) -> Result<()> {
         ctx.progress(n as u64, total);
         let (m, index) = match f {
             Found::Whole(m, index) => (m, index),
+            // Listed a moment ago, gone now (a purge elsewhere): nothing
+            // to bring back.
+            Found::Absent => continue,
             Found::Unreadable(why) => {
                 t.unreadable += 1;
                 ctx.log(format!(
@@ -247,8 +260,20 @@ async fn run_recover(app: &App, ctx: &JobCtx, dry_run: bool) -> Result<()> {
             "volume '{name}' ({id}) is not in this catalog: its snapshots are listed under its name, and restore into new volumes"
         ));
     }
-    // Rows whose objects the store no longer has.
-    let lost_snapshots = complete.iter().filter(|s| !in_store.contains(&s.id));
+    // Rows whose objects the store no longer has — only if this is the
+    // store they were written to: a catalog of another region (the wrong
+    // bucket named) keeps its rows as they are.
+    let same_region = app
+        .catalog
+        .identity()?
+        .region_id
+        .is_none_or(|r| r == region.id);
+    if !same_region {
+        ctx.log("this catalog's rows were written to another region's store: none is marked lost or dropped for being missing here");
+    }
+    let lost_snapshots = complete
+        .iter()
+        .filter(|s| same_region && !in_store.contains(&s.id));
     for s in lost_snapshots {
         t.lost += 1;
         let why = "its objects are not in the region's store (a recover found no manifest): it cannot be restored";
@@ -265,7 +290,10 @@ async fn run_recover(app: &App, ctx: &JobCtx, dry_run: bool) -> Result<()> {
                 .settle_snapshot(s.id, &snapshot::DAMAGED, Some(why))?;
         }
     }
-    for tpl in templates.iter().filter(|t| !in_store.contains(&t.id)) {
+    for tpl in templates
+        .iter()
+        .filter(|t| same_region && !in_store.contains(&t.id))
+    {
         t.lost += 1;
         ctx.log(format!(
             "template '{}' ({}): its objects are not in the region's store: it cannot be deployed",
