@@ -177,14 +177,13 @@ impl App {
     }
 
     /// The client for requests sent on to other hosts: a host that does
-    /// not connect, or stops answering mid-way, fails the request
-    /// (`host_unreachable`) instead of holding it.
+    /// not connect fails the request (`host_unreachable`); one that falls
+    /// silent is given up by `forward::send_on`.
     pub fn forwarder(&self) -> &reqwest::Client {
         self.forwarder.get_or_init(|| {
             let http = &self.config.http;
             reqwest::Client::builder()
                 .connect_timeout(std::time::Duration::from_secs(http.peer_connect_secs))
-                .read_timeout(std::time::Duration::from_secs(http.peer_read_secs))
                 .build()
                 .unwrap_or_else(|e| {
                     tracing::warn!("the forwarder's timeouts: {e}; sent on without them");

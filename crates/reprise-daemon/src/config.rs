@@ -64,7 +64,7 @@
 //! max_connections = 1024      # open at once; one more is closed unread
 //! max_connections_per_peer = 256  # from one address
 //! peer_connect_secs = 5       # a request sent on to another host: connecting
-//! peer_read_secs = 120        # and waiting for each part of its answer
+//! peer_read_secs = 120        # and silent this long (nothing sent or answered)
 //!
 //! [jobs]
 //! keep_days = 30              # a job that ended this long ago is forgotten

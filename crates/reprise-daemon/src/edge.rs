@@ -9,11 +9,13 @@
 //! - an answer the client does not read for `write_stall_secs` is dropped
 //!   with its connection;
 //! - at most `max_connections` are open, at most `max_connections_per_peer`
-//!   from one address: one more is closed at once, before anything is read.
+//!   from one address (an IPv6 /64 counting as one): one more is closed at
+//!   once, before anything is read.
 //!
 //! So no client, authenticated or not, can use up the file descriptors a
 //! root daemon needs for QMP sockets and `qemu-img`, and other addresses
-//! (another host, the operator) are served while one is shed.
+//! are served while one is shed — until the total cap, which a crowd from
+//! several addresses can still fill.
 
 use crate::config::HttpConfig;
 use axum::Router;
@@ -65,7 +67,7 @@ pub async fn serve(
             },
             _ = &mut shutdown => break,
         };
-        let Some(slot) = Open::take(&open, peer.ip(), &limits) else {
+        let Some(slot) = Open::take(&open, peer_of(peer.ip()), &limits) else {
             tracing::debug!(%peer, "connection refused: the edge is full");
             continue;
         };
@@ -94,6 +96,22 @@ pub async fn serve(
         .is_err()
     {
         tracing::warn!("requests still in flight after {DRAIN:?} are left to finish alone");
+    }
+}
+
+/// The address a connection is counted under: an IPv4 address (mapped
+/// ones too), or an IPv6 /64 — one host's usual allotment, whose
+/// addresses would otherwise each count as another peer.
+fn peer_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
     }
 }
 
@@ -245,6 +263,17 @@ pub fn raise_open_files_limit() {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_ipv6_peer_is_its_slash_64() {
+        let a: IpAddr = "2001:db8:1:2::5".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::5".parse().unwrap();
+        assert_eq!(peer_of(a), peer_of(b));
+        assert_ne!(peer_of(a), peer_of(other));
+        let mapped: IpAddr = "::ffff:127.0.0.2".parse().unwrap();
+        assert_eq!(peer_of(mapped), "127.0.0.2".parse::<IpAddr>().unwrap());
+    }
+
     use super::*;
 
     #[test]

@@ -30,10 +30,12 @@ use axum::http::{header, HeaderValue};
 pub use axum::http::{HeaderMap, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
 use reprise_catalog::HostRow;
 use reprise_core::model::{Account, HostState, InstanceState};
 use reprise_core::{Error, ErrorKind, Result};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// The header of a request sent on by another daemon of the region.
 pub const MARK: &str = "x-reprise-forwarded";
@@ -269,7 +271,10 @@ pub(crate) async fn admit(app: &App, mut req: Request) -> Result<(Request, Optio
         }
         req = Request::from_parts(parts, Body::from(bytes));
     }
-    let until = now + chrono::Duration::seconds(MARK_VALIDITY_SECS + 1);
+    // Remembered for as long as the mark is good by this host's clock,
+    // whichever way the sender's clock is off.
+    let until = chrono::DateTime::from_timestamp(time + MARK_VALIDITY_SECS + 1, 0)
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC);
     if !app.marks_used.take(nonce.as_bytes(), until, now) {
         return Err(Error::new(
             ErrorKind::Unauthorized,
@@ -507,9 +512,15 @@ pub(crate) async fn send_on(
         }
     }
     // A body small enough is read here and bound into the mark.
-    let small = axum::body::HttpBody::size_hint(&body)
-        .upper()
-        .is_some_and(|n| n <= MARK_BODY_MAX as u64);
+    // Its length as the client declared it (the edge's body-idle wrapper
+    // keeps no size hint), or as a body made here knows it.
+    let length = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .or_else(|| axum::body::HttpBody::size_hint(&body).upper());
+    let small = length.is_some_and(|n| n <= MARK_BODY_MAX as u64);
+    let watch = Silence::new(Duration::from_secs(app.config.http.peer_read_secs));
     let (digest, body) = if small {
         match axum::body::to_bytes(body, MARK_BODY_MAX).await {
             Ok(bytes) => (Some(blake3::hash(&bytes)), reqwest::Body::from(bytes)),
@@ -522,7 +533,10 @@ pub(crate) async fn send_on(
             }
         }
     } else {
-        (None, reqwest::Body::wrap_stream(body.into_data_stream()))
+        (
+            None,
+            reqwest::Body::wrap_stream(watch.sent(body.into_data_stream())),
+        )
     };
     let nonce = hex::encode(rand::random::<[u8; 16]>());
     let mark = MarkOf {
@@ -541,7 +555,7 @@ pub(crate) async fn send_on(
         .headers(headers)
         .header(MARK, mark)
         .body(body);
-    match out.send().await {
+    match watch.answer(out.send()).await {
         Ok(answer) => {
             let mut back = Response::builder().status(answer.status());
             for (name, value) in answer.headers() {
@@ -549,21 +563,101 @@ pub(crate) async fn send_on(
                     back = back.header(name, value);
                 }
             }
-            back.body(Body::from_stream(answer.bytes_stream()))
+            back.body(Body::from_stream(watch.received(answer.bytes_stream())))
                 .unwrap_or_else(|e| {
                     ApiError(Error::internal(format!("forwarded answer: {e}"))).into_response()
                 })
         }
-        Err(e) => ApiError(
-            Error::unavailable(
-                "host_unreachable",
-                format!(
-                    "host '{}' (at {}) did not answer: {e}",
-                    host.name, host.address
-                ),
-            )
-            .with_source(e),
-        )
+        Err(why) => ApiError(Error::unavailable(
+            "host_unreachable",
+            format!(
+                "host '{}' (at {}) did not answer: {why}",
+                host.name, host.address
+            ),
+        ))
         .into_response(),
+    }
+}
+
+/// How long a request sent on may go without a sign of life — a piece of
+/// its body sent, its answer's head, a piece of its answer — before it is
+/// given up (`[http] peer_read_secs`): a wedged host fails its callers,
+/// a long upload to a live one does not.
+#[derive(Clone)]
+struct Silence {
+    limit: Duration,
+    began: std::time::Instant,
+    /// Milliseconds after `began` of the last sign of life.
+    last: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Silence {
+    fn new(limit: Duration) -> Silence {
+        Silence {
+            limit,
+            began: std::time::Instant::now(),
+            last: Arc::default(),
+        }
+    }
+
+    fn alive(&self) {
+        let ms = self.began.elapsed().as_millis() as u64;
+        self.last.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// When the silence runs out, as of the last sign of life.
+    fn deadline(&self) -> tokio::time::Instant {
+        let last = Duration::from_millis(self.last.load(std::sync::atomic::Ordering::Relaxed));
+        (self.began + last + self.limit).into()
+    }
+
+    /// `body`, each piece of it a sign of life.
+    fn sent<S, T, E>(&self, body: S) -> impl futures::Stream<Item = std::result::Result<T, E>>
+    where
+        S: futures::Stream<Item = std::result::Result<T, E>>,
+    {
+        let watch = self.clone();
+        body.inspect(move |_| watch.alive())
+    }
+
+    /// The answer's head, unless the request falls silent first.
+    async fn answer(
+        &self,
+        send: impl std::future::Future<Output = reqwest::Result<reqwest::Response>>,
+    ) -> std::result::Result<reqwest::Response, String> {
+        tokio::pin!(send);
+        loop {
+            tokio::select! {
+                r = &mut send => return r.map_err(|e| e.to_string()),
+                _ = tokio::time::sleep_until(self.deadline()) => {
+                    if tokio::time::Instant::now() >= self.deadline() {
+                        return Err(format!("nothing for {:?}", self.limit));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The answer's body, cut when a piece is longer coming than the limit.
+    fn received(
+        &self,
+        answer: impl futures::Stream<Item = reqwest::Result<axum::body::Bytes>> + Send + Unpin + 'static,
+    ) -> impl futures::Stream<Item = std::io::Result<axum::body::Bytes>> + Send + 'static {
+        let limit = self.limit;
+        futures::stream::unfold(Some(answer), move |answer| async move {
+            let mut answer = answer?;
+            match tokio::time::timeout(limit, answer.next()).await {
+                Ok(Some(Ok(piece))) => Some((Ok(piece), Some(answer))),
+                Ok(Some(Err(e))) => Some((Err(std::io::Error::other(e)), None)),
+                Ok(None) => None,
+                Err(_) => Some((
+                    Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("the host sent nothing of its answer for {limit:?}"),
+                    )),
+                    None,
+                )),
+            }
+        })
     }
 }

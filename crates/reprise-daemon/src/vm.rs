@@ -63,13 +63,13 @@ pub enum Launch {
 pub async fn launch_with(app: &App, inst: &InstanceRow, accel: Accel, how: Launch) -> Result<u32> {
     check_boot_files(app, inst)?;
     let volumes = app.catalog.instance_volumes(inst.id)?;
+    // One start at a time is judged against what runs, so two cannot
+    // both take the last of the host's RAM or huge pages.
+    let _launching = app.launching.lock().await;
     let huge_pages = app.config.qemu.hugepages;
     if huge_pages {
         huge_pages_fit(&inst.name, inst.memory_bytes, process::free_huge_pages())?;
     }
-    // One start at a time is judged against what runs, so two cannot
-    // both take the last of the host's RAM.
-    let _launching = app.launching.lock().await;
     let running: u64 = app
         .catalog
         .local_instances()?

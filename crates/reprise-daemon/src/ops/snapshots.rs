@@ -666,7 +666,9 @@ async fn settle_cut_short(app: &App, s: &Snapshot) -> Result<()> {
             let stats = BackupStats {
                 written_bytes: m.written_bytes,
                 stored_bytes: m.stored_bytes,
-                new_bytes: m.new_bytes,
+                // Set below once its chunks are recorded: never the
+                // store's figure (see above).
+                new_bytes: 0,
                 read_bytes: 0,
                 chunk_count: m.chunk_count,
                 positions: index.entries.len() as u64,

@@ -243,9 +243,10 @@ fn sha256_of(path: &std::path::Path) -> Result<String> {
     Ok(hex::encode(h.finalize()))
 }
 
-/// Remove uploads left Receiving and untouched past the configured time,
-/// and files in the upload directory no upload row owns (a crash between
-/// the two). Run at startup and now and then.
+/// Remove uploads left Receiving and untouched past `expire_hours`,
+/// complete ones `keep_days` after they completed, and files in the
+/// upload directory no upload row owns (a crash between the two). Run at
+/// startup and now and then.
 pub fn expire(app: &App) -> Result<()> {
     let hours = app.config.uploads.expire_hours as i64;
     let days = app.config.uploads.keep_days as i64;
