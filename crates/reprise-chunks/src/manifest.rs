@@ -114,7 +114,6 @@ impl Manifest {
     /// (version 1) only if `unsealed_ok` (a region made before sealing).
     pub fn decode(object: &[u8], keys: &RegionKeys, unsealed_ok: bool) -> Result<Manifest> {
         let what = "snapshot manifest";
-        let sealed = envelope::claimed_version(object) != Some(UNSEALED);
         let body = match envelope::claimed_version(object) {
             Some(UNSEALED) if unsealed_ok => envelope::open(MAGIC, what, object, MAX_BODY)?.1,
             Some(UNSEALED) => {
@@ -133,13 +132,8 @@ impl Manifest {
                 )))
             }
         };
-        let mut m: Manifest = serde_json::from_slice(body)
+        let m: Manifest = serde_json::from_slice(body)
             .map_err(|e| corrupt(format!("snapshot manifest: {e}")).with_source(e))?;
-        // Whoever can write the store can write an unsealed manifest: what
-        // it says of its owner is not believed (owners came with sealing).
-        if !sealed {
-            m.owner = None;
-        }
         let chunk_ok = m.chunk_size.is_power_of_two()
             && (MIN_CHUNK_SIZE..=crate::chunk::MAX_CHUNK).contains(&m.chunk_size);
         if !chunk_ok || m.volume_size > MAX_VOLUME_SIZE {
